@@ -1,0 +1,326 @@
+//! One HTTP/2 connection per endpoint address, kept up by its own task.
+//!
+//! The balancer needs to know, *before* it hands a request over, whether an endpoint
+//! can take it. tonic's lazy channels only find out inside the call, so this module
+//! owns the connection: a task dials, performs the HTTP/2 handshake and publishes the
+//! state (`Connecting`, `Ready`, `Failed` with the error and the time of the next try).
+//! When the connection drops the task dials again, with exponential backoff after a
+//! failure. Connections live in a process-wide pool keyed by address, so two targets
+//! resolving to the same address share one connection; the task stops when the last
+//! user is gone, and in-flight calls finish on the old connection.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use hyper::client::conn::http2::{self, SendRequest};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::tls::TlsConnector;
+
+/// How long a dropped connection may keep serving its in-flight calls.
+const DRAIN_GRACE: Duration = Duration::from_secs(30);
+
+/// What the connection task says about an address.
+#[derive(Clone, Debug)]
+pub(crate) enum ConnState {
+    /// Nobody asked for it yet: no dial until the first call (lazy).
+    Idle,
+    /// Dialling, or handshaking.
+    Connecting,
+    /// Connected; requests go through this sender.
+    Ready(SendRequest<tonic::body::Body>),
+    /// The last dial failed; ejected from rotation until the next try succeeds.
+    Failed {
+        /// Why, for error messages and the status view.
+        error: String,
+        /// When the next dial starts.
+        retry_at: Instant,
+    },
+}
+
+impl ConnState {
+    pub(crate) fn label(&self) -> &'static str {
+        match self {
+            ConnState::Idle => "idle",
+            ConnState::Connecting => "connecting",
+            ConnState::Ready(_) => "ready",
+            ConnState::Failed { .. } => "ejected",
+        }
+    }
+}
+
+/// Settings that decide how an address is dialled; part of the pool key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct DialSettings {
+    pub connect_timeout: Duration,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    pub keepalive: Duration,
+    pub tls: Option<TlsConnector>,
+}
+
+/// Live load numbers of one connection, read by the peak-EWMA policy.
+#[derive(Debug)]
+pub(crate) struct Load {
+    pub pending: AtomicU32,
+    /// Peak-EWMA round-trip estimate in nanoseconds, as `f64` bits.
+    rtt_ns: AtomicU64,
+    /// When `rtt_ns` was last updated, in nanoseconds since `epoch`.
+    updated_ns: AtomicU64,
+    epoch: Instant,
+}
+
+/// Time constant of the EWMA's decay: an estimate halves in about 7 s without samples.
+const DECAY: Duration = Duration::from_secs(10);
+/// The estimate a fresh endpoint starts with.
+const DEFAULT_RTT: Duration = Duration::from_millis(10);
+/// The round-trip time an error counts as, so an endpoint that fails fast is not
+/// mistaken for a fast one.
+const ERROR_PENALTY: Duration = Duration::from_secs(1);
+
+impl Load {
+    fn new() -> Self {
+        Self {
+            pending: AtomicU32::new(0),
+            rtt_ns: AtomicU64::new((DEFAULT_RTT.as_nanos() as f64).to_bits()),
+            updated_ns: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn decayed(&self, now: Instant) -> (f64, u64) {
+        let now_ns = now.saturating_duration_since(self.epoch).as_nanos() as u64;
+        let rtt = f64::from_bits(self.rtt_ns.load(Ordering::Relaxed));
+        let elapsed = now_ns.saturating_sub(self.updated_ns.load(Ordering::Relaxed)) as f64;
+        (rtt * (-elapsed / DECAY.as_nanos() as f64).exp(), now_ns)
+    }
+
+    /// The current round-trip estimate, decayed towards zero while no samples arrive
+    /// so that an endpoint once slow is tried again later.
+    pub fn rtt_estimate(&self) -> Duration {
+        Duration::from_nanos(self.decayed(Instant::now()).0 as u64)
+    }
+
+    /// Cost for peak-EWMA: estimate × (pending + 1).
+    pub fn cost(&self) -> f64 {
+        let (rtt, _) = self.decayed(Instant::now());
+        rtt * f64::from(self.pending.load(Ordering::Relaxed) + 1)
+    }
+
+    /// Records a finished call. Races between concurrent samples lose one sample at
+    /// worst, which an estimate can afford.
+    pub fn record(&self, rtt: Duration, failed: bool) {
+        let sample = if failed { rtt.max(ERROR_PENALTY) } else { rtt }.as_nanos() as f64;
+        let (decayed, now_ns) = self.decayed(Instant::now());
+        let next = if sample > decayed {
+            sample // peak: jump up at once
+        } else {
+            let elapsed = now_ns.saturating_sub(self.updated_ns.load(Ordering::Relaxed)) as f64;
+            let w = (-elapsed / DECAY.as_nanos() as f64).exp();
+            decayed * w + sample * (1.0 - w)
+        };
+        self.rtt_ns.store(next.to_bits(), Ordering::Relaxed);
+        self.updated_ns.store(now_ns, Ordering::Relaxed);
+    }
+}
+
+/// A pooled connection to one address.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    pub addr: String,
+    state: Arc<watch::Sender<ConnState>>,
+    started: AtomicBool,
+    stop: CancellationToken,
+    settings: DialSettings,
+    pub load: Load,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+type PoolKey = (String, DialSettings);
+static POOL: LazyLock<Mutex<HashMap<PoolKey, Weak<Connection>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+impl Connection {
+    /// The pooled connection for `addr`, created (idle) if nobody holds one.
+    pub fn pooled(addr: &str, settings: &DialSettings) -> Arc<Self> {
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (addr.to_string(), settings.clone());
+        if let Some(conn) = pool.get(&key).and_then(Weak::upgrade) {
+            return conn;
+        }
+        pool.retain(|_, w| w.strong_count() > 0);
+        let conn = Arc::new(Self {
+            addr: addr.to_string(),
+            state: Arc::new(watch::channel(ConnState::Idle).0),
+            started: AtomicBool::new(false),
+            stop: CancellationToken::new(),
+            settings: settings.clone(),
+            load: Load::new(),
+        });
+        pool.insert(key, Arc::downgrade(&conn));
+        conn
+    }
+
+    /// Starts the connection task once; later calls do nothing.
+    pub fn start(&self) {
+        if self.started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let task = ConnectionTask {
+            addr: self.addr.clone(),
+            state: self.state.clone(),
+            stop: self.stop.clone(),
+            settings: self.settings.clone(),
+        };
+        tokio::spawn(task.run());
+    }
+
+    pub fn state(&self) -> ConnState {
+        self.state.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<ConnState> {
+        self.state.subscribe()
+    }
+
+    /// Called when a request could not be sent on the current connection: the task
+    /// will notice the closed connection too, but callers must stop picking it now.
+    pub fn mark_broken(&self, error: &str) {
+        self.state.send_if_modified(|s| match s {
+            ConnState::Ready(tx) if tx.is_closed() || !tx.is_ready() => {
+                *s = ConnState::Connecting;
+                tracing::debug!(addr = %self.addr, error, "connection unusable, redialling");
+                true
+            }
+            _ => false,
+        });
+    }
+}
+
+type ConnFuture = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
+
+struct ConnectionTask {
+    addr: String,
+    state: Arc<watch::Sender<ConnState>>,
+    stop: CancellationToken,
+    settings: DialSettings,
+}
+
+impl ConnectionTask {
+    async fn run(self) {
+        let mut failures: u32 = 0;
+        loop {
+            self.state.send_replace(ConnState::Connecting);
+            let dial = tokio::time::timeout(self.settings.connect_timeout, self.dial());
+            let result = tokio::select! {
+                _ = self.stop.cancelled() => return,
+                r = dial => r,
+            };
+            let error = match result {
+                Ok(Ok((sender, conn))) => {
+                    if failures > 0 {
+                        tracing::info!(addr = %self.addr, "endpoint readmitted: connected again");
+                    } else {
+                        tracing::debug!(addr = %self.addr, "endpoint connected");
+                    }
+                    failures = 0;
+                    self.state.send_replace(ConnState::Ready(sender));
+                    match self.serve(conn).await {
+                        None => return,
+                        Some(e) => {
+                            tracing::warn!(addr = %self.addr, error = %e, "connection lost, redialling");
+                            // Redial at once: a restarted server should not wait a backoff.
+                            continue;
+                        }
+                    }
+                }
+                Ok(Err(e)) => e,
+                Err(_) => format!(
+                    "connect timed out after {} ms",
+                    self.settings.connect_timeout.as_millis()
+                ),
+            };
+            failures = failures.saturating_add(1);
+            let delay = backoff(&self.settings, failures);
+            tracing::warn!(addr = %self.addr, error = %error, retry_in_ms = delay.as_millis() as u64,
+                "endpoint ejected: cannot connect");
+            self.state.send_replace(ConnState::Failed {
+                error,
+                retry_at: Instant::now() + delay,
+            });
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// Drives a live connection. `None` when stopped (the connection drains in the
+    /// background), or the reason it closed.
+    async fn serve(&self, mut conn: ConnFuture) -> Option<String> {
+        tokio::select! {
+            _ = self.stop.cancelled() => {
+                // Drop our sender so the connection closes once its calls are done.
+                self.state.send_replace(ConnState::Idle);
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(DRAIN_GRACE, conn).await;
+                });
+                None
+            }
+            r = &mut conn => Some(match r {
+                Ok(()) => "closed by the peer".to_string(),
+                Err(e) => e.to_string(),
+            }),
+        }
+    }
+
+    async fn dial(&self) -> Result<(SendRequest<tonic::body::Body>, ConnFuture), String> {
+        let tcp = TcpStream::connect(&self.addr)
+            .await
+            .map_err(|e| format!("connect to {}: {e}", self.addr))?;
+        let _ = tcp.set_nodelay(true);
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .keep_alive_interval(self.settings.keepalive)
+            .keep_alive_timeout(self.settings.keepalive.min(Duration::from_secs(20)))
+            .keep_alive_while_idle(true);
+        match &self.settings.tls {
+            None => {
+                let (tx, conn) = builder
+                    .handshake(TokioIo::new(tcp))
+                    .await
+                    .map_err(|e| format!("HTTP/2 handshake with {}: {e}", self.addr))?;
+                Ok((tx, Box::pin(conn)))
+            }
+            Some(tls) => {
+                let stream = tls.connect(&self.addr, tcp).await?;
+                let (tx, conn) = builder
+                    .handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(|e| format!("HTTP/2 handshake with {}: {e}", self.addr))?;
+                Ok((tx, Box::pin(conn)))
+            }
+        }
+    }
+}
+
+fn backoff(s: &DialSettings, failures: u32) -> Duration {
+    let exp = s.backoff_base.as_secs_f64() * 1.6f64.powi(failures.saturating_sub(1).min(30) as i32);
+    let capped = exp.min(s.backoff_max.as_secs_f64());
+    // ±20% jitter so many clients do not redial in step.
+    let jitter = 0.8 + rand::random::<f64>() * 0.4;
+    Duration::from_secs_f64(capped * jitter)
+}

@@ -1,0 +1,960 @@
+//! A discovery channel for tonic: resolver snapshots in, balanced calls out.
+//!
+//! [`Channel`] is a `tower::Service` that generated tonic clients accept
+//! (`GreeterClient::new(channel)`). Behind it:
+//!
+//! 1. a [`Resolver`] publishes endpoint snapshots for the target;
+//! 2. an updater task applies each snapshot as it arrives, traffic or not, diffing it
+//!    into per-address connections from a process-wide pool (see `connection`);
+//! 3. each call picks a *ready* connection by [`Policy`]; a request that could not be
+//!    sent goes to another endpoint, so a dead endpoint never fails a call while a live
+//!    one exists.
+//!
+//! What a call sees, by state:
+//!
+//! | state | call |
+//! |---|---|
+//! | nothing resolved yet | waits up to [`ChannelBuilder::resolve_timeout`], then `UNAVAILABLE` with the resolver's last error |
+//! | resolved, empty set | `UNAVAILABLE` naming the target at once, or waits with [`ChannelBuilder::wait_for_ready`] |
+//! | endpoints, none connected yet | waits for the first to connect (bounded by the connect timeout) |
+//! | every endpoint failing | `UNAVAILABLE` listing each endpoint's error |
+//! | resolver error after a good set | the last set keeps serving |
+//!
+//! A `grpc-timeout` header (tonic's `Request::set_timeout`) bounds the whole call,
+//! waiting included, and fails it with `DEADLINE_EXCEEDED`.
+//!
+//! Channels are shared: [`connect`] (and [`ChannelBuilder::connect`]) with the same
+//! target and settings returns the same channel, so a process holds one registry watch
+//! per target however many clients dial it.
+
+mod connection;
+mod tls;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, RwLock, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use http::uri::{Authority, Scheme};
+use http_body::Frame;
+use tokio::sync::watch;
+use tonic::Status;
+
+pub use tls::TlsConnector;
+
+use self::connection::{ConnState, Connection, DialSettings};
+use crate::driver::Driver;
+use crate::error::{Error, Result};
+use crate::resolve::{self, Endpoint, Resolver, ResolverState, SnapshotReceiver, SnapshotSender};
+use crate::target::Target;
+
+/// Boxed error of the channel's service; generated clients turn it into a `Status`.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How a channel spreads calls over ready endpoints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Policy {
+    /// Each ready endpoint in turn (the default).
+    #[default]
+    RoundRobin,
+    /// Smooth weighted round robin over the endpoints' [`weight`](Endpoint::weight)s.
+    WeightedRoundRobin,
+    /// Power of two choices over a peak-EWMA latency estimate times pending calls,
+    /// with failed calls counted as slow (go-zero's choice).
+    PeakEwma,
+}
+
+impl std::str::FromStr for Policy {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "round_robin" | "rr" => Ok(Self::RoundRobin),
+            "weighted_round_robin" | "wrr" => Ok(Self::WeightedRoundRobin),
+            "p2c" | "p2c_peak_ewma" | "peak_ewma" => Ok(Self::PeakEwma),
+            other => Err(Error::BadTarget {
+                target: other.to_string(),
+                reason: "unknown balancing policy; use round_robin, weighted_round_robin or p2c".into(),
+            }),
+        }
+    }
+}
+
+/// Builds a [`Channel`]. Every setting has a documented default.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), driver_core::Error> {
+/// use std::time::Duration;
+/// use driver_core::{Channel, Policy};
+/// let channel = Channel::builder("direct:///127.0.0.1:50051,127.0.0.1:50052")
+///     .policy(Policy::PeakEwma)
+///     .resolve_timeout(Duration::from_secs(2))
+///     .connect()?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ChannelBuilder {
+    target: String,
+    resolver: Option<Arc<dyn Resolver>>,
+    policy: Policy,
+    resolve_timeout: Duration,
+    wait_for_ready: bool,
+    dial: DialSettings,
+}
+
+impl fmt::Debug for ChannelBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChannelBuilder")
+            .field("target", &self.target)
+            .field("policy", &self.policy)
+            .field("resolve_timeout", &self.resolve_timeout)
+            .field("wait_for_ready", &self.wait_for_ready)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChannelBuilder {
+    fn new(target: &str) -> Self {
+        Self {
+            target: target.to_string(),
+            resolver: None,
+            policy: Policy::default(),
+            resolve_timeout: Duration::from_secs(3),
+            wait_for_ready: false,
+            dial: DialSettings {
+                connect_timeout: Duration::from_secs(3),
+                backoff_base: Duration::from_millis(100),
+                backoff_max: Duration::from_secs(3),
+                keepalive: Duration::from_secs(10),
+                tls: None,
+            },
+        }
+    }
+
+    /// The balancing policy. Default: [`Policy::RoundRobin`].
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// How long a call waits for the first resolution. Default: 3 s.
+    pub fn resolve_timeout(mut self, timeout: Duration) -> Self {
+        self.resolve_timeout = timeout;
+        self
+    }
+
+    /// Wait, up to the call's deadline, for an endpoint instead of failing at once
+    /// when the set is empty or every endpoint is down (gRPC's wait-for-ready).
+    /// Without a deadline the wait is bounded by the resolve timeout. Default: off.
+    pub fn wait_for_ready(mut self, on: bool) -> Self {
+        self.wait_for_ready = on;
+        self
+    }
+
+    /// How long one dial (TCP + TLS + HTTP/2 handshake) may take. Default: 3 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.dial.connect_timeout = timeout;
+        self
+    }
+
+    /// The longest wait between redials of a failing endpoint (the backoff starts at
+    /// 100 ms and grows 1.6× per failure, ±20% jitter). Default: 3 s.
+    pub fn backoff_max(mut self, max: Duration) -> Self {
+        self.dial.backoff_max = max;
+        self
+    }
+
+    /// HTTP/2 keep-alive ping interval, which finds dead peers on idle connections.
+    /// Default: 10 s.
+    pub fn keepalive(mut self, interval: Duration) -> Self {
+        self.dial.keepalive = interval;
+        self
+    }
+
+    /// Dial endpoints with TLS. Default: plaintext (`http`).
+    pub fn tls(mut self, tls: TlsConnector) -> Self {
+        self.dial.tls = Some(tls);
+        self
+    }
+
+    /// Resolve with this resolver instead of the one installed for the scheme.
+    pub fn resolver(mut self, resolver: Arc<dyn Resolver>) -> Self {
+        self.resolver = Some(resolver);
+        self
+    }
+
+    /// Resolve with `driver`'s resolver for the target's scheme, without installing
+    /// anything globally: lets one process use several drivers side by side.
+    pub fn driver(self, driver: &dyn Driver) -> Result<Self> {
+        let target = Target::parse(&self.target)?;
+        if let Some((_, r)) = driver
+            .resolvers()
+            .into_iter()
+            .find(|(s, _)| *s == target.scheme())
+        {
+            return Ok(self.resolver(r));
+        }
+        if matches!(target.scheme(), "direct" | crate::target::PASSTHROUGH_SCHEME) {
+            return Ok(self);
+        }
+        let known: Vec<&str> = driver.resolvers().iter().map(|(s, _)| *s).collect();
+        Err(Error::Unsupported {
+            driver: driver.name().to_string(),
+            what: "resolve",
+            target: self.target.clone(),
+            reason: format!("it resolves the schemes: {}", known.join(", ")),
+        })
+    }
+
+    /// Builds the channel, or returns the live channel already built with the same
+    /// target and settings. Must run inside a tokio runtime.
+    pub fn connect(self) -> Result<Channel> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::Unsupported {
+                driver: "-".into(),
+                what: "connect to",
+                target: self.target,
+                reason: "no tokio runtime is running; call it from within #[tokio::main] or a runtime".into(),
+            });
+        }
+        let target = Target::parse(&self.target)?;
+        let resolver = match &self.resolver {
+            Some(r) => r.clone(),
+            None => resolve::resolver_for(&target)?,
+        };
+        let key = ChannelKey {
+            target: self.target.clone(),
+            resolver: Arc::as_ptr(&resolver) as *const () as usize,
+            policy: self.policy,
+            resolve_timeout: self.resolve_timeout,
+            wait_for_ready: self.wait_for_ready,
+            dial: self.dial.clone(),
+        };
+        let mut channels = CHANNELS.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(inner) = channels.get(&key).and_then(Weak::upgrade) {
+            return Ok(Channel { inner });
+        }
+        let (tx, rx) = SnapshotSender::channel();
+        resolver.resolve(&target, tx)?;
+        let inner = ChannelInner::start(self, rx);
+        channels.retain(|_, w| w.strong_count() > 0);
+        channels.insert(key, Arc::downgrade(&inner));
+        Ok(Channel { inner })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct ChannelKey {
+    target: String,
+    resolver: usize,
+    policy: Policy,
+    resolve_timeout: Duration,
+    wait_for_ready: bool,
+    dial: DialSettings,
+}
+
+static CHANNELS: LazyLock<Mutex<HashMap<ChannelKey, Weak<ChannelInner>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// Dials `target` with default settings through the resolver installed for its
+/// scheme; the same target gives the same shared channel.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// driver_core::use_driver("default")?;
+/// let channel = driver_core::connect("direct:///127.0.0.1:50051")?;
+/// // let mut client = GreeterClient::new(channel);
+/// # Ok(()) }
+/// ```
+pub fn connect(target: &str) -> Result<Channel> {
+    Channel::builder(target).connect()
+}
+
+/// A balanced, discovery-fed channel; cheap to clone. See the [module docs](self).
+#[derive(Clone)]
+pub struct Channel {
+    inner: Arc<ChannelInner>,
+}
+
+impl fmt::Debug for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Channel")
+            .field("target", &self.inner.target)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One endpoint of a channel and its connection's state, as shown by [`Channel::status`].
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct EndpointStatus {
+    /// The endpoint as resolved.
+    #[serde(flatten)]
+    pub endpoint: Endpoint,
+    /// `idle`, `connecting`, `ready` or `ejected`.
+    pub state: &'static str,
+    /// Why the endpoint is ejected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When an ejected endpoint is dialled again, in milliseconds from now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_in_ms: Option<u64>,
+    /// Calls in flight on this address (all channels of the process).
+    pub pending: u32,
+    /// The peak-EWMA latency estimate in milliseconds.
+    pub rtt_ms: f64,
+}
+
+/// A channel's view of its target, as shown by [`Channel::status`].
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ChannelStatus {
+    /// The target as dialled.
+    pub target: String,
+    /// False until the resolver produced its first set.
+    pub resolved: bool,
+    /// The resolver's newest error, if the newest news was an error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolver_error: Option<String>,
+    /// The endpoints in service.
+    pub endpoints: Vec<EndpointStatus>,
+}
+
+impl Channel {
+    /// A builder for `target`.
+    pub fn builder(target: &str) -> ChannelBuilder {
+        ChannelBuilder::new(target)
+    }
+
+    /// The target this channel dials.
+    pub fn target(&self) -> &str {
+        &self.inner.target
+    }
+
+    /// The endpoint set in service and each endpoint's connection state.
+    pub fn status(&self) -> ChannelStatus {
+        let table = self.inner.table();
+        ChannelStatus {
+            target: self.inner.target.clone(),
+            resolved: table.resolved,
+            resolver_error: table.last_error.clone(),
+            endpoints: table
+                .slots
+                .iter()
+                .map(|s| {
+                    let state = s.conn.state();
+                    let (error, retry_in_ms) = match &state {
+                        ConnState::Failed { error, retry_at } => (
+                            Some(error.clone()),
+                            Some(retry_at.saturating_duration_since(Instant::now()).as_millis() as u64),
+                        ),
+                        _ => (None, None),
+                    };
+                    EndpointStatus {
+                        endpoint: s.endpoint.clone(),
+                        state: state.label(),
+                        error,
+                        retry_in_ms,
+                        pending: s.conn.load.pending.load(Ordering::Relaxed),
+                        rtt_ms: s.conn.load.rtt_estimate().as_secs_f64() * 1000.0,
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// Completes when the endpoint set or the resolver's news changes; for watchers
+    /// such as `dtmdriver resolve --watch`.
+    pub async fn changed(&self) {
+        let mut rx = self.inner.table_tx.subscribe();
+        let _ = rx.changed().await;
+    }
+
+    /// The resolver's snapshots as they arrive, for observers.
+    pub fn snapshots(&self) -> SnapshotReceiver {
+        self.inner.snapshots.clone()
+    }
+
+    /// Dials every endpoint now instead of at the first call.
+    pub fn warm_up(&self) {
+        self.inner.activate();
+    }
+}
+
+struct Slot {
+    endpoint: Endpoint,
+    conn: Arc<Connection>,
+    /// Smooth-WRR running weight.
+    wrr_current: AtomicI64,
+}
+
+struct Table {
+    resolved: bool,
+    last_error: Option<String>,
+    slots: Vec<Arc<Slot>>,
+}
+
+struct ChannelInner {
+    target: String,
+    policy: Policy,
+    resolve_timeout: Duration,
+    wait_for_ready: bool,
+    dial: DialSettings,
+    authority_scheme: Scheme,
+    table: RwLock<Arc<Table>>,
+    table_tx: watch::Sender<u64>,
+    snapshots: SnapshotReceiver,
+    active: std::sync::atomic::AtomicBool,
+    rr: AtomicUsize,
+    wrr_lock: Mutex<()>,
+    updater: tokio::task::AbortHandle,
+}
+
+impl Drop for ChannelInner {
+    fn drop(&mut self) {
+        self.updater.abort();
+    }
+}
+
+impl ChannelInner {
+    fn start(b: ChannelBuilder, snapshots: SnapshotReceiver) -> Arc<Self> {
+        let authority_scheme = if b.dial.tls.is_some() {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        };
+        Arc::new_cyclic(|weak: &Weak<ChannelInner>| {
+            let weak = weak.clone();
+            let mut rx = snapshots.clone();
+            let updater = tokio::spawn(async move {
+                loop {
+                    let state = rx.borrow_and_update().clone();
+                    match weak.upgrade() {
+                        Some(inner) => inner.apply(&state),
+                        None => return,
+                    }
+                    if rx.changed().await.is_err() {
+                        return; // the resolver is gone; keep the last set
+                    }
+                }
+            })
+            .abort_handle();
+            ChannelInner {
+                target: b.target,
+                policy: b.policy,
+                resolve_timeout: b.resolve_timeout,
+                wait_for_ready: b.wait_for_ready,
+                dial: b.dial,
+                authority_scheme,
+                table: RwLock::new(Arc::new(Table {
+                    resolved: false,
+                    last_error: None,
+                    slots: Vec::new(),
+                })),
+                table_tx: watch::channel(0).0,
+                snapshots,
+                active: std::sync::atomic::AtomicBool::new(false),
+                rr: AtomicUsize::new(0),
+                wrr_lock: Mutex::new(()),
+                updater,
+            }
+        })
+    }
+
+    fn table(&self) -> Arc<Table> {
+        self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Applies a resolver snapshot: diff into slots, reuse connections by address.
+    fn apply(&self, state: &ResolverState) {
+        let old = self.table();
+        let Some(endpoints) = &state.endpoints else {
+            if state.last_error != old.last_error {
+                self.publish(Table {
+                    resolved: false,
+                    last_error: state.last_error.clone(),
+                    slots: Vec::new(),
+                });
+            }
+            return;
+        };
+        let active = self.active.load(Ordering::Acquire);
+        let mut slots = Vec::with_capacity(endpoints.len());
+        for ep in endpoints.iter() {
+            let existing = old.slots.iter().find(|s| s.endpoint.addr == ep.addr);
+            let slot = match existing {
+                Some(s) if s.endpoint == *ep => s.clone(),
+                Some(s) => Arc::new(Slot {
+                    endpoint: ep.clone(),
+                    conn: s.conn.clone(),
+                    wrr_current: AtomicI64::new(0),
+                }),
+                None => {
+                    tracing::info!(target = %self.target, addr = %ep.addr, weight = ep.weight, "endpoint added");
+                    let conn = Connection::pooled(&ep.addr, &self.dial);
+                    if active {
+                        conn.start();
+                    }
+                    Arc::new(Slot {
+                        endpoint: ep.clone(),
+                        conn,
+                        wrr_current: AtomicI64::new(0),
+                    })
+                }
+            };
+            slots.push(slot);
+        }
+        for gone in old
+            .slots
+            .iter()
+            .filter(|s| !endpoints.iter().any(|e| e.addr == s.endpoint.addr))
+        {
+            tracing::info!(target = %self.target, addr = %gone.endpoint.addr, "endpoint removed");
+        }
+        if let Some(err) = &state.last_error {
+            tracing::warn!(target = %self.target, error = %err, endpoints = slots.len(),
+                "resolver error; keeping the last endpoint set");
+        }
+        self.publish(Table {
+            resolved: true,
+            last_error: state.last_error.clone(),
+            slots,
+        });
+    }
+
+    fn publish(&self, table: Table) {
+        *self.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
+        self.table_tx.send_modify(|v| *v += 1);
+    }
+
+    /// Starts dialling every endpoint (once; the first call does it).
+    fn activate(&self) {
+        if !self.active.swap(true, Ordering::AcqRel) {
+            for s in &self.table().slots {
+                s.conn.start();
+            }
+        }
+    }
+
+    /// Picks a ready endpoint, waiting as the [module docs](self) describe.
+    async fn pick(&self, deadline: Option<Instant>) -> Result<Arc<Slot>, Status> {
+        self.activate();
+        let started = Instant::now();
+        let resolve_deadline = started + self.resolve_timeout;
+        let mut table_rx = self.table_tx.subscribe();
+        // Every pass either returns or waits for a change with a deadline, and the
+        // deadlines are finite, so this loop ends.
+        loop {
+            let table = self.table();
+            table_rx.borrow_and_update();
+            if !table.resolved {
+                let until = min_deadline(Some(resolve_deadline), deadline);
+                if !wait_until(&mut table_rx, until, None).await {
+                    return Err(Status::unavailable(format!(
+                        "target `{}`: no endpoints resolved within {} ms: {}",
+                        self.target,
+                        started.elapsed().as_millis(),
+                        table
+                            .last_error
+                            .as_deref()
+                            .unwrap_or("the resolver has not answered yet")
+                    )));
+                }
+                continue;
+            }
+            if let Some(slot) = self.choose(&table) {
+                return Ok(slot);
+            }
+            let (pending, failures) = summarize(&table);
+            let fail_now = table.slots.is_empty() || pending.is_empty();
+            if fail_now && !self.wait_for_ready {
+                return Err(no_endpoint_status(&self.target, &table, &failures));
+            }
+            // Wait for a connection to change state or the set to change.
+            let until = if self.wait_for_ready {
+                deadline.or(Some(started + self.resolve_timeout))
+            } else {
+                min_deadline(Some(started + self.dial.connect_timeout + Duration::from_millis(50)), deadline)
+            };
+            let mut conn_rxs: Vec<_> = table.slots.iter().map(|s| s.conn.subscribe()).collect();
+            if !wait_until(&mut table_rx, until, Some(&mut conn_rxs)).await {
+                let table = self.table();
+                let (_, failures) = summarize(&table);
+                return Err(no_endpoint_status(&self.target, &table, &failures));
+            }
+        }
+    }
+
+    fn choose(&self, table: &Table) -> Option<Arc<Slot>> {
+        let ready: Vec<&Arc<Slot>> = table
+            .slots
+            .iter()
+            .filter(|s| matches!(s.conn.state(), ConnState::Ready(ref tx) if !tx.is_closed()))
+            .collect();
+        match ready.len() {
+            0 => None,
+            1 => Some(ready[0].clone()),
+            n => Some(
+                match self.policy {
+                    Policy::RoundRobin => ready[self.rr.fetch_add(1, Ordering::Relaxed) % n],
+                    Policy::WeightedRoundRobin => {
+                        let _guard = self.wrr_lock.lock().unwrap_or_else(|e| e.into_inner());
+                        let total: i64 = ready.iter().map(|s| i64::from(s.endpoint.weight)).sum();
+                        let mut best = ready[0];
+                        let mut best_cur = i64::MIN;
+                        for s in &ready {
+                            let cur = s.wrr_current.fetch_add(i64::from(s.endpoint.weight), Ordering::Relaxed)
+                                + i64::from(s.endpoint.weight);
+                            if cur > best_cur {
+                                best_cur = cur;
+                                best = s;
+                            }
+                        }
+                        best.wrr_current.fetch_sub(total, Ordering::Relaxed);
+                        best
+                    }
+                    Policy::PeakEwma => {
+                        let a = rand::random_range(0..n);
+                        let mut b = rand::random_range(0..n - 1);
+                        if b >= a {
+                            b += 1;
+                        }
+                        if ready[a].conn.load.cost() <= ready[b].conn.load.cost() {
+                            ready[a]
+                        } else {
+                            ready[b]
+                        }
+                    }
+                }
+                .clone(),
+            ),
+        }
+    }
+
+    async fn dispatch(
+        self: Arc<Self>,
+        mut req: http::Request<tonic::body::Body>,
+        deadline: Option<Instant>,
+    ) -> Result<http::Response<tonic::body::Body>, Status> {
+        // Each failed attempt ejects one endpoint until it redials, so the attempts
+        // are bounded by the endpoints plus a few for races with redialling.
+        let max_attempts = self.table().slots.len() + 3;
+        let mut last_error = String::new();
+        for _ in 0..max_attempts {
+            let slot = self.pick(deadline).await?;
+            let ConnState::Ready(mut sender) = slot.conn.state() else {
+                continue;
+            };
+            set_origin(&mut req, &self.authority_scheme, &slot.endpoint.addr)?;
+            let guard = CallGuard::new(slot.conn.clone());
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    let (parts, body) = resp.into_parts();
+                    let failed = grpc_failed(&parts.headers);
+                    let body = ObservedBody {
+                        inner: body,
+                        guard: Some(guard),
+                        failed,
+                    };
+                    return Ok(http::Response::from_parts(parts, tonic::body::Body::new(body)));
+                }
+                Err(mut e) => {
+                    let error = e.error().to_string();
+                    match e.take_message() {
+                        Some(unsent) => {
+                            // Never sent: safe to try another endpoint.
+                            tracing::debug!(addr = %slot.endpoint.addr, error = %error, "request not sent, trying another endpoint");
+                            slot.conn.mark_broken(&error);
+                            guard.finish(true);
+                            last_error = format!("{}: {error}", slot.endpoint.addr);
+                            req = unsent;
+                        }
+                        None => {
+                            guard.finish(true);
+                            return Err(Status::unavailable(format!(
+                                "target `{}`: call to {} failed: {error}",
+                                self.target, slot.endpoint.addr
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+        Err(Status::unavailable(format!(
+            "target `{}`: no endpoint took the request after {max_attempts} attempts; last error: {last_error}",
+            self.target
+        )))
+    }
+}
+
+fn summarize(table: &Table) -> (Vec<String>, Vec<String>) {
+    let mut pending = Vec::new();
+    let mut failures = Vec::new();
+    for s in &table.slots {
+        match s.conn.state() {
+            ConnState::Failed { error, .. } => failures.push(format!("{}: {error}", s.endpoint.addr)),
+            _ => pending.push(s.endpoint.addr.clone()),
+        }
+    }
+    (pending, failures)
+}
+
+fn no_endpoint_status(target: &str, table: &Table, failures: &[String]) -> Status {
+    if table.slots.is_empty() {
+        let cause = match &table.last_error {
+            Some(e) => format!("; the resolver also reports: {e}"),
+            None => String::new(),
+        };
+        Status::unavailable(format!(
+            "target `{target}` resolved to no endpoints: nothing is registered under it{cause} \
+             (inspect it with `dtmdriver resolve {target}`)"
+        ))
+    } else if failures.is_empty() {
+        Status::unavailable(format!(
+            "target `{target}`: none of its {} endpoints connected in time",
+            table.slots.len()
+        ))
+    } else {
+        Status::unavailable(format!(
+            "target `{target}`: all {} endpoints are unreachable: {}",
+            table.slots.len(),
+            failures.join("; ")
+        ))
+    }
+}
+
+fn min_deadline(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Waits for a table change or any connection change until `until`; false on timeout.
+async fn wait_until(
+    table_rx: &mut watch::Receiver<u64>,
+    until: Option<Instant>,
+    conns: Option<&mut Vec<watch::Receiver<ConnState>>>,
+) -> bool {
+    let any_change = async {
+        let mut futs: FuturesUnordered<_> = conns
+            .into_iter()
+            .flatten()
+            .map(|rx| rx.changed())
+            .collect();
+        tokio::select! {
+            r = table_rx.changed() => r.is_ok(),
+            Some(r) = futs.next() => r.is_ok(),
+        }
+    };
+    let Some(until) = until else {
+        return any_change.await;
+    };
+    match tokio::time::timeout_at(until.into(), any_change).await {
+        Ok(changed) => changed,
+        Err(_) => false,
+    }
+}
+
+fn set_origin(
+    req: &mut http::Request<tonic::body::Body>,
+    scheme: &Scheme,
+    addr: &str,
+) -> Result<(), Status> {
+    let authority: Authority = addr
+        .parse()
+        .map_err(|e| Status::internal(format!("endpoint address `{addr}` is not a valid authority: {e}")))?;
+    let path = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    *req.uri_mut() = http::Uri::builder()
+        .scheme(scheme.clone())
+        .authority(authority)
+        .path_and_query(path)
+        .build()
+        .map_err(|e| Status::internal(format!("cannot build request URI: {e}")))?;
+    Ok(())
+}
+
+/// True if a response's headers (trailers-only) carry a non-OK grpc-status.
+fn grpc_failed(headers: &http::HeaderMap) -> bool {
+    headers
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() != b"0")
+}
+
+/// Parses gRPC's `grpc-timeout` header: up to 8 digits and a unit (H M S m u n).
+fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+    let v = headers.get("grpc-timeout")?.to_str().ok()?;
+    if v.len() < 2 || v.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = v.split_at(v.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// Counts a call as pending on its connection and records its latency when it ends.
+struct CallGuard {
+    conn: Arc<Connection>,
+    start: Instant,
+    done: bool,
+}
+
+impl CallGuard {
+    fn new(conn: Arc<Connection>) -> Self {
+        conn.load.pending.fetch_add(1, Ordering::Relaxed);
+        Self {
+            conn,
+            start: Instant::now(),
+            done: false,
+        }
+    }
+
+    fn finish(mut self, failed: bool) {
+        self.record(failed);
+    }
+
+    fn record(&mut self, failed: bool) {
+        if !self.done {
+            self.done = true;
+            self.conn.load.pending.fetch_sub(1, Ordering::Relaxed);
+            self.conn.load.record(self.start.elapsed(), failed);
+        }
+    }
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        self.record(false);
+    }
+}
+
+/// The response body, watched for the end of the call and its grpc-status.
+struct ObservedBody {
+    inner: hyper::body::Incoming,
+    guard: Option<CallGuard>,
+    failed: bool,
+}
+
+impl http_body::Body for ObservedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    this.failed |= grpc_failed(trailers);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => this.failed = true,
+            Poll::Ready(None) => {}
+            Poll::Pending => return Poll::Pending,
+        }
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_))))
+            || (this.inner.is_end_stream() && this.guard.is_some())
+        {
+            if let Some(g) = this.guard.take() {
+                g.finish(this.failed);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for ObservedBody {
+    fn drop(&mut self) {
+        if let Some(g) = self.guard.take() {
+            g.finish(self.failed);
+        }
+    }
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for Channel {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // Readiness is decided per call, after the pick; a channel always accepts.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: http::Request<tonic::body::Body>) -> Self::Future {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            req.headers_mut().insert(
+                http::header::USER_AGENT,
+                http::HeaderValue::from_static(concat!("dtmdriver-rs/", env!("CARGO_PKG_VERSION"))),
+            );
+            let timeout = grpc_timeout(req.headers());
+            let deadline = timeout.map(|t| Instant::now() + t);
+            let target = inner.target.clone();
+            let call = inner.dispatch(req, deadline);
+            let result = match deadline {
+                None => call.await,
+                Some(d) => match tokio::time::timeout_at(d.into(), call).await {
+                    Ok(r) => r,
+                    Err(_) => Err(Status::deadline_exceeded(format!(
+                        "target `{target}`: deadline of {} ms exceeded",
+                        timeout.unwrap_or_default().as_millis()
+                    ))),
+                },
+            };
+            result.map_err(|s| Box::new(s) as BoxError)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_units() {
+        let mut h = http::HeaderMap::new();
+        for (v, d) in [
+            ("5S", Duration::from_secs(5)),
+            ("100m", Duration::from_millis(100)),
+            ("2M", Duration::from_secs(120)),
+            ("1H", Duration::from_secs(3600)),
+            ("7u", Duration::from_micros(7)),
+            ("9n", Duration::from_nanos(9)),
+        ] {
+            h.insert("grpc-timeout", v.parse().unwrap());
+            assert_eq!(grpc_timeout(&h), Some(d), "{v}");
+        }
+        for bad in ["S", "5", "123456789S", "5x"] {
+            h.insert("grpc-timeout", bad.parse().unwrap());
+            assert_eq!(grpc_timeout(&h), None, "{bad}");
+        }
+    }
+}

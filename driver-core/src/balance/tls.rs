@@ -1,0 +1,131 @@
+//! TLS for endpoint connections (rustls, HTTP/2 by ALPN).
+
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::{self, pki_types::ServerName};
+
+/// How to dial endpoints with TLS. Two connectors are the same connector when they
+/// share the same `rustls` configuration and server name, which lets equal channels
+/// share connections.
+///
+/// ```
+/// # let pem = std::fs::read("/nonexistent").unwrap_or_default();
+/// use driver_core::{Channel, TlsConnector};
+/// if let Ok(tls) = TlsConnector::from_ca_pem(&pem) {
+///     let _builder = Channel::builder("direct:///127.0.0.1:8443").tls(tls.with_server_name("localhost"));
+/// }
+/// ```
+#[derive(Clone)]
+pub struct TlsConnector {
+    config: Arc<rustls::ClientConfig>,
+    server_name: Option<String>,
+}
+
+impl TlsConnector {
+    /// Uses `config` as given, adding the `h2` ALPN protocol if it lacks it.
+    pub fn new(config: rustls::ClientConfig) -> Self {
+        let mut config = config;
+        if !config.alpn_protocols.iter().any(|p| p == b"h2") {
+            config.alpn_protocols.push(b"h2".to_vec());
+        }
+        Self {
+            config: Arc::new(config),
+            server_name: None,
+        }
+    }
+
+    /// Trusts the CA certificates in `pem` (and only those).
+    pub fn from_ca_pem(pem: &[u8]) -> Result<Self, crate::Error> {
+        let bad = |reason: String| crate::Error::BadTarget {
+            target: "<tls ca>".into(),
+            reason,
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        let mut found = 0;
+        for cert in rustls_pemfile_certs(pem).map_err(bad)? {
+            roots
+                .add(cert)
+                .map_err(|e| bad(format!("CA certificate rejected: {e}")))?;
+            found += 1;
+        }
+        if found == 0 {
+            return Err(bad("no PEM certificate found in the CA file".into()));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Self::new(config))
+    }
+
+    /// Verifies the server certificate against `name` instead of the endpoint's host.
+    pub fn with_server_name(mut self, name: impl Into<String>) -> Self {
+        self.server_name = Some(name.into());
+        self
+    }
+
+    pub(crate) async fn connect(
+        &self,
+        addr: &str,
+        tcp: TcpStream,
+    ) -> Result<TlsStream<TcpStream>, String> {
+        let host = match &self.server_name {
+            Some(n) => n.clone(),
+            None => host_of(addr).to_string(),
+        };
+        let name = ServerName::try_from(host.clone())
+            .map_err(|e| format!("TLS server name `{host}`: {e}"))?;
+        let stream = tokio_rustls::TlsConnector::from(self.config.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
+        if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+            return Err(format!("TLS peer {addr} did not agree to HTTP/2 (ALPN h2)"));
+        }
+        Ok(stream)
+    }
+}
+
+fn rustls_pemfile_certs(
+    pem: &[u8],
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("CA file is not valid PEM: {e}"))
+}
+
+/// `host` of `host:port` / `[v6]:port`, without brackets.
+fn host_of(addr: &str) -> &str {
+    if let Some(rest) = addr.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    addr.rsplit_once(':').map_or(addr, |(h, _)| h)
+}
+
+impl std::fmt::Debug for TlsConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConnector")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for TlsConnector {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.config, &other.config) && self.server_name == other.server_name
+    }
+}
+
+impl Eq for TlsConnector {}
+
+impl std::hash::Hash for TlsConnector {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (Arc::as_ptr(&self.config) as usize).hash(state);
+        self.server_name.hash(state);
+    }
+}

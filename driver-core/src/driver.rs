@@ -1,0 +1,183 @@
+//! The [`Driver`] contract and the [`Registration`] handle a registration returns.
+//!
+//! A driver is what dtm calls a "micro-service driver": it knows one framework's
+//! registry formats. It mirrors `dtmdriver.Driver` (v0.0.6): a name, a hook that
+//! installs its resolvers, registering a service, and splitting branch URIs. Two things
+//! differ from Go: registering returns a [`Registration`] that removes the instance
+//! when deregistered or dropped, and a driver also hands out its resolvers and
+//! registrars as values, so several drivers can work side by side in one process
+//! without the global [`use_driver`](crate::use_driver).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+use crate::parse::ServerMethod;
+use crate::resolve::{self, Registrar, Resolver};
+use crate::target::Target;
+
+/// A service-discovery driver. See the [module docs](self).
+///
+/// Implementors usually only provide [`name`](Driver::name),
+/// [`resolvers`](Driver::resolvers), [`registrars`](Driver::registrars) and
+/// [`parse_server_method`](Driver::parse_server_method); the provided methods install
+/// and dispatch by scheme. A complete driver:
+///
+/// ```
+/// use std::sync::Arc;
+/// use driver_core::{Driver, Error, ServerMethod, parse::parse_scheme_url};
+/// use driver_core::resolve::{Resolver, SnapshotSender, Endpoint};
+/// use driver_core::Target;
+///
+/// /// Resolves `static:///name` to one fixed address.
+/// struct Static;
+/// impl Resolver for Static {
+///     fn resolve(&self, _target: &Target, updates: SnapshotSender) -> Result<(), Error> {
+///         updates.update(vec![Endpoint::new("127.0.0.1:9000")]);
+///         Ok(())
+///     }
+/// }
+///
+/// #[derive(Default)]
+/// struct MyDriver;
+/// #[async_trait::async_trait]
+/// impl Driver for MyDriver {
+///     fn name(&self) -> &str { "my-driver" }
+///     fn resolvers(&self) -> Vec<(&'static str, Arc<dyn Resolver>)> {
+///         vec![("static", Arc::new(Static))]
+///     }
+///     fn parse_server_method(&self, uri: &str) -> Result<ServerMethod, Error> {
+///         parse_scheme_url(uri)
+///     }
+/// }
+/// // Linking is enough for `use_driver("my-driver")` to find it:
+/// driver_core::register_driver!(MyDriver);
+/// ```
+#[async_trait]
+pub trait Driver: Send + Sync + 'static {
+    /// The name users pass to [`use_driver`](crate::use_driver), e.g. `dtm-driver-gozero`.
+    fn name(&self) -> &str;
+
+    /// The resolvers this driver provides, by scheme.
+    fn resolvers(&self) -> Vec<(&'static str, Arc<dyn Resolver>)> {
+        Vec::new()
+    }
+
+    /// The registrars this driver provides, by scheme.
+    fn registrars(&self) -> Vec<(&'static str, Arc<dyn Registrar>)> {
+        Vec::new()
+    }
+
+    /// Installs this driver's resolvers and registrars in the process-wide scheme
+    /// tables. [`use_driver`](crate::use_driver) calls it exactly once.
+    fn register_resolver(&self) {
+        for (scheme, r) in self.resolvers() {
+            resolve::install_resolver(scheme, r);
+        }
+        for (scheme, r) in self.registrars() {
+            resolve::install_registrar(scheme, r);
+        }
+    }
+
+    /// Registers `endpoint` (usually `host:port`) at `target` and keeps it registered
+    /// until the returned handle is deregistered or dropped. An empty target registers
+    /// nothing, as in Go.
+    async fn register_service(&self, target: &str, endpoint: &str) -> Result<Registration> {
+        if target.is_empty() {
+            return Ok(Registration::noop(target, endpoint));
+        }
+        let parsed = Target::parse(target)?;
+        let registrars = self.registrars();
+        let Some((_, registrar)) = registrars.iter().find(|(s, _)| *s == parsed.scheme()) else {
+            let known: Vec<&str> = registrars.iter().map(|(s, _)| *s).collect();
+            return Err(Error::Unsupported {
+                driver: self.name().to_string(),
+                what: "register a service at",
+                target: target.to_string(),
+                reason: if known.is_empty() {
+                    "it registers no services; choose a driver that owns the registry".to_string()
+                } else {
+                    format!("it registers at the schemes {}", known.join(", "))
+                },
+            });
+        };
+        registrar.register(&parsed, endpoint).await
+    }
+
+    /// Splits a branch URI into the server to dial and the method to call.
+    fn parse_server_method(&self, uri: &str) -> Result<ServerMethod>;
+}
+
+/// A live registration. Dropping it stops the keep-alive and removes the instance in the
+/// background; [`deregister`](Registration::deregister) does the same and waits for the
+/// removal to finish, which is what a process should do before it exits.
+#[must_use = "dropping a Registration deregisters the service"]
+#[derive(Debug)]
+pub struct Registration {
+    target: String,
+    endpoint: String,
+    stop: CancellationToken,
+    task: Option<JoinHandle<Result<()>>>,
+}
+
+impl Registration {
+    /// A registration that holds nothing (the `default` driver, an empty target).
+    pub fn noop(target: &str, endpoint: &str) -> Self {
+        Self {
+            target: target.to_string(),
+            endpoint: endpoint.to_string(),
+            stop: CancellationToken::new(),
+            task: None,
+        }
+    }
+
+    /// Runs `keep` in a task: it keeps the instance registered until the token it is
+    /// given is cancelled, then removes the instance and returns. Registrars call this
+    /// after the instance was first written, so the handle means "registered".
+    pub fn spawn<F, Fut>(target: &str, endpoint: &str, keep: F) -> Self
+    where
+        F: FnOnce(CancellationToken) -> Fut,
+        Fut: Future<Output = Result<()>> + Send + 'static,
+    {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(keep(stop.clone()));
+        Self {
+            target: target.to_string(),
+            endpoint: endpoint.to_string(),
+            stop,
+            task: Some(task),
+        }
+    }
+
+    /// The target registered at.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// The endpoint registered.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Removes the instance and waits until the registry confirmed it.
+    pub async fn deregister(mut self) -> Result<()> {
+        self.stop.cancel();
+        match self.task.take() {
+            None => Ok(()),
+            Some(task) => task.await.map_err(|e| Error::Registry {
+                target: self.target.clone(),
+                message: format!("the registration task failed: {e}"),
+            })?,
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}

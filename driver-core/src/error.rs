@@ -1,0 +1,109 @@
+//! The one error type of this crate.
+//!
+//! Every message names the input that was wrong and, where there is one, the fix.
+
+/// Errors returned by the driver framework.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// `use_driver` was given a name nobody registered.
+    #[error(
+        "no dtm driver with name `{name}` has been registered (registered: {registered}); \
+         link the driver's crate and add `use <driver_crate> as _;` to your code so the linker keeps it"
+    )]
+    UnknownDriver {
+        /// The name asked for.
+        name: String,
+        /// Names of the registered drivers, comma separated.
+        registered: String,
+    },
+
+    /// `use_driver` was called with a second, different driver.
+    #[error(
+        "use_driver was called previously with `{current}`, cannot switch to `{requested}`: \
+         a process uses one global driver; use the driver value directly \
+         (e.g. `Channel::builder(target).driver(&driver)`) to run several side by side"
+    )]
+    DriverInUse {
+        /// The driver in use.
+        current: String,
+        /// The driver that was asked for.
+        requested: String,
+    },
+
+    /// A dtm branch URI could not be split into server and method.
+    #[error("bad url `{uri}`: {reason}")]
+    BadUri {
+        /// The URI as given.
+        uri: String,
+        /// What is wrong with it and how to write it.
+        reason: String,
+    },
+
+    /// A dial or registration target could not be parsed.
+    #[error("bad target `{target}`: {reason}")]
+    BadTarget {
+        /// The target as given.
+        target: String,
+        /// Which part is wrong.
+        reason: String,
+    },
+
+    /// No resolver or registrar is installed for a scheme.
+    #[error("no {role} for scheme `{scheme}` in target `{target}` (known schemes: {known}){hint}")]
+    UnknownScheme {
+        /// "resolver" or "registrar".
+        role: &'static str,
+        /// The scheme.
+        scheme: String,
+        /// The full target.
+        target: String,
+        /// Schemes that are known, comma separated.
+        known: String,
+        /// A sentence about what to do, starting with "; ".
+        hint: String,
+    },
+
+    /// A driver does not support an operation for this target.
+    #[error("driver `{driver}` cannot {what} `{target}`: {reason}")]
+    Unsupported {
+        /// The driver's name.
+        driver: String,
+        /// The operation, e.g. "register a service at".
+        what: &'static str,
+        /// The target.
+        target: String,
+        /// Why and what to do instead.
+        reason: String,
+    },
+
+    /// An endpoint address given for registration is not usable.
+    #[error("bad endpoint `{endpoint}`: {reason}")]
+    BadEndpoint {
+        /// The endpoint as given.
+        endpoint: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// The coordinator configuration could not be read.
+    #[error("config {source_name}: {message}")]
+    Config {
+        /// The file name or "<string>".
+        source_name: String,
+        /// What is wrong, with the line where known.
+        message: String,
+    },
+
+    /// A registry (etcd, consul, ...) operation failed.
+    #[error("registry at `{target}`: {message}")]
+    Registry {
+        /// The target being served.
+        target: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

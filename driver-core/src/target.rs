@@ -1,0 +1,352 @@
+//! Dial and registration targets.
+//!
+//! A target names where instances of a service live, in the shape gRPC resolvers use:
+//! `scheme://[user[:password]@]authority/endpoint[?query]`. The authority is a comma
+//! separated host list (Go's `net/url` rejects commas there since Go 1.26; we accept
+//! them). The forms in use by the Go ecosystem all parse:
+//!
+//! | target | hosts | endpoint | query |
+//! |---|---|---|---|
+//! | `etcd://h1:2379,h2:2379/trans` (go-zero ≤ 1.10.1) | `h1:2379`, `h2:2379` | `trans` | |
+//! | `etcd:///h1:2379,h2:2379?key=trans` (go-zero ≥ 1.10.2) | | `h1:2379,h2:2379` | `key=trans` |
+//! | `direct:///10.0.0.1:8080,10.0.0.2:8080` | | `10.0.0.1:8080,10.0.0.2:8080` | |
+//! | `discovery:///busi` (kratos) | | `busi` | |
+//! | `consul://user:pw@127.0.0.1:8500/busi?tag=x` | `127.0.0.1:8500` | `busi` | `tag=x` |
+//!
+//! A string with no `://` is a plain address (`localhost:8080`), dialled directly, as
+//! gRPC's `passthrough` does.
+//!
+//! ```
+//! use driver_core::Target;
+//! let t = Target::parse("etcd://127.0.0.1:2379,127.0.0.1:22379/trans?user=root").unwrap();
+//! assert_eq!(t.scheme(), "etcd");
+//! assert_eq!(t.hosts(), ["127.0.0.1:2379", "127.0.0.1:22379"]);
+//! assert_eq!(t.endpoint(), "trans");
+//! assert_eq!(t.query("user"), Some("root"));
+//! ```
+
+use std::fmt;
+
+use crate::error::{Error, Result};
+
+/// The scheme given to targets without `://` (plain `host:port` addresses).
+pub const PASSTHROUGH_SCHEME: &str = "passthrough";
+
+/// A parsed target. See the [module docs](self) for the accepted forms.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Target {
+    raw: String,
+    scheme: String,
+    user: Option<String>,
+    password: Option<String>,
+    hosts: Vec<String>,
+    endpoint: String,
+    query: Vec<(String, String)>,
+}
+
+impl Target {
+    /// Parses a target; the error names the part that is wrong.
+    pub fn parse(target: &str) -> Result<Self> {
+        let bad = |reason: String| Error::BadTarget {
+            target: target.to_string(),
+            reason,
+        };
+        if target.trim().is_empty() {
+            return Err(bad(
+                "the target is empty; write scheme://host:port/name, e.g. etcd://127.0.0.1:2379/trans"
+                    .into(),
+            ));
+        }
+        if target.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(bad("it contains white space or control characters".into()));
+        }
+        let Some((scheme, rest)) = target.split_once("://") else {
+            // A plain address, dialled as is.
+            if target.contains('/') {
+                return Err(bad(
+                    "it has a '/' but no scheme; write scheme://host/name (e.g. etcd://127.0.0.1:2379/trans) or a plain host:port"
+                        .into(),
+                ));
+            }
+            check_host(target).map_err(bad)?;
+            return Ok(Self {
+                raw: target.to_string(),
+                scheme: PASSTHROUGH_SCHEME.to_string(),
+                user: None,
+                password: None,
+                hosts: Vec::new(),
+                endpoint: target.to_string(),
+                query: Vec::new(),
+            });
+        };
+        let scheme_ok = scheme
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+        if !scheme_ok {
+            return Err(bad(format!(
+                "scheme `{scheme}` must start with a letter and hold only letters, digits, '+', '-', '.'"
+            )));
+        }
+        let (before_query, query) = match rest.split_once('?') {
+            Some((b, q)) => (b, Some(q)),
+            None => (rest, None),
+        };
+        let (authority, endpoint) = match before_query.split_once('/') {
+            Some((a, e)) => (a, e),
+            None => (before_query, ""),
+        };
+        let (userinfo, host_list) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        let (user, password) = match userinfo {
+            None => (None, None),
+            Some(u) => {
+                let (user, pass) = match u.split_once(':') {
+                    Some((user, pass)) => (user, Some(pass)),
+                    None => (u, None),
+                };
+                if user.is_empty() {
+                    return Err(bad("the user name before '@' is empty".into()));
+                }
+                let user = decode(user).map_err(|e| bad(format!("user name: {e}")))?;
+                let pass = pass
+                    .map(decode)
+                    .transpose()
+                    .map_err(|e| bad(format!("password: {e}")))?;
+                (Some(user), pass)
+            }
+        };
+        let hosts = if host_list.is_empty() {
+            Vec::new()
+        } else {
+            host_list
+                .split(',')
+                .map(|h| check_host(h).map(|()| h.to_string()))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(bad)?
+        };
+        let endpoint = decode(endpoint).map_err(|e| bad(format!("path: {e}")))?;
+        let query = match query {
+            None => Vec::new(),
+            Some(q) => form_urlencoded::parse(q.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        };
+        Ok(Self {
+            raw: target.to_string(),
+            scheme: scheme.to_ascii_lowercase(),
+            user,
+            password,
+            hosts,
+            endpoint,
+            query,
+        })
+    }
+
+    /// The target exactly as given.
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+
+    /// The scheme, lower-cased (`passthrough` for a plain address).
+    pub fn scheme(&self) -> &str {
+        &self.scheme
+    }
+
+    /// The user from `user:password@`, if any.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    /// The password from `user:password@`, if any.
+    pub fn password(&self) -> Option<&str> {
+        self.password.as_deref()
+    }
+
+    /// The hosts of the authority (`h1:2379,h2:2379`), empty for `scheme:///…`.
+    pub fn hosts(&self) -> &[String] {
+        &self.hosts
+    }
+
+    /// The part after the authority's `/`, percent-decoded, without the leading `/`.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The endpoint split on commas, for lists such as `direct:///a:1,b:2`.
+    pub fn endpoint_list(&self) -> Vec<&str> {
+        self.endpoint
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+
+    /// The first value of a query parameter.
+    pub fn query(&self, key: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// All query parameters in order.
+    pub fn query_pairs(&self) -> &[(String, String)] {
+        &self.query
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.raw)
+    }
+}
+
+impl std::str::FromStr for Target {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::parse(s)
+    }
+}
+
+fn decode(s: &str) -> std::result::Result<String, String> {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| format!("`{s}` is not valid UTF-8 once percent-decoded"))
+}
+
+/// Checks `host`, `host:port`, `[v6]` or `[v6]:port`.
+pub(crate) fn check_host(h: &str) -> std::result::Result<(), String> {
+    if h.is_empty() {
+        return Err("a host in the host list is empty (two commas in a row, or a trailing comma?)".into());
+    }
+    let (host, port) = if let Some(rest) = h.strip_prefix('[') {
+        let Some((v6, after)) = rest.split_once(']') else {
+            return Err(format!("host `{h}` opens '[' but has no ']'"));
+        };
+        if v6.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!("host `{h}`: `{v6}` is not an IPv6 address"));
+        }
+        match after {
+            "" => return Ok(()),
+            p if p.starts_with(':') => (v6, Some(&p[1..])),
+            _ => return Err(format!("host `{h}`: expected ':port' after ']'")),
+        }
+    } else {
+        match h.rsplit_once(':') {
+            Some((host, _)) if host.contains(':') => {
+                return Err(format!(
+                    "host `{h}` looks like an IPv6 address; write it in brackets: [{host}]:port"
+                ));
+            }
+            Some((host, port)) => (host, Some(port)),
+            None => (h, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("host `{h}` has a port but no host name"));
+    }
+    if !host
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+    {
+        return Err(format!("host `{h}` has characters a host name cannot have"));
+    }
+    if let Some(port) = port {
+        if port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(format!("host `{h}`: port `{port}` is not a number from 1 to 65535"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gozero_old_form_with_host_list() {
+        let t = Target::parse("etcd://h1:2379,h2:2379/key").unwrap();
+        assert_eq!(t.scheme(), "etcd");
+        assert_eq!(t.hosts(), ["h1:2379", "h2:2379"]);
+        assert_eq!(t.endpoint(), "key");
+        assert!(t.query_pairs().is_empty());
+    }
+
+    #[test]
+    fn gozero_new_form_with_key_query() {
+        let t = Target::parse("etcd:///h1:2379,h2:2379?key=k").unwrap();
+        assert!(t.hosts().is_empty());
+        assert_eq!(t.endpoint_list(), ["h1:2379", "h2:2379"]);
+        assert_eq!(t.query("key"), Some("k"));
+    }
+
+    #[test]
+    fn direct_list() {
+        let t = Target::parse("direct:///a:1,b:2").unwrap();
+        assert_eq!(t.scheme(), "direct");
+        assert_eq!(t.endpoint_list(), ["a:1", "b:2"]);
+    }
+
+    #[test]
+    fn kratos_discovery() {
+        let t = Target::parse("discovery:///name").unwrap();
+        assert_eq!(t.scheme(), "discovery");
+        assert!(t.hosts().is_empty());
+        assert_eq!(t.endpoint(), "name");
+    }
+
+    #[test]
+    fn consul_with_credentials_and_query() {
+        let t = Target::parse("consul://user:p%40ss@h:8500/svc?tag=x&healthy=true").unwrap();
+        assert_eq!(t.user(), Some("user"));
+        assert_eq!(t.password(), Some("p@ss"));
+        assert_eq!(t.hosts(), ["h:8500"]);
+        assert_eq!(t.endpoint(), "svc");
+        assert_eq!(t.query("tag"), Some("x"));
+        assert_eq!(t.query("healthy"), Some("true"));
+        assert_eq!(t.query("missing"), None);
+    }
+
+    #[test]
+    fn ipv6_hosts() {
+        let t = Target::parse("etcd://[::1]:2379,[::1]:2380/k").unwrap();
+        assert_eq!(t.hosts(), ["[::1]:2379", "[::1]:2380"]);
+        let err = Target::parse("etcd://::1:2379/k").unwrap_err().to_string();
+        assert!(err.contains("brackets"), "{err}");
+    }
+
+    #[test]
+    fn plain_address_is_passthrough() {
+        let t = Target::parse("localhost:8080").unwrap();
+        assert_eq!(t.scheme(), PASSTHROUGH_SCHEME);
+        assert_eq!(t.endpoint(), "localhost:8080");
+    }
+
+    #[test]
+    fn errors_name_the_part() {
+        let cases = [
+            ("", "empty"),
+            ("1tcp://h/k", "scheme `1tcp`"),
+            ("etcd://h1,,h2/k", "empty"),
+            ("etcd://h:99999/k", "port `99999`"),
+            ("etcd://h:0/k", "port `0`"),
+            ("etcd://:2379/k", "no host name"),
+            ("etcd://@h/k", "user name"),
+            ("localhost:8080/pb.S/M", "no scheme"),
+            ("etcd://h/a b", "white space"),
+            ("etcd://[::1/k", "no ']'"),
+        ];
+        for (input, needle) in cases {
+            let err = Target::parse(input).unwrap_err().to_string();
+            assert!(err.contains(needle), "{input}: {err}");
+            assert!(err.contains(&format!("`{input}`")), "{input}: {err}");
+        }
+    }
+}
