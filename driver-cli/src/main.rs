@@ -1,2 +1,324 @@
-//! placeholder
-fn main() {}
+//! `dtmdriver`: debug service discovery from the command line.
+//!
+//! ```text
+//! dtmdriver [--driver NAME] drivers
+//! dtmdriver [--driver NAME] parse URI
+//! dtmdriver [--driver NAME] resolve TARGET [--watch] [--timeout SECS] [--connect]
+//! dtmdriver [--driver NAME] register TARGET ENDPOINT
+//! dtmdriver [--driver NAME] call URI [--data-hex HEX | --data-file F] [--metadata k=v]... [--timeout SECS]
+//! ```
+//!
+//! `--driver` defaults to `$DTM_DRIVER`, else `default`. Results go to stdout as JSON
+//! (hex for `call`); errors to stderr with a non-zero exit code.
+
+#![allow(clippy::print_stdout)] // a CLI's output is its product
+
+// Link every driver of the workspace so `--driver` finds them.
+use driver_consul as _;
+use driver_etcd as _;
+use driver_gozero_compat as _;
+use driver_kratos_compat as _;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use driver_core::{Channel, Endpoint};
+use serde::Serialize;
+
+#[derive(Parser)]
+#[command(name = "dtmdriver", version, about = "Resolve, register, parse and call through dtm drivers")]
+struct Cli {
+    /// The driver to use (see `dtmdriver drivers`).
+    #[arg(long, global = true, env = "DTM_DRIVER", default_value = "default")]
+    driver: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the linked drivers, one name a line.
+    Drivers,
+    /// Split a dtm branch URI into server and method.
+    Parse {
+        /// e.g. etcd://127.0.0.1:2379/trans/pb.Trans/TransOut
+        uri: String,
+    },
+    /// Print the endpoints a target resolves to.
+    Resolve {
+        /// e.g. etcd://127.0.0.1:2379/trans or direct:///127.0.0.1:1,127.0.0.1:2
+        target: String,
+        /// Print one JSON line per change until interrupted.
+        #[arg(long)]
+        watch: bool,
+        /// How long to wait for the first resolution, in seconds.
+        #[arg(long, default_value_t = 5.0)]
+        timeout: f64,
+        /// Also dial each endpoint and show its connection state.
+        #[arg(long)]
+        connect: bool,
+    },
+    /// Register ENDPOINT at TARGET until SIGINT/SIGTERM, then deregister.
+    Register {
+        /// e.g. etcd://127.0.0.1:2379/trans.rpc
+        target: String,
+        /// e.g. 127.0.0.1:9000 (kratos: grpc://127.0.0.1:9000)
+        endpoint: String,
+    },
+    /// Make a unary call with raw bytes; prints the response bytes as hex.
+    Call {
+        /// e.g. direct:///127.0.0.1:2379/etcdserverpb.Maintenance/Status
+        uri: String,
+        /// Request message bytes in hex.
+        #[arg(long, conflicts_with = "data_file")]
+        data_hex: Option<String>,
+        /// File holding the request message bytes.
+        #[arg(long)]
+        data_file: Option<std::path::PathBuf>,
+        /// Request metadata, repeatable: --metadata dtm-gid=abc
+        #[arg(long = "metadata", value_name = "KEY=VALUE")]
+        metadata: Vec<String>,
+        /// Deadline of the call, in seconds.
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+    },
+}
+
+#[derive(Serialize)]
+struct Resolved<'a> {
+    target: &'a str,
+    endpoints: Vec<ResolvedEndpoint>,
+}
+
+#[derive(Serialize, PartialEq, Clone)]
+struct ResolvedEndpoint {
+    #[serde(flatten)]
+    endpoint: Endpoint,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// A failure: the message and the exit code.
+struct Failure(String, u8);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(e.to_string(), 1)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("dtmdriver: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(message, code)) => {
+            eprintln!("dtmdriver: {message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    if let Command::Drivers = cli.command {
+        for name in driver_core::driver_names() {
+            println!("{name}");
+        }
+        return Ok(());
+    }
+    driver_core::use_driver(&cli.driver).map_err(|e| Failure(e.to_string(), 2))?;
+    let driver = driver_core::get_driver();
+    match cli.command {
+        Command::Drivers => unreachable!("handled above"),
+        Command::Parse { uri } => {
+            let sm = driver.parse_server_method(&uri).map_err(|e| {
+                Failure(
+                    format!("{e} (driver in use: `{}`; choose one with --driver or DTM_DRIVER)", cli.driver),
+                    2,
+                )
+            })?;
+            println!("{}", serde_json::to_string(&sm)?);
+            Ok(())
+        }
+        Command::Resolve {
+            target,
+            watch,
+            timeout,
+            connect,
+        } => resolve(&target, watch, secs(timeout)?, connect).await,
+        Command::Register { target, endpoint } => {
+            let registration = driver.register_service(&target, &endpoint).await?;
+            println!(
+                "{}",
+                serde_json::json!({"registered": {"target": target, "endpoint": endpoint, "driver": cli.driver}})
+            );
+            wait_for_signal().await?;
+            registration.deregister().await?;
+            eprintln!("dtmdriver: deregistered {endpoint} from {target}");
+            Ok(())
+        }
+        Command::Call {
+            uri,
+            data_hex,
+            data_file,
+            metadata,
+            timeout,
+        } => {
+            let payload = match (data_hex, data_file) {
+                (Some(h), _) => hex::decode(h.trim()).map_err(|e| Failure(format!("--data-hex: {e}"), 2))?,
+                (None, Some(f)) => std::fs::read(&f)
+                    .map_err(|e| Failure(format!("--data-file {}: {e}", f.display()), 2))?,
+                (None, None) => Vec::new(),
+            };
+            let mut pairs = Vec::new();
+            for m in &metadata {
+                let Some((k, v)) = m.split_once('=') else {
+                    return Err(Failure(format!("--metadata `{m}`: write KEY=VALUE"), 2));
+                };
+                pairs.push((k, v));
+            }
+            let timeout = secs(timeout)?;
+            let sm = driver.parse_server_method(&uri).map_err(|e| Failure(e.to_string(), 2))?;
+            let channel = Channel::builder(&sm.server)
+                .resolve_timeout(timeout)
+                .connect()
+                .map_err(|e| Failure(e.to_string(), 2))?;
+            let call = driver_core::call_raw(&channel, &sm.method, Bytes::from(payload), &pairs);
+            let reply = match tokio::time::timeout(timeout, call).await {
+                Ok(r) => r,
+                Err(_) => Err(tonic_deadline(timeout)),
+            }
+            .map_err(|s| Failure(format!("call failed: {:?}: {}", s.code(), s.message()), 3))?;
+            println!("{}", hex::encode(reply));
+            Ok(())
+        }
+    }
+}
+
+fn tonic_deadline(timeout: Duration) -> driver_core::invoke::Status {
+    driver_core::invoke::Status::deadline_exceeded(format!("no reply within {} ms", timeout.as_millis()))
+}
+
+fn secs(s: f64) -> Result<Duration, Failure> {
+    Duration::try_from_secs_f64(s).map_err(|_| Failure(format!("`{s}` is not a number of seconds"), 2))
+}
+
+async fn resolve(target: &str, watch: bool, timeout: Duration, connect: bool) -> Result<(), Failure> {
+    let channel = Channel::builder(target)
+        .resolve_timeout(timeout)
+        .connect()
+        .map_err(|e| Failure(e.to_string(), 2))?;
+    if connect {
+        channel.warm_up();
+    }
+    let view = |channel: &Channel| -> Option<Vec<ResolvedEndpoint>> {
+        let status = channel.status();
+        status.resolved.then(|| {
+            status
+                .endpoints
+                .into_iter()
+                .map(|e| ResolvedEndpoint {
+                    endpoint: e.endpoint,
+                    state: connect.then_some(e.state),
+                    error: if connect { e.error } else { None },
+                })
+                .collect()
+        })
+    };
+    let mut updates = channel.updates();
+    let first = tokio::time::timeout(timeout, async {
+        loop {
+            if let Some(v) = view(&channel) {
+                return v;
+            }
+            if updates.changed().await.is_err() {
+                return Vec::new();
+            }
+        }
+    })
+    .await;
+    let mut last = match first {
+        Ok(v) => v,
+        Err(_) => {
+            let why = channel
+                .status()
+                .resolver_error
+                .unwrap_or_else(|| "the resolver has not answered".to_string());
+            return Err(Failure(
+                format!("`{target}` did not resolve within {} ms: {why}", timeout.as_millis()),
+                3,
+            ));
+        }
+    };
+    if connect && !watch {
+        // Give the dials a moment so the states mean something.
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while view(&channel).is_some_and(|v| v.iter().any(|e| matches!(e.state, Some("idle" | "connecting")))) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        last = view(&channel).unwrap_or(last);
+    }
+    print_resolved(target, &last)?;
+    if !watch {
+        return Ok(());
+    }
+    let mut last_error = None;
+    loop {
+        tokio::select! {
+            r = wait_for_signal() => return r,
+            r = updates.changed() => if r.is_err() { return Ok(()) },
+        }
+        let status = channel.status();
+        if status.resolver_error != last_error {
+            if let Some(e) = &status.resolver_error {
+                eprintln!("dtmdriver: resolver error (keeping the last set): {e}");
+            }
+            last_error = status.resolver_error;
+        }
+        if let Some(v) = view(&channel) {
+            if v != last {
+                print_resolved(target, &v)?;
+                last = v;
+            }
+        }
+    }
+}
+
+fn print_resolved(target: &str, endpoints: &[ResolvedEndpoint]) -> Result<(), Failure> {
+    let line = serde_json::to_string(&Resolved {
+        target,
+        endpoints: endpoints.to_vec(),
+    })?;
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()?;
+    Ok(())
+}
+
+async fn wait_for_signal() -> Result<(), Failure> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.map_err(Failure::from),
+        _ = term.recv() => Ok(()),
+    }
+}

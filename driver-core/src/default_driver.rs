@@ -1,10 +1,11 @@
-//! The built-in `default` driver: no registry, plain `host:port/pkg.Service/Method` URIs.
+//! The built-in `default` driver: no registry, plain `host:port/pkg.Service/Method` URIs
+//! and the built-in `direct://` scheme.
 
 use async_trait::async_trait;
 
 use crate::driver::{Driver, Registration};
 use crate::error::{Error, Result};
-use crate::parse::{ServerMethod, parse_plain};
+use crate::parse::{ServerMethod, parse_plain, parse_scheme_url};
 
 /// The name of the built-in driver.
 pub const NAME: &str = "default";
@@ -36,7 +37,12 @@ impl Driver for DefaultDriver {
         })
     }
 
+    /// Go's rule ([`parse_plain`]), plus the built-in `direct://` scheme, which needs
+    /// no registry: `direct:///127.0.0.1:2006/pb.Wallet/DeductBalance`.
     fn parse_server_method(&self, uri: &str) -> Result<ServerMethod> {
+        if uri.starts_with("direct://") {
+            return parse_scheme_url(uri);
+        }
         parse_plain(uri)
     }
 }

@@ -21,7 +21,8 @@
 use bytes::{Buf, BufMut, Bytes};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::metadata::{MetadataKey, MetadataValue};
-use tonic::{Request, Status};
+pub use tonic::Status;
+use tonic::Request;
 
 use crate::balance::Channel;
 use crate::driver::Driver;

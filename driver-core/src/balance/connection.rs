@@ -175,7 +175,7 @@ impl Connection {
 
     /// Starts the connection task once; later calls do nothing.
     pub fn start(&self) {
-        if self.started.swap(true, Ordering::AcqRel) {
+        if self.started.load(Ordering::Acquire) || self.started.swap(true, Ordering::AcqRel) {
             return;
         }
         let task = ConnectionTask {

@@ -367,11 +367,11 @@ impl Channel {
         }
     }
 
-    /// Completes when the endpoint set or the resolver's news changes; for watchers
-    /// such as `dtmdriver resolve --watch`.
-    pub async fn changed(&self) {
-        let mut rx = self.inner.table_tx.subscribe();
-        let _ = rx.changed().await;
+    /// A counter that ticks whenever the endpoint set or the resolver's news changes;
+    /// hold it and await `changed()` to follow the channel (as
+    /// `dtmdriver resolve --watch` does), reading [`status`](Self::status) after each tick.
+    pub fn updates(&self) -> watch::Receiver<u64> {
+        self.inner.table_tx.subscribe()
     }
 
     /// The resolver's snapshots as they arrive, for observers.
@@ -411,12 +411,14 @@ struct ChannelInner {
     active: std::sync::atomic::AtomicBool,
     rr: AtomicUsize,
     wrr_lock: Mutex<()>,
-    updater: tokio::task::AbortHandle,
+    updater: std::sync::OnceLock<tokio::task::AbortHandle>,
 }
 
 impl Drop for ChannelInner {
     fn drop(&mut self) {
-        self.updater.abort();
+        if let Some(updater) = self.updater.get() {
+            updater.abort();
+        }
     }
 }
 
@@ -427,42 +429,43 @@ impl ChannelInner {
         } else {
             Scheme::HTTP
         };
-        Arc::new_cyclic(|weak: &Weak<ChannelInner>| {
-            let weak = weak.clone();
-            let mut rx = snapshots.clone();
-            let updater = tokio::spawn(async move {
-                loop {
-                    let state = rx.borrow_and_update().clone();
-                    match weak.upgrade() {
-                        Some(inner) => inner.apply(&state),
-                        None => return,
-                    }
-                    if rx.changed().await.is_err() {
-                        return; // the resolver is gone; keep the last set
-                    }
+        let inner = Arc::new(ChannelInner {
+            target: b.target,
+            policy: b.policy,
+            resolve_timeout: b.resolve_timeout,
+            wait_for_ready: b.wait_for_ready,
+            dial: b.dial,
+            authority_scheme,
+            table: RwLock::new(Arc::new(Table {
+                resolved: false,
+                last_error: None,
+                slots: Vec::new(),
+            })),
+            table_tx: watch::channel(0).0,
+            snapshots: snapshots.clone(),
+            active: std::sync::atomic::AtomicBool::new(false),
+            rr: AtomicUsize::new(0),
+            wrr_lock: Mutex::new(()),
+            updater: std::sync::OnceLock::new(),
+        });
+        // The updater holds only a weak reference: the channel's last clone going away
+        // stops it (Drop aborts it), which drops the receiver and stops the resolver.
+        let weak = Arc::downgrade(&inner);
+        let mut rx = snapshots;
+        let updater = tokio::spawn(async move {
+            loop {
+                let state = rx.borrow_and_update().clone();
+                match weak.upgrade() {
+                    Some(inner) => inner.apply(&state),
+                    None => return,
                 }
-            })
-            .abort_handle();
-            ChannelInner {
-                target: b.target,
-                policy: b.policy,
-                resolve_timeout: b.resolve_timeout,
-                wait_for_ready: b.wait_for_ready,
-                dial: b.dial,
-                authority_scheme,
-                table: RwLock::new(Arc::new(Table {
-                    resolved: false,
-                    last_error: None,
-                    slots: Vec::new(),
-                })),
-                table_tx: watch::channel(0).0,
-                snapshots,
-                active: std::sync::atomic::AtomicBool::new(false),
-                rr: AtomicUsize::new(0),
-                wrr_lock: Mutex::new(()),
-                updater,
+                if rx.changed().await.is_err() {
+                    return; // the resolver is gone; keep the last set
+                }
             }
-        })
+        });
+        let _ = inner.updater.set(updater.abort_handle());
+        inner
     }
 
     fn table(&self) -> Arc<Table> {
@@ -549,8 +552,10 @@ impl ChannelInner {
         // Every pass either returns or waits for a change with a deadline, and the
         // deadlines are finite, so this loop ends.
         loop {
-            let table = self.table();
+            // Mark what we have seen *before* reading it, so a change in between wakes
+            // the wait below instead of being lost.
             table_rx.borrow_and_update();
+            let table = self.table();
             if !table.resolved {
                 let until = min_deadline(Some(resolve_deadline), deadline);
                 if !wait_until(&mut table_rx, until, None).await {
@@ -566,6 +571,11 @@ impl ChannelInner {
                 }
                 continue;
             }
+            // Slots published after `activate` ran were built idle: start them here.
+            for s in &table.slots {
+                s.conn.start();
+            }
+            let mut conn_rxs: Vec<_> = table.slots.iter().map(|s| s.conn.subscribe()).collect();
             if let Some(slot) = self.choose(&table) {
                 return Ok(slot);
             }
@@ -578,9 +588,11 @@ impl ChannelInner {
             let until = if self.wait_for_ready {
                 deadline.or(Some(started + self.resolve_timeout))
             } else {
-                min_deadline(Some(started + self.dial.connect_timeout + Duration::from_millis(50)), deadline)
+                min_deadline(
+                    Some(started + self.dial.connect_timeout + Duration::from_millis(50)),
+                    deadline,
+                )
             };
-            let mut conn_rxs: Vec<_> = table.slots.iter().map(|s| s.conn.subscribe()).collect();
             if !wait_until(&mut table_rx, until, Some(&mut conn_rxs)).await {
                 let table = self.table();
                 let (_, failures) = summarize(&table);

@@ -1,0 +1,601 @@
+//! Private etcd processes: a single server ([`EtcdServer`]) and a small cluster
+//! ([`EtcdCluster`]).
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::binary::etcd_binary;
+use crate::ports::free_ports;
+
+/// How long a single server may take to become healthy.
+const SERVER_READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a whole cluster may take to become healthy.
+const CLUSTER_READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// Start attempts with fresh ports when a port turned out to be taken.
+const START_ATTEMPTS: usize = 3;
+/// Pause between two readiness probes.
+const PROBE_INTERVAL: Duration = Duration::from_millis(50);
+/// Connect timeout of one readiness probe.
+const PROBE_CONNECT_TIMEOUT: Duration = Duration::from_millis(200);
+/// Read / write timeout of one readiness probe. Before etcd is ready its listener accepts
+/// connections but does not answer, so this bounds each probe.
+const PROBE_IO_TIMEOUT: Duration = Duration::from_millis(500);
+/// Largest probe response read.
+const PROBE_MAX_RESPONSE: u64 = 64 * 1024;
+/// How much of the log a start failure shows.
+const LOG_TAIL_BYTES: usize = 8 * 1024;
+
+/// Distinguishes the clusters started by this process.
+static CLUSTER_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn loopback_url(port: u16) -> String {
+    format!("http://127.0.0.1:{port}")
+}
+
+fn unique_token() -> String {
+    format!(
+        "test-support-{}-{}",
+        std::process::id(),
+        CLUSTER_COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Why a member did not become ready.
+#[derive(Debug)]
+struct StartFailure {
+    reason: String,
+    /// The log says a port was already taken: worth retrying with other ports.
+    port_conflict: bool,
+}
+
+/// One etcd process with its ports, data directory and log file.
+#[derive(Debug)]
+struct Member {
+    name: String,
+    client_port: u16,
+    peer_port: u16,
+    initial_cluster: String,
+    token: String,
+    binary: PathBuf,
+    dir: TempDir,
+    child: Option<Child>,
+}
+
+impl Member {
+    fn new(
+        binary: &Path,
+        name: &str,
+        client_port: u16,
+        peer_port: u16,
+        initial_cluster: &str,
+        token: &str,
+    ) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("etcd-test-")
+            .tempdir()
+            .unwrap_or_else(|err| panic!("cannot create a temporary directory for etcd: {err}"));
+        Self {
+            name: name.to_owned(),
+            client_port,
+            peer_port,
+            initial_cluster: initial_cluster.to_owned(),
+            token: token.to_owned(),
+            binary: binary.to_owned(),
+            dir,
+            child: None,
+        }
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("etcd.log")
+    }
+
+    fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    fn args(&self) -> Vec<String> {
+        let client_url = loopback_url(self.client_port);
+        let peer_url = loopback_url(self.peer_port);
+        vec![
+            format!("--name={}", self.name),
+            format!("--data-dir={}", self.data_dir().display()),
+            format!("--listen-client-urls={client_url}"),
+            format!("--advertise-client-urls={client_url}"),
+            format!("--listen-peer-urls={peer_url}"),
+            format!("--initial-advertise-peer-urls={peer_url}"),
+            format!("--initial-cluster={}", self.initial_cluster),
+            format!("--initial-cluster-token={}", self.token),
+            "--initial-cluster-state=new".to_owned(),
+            "--logger=zap".to_owned(),
+            "--log-outputs=stderr".to_owned(),
+        ]
+    }
+
+    fn command_line(&self) -> String {
+        let mut line = self.binary.display().to_string();
+        for arg in self.args() {
+            line.push(' ');
+            line.push_str(&arg);
+        }
+        line
+    }
+
+    /// Starts the process (appending to the log file); does not wait for readiness.
+    fn spawn(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "etcd member {} already running",
+            self.name
+        );
+        let log_path = self.log_path();
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .unwrap_or_else(|err| panic!("cannot open {}: {err}", log_path.display()));
+        let header = format!("### test-support: starting {}\n", self.command_line());
+        log.write_all(header.as_bytes())
+            .unwrap_or_else(|err| panic!("cannot write {}: {err}", log_path.display()));
+        let stderr = log
+            .try_clone()
+            .unwrap_or_else(|err| panic!("cannot clone the log file handle: {err}"));
+
+        let mut command = Command::new(&self.binary);
+        command
+            .args(self.args())
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(stderr));
+        // etcd reads ETCD_* variables as flags; keep the caller's environment out.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("ETCD_") {
+                command.env_remove(key);
+            }
+        }
+        // etcd 3.4 refuses to run on arm64 unless told it is fine.
+        if std::env::consts::ARCH == "aarch64" {
+            command.env("ETCD_UNSUPPORTED_ARCH", "arm64");
+        }
+        let child = command.spawn().unwrap_or_else(|err| {
+            panic!(
+                "cannot start {}: {err}\n{}",
+                self.binary.display(),
+                crate::ETCD_INSTALL_HINT
+            )
+        });
+        tracing::debug!(
+            name = %self.name,
+            pid = child.id(),
+            client_port = self.client_port,
+            peer_port = self.peer_port,
+            "started etcd"
+        );
+        self.child = Some(child);
+    }
+
+    /// Polls `/health` on the client port until etcd reports healthy, the process exits,
+    /// or `deadline` passes.
+    fn wait_ready(&mut self, deadline: Instant) -> Result<(), StartFailure> {
+        loop {
+            let Some(child) = self.child.as_mut() else {
+                return Err(self.failure("etcd is not running".to_owned()));
+            };
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    self.child = None;
+                    return Err(self.failure(format!("etcd exited during startup: {status}")));
+                }
+                Ok(None) => {}
+                Err(err) => return Err(self.failure(format!("cannot poll etcd: {err}"))),
+            }
+            if is_healthy(self.client_port) {
+                tracing::debug!(name = %self.name, port = self.client_port, "etcd is healthy");
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(self.failure("etcd did not become healthy in time".to_owned()));
+            }
+            std::thread::sleep(PROBE_INTERVAL);
+        }
+    }
+
+    fn failure(&self, reason: String) -> StartFailure {
+        let log = self.log_contents();
+        StartFailure {
+            port_conflict: log.contains("address already in use"),
+            reason,
+        }
+    }
+
+    fn start_failure_message(&self, failure: &StartFailure) -> String {
+        format!(
+            "etcd member {} (client 127.0.0.1:{}, peer 127.0.0.1:{}) failed to start: {}\n\
+             command: {}\n--- last part of {} ---\n{}",
+            self.name,
+            self.client_port,
+            self.peer_port,
+            failure.reason,
+            self.command_line(),
+            self.log_path().display(),
+            self.log_tail(),
+        )
+    }
+
+    fn log_contents(&self) -> String {
+        let mut text = Vec::new();
+        if let Ok(mut file) = File::open(self.log_path()) {
+            let _ = file.read_to_end(&mut text);
+        }
+        String::from_utf8_lossy(&text).into_owned()
+    }
+
+    fn log_tail(&self) -> String {
+        let log = self.log_contents();
+        let mut start = log.len().saturating_sub(LOG_TAIL_BYTES);
+        while !log.is_char_boundary(start) {
+            start += 1;
+        }
+        log[start..].to_owned()
+    }
+
+    fn is_running(&mut self) -> bool {
+        match self.child.as_mut().map(Child::try_wait) {
+            Some(Ok(None)) => true,
+            Some(Ok(Some(_))) => {
+                self.child = None;
+                false
+            }
+            Some(Err(_)) | None => false,
+        }
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILLs and reaps the process; a no-op when it is not running.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = child.id();
+            if let Err(err) = child.kill() {
+                tracing::debug!(pid, %err, "killing etcd failed (already exited?)");
+            }
+            if let Err(err) = child.wait() {
+                tracing::warn!(pid, %err, "reaping etcd failed");
+            }
+            tracing::debug!(name = %self.name, pid, "killed etcd");
+        }
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        if std::thread::panicking() && self.child.is_some() {
+            tracing::warn!(
+                name = %self.name,
+                log = %self.log_tail(),
+                "dropping etcd during a panic; last part of its log"
+            );
+        }
+        self.kill();
+    }
+}
+
+/// Asks etcd's HTTP `/health` endpoint on the loopback client port whether it is healthy.
+fn is_healthy(port: u16) -> bool {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, PROBE_CONNECT_TIMEOUT) else {
+        return false;
+    };
+    if stream.set_read_timeout(Some(PROBE_IO_TIMEOUT)).is_err()
+        || stream.set_write_timeout(Some(PROBE_IO_TIMEOUT)).is_err()
+    {
+        return false;
+    }
+    let request =
+        format!("GET /health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut response = Vec::new();
+    // A timeout ends the read too; whatever arrived is judged below.
+    let _ = stream.take(PROBE_MAX_RESPONSE).read_to_end(&mut response);
+    String::from_utf8_lossy(&response).contains("\"health\":\"true\"")
+}
+
+/// A private single-member etcd server on free loopback ports.
+///
+/// The server runs the real `etcd` binary with a temporary data directory; its output
+/// goes to a log file in that directory ([`EtcdServer::log_path`]). Dropping the handle
+/// SIGKILLs and reaps the process and removes the directory.
+///
+/// All methods are blocking (they wait at most a few seconds) and can be called from
+/// async tests.
+///
+/// ```
+/// let mut server = test_support::EtcdServer::start();
+/// let port = server.port();
+/// server.kill();
+/// assert!(!server.is_running());
+/// server.restart();
+/// assert!(server.is_running());
+/// assert_eq!(server.port(), port);
+/// ```
+#[derive(Debug)]
+pub struct EtcdServer {
+    member: Member,
+}
+
+impl EtcdServer {
+    /// Starts etcd on two free loopback ports (client and peer) and waits until it
+    /// reports healthy (at most about 10 s).
+    ///
+    /// # Panics
+    ///
+    /// Panics if `etcd` is not installed (with the command that installs it) or does not
+    /// become healthy; the panic message includes the end of etcd's log.
+    pub fn start() -> EtcdServer {
+        let binary = etcd_binary();
+        let mut attempt = 1;
+        loop {
+            let ports = free_ports(2);
+            let (client_port, peer_port) = (ports[0], ports[1]);
+            let initial_cluster = format!("default={}", loopback_url(peer_port));
+            let mut member = Member::new(
+                &binary,
+                "default",
+                client_port,
+                peer_port,
+                &initial_cluster,
+                &unique_token(),
+            );
+            member.spawn();
+            match member.wait_ready(Instant::now() + SERVER_READY_TIMEOUT) {
+                Ok(()) => return EtcdServer { member },
+                Err(failure) if failure.port_conflict && attempt < START_ATTEMPTS => {
+                    tracing::debug!(attempt, "etcd port taken, retrying with other ports");
+                    attempt += 1;
+                }
+                Err(failure) => panic!("{}", member.start_failure_message(&failure)),
+            }
+        }
+    }
+
+    /// The client endpoint as `127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        self.member.endpoint()
+    }
+
+    /// The client URL as `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        loopback_url(self.member.client_port)
+    }
+
+    /// The client port.
+    pub fn port(&self) -> u16 {
+        self.member.client_port
+    }
+
+    /// The peer (raft) port.
+    pub fn peer_port(&self) -> u16 {
+        self.member.peer_port
+    }
+
+    /// The data directory; it survives [`EtcdServer::kill`] and is removed on drop.
+    pub fn data_dir(&self) -> PathBuf {
+        self.member.data_dir()
+    }
+
+    /// The file etcd's output goes to (appended to across restarts).
+    pub fn log_path(&self) -> PathBuf {
+        self.member.log_path()
+    }
+
+    /// Everything etcd has logged so far, for printing when a test fails.
+    pub fn log_contents(&self) -> String {
+        self.member.log_contents()
+    }
+
+    /// The process id, or `None` after [`EtcdServer::kill`].
+    pub fn pid(&self) -> Option<u32> {
+        self.member.pid()
+    }
+
+    /// Whether the process is alive.
+    pub fn is_running(&mut self) -> bool {
+        self.member.is_running()
+    }
+
+    /// SIGKILLs the process and reaps it, keeping the data directory and ports for
+    /// [`EtcdServer::restart`]. Does nothing if it is not running.
+    pub fn kill(&mut self) {
+        self.member.kill();
+    }
+
+    /// Starts etcd again on the same ports and data directory and waits until it is
+    /// healthy. A running process is killed first.
+    ///
+    /// # Panics
+    ///
+    /// Panics if etcd does not become healthy (for example because another process took
+    /// one of its ports meanwhile); the message includes the end of etcd's log.
+    pub fn restart(&mut self) {
+        self.member.kill();
+        self.member.spawn();
+        if let Err(failure) = self
+            .member
+            .wait_ready(Instant::now() + SERVER_READY_TIMEOUT)
+        {
+            panic!("{}", self.member.start_failure_message(&failure));
+        }
+    }
+}
+
+/// A private multi-member etcd cluster on free loopback ports.
+///
+/// Members are named `m0`, `m1`, …; each has its own temporary data directory and log
+/// file. Dropping the handle SIGKILLs and reaps every member and removes the
+/// directories. All methods are blocking (bounded by a few seconds).
+///
+/// ```
+/// let mut cluster = test_support::EtcdCluster::start(3);
+/// assert_eq!(cluster.endpoints().len(), 3);
+/// cluster.kill_member(0);
+/// assert!(!cluster.is_member_running(0));
+/// ```
+#[derive(Debug)]
+pub struct EtcdCluster {
+    members: Vec<Member>,
+}
+
+impl EtcdCluster {
+    /// Starts a cluster of `members` etcd processes and waits until every member reports
+    /// healthy (at most about 20 s).
+    ///
+    /// # Panics
+    ///
+    /// Panics if `members` is 0, if `etcd` is not installed (with the command that
+    /// installs it), or if a member does not become healthy; the message includes the
+    /// end of that member's log.
+    pub fn start(members: usize) -> EtcdCluster {
+        assert!(members > 0, "an etcd cluster needs at least one member");
+        let binary = etcd_binary();
+        let mut attempt = 1;
+        loop {
+            let ports = free_ports(2 * members);
+            let token = unique_token();
+            let names: Vec<String> = (0..members).map(|i| format!("m{i}")).collect();
+            let initial_cluster = names
+                .iter()
+                .enumerate()
+                .map(|(i, name)| format!("{name}={}", loopback_url(ports[2 * i + 1])))
+                .collect::<Vec<_>>()
+                .join(",");
+            let mut cluster = EtcdCluster {
+                members: names
+                    .iter()
+                    .enumerate()
+                    .map(|(i, name)| {
+                        Member::new(
+                            &binary,
+                            name,
+                            ports[2 * i],
+                            ports[2 * i + 1],
+                            &initial_cluster,
+                            &token,
+                        )
+                    })
+                    .collect(),
+            };
+            for member in &mut cluster.members {
+                member.spawn();
+            }
+            let deadline = Instant::now() + CLUSTER_READY_TIMEOUT;
+            let mut failed = None;
+            for (i, member) in cluster.members.iter_mut().enumerate() {
+                if let Err(failure) = member.wait_ready(deadline) {
+                    failed = Some((i, failure));
+                    break;
+                }
+            }
+            match failed {
+                None => return cluster,
+                Some((_, failure)) if failure.port_conflict && attempt < START_ATTEMPTS => {
+                    tracing::debug!(attempt, "etcd port taken, retrying with other ports");
+                    attempt += 1;
+                }
+                Some((i, failure)) => {
+                    panic!("{}", cluster.members[i].start_failure_message(&failure))
+                }
+            }
+        }
+    }
+
+    /// The number of members.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Always `false`: a cluster has at least one member.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// The client endpoints of all members as `127.0.0.1:PORT`, in member order.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(Member::endpoint).collect()
+    }
+
+    /// The client URLs of all members as `http://127.0.0.1:PORT`, in member order.
+    pub fn urls(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|member| loopback_url(member.client_port))
+            .collect()
+    }
+
+    /// The client endpoint of member `i` as `127.0.0.1:PORT`.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `i` is out of range.
+    pub fn endpoint(&self, i: usize) -> String {
+        self.members[i].endpoint()
+    }
+
+    /// Whether member `i`'s process is alive.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `i` is out of range.
+    pub fn is_member_running(&mut self, i: usize) -> bool {
+        self.members[i].is_running()
+    }
+
+    /// Everything member `i` has logged so far.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `i` is out of range.
+    pub fn member_log_contents(&self, i: usize) -> String {
+        self.members[i].log_contents()
+    }
+
+    /// SIGKILLs and reaps member `i`, keeping its data directory and ports. Does nothing
+    /// if it is not running.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `i` is out of range.
+    pub fn kill_member(&mut self, i: usize) {
+        self.members[i].kill();
+    }
+
+    /// Starts member `i` again on the same ports and data directory and waits until it
+    /// is healthy (it needs a quorum of running members for that). A running process is
+    /// killed first.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `i` is out of range or the member does not become healthy in time.
+    pub fn restart_member(&mut self, i: usize) {
+        let member = &mut self.members[i];
+        member.kill();
+        member.spawn();
+        if let Err(failure) = member.wait_ready(Instant::now() + CLUSTER_READY_TIMEOUT) {
+            panic!("{}", member.start_failure_message(&failure));
+        }
+    }
+}

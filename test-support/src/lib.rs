@@ -1,0 +1,24 @@
+//! Test support: private registry processes per test.
+//!
+//! Every test that needs a registry starts its own real server process on free loopback
+//! ports with a temporary data directory, and the process is killed (and reaped) when the
+//! handle is dropped. Nothing here is a mock: [`EtcdServer`] and [`EtcdCluster`] run the
+//! `etcd` binary from the Debian `etcd-server` package.
+//!
+//! If a binary is missing, the helpers panic with the one command that installs it; they
+//! never skip. `bash scripts/test.sh` installs everything the tests need.
+//!
+//! ```
+//! let server = test_support::EtcdServer::start();
+//! assert_eq!(server.endpoint(), format!("127.0.0.1:{}", server.port()));
+//! assert_eq!(server.url(), format!("http://127.0.0.1:{}", server.port()));
+//! // The process is killed and its data directory removed when `server` is dropped.
+//! ```
+
+mod binary;
+mod etcd;
+mod ports;
+
+pub use binary::{ETCD_INSTALL_HINT, etcd_binary, find_binary};
+pub use etcd::{EtcdCluster, EtcdServer};
+pub use ports::{free_port, free_ports};
