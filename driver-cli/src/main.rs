@@ -28,7 +28,11 @@ use driver_core::{Channel, Endpoint};
 use serde::Serialize;
 
 #[derive(Parser)]
-#[command(name = "dtmdriver", version, about = "Resolve, register, parse and call through dtm drivers")]
+#[command(
+    name = "dtmdriver",
+    version,
+    about = "Resolve, register, parse and call through dtm drivers"
+)]
 struct Cli {
     /// The driver to use (see `dtmdriver drivers`).
     #[arg(long, global = true, env = "DTM_DRIVER", default_value = "default")]
@@ -150,7 +154,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Parse { uri } => {
             let sm = driver.parse_server_method(&uri).map_err(|e| {
                 Failure(
-                    format!("{e} (driver in use: `{}`; choose one with --driver or DTM_DRIVER)", cli.driver),
+                    format!(
+                        "{e} (driver in use: `{}`; choose one with --driver or DTM_DRIVER)",
+                        cli.driver
+                    ),
                     2,
                 )
             })?;
@@ -182,7 +189,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             timeout,
         } => {
             let payload = match (data_hex, data_file) {
-                (Some(h), _) => hex::decode(h.trim()).map_err(|e| Failure(format!("--data-hex: {e}"), 2))?,
+                (Some(h), _) => {
+                    hex::decode(h.trim()).map_err(|e| Failure(format!("--data-hex: {e}"), 2))?
+                }
                 (None, Some(f)) => std::fs::read(&f)
                     .map_err(|e| Failure(format!("--data-file {}: {e}", f.display()), 2))?,
                 (None, None) => Vec::new(),
@@ -195,7 +204,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 pairs.push((k, v));
             }
             let timeout = secs(timeout)?;
-            let sm = driver.parse_server_method(&uri).map_err(|e| Failure(e.to_string(), 2))?;
+            let sm = driver
+                .parse_server_method(&uri)
+                .map_err(|e| Failure(e.to_string(), 2))?;
             let channel = Channel::builder(&sm.server)
                 .resolve_timeout(timeout)
                 .connect()
@@ -213,14 +224,23 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 fn tonic_deadline(timeout: Duration) -> driver_core::invoke::Status {
-    driver_core::invoke::Status::deadline_exceeded(format!("no reply within {} ms", timeout.as_millis()))
+    driver_core::invoke::Status::deadline_exceeded(format!(
+        "no reply within {} ms",
+        timeout.as_millis()
+    ))
 }
 
 fn secs(s: f64) -> Result<Duration, Failure> {
-    Duration::try_from_secs_f64(s).map_err(|_| Failure(format!("`{s}` is not a number of seconds"), 2))
+    Duration::try_from_secs_f64(s)
+        .map_err(|_| Failure(format!("`{s}` is not a number of seconds"), 2))
 }
 
-async fn resolve(target: &str, watch: bool, timeout: Duration, connect: bool) -> Result<(), Failure> {
+async fn resolve(
+    target: &str,
+    watch: bool,
+    timeout: Duration,
+    connect: bool,
+) -> Result<(), Failure> {
     let channel = Channel::builder(target)
         .resolve_timeout(timeout)
         .connect()
@@ -262,7 +282,10 @@ async fn resolve(target: &str, watch: bool, timeout: Duration, connect: bool) ->
                 .resolver_error
                 .unwrap_or_else(|| "the resolver has not answered".to_string());
             return Err(Failure(
-                format!("`{target}` did not resolve within {} ms: {why}", timeout.as_millis()),
+                format!(
+                    "`{target}` did not resolve within {} ms: {why}",
+                    timeout.as_millis()
+                ),
                 3,
             ));
         }
@@ -270,7 +293,10 @@ async fn resolve(target: &str, watch: bool, timeout: Duration, connect: bool) ->
     if connect && !watch {
         // Give the dials a moment so the states mean something.
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            while view(&channel).is_some_and(|v| v.iter().any(|e| matches!(e.state, Some("idle" | "connecting")))) {
+            while view(&channel).is_some_and(|v| {
+                v.iter()
+                    .any(|e| matches!(e.state, Some("idle" | "connecting")))
+            }) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
@@ -294,11 +320,11 @@ async fn resolve(target: &str, watch: bool, timeout: Duration, connect: bool) ->
             }
             last_error = status.resolver_error;
         }
-        if let Some(v) = view(&channel) {
-            if v != last {
-                print_resolved(target, &v)?;
-                last = v;
-            }
+        if let Some(v) = view(&channel)
+            && v != last
+        {
+            print_resolved(target, &v)?;
+            last = v;
         }
     }
 }

@@ -126,7 +126,9 @@ impl MicroService {
                 ),
             });
         }
-        crate::get_driver().register_service(&self.target, &self.endpoint).await
+        crate::get_driver()
+            .register_service(&self.target, &self.endpoint)
+            .await
     }
 }
 
@@ -140,21 +142,28 @@ mod tests {
         assert_eq!(ms.driver, "dtm-driver-kratos");
         assert_eq!(ms.target, "etcd://127.0.0.1:2379/dtmservice");
         assert_eq!(ms.endpoint, "grpc://localhost:36790");
-        assert_eq!(MicroService::from_yaml_str("Store:\n  Driver: boltdb\n").unwrap(), MicroService::default());
+        assert_eq!(
+            MicroService::from_yaml_str("Store:\n  Driver: boltdb\n").unwrap(),
+            MicroService::default()
+        );
         assert_eq!(MicroService::from_yaml_str("").unwrap().driver, "default");
         let partial = MicroService::from_yaml_str("MicroService:\n  Target: t\n").unwrap();
-        assert_eq!((partial.driver.as_str(), partial.endpoint.as_str()), ("default", ""));
+        assert_eq!(
+            (partial.driver.as_str(), partial.endpoint.as_str()),
+            ("default", "")
+        );
     }
 
     #[test]
     fn env_overrides_each_key() {
-        let ms = MicroService::from_yaml_str("MicroService:\n  Driver: a\n  Target: b\n  EndPoint: c\n")
-            .unwrap()
-            .with_overrides(|k| match k {
-                "MICRO_SERVICE_DRIVER" => Some("dtm-driver-gozero".into()),
-                "MICRO_SERVICE_END_POINT" => Some("10.0.0.5:36790".into()),
-                _ => None,
-            });
+        let ms =
+            MicroService::from_yaml_str("MicroService:\n  Driver: a\n  Target: b\n  EndPoint: c\n")
+                .unwrap()
+                .with_overrides(|k| match k {
+                    "MICRO_SERVICE_DRIVER" => Some("dtm-driver-gozero".into()),
+                    "MICRO_SERVICE_END_POINT" => Some("10.0.0.5:36790".into()),
+                    _ => None,
+                });
         assert_eq!(ms.driver, "dtm-driver-gozero");
         assert_eq!(ms.target, "b");
         assert_eq!(ms.endpoint, "10.0.0.5:36790");
@@ -162,9 +171,16 @@ mod tests {
 
     #[test]
     fn bad_yaml_names_the_line() {
-        let err = MicroService::from_yaml_str("MicroService:\n  Driver: a\n   Target: [\n").unwrap_err().to_string();
+        let err = MicroService::from_yaml_str("MicroService:\n  Driver: a\n   Target: [\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 3"), "{err}");
-        let err = MicroService::from_yaml_str("MicroService:\n  Driver: a\n  Endpoint: x\n").unwrap_err().to_string();
-        assert!(err.contains("Endpoint") && err.contains("EndPoint") && err.contains("line 3"), "{err}");
+        let err = MicroService::from_yaml_str("MicroService:\n  Driver: a\n  Endpoint: x\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("Endpoint") && err.contains("EndPoint") && err.contains("line 3"),
+            "{err}"
+        );
     }
 }

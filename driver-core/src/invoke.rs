@@ -19,10 +19,10 @@
 //! [`Driver::parse_server_method`]: crate::Driver::parse_server_method
 
 use bytes::{Buf, BufMut, Bytes};
+use tonic::Request;
+pub use tonic::Status;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::metadata::{MetadataKey, MetadataValue};
-pub use tonic::Status;
-use tonic::Request;
 
 use crate::balance::Channel;
 use crate::driver::Driver;
@@ -98,15 +98,17 @@ pub async fn call_raw(
     payload: Bytes,
     metadata: &[(&str, &str)],
 ) -> Result<Bytes, Status> {
-    let path: http::uri::PathAndQuery = method
-        .parse()
-        .map_err(|e| Status::invalid_argument(format!("method `{method}` is not a valid path: {e}")))?;
+    let path: http::uri::PathAndQuery = method.parse().map_err(|e| {
+        Status::invalid_argument(format!("method `{method}` is not a valid path: {e}"))
+    })?;
     let mut request = Request::new(payload);
     for (k, v) in metadata {
-        let key = MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
-            .map_err(|_| Status::invalid_argument(format!("metadata key `{k}` is not a valid header name")))?;
-        let value = MetadataValue::try_from(*v)
-            .map_err(|_| Status::invalid_argument(format!("metadata value for `{k}` is not valid ASCII")))?;
+        let key = MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes()).map_err(|_| {
+            Status::invalid_argument(format!("metadata key `{k}` is not a valid header name"))
+        })?;
+        let value = MetadataValue::try_from(*v).map_err(|_| {
+            Status::invalid_argument(format!("metadata value for `{k}` is not valid ASCII"))
+        })?;
         request.metadata_mut().insert(key, value);
     }
     let mut grpc = tonic::client::Grpc::new(channel.clone());

@@ -37,14 +37,19 @@ pub mod registry;
 pub mod resolve;
 pub mod target;
 
-pub use balance::{Channel, ChannelBuilder, ChannelStatus, EndpointStatus, Policy, TlsConnector, connect};
+pub use balance::{
+    Channel, ChannelBuilder, ChannelStatus, EndpointStatus, Policy, TlsConnector, connect,
+};
 pub use config::MicroService;
 pub use default_driver::DefaultDriver;
 pub use driver::{Driver, Registration};
 pub use error::{Error, Result};
 pub use invoke::{RawCodec, call_raw, invoke, invoke_with};
 pub use parse::ServerMethod;
-pub use registry::{current_driver_name, driver_names, find_driver, get_driver, register, register_shared, use_driver};
+pub use registry::{
+    current_driver_name, driver_names, find_driver, get_driver, register, register_shared,
+    use_driver,
+};
 pub use resolve::Endpoint;
 pub use target::Target;
 

@@ -78,17 +78,27 @@ pub fn parse_scheme_url(uri: &str) -> Result<ServerMethod> {
         ));
     };
     let scheme = &uri[..scheme_end];
-    if scheme.is_empty() || !scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) {
+    if scheme.is_empty()
+        || !scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    {
         return Err(bad(uri, format!("`{scheme}` is not a URL scheme")));
     }
     let after_scheme = scheme_end + 3;
     let rest = &uri[after_scheme..];
     // The authority ends at the first '/' (or '?', which leaves no path: an error below).
     let Some(path_start) = rest.find('/').map(|i| after_scheme + i) else {
-        return Err(bad(uri, "no path after the host; write scheme://host/name/package.Service/Method"));
+        return Err(bad(
+            uri,
+            "no path after the host; write scheme://host/name/package.Service/Method",
+        ));
     };
     if uri[after_scheme..path_start].contains('?') {
-        return Err(bad(uri, "the query comes before the path; put ?query after the service name"));
+        return Err(bad(
+            uri,
+            "the query comes before the path; put ?query after the service name",
+        ));
     }
     // The server's name is the first path segment; a query may follow it.
     let name_start = path_start + 1;
@@ -104,7 +114,12 @@ pub fn parse_scheme_url(uri: &str) -> Result<ServerMethod> {
     let method_start = if uri[name_end..].starts_with('?') {
         match uri[name_end..].find('/') {
             Some(i) => name_end + i,
-            None => return Err(bad(uri, "no method after the query; append /package.Service/Method")),
+            None => {
+                return Err(bad(
+                    uri,
+                    "no method after the query; append /package.Service/Method",
+                ));
+            }
         }
     } else {
         name_end
@@ -116,16 +131,20 @@ pub fn parse_scheme_url(uri: &str) -> Result<ServerMethod> {
 /// up to the next `/` is dropped before [`parse_scheme_url`] runs, so
 /// `consul://h:8500/busi.rpc?wait=14s/pb.S/M` → (`consul://h:8500/busi.rpc`, `/pb.S/M`).
 pub fn parse_gozero(uri: &str) -> Result<ServerMethod> {
-    if uri.contains("//") && (uri.contains("consul") || uri.contains("nacos")) {
-        if let Some((head, tail)) = uri.split_once('?') {
-            let Some(slash) = tail.find('/') else {
-                return Err(bad(uri, "no '/' found after the query; append /package.Service/Method"));
-            };
-            return parse_scheme_url(&format!("{head}{}", &tail[slash..])).map_err(|e| match e {
-                Error::BadUri { reason, .. } => bad(uri, reason),
-                other => other,
-            });
-        }
+    if uri.contains("//")
+        && (uri.contains("consul") || uri.contains("nacos"))
+        && let Some((head, tail)) = uri.split_once('?')
+    {
+        let Some(slash) = tail.find('/') else {
+            return Err(bad(
+                uri,
+                "no '/' found after the query; append /package.Service/Method",
+            ));
+        };
+        return parse_scheme_url(&format!("{head}{}", &tail[slash..])).map_err(|e| match e {
+            Error::BadUri { reason, .. } => bad(uri, reason),
+            other => other,
+        });
     }
     parse_scheme_url(uri)
 }
@@ -189,27 +208,45 @@ mod tests {
     #[test]
     fn wire_formats_table_rows() {
         assert_eq!(
-            ok(parse_scheme_url, "etcd://127.0.0.1:2379/trans/trans.TransSvc/TransOut"),
+            ok(
+                parse_scheme_url,
+                "etcd://127.0.0.1:2379/trans/trans.TransSvc/TransOut"
+            ),
             pair("etcd://127.0.0.1:2379/trans", "/trans.TransSvc/TransOut")
         );
         assert_eq!(
-            ok(parse_scheme_url, "direct:///127.0.0.1:2006/pb.Wallet/DeductBalance"),
+            ok(
+                parse_scheme_url,
+                "direct:///127.0.0.1:2006/pb.Wallet/DeductBalance"
+            ),
             pair("direct:///127.0.0.1:2006", "/pb.Wallet/DeductBalance")
         );
         assert_eq!(
-            ok(parse_scheme_url, "discovery:///busi/api.trans.v1.Trans/TransOut"),
+            ok(
+                parse_scheme_url,
+                "discovery:///busi/api.trans.v1.Trans/TransOut"
+            ),
             pair("discovery:///busi", "/api.trans.v1.Trans/TransOut")
         );
         assert_eq!(
-            ok(parse_gozero, "consul://127.0.0.1:8500/busi.rpc?wait=14s/pb.S/M"),
+            ok(
+                parse_gozero,
+                "consul://127.0.0.1:8500/busi.rpc?wait=14s/pb.S/M"
+            ),
             pair("consul://127.0.0.1:8500/busi.rpc", "/pb.S/M")
         );
         for f in [parse_plain, parse_scheme_url, parse_gozero] {
-            assert_eq!(ok(f, "localhost:8080/pb.S/M"), pair("localhost:8080", "/pb.S/M"));
+            assert_eq!(
+                ok(f, "localhost:8080/pb.S/M"),
+                pair("localhost:8080", "/pb.S/M")
+            );
         }
         // The go-zero rule agrees with the shared rule on the non-consul rows.
         assert_eq!(
-            ok(parse_gozero, "etcd://127.0.0.1:2379/trans/trans.TransSvc/TransOut"),
+            ok(
+                parse_gozero,
+                "etcd://127.0.0.1:2379/trans/trans.TransSvc/TransOut"
+            ),
             pair("etcd://127.0.0.1:2379/trans", "/trans.TransSvc/TransOut")
         );
     }
@@ -217,8 +254,13 @@ mod tests {
     #[test]
     fn default_rule_errors_like_go_but_says_what_to_do() {
         let e = parse_plain("localhost").unwrap_err().to_string();
-        assert!(e.contains("no '/' found") && e.contains("`localhost`"), "{e}");
-        let e = parse_plain("etcd://h:2379/a/pkg.S/M").unwrap_err().to_string();
+        assert!(
+            e.contains("no '/' found") && e.contains("`localhost`"),
+            "{e}"
+        );
+        let e = parse_plain("etcd://h:2379/a/pkg.S/M")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("use_driver"), "{e}");
     }
 

@@ -227,7 +227,11 @@ fn unknown(role: &'static str, target: &Target, known: Vec<String>) -> Error {
         role,
         scheme: target.scheme().to_string(),
         target: target.to_string(),
-        known: if known.is_empty() { "none".into() } else { known.join(", ") },
+        known: if known.is_empty() {
+            "none".into()
+        } else {
+            known.join(", ")
+        },
         hint,
     }
 }
@@ -258,15 +262,31 @@ mod tests {
         let (tx, rx) = SnapshotSender::channel();
         DirectResolver.resolve(&Target::parse(target)?, tx)?;
         let state = rx.borrow().clone();
-        Ok(state.endpoints.unwrap().iter().map(|e| e.addr.clone()).collect())
+        Ok(state
+            .endpoints
+            .unwrap()
+            .iter()
+            .map(|e| e.addr.clone())
+            .collect())
     }
 
     #[test]
     fn direct_lists_and_plain_addresses() {
-        assert_eq!(resolve_direct("direct:///127.0.0.1:1,127.0.0.1:2").unwrap(), ["127.0.0.1:1", "127.0.0.1:2"]);
-        assert_eq!(resolve_direct("direct:///[::1]:5,[::1]:5").unwrap(), ["[::1]:5"]);
+        assert_eq!(
+            resolve_direct("direct:///127.0.0.1:1,127.0.0.1:2").unwrap(),
+            ["127.0.0.1:1", "127.0.0.1:2"]
+        );
+        assert_eq!(
+            resolve_direct("direct:///[::1]:5,[::1]:5").unwrap(),
+            ["[::1]:5"]
+        );
         assert_eq!(resolve_direct("localhost:80").unwrap(), ["localhost:80"]);
-        for bad in ["direct:///", "direct://h:1/x", "direct:///nohostport", "direct:///[::1]"] {
+        for bad in [
+            "direct:///",
+            "direct://h:1/x",
+            "direct:///nohostport",
+            "direct:///[::1]",
+        ] {
             assert!(resolve_direct(bad).is_err(), "{bad}");
         }
     }

@@ -224,7 +224,9 @@ fn decode(s: &str) -> std::result::Result<String, String> {
 /// Checks `host`, `host:port`, `[v6]` or `[v6]:port`.
 pub(crate) fn check_host(h: &str) -> std::result::Result<(), String> {
     if h.is_empty() {
-        return Err("a host in the host list is empty (two commas in a row, or a trailing comma?)".into());
+        return Err(
+            "a host in the host list is empty (two commas in a row, or a trailing comma?)".into(),
+        );
     }
     let (host, port) = if let Some(rest) = h.strip_prefix('[') {
         let Some((v6, after)) = rest.split_once(']') else {
@@ -258,10 +260,12 @@ pub(crate) fn check_host(h: &str) -> std::result::Result<(), String> {
     {
         return Err(format!("host `{h}` has characters a host name cannot have"));
     }
-    if let Some(port) = port {
-        if port.parse::<u16>().map_or(true, |p| p == 0) {
-            return Err(format!("host `{h}`: port `{port}` is not a number from 1 to 65535"));
-        }
+    if let Some(port) = port
+        && port.parse::<u16>().map_or(true, |p| p == 0)
+    {
+        return Err(format!(
+            "host `{h}`: port `{port}` is not a number from 1 to 65535"
+        ));
     }
     Ok(())
 }

@@ -16,9 +16,11 @@
 //! ```
 
 mod binary;
+pub mod echo;
 mod etcd;
 mod ports;
 
 pub use binary::{ETCD_INSTALL_HINT, etcd_binary, find_binary};
+pub use echo::{Behavior, EchoClient, EchoServer, SayReply, SayRequest};
 pub use etcd::{EtcdCluster, EtcdServer};
 pub use ports::{free_port, free_ports};

@@ -80,7 +80,8 @@ impl std::str::FromStr for Policy {
             "p2c" | "p2c_peak_ewma" | "peak_ewma" => Ok(Self::PeakEwma),
             other => Err(Error::BadTarget {
                 target: other.to_string(),
-                reason: "unknown balancing policy; use round_robin, weighted_round_robin or p2c".into(),
+                reason: "unknown balancing policy; use round_robin, weighted_round_robin or p2c"
+                    .into(),
             }),
         }
     }
@@ -200,7 +201,10 @@ impl ChannelBuilder {
         {
             return Ok(self.resolver(r));
         }
-        if matches!(target.scheme(), "direct" | crate::target::PASSTHROUGH_SCHEME) {
+        if matches!(
+            target.scheme(),
+            "direct" | crate::target::PASSTHROUGH_SCHEME
+        ) {
             return Ok(self);
         }
         let known: Vec<&str> = driver.resolvers().iter().map(|(s, _)| *s).collect();
@@ -220,7 +224,9 @@ impl ChannelBuilder {
                 driver: "-".into(),
                 what: "connect to",
                 target: self.target,
-                reason: "no tokio runtime is running; call it from within #[tokio::main] or a runtime".into(),
+                reason:
+                    "no tokio runtime is running; call it from within #[tokio::main] or a runtime"
+                        .into(),
             });
         }
         let target = Target::parse(&self.target)?;
@@ -350,7 +356,11 @@ impl Channel {
                     let (error, retry_in_ms) = match &state {
                         ConnState::Failed { error, retry_at } => (
                             Some(error.clone()),
-                            Some(retry_at.saturating_duration_since(Instant::now()).as_millis() as u64),
+                            Some(
+                                retry_at
+                                    .saturating_duration_since(Instant::now())
+                                    .as_millis() as u64,
+                            ),
                         ),
                         _ => (None, None),
                     };
@@ -619,7 +629,9 @@ impl ChannelInner {
                         let mut best = ready[0];
                         let mut best_cur = i64::MIN;
                         for s in &ready {
-                            let cur = s.wrr_current.fetch_add(i64::from(s.endpoint.weight), Ordering::Relaxed)
+                            let cur = s
+                                .wrr_current
+                                .fetch_add(i64::from(s.endpoint.weight), Ordering::Relaxed)
                                 + i64::from(s.endpoint.weight);
                             if cur > best_cur {
                                 best_cur = cur;
@@ -672,7 +684,10 @@ impl ChannelInner {
                         guard: Some(guard),
                         failed,
                     };
-                    return Ok(http::Response::from_parts(parts, tonic::body::Body::new(body)));
+                    return Ok(http::Response::from_parts(
+                        parts,
+                        tonic::body::Body::new(body),
+                    ));
                 }
                 Err(mut e) => {
                     let error = e.error().to_string();
@@ -708,7 +723,9 @@ fn summarize(table: &Table) -> (Vec<String>, Vec<String>) {
     let mut failures = Vec::new();
     for s in &table.slots {
         match s.conn.state() {
-            ConnState::Failed { error, .. } => failures.push(format!("{}: {error}", s.endpoint.addr)),
+            ConnState::Failed { error, .. } => {
+                failures.push(format!("{}: {error}", s.endpoint.addr))
+            }
             _ => pending.push(s.endpoint.addr.clone()),
         }
     }
@@ -753,11 +770,8 @@ async fn wait_until(
     conns: Option<&mut Vec<watch::Receiver<ConnState>>>,
 ) -> bool {
     let any_change = async {
-        let mut futs: FuturesUnordered<_> = conns
-            .into_iter()
-            .flatten()
-            .map(|rx| rx.changed())
-            .collect();
+        let mut futs: FuturesUnordered<_> =
+            conns.into_iter().flatten().map(|rx| rx.changed()).collect();
         tokio::select! {
             r = table_rx.changed() => r.is_ok(),
             Some(r) = futs.next() => r.is_ok(),
@@ -766,10 +780,9 @@ async fn wait_until(
     let Some(until) = until else {
         return any_change.await;
     };
-    match tokio::time::timeout_at(until.into(), any_change).await {
-        Ok(changed) => changed,
-        Err(_) => false,
-    }
+    tokio::time::timeout_at(until.into(), any_change)
+        .await
+        .unwrap_or_default()
 }
 
 fn set_origin(
@@ -777,9 +790,11 @@ fn set_origin(
     scheme: &Scheme,
     addr: &str,
 ) -> Result<(), Status> {
-    let authority: Authority = addr
-        .parse()
-        .map_err(|e| Status::internal(format!("endpoint address `{addr}` is not a valid authority: {e}")))?;
+    let authority: Authority = addr.parse().map_err(|e| {
+        Status::internal(format!(
+            "endpoint address `{addr}` is not a valid authority: {e}"
+        ))
+    })?;
     let path = req
         .uri()
         .path_and_query()
@@ -883,12 +898,10 @@ impl http_body::Body for ObservedBody {
             Poll::Ready(None) => {}
             Poll::Pending => return Poll::Pending,
         }
-        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_))))
-            || (this.inner.is_end_stream() && this.guard.is_some())
-        {
-            if let Some(g) = this.guard.take() {
-                g.finish(this.failed);
-            }
+        let ended = matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_))))
+            || this.inner.is_end_stream();
+        if ended && let Some(g) = this.guard.take() {
+            g.finish(this.failed);
         }
         polled
     }

@@ -1,0 +1,177 @@
+//! In-process tonic echo servers on loopback, for balancer and driver tests.
+//!
+//! Each server answers `echo.Echo/Say` with its own name, so a test can count which
+//! endpoint served a call. Its behaviour (delay, failure code) can change while it runs,
+//! and it can be stopped and started again on the same port.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Generated code of `proto/echo.proto`.
+#[allow(missing_docs, clippy::all)]
+pub mod pb {
+    tonic::include_proto!("echo");
+}
+
+use pb::echo_server::{Echo, EchoServer as EchoService};
+pub use pb::{SayReply, SayRequest, echo_client::EchoClient};
+
+/// How a server answers; change it at run time with [`EchoServer::set_behavior`].
+#[derive(Clone, Debug, Default)]
+pub struct Behavior {
+    /// Sleep this long before answering.
+    pub delay: Duration,
+    /// Answer with this status code instead of a reply.
+    pub fail: Option<tonic::Code>,
+}
+
+#[derive(Default)]
+struct Shared {
+    behavior: Mutex<Behavior>,
+    calls: AtomicU64,
+}
+
+struct Handler {
+    name: String,
+    shared: Arc<Shared>,
+}
+
+#[tonic::async_trait]
+impl Echo for Handler {
+    async fn say(
+        &self,
+        req: tonic::Request<SayRequest>,
+    ) -> Result<tonic::Response<SayReply>, tonic::Status> {
+        self.shared.calls.fetch_add(1, Ordering::Relaxed);
+        let behavior = self
+            .shared
+            .behavior
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if !behavior.delay.is_zero() {
+            tokio::time::sleep(behavior.delay).await;
+        }
+        if let Some(code) = behavior.fail {
+            return Err(tonic::Status::new(
+                code,
+                format!("{} fails on purpose", self.name),
+            ));
+        }
+        Ok(tonic::Response::new(SayReply {
+            message: req.into_inner().message,
+            server: self.name.clone(),
+        }))
+    }
+}
+
+/// A running echo server. Stops when dropped.
+pub struct EchoServer {
+    name: String,
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+}
+
+impl EchoServer {
+    /// Starts a server called `name` on a free loopback port.
+    pub async fn start(name: &str) -> Self {
+        let port = crate::free_port();
+        Self::start_on(name, port).await
+    }
+
+    /// Starts a server called `name` on `port` (e.g. a port a test reserved earlier).
+    pub async fn start_on(name: &str, port: u16) -> Self {
+        let mut server = Self {
+            name: name.to_string(),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            shared: Arc::new(Shared::default()),
+            running: None,
+        };
+        server.restart().await;
+        server
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// The name replies carry.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Calls served since start (failed ones included).
+    pub fn calls(&self) -> u64 {
+        self.shared.calls.load(Ordering::Relaxed)
+    }
+
+    /// Changes how the server answers from the next call on.
+    pub fn set_behavior(&self, behavior: Behavior) {
+        *self
+            .shared
+            .behavior
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = behavior;
+    }
+
+    /// Stops accepting and closes connections once in-flight calls finish (bounded).
+    pub async fn stop(&mut self) {
+        if let Some((tx, task)) = self.running.take() {
+            let _ = tx.send(());
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+    }
+
+    /// Starts serving again on the same port (after [`stop`](Self::stop)).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        // The port may linger briefly after a stop; retry the bind, bounded.
+        let mut listener = None;
+        for _ in 0..50 {
+            match TcpListener::bind(self.addr).await {
+                Ok(l) => {
+                    listener = Some(l);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        let listener = listener
+            .unwrap_or_else(|| panic!("cannot bind echo server {} to {}", self.name, self.addr));
+        let (tx, rx) = oneshot::channel();
+        let service = EchoService::new(Handler {
+            name: self.name.clone(),
+            shared: self.shared.clone(),
+        });
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let task = tokio::spawn(async move {
+            let result = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = rx.await;
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "echo server ended with an error");
+            }
+        });
+        self.running = Some((tx, task));
+    }
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        if let Some((tx, task)) = self.running.take() {
+            let _ = tx.send(());
+            task.abort();
+        }
+    }
+}
