@@ -141,17 +141,20 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
-    if let Command::Drivers = cli.command {
-        for name in driver_core::driver_names() {
-            println!("{name}");
-        }
-        return Ok(());
-    }
-    driver_core::use_driver(&cli.driver).map_err(|e| Failure(e.to_string(), 2))?;
-    let driver = driver_core::get_driver();
+    let chosen = || {
+        driver_core::use_driver(&cli.driver)
+            .map(|()| driver_core::get_driver())
+            .map_err(|e| Failure(e.to_string(), 2))
+    };
     match cli.command {
-        Command::Drivers => unreachable!("handled above"),
+        Command::Drivers => {
+            for name in driver_core::driver_names() {
+                println!("{name}");
+            }
+            Ok(())
+        }
         Command::Parse { uri } => {
+            let driver = chosen()?;
             let sm = driver.parse_server_method(&uri).map_err(|e| {
                 Failure(
                     format!(
@@ -169,8 +172,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             watch,
             timeout,
             connect,
-        } => resolve(&target, watch, secs(timeout)?, connect).await,
+        } => {
+            chosen()?;
+            resolve(&target, watch, secs(timeout)?, connect).await
+        }
         Command::Register { target, endpoint } => {
+            let driver = chosen()?;
             let registration = driver.register_service(&target, &endpoint).await?;
             println!(
                 "{}",
@@ -216,18 +223,32 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 Ok(r) => r,
                 Err(_) => Err(tonic_deadline(timeout)),
             }
-            .map_err(|s| Failure(format!("call failed: {:?}: {}", s.code(), s.message()), 3))?;
+            .map_err(|s| {
+                Failure(
+                    format!("call failed: {}: {}", code_name(s.code()), s.message()),
+                    3,
+                )
+            })?;
             println!("{}", hex::encode(reply));
             Ok(())
         }
     }
 }
 
-fn tonic_deadline(timeout: Duration) -> driver_core::invoke::Status {
-    driver_core::invoke::Status::deadline_exceeded(format!(
-        "no reply within {} ms",
-        timeout.as_millis()
-    ))
+fn tonic_deadline(timeout: Duration) -> tonic::Status {
+    tonic::Status::deadline_exceeded(format!("no reply within {} ms", timeout.as_millis()))
+}
+
+/// gRPC's canonical name of a status code, e.g. `UNAVAILABLE`, `DEADLINE_EXCEEDED`.
+fn code_name(code: tonic::Code) -> String {
+    let mut name = String::new();
+    for (i, c) in format!("{code:?}").chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            name.push('_');
+        }
+        name.push(c.to_ascii_uppercase());
+    }
+    name
 }
 
 fn secs(s: f64) -> Result<Duration, Failure> {

@@ -1,1 +1,4 @@
-//! Runnable examples; see the `examples/` directory of this crate.
+//! Runnable examples of the dtm drivers. The library part holds pieces the example
+//! programs and their tests share.
+
+pub mod custom_driver;
