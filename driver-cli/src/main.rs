@@ -211,7 +211,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 pairs.push((k, v));
             }
             let timeout = secs(timeout)?;
-            let sm = driver
+            let sm = chosen()?
                 .parse_server_method(&uri)
                 .map_err(|e| Failure(e.to_string(), 2))?;
             let channel = Channel::builder(&sm.server)

@@ -160,7 +160,7 @@ fn call_rejects_bad_input_with_a_usage_error() {
 }
 
 fn hex_decode(s: &str) -> Vec<u8> {
-    assert!(s.len() % 2 == 0 && !s.is_empty(), "not hex: {s:?}");
+    assert!(s.len().is_multiple_of(2) && !s.is_empty(), "not hex: {s:?}");
     (0..s.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex digit"))
