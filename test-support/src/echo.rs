@@ -35,6 +35,7 @@ pub struct Behavior {
 struct Shared {
     behavior: Mutex<Behavior>,
     calls: AtomicU64,
+    last_metadata: Mutex<Vec<(String, String)>>,
 }
 
 struct Handler {
@@ -49,6 +50,21 @@ impl Echo for Handler {
         req: tonic::Request<SayRequest>,
     ) -> Result<tonic::Response<SayReply>, tonic::Status> {
         self.shared.calls.fetch_add(1, Ordering::Relaxed);
+        let metadata = req
+            .metadata()
+            .iter()
+            .filter_map(|kv| match kv {
+                tonic::metadata::KeyAndValueRef::Ascii(k, v) => {
+                    Some((k.to_string(), v.to_str().unwrap_or_default().to_string()))
+                }
+                tonic::metadata::KeyAndValueRef::Binary(..) => None,
+            })
+            .collect();
+        *self
+            .shared
+            .last_metadata
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = metadata;
         let behavior = self
             .shared
             .behavior
@@ -111,6 +127,15 @@ impl EchoServer {
     /// Calls served since start (failed ones included).
     pub fn calls(&self) -> u64 {
         self.shared.calls.load(Ordering::Relaxed)
+    }
+
+    /// The ASCII metadata (headers) of the last call received.
+    pub fn last_metadata(&self) -> Vec<(String, String)> {
+        self.shared
+            .last_metadata
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Changes how the server answers from the next call on.
