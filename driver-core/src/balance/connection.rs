@@ -191,6 +191,11 @@ impl Connection {
         self.state.borrow().clone()
     }
 
+    /// True if a request can be handed over now; cheaper than [`state`](Self::state).
+    pub fn is_ready(&self) -> bool {
+        matches!(&*self.state.borrow(), ConnState::Ready(tx) if !tx.is_closed())
+    }
+
     pub fn subscribe(&self) -> watch::Receiver<ConnState> {
         self.state.subscribe()
     }

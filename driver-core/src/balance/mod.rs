@@ -495,7 +495,6 @@ impl ChannelInner {
             }
             return;
         };
-        let active = self.active.load(Ordering::Acquire);
         let mut slots = Vec::with_capacity(endpoints.len());
         for ep in endpoints.iter() {
             let existing = old.slots.iter().find(|s| s.endpoint.addr == ep.addr);
@@ -508,13 +507,9 @@ impl ChannelInner {
                 }),
                 None => {
                     tracing::info!(target = %self.target, addr = %ep.addr, weight = ep.weight, "endpoint added");
-                    let conn = Connection::pooled(&ep.addr, &self.dial);
-                    if active {
-                        conn.start();
-                    }
                     Arc::new(Slot {
                         endpoint: ep.clone(),
-                        conn,
+                        conn: Connection::pooled(&ep.addr, &self.dial),
                         wrr_current: AtomicI64::new(0),
                     })
                 }
@@ -537,6 +532,11 @@ impl ChannelInner {
             last_error: state.last_error.clone(),
             slots,
         });
+        // Dial new endpoints now if the channel is in use, so changes apply without
+        // traffic; an unused channel stays lazy.
+        if self.active.load(Ordering::SeqCst) {
+            self.start_all();
+        }
     }
 
     fn publish(&self, table: Table) {
@@ -546,16 +546,35 @@ impl ChannelInner {
 
     /// Starts dialling every endpoint (once; the first call does it).
     fn activate(&self) {
-        if !self.active.swap(true, Ordering::AcqRel) {
-            for s in &self.table().slots {
-                s.conn.start();
-            }
+        // SeqCst pairs with `apply`: one of the two sees the other's write, so no slot
+        // of an active channel stays undialled.
+        if !self.active.load(Ordering::Relaxed) && !self.active.swap(true, Ordering::SeqCst) {
+            self.start_all();
+        }
+    }
+
+    fn start_all(&self) {
+        for s in &self.table().slots {
+            s.conn.start();
         }
     }
 
     /// Picks a ready endpoint, waiting as the [module docs](self) describe.
     async fn pick(&self, deadline: Option<Instant>) -> Result<Arc<Slot>, Status> {
         self.activate();
+        // The common case: resolved, something ready. No subscriptions, no waiting.
+        let table = self.table();
+        if table.resolved
+            && let Some(slot) = self.choose(&table)
+        {
+            return Ok(slot);
+        }
+        self.wait_and_pick(deadline).await
+    }
+
+    /// The slow path of [`pick`](Self::pick): waits for the first resolution, for a
+    /// connection to come up, or (wait-for-ready) for an endpoint to appear.
+    async fn wait_and_pick(&self, deadline: Option<Instant>) -> Result<Arc<Slot>, Status> {
         let started = Instant::now();
         let resolve_deadline = started + self.resolve_timeout;
         let mut table_rx = self.table_tx.subscribe();
@@ -569,15 +588,7 @@ impl ChannelInner {
             if !table.resolved {
                 let until = min_deadline(Some(resolve_deadline), deadline);
                 if !wait_until(&mut table_rx, until, None).await {
-                    return Err(Status::unavailable(format!(
-                        "target `{}`: no endpoints resolved within {} ms: {}",
-                        self.target,
-                        started.elapsed().as_millis(),
-                        table
-                            .last_error
-                            .as_deref()
-                            .unwrap_or("the resolver has not answered yet")
-                    )));
+                    return Err(self.gave_up(deadline, &self.unresolved_status(started)));
                 }
                 continue;
             }
@@ -606,57 +617,86 @@ impl ChannelInner {
             if !wait_until(&mut table_rx, until, Some(&mut conn_rxs)).await {
                 let table = self.table();
                 let (_, failures) = summarize(&table);
-                return Err(no_endpoint_status(&self.target, &table, &failures));
+                let status = no_endpoint_status(&self.target, &table, &failures);
+                return Err(self.gave_up(deadline, &status));
             }
         }
     }
 
+    /// Why a call found no resolution in time, with the resolver's newest error.
+    fn unresolved_status(&self, started: Instant) -> Status {
+        let table = self.table();
+        Status::unavailable(format!(
+            "target `{}`: no endpoints resolved within {} ms: {}",
+            self.target,
+            started.elapsed().as_millis(),
+            table
+                .last_error
+                .as_deref()
+                .unwrap_or("the resolver has not answered yet")
+        ))
+    }
+
+    /// The status of a wait that ran out: `DEADLINE_EXCEEDED` if the call's own
+    /// deadline ended it (as gRPC reports it), else `unavailable`.
+    fn gave_up(&self, deadline: Option<Instant>, unavailable: &Status) -> Status {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            Status::deadline_exceeded(format!(
+                "deadline exceeded while waiting for an endpoint: {}",
+                unavailable.message()
+            ))
+        } else {
+            unavailable.clone()
+        }
+    }
+
+    /// Picks one ready slot by the channel's policy, without allocating.
     fn choose(&self, table: &Table) -> Option<Arc<Slot>> {
-        let ready: Vec<&Arc<Slot>> = table
-            .slots
-            .iter()
-            .filter(|s| matches!(s.conn.state(), ConnState::Ready(ref tx) if !tx.is_closed()))
-            .collect();
-        match ready.len() {
-            0 => None,
-            1 => Some(ready[0].clone()),
-            n => Some(
-                match self.policy {
-                    Policy::RoundRobin => ready[self.rr.fetch_add(1, Ordering::Relaxed) % n],
-                    Policy::WeightedRoundRobin => {
-                        let _guard = self.wrr_lock.lock().unwrap_or_else(|e| e.into_inner());
-                        let total: i64 = ready.iter().map(|s| i64::from(s.endpoint.weight)).sum();
-                        let mut best = ready[0];
-                        let mut best_cur = i64::MIN;
-                        for s in &ready {
-                            let cur = s
-                                .wrr_current
-                                .fetch_add(i64::from(s.endpoint.weight), Ordering::Relaxed)
-                                + i64::from(s.endpoint.weight);
-                            if cur > best_cur {
-                                best_cur = cur;
-                                best = s;
-                            }
-                        }
-                        best.wrr_current.fetch_sub(total, Ordering::Relaxed);
-                        best
+        let ready = || table.slots.iter().filter(|s| s.conn.is_ready());
+        let n = ready().count();
+        let chosen = match n {
+            0 => return None,
+            1 => ready().next(),
+            n => match self.policy {
+                Policy::RoundRobin => ready().nth(self.rr.fetch_add(1, Ordering::Relaxed) % n),
+                Policy::WeightedRoundRobin => self.choose_weighted(ready()),
+                Policy::PeakEwma => {
+                    let a = rand::random_range(0..n);
+                    let mut b = rand::random_range(0..n - 1);
+                    if b >= a {
+                        b += 1;
                     }
-                    Policy::PeakEwma => {
-                        let a = rand::random_range(0..n);
-                        let mut b = rand::random_range(0..n - 1);
-                        if b >= a {
-                            b += 1;
-                        }
-                        if ready[a].conn.load.cost() <= ready[b].conn.load.cost() {
-                            ready[a]
-                        } else {
-                            ready[b]
-                        }
+                    match (ready().nth(a), ready().nth(b)) {
+                        (Some(x), Some(y)) if y.conn.load.cost() < x.conn.load.cost() => Some(y),
+                        (x, y) => x.or(y),
                     }
                 }
-                .clone(),
-            ),
+            },
+        };
+        // A connection may drop between counting and choosing: take any ready one.
+        chosen.or_else(|| ready().next()).cloned()
+    }
+
+    /// Smooth weighted round robin (nginx's): every slot gains its weight, the
+    /// richest is chosen and pays the total.
+    fn choose_weighted<'a>(
+        &self,
+        ready: impl Iterator<Item = &'a Arc<Slot>>,
+    ) -> Option<&'a Arc<Slot>> {
+        let _guard = self.wrr_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut total = 0i64;
+        let mut best: Option<(&Arc<Slot>, i64)> = None;
+        for s in ready {
+            let weight = i64::from(s.endpoint.weight);
+            total += weight;
+            let cur = s.wrr_current.fetch_add(weight, Ordering::Relaxed) + weight;
+            if best.is_none_or(|(_, b)| cur > b) {
+                best = Some((s, cur));
+            }
         }
+        let (best, _) = best?;
+        best.wrr_current.fetch_sub(total, Ordering::Relaxed);
+        Some(best)
     }
 
     async fn dispatch(

@@ -1,0 +1,564 @@
+//! The balancing channel against in-process echo servers on loopback.
+//!
+//! Each test drives its channel through a [`TestResolver`] whose snapshots the test
+//! pushes by hand, and uses its own target string (channels are shared per target).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use driver_core::resolve::{Resolver, SnapshotSender};
+use driver_core::{Channel, ChannelStatus, Endpoint, Policy, Target};
+use test_support::{Behavior, EchoClient, EchoServer, SayRequest, free_port};
+use tokio::net::{TcpListener, TcpStream};
+use tonic::Code;
+
+/// A resolver the test feeds by hand; counts how often it was asked to resolve.
+#[derive(Default)]
+struct TestResolver {
+    sender: Mutex<Option<SnapshotSender>>,
+    resolves: AtomicUsize,
+}
+
+impl Resolver for TestResolver {
+    fn resolve(&self, _target: &Target, updates: SnapshotSender) -> driver_core::Result<()> {
+        self.resolves.fetch_add(1, Ordering::SeqCst);
+        *self.sender.lock().unwrap() = Some(updates);
+        Ok(())
+    }
+}
+
+impl TestResolver {
+    fn sender(&self) -> SnapshotSender {
+        self.sender
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("the channel has not called resolve yet")
+    }
+
+    fn push(&self, addrs: &[&str]) {
+        self.sender()
+            .update(addrs.iter().map(|a| Endpoint::new(*a)).collect());
+    }
+
+    fn push_weighted(&self, eps: &[(&str, u32)]) {
+        self.sender().update(
+            eps.iter()
+                .map(|(a, w)| Endpoint::new(*a).with_weight(*w))
+                .collect(),
+        );
+    }
+
+    fn fail(&self, error: &str) {
+        self.sender().error(error);
+    }
+}
+
+/// A unique target string per test (channels are shared per target).
+fn target(test: &str) -> String {
+    format!("test:///{test}-{}", free_port())
+}
+
+fn channel(
+    test: &str,
+    tune: impl FnOnce(driver_core::ChannelBuilder) -> driver_core::ChannelBuilder,
+) -> (Channel, Arc<TestResolver>) {
+    let resolver = Arc::new(TestResolver::default());
+    let builder = Channel::builder(&target(test))
+        .resolver(resolver.clone())
+        .connect_timeout(Duration::from_secs(2))
+        .backoff_max(Duration::from_millis(500));
+    let channel = tune(builder).connect().expect("connect");
+    (channel, resolver)
+}
+
+async fn say(channel: &Channel) -> Result<String, tonic::Status> {
+    say_within(channel, None).await
+}
+
+async fn say_within(channel: &Channel, timeout: Option<Duration>) -> Result<String, tonic::Status> {
+    let mut req = tonic::Request::new(SayRequest {
+        message: "hi".into(),
+    });
+    if let Some(t) = timeout {
+        req.set_timeout(t);
+    }
+    // A hang must fail the test, not stall the suite.
+    match tokio::time::timeout(
+        Duration::from_secs(20),
+        EchoClient::new(channel.clone()).say(req),
+    )
+    .await
+    {
+        Ok(r) => r.map(|r| r.into_inner().server),
+        Err(_) => panic!("a call hung for 20 s"),
+    }
+}
+
+/// Waits (bounded) until `check` holds for the channel's status.
+async fn wait_status(channel: &Channel, what: &str, check: impl Fn(&ChannelStatus) -> bool) {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = channel.status();
+        if check(&status) {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "timed out waiting for {what}; status: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn state_of<'a>(status: &'a ChannelStatus, addr: &str) -> Option<&'a str> {
+    status
+        .endpoints
+        .iter()
+        .find(|e| e.endpoint.addr == addr)
+        .map(|e| e.state)
+}
+
+async fn all_ready(channel: &Channel, n: usize) {
+    channel.warm_up();
+    wait_status(channel, "every endpoint ready", |s| {
+        s.endpoints.len() == n && s.endpoints.iter().all(|e| e.state == "ready")
+    })
+    .await;
+}
+
+/// Sends `calls` calls, `concurrency` at a time, and counts replies per server.
+async fn spread(channel: &Channel, calls: usize, concurrency: usize) -> HashMap<String, usize> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let channel = channel.clone();
+        let next = next.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut seen: HashMap<String, usize> = HashMap::new();
+            while next.fetch_add(1, Ordering::SeqCst) < calls {
+                let server = match say(&channel).await {
+                    Ok(s) => s,
+                    Err(s) if s.message().contains("fails on purpose") => s
+                        .message()
+                        .split(' ')
+                        .next()
+                        .unwrap_or_default()
+                        .to_string(),
+                    Err(s) => panic!("unexpected failure: {s:?}"),
+                };
+                *seen.entry(server).or_default() += 1;
+            }
+            seen
+        }));
+    }
+    let mut total = HashMap::new();
+    for t in tasks {
+        for (k, v) in t.await.unwrap() {
+            *total.entry(k).or_default() += v;
+        }
+    }
+    total
+}
+
+fn share(counts: &HashMap<String, usize>, server: &str) -> f64 {
+    let all: usize = counts.values().sum();
+    *counts.get(server).unwrap_or(&0) as f64 * 100.0 / all as f64
+}
+
+// 1. Before the first resolution.
+
+#[tokio::test]
+async fn first_call_waits_for_resolution_then_fails_with_resolver_error() {
+    let (channel, resolver) = channel("unresolved", |b| {
+        b.resolve_timeout(Duration::from_millis(400))
+    });
+    resolver.fail("registry down: etcd at 127.0.0.1:1 refused");
+    let started = Instant::now();
+    let err = say(&channel).await.unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(
+        err.message()
+            .contains("registry down: etcd at 127.0.0.1:1 refused"),
+        "{err:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(350),
+        "gave up early: {took:?}"
+    );
+    assert!(took < Duration::from_secs(3), "waited too long: {took:?}");
+}
+
+#[tokio::test]
+async fn first_call_waits_for_a_late_resolution_and_succeeds() {
+    let server = EchoServer::start("late").await;
+    let (channel, resolver) = channel("late-resolution", |b| {
+        b.resolve_timeout(Duration::from_secs(5))
+    });
+    let addr = server.addr();
+    let pusher = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        resolver.push(&[&addr]);
+    });
+    assert_eq!(say(&channel).await.unwrap(), "late");
+    pusher.await.unwrap();
+}
+
+// 2. Empty set: fail fast, or wait for ready.
+
+#[tokio::test]
+async fn empty_set_fails_fast_naming_the_target() {
+    let (channel, resolver) = channel("empty", |b| b);
+    resolver.push(&[]);
+    wait_status(&channel, "resolved", |s| s.resolved).await;
+    let started = Instant::now();
+    let err = say(&channel).await.unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.message().contains(channel.target()), "{err:?}");
+    assert!(took < Duration::from_millis(50), "took {took:?}");
+}
+
+#[tokio::test]
+async fn wait_for_ready_waits_until_an_endpoint_appears() {
+    let server = EchoServer::start("wfr").await;
+    let (channel, resolver) = channel("wait-for-ready", |b| b.wait_for_ready(true));
+    resolver.push(&[]);
+    let addr = server.addr();
+    let pusher = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        resolver.push(&[&addr]);
+    });
+    let started = Instant::now();
+    let reply = say_within(&channel, Some(Duration::from_secs(10))).await;
+    assert_eq!(reply.unwrap(), "wfr");
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    pusher.await.unwrap();
+}
+
+#[tokio::test]
+async fn wait_for_ready_ends_at_the_deadline() {
+    let (channel, resolver) = channel("wait-for-ready-deadline", |b| {
+        b.wait_for_ready(true)
+            .resolve_timeout(Duration::from_secs(30))
+    });
+    resolver.push(&[]);
+    let started = Instant::now();
+    let err = say_within(&channel, Some(Duration::from_millis(300)))
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert!(took >= Duration::from_millis(250), "took {took:?}");
+    assert!(
+        took < Duration::from_secs(3),
+        "hung past the deadline: {took:?}"
+    );
+}
+
+// 3. Failover, ejection and readmission.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_endpoint_never_fails_a_call_and_is_readmitted() {
+    let live = EchoServer::start("live").await;
+    let dead_port = free_port();
+    let dead_addr = format!("127.0.0.1:{dead_port}");
+    let (channel, resolver) = channel("failover", |b| b);
+    resolver.push(&[&dead_addr, &live.addr()]);
+    let mut failures = Vec::new();
+    for _ in 0..200 {
+        match say(&channel).await {
+            Ok(server) => assert_eq!(server, "live"),
+            Err(e) => failures.push(e),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures: {failures:?}",
+        failures.len()
+    );
+    let status = channel.status();
+    let dead = status
+        .endpoints
+        .iter()
+        .find(|e| e.endpoint.addr == dead_addr)
+        .unwrap();
+    assert_eq!(dead.state, "ejected", "{status:?}");
+    assert!(
+        dead.error.is_some() && dead.retry_in_ms.is_some(),
+        "{dead:?}"
+    );
+
+    let revived = EchoServer::start_on("revived", dead_port).await;
+    let until = Instant::now() + Duration::from_secs(15);
+    while revived.calls() == 0 {
+        assert!(
+            Instant::now() < until,
+            "the revived endpoint got no traffic"
+        );
+        assert!(say(&channel).await.is_ok());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(state_of(&channel.status(), &dead_addr), Some("ready"));
+}
+
+// 4. Changes apply while idle; pushes never block.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_channel_applies_changes_without_traffic() {
+    let a = EchoServer::start("idle-a").await;
+    let b = EchoServer::start("idle-b").await;
+    let (channel, resolver) = channel("idle", |b| b);
+    resolver.push(&[&a.addr()]);
+    assert_eq!(say(&channel).await.unwrap(), "idle-a");
+
+    resolver.push(&[&a.addr(), &b.addr()]);
+    // No call from here on until the check: the status must show `b` connected.
+    wait_status(&channel, "b listed and connected without traffic", |s| {
+        state_of(s, &b.addr()) == Some("ready")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut servers = Vec::new();
+    for _ in 0..4 {
+        servers.push(say(&channel).await.unwrap());
+    }
+    assert!(servers.iter().any(|s| s == "idle-b"), "{servers:?}");
+    assert!(servers.iter().any(|s| s == "idle-a"), "{servers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_changes_never_block_the_resolver() {
+    let a = EchoServer::start("burst-a").await;
+    let b = EchoServer::start("burst-b").await;
+    let (channel, resolver) = channel("burst", |b| b);
+    let sender = resolver.sender();
+    let started = Instant::now();
+    for i in 0..10_000 {
+        let set = if i % 2 == 0 { &a } else { &b };
+        sender.update(vec![Endpoint::new(set.addr())]);
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "10 000 pushes took {took:?}");
+    // The last set (b) wins, and the channel serves it.
+    wait_status(&channel, "the last set applied", |s| {
+        s.endpoints.len() == 1 && s.endpoints[0].endpoint.addr == b.addr()
+    })
+    .await;
+    assert_eq!(say(&channel).await.unwrap(), "burst-b");
+}
+
+// 5. Resolver errors keep the last set.
+
+#[tokio::test]
+async fn resolver_error_keeps_the_last_set_until_recovery() {
+    let a = EchoServer::start("keep-a").await;
+    let b = EchoServer::start("keep-b").await;
+    let (channel, resolver) = channel("keep", |b| b);
+    resolver.push(&[&a.addr()]);
+    assert_eq!(say(&channel).await.unwrap(), "keep-a");
+
+    resolver.fail("registry down");
+    wait_status(&channel, "the error reported", |s| {
+        s.resolver_error.as_deref() == Some("registry down")
+    })
+    .await;
+    for _ in 0..20 {
+        assert_eq!(say(&channel).await.unwrap(), "keep-a");
+    }
+    assert_eq!(channel.status().endpoints.len(), 1);
+
+    resolver.push(&[&b.addr()]);
+    wait_status(&channel, "recovery applied", |s| {
+        s.resolver_error.is_none() && s.endpoints.len() == 1 && state_of(s, &b.addr()).is_some()
+    })
+    .await;
+    for _ in 0..20 {
+        assert_eq!(say(&channel).await.unwrap(), "keep-b");
+    }
+}
+
+// 6. Policies.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_spreads_evenly() {
+    let servers = [
+        EchoServer::start("rr-0").await,
+        EchoServer::start("rr-1").await,
+        EchoServer::start("rr-2").await,
+    ];
+    let (channel, resolver) = channel("rr", |b| b);
+    resolver.push(
+        &servers
+            .iter()
+            .map(|s| s.addr())
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    all_ready(&channel, 3).await;
+    let counts = spread(&channel, 300, 1).await;
+    for s in &servers {
+        let n = counts.get(s.name()).copied().unwrap_or(0);
+        assert!((90..=110).contains(&n), "{counts:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_round_robin_follows_weights() {
+    let servers = [
+        EchoServer::start("wrr-1").await,
+        EchoServer::start("wrr-2").await,
+        EchoServer::start("wrr-3").await,
+    ];
+    let (channel, resolver) = channel("wrr", |b| b.policy(Policy::WeightedRoundRobin));
+    let addrs: Vec<String> = servers.iter().map(|s| s.addr()).collect();
+    resolver.push_weighted(&[(&addrs[0], 1), (&addrs[1], 2), (&addrs[2], 3)]);
+    all_ready(&channel, 3).await;
+    let counts = spread(&channel, 600, 4).await;
+    for (s, want) in servers.iter().zip([100.0 / 6.0, 100.0 / 3.0, 50.0]) {
+        let got = share(&counts, s.name());
+        assert!(
+            (got - want).abs() <= 5.0,
+            "{}: {got:.1}% vs {want:.1}%; {counts:?}",
+            s.name()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peak_ewma_avoids_a_slow_endpoint() {
+    let servers = [
+        EchoServer::start("p2c-slow").await,
+        EchoServer::start("p2c-fast-1").await,
+        EchoServer::start("p2c-fast-2").await,
+    ];
+    servers[0].set_behavior(Behavior {
+        delay: Duration::from_millis(20),
+        fail: None,
+    });
+    let (channel, resolver) = channel("p2c-slow", |b| b.policy(Policy::PeakEwma));
+    let addrs: Vec<String> = servers.iter().map(|s| s.addr()).collect();
+    resolver.push(&[&addrs[0], &addrs[1], &addrs[2]]);
+    all_ready(&channel, 3).await;
+    let counts = spread(&channel, 1000, 8).await;
+    let slow = share(&counts, "p2c-slow");
+    assert!(slow < 20.0, "slow endpoint got {slow:.1}%: {counts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peak_ewma_avoids_a_failing_endpoint() {
+    let servers = [
+        EchoServer::start("p2c-bad").await,
+        EchoServer::start("p2c-good-1").await,
+        EchoServer::start("p2c-good-2").await,
+    ];
+    servers[0].set_behavior(Behavior {
+        delay: Duration::ZERO,
+        fail: Some(Code::Internal),
+    });
+    let (channel, resolver) = channel("p2c-bad", |b| b.policy(Policy::PeakEwma));
+    let addrs: Vec<String> = servers.iter().map(|s| s.addr()).collect();
+    resolver.push(&[&addrs[0], &addrs[1], &addrs[2]]);
+    all_ready(&channel, 3).await;
+    let counts = spread(&channel, 1000, 8).await;
+    let bad = share(&counts, "p2c-bad");
+    assert!(bad < 10.0, "failing endpoint got {bad:.1}%: {counts:?}");
+}
+
+// 7. Sharing.
+
+#[tokio::test]
+async fn same_target_shares_one_channel_and_one_resolver() {
+    let server = EchoServer::start("shared").await;
+    let resolver = Arc::new(TestResolver::default());
+    let target = target("shared");
+    let first = Channel::builder(&target)
+        .resolver(resolver.clone())
+        .connect()
+        .unwrap();
+    let second = Channel::builder(&target)
+        .resolver(resolver.clone())
+        .connect()
+        .unwrap();
+    assert_eq!(resolver.resolves.load(Ordering::SeqCst), 1);
+    resolver.push(&[&server.addr()]);
+    assert_eq!(say(&first).await.unwrap(), "shared");
+    // The second handle sees the same set without asking anyone.
+    assert_eq!(second.status().endpoints.len(), 1);
+    assert_eq!(say(&second).await.unwrap(), "shared");
+    assert_eq!(resolver.resolves.load(Ordering::SeqCst), 1);
+}
+
+/// A TCP proxy in front of `backend` that counts the connections it accepts.
+async fn counting_proxy(backend: String) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let backend = backend.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = TcpStream::connect(&backend).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn two_targets_on_one_address_share_the_connection() {
+    let server = EchoServer::start("conn-shared").await;
+    let (proxy, accepted) = counting_proxy(server.addr()).await;
+    let (one, r1) = channel("conn-one", |b| b);
+    let (two, r2) = channel("conn-two", |b| b);
+    r1.push(&[&proxy]);
+    r2.push(&[&proxy]);
+    for _ in 0..5 {
+        assert_eq!(say(&one).await.unwrap(), "conn-shared");
+        assert_eq!(say(&two).await.unwrap(), "conn-shared");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}
+
+// 8. Removal drains in-flight calls.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_endpoint_finishes_its_in_flight_calls() {
+    let slow = EchoServer::start("drain-slow").await;
+    let other = EchoServer::start("drain-other").await;
+    slow.set_behavior(Behavior {
+        delay: Duration::from_millis(500),
+        fail: None,
+    });
+    let (channel, resolver) = channel("drain", |b| b);
+    resolver.push(&[&slow.addr()]);
+    all_ready(&channel, 1).await;
+    let in_flight = {
+        let channel = channel.clone();
+        tokio::spawn(async move { say(&channel).await })
+    };
+    let until = Instant::now() + Duration::from_secs(5);
+    while slow.calls() == 0 {
+        assert!(Instant::now() < until, "the call never reached the server");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    resolver.push(&[&other.addr()]);
+    wait_status(&channel, "slow removed", |s| {
+        state_of(s, &slow.addr()).is_none()
+    })
+    .await;
+    assert_eq!(in_flight.await.unwrap().unwrap(), "drain-slow");
+    for _ in 0..10 {
+        assert_eq!(say(&channel).await.unwrap(), "drain-other");
+    }
+    assert_eq!(slow.calls(), 1);
+}
