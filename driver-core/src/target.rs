@@ -254,9 +254,12 @@ pub(crate) fn check_host(h: &str) -> std::result::Result<(), String> {
     if host.is_empty() {
         return Err(format!("host `{h}` has a port but no host name"));
     }
-    if !host
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+    // A bracketed IPv6 address was validated above; its colons are not name characters.
+    let is_v6 = h.starts_with('[');
+    if !is_v6
+        && !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
     {
         return Err(format!("host `{h}` has characters a host name cannot have"));
     }
@@ -322,6 +325,10 @@ mod tests {
     fn ipv6_hosts() {
         let t = Target::parse("etcd://[::1]:2379,[::1]:2380/k").unwrap();
         assert_eq!(t.hosts(), ["[::1]:2379", "[::1]:2380"]);
+        assert_eq!(
+            Target::parse("[::1]:9000").unwrap().endpoint(),
+            "[::1]:9000"
+        );
         let err = Target::parse("etcd://::1:2379/k").unwrap_err().to_string();
         assert!(err.contains("brackets"), "{err}");
     }
