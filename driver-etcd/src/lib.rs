@@ -1,5 +1,40 @@
-//! The etcd registry engine (session, lease keeper, prefix watcher) and the native
-//! `dtm-driver-etcd` driver.
+//! The etcd registry engine and the native `dtm-driver-etcd` driver.
 //!
-//! This crate is a placeholder until the etcd engine lands; it builds so that the
-//! workspace and the `dtmdriver` CLI can already link it.
+//! The engine knows nothing about key layouts; formats (this crate's [`native`] one,
+//! go-zero's in `driver-gozero-compat`) plug into it:
+//!
+//! * [`client`]: etcd targets in both shapes (`etcd://h1,h2/key`,
+//!   `etcd:///h1,h2?key=key`) and one shared [`etcd_client::Client`] per cluster and
+//!   credentials ([`shared_client`]);
+//! * [`lease`]: [`LeaseKeeper`] keeps a key alive under a lease (TTL/3 renewals, re-put
+//!   when deleted, re-grant after an outage, revoke on stop) behind a
+//!   [`Registration`](driver_core::Registration);
+//! * [`watch`]: [`PrefixWatcher`] follows a prefix (list + watch, resume after errors,
+//!   re-list after compaction), one per prefix per process, and [`resolve_prefix`]
+//!   turns it into endpoint snapshots with a format's decode function.
+//!
+//! Linking this crate registers the `dtm-driver-etcd` driver (see [`native`] for its
+//! format); a program that does not otherwise name the crate keeps it linked with
+//! `use driver_etcd as _;`.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+//! use driver_etcd as _;
+//! driver_core::use_driver("dtm-driver-etcd")?;
+//! let driver = driver_core::get_driver();
+//! let registration = driver
+//!     .register_service("etcd://127.0.0.1:2379/trans?weight=3&group=blue", "127.0.0.1:8080")
+//!     .await?;
+//! let channel = driver_core::connect("etcd://127.0.0.1:2379/trans?group=blue")?;
+//! # drop(channel); registration.deregister().await?; Ok(()) }
+//! ```
+
+pub mod client;
+pub mod lease;
+pub mod native;
+pub mod watch;
+
+pub use client::{EtcdConfig, EtcdTarget, shared_client};
+pub use lease::{KeyFn, LeaseKeeper};
+pub use native::{EtcdDriver, Instance, NativeEtcdFormat};
+pub use watch::{Decode, PrefixState, PrefixWatcher, resolve_prefix};

@@ -1,3 +1,247 @@
-//! `dtm-driver-gozero`: go-zero's registry formats on the etcd and consul engines.
+//! `dtm-driver-gozero`: go-zero's registry formats on the etcd engine of `driver-etcd`.
 //!
-//! This crate is a placeholder until the etcd engine lands.
+//! This crate is thin: a driver name, scheme names, go-zero's branch-URI rule
+//! ([`parse_gozero`]) and go-zero's etcd format ([`GoZeroEtcdFormat`]). All lease, watch
+//! and retry work is done by the engine in `driver-etcd`.
+//!
+//! | scheme | resolve | register |
+//! |---|---|---|
+//! | `etcd` | every value under `KEY/` | `KEY/<lease id>` = `host:port` under a 10 s lease |
+//! | `discov` | alias of `etcd` | alias of `etcd` |
+//! | `direct` | the static list `direct:///a:1,b:2` | — |
+//!
+//! Targets take both go-zero shapes: `etcd://h1:2379,h2:2379/KEY` (go-zero ≤ 1.10.1) and
+//! `etcd:///h1:2379,h2:2379?key=KEY` (≥ 1.10.2), with `?user=&password=` for etcd auth.
+//!
+//! Registering `0.0.0.0:PORT` or `[::]:PORT` publishes a routable address instead, as
+//! go-zero does: the machine's first non-loopback IPv4 address, or `127.0.0.1` when there
+//! is none (see [`routable_endpoint`]).
+//!
+//! Linking the crate registers the driver; a program that does not otherwise name the
+//! crate keeps it linked with `use driver_gozero_compat as _;`.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+//! use driver_gozero_compat as _;
+//! driver_core::use_driver("dtm-driver-gozero")?;
+//! let registration = driver_core::get_driver()
+//!     .register_service("etcd://127.0.0.1:2379/trans.rpc", "127.0.0.1:9000")
+//!     .await?;
+//! let channel = driver_core::connect("etcd://127.0.0.1:2379/trans.rpc")?;
+//! # drop(channel); registration.deregister().await?; Ok(()) }
+//! ```
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use driver_core::parse::parse_gozero;
+use driver_core::resolve::{DirectResolver, Endpoint, Registrar, Resolver, SnapshotSender};
+use driver_core::{Driver, Error, Registration, Result, ServerMethod, Target};
+use driver_etcd::{EtcdTarget, LeaseKeeper, resolve_prefix, shared_client};
+
+/// The driver's name.
+pub const NAME: &str = "dtm-driver-gozero";
+
+/// go-zero's etcd layout.
+///
+/// * key: `<Key>/<lease id as decimal>`, the key used as given (no leading slash);
+/// * value: the plain `host:port`;
+/// * lease: 10 s TTL, renewed at TTL/3;
+/// * subscribers read every value under `<Key>/` and de-duplicate them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GoZeroEtcdFormat;
+
+impl GoZeroEtcdFormat {
+    /// go-zero's lease TTL.
+    pub const TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+    /// The key of an instance registered under `lease`.
+    pub fn key(key: &str, lease: i64) -> String {
+        format!("{key}/{lease}")
+    }
+
+    /// The prefix subscribers read.
+    pub fn prefix(key: &str) -> String {
+        format!("{key}/")
+    }
+
+    /// Reads a value: a `host:port`. Anything else is garbage.
+    pub fn decode(value: &[u8]) -> std::result::Result<Endpoint, String> {
+        let text = std::str::from_utf8(value).map_err(|_| "the value is not UTF-8".to_string())?;
+        match Target::parse(text) {
+            Ok(t)
+                if t.scheme() == driver_core::target::PASSTHROUGH_SCHEME && text.contains(':') =>
+            {
+                Ok(Endpoint::new(text))
+            }
+            _ => Err("the value is not a host:port address".into()),
+        }
+    }
+}
+
+/// `dtm-driver-gozero`; see the [crate docs](crate).
+///
+/// ```
+/// use driver_core::Driver;
+/// let d = driver_gozero_compat::GoZeroDriver;
+/// assert_eq!(d.name(), "dtm-driver-gozero");
+/// let sm = d.parse_server_method("etcd://127.0.0.1:2379/trans/trans.TransSvc/TransOut").unwrap();
+/// assert_eq!((sm.server.as_str(), sm.method.as_str()), ("etcd://127.0.0.1:2379/trans", "/trans.TransSvc/TransOut"));
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GoZeroDriver;
+
+#[async_trait]
+impl Driver for GoZeroDriver {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn resolvers(&self) -> Vec<(&'static str, Arc<dyn Resolver>)> {
+        vec![
+            ("etcd", Arc::new(GoZeroEtcdResolver)),
+            ("discov", Arc::new(GoZeroEtcdResolver)),
+            ("direct", Arc::new(DirectResolver)),
+        ]
+    }
+
+    fn registrars(&self) -> Vec<(&'static str, Arc<dyn Registrar>)> {
+        vec![
+            ("etcd", Arc::new(GoZeroEtcdRegistrar)),
+            ("discov", Arc::new(GoZeroEtcdRegistrar)),
+        ]
+    }
+
+    fn parse_server_method(&self, uri: &str) -> Result<ServerMethod> {
+        parse_gozero(uri)
+    }
+}
+
+driver_core::register_driver!(GoZeroDriver);
+
+/// Resolves go-zero etcd targets.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GoZeroEtcdResolver;
+
+impl Resolver for GoZeroEtcdResolver {
+    fn resolve(&self, target: &Target, updates: SnapshotSender) -> Result<()> {
+        let t = EtcdTarget::from_target(target)?;
+        let decode = Arc::new(|_key: &str, value: &[u8]| GoZeroEtcdFormat::decode(value).map(Some));
+        resolve_prefix(
+            &t.config,
+            &GoZeroEtcdFormat::prefix(&t.key),
+            decode,
+            updates,
+        );
+        Ok(())
+    }
+}
+
+/// Registers instances the way a go-zero zrpc server does.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GoZeroEtcdRegistrar;
+
+#[async_trait]
+impl Registrar for GoZeroEtcdRegistrar {
+    async fn register(&self, target: &Target, endpoint: &str) -> Result<Registration> {
+        let t = EtcdTarget::from_target(target)?;
+        let published = routable_endpoint(endpoint)?;
+        if published != endpoint {
+            tracing::info!(listen = endpoint, published = %published, "publishing a routable address for a wildcard listen address");
+        }
+        let client = shared_client(&t.config).await?;
+        let key = t.key.clone();
+        LeaseKeeper::new(
+            client,
+            move |lease| GoZeroEtcdFormat::key(&key, lease),
+            published.clone(),
+        )
+        .ttl(GoZeroEtcdFormat::TTL)
+        .start(target.as_str(), &published)
+        .await
+    }
+}
+
+/// The address to publish for a listen address: `0.0.0.0:PORT` and `[::]:PORT` (and a
+/// bare `:PORT`) become the machine's first non-loopback IPv4 address with that port,
+/// or `127.0.0.1:PORT` when the machine has none; other addresses stay as they are.
+///
+/// ```
+/// use driver_gozero_compat::routable_endpoint;
+/// assert_eq!(routable_endpoint("127.0.0.1:9000").unwrap(), "127.0.0.1:9000");
+/// let published = routable_endpoint("0.0.0.0:9000").unwrap();
+/// assert!(published.ends_with(":9000") && !published.starts_with("0.0.0.0"));
+/// ```
+pub fn routable_endpoint(endpoint: &str) -> Result<String> {
+    let bad = |reason: &str| Error::BadEndpoint {
+        endpoint: endpoint.to_string(),
+        reason: reason.to_string(),
+    };
+    let Some((host, port)) = endpoint.rsplit_once(':') else {
+        return Err(bad("write it as host:port"));
+    };
+    if port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(bad("the port must be a number from 1 to 65535"));
+    }
+    if matches!(host, "" | "0.0.0.0" | "[::]" | "::") {
+        return Ok(format!("{}:{port}", first_non_loopback_ipv4()));
+    }
+    Ok(endpoint.to_string())
+}
+
+fn first_non_loopback_ipv4() -> Ipv4Addr {
+    let interfaces = if_addrs::get_if_addrs().unwrap_or_default();
+    interfaces
+        .iter()
+        .filter(|i| !i.is_loopback())
+        .find_map(|i| match i.ip() {
+            IpAddr::V4(v4) if !v4.is_unspecified() && !v4.is_link_local() => Some(v4),
+            _ => None,
+        })
+        .unwrap_or(Ipv4Addr::LOCALHOST)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_matches_go_zero() {
+        assert_eq!(
+            GoZeroEtcdFormat::key("trans.rpc", 7587868734566710322),
+            "trans.rpc/7587868734566710322"
+        );
+        assert_eq!(GoZeroEtcdFormat::prefix("trans.rpc"), "trans.rpc/");
+        assert_eq!(
+            GoZeroEtcdFormat::decode(b"127.0.0.1:9000").unwrap().addr,
+            "127.0.0.1:9000"
+        );
+        assert_eq!(
+            GoZeroEtcdFormat::decode(b"[::1]:9000").unwrap().addr,
+            "[::1]:9000"
+        );
+        for garbage in [
+            &b"\xff\xfe"[..],
+            b"",
+            b"not an address",
+            b"a:b:c",
+            b"{\"json\":1}",
+        ] {
+            assert!(GoZeroEtcdFormat::decode(garbage).is_err(), "{garbage:?}");
+        }
+    }
+
+    #[test]
+    fn wildcard_listen_addresses_become_routable() {
+        for wildcard in ["0.0.0.0:8080", "[::]:8080", ":8080"] {
+            let p = routable_endpoint(wildcard).unwrap();
+            assert!(p.ends_with(":8080"), "{p}");
+            let host: Ipv4Addr = p.trim_end_matches(":8080").parse().unwrap();
+            assert!(!host.is_unspecified(), "{p}");
+        }
+        assert_eq!(routable_endpoint("10.1.2.3:80").unwrap(), "10.1.2.3:80");
+        assert!(routable_endpoint("nohost").is_err());
+        assert!(routable_endpoint("h:0").is_err());
+    }
+}

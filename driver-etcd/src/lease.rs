@@ -1,0 +1,314 @@
+//! Keeping one key alive under a lease: [`LeaseKeeper`].
+//!
+//! A registration is a key written with a lease of a few seconds' TTL. The keeper
+//!
+//! * grants the lease and puts the key, and only then hands out the [`Registration`];
+//! * renews the lease every TTL/3 on one keep-alive stream (etcd-client's
+//!   `LeaseKeeper::keep_alive` sends exactly one request per call, so the loop is ours);
+//! * watches its own key and puts it back when someone deletes it;
+//! * when etcd goes away it retries with a short bounded backoff (≤ 500 ms), and when
+//!   etcd is back it re-puts the key under the old lease if that is still alive, or
+//!   grants a new lease and puts the key again (a format may put the lease id into the
+//!   key, as go-zero does: the key is a function of the lease);
+//! * on stop revokes the lease, which deletes the key at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use driver_core::{Registration, Result};
+use etcd_client::{Client, EventType, PutOptions, WatchOptions};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{Backoff, bounded, registry_error};
+
+/// Builds a key from the lease id it is written under.
+pub type KeyFn = Arc<dyn Fn(i64) -> String + Send + Sync>;
+
+/// Keeps a key alive under a lease; see the [module docs](self).
+///
+/// ```no_run
+/// # async fn f() -> driver_core::Result<()> {
+/// use std::time::Duration;
+/// use driver_etcd::{EtcdConfig, LeaseKeeper, shared_client};
+/// let client = shared_client(&EtcdConfig::new(["127.0.0.1:2379"])).await?;
+/// let registration = LeaseKeeper::new(client, |lease| format!("trans/{lease}"), "10.0.0.5:8080")
+///     .ttl(Duration::from_secs(10))
+///     .start("etcd://127.0.0.1:2379/trans", "10.0.0.5:8080")
+///     .await?;
+/// registration.deregister().await?; // revokes the lease: the key is gone
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct LeaseKeeper {
+    client: Arc<Client>,
+    key: KeyFn,
+    value: String,
+    ttl: Duration,
+}
+
+impl std::fmt::Debug for LeaseKeeper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseKeeper")
+            .field("key", &(self.key)(0))
+            .field("value", &self.value)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a keep-alive session ended.
+enum SessionEnd {
+    Stopped,
+    LeaseLost(String),
+    Disconnected(String),
+}
+
+/// The lease and key currently held.
+struct Held {
+    lease: i64,
+    key: String,
+    /// Revision of the last put of the key, to watch it from the next one.
+    revision: i64,
+}
+
+impl LeaseKeeper {
+    /// Default lease TTL (go-zero's).
+    pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
+
+    /// A keeper writing `value` at `key(lease id)` through `client`, TTL
+    /// [`DEFAULT_TTL`](Self::DEFAULT_TTL).
+    pub fn new(
+        client: Arc<Client>,
+        key: impl Fn(i64) -> String + Send + Sync + 'static,
+        value: impl Into<String>,
+    ) -> Self {
+        Self {
+            client,
+            key: Arc::new(key),
+            value: value.into(),
+            ttl: Self::DEFAULT_TTL,
+        }
+    }
+
+    /// The lease TTL, rounded up to whole seconds (etcd's unit), at least 2 s.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Duration::from_secs(ttl.as_secs_f64().ceil().max(2.0) as u64);
+        self
+    }
+
+    /// Grants the lease and puts the key, then keeps both alive in a task until the
+    /// returned handle is deregistered or dropped. `target` and `endpoint` label the
+    /// handle and error messages.
+    pub async fn start(self, target: &str, endpoint: &str) -> Result<Registration> {
+        let held = self.grant_and_put().await.map_err(|e| {
+            registry_error(
+                target,
+                format!("{e}; is etcd running at the target's hosts?"),
+            )
+        })?;
+        tracing::info!(key = %held.key, value = %self.value, lease = held.lease, ttl = ?self.ttl, "registered in etcd");
+        let target_name = target.to_string();
+        Ok(Registration::spawn(target, endpoint, move |stop| {
+            self.keep(held, stop, target_name)
+        }))
+    }
+
+    async fn grant_and_put(&self) -> std::result::Result<Held, String> {
+        let mut lease_client = self.client.lease_client();
+        let grant = bounded(
+            "lease grant",
+            lease_client.grant(self.ttl.as_secs() as i64, None),
+        )
+        .await?;
+        let lease = grant.id();
+        let key = (self.key)(lease);
+        let revision = self.put(&key, lease).await?;
+        Ok(Held {
+            lease,
+            key,
+            revision,
+        })
+    }
+
+    /// Puts the key under `lease`; returns the revision of the put.
+    async fn put(&self, key: &str, lease: i64) -> std::result::Result<i64, String> {
+        let mut kv = self.client.kv_client();
+        let put = kv.put(
+            key,
+            self.value.as_str(),
+            Some(PutOptions::new().with_lease(lease)),
+        );
+        let resp = bounded("put", put).await?;
+        Ok(resp.header().map_or(0, |h| h.revision()))
+    }
+
+    async fn keep(self, mut held: Held, stop: CancellationToken, target: String) -> Result<()> {
+        let mut backoff = Backoff::new();
+        loop {
+            let lost = match self.session(&held, &stop).await {
+                SessionEnd::Stopped => break,
+                SessionEnd::LeaseLost(why) => {
+                    tracing::warn!(key = %held.key, lease = held.lease, %why, "etcd lease lost; granting a new one");
+                    true
+                }
+                SessionEnd::Disconnected(why) => {
+                    tracing::warn!(key = %held.key, lease = held.lease, %why, "etcd keep-alive interrupted; reconnecting");
+                    false
+                }
+            };
+            // Recover: bounded backoff, until etcd answers or we are stopped.
+            let mut lost = lost;
+            loop {
+                if stop.is_cancelled() {
+                    break;
+                }
+                match self.recover(&held, lost).await {
+                    Ok(next) => {
+                        if next.lease != held.lease {
+                            tracing::info!(key = %next.key, lease = next.lease, "re-registered in etcd under a new lease");
+                        } else {
+                            tracing::info!(key = %next.key, lease = next.lease, "etcd keep-alive resumed");
+                        }
+                        held = next;
+                        backoff.reset();
+                        break;
+                    }
+                    Err((why, lease_gone)) => {
+                        lost |= lease_gone;
+                        tracing::debug!(key = %held.key, %why, "etcd not reachable yet");
+                        tokio::select! {
+                            () = stop.cancelled() => break,
+                            () = tokio::time::sleep(backoff.next_delay()) => {}
+                        }
+                    }
+                }
+            }
+            if stop.is_cancelled() {
+                break;
+            }
+        }
+        self.revoke(&held)
+            .await
+            .map_err(|e| registry_error(&target, e))
+    }
+
+    /// Gets the key back in place: under the same lease if it is alive, else under a new
+    /// one. The error says whether the lease is known to be gone.
+    async fn recover(&self, held: &Held, lost: bool) -> std::result::Result<Held, (String, bool)> {
+        if !lost {
+            let mut lease_client = self.client.lease_client();
+            let ttl = bounded(
+                "lease time-to-live",
+                lease_client.time_to_live(held.lease, None),
+            )
+            .await
+            .map_err(|e| (e, false))?;
+            if ttl.ttl() > 0 {
+                match self.put(&held.key, held.lease).await {
+                    Ok(revision) => {
+                        return Ok(Held {
+                            lease: held.lease,
+                            key: held.key.clone(),
+                            revision,
+                        });
+                    }
+                    Err(e) if !is_lease_not_found(&e) => return Err((e, false)),
+                    Err(_) => {}
+                }
+            }
+        }
+        self.grant_and_put().await.map_err(|e| (e, true))
+    }
+
+    /// Renews the lease and guards the key until something goes wrong or `stop`.
+    async fn session(&self, held: &Held, stop: &CancellationToken) -> SessionEnd {
+        let mut lease_client = self.client.lease_client();
+        let (mut keeper, mut acks) =
+            match bounded("lease keep-alive", lease_client.keep_alive(held.lease)).await {
+                Ok(pair) => pair,
+                Err(e) if is_lease_not_found(&e) => return SessionEnd::LeaseLost(e),
+                Err(e) => return SessionEnd::Disconnected(e),
+            };
+        let mut watch_client = self.client.watch_client();
+        let options = WatchOptions::new().with_start_revision(held.revision + 1);
+        let mut watch = match bounded(
+            "watch",
+            watch_client.watch(held.key.as_str(), Some(options)),
+        )
+        .await
+        {
+            Ok(w) => w,
+            Err(e) => return SessionEnd::Disconnected(e),
+        };
+        let period = self.ttl / 3;
+        let mut tick = tokio::time::interval_at(Instant::now() + period, period);
+        let mut last_ack = Instant::now();
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return SessionEnd::Stopped,
+                _ = tick.tick() => {
+                    if last_ack.elapsed() >= self.ttl {
+                        return SessionEnd::Disconnected(format!(
+                            "no keep-alive answer for {:?}", self.ttl
+                        ));
+                    }
+                    if let Err(e) = keeper.keep_alive().await {
+                        return SessionEnd::Disconnected(format!("sending keep-alive: {e}"));
+                    }
+                }
+                ack = acks.message() => match ack {
+                    Ok(Some(resp)) if resp.ttl() <= 0 => {
+                        return SessionEnd::LeaseLost("etcd says the lease expired".into());
+                    }
+                    Ok(Some(_)) => last_ack = Instant::now(),
+                    Ok(None) => return SessionEnd::Disconnected("keep-alive stream closed".into()),
+                    Err(e) => return SessionEnd::Disconnected(format!("keep-alive stream: {e}")),
+                },
+                event = watch.message() => match event {
+                    Ok(Some(resp)) => {
+                        if resp.canceled() {
+                            return SessionEnd::Disconnected(format!(
+                                "etcd cancelled the watch of our key: {}", resp.cancel_reason()
+                            ));
+                        }
+                        let deleted = resp.events().iter().any(|e| e.event_type() == EventType::Delete);
+                        if deleted && !stop.is_cancelled() {
+                            tracing::warn!(key = %held.key, "our registration key was deleted; putting it back");
+                            match self.put(&held.key, held.lease).await {
+                                Ok(_) => {}
+                                Err(e) if is_lease_not_found(&e) => return SessionEnd::LeaseLost(e),
+                                Err(e) => return SessionEnd::Disconnected(e),
+                            }
+                        }
+                    }
+                    Ok(None) => return SessionEnd::Disconnected("watch stream closed".into()),
+                    Err(e) => return SessionEnd::Disconnected(format!("watch stream: {e}")),
+                },
+            }
+        }
+    }
+
+    async fn revoke(&self, held: &Held) -> std::result::Result<(), String> {
+        let mut lease_client = self.client.lease_client();
+        match bounded("lease revoke", lease_client.revoke(held.lease)).await {
+            Ok(_) => {
+                tracing::info!(key = %held.key, lease = held.lease, "deregistered from etcd");
+                Ok(())
+            }
+            // Already gone: so is the key.
+            Err(e) if is_lease_not_found(&e) => Ok(()),
+            Err(e) => {
+                tracing::warn!(key = %held.key, lease = held.lease, error = %e, "revoking the lease failed; the key expires with its TTL");
+                Err(format!(
+                    "{e}; the key `{}` disappears when its lease's {:?} TTL runs out",
+                    held.key, self.ttl
+                ))
+            }
+        }
+    }
+}
+
+fn is_lease_not_found(message: &str) -> bool {
+    message.contains("lease not found")
+}
