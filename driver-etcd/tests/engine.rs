@@ -1,0 +1,273 @@
+//! The etcd engine and the native driver against real, private etcd processes.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use driver_core::{Channel, Driver, Policy};
+use driver_etcd::{EtcdConfig, EtcdDriver, PrefixWatcher};
+use etcd_client::{Client, CompactionOptions};
+use test_support::{EchoClient, EchoServer, EtcdCluster, EtcdServer, SayRequest};
+
+const STEP: Duration = Duration::from_millis(5);
+
+async fn etcd(endpoints: &[String]) -> Client {
+    tokio::time::timeout(Duration::from_secs(5), Client::connect(endpoints, None))
+        .await
+        .expect("connect timed out")
+        .expect("connect")
+}
+
+async fn wait_for<F, Fut>(what: &str, within: Duration, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(STEP).await;
+    }
+}
+
+fn channel(target: &str, policy: Policy) -> Channel {
+    Channel::builder(target)
+        .driver(&EtcdDriver)
+        .unwrap()
+        .policy(policy)
+        .connect()
+        .unwrap()
+}
+
+fn addrs(channel: &Channel) -> BTreeSet<String> {
+    channel
+        .status()
+        .endpoints
+        .into_iter()
+        .map(|e| e.endpoint.addr)
+        .collect()
+}
+
+async fn say(channel: &Channel) -> String {
+    let mut client = EchoClient::new(channel.clone());
+    let call = client.say(SayRequest {
+        message: "hi".into(),
+    });
+    tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("call hung for 10 s")
+        .expect("call failed")
+        .into_inner()
+        .server
+}
+
+#[tokio::test]
+async fn native_format_weights_and_groups_end_to_end() {
+    let server = EtcdServer::start();
+    let ep = server.endpoint();
+    let mut client = etcd(std::slice::from_ref(&ep)).await;
+    let heavy = EchoServer::start("heavy").await;
+    let light = EchoServer::start("light").await;
+    let other = EchoServer::start("other").await;
+    let _r1 = EtcdDriver
+        .register_service(
+            &format!("etcd://{ep}/svc?weight=3&group=blue&meta.version=2"),
+            &heavy.addr(),
+        )
+        .await
+        .unwrap();
+    let _r2 = EtcdDriver
+        .register_service(&format!("etcd://{ep}/svc?group=blue"), &light.addr())
+        .await
+        .unwrap();
+    let _r3 = EtcdDriver
+        .register_service(&format!("etcd://{ep}/svc?group=green"), &other.addr())
+        .await
+        .unwrap();
+
+    // The stored format.
+    let key = format!("/micro/svc/{}", heavy.addr());
+    let resp = client.get(key.as_str(), None).await.unwrap();
+    let value: serde_json::Value = serde_json::from_slice(resp.kvs()[0].value()).unwrap();
+    assert_eq!(
+        value,
+        serde_json::json!({"name": "svc", "address": heavy.addr(), "weight": 3,
+                           "group": "blue", "metadata": {"version": "2"}})
+    );
+    assert!(resp.kvs()[0].lease() > 0);
+
+    let ch = channel(
+        &format!("etcd://{ep}/svc?group=blue"),
+        Policy::WeightedRoundRobin,
+    );
+    let mut counts: HashMap<String, u32> = HashMap::new();
+    for _ in 0..40 {
+        *counts.entry(say(&ch).await).or_default() += 1;
+    }
+    assert_eq!(counts.get("other"), None, "{counts:?}");
+    assert_eq!((counts["heavy"], counts["light"]), (30, 10), "{counts:?}");
+    let status = ch.status();
+    let h = status
+        .endpoints
+        .iter()
+        .find(|e| e.endpoint.addr == heavy.addr())
+        .unwrap();
+    assert_eq!(h.endpoint.weight, 3);
+    assert_eq!(h.endpoint.metadata["group"], "blue");
+    assert_eq!(h.endpoint.metadata["version"], "2");
+
+    let all = channel(&format!("etcd://{ep}/svc"), Policy::RoundRobin);
+    wait_for("all three", Duration::from_secs(3), || async {
+        addrs(&all).len() == 3
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn native_garbage_is_skipped() {
+    let server = EtcdServer::start();
+    let ep = server.endpoint();
+    let mut client = etcd(std::slice::from_ref(&ep)).await;
+    let a = EchoServer::start("a").await;
+    client.put("/micro/g/x", "not json", None).await.unwrap();
+    client
+        .put("/micro/g/y", r#"{"name":"g","address":""}"#, None)
+        .await
+        .unwrap();
+    let _r = EtcdDriver
+        .register_service(&format!("etcd://{ep}/g"), &a.addr())
+        .await
+        .unwrap();
+    let ch = channel(&format!("etcd://{ep}/g"), Policy::RoundRobin);
+    assert_eq!(say(&ch).await, "a");
+    assert_eq!(addrs(&ch), BTreeSet::from([a.addr()]));
+}
+
+#[tokio::test]
+async fn one_watch_per_prefix_however_many_channels() {
+    let server = EtcdServer::start();
+    let ep = server.endpoint();
+    let config = EtcdConfig::new([ep.clone()]);
+    let before = PrefixWatcher::running();
+    let w1 = PrefixWatcher::subscribe(&config, "/micro/shared/");
+    let w2 = PrefixWatcher::subscribe(&config, "/micro/shared/");
+    assert_eq!(PrefixWatcher::running(), before + 1);
+    // Two channels with different filters share the same watch too.
+    let c1 = channel(&format!("etcd://{ep}/shared"), Policy::RoundRobin);
+    let c2 = channel(&format!("etcd://{ep}/shared?group=x"), Policy::RoundRobin);
+    assert_eq!(PrefixWatcher::running(), before + 1);
+    drop((w1, w2, c1, c2));
+    wait_for("the watcher to stop", Duration::from_secs(3), || async {
+        PrefixWatcher::running() == before
+    })
+    .await;
+}
+
+/// How long from an etcd write to the channel's endpoint set changing.
+#[tokio::test]
+async fn write_to_endpoint_set_latency() {
+    let server = EtcdServer::start();
+    let ep = server.endpoint();
+    let mut client = etcd(std::slice::from_ref(&ep)).await;
+    let ch = channel(&format!("etcd://{ep}/lat"), Policy::RoundRobin);
+    let mut updates = ch.updates();
+    wait_for("the first resolution", Duration::from_secs(3), || async {
+        ch.status().resolved
+    })
+    .await;
+    let mut took = Vec::new();
+    for i in 0..60u16 {
+        let addr = format!("127.0.0.1:{}", 20000 + i);
+        let value = format!(r#"{{"name":"lat","address":"{addr}"}}"#);
+        updates.borrow_and_update();
+        let start = Instant::now();
+        client
+            .put(format!("/micro/lat/{addr}"), value, None)
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(2), async {
+            while !addrs(&ch).contains(&addr) {
+                updates.changed().await.unwrap();
+            }
+        })
+        .await
+        .expect("the write did not reach the channel within 2 s");
+        took.push(start.elapsed());
+    }
+    took.sort();
+    let median = took[took.len() / 2];
+    let p99 = took[took.len() * 99 / 100];
+    eprintln!("etcd write -> channel endpoint set: median {median:?}, p99 {p99:?}");
+    assert!(p99 < Duration::from_millis(100), "p99 {p99:?}");
+}
+
+/// The watcher talks to one member only; while that member is down, instances come and
+/// go and the history is compacted. When the member is back, the watcher cannot resume
+/// from its revision and must list again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_while_disconnected_and_compaction_are_caught_up() {
+    let mut cluster = EtcdCluster::start(3);
+    let m0 = cluster.endpoint(0);
+    let mut via_m1 = etcd(&[cluster.endpoint(1)]).await;
+    let put = |c: &mut Client, addr: &str| {
+        let mut c = c.clone();
+        let (key, value) = (
+            format!("/micro/cc/{addr}"),
+            format!(r#"{{"name":"cc","address":"{addr}"}}"#),
+        );
+        async move { c.put(key, value, None).await.unwrap() }
+    };
+    put(&mut via_m1, "127.0.0.1:1").await;
+    put(&mut via_m1, "127.0.0.1:2").await;
+    let ch = channel(&format!("etcd://{m0}/cc"), Policy::RoundRobin);
+    wait_for("two endpoints", Duration::from_secs(3), || async {
+        addrs(&ch).len() == 2
+    })
+    .await;
+
+    // Round 1: changes while disconnected arrive by resuming the watch.
+    cluster.kill_member(0);
+    wait_for("the watcher to notice", Duration::from_secs(3), || async {
+        ch.status().resolver_error.is_some()
+    })
+    .await;
+    assert_eq!(addrs(&ch).len(), 2, "the last set stays in service");
+    via_m1.delete("/micro/cc/127.0.0.1:1", None).await.unwrap();
+    put(&mut via_m1, "127.0.0.1:3").await;
+    cluster.restart_member(0);
+    wait_for("the missed changes", Duration::from_secs(5), || async {
+        addrs(&ch) == BTreeSet::from(["127.0.0.1:2".to_string(), "127.0.0.1:3".to_string()])
+    })
+    .await;
+
+    // Round 2: the missed history is compacted away: the watcher lists again.
+    cluster.kill_member(0);
+    wait_for("the watcher to notice", Duration::from_secs(3), || async {
+        ch.status().resolver_error.is_some()
+    })
+    .await;
+    via_m1.delete("/micro/cc/127.0.0.1:2", None).await.unwrap();
+    let resp = put(&mut via_m1, "127.0.0.1:4").await;
+    put(&mut via_m1, "127.0.0.1:5").await;
+    let rev = resp.header().unwrap().revision();
+    via_m1
+        .compact(rev + 1, Some(CompactionOptions::new().with_physical()))
+        .await
+        .unwrap();
+    cluster.restart_member(0);
+    wait_for("the re-listed set", Duration::from_secs(5), || async {
+        addrs(&ch)
+            == BTreeSet::from([
+                "127.0.0.1:3".to_string(),
+                "127.0.0.1:4".to_string(),
+                "127.0.0.1:5".to_string(),
+            ])
+    })
+    .await;
+    assert!(ch.status().resolver_error.is_none());
+}
