@@ -1,0 +1,168 @@
+//! `dtmdriver` with `dtm-driver-gozero` against a real, private etcd.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, GetOptions};
+use test_support::EtcdServer;
+
+/// A running `dtmdriver` whose stdout lines arrive, time-stamped, on a channel.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<(Instant, String)>,
+}
+
+impl Running {
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dtmdriver"))
+            .args(args)
+            .env_remove("DTM_DRIVER")
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("run dtmdriver");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send((Instant::now(), line)).is_err() {
+                    return;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    fn next_line(&self, within: Duration) -> (Instant, String) {
+        self.lines
+            .recv_timeout(within)
+            .unwrap_or_else(|e| panic!("no output line within {within:?}: {e}"))
+    }
+
+    /// Sends SIGINT and waits (bounded) for a successful exit.
+    fn interrupt(mut self) {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "dtmdriver exited with {status}");
+                return;
+            }
+            assert!(
+                Instant::now() < until,
+                "dtmdriver did not exit after SIGINT"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn etcd(endpoint: &str) -> Client {
+    tokio::time::timeout(Duration::from_secs(5), Client::connect([endpoint], None))
+        .await
+        .expect("connect timed out")
+        .expect("connect")
+}
+
+async fn list(client: &mut Client, prefix: &str) -> Vec<(String, String, i64)> {
+    let resp = client
+        .get(prefix, Some(GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    resp.kvs()
+        .iter()
+        .map(|kv| {
+            (
+                kv.key_str().unwrap().to_string(),
+                kv.value_str().unwrap().to_string(),
+                kv.lease(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn register_writes_the_go_zero_key_and_sigint_removes_it() {
+    let server = EtcdServer::start();
+    let mut client = etcd(&server.endpoint()).await;
+    let target = format!("etcd://{}/trans.rpc", server.endpoint());
+    let running = Running::start(&[
+        "--driver",
+        "dtm-driver-gozero",
+        "register",
+        &target,
+        "127.0.0.1:9000",
+    ]);
+    let (_, line) = running.next_line(Duration::from_secs(10));
+    assert!(line.contains("registered"), "{line}");
+    let kvs = list(&mut client, "trans.rpc/").await;
+    assert_eq!(kvs.len(), 1, "{kvs:?}");
+    let (key, value, lease) = &kvs[0];
+    assert_eq!(key, &format!("trans.rpc/{lease}"));
+    assert_eq!(value, "127.0.0.1:9000");
+    let ttl = client.lease_time_to_live(*lease, None).await.unwrap();
+    assert_eq!(ttl.granted_ttl(), 10);
+
+    running.interrupt();
+    assert!(
+        list(&mut client, "trans.rpc/").await.is_empty(),
+        "the key must be gone once dtmdriver exits"
+    );
+}
+
+#[tokio::test]
+async fn resolve_watch_prints_each_change_within_100_ms() {
+    let server = EtcdServer::start();
+    let mut client = etcd(&server.endpoint()).await;
+    let target = format!("etcd://{}/w", server.endpoint());
+    let running = Running::start(&[
+        "--driver",
+        "dtm-driver-gozero",
+        "resolve",
+        &target,
+        "--watch",
+    ]);
+    let (_, first) = running.next_line(Duration::from_secs(10));
+    assert!(first.contains(r#""endpoints":[]"#), "{first}");
+    let mut took = Vec::new();
+    for i in 1..=20u16 {
+        let addr = format!("127.0.0.1:{}", 30000 + i);
+        let start = Instant::now();
+        client
+            .put(format!("w/{i}"), addr.clone(), None)
+            .await
+            .unwrap();
+        let (at, line) = running.next_line(Duration::from_secs(2));
+        assert!(line.contains(&addr), "{line}");
+        took.push(at.duration_since(start));
+    }
+    client.delete("w/1", None).await.unwrap();
+    let (_, line) = running.next_line(Duration::from_secs(2));
+    assert!(!line.contains("127.0.0.1:30001"), "{line}");
+    took.sort();
+    eprintln!(
+        "etcd write -> dtmdriver line: median {:?}, max {:?}",
+        took[took.len() / 2],
+        took[took.len() - 1]
+    );
+    assert!(
+        took[took.len() - 1] < Duration::from_millis(100),
+        "{took:?}"
+    );
+    running.interrupt();
+}
