@@ -445,7 +445,7 @@ async fn peak_ewma_avoids_a_slow_endpoint() {
     let addrs: Vec<String> = servers.iter().map(|s| s.addr()).collect();
     resolver.push(&[&addrs[0], &addrs[1], &addrs[2]]);
     all_ready(&channel, 3).await;
-    let counts = spread(&channel, 1000, 8).await;
+    let counts = spread(&channel, 1000, 4).await;
     let slow = share(&counts, "p2c-slow");
     assert!(slow < 20.0, "slow endpoint got {slow:.1}%: {counts:?}");
 }
@@ -467,6 +467,15 @@ async fn peak_ewma_avoids_a_failing_endpoint() {
     all_ready(&channel, 3).await;
     let counts = spread(&channel, 1000, 8).await;
     let bad = share(&counts, "p2c-bad");
+    eprintln!(
+        "p2c bad: {counts:?} {:?}",
+        channel
+            .status()
+            .endpoints
+            .iter()
+            .map(|e| (e.endpoint.addr.clone(), e.rtt_ms, e.pending))
+            .collect::<Vec<_>>()
+    );
     assert!(bad < 10.0, "failing endpoint got {bad:.1}%: {counts:?}");
 }
 

@@ -67,7 +67,8 @@ pub enum Policy {
     /// Smooth weighted round robin over the endpoints' [`weight`](Endpoint::weight)s.
     WeightedRoundRobin,
     /// Power of two choices over a peak-EWMA latency estimate times pending calls,
-    /// with failed calls counted as slow (go-zero's choice).
+    /// with failed calls counted as slow and a recent failure rate raising the cost;
+    /// an endpoint passed over for a second gets one probe call (go-zero's choice).
     PeakEwma,
 }
 
@@ -397,6 +398,9 @@ impl Channel {
 
 struct Slot {
     endpoint: Endpoint,
+    /// The endpoint's address parsed once for request URIs; `None` if it is not a
+    /// valid authority (calls picking it then fail `INTERNAL` saying so).
+    authority: Option<Authority>,
     conn: Arc<Connection>,
     /// Smooth-WRR running weight.
     wrr_current: AtomicI64,
@@ -502,6 +506,7 @@ impl ChannelInner {
                 Some(s) if s.endpoint == *ep => s.clone(),
                 Some(s) => Arc::new(Slot {
                     endpoint: ep.clone(),
+                    authority: s.authority.clone(),
                     conn: s.conn.clone(),
                     wrr_current: AtomicI64::new(0),
                 }),
@@ -509,6 +514,7 @@ impl ChannelInner {
                     tracing::info!(target = %self.target, addr = %ep.addr, weight = ep.weight, "endpoint added");
                     Arc::new(Slot {
                         endpoint: ep.clone(),
+                        authority: ep.addr.parse().ok(),
                         conn: Connection::pooled(&ep.addr, &self.dial),
                         wrr_current: AtomicI64::new(0),
                     })
@@ -667,7 +673,7 @@ impl ChannelInner {
                         b += 1;
                     }
                     match (ready().nth(a), ready().nth(b)) {
-                        (Some(x), Some(y)) if y.conn.load.cost() < x.conn.load.cost() => Some(y),
+                        (Some(x), Some(y)) => Some(choose_cheaper(x, y)),
                         (x, y) => x.or(y),
                     }
                 }
@@ -713,7 +719,7 @@ impl ChannelInner {
             let ConnState::Ready(mut sender) = slot.conn.state() else {
                 continue;
             };
-            set_origin(&mut req, &self.authority_scheme, &slot.endpoint.addr)?;
+            set_origin(&mut req, &self.authority_scheme, &slot)?;
             let guard = CallGuard::new(slot.conn.clone());
             match sender.try_send_request(req).await {
                 Ok(resp) => {
@@ -756,6 +762,21 @@ impl ChannelInner {
             self.target
         )))
     }
+}
+
+/// Peak-EWMA's choice of two: the cheaper one, unless the other was passed over long
+/// enough to be owed a probe.
+fn choose_cheaper<'a>(x: &'a Arc<Slot>, y: &'a Arc<Slot>) -> &'a Arc<Slot> {
+    let (cheap, dear) = if y.conn.load.cost() < x.conn.load.cost() {
+        (y, x)
+    } else {
+        (x, y)
+    };
+    if dear.conn.load.claim_forced_pick() {
+        return dear;
+    }
+    cheap.conn.load.mark_picked();
+    cheap
 }
 
 fn summarize(table: &Table) -> (Vec<String>, Vec<String>) {
@@ -828,32 +849,33 @@ async fn wait_until(
 fn set_origin(
     req: &mut http::Request<tonic::body::Body>,
     scheme: &Scheme,
-    addr: &str,
+    slot: &Slot,
 ) -> Result<(), Status> {
-    let authority: Authority = addr.parse().map_err(|e| {
-        Status::internal(format!(
-            "endpoint address `{addr}` is not a valid authority: {e}"
-        ))
-    })?;
-    let path = req
-        .uri()
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    *req.uri_mut() = http::Uri::builder()
-        .scheme(scheme.clone())
-        .authority(authority)
-        .path_and_query(path)
-        .build()
+    let Some(authority) = slot.authority.clone() else {
+        return Err(Status::internal(format!(
+            "endpoint address `{}` is not a valid host:port authority; fix the registry entry",
+            slot.endpoint.addr
+        )));
+    };
+    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    parts.scheme = Some(scheme.clone());
+    parts.authority = Some(authority);
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    *req.uri_mut() = http::Uri::from_parts(parts)
         .map_err(|e| Status::internal(format!("cannot build request URI: {e}")))?;
     Ok(())
 }
 
-/// True if a response's headers (trailers-only) carry a non-OK grpc-status.
+/// True if headers (or trailers) carry a grpc-status that speaks of the endpoint's
+/// health rather than the request: DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL,
+/// UNAVAILABLE, DATA_LOSS (go-zero's choice). A NOT_FOUND is the caller's business
+/// and must not steer traffic away.
 fn grpc_failed(headers: &http::HeaderMap) -> bool {
     headers
         .get("grpc-status")
-        .is_some_and(|v| v.as_bytes() != b"0")
+        .is_some_and(|v| matches!(v.as_bytes(), b"4" | b"12" | b"13" | b"14" | b"15"))
 }
 
 /// Parses gRPC's `grpc-timeout` header: up to 8 digits and a unit (H M S m u n).
@@ -982,17 +1004,18 @@ impl tower::Service<http::Request<tonic::body::Body>> for Channel {
             );
             let timeout = grpc_timeout(req.headers());
             let deadline = timeout.map(|t| Instant::now() + t);
-            let target = inner.target.clone();
-            let call = inner.dispatch(req, deadline);
             let result = match deadline {
-                None => call.await,
-                Some(d) => match tokio::time::timeout_at(d.into(), call).await {
-                    Ok(r) => r,
-                    Err(_) => Err(Status::deadline_exceeded(format!(
-                        "target `{target}`: deadline of {} ms exceeded",
-                        timeout.unwrap_or_default().as_millis()
-                    ))),
-                },
+                None => inner.dispatch(req, None).await,
+                Some(d) => {
+                    let target = inner.target.clone();
+                    match tokio::time::timeout_at(d.into(), inner.dispatch(req, deadline)).await {
+                        Ok(r) => r,
+                        Err(_) => Err(Status::deadline_exceeded(format!(
+                            "target `{target}`: deadline of {} ms exceeded",
+                            timeout.unwrap_or_default().as_millis()
+                        ))),
+                    }
+                }
             };
             result.map_err(|s| Box::new(s) as BoxError)
         })
@@ -1002,6 +1025,23 @@ impl tower::Service<http::Request<tonic::body::Body>> for Channel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_health_codes_count_as_failures() {
+        let mut h = http::HeaderMap::new();
+        assert!(!grpc_failed(&h));
+        for (code, failed) in [
+            ("0", false),
+            ("5", false),
+            ("3", false),
+            ("13", true),
+            ("14", true),
+            ("4", true),
+        ] {
+            h.insert("grpc-status", code.parse().unwrap());
+            assert_eq!(grpc_failed(&h), failed, "{code}");
+        }
+    }
 
     #[test]
     fn grpc_timeout_units() {

@@ -1,0 +1,153 @@
+//! Unary throughput and p99 latency of the balancing channel against tonic's own
+//! channels, over the same three in-process echo servers.
+//!
+//! `cargo bench -p driver-core --bench channel` prints one row per concurrency:
+//! (a) our [`Channel`] over the three endpoints, (b) a plain tonic channel to one
+//! endpoint, (c) tonic's `balance_channel` over the three, and the ratios a/b, a/c.
+//! `BENCH_SECS` sets the measured seconds per cell (default 2).
+#![allow(clippy::print_stdout)] // a bench binary: its output is the table
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use driver_core::Channel;
+use test_support::{EchoClient, EchoServer, SayRequest};
+use tonic::transport::Endpoint;
+use tonic::transport::channel::Change;
+
+const CONCURRENCY: [usize; 3] = [1, 16, 64];
+const WARM_UP: Duration = Duration::from_millis(300);
+
+/// Calls per second and p99 latency of one run.
+struct Sample {
+    rate: f64,
+    p99: Duration,
+}
+
+/// Runs `concurrency` loops of unary calls on `channel` for `secs`.
+async fn measure<C>(channel: C, concurrency: usize, secs: Duration) -> Sample
+where
+    C: tonic::client::GrpcService<tonic::body::Body> + Clone + Send + 'static,
+    C::Future: Send,
+    C::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    C::ResponseBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    <C::ResponseBody as http_body::Body>::Error:
+        Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+{
+    let recording = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        let mut client = EchoClient::new(channel.clone());
+        let (recording, stop) = (recording.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(1 << 16);
+            let mut errors = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let ok = client
+                    .say(SayRequest {
+                        message: "bench".into(),
+                    })
+                    .await
+                    .is_ok();
+                if recording.load(Ordering::Relaxed) {
+                    latencies.push(started.elapsed());
+                    errors += u64::from(!ok);
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    tokio::time::sleep(WARM_UP).await;
+    recording.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(secs).await;
+    recording.store(false, Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (latencies, e) = t.await.expect("bench task");
+        all.extend(latencies);
+        errors += e;
+    }
+    assert_eq!(errors, 0, "calls failed during the benchmark");
+    all.sort_unstable();
+    let p99 = all
+        .get((all.len() * 99 / 100).min(all.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or_default();
+    Sample {
+        rate: all.len() as f64 / elapsed.as_secs_f64(),
+        p99,
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+async fn run() {
+    let secs = std::env::var("BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(Duration::from_secs(2), Duration::from_secs_f64);
+    let servers = [
+        EchoServer::start("bench-0").await,
+        EchoServer::start("bench-1").await,
+        EchoServer::start("bench-2").await,
+    ];
+    let addrs: Vec<String> = servers.iter().map(|s| s.addr()).collect();
+
+    let ours = Channel::builder(&format!("direct:///{}", addrs.join(",")))
+        .connect()
+        .expect("our channel");
+    ours.warm_up();
+    let single = Endpoint::from_shared(format!("http://{}", addrs[0]))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("tonic channel");
+    let (balanced, changes) = tonic::transport::Channel::balance_channel::<usize>(16);
+    for (i, addr) in addrs.iter().enumerate() {
+        let endpoint = Endpoint::from_shared(format!("http://{addr}")).expect("endpoint");
+        changes
+            .send(Change::Insert(i, endpoint))
+            .await
+            .expect("balance channel");
+    }
+
+    println!(
+        "{:>5} | {:>12} {:>8} | {:>12} {:>8} | {:>12} {:>8} | {:>5} | {:>5}",
+        "conc", "ours/s", "p99 ms", "tonic-1/s", "p99 ms", "tonic-bal/s", "p99 ms", "a/b", "a/c"
+    );
+    for concurrency in CONCURRENCY {
+        let a = measure(ours.clone(), concurrency, secs).await;
+        let b = measure(single.clone(), concurrency, secs).await;
+        let c = measure(balanced.clone(), concurrency, secs).await;
+        println!(
+            "{:>5} | {:>12.0} {:>8} | {:>12.0} {:>8} | {:>12.0} {:>8} | {:>5.2} | {:>5.2}",
+            concurrency,
+            a.rate,
+            ms(a.p99),
+            b.rate,
+            ms(b.p99),
+            c.rate,
+            ms(c.p99),
+            a.rate / b.rate,
+            a.rate / c.rate
+        );
+    }
+    drop(changes);
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(run());
+}
