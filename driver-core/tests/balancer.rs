@@ -305,6 +305,36 @@ async fn dead_endpoint_never_fails_a_call_and_is_readmitted() {
     assert_eq!(state_of(&channel.status(), &dead_addr), Some("ready"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_going_down_under_traffic_fails_no_call() {
+    let mut doomed = EchoServer::start("down-doomed").await;
+    let steady = EchoServer::start("down-steady").await;
+    let (channel, resolver) = channel("down", |b| b);
+    resolver.push(&[&doomed.addr(), &steady.addr()]);
+    all_ready(&channel, 2).await;
+    let traffic = {
+        let channel = channel.clone();
+        tokio::spawn(async move {
+            let mut failures = Vec::new();
+            for _ in 0..300 {
+                if let Err(e) = say(&channel).await {
+                    failures.push(e);
+                }
+            }
+            failures
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    doomed.stop().await;
+    let failures = traffic.await.unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} failures: {failures:?}",
+        failures.len()
+    );
+    assert!(steady.calls() > 0 && doomed.calls() > 0);
+}
+
 // 4. Changes apply while idle; pushes never block.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
