@@ -1,0 +1,362 @@
+//! Private consul agents: [`ConsulAgent`].
+//!
+//! The agent is the real HashiCorp Consul (v1.22.7), built from its Go module into
+//! `interop/bin/consul-agent` by `bash interop/build.sh`, and run in `-dev` mode (a
+//! single server that keeps everything in memory) on free loopback ports. A restarted
+//! agent has therefore lost every registration, which is what fault tests want.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::ports::free_ports;
+
+/// The message [`consul_agent_binary`] panics with when the agent is not built.
+pub const CONSUL_BUILD_HINT: &str = "interop/bin/consul-agent not found: build it with \
+    `bash interop/build.sh` (needs Go) from the workspace root; \
+    `bash scripts/test.sh` builds it automatically";
+
+/// How long an agent may take to elect itself and answer.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// Start attempts with fresh ports when a port turned out to be taken.
+const START_ATTEMPTS: usize = 3;
+/// Pause between two readiness probes.
+const PROBE_INTERVAL: Duration = Duration::from_millis(30);
+/// Connect and I/O timeout of one readiness probe.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Largest probe response read.
+const PROBE_MAX_RESPONSE: u64 = 64 * 1024;
+/// How much of the log a start failure shows.
+const LOG_TAIL_BYTES: usize = 8 * 1024;
+
+/// The path of the consul agent: `consul-agent` on `PATH`, else the one built by
+/// `bash interop/build.sh` into `interop/bin/`.
+///
+/// # Panics
+///
+/// Panics with [`CONSUL_BUILD_HINT`] if it has not been built.
+pub fn consul_agent_binary() -> PathBuf {
+    let built = concat!(env!("CARGO_MANIFEST_DIR"), "/../interop/bin/consul-agent");
+    crate::find_binary("consul-agent", &[built]).unwrap_or_else(|| panic!("{CONSUL_BUILD_HINT}"))
+}
+
+/// A private consul agent (`-dev`, loopback only) on free ports.
+///
+/// Dropping the handle SIGKILLs and reaps the process. All methods block for at most a
+/// few seconds and can be called from async tests.
+///
+/// ```
+/// let mut agent = test_support::ConsulAgent::start();
+/// let addr = agent.http_addr();
+/// agent.kill();
+/// assert!(!agent.is_running());
+/// agent.restart();
+/// assert_eq!(agent.http_addr(), addr);
+/// ```
+#[derive(Debug)]
+pub struct ConsulAgent {
+    binary: PathBuf,
+    /// http, server, serf lan, serf wan.
+    ports: [u16; 4],
+    node: String,
+    acl_token: Option<String>,
+    dir: TempDir,
+    child: Option<Child>,
+}
+
+impl ConsulAgent {
+    /// Starts an agent without ACLs and waits until it has a leader.
+    ///
+    /// # Panics
+    ///
+    /// Panics if the agent is not built (with the command that builds it) or does not
+    /// become ready; the message includes the end of its log.
+    pub fn start() -> Self {
+        Self::start_inner(None)
+    }
+
+    /// Starts an agent with ACLs enabled and a default policy of `deny`. `token` (a
+    /// UUID) is both the initial management token and the agent's own token; requests
+    /// without it are refused (writes) or see nothing (reads).
+    ///
+    /// # Panics
+    ///
+    /// As [`start`](Self::start).
+    pub fn start_with_acl(token: &str) -> Self {
+        Self::start_inner(Some(token.to_string()))
+    }
+
+    fn start_inner(acl_token: Option<String>) -> Self {
+        let binary = consul_agent_binary();
+        let mut attempt = 1;
+        loop {
+            let p = free_ports(4);
+            let dir = tempfile::Builder::new()
+                .prefix("consul-test-")
+                .tempdir()
+                .unwrap_or_else(|e| panic!("cannot create a temporary directory: {e}"));
+            let mut agent = Self {
+                binary: binary.clone(),
+                ports: [p[0], p[1], p[2], p[3]],
+                node: format!("test-{}", p[0]),
+                acl_token: acl_token.clone(),
+                dir,
+                child: None,
+            };
+            agent.spawn();
+            match agent.wait_ready() {
+                Ok(()) => return agent,
+                Err(_) if agent.port_conflict() && attempt < START_ATTEMPTS => {
+                    tracing::debug!(attempt, "consul port taken, retrying with other ports");
+                    agent.kill();
+                    attempt += 1;
+                }
+                Err(reason) => panic!("{}", agent.failure_message(&reason)),
+            }
+        }
+    }
+
+    /// The HTTP API address, `127.0.0.1:PORT`.
+    pub fn http_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.ports[0])
+    }
+
+    /// The HTTP API port.
+    pub fn http_port(&self) -> u16 {
+        self.ports[0]
+    }
+
+    /// The management token of an agent started with [`start_with_acl`](Self::start_with_acl).
+    pub fn acl_token(&self) -> Option<&str> {
+        self.acl_token.as_deref()
+    }
+
+    /// The process id, or `None` after [`kill`](Self::kill).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process is alive.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut().map(Child::try_wait) {
+            Some(Ok(None)) => true,
+            Some(Ok(Some(_))) => {
+                self.child = None;
+                false
+            }
+            Some(Err(_)) | None => false,
+        }
+    }
+
+    /// Everything the agent has logged so far (log level `warn`).
+    pub fn log_contents(&self) -> String {
+        let mut text = Vec::new();
+        if let Ok(mut file) = File::open(self.log_path()) {
+            let _ = file.read_to_end(&mut text);
+        }
+        String::from_utf8_lossy(&text).into_owned()
+    }
+
+    /// SIGKILLs and reaps the agent, keeping its ports for [`restart`](Self::restart).
+    /// Does nothing if it is not running.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = child.id();
+            let _ = child.kill();
+            if let Err(e) = child.wait() {
+                tracing::warn!(pid, %e, "reaping consul failed");
+            }
+            tracing::debug!(pid, "killed consul");
+        }
+    }
+
+    /// Starts the agent again on the same ports and waits until it is ready. Dev mode
+    /// keeps nothing: the new agent has no registrations. A running agent is killed
+    /// first.
+    ///
+    /// # Panics
+    ///
+    /// Panics if the agent does not become ready (e.g. another process took one of its
+    /// ports meanwhile); the message includes the end of its log.
+    pub fn restart(&mut self) {
+        self.kill();
+        // The ports were just released; a moment's conflict is retried within the bound.
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            self.spawn();
+            match self.wait_ready() {
+                Ok(()) => return,
+                Err(_) if self.port_conflict() && Instant::now() < deadline => {
+                    self.kill();
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(reason) => panic!("{}", self.failure_message(&reason)),
+            }
+        }
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("consul.log")
+    }
+
+    fn args(&self) -> Vec<String> {
+        let [http, server, lan, wan] = self.ports;
+        let mut args: Vec<String> = [
+            "agent",
+            "-dev",
+            "-bind",
+            "127.0.0.1",
+            "-client",
+            "127.0.0.1",
+            "-advertise",
+            "127.0.0.1",
+            "-dns-port",
+            "-1",
+            "-grpc-port",
+            "-1",
+            "-grpc-tls-port",
+            "-1",
+            "-log-level",
+            "warn",
+        ]
+        .map(String::from)
+        .into();
+        for (flag, port) in [
+            ("-http-port", http),
+            ("-server-port", server),
+            ("-serf-lan-port", lan),
+            ("-serf-wan-port", wan),
+        ] {
+            args.push(flag.into());
+            args.push(port.to_string());
+        }
+        args.push("-node".into());
+        args.push(self.node.clone());
+        if let Some(token) = &self.acl_token {
+            args.push("-hcl".into());
+            args.push(format!(
+                "acl {{ enabled = true default_policy = \"deny\" down_policy = \"extend-cache\" \
+                 enable_token_persistence = false tokens {{ initial_management = \"{token}\" \
+                 agent = \"{token}\" }} }}"
+            ));
+        }
+        args
+    }
+
+    fn spawn(&mut self) {
+        let log_path = self.log_path();
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .unwrap_or_else(|e| panic!("cannot open {}: {e}", log_path.display()));
+        let _ = writeln!(
+            log,
+            "### test-support: starting {} {}",
+            self.binary.display(),
+            self.args().join(" ")
+        );
+        let stderr = log
+            .try_clone()
+            .unwrap_or_else(|e| panic!("cannot clone the log file handle: {e}"));
+        let mut command = Command::new(&self.binary);
+        command
+            .args(self.args())
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(stderr));
+        // consul reads CONSUL_* variables (address, token, ...); keep the caller's out.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("CONSUL_") {
+                command.env_remove(key);
+            }
+        }
+        let child = command.spawn().unwrap_or_else(|e| {
+            panic!(
+                "cannot start {}: {e}\n{CONSUL_BUILD_HINT}",
+                self.binary.display()
+            )
+        });
+        tracing::debug!(pid = child.id(), http = self.ports[0], "started consul");
+        self.child = Some(child);
+    }
+
+    /// Polls until the agent answers as ready: a known leader, and with ACLs the
+    /// management token is accepted.
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if !self.is_running() {
+                return Err("consul exited during startup".into());
+            }
+            let ready = match &self.acl_token {
+                None => probe(self.ports[0], "/v1/status/leader", None)
+                    .is_some_and(|(code, body)| code == 200 && body.trim().len() > 2),
+                Some(token) => probe(self.ports[0], "/v1/acl/token/self", Some(token))
+                    .is_some_and(|(code, _)| code == 200),
+            };
+            if ready {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "consul did not become ready within {READY_TIMEOUT:?}"
+                ));
+            }
+            std::thread::sleep(PROBE_INTERVAL);
+        }
+    }
+
+    fn port_conflict(&self) -> bool {
+        self.log_contents().contains("address already in use")
+    }
+
+    fn failure_message(&self, reason: &str) -> String {
+        let log = self.log_contents();
+        let mut start = log.len().saturating_sub(LOG_TAIL_BYTES);
+        while !log.is_char_boundary(start) {
+            start += 1;
+        }
+        format!(
+            "consul agent (http 127.0.0.1:{}) failed to start: {reason}\ncommand: {} {}\n\
+             --- last part of its log ---\n{}",
+            self.ports[0],
+            self.binary.display(),
+            self.args().join(" "),
+            &log[start..]
+        )
+    }
+}
+
+impl Drop for ConsulAgent {
+    fn drop(&mut self) {
+        if std::thread::panicking() && self.child.is_some() {
+            tracing::warn!(log = %self.log_contents(), "dropping consul during a panic; its log");
+        }
+        self.kill();
+    }
+}
+
+/// One bounded HTTP/1.1 GET on loopback; the status code and body.
+fn probe(port: u16, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut stream = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT).ok()?;
+    stream.set_read_timeout(Some(PROBE_TIMEOUT)).ok()?;
+    stream.set_write_timeout(Some(PROBE_TIMEOUT)).ok()?;
+    let token_header = token.map_or(String::new(), |t| format!("X-Consul-Token: {t}\r\n"));
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{token_header}Connection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = Vec::new();
+    let _ = stream.take(PROBE_MAX_RESPONSE).read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response);
+    let code = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Some((code, body.to_string()))
+}
