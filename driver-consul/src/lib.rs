@@ -1,5 +1,50 @@
-//! The consul registry engine (agent registration with TTL heartbeat, blocking health
-//! queries) and the native `dtm-driver-consul` driver.
+//! The consul registry engine and the native `dtm-driver-consul` driver.
 //!
-//! This crate is a placeholder until the consul engine lands; it builds so that the
-//! workspace and the `dtmdriver` CLI can already link it.
+//! The engine knows nothing about service layouts; formats (this crate's [`native`]
+//! one, go-zero's in `driver-gozero-compat`) plug into it:
+//!
+//! * [`client`]: consul targets (`consul://[user:pw@]host:8500/SERVICE?token=&dc=`), the
+//!   ACL token (`?token=` or `CONSUL_HTTP_TOKEN`) and one pooled HTTP client (hyper)
+//!   for every agent;
+//! * [`agent`]: [`ServiceKeeper`] keeps an agent service with a TTL check registered
+//!   (heartbeat, re-registration as soon as the agent lost it, deregistration on stop)
+//!   behind a [`Registration`](driver_core::Registration);
+//! * [`watch`]: [`HealthWatcher`] follows a service with blocking health queries
+//!   (index + wait, reset when the index goes back, backoff, last answer kept while the
+//!   agent is away), one per query per process, and [`resolve_health`] turns it into
+//!   endpoint snapshots with a format's decoding.
+//!
+//! The HTTP stack is our own small client on hyper 1 rather than `rs-consul`: the agent
+//! API (register, TTL update, deregister) is not in `rs-consul`, and one stack for both
+//! halves keeps one connection pool, one timeout policy and one error type. Plain HTTP
+//! only for now.
+//!
+//! Linking this crate registers the `dtm-driver-consul` driver (see [`native`] for its
+//! format); a program that does not otherwise name the crate keeps it linked with
+//! `use driver_consul as _;`.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+//! use driver_consul as _;
+//! driver_core::use_driver("dtm-driver-consul")?;
+//! let registration = driver_core::get_driver()
+//!     .register_service("consul://127.0.0.1:8500/trans?weight=3&group=blue", "127.0.0.1:8080")
+//!     .await?;
+//! let channel = driver_core::connect("consul://127.0.0.1:8500/trans?group=blue")?;
+//! # drop(channel); registration.deregister().await?; Ok(()) }
+//! ```
+
+pub mod agent;
+pub mod client;
+pub mod native;
+pub mod watch;
+
+pub use agent::{
+    AgentServiceCheck, AgentServiceRegistration, ServiceKeeper, Weights, consul_duration,
+};
+pub use client::{
+    ConsulClient, ConsulConfig, ConsulError, ConsulTarget, TOKEN_ENV, parse_duration,
+    split_host_port,
+};
+pub use native::{ConsulDriver, NativeConsulFormat, NativeOptions};
+pub use watch::{Decode, HealthQuery, HealthState, HealthWatcher, ServiceEntry, resolve_health};

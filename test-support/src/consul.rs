@@ -30,7 +30,7 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(30);
 /// Connect and I/O timeout of one readiness probe.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Largest probe response read.
-const PROBE_MAX_RESPONSE: u64 = 64 * 1024;
+const PROBE_MAX_RESPONSE: u64 = 4 * 1024 * 1024;
 /// How much of the log a start failure shows.
 const LOG_TAIL_BYTES: usize = 8 * 1024;
 
@@ -200,6 +200,44 @@ impl ConsulAgent {
         }
     }
 
+    /// Sends one request to the agent's HTTP API (with the ACL token, if the agent has
+    /// one) and returns the status code and body, for tests that check what is stored.
+    ///
+    /// # Panics
+    ///
+    /// Panics if the agent does not answer within 5 s.
+    pub fn api(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        self.api_with_token(method, path, self.acl_token.as_deref(), body)
+    }
+
+    /// [`api`](Self::api) with an explicit token (`None` sends none).
+    ///
+    /// # Panics
+    ///
+    /// Panics if the agent does not answer within 5 s.
+    pub fn api_with_token(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> (u16, String) {
+        exchange(
+            self.ports[0],
+            method,
+            path,
+            token,
+            body,
+            Duration::from_secs(5),
+        )
+        .unwrap_or_else(|| {
+            panic!(
+                "consul at {} did not answer {method} {path}",
+                self.http_addr()
+            )
+        })
+    }
+
     fn log_path(&self) -> PathBuf {
         self.dir.path().join("consul.log")
     }
@@ -342,15 +380,30 @@ impl Drop for ConsulAgent {
     }
 }
 
-/// One bounded HTTP/1.1 GET on loopback; the status code and body.
+/// One bounded GET on loopback; the status code and body.
 fn probe(port: u16, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+    exchange(port, "GET", path, token, "", PROBE_TIMEOUT)
+}
+
+/// One HTTP/1.0 request on loopback (so the answer is never chunked), each step
+/// bounded by `timeout`.
+fn exchange(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+    timeout: Duration,
+) -> Option<(u16, String)> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let mut stream = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT).ok()?;
-    stream.set_read_timeout(Some(PROBE_TIMEOUT)).ok()?;
-    stream.set_write_timeout(Some(PROBE_TIMEOUT)).ok()?;
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    stream.set_write_timeout(Some(timeout)).ok()?;
     let token_header = token.map_or(String::new(), |t| format!("X-Consul-Token: {t}\r\n"));
     let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{token_header}Connection: close\r\n\r\n"
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n{token_header}\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     );
     stream.write_all(request.as_bytes()).ok()?;
     let mut response = Vec::new();

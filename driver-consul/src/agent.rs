@@ -1,0 +1,365 @@
+//! Keeping one service registered with a consul agent: [`ServiceKeeper`].
+//!
+//! A registration is an agent service with a TTL check. The keeper
+//!
+//! * registers the service (`PUT /v1/agent/service/register`) and only then hands out
+//!   the [`Registration`];
+//! * marks the check passing every heartbeat period (`PUT /v1/agent/check/update/<id>`);
+//! * holds a blocking query on its own service (`GET /v1/agent/service/<id>?hash=`), so
+//!   it learns at once when the agent goes away (the connection breaks) or forgets the
+//!   service (the agent restarted, or someone deregistered it), instead of at the next
+//!   heartbeat;
+//! * then re-registers with a short bounded backoff (≤ 500 ms) until the agent takes
+//!   it again: registrations re-appear within a second of the agent's return;
+//! * on stop deregisters (`PUT /v1/agent/service/deregister/<id>`).
+//!
+//! If the process dies without deregistering, the check goes critical after its TTL
+//! and the agent removes the service after `DeregisterCriticalServiceAfter`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use driver_core::{Registration, Result};
+use http::Method;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{Backoff, ConsulClient, ConsulError, escape};
+
+/// The body of `PUT /v1/agent/service/register` (the fields we use).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AgentServiceRegistration {
+    /// The instance id, unique on the agent.
+    #[serde(rename = "ID")]
+    pub id: String,
+    /// The service name clients resolve.
+    pub name: String,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// The host clients dial.
+    pub address: String,
+    /// The port clients dial.
+    pub port: u16,
+    /// Free-form metadata.
+    #[serde(default)]
+    pub meta: BTreeMap<String, String>,
+    /// consul's own weights (used by DNS), if set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weights: Option<Weights>,
+    /// The TTL check kept passing by the heartbeat.
+    pub check: AgentServiceCheck,
+}
+
+/// consul's service weights.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Weights {
+    /// Weight while all checks pass.
+    pub passing: u32,
+    /// Weight while a check warns.
+    pub warning: u32,
+}
+
+/// A TTL check embedded in a service registration.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentServiceCheck {
+    /// The check id (heartbeats address it).
+    #[serde(rename = "CheckID")]
+    pub check_id: String,
+    /// The TTL, in consul's duration syntax (`20s`).
+    #[serde(rename = "TTL")]
+    pub ttl: String,
+    /// The initial status (`passing`).
+    #[serde(rename = "Status")]
+    pub status: String,
+    /// How long the check may stay critical before the agent removes the service.
+    #[serde(rename = "DeregisterCriticalServiceAfter")]
+    pub deregister_critical_service_after: String,
+}
+
+/// Formats a duration the way consul parses it (`20s`, `1500ms`).
+pub fn consul_duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// How long the guard's blocking query on our own service waits.
+const GUARD_WAIT: Duration = Duration::from_secs(60);
+
+/// What the guard learned.
+enum Guard {
+    /// The service is registered; the hash to wait on next.
+    Present(String),
+    /// The agent does not know the service.
+    Missing,
+    /// The agent cannot be reached or answered badly.
+    Failed(ConsulError),
+}
+
+/// Keeps one service registered; see the [module docs](self).
+///
+/// ```no_run
+/// # async fn f(registration: driver_consul::AgentServiceRegistration) -> driver_core::Result<()> {
+/// use std::time::Duration;
+/// use driver_consul::{ConsulClient, ConsulConfig, ServiceKeeper};
+/// let client = ConsulClient::new(ConsulConfig::new("127.0.0.1:8500"));
+/// let handle = ServiceKeeper::new(client, registration, Duration::from_secs(19))
+///     .start("consul://127.0.0.1:8500/trans", "10.0.0.5:8080")
+///     .await?;
+/// handle.deregister().await?; // the service is gone from the agent
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct ServiceKeeper {
+    client: ConsulClient,
+    registration: AgentServiceRegistration,
+    heartbeat: Duration,
+}
+
+impl ServiceKeeper {
+    /// A keeper of `registration` through `client` that marks its TTL check passing
+    /// every `heartbeat` (keep it below the check's TTL).
+    pub fn new(
+        client: ConsulClient,
+        registration: AgentServiceRegistration,
+        heartbeat: Duration,
+    ) -> Self {
+        Self {
+            client,
+            registration,
+            heartbeat: heartbeat.max(Duration::from_millis(100)),
+        }
+    }
+
+    /// Registers the service, then keeps it registered in a task until the returned
+    /// handle is deregistered or dropped. `target` and `endpoint` label the handle and
+    /// errors.
+    pub async fn start(self, target: &str, endpoint: &str) -> Result<Registration> {
+        self.register()
+            .await
+            .map_err(|e| e.into_registry_error(target))?;
+        tracing::info!(
+            id = %self.registration.id, name = %self.registration.name,
+            agent = %self.client.config().addr(), "registered with consul"
+        );
+        let target_name = target.to_string();
+        Ok(Registration::spawn(target, endpoint, move |stop| {
+            self.keep(stop, target_name)
+        }))
+    }
+
+    async fn register(&self) -> std::result::Result<(), ConsulError> {
+        self.client
+            .put(
+                "/v1/agent/service/register",
+                &self.registration,
+                &format!("registering service `{}`", self.registration.id),
+            )
+            .await
+            .map(drop)
+    }
+
+    async fn pass(&self) -> std::result::Result<(), ConsulError> {
+        let body = serde_json::json!({"Status": "passing", "Output": ""});
+        let check = &self.registration.check.check_id;
+        self.client
+            .put(
+                &format!("/v1/agent/check/update/{}", escape(check)),
+                &body,
+                &format!("updating check `{check}`"),
+            )
+            .await
+            .map(drop)
+    }
+
+    async fn deregister(&self) -> std::result::Result<(), ConsulError> {
+        let id = &self.registration.id;
+        match self
+            .client
+            .send(
+                Method::PUT,
+                &format!("/v1/agent/service/deregister/{}", escape(id)),
+                None,
+                crate::client::REQUEST_TIMEOUT,
+                &format!("deregistering service `{id}`"),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One blocking query on our own service, after `delay`.
+    async fn guard(
+        client: ConsulClient,
+        id: String,
+        hash: Option<String>,
+        delay: Duration,
+    ) -> Guard {
+        tokio::time::sleep(delay).await;
+        let mut path = format!("/v1/agent/service/{}", escape(&id));
+        if let Some(hash) = &hash {
+            path.push_str(&format!(
+                "?hash={}&wait={}",
+                escape(hash),
+                consul_duration(GUARD_WAIT)
+            ));
+        }
+        let timeout = GUARD_WAIT + GUARD_WAIT / 16 + crate::client::REQUEST_TIMEOUT;
+        match client
+            .send(
+                Method::GET,
+                &path,
+                None,
+                timeout,
+                &format!("reading service `{id}`"),
+            )
+            .await
+        {
+            Ok(reply) => Guard::Present(
+                reply
+                    .header("x-consul-contenthash")
+                    .unwrap_or_default()
+                    .to_string(),
+            ),
+            Err(e) if e.is_not_found() => Guard::Missing,
+            Err(e) => Guard::Failed(e),
+        }
+    }
+
+    async fn keep(self, stop: CancellationToken, target: String) -> Result<()> {
+        let id = self.registration.id.clone();
+        let client = self.client.clone();
+        let arm = |hash: Option<String>, delay: Duration| {
+            Self::guard(client.clone(), id.clone(), hash, delay)
+        };
+        // Re-query pace when the agent answers at once without blocking.
+        let pace = self.heartbeat.min(Duration::from_secs(1));
+        let mut tick = tokio::time::interval_at(Instant::now() + self.heartbeat, self.heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut guard = Box::pin(arm(None, Duration::ZERO));
+        let mut hash: Option<String> = None;
+        loop {
+            let trouble = tokio::select! {
+                () = stop.cancelled() => break,
+                _ = tick.tick() => self.pass().await.err(),
+                outcome = &mut guard => match outcome {
+                    Guard::Present(h) => {
+                        let delay = if hash.as_deref() == Some(h.as_str()) || h.is_empty() {
+                            pace
+                        } else {
+                            Duration::ZERO
+                        };
+                        hash = Some(h);
+                        guard.set(arm(hash.clone(), delay));
+                        None
+                    }
+                    Guard::Missing => Some(ConsulError::Status {
+                        addr: self.client.config().addr().to_string(),
+                        what: format!("reading service `{id}`"),
+                        code: 404,
+                        message: "the agent does not know the service".into(),
+                    }),
+                    Guard::Failed(e) if e.is_unreachable() => Some(e),
+                    Guard::Failed(e) => {
+                        tracing::debug!(%id, error = %e, "cannot watch our own consul service; the heartbeat still runs");
+                        guard.set(arm(None, pace));
+                        None
+                    }
+                },
+            };
+            let Some(trouble) = trouble else { continue };
+            if trouble.is_not_found() {
+                tracing::warn!(%id, error = %trouble, "the consul agent lost our service; registering it again");
+            } else if trouble.is_unreachable() {
+                tracing::warn!(%id, error = %trouble, "consul agent unreachable; registering again until it answers");
+            } else {
+                tracing::warn!(%id, error = %trouble, "consul heartbeat failed");
+                continue;
+            }
+            if !self.recover(&stop).await {
+                break;
+            }
+            hash = None;
+            guard.set(arm(None, Duration::ZERO));
+            tick.reset();
+        }
+        self.deregister().await.map_err(|e| {
+            tracing::warn!(%id, error = %e, "deregistering from consul failed");
+            let ttl = &self.registration.check.ttl;
+            let after = &self.registration.check.deregister_critical_service_after;
+            driver_core::Error::Registry {
+                target,
+                message: format!(
+                    "{e}; the service `{id}` turns critical after its {ttl} TTL and the agent \
+                     removes it {after} later"
+                ),
+            }
+        })
+    }
+
+    /// Registers again until it works (true) or `stop` (false).
+    async fn recover(&self, stop: &CancellationToken) -> bool {
+        let mut backoff = Backoff::new();
+        loop {
+            match self.register().await {
+                Ok(()) => {
+                    tracing::info!(id = %self.registration.id, "registered with consul again");
+                    return true;
+                }
+                Err(e) => {
+                    tracing::debug!(id = %self.registration.id, error = %e, "consul not taking the registration yet")
+                }
+            }
+            tokio::select! {
+                () = stop.cancelled() => return false,
+                () = tokio::time::sleep(backoff.next_delay()) => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_in_consul_syntax() {
+        assert_eq!(consul_duration(Duration::from_secs(20)), "20s");
+        assert_eq!(consul_duration(Duration::from_millis(1500)), "1500ms");
+    }
+
+    #[test]
+    fn registration_json_has_consul_field_names() {
+        let r = AgentServiceRegistration {
+            id: "k-h-1".into(),
+            name: "k".into(),
+            tags: vec!["tag".into()],
+            address: "h".into(),
+            port: 1,
+            meta: BTreeMap::new(),
+            weights: None,
+            check: AgentServiceCheck {
+                check_id: "k-h-1".into(),
+                ttl: "20s".into(),
+                status: "passing".into(),
+                deregister_critical_service_after: "60s".into(),
+            },
+        };
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"ID": "k-h-1", "Name": "k", "Tags": ["tag"], "Address": "h",
+                "Port": 1, "Meta": {}, "Check": {"CheckID": "k-h-1", "TTL": "20s",
+                "Status": "passing", "DeregisterCriticalServiceAfter": "60s"}})
+        );
+    }
+}

@@ -1,0 +1,450 @@
+//! Following a service's instances: [`HealthWatcher`].
+//!
+//! The watcher runs consul blocking queries, `GET /v1/health/service/<name>?index=N&wait=W`
+//! (with `passing`, `tag`, `dc`, `near` as asked), and keeps the newest full answer.
+//! Following consul's guidance for blocking queries:
+//!
+//! * the next query waits on the `X-Consul-Index` of the last answer; an index that
+//!   goes backwards (a restarted agent or a new leader) or is 0 resets it, so the next
+//!   query reads everything at once;
+//! * after any error the index is reset too, and the query is retried with a bounded
+//!   backoff (≤ 500 ms), so a returning agent is read within half a second;
+//! * while the agent cannot be reached the watcher reports an error and keeps the last
+//!   answer (a balancer keeps serving the last endpoint set);
+//! * each request may take the wait plus consul's jitter (wait/16) plus 5 s.
+//!
+//! With ACLs and a default policy of `deny`, a read without a token is not refused:
+//! consul answers `200 []`. A watcher without a token that gets an empty answer from
+//! such an agent (it says so in `X-Consul-Default-Acl-Policy`) reports an error saying
+//! to pass `?token=` or set `CONSUL_HTTP_TOKEN`, rather than an empty set. A token consul
+//! does not know is refused outright (HTTP 403) and reported the same way.
+//!
+//! One watcher runs per distinct query in a process, however many channels resolve it;
+//! each [`resolve_health`] call turns the shared answer into endpoints with its own
+//! format. The watcher stops when its last subscriber is gone.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+use driver_core::resolve::{Endpoint, SnapshotSender};
+use driver_core::{Error, Result, Target};
+use http::Method;
+use serde::Deserialize;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::agent::{Weights, consul_duration};
+use crate::client::{
+    Backoff, ConsulClient, ConsulConfig, ConsulError, ConsulTarget, escape, parse_duration,
+};
+
+/// The default wait of a blocking query.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(55);
+
+/// One instance in a health answer (the fields we use).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServiceEntry {
+    /// The node the instance runs on.
+    pub node: Node,
+    /// The instance.
+    pub service: AgentService,
+    /// Its checks (node and service checks).
+    #[serde(default)]
+    pub checks: Option<Vec<HealthCheck>>,
+}
+
+/// A node in a health answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Node {
+    /// The node name.
+    #[serde(default)]
+    pub node: String,
+    /// The node's address, used when the service has none.
+    #[serde(default)]
+    pub address: String,
+}
+
+/// A service instance in a health answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AgentService {
+    /// The instance id.
+    #[serde(rename = "ID", default)]
+    pub id: String,
+    /// The service name.
+    #[serde(default)]
+    pub service: String,
+    /// Tags (consul may send `null`).
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    /// The address; empty means the node's.
+    #[serde(default)]
+    pub address: String,
+    /// The port.
+    #[serde(default)]
+    pub port: u16,
+    /// Metadata (consul may send `null`).
+    #[serde(default)]
+    pub meta: Option<BTreeMap<String, String>>,
+    /// consul's weights.
+    #[serde(default)]
+    pub weights: Option<Weights>,
+}
+
+/// One check in a health answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct HealthCheck {
+    /// The check id.
+    #[serde(rename = "CheckID", default)]
+    pub check_id: String,
+    /// `passing`, `warning` or `critical`.
+    #[serde(default)]
+    pub status: String,
+}
+
+impl ServiceEntry {
+    /// `host:port` to dial: the service address, else the node address (IPv6 in
+    /// brackets). `None` when there is neither or no port.
+    pub fn addr(&self) -> Option<String> {
+        let host = if self.service.address.is_empty() {
+            &self.node.address
+        } else {
+            &self.service.address
+        };
+        if host.is_empty() || self.service.port == 0 {
+            return None;
+        }
+        Some(if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]:{}", self.service.port)
+        } else {
+            format!("{host}:{}", self.service.port)
+        })
+    }
+
+    /// The tags, empty when consul sent none.
+    pub fn tags(&self) -> &[String] {
+        self.service.tags.as_deref().unwrap_or_default()
+    }
+
+    /// One metadata value.
+    pub fn meta(&self, key: &str) -> Option<&str> {
+        self.service.meta.as_ref()?.get(key).map(String::as_str)
+    }
+
+    /// The worst status of the instance's checks (`passing` when it has none).
+    pub fn status(&self) -> &'static str {
+        let checks = self.checks.as_deref().unwrap_or_default();
+        if checks.iter().any(|c| c.status == "critical") {
+            "critical"
+        } else if checks.iter().any(|c| c.status == "warning") {
+            "warning"
+        } else {
+            "passing"
+        }
+    }
+}
+
+/// One blocking health query. Equal queries share one watcher.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct HealthQuery {
+    /// The agent and credentials.
+    pub config: ConsulConfig,
+    /// The service name.
+    pub service: String,
+    /// Only instances whose checks all pass (`&passing=true`).
+    pub passing_only: bool,
+    /// Only instances with this tag.
+    pub tag: Option<String>,
+    /// The datacenter.
+    pub dc: Option<String>,
+    /// Sort by round-trip time from this node (`_agent` for the local agent).
+    pub near: Option<String>,
+    /// How long one query blocks.
+    pub wait: Duration,
+}
+
+impl HealthQuery {
+    /// A query of every instance of `service`, waiting [`DEFAULT_WAIT`].
+    pub fn new(config: ConsulConfig, service: impl Into<String>) -> Self {
+        Self {
+            config,
+            service: service.into(),
+            passing_only: false,
+            tag: None,
+            dc: None,
+            near: None,
+            wait: DEFAULT_WAIT,
+        }
+    }
+
+    /// The query a target asks for: the agent, service and `?dc=` of
+    /// [`ConsulTarget`](crate::ConsulTarget), plus `?tag=`, `?near=` and `?wait=`
+    /// (default [`DEFAULT_WAIT`]). `passing_only` is left to the format.
+    pub fn from_target(target: &Target) -> Result<Self> {
+        let t = ConsulTarget::from_target(target)?;
+        let mut query = Self::new(t.config, t.service);
+        query.dc = t.dc;
+        let nonempty = |key| {
+            target
+                .query(key)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        };
+        query.tag = nonempty("tag");
+        query.near = nonempty("near");
+        if let Some(wait) = target.query("wait") {
+            query.wait = parse_duration(wait)
+                .filter(|w| !w.is_zero())
+                .ok_or_else(|| Error::BadTarget {
+                    target: target.to_string(),
+                    reason: format!("wait `{wait}` is not a duration such as 14s or 500ms"),
+                })?;
+        }
+        Ok(query)
+    }
+
+    /// The request path for the blocking query after `index`.
+    ///
+    /// ```
+    /// use driver_consul::{ConsulConfig, HealthQuery};
+    /// let mut q = HealthQuery::new(ConsulConfig::new("h:8500"), "trans");
+    /// q.passing_only = true;
+    /// q.tag = Some("rpc".into());
+    /// assert_eq!(q.path(7), "/v1/health/service/trans?index=7&wait=55s&passing=true&tag=rpc");
+    /// ```
+    pub fn path(&self, index: u64) -> String {
+        let mut path = format!(
+            "/v1/health/service/{}?index={index}&wait={}",
+            escape(&self.service),
+            consul_duration(self.wait)
+        );
+        if self.passing_only {
+            path.push_str("&passing=true");
+        }
+        for (key, value) in [("tag", &self.tag), ("dc", &self.dc), ("near", &self.near)] {
+            if let Some(value) = value {
+                path.push_str(&format!("&{key}={}", escape(value)));
+            }
+        }
+        path
+    }
+}
+
+/// What a watcher knows about its query.
+#[derive(Clone, Debug, Default)]
+pub struct HealthState {
+    /// The newest answer; `None` until the first one.
+    pub entries: Option<Arc<Vec<ServiceEntry>>>,
+    /// Why consul cannot be read right now, if it cannot.
+    pub error: Option<String>,
+}
+
+type Watchers = HashMap<HealthQuery, watch::Sender<HealthState>>;
+
+static WATCHERS: LazyLock<Mutex<Watchers>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+
+fn watchers() -> std::sync::MutexGuard<'static, Watchers> {
+    WATCHERS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The shared blocking-query loop of one [`HealthQuery`]; see the [module docs](self).
+#[derive(Debug)]
+pub struct HealthWatcher {
+    rx: watch::Receiver<HealthState>,
+}
+
+impl HealthWatcher {
+    /// Subscribes to the process's watcher of `query`, starting it if none runs. Must
+    /// be called inside a tokio runtime.
+    pub fn subscribe(query: &HealthQuery) -> Self {
+        let mut map = watchers();
+        if let Some(tx) = map.get(query) {
+            return Self { rx: tx.subscribe() };
+        }
+        let (tx, rx) = watch::channel(HealthState::default());
+        map.insert(query.clone(), tx.clone());
+        tokio::spawn(run(query.clone(), tx));
+        Self { rx }
+    }
+
+    /// The receiver of the watcher's state; `changed()` fires on every change.
+    pub fn receiver(&self) -> watch::Receiver<HealthState> {
+        self.rx.clone()
+    }
+
+    /// How many watchers run in this process (for tests of the sharing).
+    pub fn running() -> usize {
+        watchers().len()
+    }
+}
+
+/// Turns a whole answer into endpoints (a format's decoding, filtering and limits).
+pub type Decode = Arc<dyn Fn(&[ServiceEntry]) -> Vec<Endpoint> + Send + Sync>;
+
+/// Resolves `query` into endpoint snapshots published on `updates`, turning each
+/// answer into endpoints with `decode`. Returns at once; a task follows the shared
+/// [`HealthWatcher`] until `updates` is closed.
+pub fn resolve_health(query: &HealthQuery, decode: Decode, updates: SnapshotSender) {
+    let mut rx = HealthWatcher::subscribe(query).receiver();
+    tokio::spawn(async move {
+        // The first state (possibly the shared watcher's current one) counts as changed.
+        rx.mark_changed();
+        loop {
+            tokio::select! {
+                () = updates.closed() => return,
+                changed = rx.changed() => if changed.is_err() { return },
+            }
+            let state = rx.borrow_and_update().clone();
+            match (state.entries, state.error) {
+                (_, Some(error)) => updates.error(error),
+                (Some(entries), None) => updates.update(decode(&entries)),
+                (None, None) => {}
+            }
+        }
+    });
+}
+
+/// The watcher task: blocking queries until nobody listens.
+async fn run(query: HealthQuery, tx: watch::Sender<HealthState>) {
+    loop {
+        tokio::select! {
+            () = tx.closed() => {
+                // Re-check under the map lock: a subscriber may have just arrived.
+                let mut map = watchers();
+                if tx.receiver_count() == 0 {
+                    map.remove(&query);
+                    tracing::debug!(service = %query.service, "consul health watcher stopped: no subscribers");
+                    return;
+                }
+            }
+            () = follow(&query, &tx) => {}
+        }
+    }
+}
+
+/// Runs blocking queries forever; cancelled by dropping.
+async fn follow(query: &HealthQuery, tx: &watch::Sender<HealthState>) {
+    let client = ConsulClient::new(query.config.clone());
+    let timeout = query.wait + query.wait / 16 + crate::client::REQUEST_TIMEOUT;
+    let what = format!("the health query of service `{}`", query.service);
+    let mut backoff = Backoff::new();
+    let mut index = 0u64;
+    loop {
+        let started = Instant::now();
+        let result = client
+            .send(Method::GET, &query.path(index), None, timeout, &what)
+            .await
+            .and_then(|reply| {
+                let entries: Vec<ServiceEntry> = client.decode(&reply, &what)?;
+                Ok((reply, entries))
+            });
+        match result {
+            Ok((reply, entries)) => {
+                backoff.reset();
+                let new_index = reply.index();
+                let unchanged = new_index == index;
+                index = if new_index < index || new_index == 0 {
+                    tracing::debug!(service = %query.service, old = index, new = new_index, "consul index went back; reading everything again");
+                    0
+                } else {
+                    new_index
+                };
+                let hidden = entries.is_empty()
+                    && !query.config.has_token()
+                    && reply.header("x-consul-default-acl-policy") == Some("deny");
+                if hidden {
+                    let error = format!(
+                        "the consul agent at {} has ACLs with a default policy of deny and no \
+                         token was given, so no instance of `{}` is visible; pass a token with \
+                         service:read as ?token=... on the target or set CONSUL_HTTP_TOKEN",
+                        query.config.addr(),
+                        query.service
+                    );
+                    publish_error(tx, query, error);
+                } else {
+                    tx.send_if_modified(|s| {
+                        let same = s.error.is_none()
+                            && s.entries.as_deref().is_some_and(|e| *e == entries);
+                        if !same {
+                            s.entries = Some(Arc::new(entries));
+                            s.error = None;
+                        }
+                        !same
+                    });
+                }
+                // An agent that answers at once without news must not be hammered.
+                if unchanged && started.elapsed() < Duration::from_millis(20) {
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+            }
+            Err(e) => {
+                // The next answer, from wherever, is read in full at once.
+                index = 0;
+                publish_error(tx, query, e.to_string());
+                if matches!(e, ConsulError::Refused { .. }) {
+                    // A refused token stays refused for a while; do not spin.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                } else {
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+            }
+        }
+    }
+}
+
+fn publish_error(tx: &watch::Sender<HealthState>, query: &HealthQuery, error: String) {
+    tx.send_if_modified(|s| {
+        if s.error.as_deref() == Some(error.as_str()) {
+            return false;
+        }
+        tracing::warn!(service = %query.service, %error, "consul health query failed; keeping the last answer");
+        s.error = Some(error);
+        true
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_fall_back_to_the_node_and_bracket_ipv6() {
+        let mut e = ServiceEntry::default();
+        e.node.address = "10.0.0.1".into();
+        e.service.port = 80;
+        assert_eq!(e.addr().as_deref(), Some("10.0.0.1:80"));
+        e.service.address = "::1".into();
+        assert_eq!(e.addr().as_deref(), Some("[::1]:80"));
+        e.service.port = 0;
+        assert_eq!(e.addr(), None);
+    }
+
+    #[test]
+    fn status_is_the_worst_check() {
+        let check = |s: &str| HealthCheck {
+            check_id: "c".into(),
+            status: s.into(),
+        };
+        let mut e = ServiceEntry::default();
+        assert_eq!(e.status(), "passing");
+        e.checks = Some(vec![check("passing"), check("warning")]);
+        assert_eq!(e.status(), "warning");
+        e.checks = Some(vec![check("critical"), check("warning")]);
+        assert_eq!(e.status(), "critical");
+    }
+
+    #[test]
+    fn null_tags_and_meta_decode() {
+        let e: Vec<ServiceEntry> = serde_json::from_str(
+            r#"[{"Node":{"Node":"n","Address":"1.2.3.4"},"Service":{"ID":"i","Service":"s","Tags":null,"Address":"","Port":5,"Meta":null},"Checks":null}]"#,
+        )
+        .unwrap();
+        assert!(e[0].tags().is_empty());
+        assert_eq!(e[0].meta("x"), None);
+        assert_eq!(e[0].addr().as_deref(), Some("1.2.3.4:5"));
+    }
+}

@@ -1,0 +1,381 @@
+//! The consul engine and the native driver against real, private consul agents.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use driver_consul::ConsulDriver;
+use driver_consul::native::NativeResolver;
+use driver_core::resolve::{Resolver, SnapshotSender};
+use driver_core::{Channel, Driver, Policy, Target};
+use serde_json::Value;
+use test_support::{ConsulAgent, EchoClient, EchoServer, SayRequest};
+
+const STEP: Duration = Duration::from_millis(2);
+
+async fn wait_for<F, Fut>(what: &str, within: Duration, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(STEP).await;
+    }
+}
+
+fn get(agent: &ConsulAgent, path: &str) -> Value {
+    let (code, body) = agent.api("GET", path, "");
+    assert_eq!(code, 200, "GET {path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+}
+
+fn channel(target: &str, policy: Policy) -> Channel {
+    Channel::builder(target)
+        .driver(&ConsulDriver)
+        .unwrap()
+        .policy(policy)
+        .connect()
+        .unwrap()
+}
+
+fn addrs(channel: &Channel) -> BTreeSet<String> {
+    channel
+        .status()
+        .endpoints
+        .into_iter()
+        .map(|e| e.endpoint.addr)
+        .collect()
+}
+
+async fn say(channel: &Channel) -> Result<String, tonic::Status> {
+    let mut client = EchoClient::new(channel.clone());
+    let call = client.say(SayRequest {
+        message: "hi".into(),
+    });
+    match tokio::time::timeout(Duration::from_secs(10), call).await {
+        Ok(reply) => reply.map(|r| r.into_inner().server),
+        Err(_) => Err(tonic::Status::deadline_exceeded("the call hung for 10 s")),
+    }
+}
+
+fn percentile(sorted: &[Duration], p: usize) -> Duration {
+    sorted[((sorted.len() - 1) * p / 100).min(sorted.len() - 1)]
+}
+
+#[tokio::test]
+async fn native_registration_has_the_documented_fields_and_deregister_removes_it() {
+    let agent = ConsulAgent::start();
+    let target = format!(
+        "consul://{}/svc?weight=3&group=blue&tag=a&tag=b&meta.version=2&ttl=6",
+        agent.http_addr()
+    );
+    let registration = ConsulDriver
+        .register_service(&target, "127.0.0.1:9100")
+        .await
+        .unwrap();
+    let id = "svc@127.0.0.1:9100";
+    let service = &get(&agent, "/v1/agent/services")[id];
+    assert_eq!(service["Service"], "svc");
+    assert_eq!(service["Address"], "127.0.0.1");
+    assert_eq!(service["Port"], 9100);
+    assert_eq!(service["Tags"], serde_json::json!(["a", "b"]));
+    assert_eq!(
+        service["Meta"],
+        serde_json::json!({"weight": "3", "group": "blue", "version": "2"})
+    );
+    assert_eq!(
+        service["Weights"],
+        serde_json::json!({"Passing": 3, "Warning": 1})
+    );
+    let check = &get(&agent, "/v1/agent/checks")[format!("service:{id}")];
+    assert_eq!(check["Type"], "ttl");
+    assert_eq!(check["Status"], "passing");
+    assert_eq!(check["ServiceID"], id);
+
+    registration.deregister().await.unwrap();
+    assert!(get(&agent, "/v1/agent/services").get(id).is_none());
+    assert!(
+        get(&agent, "/v1/agent/checks")
+            .get(format!("service:{id}"))
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn native_weights_and_groups_end_to_end() {
+    let agent = ConsulAgent::start();
+    let addr = agent.http_addr();
+    let heavy = EchoServer::start("heavy").await;
+    let light = EchoServer::start("light").await;
+    let other = EchoServer::start("other").await;
+    let _r1 = ConsulDriver
+        .register_service(
+            &format!("consul://{addr}/svc?weight=3&group=blue&meta.version=2"),
+            &heavy.addr(),
+        )
+        .await
+        .unwrap();
+    let _r2 = ConsulDriver
+        .register_service(&format!("consul://{addr}/svc?group=blue"), &light.addr())
+        .await
+        .unwrap();
+    let _r3 = ConsulDriver
+        .register_service(
+            &format!("consul://{addr}/svc?group=green&tag=canary"),
+            &other.addr(),
+        )
+        .await
+        .unwrap();
+
+    let ch = channel(
+        &format!("consul://{addr}/svc?group=blue"),
+        Policy::WeightedRoundRobin,
+    );
+    let mut counts: HashMap<String, u32> = HashMap::new();
+    for _ in 0..40 {
+        *counts.entry(say(&ch).await.unwrap()).or_default() += 1;
+    }
+    assert_eq!(counts.get("other"), None, "{counts:?}");
+    assert_eq!((counts["heavy"], counts["light"]), (30, 10), "{counts:?}");
+    let status = ch.status();
+    let h = status
+        .endpoints
+        .iter()
+        .find(|e| e.endpoint.addr == heavy.addr())
+        .unwrap();
+    assert_eq!(h.endpoint.weight, 3);
+    assert_eq!(h.endpoint.metadata["group"], "blue");
+    assert_eq!(h.endpoint.metadata["version"], "2");
+
+    let canary = channel(
+        &format!("consul://{addr}/svc?tag=canary"),
+        Policy::RoundRobin,
+    );
+    assert_eq!(say(&canary).await.unwrap(), "other");
+    assert_eq!(addrs(&canary), BTreeSet::from([other.addr()]));
+    let all = channel(&format!("consul://{addr}/svc"), Policy::RoundRobin);
+    wait_for("all three", Duration::from_secs(3), || async {
+        addrs(&all).len() == 3
+    })
+    .await;
+}
+
+/// A check going critical removes the instance from the channel and passing brings it
+/// back; reports how long the channel took to follow each change.
+#[tokio::test]
+async fn critical_instances_leave_the_channel_promptly() {
+    let agent = ConsulAgent::start();
+    let addr = agent.http_addr();
+    let a = EchoServer::start("a").await;
+    let b = EchoServer::start("b").await;
+    // A long TTL keeps our own heartbeat (TTL/3) out of the measurement.
+    let _ra = ConsulDriver
+        .register_service(&format!("consul://{addr}/c?ttl=120"), &a.addr())
+        .await
+        .unwrap();
+    let _rb = ConsulDriver
+        .register_service(&format!("consul://{addr}/c?ttl=120"), &b.addr())
+        .await
+        .unwrap();
+    let ch = channel(&format!("consul://{addr}/c"), Policy::RoundRobin);
+    wait_for("both instances", Duration::from_secs(5), || async {
+        addrs(&ch).len() == 2
+    })
+    .await;
+    let check = format!("service:c@{}", b.addr());
+    let mut took = Vec::new();
+    for _ in 0..10 {
+        let (code, body) = agent.api("PUT", &format!("/v1/agent/check/fail/{check}"), "");
+        assert_eq!(code, 200, "{body}");
+        let start = Instant::now();
+        wait_for("b to leave", Duration::from_secs(5), || async {
+            addrs(&ch) == BTreeSet::from([a.addr()])
+        })
+        .await;
+        took.push(start.elapsed());
+        assert_eq!(say(&ch).await.unwrap(), "a");
+        let (code, body) = agent.api("PUT", &format!("/v1/agent/check/pass/{check}"), "");
+        assert_eq!(code, 200, "{body}");
+        let start = Instant::now();
+        wait_for("b to return", Duration::from_secs(5), || async {
+            addrs(&ch).len() == 2
+        })
+        .await;
+        took.push(start.elapsed());
+    }
+    took.sort();
+    eprintln!(
+        "consul check change -> channel endpoint set: median {:?}, p99 {:?}, max {:?} ({} changes)",
+        percentile(&took, 50),
+        percentile(&took, 99),
+        took[took.len() - 1],
+        took.len()
+    );
+    assert!(
+        percentile(&took, 50) < Duration::from_millis(500),
+        "{took:?}"
+    );
+}
+
+#[tokio::test]
+async fn agent_restart_under_traffic_fails_no_call_and_registrations_reappear() {
+    let mut agent = ConsulAgent::start();
+    let addr = agent.http_addr();
+    let a = EchoServer::start("a").await;
+    let b = EchoServer::start("b").await;
+    let _ra = ConsulDriver
+        .register_service(&format!("consul://{addr}/r"), &a.addr())
+        .await
+        .unwrap();
+    let _rb = ConsulDriver
+        .register_service(&format!("consul://{addr}/r"), &b.addr())
+        .await
+        .unwrap();
+    let ch = channel(&format!("consul://{addr}/r"), Policy::RoundRobin);
+    wait_for("both instances", Duration::from_secs(5), || async {
+        addrs(&ch).len() == 2
+    })
+    .await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let traffic = tokio::spawn({
+        let (ch, stop, ok, failed) = (ch.clone(), stop.clone(), ok.clone(), failed.clone());
+        async move {
+            let mut errors = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match say(&ch).await {
+                    Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                    Err(e) => {
+                        errors.push(e.to_string());
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            errors
+        }
+    });
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    agent.kill();
+    let before_outage = ok.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        ok.load(Ordering::Relaxed) > before_outage,
+        "no call succeeded while consul was down"
+    );
+    assert!(
+        ch.snapshots().borrow().last_error.is_some(),
+        "the resolver did not report the outage"
+    );
+    agent.restart();
+    let back = Instant::now();
+    let ids = [format!("r@{}", a.addr()), format!("r@{}", b.addr())];
+    loop {
+        let services = get(&agent, "/v1/agent/services");
+        if ids.iter().all(|id| services.get(id).is_some()) {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(5),
+            "registrations did not re-appear within 5 s: {services}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let reappeared = back.elapsed();
+    // The blocking queries resume: a new instance shows up in the channel.
+    let c = EchoServer::start("c").await;
+    let _rc = ConsulDriver
+        .register_service(&format!("consul://{addr}/r"), &c.addr())
+        .await
+        .unwrap();
+    let seen = wait_for("the new instance", Duration::from_secs(5), || async {
+        addrs(&ch).contains(&c.addr())
+    })
+    .await;
+    assert!(ch.snapshots().borrow().last_error.is_none());
+
+    stop.store(true, Ordering::Relaxed);
+    let errors = traffic.await.unwrap();
+    eprintln!(
+        "agent restart: registrations back {reappeared:?} after the agent; new instance seen in \
+         {seen:?}; {} calls ok, {} failed",
+        ok.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed)
+    );
+    assert!(
+        errors.is_empty(),
+        "{} failed calls: {errors:?}",
+        errors.len()
+    );
+}
+
+#[tokio::test]
+async fn acl_token_from_the_target_and_clear_refusals() {
+    let token = "6b0c1f9e-2d3a-4b5c-8d7e-9f0a1b2c3d4e";
+    let agent = ConsulAgent::start_with_acl(token);
+    let addr = agent.http_addr();
+    let s = EchoServer::start("s").await;
+
+    for target in [
+        format!("consul://{addr}/acl"),
+        format!("consul://{addr}/acl?token=00000000-0000-0000-0000-000000000001"),
+    ] {
+        let err = ConsulDriver
+            .register_service(&target, &s.addr())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("refused") && err.contains("?token=") && err.contains("CONSUL_HTTP_TOKEN"),
+            "{target}: {err}"
+        );
+    }
+
+    let _r = ConsulDriver
+        .register_service(&format!("consul://{addr}/acl?token={token}"), &s.addr())
+        .await
+        .unwrap();
+    let services = get(&agent, "/v1/agent/services");
+    assert!(
+        services.get(format!("acl@{}", s.addr())).is_some(),
+        "{services}"
+    );
+
+    // Resolving without a token: consul answers `200 []`; we say why instead.
+    let (tx, rx) = SnapshotSender::channel();
+    NativeResolver
+        .resolve(&Target::parse(&format!("consul://{addr}/acl")).unwrap(), tx)
+        .unwrap();
+    let mut rx2 = rx.clone();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        rx2.wait_for(|s| s.last_error.is_some()),
+    )
+    .await
+    .expect("no error reported")
+    .unwrap();
+    let error = rx.borrow().last_error.clone().unwrap();
+    assert!(
+        error.contains("token") && error.contains("CONSUL_HTTP_TOKEN"),
+        "{error}"
+    );
+    assert!(rx.borrow().endpoints.is_none());
+
+    let ch = channel(
+        &format!("consul://{addr}/acl?token={token}"),
+        Policy::RoundRobin,
+    );
+    assert_eq!(say(&ch).await.unwrap(), "s");
+}
