@@ -9,6 +9,7 @@
 //! | `etcd` | every value under `KEY/` | `KEY/<lease id>` = `host:port` under a 10 s lease |
 //! | `discov` | alias of `etcd` | alias of `etcd` |
 //! | `direct` | the static list `direct:///a:1,b:2` | — |
+//! | `consul` | blocking health queries ([`consul`]) | zero-contrib's agent service + TTL check ([`consul`]) |
 //!
 //! Targets take both go-zero shapes: `etcd://h1:2379,h2:2379/KEY` (go-zero ≤ 1.10.1) and
 //! `etcd:///h1:2379,h2:2379?key=KEY` (≥ 1.10.2), with `?user=&password=` for etcd auth.
@@ -39,6 +40,9 @@ use driver_core::parse::parse_gozero;
 use driver_core::resolve::{DirectResolver, Endpoint, Registrar, Resolver, SnapshotSender};
 use driver_core::{Driver, Error, Registration, Result, ServerMethod, Target};
 use driver_etcd::{EtcdTarget, LeaseKeeper, resolve_prefix, shared_client};
+
+pub mod consul;
+pub use consul::{GoZeroConsulFormat, GoZeroConsulRegistrar, GoZeroConsulResolver};
 
 /// The driver's name.
 pub const NAME: &str = "dtm-driver-gozero";
@@ -103,6 +107,7 @@ impl Driver for GoZeroDriver {
             ("etcd", Arc::new(GoZeroEtcdResolver)),
             ("discov", Arc::new(GoZeroEtcdResolver)),
             ("direct", Arc::new(DirectResolver)),
+            ("consul", Arc::new(GoZeroConsulResolver)),
         ]
     }
 
@@ -110,6 +115,7 @@ impl Driver for GoZeroDriver {
         vec![
             ("etcd", Arc::new(GoZeroEtcdRegistrar)),
             ("discov", Arc::new(GoZeroEtcdRegistrar)),
+            ("consul", Arc::new(GoZeroConsulRegistrar)),
         ]
     }
 

@@ -1,0 +1,193 @@
+//! go-zero's consul format (zero-contrib `zrpc/registry/consul`, as dtm's go-zero driver
+//! registers) on the consul engine of `driver-consul`: [`GoZeroConsulFormat`].
+//!
+//! # Registration
+//!
+//! `consul://[user:pw@]host:8500/KEY[?token=T]` with endpoint `HOST:PORT` registers
+//!
+//! | field | value |
+//! |---|---|
+//! | `ID` | `KEY-HOST-PORT`, e.g. `dtmservice-localhost-36790` |
+//! | `Name` / `Address` / `Port` | `KEY` / `HOST` / `PORT` |
+//! | `Tags` / `Meta` | `["tag","rpc"]` / `{"Protocol":"grpc"}` |
+//! | check | TTL check, `CheckID` = the service ID, TTL `20s`, status `passing`, `DeregisterCriticalServiceAfter` `60s` (3×TTL) |
+//!
+//! kept passing every 19 s (TTL − 1 s) and deregistered on stop. A wildcard listen
+//! address (`0.0.0.0:PORT`) is published as a routable one, as go-zero does
+//! ([`routable_endpoint`](crate::routable_endpoint)).
+//!
+//! # Resolution
+//!
+//! `consul://[user:pw@]host:8500/KEY?wait=14s&tag=&healthy=&token=&dc=&near=&limit=`:
+//! blocking health queries; the address is `Service.Address`, else `Node.Address`, plus
+//! the port. As in go-zero, `healthy` defaults to `false`: instances whose check is
+//! critical are returned too unless `?healthy=true`. `limit` keeps at most that many
+//! instances. The token falls back to `CONSUL_HTTP_TOKEN`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use driver_consul::{
+    AgentServiceCheck, AgentServiceRegistration, ConsulClient, ConsulTarget, HealthQuery,
+    ServiceEntry, ServiceKeeper, consul_duration, resolve_health, split_host_port,
+};
+use driver_core::resolve::{Endpoint, Registrar, Resolver, SnapshotSender};
+use driver_core::{Error, Registration, Result, Target};
+
+use crate::routable_endpoint;
+
+/// go-zero's consul layout; see the [module docs](self).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GoZeroConsulFormat;
+
+impl GoZeroConsulFormat {
+    /// The TTL of the check.
+    pub const TTL: Duration = Duration::from_secs(20);
+
+    /// The heartbeat period: TTL − 1 s.
+    pub const HEARTBEAT: Duration = Duration::from_secs(19);
+
+    /// The tags dtm's go-zero driver registers.
+    pub const TAGS: [&'static str; 2] = ["tag", "rpc"];
+
+    /// The service id of `key` at `host:port`.
+    pub fn id(key: &str, host: &str, port: u16) -> String {
+        format!("{key}-{host}-{port}")
+    }
+
+    /// The registration of `key` at `endpoint` (`host:port`).
+    ///
+    /// ```
+    /// use driver_gozero_compat::GoZeroConsulFormat;
+    /// let r = GoZeroConsulFormat::registration("dtmservice", "localhost:36790").unwrap();
+    /// assert_eq!(r.id, "dtmservice-localhost-36790");
+    /// assert_eq!(r.check.check_id, r.id);
+    /// assert_eq!((r.check.ttl.as_str(), r.check.deregister_critical_service_after.as_str()), ("20s", "60s"));
+    /// ```
+    pub fn registration(key: &str, endpoint: &str) -> Result<AgentServiceRegistration> {
+        let (host, port) = split_host_port(endpoint)?;
+        let id = Self::id(key, &host, port);
+        Ok(AgentServiceRegistration {
+            id: id.clone(),
+            name: key.to_string(),
+            tags: Self::TAGS.map(String::from).into(),
+            address: host,
+            port,
+            meta: [("Protocol".to_string(), "grpc".to_string())].into(),
+            weights: None,
+            check: AgentServiceCheck {
+                check_id: id,
+                ttl: consul_duration(Self::TTL),
+                status: "passing".into(),
+                deregister_critical_service_after: consul_duration(Self::TTL * 3),
+            },
+        })
+    }
+
+    /// The endpoints of a health answer: one per instance with an address, at most
+    /// `limit` of them when given.
+    pub fn decode(entries: &[ServiceEntry], limit: Option<usize>) -> Vec<Endpoint> {
+        entries
+            .iter()
+            .filter_map(|e| e.addr().map(Endpoint::new))
+            .take(limit.unwrap_or(usize::MAX))
+            .collect()
+    }
+}
+
+/// Resolves go-zero consul targets.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GoZeroConsulResolver;
+
+impl Resolver for GoZeroConsulResolver {
+    fn resolve(&self, target: &Target, updates: SnapshotSender) -> Result<()> {
+        let bad = |reason: String| Error::BadTarget {
+            target: target.to_string(),
+            reason,
+        };
+        let mut query = HealthQuery::from_target(target)?;
+        query.passing_only = match target.query("healthy") {
+            None | Some("" | "false" | "0") => false,
+            Some("true" | "1") => true,
+            Some(other) => return Err(bad(format!("healthy `{other}` is not true or false"))),
+        };
+        let limit = match target.query("limit") {
+            None | Some("" | "0") => None,
+            Some(l) => Some(
+                l.parse::<usize>()
+                    .map_err(|_| bad(format!("limit `{l}` is not a whole number")))?,
+            ),
+        };
+        let decode =
+            Arc::new(move |entries: &[ServiceEntry]| GoZeroConsulFormat::decode(entries, limit));
+        resolve_health(&query, decode, updates);
+        Ok(())
+    }
+}
+
+/// Registers instances the way a go-zero zrpc server with zero-contrib's consul
+/// registry does.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GoZeroConsulRegistrar;
+
+#[async_trait]
+impl Registrar for GoZeroConsulRegistrar {
+    async fn register(&self, target: &Target, endpoint: &str) -> Result<Registration> {
+        let t = ConsulTarget::from_target(target)?;
+        let published = routable_endpoint(endpoint)?;
+        if published != endpoint {
+            tracing::info!(listen = endpoint, published = %published, "publishing a routable address for a wildcard listen address");
+        }
+        let registration = GoZeroConsulFormat::registration(&t.service, &published)?;
+        ServiceKeeper::new(
+            ConsulClient::new(t.config),
+            registration,
+            GoZeroConsulFormat::HEARTBEAT,
+        )
+        .start(target.as_str(), &published)
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registration_matches_zero_contrib() {
+        let r = GoZeroConsulFormat::registration("trans.rpc", "127.0.0.1:9000").unwrap();
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            serde_json::json!({
+                "ID": "trans.rpc-127.0.0.1-9000", "Name": "trans.rpc", "Tags": ["tag", "rpc"],
+                "Address": "127.0.0.1", "Port": 9000, "Meta": {"Protocol": "grpc"},
+                "Check": {"CheckID": "trans.rpc-127.0.0.1-9000", "TTL": "20s",
+                          "Status": "passing", "DeregisterCriticalServiceAfter": "60s"}
+            })
+        );
+        assert_eq!(
+            GoZeroConsulFormat::HEARTBEAT,
+            GoZeroConsulFormat::TTL - Duration::from_secs(1)
+        );
+    }
+
+    #[test]
+    fn decode_limits_and_skips_instances_without_address() {
+        let entry = |addr: &str, port| {
+            let mut e = ServiceEntry::default();
+            e.service.address = addr.into();
+            e.service.port = port;
+            e
+        };
+        let entries = [entry("a", 1), entry("", 2), entry("b", 3), entry("c", 4)];
+        let addrs = |limit| {
+            GoZeroConsulFormat::decode(&entries, limit)
+                .into_iter()
+                .map(|e| e.addr)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(addrs(None), ["a:1", "b:3", "c:4"]);
+        assert_eq!(addrs(Some(2)), ["a:1", "b:3"]);
+    }
+}
