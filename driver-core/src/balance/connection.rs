@@ -56,6 +56,29 @@ impl ConnState {
     }
 }
 
+/// A connection's published state, with a lock-free "ready" flag for the hot path
+/// (the pick reads it for every endpoint on every call).
+#[derive(Debug)]
+struct StateCell {
+    tx: watch::Sender<ConnState>,
+    ready: AtomicBool,
+}
+
+impl StateCell {
+    fn new() -> Self {
+        Self {
+            tx: watch::channel(ConnState::Idle).0,
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    fn set(&self, state: ConnState) {
+        self.ready
+            .store(matches!(state, ConnState::Ready(_)), Ordering::Release);
+        self.tx.send_replace(state);
+    }
+}
+
 /// Settings that decide how an address is dialled; part of the pool key.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct DialSettings {
@@ -195,7 +218,7 @@ impl Load {
 #[derive(Debug)]
 pub(crate) struct Connection {
     pub addr: String,
-    state: Arc<watch::Sender<ConnState>>,
+    state: Arc<StateCell>,
     started: AtomicBool,
     stop: CancellationToken,
     settings: DialSettings,
@@ -223,7 +246,7 @@ impl Connection {
         pool.retain(|_, w| w.strong_count() > 0);
         let conn = Arc::new(Self {
             addr: addr.to_string(),
-            state: Arc::new(watch::channel(ConnState::Idle).0),
+            state: Arc::new(StateCell::new()),
             started: AtomicBool::new(false),
             stop: CancellationToken::new(),
             settings: settings.clone(),
@@ -248,24 +271,25 @@ impl Connection {
     }
 
     pub fn state(&self) -> ConnState {
-        self.state.borrow().clone()
+        self.state.tx.borrow().clone()
     }
 
     /// True if a request can be handed over now; cheaper than [`state`](Self::state).
     pub fn is_ready(&self) -> bool {
-        matches!(&*self.state.borrow(), ConnState::Ready(tx) if !tx.is_closed())
+        self.state.ready.load(Ordering::Acquire)
     }
 
     pub fn subscribe(&self) -> watch::Receiver<ConnState> {
-        self.state.subscribe()
+        self.state.tx.subscribe()
     }
 
     /// Called when a request could not be sent on the current connection: the task
     /// will notice the closed connection too, but callers must stop picking it now.
     pub fn mark_broken(&self, error: &str) {
-        self.state.send_if_modified(|s| match s {
+        self.state.tx.send_if_modified(|s| match s {
             ConnState::Ready(tx) if tx.is_closed() || !tx.is_ready() => {
                 *s = ConnState::Connecting;
+                self.state.ready.store(false, Ordering::Release);
                 tracing::debug!(addr = %self.addr, error, "connection unusable, redialling");
                 true
             }
@@ -278,7 +302,7 @@ type ConnFuture = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
 
 struct ConnectionTask {
     addr: String,
-    state: Arc<watch::Sender<ConnState>>,
+    state: Arc<StateCell>,
     stop: CancellationToken,
     settings: DialSettings,
 }
@@ -287,7 +311,7 @@ impl ConnectionTask {
     async fn run(self) {
         let mut failures: u32 = 0;
         loop {
-            self.state.send_replace(ConnState::Connecting);
+            self.state.set(ConnState::Connecting);
             let dial = tokio::time::timeout(self.settings.connect_timeout, self.dial());
             let result = tokio::select! {
                 _ = self.stop.cancelled() => return,
@@ -301,7 +325,7 @@ impl ConnectionTask {
                         tracing::debug!(addr = %self.addr, "endpoint connected");
                     }
                     failures = 0;
-                    self.state.send_replace(ConnState::Ready(sender));
+                    self.state.set(ConnState::Ready(sender));
                     match self.serve(conn).await {
                         None => return,
                         Some(e) => {
@@ -321,7 +345,7 @@ impl ConnectionTask {
             let delay = backoff(&self.settings, failures);
             tracing::warn!(addr = %self.addr, error = %error, retry_in_ms = delay.as_millis() as u64,
                 "endpoint ejected: cannot connect");
-            self.state.send_replace(ConnState::Failed {
+            self.state.set(ConnState::Failed {
                 error,
                 retry_at: Instant::now() + delay,
             });
@@ -338,7 +362,7 @@ impl ConnectionTask {
         tokio::select! {
             _ = self.stop.cancelled() => {
                 // Drop our sender so the connection closes once its calls are done.
-                self.state.send_replace(ConnState::Idle);
+                self.state.set(ConnState::Idle);
                 tokio::spawn(async move {
                     let _ = tokio::time::timeout(DRAIN_GRACE, conn).await;
                 });

@@ -575,7 +575,8 @@ impl ChannelInner {
         {
             return Ok(slot);
         }
-        self.wait_and_pick(deadline).await
+        // Boxed: the waiting machinery would otherwise bloat every call's future.
+        Box::pin(self.wait_and_pick(deadline)).await
     }
 
     /// The slow path of [`pick`](Self::pick): waits for the first resolution, for a
@@ -712,9 +713,15 @@ impl ChannelInner {
     ) -> Result<http::Response<tonic::body::Body>, Status> {
         // Each failed attempt ejects one endpoint until it redials, so the attempts
         // are bounded by the endpoints plus a few for races with redialling.
-        let max_attempts = self.table().slots.len() + 3;
+        let mut max_attempts = usize::MAX;
         let mut last_error = String::new();
-        for _ in 0..max_attempts {
+        let mut attempt = 0;
+        while attempt < max_attempts {
+            if attempt == 1 {
+                // Only a retry pays for reading the set size.
+                max_attempts = self.table().slots.len() + 3;
+            }
+            attempt += 1;
             let slot = self.pick(deadline).await?;
             let ConnState::Ready(mut sender) = slot.conn.state() else {
                 continue;
