@@ -80,6 +80,62 @@ pub struct AgentServiceCheck {
     pub deregister_critical_service_after: String,
 }
 
+/// One of a service's addresses by tag (`TaggedAddresses`): kratos keys its endpoints
+/// by URL scheme there (`"grpc": {"Address": "grpc://10.0.0.5:9000", "Port": 9000}`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServiceAddress {
+    /// The address as the registrant wrote it (a host, or a whole URL for kratos).
+    #[serde(default)]
+    pub address: String,
+    /// The port.
+    #[serde(default)]
+    pub port: u16,
+}
+
+/// A TCP check the agent runs itself, registered beside the TTL check.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentTcpCheck {
+    /// `host:port` the agent connects to.
+    #[serde(rename = "TCP")]
+    pub tcp: String,
+    /// How often (`10s`).
+    #[serde(rename = "Interval")]
+    pub interval: String,
+    /// How long one attempt may take (`5s`).
+    #[serde(rename = "Timeout")]
+    pub timeout: String,
+    /// The status until the first run; consul waits a random part of the interval
+    /// before that run, so `passing` keeps a fresh instance visible meanwhile.
+    #[serde(rename = "Status", skip_serializing_if = "String::is_empty")]
+    pub status: String,
+    /// How long the check may stay critical before the agent removes the service.
+    #[serde(rename = "DeregisterCriticalServiceAfter")]
+    pub deregister_critical_service_after: String,
+}
+
+/// Parts of a registration some formats add to [`AgentServiceRegistration`]: tagged
+/// addresses and agent-run checks (kratos registers both). Empty parts are left out of
+/// the request.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ServiceExtras {
+    /// `TaggedAddresses`, by tag.
+    #[serde(rename = "TaggedAddresses", skip_serializing_if = "BTreeMap::is_empty")]
+    pub tagged_addresses: BTreeMap<String, ServiceAddress>,
+    /// `Checks`: run by the agent in addition to the TTL check.
+    #[serde(rename = "Checks", skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<AgentTcpCheck>,
+}
+
+/// The request body: the registration plus its extras.
+#[derive(Serialize)]
+struct RegisterBody<'a> {
+    #[serde(flatten)]
+    registration: &'a AgentServiceRegistration,
+    #[serde(flatten)]
+    extras: &'a ServiceExtras,
+}
+
 /// Formats a duration the way consul parses it (`20s`, `1500ms`).
 pub fn consul_duration(d: Duration) -> String {
     if d.subsec_millis() == 0 {
@@ -119,6 +175,7 @@ enum Guard {
 pub struct ServiceKeeper {
     client: ConsulClient,
     registration: AgentServiceRegistration,
+    extras: ServiceExtras,
     heartbeat: Duration,
 }
 
@@ -133,8 +190,16 @@ impl ServiceKeeper {
         Self {
             client,
             registration,
+            extras: ServiceExtras::default(),
             heartbeat: heartbeat.max(Duration::from_millis(100)),
         }
+    }
+
+    /// Registers `extras` (tagged addresses, agent-run checks) with the service, every
+    /// time it is (re-)registered. Default: none.
+    pub fn extras(mut self, extras: ServiceExtras) -> Self {
+        self.extras = extras;
+        self
     }
 
     /// Registers the service, then keeps it registered in a task until the returned
@@ -158,7 +223,10 @@ impl ServiceKeeper {
         self.client
             .put(
                 "/v1/agent/service/register",
-                &self.registration,
+                &RegisterBody {
+                    registration: &self.registration,
+                    extras: &self.extras,
+                },
                 &format!("registering service `{}`", self.registration.id),
             )
             .await
@@ -335,6 +403,53 @@ mod tests {
     fn durations_in_consul_syntax() {
         assert_eq!(consul_duration(Duration::from_secs(20)), "20s");
         assert_eq!(consul_duration(Duration::from_millis(1500)), "1500ms");
+    }
+
+    #[test]
+    fn extras_join_the_registration_body_when_set() {
+        let registration = AgentServiceRegistration {
+            id: "i".into(),
+            name: "n".into(),
+            ..Default::default()
+        };
+        let plain = serde_json::to_value(RegisterBody {
+            registration: &registration,
+            extras: &ServiceExtras::default(),
+        })
+        .unwrap();
+        assert!(plain.get("TaggedAddresses").is_none() && plain.get("Checks").is_none());
+        let extras = ServiceExtras {
+            tagged_addresses: [(
+                "grpc".to_string(),
+                ServiceAddress {
+                    address: "grpc://h:1".into(),
+                    port: 1,
+                },
+            )]
+            .into(),
+            checks: vec![AgentTcpCheck {
+                tcp: "h:1".into(),
+                interval: "10s".into(),
+                timeout: "5s".into(),
+                status: String::new(),
+                deregister_critical_service_after: "600s".into(),
+            }],
+        };
+        let v = serde_json::to_value(RegisterBody {
+            registration: &registration,
+            extras: &extras,
+        })
+        .unwrap();
+        assert_eq!(v["ID"], "i");
+        assert_eq!(
+            v["TaggedAddresses"],
+            serde_json::json!({"grpc": {"Address": "grpc://h:1", "Port": 1}})
+        );
+        assert_eq!(
+            v["Checks"],
+            serde_json::json!([{"TCP": "h:1", "Interval": "10s", "Timeout": "5s",
+                "DeregisterCriticalServiceAfter": "600s"}])
+        );
     }
 
     #[test]

@@ -40,7 +40,8 @@ pub mod native;
 pub mod watch;
 
 pub use agent::{
-    AgentServiceCheck, AgentServiceRegistration, ServiceKeeper, Weights, consul_duration,
+    AgentServiceCheck, AgentServiceRegistration, AgentTcpCheck, ServiceAddress, ServiceExtras,
+    ServiceKeeper, Weights, consul_duration,
 };
 pub use client::{
     ConsulClient, ConsulConfig, ConsulError, ConsulTarget, TOKEN_ENV, parse_duration,
