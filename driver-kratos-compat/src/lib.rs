@@ -1,3 +1,467 @@
 //! `dtm-driver-kratos`: kratos' registry formats on the etcd and consul engines.
 //!
-//! This crate is a placeholder until the etcd and consul engines land.
+//! This crate is thin: a driver name, scheme names, the shared branch-URI rule
+//! ([`parse_scheme_url`]) and kratos' formats — the instance JSON and endpoint choice
+//! ([`instance`]), the etcd layout ([`KratosEtcdFormat`]) and the consul registration
+//! ([`KratosConsulFormat`]). Leases, watches, heartbeats and retries are the engines'
+//! (`driver-etcd`, `driver-consul`).
+//!
+//! | scheme | resolve | register |
+//! |---|---|---|
+//! | `discovery` | `discovery:///NAME` in the configured registry (below) | same |
+//! | `etcd` | `etcd://h1:2379,h2:2379/NAME`: every instance under `/microservices/NAME` | `/microservices/NAME/<uuid>` = instance JSON, 15 s lease |
+//! | `consul` | `consul://h:8500/NAME[?token=&dc=]`: passing instances | agent service with tagged addresses, TCP checks and a TTL check |
+//!
+//! # Which registry `discovery:///NAME` uses
+//!
+//! kratos clients bring their registry in code (`discovery.NewBuilder(registry)`); here
+//! it comes from, first match wins:
+//!
+//! 1. the target's query: `discovery:///busi?registry=etcd://127.0.0.1:2379` (or
+//!    `consul://127.0.0.1:8500`; percent-encode it, `registry=etcd%3A%2F%2F127.0.0.1%3A2379`,
+//!    inside a dtm branch URI so that its `/` do not end the server part);
+//! 2. hosts in the authority: `discovery://127.0.0.1:2379/busi` is etcd at those
+//!    hosts (what dtm's kratos driver does when registering);
+//! 3. the driver value: [`KratosDriver::with_registry`];
+//! 4. the environment: `DTM_KRATOS_REGISTRY=etcd://127.0.0.1:2379` ([`REGISTRY_ENV`]).
+//!
+//! A registry is `etcd://[user:pw@]h1:2379,h2:2379[?user=&password=]` or
+//! `consul://[user:pw@]h:8500[?token=&dc=]`, the engines' target syntax without a name.
+//!
+//! # Registering
+//!
+//! `register_service(target, endpoint)` publishes one instance with a fresh UUID. The
+//! endpoint is dtm's `EndPoint`: `grpc://host:port`, `grpcs://host:port`,
+//! `grpc://host:port?isSecure=true`, several comma separated; a bare `host:port` is
+//! taken as `grpc://host:port`. Version and metadata come from the driver value
+//! ([`KratosDriver::version`], [`KratosDriver::metadata`]) and, overriding it, from the
+//! target's query: `etcd://127.0.0.1:2379/busi?version=v2&meta.zone=a&weight=3`
+//! (`weight=N` is metadata `weight`, which kratos' balancer and ours weigh by).
+//!
+//! # Resolving
+//!
+//! A plaintext client takes each instance's first `grpc://` endpoint (without
+//! `isSecure=true`); a TLS client ([`KratosDriver::tls_channel`]) its first `grpcs://` or
+//! `grpc://…?isSecure=true` one. Instances without one are left out; values that are not
+//! kratos instances are skipped with a warning. Endpoint metadata holds the instance's
+//! metadata plus `version` and `id`; `weight` feeds weighted round robin. Unlike kratos,
+//! a set that became empty is published (calls fail fast naming the target) instead of
+//! keeping the vanished instances.
+//!
+//! Linking the crate registers the driver; a program that does not otherwise name the
+//! crate keeps it linked with `use driver_kratos_compat as _;`.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+//! use driver_kratos_compat::KratosDriver;
+//! // Choose the registry of discovery:/// targets in code (or DTM_KRATOS_REGISTRY).
+//! driver_core::register(KratosDriver::default().with_registry("etcd://127.0.0.1:2379")?);
+//! driver_core::use_driver("dtm-driver-kratos")?;
+//! let registration = driver_core::get_driver()
+//!     .register_service("discovery:///busi", "grpc://127.0.0.1:9000")
+//!     .await?;
+//! let channel = driver_core::connect("discovery:///busi")?;
+//! # drop(channel); registration.deregister().await?; Ok(()) }
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use driver_core::parse::parse_scheme_url;
+use driver_core::resolve::{Registrar, Resolver, SnapshotSender};
+use driver_core::{
+    ChannelBuilder, Driver, Error, Registration, Result, ServerMethod, Target, TlsConnector,
+};
+
+pub mod consul;
+pub mod etcd;
+pub mod instance;
+
+pub use consul::KratosConsulFormat;
+pub use etcd::KratosEtcdFormat;
+pub use instance::{KratosInstance, Security};
+
+/// The driver's name.
+pub const NAME: &str = "dtm-driver-kratos";
+
+/// The environment variable naming the registry of `discovery:///` targets.
+pub const REGISTRY_ENV: &str = "DTM_KRATOS_REGISTRY";
+
+/// The registry behind a target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Backend {
+    Etcd,
+    Consul,
+}
+
+/// `dtm-driver-kratos`; see the [crate docs](crate).
+///
+/// ```
+/// use driver_core::Driver;
+/// use driver_kratos_compat::KratosDriver;
+/// let d = KratosDriver::default().version("v2").metadata("zone", "a");
+/// assert_eq!(d.name(), "dtm-driver-kratos");
+/// let sm = d.parse_server_method("discovery:///busi/api.trans.v1.Trans/TransOut").unwrap();
+/// assert_eq!((sm.server.as_str(), sm.method.as_str()), ("discovery:///busi", "/api.trans.v1.Trans/TransOut"));
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct KratosDriver {
+    registry: Option<String>,
+    version: String,
+    metadata: BTreeMap<String, String>,
+}
+
+impl KratosDriver {
+    /// The registry of `discovery:///` targets that name none themselves:
+    /// `etcd://h1:2379,h2:2379` or `consul://h:8500`. Default: [`REGISTRY_ENV`].
+    pub fn with_registry(mut self, registry: &str) -> Result<Self> {
+        engine_target(registry, "check")?;
+        self.registry = Some(registry.to_string());
+        Ok(self)
+    }
+
+    /// The version registered instances carry (a target's `?version=` overrides it).
+    /// Default: empty, as a kratos app without `kratos.Version`.
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = version.into();
+        self
+    }
+
+    /// Adds a metadata entry to registered instances (a target's `?meta.K=V`
+    /// overrides it). Default: none (`"metadata":null`).
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// A resolver of this driver's targets for clients with `security`.
+    pub fn resolver(&self, security: Security) -> KratosResolver {
+        KratosResolver {
+            driver: self.clone(),
+            security,
+        }
+    }
+
+    /// A channel builder for `target` that dials with `tls` and so takes the instances'
+    /// TLS endpoints (`grpcs://`, `grpc://…?isSecure=true`); plaintext channels
+    /// (`driver_core::connect`, [`Driver::resolvers`]) take the `grpc://` ones.
+    pub fn tls_channel(&self, target: &str, tls: TlsConnector) -> Result<ChannelBuilder> {
+        Target::parse(target)?;
+        Ok(driver_core::Channel::builder(target)
+            .resolver(Arc::new(self.resolver(Security::Tls)))
+            .tls(tls))
+    }
+
+    /// Where `target` lives: the backend and the engine's target (`etcd://hosts/NAME`,
+    /// `consul://agent/NAME`).
+    fn locate(&self, target: &Target) -> Result<(Backend, Target)> {
+        self.locate_with_env(target, std::env::var(REGISTRY_ENV).ok())
+    }
+
+    fn locate_with_env(
+        &self,
+        target: &Target,
+        env_registry: Option<String>,
+    ) -> Result<(Backend, Target)> {
+        let bad = |reason: String| Error::BadTarget {
+            target: target.to_string(),
+            reason,
+        };
+        match target.scheme() {
+            "etcd" => return Ok((Backend::Etcd, target.clone())),
+            "consul" => return Ok((Backend::Consul, target.clone())),
+            "discovery" => {}
+            other => {
+                return Err(bad(format!(
+                    "scheme `{other}` is not one of dtm-driver-kratos' (discovery, etcd, consul)"
+                )));
+            }
+        }
+        let name = target.endpoint();
+        if name.is_empty() || name.contains('/') {
+            return Err(bad(
+                "the service name must be one path segment; write discovery:///NAME".into(),
+            ));
+        }
+        if let Some(registry) = target.query("registry") {
+            return engine_target(registry, name)
+                .map_err(|e| bad(format!("its ?registry= is unusable: {e}")));
+        }
+        if !target.hosts().is_empty() {
+            let raw = target.as_str();
+            let rest = &raw[raw.find("://").map_or(0, |i| i + 3)..];
+            return Ok((Backend::Etcd, Target::parse(&format!("etcd://{rest}"))?));
+        }
+        if let Some(registry) = &self.registry {
+            return engine_target(registry, name);
+        }
+        match env_registry {
+            Some(registry) if !registry.trim().is_empty() => engine_target(registry.trim(), name)
+                .map_err(|e| bad(format!("{REGISTRY_ENV} is unusable: {e}"))),
+            _ => Err(bad(format!(
+                "it names no registry; set {REGISTRY_ENV}=etcd://127.0.0.1:2379 (or \
+                 consul://127.0.0.1:8500), append ?registry=etcd://HOST:2379, write \
+                 discovery://HOST:2379/{name} for etcd, or build the driver with \
+                 KratosDriver::default().with_registry(\"etcd://HOST:2379\")"
+            ))),
+        }
+    }
+
+    /// The instance to register at `target` for dtm's `endpoint`.
+    fn instance(&self, target: &Target, name: &str, endpoint: &str) -> Result<KratosInstance> {
+        let bad = |reason: String| Error::BadTarget {
+            target: target.to_string(),
+            reason,
+        };
+        let mut metadata = self.metadata.clone();
+        let mut version = self.version.clone();
+        for (key, value) in target.query_pairs() {
+            if let Some(k) = key.strip_prefix("meta.") {
+                metadata.insert(k.to_string(), value.clone());
+            } else if key == "weight" {
+                value
+                    .parse::<u32>()
+                    .map_err(|_| bad(format!("weight `{value}` is not a whole number")))?;
+                metadata.insert("weight".into(), value.clone());
+            } else if key == "version" {
+                version = value.clone();
+            }
+        }
+        Ok(KratosInstance {
+            id: KratosInstance::new_id(),
+            name: name.to_string(),
+            version,
+            metadata: (!metadata.is_empty()).then_some(metadata),
+            endpoints: instance::endpoint_urls(endpoint)?,
+        })
+    }
+}
+
+/// Builds the engine target for service `name` in `registry` (`etcd://hosts[?q]` or
+/// `consul://agent[?q]`).
+fn engine_target(registry: &str, name: &str) -> Result<(Backend, Target)> {
+    let bad = |reason: String| Error::BadTarget {
+        target: registry.to_string(),
+        reason,
+    };
+    let parsed = Target::parse(registry)?;
+    let backend = match parsed.scheme() {
+        "etcd" => Backend::Etcd,
+        "consul" => Backend::Consul,
+        other => {
+            return Err(bad(format!(
+                "registry scheme `{other}` is neither etcd nor consul; write \
+                 etcd://HOST:2379 or consul://HOST:8500"
+            )));
+        }
+    };
+    if parsed.hosts().is_empty() {
+        return Err(bad(format!(
+            "no registry host; write {}://HOST:PORT",
+            parsed.scheme()
+        )));
+    }
+    if !parsed.endpoint().is_empty() {
+        return Err(bad(format!(
+            "a registry names no service; drop `/{}`",
+            parsed.endpoint()
+        )));
+    }
+    let (base, query) = match registry.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (registry, None),
+    };
+    let base = base.trim_end_matches('/');
+    let full = match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    };
+    Ok((backend, Target::parse(&full)?))
+}
+
+#[async_trait]
+impl Driver for KratosDriver {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn resolvers(&self) -> Vec<(&'static str, Arc<dyn Resolver>)> {
+        let r: Arc<dyn Resolver> = Arc::new(self.resolver(Security::Plaintext));
+        vec![("discovery", r.clone()), ("etcd", r.clone()), ("consul", r)]
+    }
+
+    fn registrars(&self) -> Vec<(&'static str, Arc<dyn Registrar>)> {
+        let r: Arc<dyn Registrar> = Arc::new(KratosRegistrar {
+            driver: self.clone(),
+        });
+        vec![("discovery", r.clone()), ("etcd", r.clone()), ("consul", r)]
+    }
+
+    fn parse_server_method(&self, uri: &str) -> Result<ServerMethod> {
+        parse_scheme_url(uri)
+    }
+}
+
+driver_core::register_driver!(KratosDriver::default());
+
+/// Resolves kratos targets for plaintext or TLS clients; see the [crate docs](crate).
+#[derive(Clone, Debug)]
+pub struct KratosResolver {
+    driver: KratosDriver,
+    security: Security,
+}
+
+impl Resolver for KratosResolver {
+    fn resolve(&self, target: &Target, updates: SnapshotSender) -> Result<()> {
+        match self.driver.locate(target)? {
+            (Backend::Etcd, t) => etcd::resolve(&t, self.security, updates),
+            (Backend::Consul, t) => consul::resolve(&t, self.security, updates),
+        }
+    }
+}
+
+/// Registers kratos instances; see the [crate docs](crate).
+#[derive(Clone, Debug)]
+pub struct KratosRegistrar {
+    driver: KratosDriver,
+}
+
+#[async_trait]
+impl Registrar for KratosRegistrar {
+    async fn register(&self, target: &Target, endpoint: &str) -> Result<Registration> {
+        let (backend, engine) = self.driver.locate(target)?;
+        match backend {
+            Backend::Etcd => {
+                let name = driver_etcd::EtcdTarget::from_target(&engine)?.key;
+                let instance = self.driver.instance(target, &name, endpoint)?;
+                etcd::register(&engine, target.as_str(), endpoint, instance).await
+            }
+            Backend::Consul => {
+                let name = driver_consul::ConsulTarget::from_target(&engine)?.service;
+                let instance = self.driver.instance(target, &name, endpoint)?;
+                if let Some(metadata) = &instance.metadata {
+                    consul::check_meta(metadata).map_err(|reason| Error::BadTarget {
+                        target: target.to_string(),
+                        reason,
+                    })?;
+                }
+                consul::register(&engine, target.as_str(), endpoint, instance).await
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn locate(d: &KratosDriver, t: &str) -> Result<(Backend, String)> {
+        d.locate(&Target::parse(t).unwrap())
+            .map(|(b, t)| (b, t.to_string()))
+    }
+
+    #[test]
+    fn discovery_targets_find_their_registry() {
+        let d = KratosDriver::default();
+        assert_eq!(
+            locate(
+                &d,
+                "discovery:///busi?registry=etcd://127.0.0.1:2379,127.0.0.1:22379"
+            )
+            .unwrap(),
+            (
+                Backend::Etcd,
+                "etcd://127.0.0.1:2379,127.0.0.1:22379/busi".into()
+            )
+        );
+        assert_eq!(
+            locate(
+                &d,
+                "discovery:///busi?registry=consul%3A%2F%2F127.0.0.1%3A8500%3Ftoken%3Dt"
+            )
+            .unwrap(),
+            (
+                Backend::Consul,
+                "consul://127.0.0.1:8500/busi?token=t".into()
+            )
+        );
+        assert_eq!(
+            locate(&d, "discovery://127.0.0.1:2379/busi?user=u").unwrap(),
+            (Backend::Etcd, "etcd://127.0.0.1:2379/busi?user=u".into())
+        );
+        let configured = d.clone().with_registry("consul://127.0.0.1:8500").unwrap();
+        assert_eq!(
+            locate(&configured, "discovery:///busi").unwrap(),
+            (Backend::Consul, "consul://127.0.0.1:8500/busi".into())
+        );
+        assert_eq!(
+            locate(&d, "etcd://h:2379/busi").unwrap(),
+            (Backend::Etcd, "etcd://h:2379/busi".into())
+        );
+    }
+
+    #[test]
+    fn missing_or_bad_registries_say_what_to_write() {
+        let d = KratosDriver::default();
+        let target = Target::parse("discovery:///busi").unwrap();
+        let e = d.locate_with_env(&target, None).unwrap_err().to_string();
+        assert!(e.contains(REGISTRY_ENV) && e.contains("?registry="), "{e}");
+        let (backend, t) = d
+            .locate_with_env(&target, Some("consul://127.0.0.1:8500".into()))
+            .unwrap();
+        assert_eq!(
+            (backend, t.as_str()),
+            (Backend::Consul, "consul://127.0.0.1:8500/busi")
+        );
+        let e = d
+            .locate_with_env(&target, Some("zk://h:1".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(REGISTRY_ENV) && e.contains("zk"), "{e}");
+        for (registry, needle) in [
+            ("nacos://h:8848", "neither etcd nor consul"),
+            ("etcd:///busi", "no registry host"),
+            ("etcd://h:2379/busi", "drop `/busi`"),
+        ] {
+            let e = d.clone().with_registry(registry).unwrap_err().to_string();
+            assert!(e.contains(needle), "{registry}: {e}");
+        }
+        let e = locate(&d, "discovery:///").unwrap_err().to_string();
+        assert!(e.contains("discovery:///NAME"), "{e}");
+    }
+
+    #[test]
+    fn instances_take_version_and_metadata_from_driver_and_target() {
+        let d = KratosDriver::default().version("v1").metadata("zone", "a");
+        let t = Target::parse("etcd://h:2379/busi?version=v2&meta.tier=gold&weight=4").unwrap();
+        let i = d.instance(&t, "busi", "127.0.0.1:9000").unwrap();
+        assert_eq!(i.version, "v2");
+        assert_eq!(
+            i.metadata.unwrap(),
+            BTreeMap::from([
+                ("tier".to_string(), "gold".to_string()),
+                ("weight".to_string(), "4".to_string()),
+                ("zone".to_string(), "a".to_string()),
+            ])
+        );
+        assert_eq!(i.endpoints, ["grpc://127.0.0.1:9000"]);
+        let plain = KratosDriver::default()
+            .instance(
+                &Target::parse("etcd://h:2379/busi").unwrap(),
+                "busi",
+                "grpc://h:1",
+            )
+            .unwrap();
+        assert_eq!((plain.version.as_str(), plain.metadata), ("", None));
+        let e = d
+            .instance(
+                &Target::parse("etcd://h:2379/busi?weight=x").unwrap(),
+                "busi",
+                "h:1",
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("weight `x`"), "{e}");
+    }
+}

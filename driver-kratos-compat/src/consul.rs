@@ -1,0 +1,313 @@
+//! kratos' consul format (`contrib/registry/consul`) on the consul engine of
+//! `driver-consul`: [`KratosConsulFormat`].
+//!
+//! # Registration
+//!
+//! | field | value |
+//! |---|---|
+//! | `ID` / `Name` / `Meta` | instance id / name / metadata |
+//! | `Tags` | `["version=<version>"]` |
+//! | `TaggedAddresses` | per endpoint URL scheme: `{"Address": "<the whole URL>", "Port": <port>}` |
+//! | `Address` / `Port` | host and port of the first endpoint |
+//! | checks | a TCP check per endpoint (interval 10 s, timeout 5 s, deregister after 600 s) and a TTL check `service:<id>` (TTL 20 s, deregister after 600 s) |
+//!
+//! The TTL check is marked passing every 10 s and the service deregistered on stop (the
+//! engine's [`ServiceKeeper`]). One deliberate difference: our checks start `passing`,
+//! where kratos' start critical until the first heartbeat (1 s) and the first TCP probe
+//! (consul waits a random part of the 10 s interval for it), so a kratos instance is
+//! invisible to passing-only clients for up to 10 s after it registers, and again after
+//! every agent restart; ours is visible at once. A dead endpoint still turns critical
+//! at its first probe.
+//!
+//! # Resolution
+//!
+//! Blocking health queries for passing instances (wait 55 s). An instance's endpoints
+//! are its `TaggedAddresses` (skipping consul's own `lan_ipv4`, `wan_ipv4`, `lan_ipv6`,
+//! `wan_ipv6`), else `http://Address:Port`; its version comes from the `version=` tag.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use driver_consul::{
+    AgentServiceCheck, AgentServiceRegistration, AgentTcpCheck, ConsulClient, ConsulTarget,
+    HealthQuery, ServiceAddress, ServiceEntry, ServiceExtras, ServiceKeeper, consul_duration,
+    resolve_health,
+};
+use driver_core::resolve::{Endpoint, SnapshotSender};
+use driver_core::{Error, Registration, Result, Target};
+
+use crate::instance::{EndpointUrl, KratosInstance, Security};
+
+/// kratos' consul layout; see the [module docs](self).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KratosConsulFormat;
+
+/// Tagged addresses consul fills in itself; kratos does not take them for endpoints.
+const CONSUL_OWN_TAGS: [&str; 4] = ["lan_ipv4", "wan_ipv4", "lan_ipv6", "wan_ipv6"];
+
+impl KratosConsulFormat {
+    /// Interval of the TCP checks and of the TTL heartbeat.
+    pub const CHECK_INTERVAL: Duration = Duration::from_secs(10);
+    /// Timeout of one TCP check.
+    pub const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+    /// TTL of the heartbeat check (twice the interval).
+    pub const TTL: Duration = Duration::from_secs(20);
+    /// How long a check may stay critical before consul removes the service.
+    pub const DEREGISTER_AFTER: Duration = Duration::from_secs(600);
+
+    /// The id of the TTL check of instance `id`.
+    pub fn ttl_check_id(id: &str) -> String {
+        format!("service:{id}")
+    }
+
+    /// The agent registration of `instance` and its extras (tagged addresses, TCP
+    /// checks).
+    ///
+    /// ```
+    /// use driver_kratos_compat::{KratosConsulFormat, KratosInstance};
+    /// let i = KratosInstance {
+    ///     id: "7c1e".into(), name: "busi".into(), version: "v1".into(), metadata: None,
+    ///     endpoints: vec!["grpc://127.0.0.1:9000".into()],
+    /// };
+    /// let (r, extras) = KratosConsulFormat::registration(&i).unwrap();
+    /// assert_eq!((r.address.as_str(), r.port), ("127.0.0.1", 9000));
+    /// assert_eq!(r.tags, ["version=v1"]);
+    /// assert_eq!(r.check.check_id, "service:7c1e");
+    /// assert_eq!(extras.tagged_addresses["grpc"].address, "grpc://127.0.0.1:9000");
+    /// assert_eq!(extras.checks[0].tcp, "127.0.0.1:9000");
+    /// ```
+    pub fn registration(
+        instance: &KratosInstance,
+    ) -> Result<(AgentServiceRegistration, ServiceExtras)> {
+        let urls = instance
+            .endpoints
+            .iter()
+            .map(|e| {
+                EndpointUrl::parse(e).map_err(|reason| Error::BadEndpoint {
+                    endpoint: e.clone(),
+                    reason,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let Some(first) = urls.first() else {
+            return Err(Error::BadEndpoint {
+                endpoint: String::new(),
+                reason: "a kratos instance needs at least one endpoint, e.g. grpc://host:port"
+                    .into(),
+            });
+        };
+        let mut extras = ServiceExtras::default();
+        for (url, raw) in urls.iter().zip(&instance.endpoints) {
+            extras.tagged_addresses.insert(
+                url.scheme.clone(),
+                ServiceAddress {
+                    address: raw.clone(),
+                    port: url.port(),
+                },
+            );
+            extras.checks.push(AgentTcpCheck {
+                tcp: url.addr.clone(),
+                interval: consul_duration(Self::CHECK_INTERVAL),
+                timeout: consul_duration(Self::CHECK_TIMEOUT),
+                status: "passing".into(),
+                deregister_critical_service_after: consul_duration(Self::DEREGISTER_AFTER),
+            });
+        }
+        let registration = AgentServiceRegistration {
+            id: instance.id.clone(),
+            name: instance.name.clone(),
+            tags: vec![format!("version={}", instance.version)],
+            address: first.host().to_string(),
+            port: first.port(),
+            meta: instance.metadata.clone().unwrap_or_default(),
+            weights: None,
+            check: AgentServiceCheck {
+                check_id: Self::ttl_check_id(&instance.id),
+                ttl: consul_duration(Self::TTL),
+                status: "passing".into(),
+                deregister_critical_service_after: consul_duration(Self::DEREGISTER_AFTER),
+            },
+        };
+        Ok((registration, extras))
+    }
+
+    /// The kratos instance of one health entry, as kratos' consul registry reads it.
+    pub fn instance(entry: &ServiceEntry) -> KratosInstance {
+        let version = entry
+            .tags()
+            .iter()
+            .filter_map(|t| t.split_once('='))
+            .filter(|(k, _)| *k == "version")
+            .map(|(_, v)| v.to_string())
+            .next_back()
+            .unwrap_or_default();
+        let mut endpoints: Vec<String> = entry
+            .service
+            .tagged_addresses
+            .iter()
+            .flatten()
+            .filter(|(tag, _)| !CONSUL_OWN_TAGS.contains(&tag.as_str()))
+            .map(|(_, a)| a.address.clone())
+            .collect();
+        if endpoints.is_empty() && !entry.service.address.is_empty() && entry.service.port != 0 {
+            endpoints.push(format!(
+                "http://{}:{}",
+                entry.service.address, entry.service.port
+            ));
+        }
+        KratosInstance {
+            id: entry.service.id.clone(),
+            name: entry.service.service.clone(),
+            version,
+            metadata: entry.service.meta.clone(),
+            endpoints,
+        }
+    }
+
+    /// The endpoints of a health answer for a client with `security`.
+    pub fn decode(entries: &[ServiceEntry], security: Security) -> Vec<Endpoint> {
+        entries
+            .iter()
+            .filter_map(|entry| {
+                let instance = Self::instance(entry);
+                let endpoint = instance.endpoint(security);
+                if endpoint.is_none() {
+                    tracing::debug!(id = %instance.id, endpoints = ?instance.endpoints, ?security, "kratos instance has no gRPC endpoint for this client");
+                }
+                endpoint
+            })
+            .collect()
+    }
+}
+
+/// Follows the passing instances of the service of `target` (`consul://agent/name`).
+pub(crate) fn resolve(target: &Target, security: Security, updates: SnapshotSender) -> Result<()> {
+    let mut query = HealthQuery::from_target(target)?;
+    query.passing_only = true;
+    let decode =
+        Arc::new(move |entries: &[ServiceEntry]| KratosConsulFormat::decode(entries, security));
+    resolve_health(&query, decode, updates);
+    Ok(())
+}
+
+/// Registers `instance` with the agent of `target`, heartbeating every 10 s.
+pub(crate) async fn register(
+    target: &Target,
+    label: &str,
+    endpoint: &str,
+    instance: KratosInstance,
+) -> Result<Registration> {
+    let t = ConsulTarget::from_target(target)?;
+    let (registration, extras) = KratosConsulFormat::registration(&instance)?;
+    ServiceKeeper::new(
+        ConsulClient::new(t.config),
+        registration,
+        KratosConsulFormat::CHECK_INTERVAL,
+    )
+    .extras(extras)
+    .start(label, endpoint)
+    .await
+}
+
+/// Metadata consul accepts: keys of letters, digits, `_` and `-`, at most 64 of them.
+pub(crate) fn check_meta(metadata: &BTreeMap<String, String>) -> std::result::Result<(), String> {
+    for key in metadata.keys() {
+        let ok = !key.is_empty()
+            && key.len() <= 64
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !ok {
+            return Err(format!(
+                "metadata key `{key}` is not one consul accepts (letters, digits, _ and -, at most 64)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registration_matches_kratos() {
+        let i = KratosInstance {
+            id: "id1".into(),
+            name: "busi".into(),
+            version: "v3".into(),
+            metadata: Some([("weight".to_string(), "2".to_string())].into()),
+            endpoints: vec![
+                "grpc://127.0.0.1:9000".into(),
+                "grpcs://127.0.0.1:9443".into(),
+            ],
+        };
+        let (r, extras) = KratosConsulFormat::registration(&i).unwrap();
+        let mut body = serde_json::to_value(&r).unwrap();
+        let extra = serde_json::to_value(&extras).unwrap();
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "ID": "id1", "Name": "busi", "Tags": ["version=v3"],
+                "Address": "127.0.0.1", "Port": 9000, "Meta": {"weight": "2"},
+                "Check": {"CheckID": "service:id1", "TTL": "20s", "Status": "passing",
+                          "DeregisterCriticalServiceAfter": "600s"},
+                "TaggedAddresses": {
+                    "grpc": {"Address": "grpc://127.0.0.1:9000", "Port": 9000},
+                    "grpcs": {"Address": "grpcs://127.0.0.1:9443", "Port": 9443}
+                },
+                "Checks": [
+                    {"TCP": "127.0.0.1:9000", "Interval": "10s", "Timeout": "5s",
+                     "Status": "passing", "DeregisterCriticalServiceAfter": "600s"},
+                    {"TCP": "127.0.0.1:9443", "Interval": "10s", "Timeout": "5s",
+                     "Status": "passing", "DeregisterCriticalServiceAfter": "600s"}
+                ]
+            })
+        );
+    }
+
+    #[test]
+    fn decoding_reads_tagged_addresses_like_kratos() {
+        let entry: ServiceEntry = serde_json::from_value(serde_json::json!({
+            "Node": {"Node": "n", "Address": "127.0.0.1"},
+            "Service": {"ID": "id1", "Service": "busi", "Tags": ["version=v3"],
+                "Address": "127.0.0.1", "Port": 9000, "Meta": {"weight": "2"},
+                "TaggedAddresses": {
+                    "lan_ipv4": {"Address": "127.0.0.1", "Port": 9000},
+                    "grpc": {"Address": "grpc://127.0.0.1:9000", "Port": 9000}
+                }}
+        }))
+        .unwrap();
+        let i = KratosConsulFormat::instance(&entry);
+        assert_eq!(i.version, "v3");
+        assert_eq!(i.endpoints, ["grpc://127.0.0.1:9000"]);
+        let e = &KratosConsulFormat::decode(std::slice::from_ref(&entry), Security::Plaintext)[0];
+        assert_eq!((e.addr.as_str(), e.weight), ("127.0.0.1:9000", 2));
+        assert_eq!(e.metadata["version"], "v3");
+        assert!(KratosConsulFormat::decode(&[entry], Security::Tls).is_empty());
+        // A go-zero style registration (no tagged addresses) is http:// to kratos:
+        // invisible to gRPC clients.
+        let gozero: ServiceEntry = serde_json::from_value(serde_json::json!({
+            "Node": {"Node": "n", "Address": "127.0.0.1"},
+            "Service": {"ID": "busi-127.0.0.1-9000", "Service": "busi", "Tags": ["tag", "rpc"],
+                "Address": "127.0.0.1", "Port": 9000, "TaggedAddresses": null}
+        }))
+        .unwrap();
+        assert_eq!(
+            KratosConsulFormat::instance(&gozero).endpoints,
+            ["http://127.0.0.1:9000"]
+        );
+        assert!(KratosConsulFormat::decode(&[gozero], Security::Plaintext).is_empty());
+    }
+
+    #[test]
+    fn meta_keys_consul_refuses_are_named() {
+        assert!(check_meta(&[("weight".to_string(), "1".to_string())].into()).is_ok());
+        let e = check_meta(&[("a.b".to_string(), "1".to_string())].into()).unwrap_err();
+        assert!(e.contains("`a.b`"), "{e}");
+    }
+}

@@ -1,0 +1,149 @@
+//! kratos' etcd format (`contrib/registry/etcd`) on the etcd engine of `driver-etcd`:
+//! [`KratosEtcdFormat`].
+//!
+//! | item | value |
+//! |---|---|
+//! | key | `/microservices/<name>/<id>` |
+//! | value | the [`KratosInstance`] JSON |
+//! | lease | 15 s TTL, renewed at TTL/3, re-granted and re-put after an outage, revoked on stop |
+//! | watch | every key under `/microservices/<name>` (no trailing slash), kept only when its `name` is `<name>` |
+//!
+//! Unlike kratos' watcher, which fails the whole read on one value it cannot unmarshal,
+//! a garbage value is skipped with a warning and the other instances are served.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use driver_core::resolve::{Endpoint, SnapshotSender};
+use driver_core::{Registration, Result, Target};
+use driver_etcd::{EtcdTarget, LeaseKeeper, resolve_prefix, shared_client};
+
+use crate::instance::{KratosInstance, Security};
+
+/// kratos' etcd layout; see the [module docs](self).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KratosEtcdFormat;
+
+impl KratosEtcdFormat {
+    /// kratos' default namespace, the root of every key.
+    pub const NAMESPACE: &'static str = "/microservices";
+
+    /// kratos' lease TTL.
+    pub const TTL: Duration = Duration::from_secs(15);
+
+    /// The key of an instance.
+    pub fn key(instance: &KratosInstance) -> String {
+        format!("{}/{}/{}", Self::NAMESPACE, instance.name, instance.id)
+    }
+
+    /// The prefix a client of `name` reads (no trailing slash, as kratos).
+    pub fn prefix(name: &str) -> String {
+        format!("{}/{name}", Self::NAMESPACE)
+    }
+
+    /// The value of an instance: its JSON.
+    pub fn value(instance: &KratosInstance) -> String {
+        serde_json::to_string(instance).unwrap_or_default()
+    }
+
+    /// Reads one value under the prefix of `name`: `Ok(None)` for another service
+    /// sharing the prefix (`busi2` under `busi`) or an instance with no endpoint for
+    /// `security`; `Err` for garbage.
+    pub fn decode(
+        name: &str,
+        value: &[u8],
+        security: Security,
+    ) -> std::result::Result<Option<Endpoint>, String> {
+        let instance: KratosInstance = serde_json::from_slice(value)
+            .map_err(|e| format!("not a kratos instance JSON: {e}"))?;
+        if instance.name != name {
+            return Ok(None);
+        }
+        let endpoint = instance.endpoint(security);
+        if endpoint.is_none() {
+            tracing::debug!(id = %instance.id, endpoints = ?instance.endpoints, ?security, "kratos instance has no gRPC endpoint for this client");
+        }
+        Ok(endpoint)
+    }
+}
+
+/// Follows `name` in the etcd cluster of `target` (an `etcd://hosts/name` target).
+pub(crate) fn resolve(target: &Target, security: Security, updates: SnapshotSender) -> Result<()> {
+    let t = EtcdTarget::from_target(target)?;
+    let name = t.key.clone();
+    let decode =
+        Arc::new(move |_key: &str, value: &[u8]| KratosEtcdFormat::decode(&name, value, security));
+    resolve_prefix(
+        &t.config,
+        &KratosEtcdFormat::prefix(&t.key),
+        decode,
+        updates,
+    );
+    Ok(())
+}
+
+/// Registers `instance` in the etcd cluster of `target` under a 15 s lease.
+pub(crate) async fn register(
+    target: &Target,
+    label: &str,
+    endpoint: &str,
+    instance: KratosInstance,
+) -> Result<Registration> {
+    let t = EtcdTarget::from_target(target)?;
+    let client = shared_client(&t.config).await?;
+    let key = KratosEtcdFormat::key(&instance);
+    LeaseKeeper::new(
+        client,
+        move |_| key.clone(),
+        KratosEtcdFormat::value(&instance),
+    )
+    .ttl(KratosEtcdFormat::TTL)
+    .start(label, endpoint)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_decoding_match_kratos() {
+        let i = KratosInstance {
+            id: "7c1e".into(),
+            name: "busi".into(),
+            version: "v1".into(),
+            metadata: None,
+            endpoints: vec!["grpc://127.0.0.1:9000".into()],
+        };
+        assert_eq!(KratosEtcdFormat::key(&i), "/microservices/busi/7c1e");
+        assert_eq!(KratosEtcdFormat::prefix("busi"), "/microservices/busi");
+        let v = KratosEtcdFormat::value(&i);
+        let e = KratosEtcdFormat::decode("busi", v.as_bytes(), Security::Plaintext)
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.addr, "127.0.0.1:9000");
+        assert_eq!(
+            KratosEtcdFormat::decode("busi2", v.as_bytes(), Security::Plaintext).unwrap(),
+            None
+        );
+        assert_eq!(
+            KratosEtcdFormat::decode("busi", v.as_bytes(), Security::Tls).unwrap(),
+            None
+        );
+        for garbage in [&b"127.0.0.1:9000"[..], b"", b"{\"endpoints\":7}", b"\xff"] {
+            assert!(
+                KratosEtcdFormat::decode("busi", garbage, Security::Plaintext).is_err(),
+                "{garbage:?}"
+            );
+        }
+        // dtm's kratos driver v0.0.10 registers with an empty id and no version.
+        let dtm = br#"{"id":"","name":"busi","version":"","metadata":null,"endpoints":["grpc://localhost:36790"]}"#;
+        assert_eq!(
+            KratosEtcdFormat::decode("busi", dtm, Security::Plaintext)
+                .unwrap()
+                .unwrap()
+                .addr,
+            "localhost:36790"
+        );
+    }
+}

@@ -1,0 +1,328 @@
+//! kratos' service instance and its endpoint URLs: [`KratosInstance`], [`Security`].
+//!
+//! A kratos app publishes one instance per process:
+//!
+//! ```json
+//! {"id":"<uuid>","name":"busi","version":"v1","metadata":{"weight":"3"},"endpoints":["grpc://10.0.0.5:9000"]}
+//! ```
+//!
+//! Each endpoint is a URL whose scheme says the transport and its security: `grpc://`
+//! plaintext, `grpcs://` TLS (kratos ≥ 2.3), or `grpc://…?isSecure=true` TLS (kratos
+//! 2.2, what dtm builds with). A client takes the first endpoint of an instance whose
+//! transport is gRPC and whose security matches its own; instances without one are
+//! left out.
+
+use std::collections::BTreeMap;
+
+use driver_core::resolve::Endpoint;
+use driver_core::{Error, Result, Target};
+use serde::{Deserialize, Serialize};
+
+/// One kratos service instance, as kratos marshals `registry.ServiceInstance`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KratosInstance {
+    /// The instance id (a UUID; dtm's kratos driver v0.0.10 leaves it empty).
+    #[serde(default)]
+    pub id: String,
+    /// The service name clients resolve.
+    #[serde(default)]
+    pub name: String,
+    /// The version (`""` when unset).
+    #[serde(default)]
+    pub version: String,
+    /// Free-form metadata; `null` when unset, as Go marshals a nil map.
+    #[serde(default)]
+    pub metadata: Option<BTreeMap<String, String>>,
+    /// Endpoint URLs, e.g. `grpc://10.0.0.5:9000`.
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+}
+
+/// Whether a client dials with TLS; it decides which endpoint of an instance is used.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Security {
+    /// Plaintext: `grpc://host:port` without `isSecure=true`.
+    #[default]
+    Plaintext,
+    /// TLS: `grpcs://host:port` or `grpc://host:port?isSecure=true`.
+    Tls,
+}
+
+/// One endpoint URL split into its parts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointUrl {
+    /// The scheme, lower-cased (`grpc`, `grpcs`, `http`, ...).
+    pub scheme: String,
+    /// `host:port`.
+    pub addr: String,
+    /// The query string after `?`, if any.
+    pub query: Option<String>,
+}
+
+impl EndpointUrl {
+    /// Parses `scheme://host:port[?query]`; the error says what is wrong.
+    pub fn parse(url: &str) -> std::result::Result<Self, String> {
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Err(format!("`{url}` has no scheme; write grpc://host:port"));
+        };
+        let (addr, query) = match rest.split_once('?') {
+            Some((a, q)) => (a, Some(q.to_string())),
+            None => (rest, None),
+        };
+        let addr = addr.strip_suffix('/').unwrap_or(addr);
+        let has_port = match addr.strip_prefix('[') {
+            Some(v6) => v6.contains("]:"),
+            None => addr.contains(':'),
+        };
+        if !has_port || addr.contains('/') {
+            return Err(format!(
+                "`{url}` does not name host:port; write {scheme}://host:port"
+            ));
+        }
+        match Target::parse(addr) {
+            Ok(t) if t.scheme() == driver_core::target::PASSTHROUGH_SCHEME => {}
+            Ok(_) => return Err(format!("`{url}`: `{addr}` is not host:port")),
+            Err(e) => return Err(format!("`{url}`: {e}")),
+        }
+        Ok(Self {
+            scheme: scheme.to_ascii_lowercase(),
+            addr: addr.to_string(),
+            query,
+        })
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.addr
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The host, without IPv6 brackets.
+    pub fn host(&self) -> &str {
+        let host = self.addr.rsplit_once(':').map_or(&*self.addr, |(h, _)| h);
+        host.strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host)
+    }
+
+    /// The security of a gRPC endpoint; `None` for other transports.
+    pub fn grpc_security(&self) -> Option<Security> {
+        let is_secure = self.query.as_deref().is_some_and(|q| {
+            form_urlencoded_pairs(q).any(|(k, v)| k.eq_ignore_ascii_case("isSecure") && v == "true")
+        });
+        match self.scheme.as_str() {
+            "grpcs" => Some(Security::Tls),
+            "grpc" if is_secure => Some(Security::Tls),
+            "grpc" => Some(Security::Plaintext),
+            _ => None,
+        }
+    }
+}
+
+fn form_urlencoded_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
+    query
+        .split('&')
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+}
+
+/// The endpoint URLs to register for `endpoint` as dtm's `EndPoint` setting gives it:
+/// one or more comma-separated `grpc://host:port`, `grpcs://host:port`,
+/// `grpc://host:port?isSecure=true` (or `http(s)://` for a kratos HTTP server). A bare
+/// `host:port` is taken as `grpc://host:port`, with a log line.
+///
+/// ```
+/// use driver_kratos_compat::instance::endpoint_urls;
+/// assert_eq!(endpoint_urls("127.0.0.1:9000").unwrap(), ["grpc://127.0.0.1:9000"]);
+/// assert_eq!(
+///     endpoint_urls("grpc://127.0.0.1:9000,grpcs://127.0.0.1:9443").unwrap(),
+///     ["grpc://127.0.0.1:9000", "grpcs://127.0.0.1:9443"]
+/// );
+/// assert!(endpoint_urls("tcp://127.0.0.1:9000").is_err());
+/// assert!(endpoint_urls("0.0.0.0:9000").is_err());
+/// ```
+pub fn endpoint_urls(endpoint: &str) -> Result<Vec<String>> {
+    let bad = |reason: String| Error::BadEndpoint {
+        endpoint: endpoint.to_string(),
+        reason,
+    };
+    let mut urls = Vec::new();
+    for part in endpoint.split(',').map(str::trim) {
+        if part.is_empty() {
+            return Err(bad(
+                "an endpoint is empty; write grpc://host:port[,grpcs://host:port]".into(),
+            ));
+        }
+        let url = if part.contains("://") {
+            part.to_string()
+        } else {
+            tracing::info!(
+                endpoint = part,
+                "kratos endpoints carry a scheme; registering grpc://{part}"
+            );
+            format!("grpc://{part}")
+        };
+        let parsed = EndpointUrl::parse(&url).map_err(bad)?;
+        if !matches!(parsed.scheme.as_str(), "grpc" | "grpcs" | "http" | "https") {
+            return Err(bad(format!(
+                "scheme `{}` is not one kratos clients dial; use grpc://, grpcs:// \
+                 (or grpc://host:port?isSecure=true), http:// or https://",
+                parsed.scheme
+            )));
+        }
+        if matches!(parsed.host(), "0.0.0.0" | "::") {
+            return Err(bad(format!(
+                "`{url}` is a wildcard listen address; register the address clients dial, \
+                 e.g. the machine's IP"
+            )));
+        }
+        urls.push(url);
+    }
+    Ok(urls)
+}
+
+impl KratosInstance {
+    /// The endpoint a client with `security` dials: the `host:port` of the first
+    /// matching gRPC endpoint URL, with weight from metadata `weight` and the metadata,
+    /// `version` and `id` as endpoint metadata. `None` when no endpoint matches.
+    pub fn endpoint(&self, security: Security) -> Option<Endpoint> {
+        let url = self.endpoints.iter().find_map(|e| {
+            EndpointUrl::parse(e)
+                .ok()
+                .filter(|u| u.grpc_security() == Some(security))
+        })?;
+        let mut endpoint = Endpoint::new(url.addr);
+        let metadata = self.metadata.clone().unwrap_or_default();
+        if let Some(w) = metadata.get("weight") {
+            match w.trim().parse::<u32>() {
+                Ok(w) => endpoint = endpoint.with_weight(w),
+                Err(_) => tracing::warn!(
+                    id = %self.id, name = %self.name, weight = %w,
+                    "instance metadata weight is not a whole number; using 1"
+                ),
+            }
+        }
+        endpoint.metadata = metadata;
+        endpoint
+            .metadata
+            .insert("version".into(), self.version.clone());
+        endpoint.metadata.insert("id".into(), self.id.clone());
+        Some(endpoint)
+    }
+
+    /// A fresh instance id: a random (version 4) UUID, as kratos apps use.
+    pub fn new_id() -> String {
+        let mut b: [u8; 16] = rand::random::<u128>().to_be_bytes();
+        b[6] = (b[6] & 0x0f) | 0x40; // version 4
+        b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
+        let hex = |r: std::ops::Range<usize>| -> String {
+            b[r].iter().map(|x| format!("{x:02x}")).collect()
+        };
+        format!(
+            "{}-{}-{}-{}-{}",
+            hex(0..4),
+            hex(4..6),
+            hex(6..8),
+            hex(8..10),
+            hex(10..16)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(endpoints: &[&str]) -> KratosInstance {
+        KratosInstance {
+            id: "i1".into(),
+            name: "busi".into(),
+            version: "v2".into(),
+            metadata: Some([("weight".to_string(), "3".to_string())].into()),
+            endpoints: endpoints.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn json_matches_kratos() {
+        let mut i = instance(&["grpc://127.0.0.1:9000"]);
+        i.metadata = None;
+        assert_eq!(
+            serde_json::to_string(&i).unwrap(),
+            r#"{"id":"i1","name":"busi","version":"v2","metadata":null,"endpoints":["grpc://127.0.0.1:9000"]}"#
+        );
+    }
+
+    #[test]
+    fn endpoint_choice_follows_client_security() {
+        let both = instance(&[
+            "http://127.0.0.1:8000",
+            "grpcs://127.0.0.1:9443",
+            "grpc://127.0.0.1:9000",
+        ]);
+        let plain = both.endpoint(Security::Plaintext).unwrap();
+        assert_eq!(plain.addr, "127.0.0.1:9000");
+        assert_eq!(plain.weight, 3);
+        assert_eq!(plain.metadata["version"], "v2");
+        assert_eq!(plain.metadata["id"], "i1");
+        assert_eq!(both.endpoint(Security::Tls).unwrap().addr, "127.0.0.1:9443");
+        let legacy = instance(&["grpc://127.0.0.1:9443?isSecure=true"]);
+        assert!(legacy.endpoint(Security::Plaintext).is_none());
+        assert_eq!(
+            legacy.endpoint(Security::Tls).unwrap().addr,
+            "127.0.0.1:9443"
+        );
+        assert!(
+            instance(&["http://127.0.0.1:8000"])
+                .endpoint(Security::Plaintext)
+                .is_none()
+        );
+        assert!(
+            instance(&["garbage", "grpc://nohost"])
+                .endpoint(Security::Plaintext)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn bad_weight_counts_as_one() {
+        let mut i = instance(&["grpc://[::1]:9000"]);
+        i.metadata = Some([("weight".to_string(), "heavy".to_string())].into());
+        let e = i.endpoint(Security::Plaintext).unwrap();
+        assert_eq!((e.addr.as_str(), e.weight), ("[::1]:9000", 1));
+    }
+
+    #[test]
+    fn endpoint_urls_accept_kratos_forms_and_refuse_others() {
+        assert_eq!(
+            endpoint_urls("grpc://127.0.0.1:9000?isSecure=true").unwrap(),
+            ["grpc://127.0.0.1:9000?isSecure=true"]
+        );
+        for bad in [
+            "",
+            "grpc://",
+            "grpc://h",
+            "a:1,,b:2",
+            "tcp://h:1",
+            "grpc://[::]:1",
+            "grpc://h:0",
+        ] {
+            let e = endpoint_urls(bad).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{bad}`")), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn ids_are_v4_uuids() {
+        let a = KratosInstance::new_id();
+        assert_ne!(a, KratosInstance::new_id());
+        let parts: Vec<&str> = a.split('-').collect();
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12]
+        );
+        assert!(parts[2].starts_with('4'), "{a}");
+        assert!(matches!(&parts[3][..1], "8" | "9" | "a" | "b"), "{a}");
+    }
+}

@@ -1,0 +1,181 @@
+//! Shared helpers of the kratos interop tests: the Go programs under `interop/kratos/`
+//! (built by `bash interop/build.sh` into `interop/bin/`), echo calls, TLS servers.
+
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use driver_core::Channel;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use test_support::echo::pb::echo_server::{Echo, EchoServer as EchoService};
+use test_support::{EchoClient, SayReply, SayRequest};
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::{Request, Response, Status};
+
+pub fn kratos_binary(name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../interop/bin")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing; build the kratos interop programs with `bash interop/build.sh`",
+        path.display()
+    );
+    path
+}
+
+/// Runs kratos-echo-client with `args` (bounded to 40 s) and returns the server names
+/// it printed.
+pub fn kratos_client(args: &[String]) -> Vec<String> {
+    let mut child = Command::new(kratos_binary("kratos-echo-client"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kratos-echo-client");
+    let until = Instant::now() + Duration::from_secs(40);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > until {
+            let _ = child.kill();
+            panic!("kratos-echo-client {args:?} did not finish within 40 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "kratos-echo-client {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// A Go process, killed when dropped; its stdout lines arrive on a channel.
+pub struct GoProcess {
+    pub child: Child,
+    pub lines: mpsc::Receiver<(std::time::SystemTime, String)>,
+}
+
+impl GoProcess {
+    pub fn start(binary: &str, args: &[&str]) -> Self {
+        let mut child = Command::new(kratos_binary(binary))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("run {binary}: {e}"));
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send((std::time::SystemTime::now(), line)).is_err() {
+                    return;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// Sends SIGINT and waits (bounded) for the process to exit.
+    pub fn interrupt(&mut self) {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        let until = Instant::now() + Duration::from_secs(15);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < until,
+                "the Go process ignored SIGINT for 15 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for GoProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One echo call, bounded to 20 s.
+pub async fn say(channel: Channel) -> Result<String, Status> {
+    let mut client = EchoClient::new(channel);
+    let call = client.say(SayRequest {
+        message: "hi".into(),
+    });
+    tokio::time::timeout(Duration::from_secs(20), call)
+        .await
+        .expect("a call hung for 20 s")
+        .map(|r| r.into_inner().server)
+}
+
+/// Calls until one succeeds (bounded by `within`); returns the answering server.
+pub async fn say_eventually(channel: Channel, within: Duration) -> String {
+    let until = Instant::now() + within;
+    loop {
+        match say(channel.clone()).await {
+            Ok(name) => return name,
+            Err(e) => assert!(
+                Instant::now() < until,
+                "no call succeeded within {within:?}; last error: {e:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+struct TlsEcho;
+
+#[tonic::async_trait]
+impl Echo for TlsEcho {
+    async fn say(&self, req: Request<SayRequest>) -> Result<Response<SayReply>, Status> {
+        Ok(Response::new(SayReply {
+            message: req.into_inner().message,
+            server: "tls".into(),
+        }))
+    }
+}
+
+/// A TLS echo server answering "tls" with a `localhost` certificate from a fresh CA:
+/// (address, CA PEM).
+pub async fn start_tls_echo() -> (String, String) {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let identity = Identity::from_pem(cert.pem(), key.serialize_pem());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = Server::builder()
+        .tls_config(ServerTlsConfig::new().identity(identity))
+        .unwrap()
+        .add_service(EchoService::new(TlsEcho));
+    tokio::spawn(
+        server.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    (addr, ca.pem())
+}
+
+/// Median and 99th percentile of `samples`.
+pub fn median_p99(samples: &mut [Duration]) -> (Duration, Duration) {
+    samples.sort();
+    let n = samples.len();
+    let p99 = ((n as f64 * 0.99).ceil() as usize).clamp(1, n) - 1;
+    (samples[n / 2], samples[p99])
+}
