@@ -166,3 +166,46 @@ async fn resolve_watch_prints_each_change_within_100_ms() {
     );
     running.interrupt();
 }
+
+/// A registrar that dies without deregistering leaves a key that expires with its
+/// 10 s lease: still there right after the kill, gone within the TTL (plus slack for
+/// etcd's lease checker).
+#[tokio::test]
+async fn sigkill_lets_the_key_expire_within_the_ttl() {
+    let server = EtcdServer::start();
+    let mut client = etcd(&server.endpoint()).await;
+    let target = format!("etcd://{}/killed.rpc", server.endpoint());
+    let mut running = Running::start(&[
+        "--driver",
+        "dtm-driver-gozero",
+        "register",
+        &target,
+        "127.0.0.1:9001",
+    ]);
+    let (_, line) = running.next_line(Duration::from_secs(10));
+    assert!(line.contains("registered"), "{line}");
+    running.child.kill().expect("SIGKILL dtmdriver");
+    running.child.wait().expect("reap dtmdriver");
+    let killed = Instant::now();
+    assert_eq!(
+        list(&mut client, "killed.rpc/").await.len(),
+        1,
+        "a killed registrar cannot revoke: the key outlives it"
+    );
+    let deadline = killed + Duration::from_secs(12);
+    loop {
+        if list(&mut client, "killed.rpc/").await.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the key did not expire within 12 s of SIGKILL (TTL 10 s)"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let expired_after = killed.elapsed();
+    assert!(
+        expired_after > Duration::from_secs(3),
+        "expired after {expired_after:?}: too early for a 10 s lease kept alive every ~3.3 s"
+    );
+}
