@@ -11,7 +11,12 @@
 //!   backoff (≤ 500 ms), so a returning agent is read within half a second;
 //! * while the agent cannot be reached the watcher reports an error and keeps the last
 //!   answer (a balancer keeps serving the last endpoint set);
-//! * each request may take the wait plus consul's jitter (wait/16) plus 5 s.
+//! * each request may take the wait plus consul's jitter (wait/16) plus 5 s;
+//! * an agent that comes back (after an error, or with its index gone back) has often
+//!   restarted and lost its services until their registrants register them again (ours
+//!   do within a second): for [`RESTART_GRACE`] an empty answer from it is not
+//!   published over a non-empty last set (an error saying so is), so calls keep going to
+//!   the instances that are still alive; a non-empty answer is published at once.
 //!
 //! With ACLs and a default policy of `deny`, a read without a token is not refused:
 //! consul answers `200 []`. A watcher without a token that gets an empty answer from
@@ -34,13 +39,18 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::agent::{ServiceAddress, Weights, consul_duration};
+use crate::agent::{Weights, consul_duration};
 use crate::client::{
     Backoff, ConsulClient, ConsulConfig, ConsulError, ConsulTarget, escape, parse_duration,
 };
 
 /// The default wait of a blocking query.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(55);
+
+/// How long an agent that came back (after an error, or with its index gone back) may
+/// answer "no instances" before that is believed: a restarted dev or client agent has
+/// lost its services until their registrants register them again.
+pub const RESTART_GRACE: Duration = Duration::from_secs(3);
 
 /// One instance in a health answer (the fields we use).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -92,9 +102,6 @@ pub struct AgentService {
     /// consul's weights.
     #[serde(default)]
     pub weights: Option<Weights>,
-    /// Addresses by tag (consul may send `null`); kratos keeps its endpoint URLs here.
-    #[serde(default)]
-    pub tagged_addresses: Option<BTreeMap<String, ServiceAddress>>,
 }
 
 /// One check in a health answer.
@@ -185,7 +192,7 @@ impl HealthQuery {
     }
 
     /// The query a target asks for: the agent, service and `?dc=` of
-    /// [`ConsulTarget`](crate::ConsulTarget), plus `?tag=`, `?near=` and `?wait=`
+    /// [`ConsulTarget`], plus `?tag=`, `?near=` and `?wait=`
     /// (default [`DEFAULT_WAIT`]). `passing_only` is left to the format.
     pub fn from_target(target: &Target) -> Result<Self> {
         let t = ConsulTarget::from_target(target)?;
@@ -220,10 +227,15 @@ impl HealthQuery {
     /// assert_eq!(q.path(7), "/v1/health/service/trans?index=7&wait=55s&passing=true&tag=rpc");
     /// ```
     pub fn path(&self, index: u64) -> String {
+        self.path_waiting(index, self.wait)
+    }
+
+    /// [`path`](Self::path) with another wait.
+    fn path_waiting(&self, index: u64, wait: Duration) -> String {
         let mut path = format!(
             "/v1/health/service/{}?index={index}&wait={}",
             escape(&self.service),
-            consul_duration(self.wait)
+            consul_duration(wait)
         );
         if self.passing_only {
             path.push_str("&passing=true");
@@ -336,10 +348,24 @@ async fn follow(query: &HealthQuery, tx: &watch::Sender<HealthState>) {
     let what = format!("the health query of service `{}`", query.service);
     let mut backoff = Backoff::new();
     let mut index = 0u64;
+    // Set while an agent that came back may still be missing re-registrations.
+    let mut grace_until: Option<Instant> = None;
+    let mut failed = false;
     loop {
         let started = Instant::now();
+        let wait = grace_until.map_or(query.wait, |g| {
+            g.saturating_duration_since(started)
+                .max(Duration::from_millis(10))
+                .min(query.wait)
+        });
         let result = client
-            .send(Method::GET, &query.path(index), None, timeout, &what)
+            .send(
+                Method::GET,
+                &query.path_waiting(index, wait),
+                None,
+                timeout,
+                &what,
+            )
             .await
             .and_then(|reply| {
                 let entries: Vec<ServiceEntry> = client.decode(&reply, &what)?;
@@ -350,6 +376,10 @@ async fn follow(query: &HealthQuery, tx: &watch::Sender<HealthState>) {
                 backoff.reset();
                 let new_index = reply.index();
                 let unchanged = new_index == index;
+                if (failed || new_index < index) && grace_until.is_none() {
+                    grace_until = Some(started + RESTART_GRACE);
+                }
+                failed = false;
                 index = if new_index < index || new_index == 0 {
                     tracing::debug!(service = %query.service, old = index, new = new_index, "consul index went back; reading everything again");
                     0
@@ -359,11 +389,24 @@ async fn follow(query: &HealthQuery, tx: &watch::Sender<HealthState>) {
                 let hidden = entries.is_empty()
                     && !query.config.has_token()
                     && reply.header("x-consul-default-acl-policy") == Some("deny");
+                let in_grace = grace_until.is_some_and(|g| Instant::now() < g);
+                if !in_grace || !entries.is_empty() {
+                    grace_until = None;
+                }
+                let had_instances = tx.borrow().entries.as_ref().is_some_and(|e| !e.is_empty());
                 if hidden {
                     let error = format!(
                         "the consul agent at {} has ACLs with a default policy of deny and no \
                          token was given, so no instance of `{}` is visible; pass a token with \
                          service:read as ?token=... on the target or set CONSUL_HTTP_TOKEN",
+                        query.config.addr(),
+                        query.service
+                    );
+                    publish_error(tx, query, error);
+                } else if in_grace && entries.is_empty() && had_instances {
+                    let error = format!(
+                        "the consul agent at {} came back without instances of `{}`; keeping \
+                         the last set for up to {RESTART_GRACE:?} while they register again",
                         query.config.addr(),
                         query.service
                     );
@@ -387,6 +430,7 @@ async fn follow(query: &HealthQuery, tx: &watch::Sender<HealthState>) {
             Err(e) => {
                 // The next answer, from wherever, is read in full at once.
                 index = 0;
+                failed = true;
                 publish_error(tx, query, e.to_string());
                 if matches!(e, ConsulError::Refused { .. }) {
                     // A refused token stays refused for a while; do not spin.

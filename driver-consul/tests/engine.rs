@@ -379,3 +379,38 @@ async fn acl_token_from_the_target_and_clear_refusals() {
     );
     assert_eq!(say(&ch).await.unwrap(), "s");
 }
+
+/// After an agent restart an empty answer is held for the grace period (registrants
+/// re-register meanwhile), then believed.
+#[tokio::test]
+async fn an_instance_nobody_reregisters_leaves_after_the_restart_grace() {
+    let mut agent = ConsulAgent::start();
+    let addr = agent.http_addr();
+    let body = r#"{"ID":"g-1","Name":"g","Address":"127.0.0.1","Port":1}"#;
+    let (code, text) = agent.api("PUT", "/v1/agent/service/register", body);
+    assert_eq!(code, 200, "{text}");
+    let ch = channel(&format!("consul://{addr}/g"), Policy::RoundRobin);
+    wait_for("the instance", Duration::from_secs(5), || async {
+        addrs(&ch).len() == 1
+    })
+    .await;
+    agent.restart();
+    let back = Instant::now();
+    wait_for("the set to empty", Duration::from_secs(6), || async {
+        ch.snapshots()
+            .borrow()
+            .endpoints
+            .as_ref()
+            .is_some_and(|e| e.is_empty())
+    })
+    .await;
+    eprintln!(
+        "empty answer believed {:?} after the agent came back",
+        back.elapsed()
+    );
+    assert!(
+        back.elapsed() >= driver_consul::watch::RESTART_GRACE - Duration::from_millis(500),
+        "the empty answer was published after {:?}",
+        back.elapsed()
+    );
+}

@@ -14,7 +14,7 @@
 //!
 //! kept passing every 19 s (TTL − 1 s) and deregistered on stop. A wildcard listen
 //! address (`0.0.0.0:PORT`) is published as a routable one, as go-zero does
-//! ([`routable_endpoint`](crate::routable_endpoint)).
+//! ([`routable_endpoint`]).
 //!
 //! # Resolution
 //!
