@@ -39,7 +39,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::agent::{Weights, consul_duration};
+use crate::agent::{ServiceAddress, Weights, consul_duration};
 use crate::client::{
     Backoff, ConsulClient, ConsulConfig, ConsulError, ConsulTarget, escape, parse_duration,
 };
@@ -102,6 +102,9 @@ pub struct AgentService {
     /// consul's weights.
     #[serde(default)]
     pub weights: Option<Weights>,
+    /// Addresses by tag (consul may send `null`); kratos keeps its endpoint URLs here.
+    #[serde(default)]
+    pub tagged_addresses: Option<BTreeMap<String, ServiceAddress>>,
 }
 
 /// One check in a health answer.
