@@ -1,0 +1,215 @@
+//! `dtmdriver` with `dtm-driver-kratos` against a real, private etcd and the real kratos
+//! client from `interop/kratos/` (built by `bash interop/build.sh`).
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, GetOptions};
+use serde_json::Value;
+use test_support::{EchoServer, EtcdServer};
+
+/// A running `dtmdriver` whose stdout lines arrive on a channel.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Running {
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dtmdriver"))
+            .args(args)
+            .env_remove("DTM_DRIVER")
+            .env_remove("DTM_KRATOS_REGISTRY")
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("run dtmdriver");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// Sends SIGINT and waits (bounded) for a successful exit.
+    fn interrupt(mut self) {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "dtmdriver exited with {status}");
+                return;
+            }
+            assert!(
+                Instant::now() < until,
+                "dtmdriver did not exit after SIGINT"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a command to completion, bounded to 40 s.
+fn run_bounded(mut command: Command, what: &str) -> Output {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {what}: {e}"));
+    let until = Instant::now() + Duration::from_secs(40);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > until {
+            let _ = child.kill();
+            panic!("{what} did not finish within 40 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn kratos_client(etcd: &str, service: &str) -> Vec<String> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../interop/bin/kratos-echo-client");
+    assert!(
+        path.exists(),
+        "{} is missing; build the kratos interop programs with `bash interop/build.sh`",
+        path.display()
+    );
+    let mut command = Command::new(path);
+    command.args(["-etcd", etcd, "-service", service, "-n", "2"]);
+    let out = run_bounded(command, "kratos-echo-client");
+    assert!(
+        out.status.success(),
+        "kratos-echo-client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+async fn list(client: &mut Client, prefix: &str) -> Vec<(String, Value, i64)> {
+    let resp = client
+        .get(prefix, Some(GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    resp.kvs()
+        .iter()
+        .map(|kv| {
+            (
+                kv.key_str().unwrap().to_string(),
+                serde_json::from_slice(kv.value()).unwrap(),
+                kv.lease(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_writes_a_kratos_instance_a_kratos_client_calls_and_sigint_removes_it() {
+    let server = EtcdServer::start();
+    let ep = server.endpoint();
+    let mut client = Client::connect([ep.as_str()], None).await.unwrap();
+    let echo = EchoServer::start("cli-registered").await;
+    let target = format!("etcd://{ep}/busi");
+    let endpoint = format!("grpc://{}", echo.addr());
+    let running = Running::start(&[
+        "--driver",
+        "dtm-driver-kratos",
+        "register",
+        &target,
+        &endpoint,
+    ]);
+    let line = running
+        .lines
+        .recv_timeout(Duration::from_secs(10))
+        .expect("dtmdriver printed nothing within 10 s");
+    assert!(line.contains("registered"), "{line}");
+    let kvs = list(&mut client, "/microservices/busi/").await;
+    assert_eq!(kvs.len(), 1, "{kvs:?}");
+    let (key, value, lease) = &kvs[0];
+    let id = value["id"].as_str().unwrap();
+    assert_eq!(key, &format!("/microservices/busi/{id}"));
+    assert_eq!(id.len(), 36, "{id}");
+    assert_eq!(value["name"], "busi");
+    assert_eq!(value["endpoints"], serde_json::json!([endpoint]));
+    let ttl = client.lease_time_to_live(*lease, None).await.unwrap();
+    assert_eq!(ttl.granted_ttl(), 15);
+
+    let ep2 = ep.clone();
+    let names = tokio::task::spawn_blocking(move || kratos_client(&ep2, "busi"))
+        .await
+        .unwrap();
+    assert_eq!(names, ["cli-registered", "cli-registered"]);
+
+    // The registry of discovery:/// comes from DTM_KRATOS_REGISTRY.
+    let mut resolve = Command::new(env!("CARGO_BIN_EXE_dtmdriver"));
+    resolve
+        .args([
+            "--driver",
+            "dtm-driver-kratos",
+            "resolve",
+            "discovery:///busi",
+        ])
+        .env_remove("DTM_DRIVER")
+        .env("DTM_KRATOS_REGISTRY", format!("etcd://{ep}"));
+    let out = tokio::task::spawn_blocking(move || run_bounded(resolve, "dtmdriver resolve"))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let resolved: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(resolved["endpoints"][0]["addr"], echo.addr());
+    assert_eq!(resolved["endpoints"][0]["metadata"]["id"], id);
+
+    running.interrupt();
+    assert!(
+        list(&mut client, "/microservices/busi/").await.is_empty(),
+        "the key must be gone once dtmdriver exits"
+    );
+}
+
+#[test]
+fn resolve_discovery_without_a_registry_says_how_to_name_one() {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dtmdriver"));
+    command
+        .args([
+            "--driver",
+            "dtm-driver-kratos",
+            "resolve",
+            "discovery:///busi",
+        ])
+        .env_remove("DTM_DRIVER")
+        .env_remove("DTM_KRATOS_REGISTRY");
+    let out = run_bounded(command, "dtmdriver resolve");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("DTM_KRATOS_REGISTRY=etcd://") && err.contains("?registry="),
+        "{err}"
+    );
+}
