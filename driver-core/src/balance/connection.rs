@@ -283,6 +283,20 @@ impl Connection {
         self.state.tx.subscribe()
     }
 
+    /// Called when the server refused a request because it is going away: take the
+    /// connection out of rotation now; the task redials once it has drained.
+    pub fn retire(&self, error: &str) {
+        self.state.tx.send_if_modified(|s| match s {
+            ConnState::Ready(_) => {
+                *s = ConnState::Connecting;
+                self.state.ready.store(false, Ordering::Release);
+                tracing::debug!(addr = %self.addr, error, "server going away, redialling");
+                true
+            }
+            _ => false,
+        });
+    }
+
     /// Called when a request could not be sent on the current connection: the task
     /// will notice the closed connection too, but callers must stop picking it now.
     pub fn mark_broken(&self, error: &str) {

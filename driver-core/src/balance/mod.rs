@@ -28,6 +28,7 @@
 //! per target however many clients dial it.
 
 mod connection;
+mod replay;
 mod tls;
 
 use std::collections::HashMap;
@@ -49,6 +50,7 @@ use tonic::Status;
 pub use tls::TlsConnector;
 
 use self::connection::{ConnState, Connection, DialSettings};
+use self::replay::Replay;
 use crate::driver::Driver;
 use crate::error::{Error, Result};
 use crate::resolve::{self, Endpoint, Resolver, ResolverState, SnapshotReceiver, SnapshotSender};
@@ -708,9 +710,10 @@ impl ChannelInner {
 
     async fn dispatch(
         self: Arc<Self>,
-        mut req: http::Request<tonic::body::Body>,
+        req: http::Request<tonic::body::Body>,
         deadline: Option<Instant>,
     ) -> Result<http::Response<tonic::body::Body>, Status> {
+        let (mut req, replay) = Replay::prepare(req);
         // Each failed attempt ejects one endpoint until it redials, so the attempts
         // are bounded by the endpoints plus a few for races with redialling.
         let mut max_attempts = usize::MAX;
@@ -752,6 +755,18 @@ impl ChannelInner {
                             guard.finish(true);
                             last_error = format!("{}: {error}", slot.endpoint.addr);
                             req = unsent;
+                        }
+                        None if let (Some(replay), Some(refusal)) =
+                            (replay.as_ref(), replay::refusal(e.error())) =>
+                        {
+                            // Refused unprocessed: safe to send again elsewhere.
+                            tracing::debug!(addr = %slot.endpoint.addr, error = %error, "request refused, retrying on another endpoint");
+                            if refusal == replay::Refusal::GoingAway {
+                                slot.conn.retire(&error);
+                            }
+                            guard.finish(false);
+                            last_error = format!("{}: {error}", slot.endpoint.addr);
+                            req = replay.request();
                         }
                         None => {
                             guard.finish(true);
