@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
+use driver_core::target::redact;
 use driver_core::{Channel, Endpoint};
 use serde::Serialize;
 
@@ -181,11 +182,18 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let registration = driver.register_service(&target, &endpoint).await?;
             println!(
                 "{}",
-                serde_json::json!({"registered": {"target": target, "endpoint": endpoint, "driver": cli.driver}})
+                serde_json::json!({"registered": {
+                    "target": redact(&target),
+                    "endpoint": registration.endpoint(),
+                    "driver": cli.driver,
+                }})
             );
             wait_for_signal().await?;
             registration.deregister().await?;
-            eprintln!("dtmdriver: deregistered {endpoint} from {target}");
+            eprintln!(
+                "dtmdriver: deregistered {endpoint} from {}",
+                redact(&target)
+            );
             Ok(())
         }
         Command::Call {

@@ -1,6 +1,7 @@
 //! The one error type of this crate.
 //!
 //! Every message names the input that was wrong and, where there is one, the fix.
+//! Targets in messages are [redacted](crate::target::redact): no password or token.
 
 /// Errors returned by the driver framework.
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +42,7 @@ pub enum Error {
     },
 
     /// A dial or registration target could not be parsed.
-    #[error("bad target `{target}`: {reason}")]
+    #[error("bad target `{}`: {reason}", crate::target::redact(.target))]
     BadTarget {
         /// The target as given.
         target: String,
@@ -50,7 +51,10 @@ pub enum Error {
     },
 
     /// No resolver or registrar is installed for a scheme.
-    #[error("no {role} for scheme `{scheme}` in target `{target}` (known schemes: {known}){hint}")]
+    #[error(
+        "no {role} for scheme `{scheme}` in target `{}` (known schemes: {known}){hint}",
+        crate::target::redact(.target)
+    )]
     UnknownScheme {
         /// "resolver" or "registrar".
         role: &'static str,
@@ -65,7 +69,7 @@ pub enum Error {
     },
 
     /// A driver does not support an operation for this target.
-    #[error("driver `{driver}` cannot {what} `{target}`: {reason}")]
+    #[error("driver `{driver}` cannot {what} `{}`: {reason}", crate::target::redact(.target))]
     Unsupported {
         /// The driver's name.
         driver: String,
@@ -96,7 +100,7 @@ pub enum Error {
     },
 
     /// A registry (etcd, consul, ...) operation failed.
-    #[error("registry at `{target}`: {message}")]
+    #[error("registry at `{}`: {message}", crate::target::redact(.target))]
     Registry {
         /// The target being served.
         target: String,
