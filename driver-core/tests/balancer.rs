@@ -601,3 +601,66 @@ async fn removed_endpoint_finishes_its_in_flight_calls() {
     }
     assert_eq!(slow.calls(), 1);
 }
+
+/// Channels built from a driver value (as `invoke_with` does on every call) are shared
+/// like `connect`'s: one channel and one resolver per driver, target and settings.
+#[tokio::test]
+async fn channels_built_from_a_driver_value_are_shared() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct CountingResolver(Arc<AtomicUsize>);
+    impl Resolver for CountingResolver {
+        fn resolve(&self, _t: &Target, updates: SnapshotSender) -> Result<(), driver_core::Error> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            updates.update(vec![Endpoint::new("127.0.0.1:1")]);
+            Ok(())
+        }
+    }
+    struct CountingDriver(Arc<AtomicUsize>);
+    #[async_trait::async_trait]
+    impl driver_core::Driver for CountingDriver {
+        fn name(&self) -> &str {
+            "counting-driver"
+        }
+        fn resolvers(&self) -> Vec<(&'static str, Arc<dyn Resolver>)> {
+            // A fresh resolver value on every call, as most drivers do.
+            vec![("counting", Arc::new(CountingResolver(self.0.clone())))]
+        }
+        fn parse_server_method(
+            &self,
+            uri: &str,
+        ) -> Result<driver_core::ServerMethod, driver_core::Error> {
+            driver_core::parse::parse_scheme_url(uri)
+        }
+    }
+
+    let resolves = Arc::new(AtomicUsize::new(0));
+    let driver = CountingDriver(resolves.clone());
+    let a = Channel::builder("counting:///svc")
+        .driver(&driver)
+        .unwrap()
+        .connect()
+        .unwrap();
+    let b = Channel::builder("counting:///svc")
+        .driver(&driver)
+        .unwrap()
+        .connect()
+        .unwrap();
+    assert_eq!(
+        resolves.load(Ordering::SeqCst),
+        1,
+        "one resolver for the shared channel"
+    );
+    a.warm_up();
+    assert_eq!(a.status().endpoints.len(), b.status().endpoints.len());
+    let _other = Channel::builder("counting:///other")
+        .driver(&driver)
+        .unwrap()
+        .connect()
+        .unwrap();
+    assert_eq!(
+        resolves.load(Ordering::SeqCst),
+        2,
+        "another target, another channel"
+    );
+}

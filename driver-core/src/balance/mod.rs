@@ -106,6 +106,8 @@ impl std::str::FromStr for Policy {
 pub struct ChannelBuilder {
     target: String,
     resolver: Option<Arc<dyn Resolver>>,
+    /// Set by [`driver`](Self::driver): channels of one driver share by its name.
+    driver_name: Option<String>,
     policy: Policy,
     resolve_timeout: Duration,
     wait_for_ready: bool,
@@ -128,6 +130,7 @@ impl ChannelBuilder {
         Self {
             target: target.to_string(),
             resolver: None,
+            driver_name: None,
             policy: Policy::default(),
             resolve_timeout: Duration::from_secs(3),
             wait_for_ready: false,
@@ -187,14 +190,17 @@ impl ChannelBuilder {
         self
     }
 
-    /// Resolve with this resolver instead of the one installed for the scheme.
+    /// Resolve with this resolver instead of the one installed for the scheme. Channels
+    /// are shared only between builders given the same resolver value.
     pub fn resolver(mut self, resolver: Arc<dyn Resolver>) -> Self {
         self.resolver = Some(resolver);
+        self.driver_name = None;
         self
     }
 
     /// Resolve with `driver`'s resolver for the target's scheme, without installing
-    /// anything globally: lets one process use several drivers side by side.
+    /// anything globally: lets one process use several drivers side by side. Channels
+    /// built this way are shared by driver name, target and settings, like [`connect`]'s.
     pub fn driver(self, driver: &dyn Driver) -> Result<Self> {
         let target = Target::parse(&self.target)?;
         if let Some((_, r)) = driver
@@ -202,7 +208,9 @@ impl ChannelBuilder {
             .into_iter()
             .find(|(s, _)| *s == target.scheme())
         {
-            return Ok(self.resolver(r));
+            let mut builder = self.resolver(r);
+            builder.driver_name = Some(driver.name().to_string());
+            return Ok(builder);
         }
         if matches!(
             target.scheme(),
@@ -239,7 +247,10 @@ impl ChannelBuilder {
         };
         let key = ChannelKey {
             target: self.target.clone(),
-            resolver: Arc::as_ptr(&resolver) as *const () as usize,
+            resolver: match &self.driver_name {
+                Some(name) => ResolverKey::Driver(name.clone()),
+                None => ResolverKey::Value(Arc::as_ptr(&resolver) as *const () as usize),
+            },
             policy: self.policy,
             resolve_timeout: self.resolve_timeout,
             wait_for_ready: self.wait_for_ready,
@@ -251,17 +262,27 @@ impl ChannelBuilder {
         }
         let (tx, rx) = SnapshotSender::channel();
         resolver.resolve(&target, tx)?;
-        let inner = ChannelInner::start(self, rx);
+        let inner = ChannelInner::start(self, rx, resolver);
         channels.retain(|_, w| w.strong_count() > 0);
         channels.insert(key, Arc::downgrade(&inner));
         Ok(Channel { inner })
     }
 }
 
+/// Which resolver a shared channel was built with.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum ResolverKey {
+    /// A resolver value (installed for the scheme, or given explicitly); the channel
+    /// keeps it alive, so its address cannot be reused while the entry matters.
+    Value(usize),
+    /// The resolver of the driver with this name.
+    Driver(String),
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct ChannelKey {
     target: String,
-    resolver: usize,
+    resolver: ResolverKey,
     policy: Policy,
     resolve_timeout: Duration,
     wait_for_ready: bool,
@@ -428,6 +449,9 @@ struct ChannelInner {
     rr: AtomicUsize,
     wrr_lock: Mutex<()>,
     updater: std::sync::OnceLock<tokio::task::AbortHandle>,
+    /// Held so the resolver value (and its address, part of the sharing key) lives as
+    /// long as the channel.
+    _resolver: Arc<dyn Resolver>,
 }
 
 impl Drop for ChannelInner {
@@ -439,7 +463,11 @@ impl Drop for ChannelInner {
 }
 
 impl ChannelInner {
-    fn start(b: ChannelBuilder, snapshots: SnapshotReceiver) -> Arc<Self> {
+    fn start(
+        b: ChannelBuilder,
+        snapshots: SnapshotReceiver,
+        resolver: Arc<dyn Resolver>,
+    ) -> Arc<Self> {
         let authority_scheme = if b.dial.tls.is_some() {
             Scheme::HTTPS
         } else {
@@ -463,6 +491,7 @@ impl ChannelInner {
             rr: AtomicUsize::new(0),
             wrr_lock: Mutex::new(()),
             updater: std::sync::OnceLock::new(),
+            _resolver: resolver,
         });
         // The updater holds only a weak reference: the channel's last clone going away
         // stops it (Drop aborts it), which drops the receiver and stops the resolver.
