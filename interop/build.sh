@@ -9,5 +9,12 @@ for mod in "$here"/*/go.mod; do
   dir=$(dirname "$mod")
   name=$(basename "$dir")
   echo "interop: building $name" >&2
-  (cd "$dir" && go build -trimpath -o "$here/bin/" ./...)
+  # A module may name the packages to build (e.g. a main package of a dependency, as
+  # interop/dtm does for the dtm coordinator) in build-packages, one a line.
+  if [ -f "$dir/build-packages" ]; then
+    mapfile -t pkgs < <(grep -v '^[[:space:]]*\(#\|$\)' "$dir/build-packages")
+  else
+    pkgs=(./...)
+  fi
+  (cd "$dir" && go build -trimpath -o "$here/bin/" "${pkgs[@]}")
 done
