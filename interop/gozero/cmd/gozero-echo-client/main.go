@@ -4,6 +4,9 @@
 //
 //	gozero-echo-client -target etcd://127.0.0.1:2379/echo.rpc -n 3
 //	gozero-echo-client -etcd 127.0.0.1:2379 -key echo.rpc   (go-zero builds the target)
+//	gozero-echo-client -target 'consul://127.0.0.1:8500/echo.rpc?wait=14s' -n 3
+//
+// consul targets resolve through zero-contrib's consul resolver (imported for its init).
 package main
 
 import (
@@ -17,6 +20,7 @@ import (
 	"github.com/zeromicro/go-zero/core/conf"
 	"github.com/zeromicro/go-zero/core/logx"
 	"github.com/zeromicro/go-zero/zrpc"
+	_ "github.com/zeromicro/zero-contrib/zrpc/registry/consul"
 
 	"dtmdriver-rs/interop/gozero/echopb"
 )

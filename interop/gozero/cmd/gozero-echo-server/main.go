@@ -1,8 +1,11 @@
 // gozero-echo-server is a go-zero zrpc server of the echo service (proto/echo.proto)
-// that registers itself in etcd the way every go-zero service does. Interop tests run
-// it to check that Rust clients find and call go-zero services.
+// that registers itself in etcd the way every go-zero service does, or in consul through
+// zero-contrib's consul registry (consul.RegisterService, as dtm's go-zero driver does).
+// Interop tests run it to check that Rust clients find and call go-zero services.
 //
 //	gozero-echo-server -etcd 127.0.0.1:2379 -key echo.rpc -listen 127.0.0.1:9000 -name go1
+//	gozero-echo-server -consul 127.0.0.1:8500 -key echo.rpc -tags tag,rpc -meta Protocol=grpc \
+//	    -listen 127.0.0.1:9000 -name go1
 package main
 
 import (
@@ -15,6 +18,7 @@ import (
 	"github.com/zeromicro/go-zero/core/conf"
 	"github.com/zeromicro/go-zero/core/logx"
 	"github.com/zeromicro/go-zero/zrpc"
+	"github.com/zeromicro/zero-contrib/zrpc/registry/consul"
 	"google.golang.org/grpc"
 
 	"dtmdriver-rs/interop/gozero/echopb"
@@ -31,7 +35,10 @@ func (e *echo) Say(_ context.Context, r *echopb.SayRequest) (*echopb.SayReply, e
 
 func main() {
 	hosts := flag.String("etcd", "", "etcd hosts, comma separated")
-	key := flag.String("key", "", "the etcd key to register under")
+	agent := flag.String("consul", "", "consul agent host:port (instead of -etcd)")
+	key := flag.String("key", "", "the etcd key or consul service name to register under")
+	tags := flag.String("tags", "", "consul tags, comma separated (with -consul)")
+	meta := flag.String("meta", "", "consul meta K=V pairs, comma separated (with -consul)")
 	listen := flag.String("listen", "127.0.0.1:9000", "address to serve on")
 	name := flag.String("name", "go", "name carried by replies")
 	flag.Parse()
@@ -43,8 +50,10 @@ func main() {
 	}
 	c.Name = *name
 	c.ListenOn = *listen
-	c.Etcd.Hosts = strings.Split(*hosts, ",")
-	c.Etcd.Key = *key
+	if *hosts != "" {
+		c.Etcd.Hosts = strings.Split(*hosts, ",")
+		c.Etcd.Key = *key
+	}
 	c.Log.Mode = "console"
 	c.Log.Level = "error"
 	c.Mode = "test"
@@ -54,6 +63,21 @@ func main() {
 		echopb.RegisterEchoServer(g, &echo{name: *name})
 	})
 	defer s.Stop()
+	if *agent != "" {
+		cc := consul.Conf{Host: *agent, Key: *key, Meta: map[string]string{}}
+		if *tags != "" {
+			cc.Tag = strings.Split(*tags, ",")
+		}
+		for _, kv := range strings.Split(*meta, ",") {
+			if k, v, ok := strings.Cut(kv, "="); ok {
+				cc.Meta[k] = v
+			}
+		}
+		if err := consul.RegisterService(*listen, cc); err != nil {
+			fmt.Fprintln(os.Stderr, "consul:", err)
+			os.Exit(1)
+		}
+	}
 	fmt.Println("serving", *listen)
 	s.Start()
 }
