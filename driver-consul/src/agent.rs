@@ -1,6 +1,7 @@
 //! Keeping one service registered with a consul agent: [`ServiceKeeper`].
 //!
-//! A registration is an agent service with a TTL check. The keeper
+//! A registration is an agent service with a TTL check (plus, by format, agent-run TCP
+//! or gRPC health checks: [`ServiceExtras`]). The keeper
 //!
 //! * registers the service (`PUT /v1/agent/service/register`) and only then hands out
 //!   the [`Registration`];
@@ -114,26 +115,109 @@ pub struct AgentTcpCheck {
     pub deregister_critical_service_after: String,
 }
 
-/// Parts of a registration some formats add to [`AgentServiceRegistration`]: tagged
-/// addresses and agent-run checks (kratos registers both). Empty parts are left out of
-/// the request.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct ServiceExtras {
-    /// `TaggedAddresses`, by tag.
-    #[serde(rename = "TaggedAddresses", skip_serializing_if = "BTreeMap::is_empty")]
-    pub tagged_addresses: BTreeMap<String, ServiceAddress>,
-    /// `Checks`: run by the agent in addition to the TTL check.
-    #[serde(rename = "Checks", skip_serializing_if = "Vec::is_empty")]
-    pub checks: Vec<AgentTcpCheck>,
+/// A gRPC health check the agent runs itself (`grpc.health.v1.Health/Check`, served
+/// e.g. by `tonic-health`), registered beside the TTL check.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentGrpcCheck {
+    /// `host:port` the agent calls, or `host:port/SERVICE` to ask about one service
+    /// (without it the server's overall health, service `""`, is asked).
+    #[serde(rename = "GRPC")]
+    pub grpc: String,
+    /// Whether the agent dials with TLS.
+    #[serde(rename = "GRPCUseTLS")]
+    pub grpc_use_tls: bool,
+    /// How often (`10s`).
+    #[serde(rename = "Interval")]
+    pub interval: String,
+    /// How long one call may take; empty for consul's default (10 s).
+    #[serde(rename = "Timeout", skip_serializing_if = "String::is_empty")]
+    pub timeout: String,
+    /// The status until the first run (see [`AgentTcpCheck::status`]).
+    #[serde(rename = "Status", skip_serializing_if = "String::is_empty")]
+    pub status: String,
+    /// How long the check may stay critical before the agent removes the service.
+    #[serde(rename = "DeregisterCriticalServiceAfter")]
+    pub deregister_critical_service_after: String,
 }
 
-/// The request body: the registration plus its extras.
+/// Parts of a registration some formats add to [`AgentServiceRegistration`]: tagged
+/// addresses and agent-run TCP checks (kratos registers both), gRPC health checks (the
+/// native format's `?check=grpc`), a name for the TTL check (go-zero's). Empty parts are
+/// left out of the request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceExtras {
+    /// `TaggedAddresses`, by tag.
+    pub tagged_addresses: BTreeMap<String, ServiceAddress>,
+    /// `Checks`: TCP checks run by the agent in addition to the TTL check.
+    pub checks: Vec<AgentTcpCheck>,
+    /// `Checks`: gRPC health checks run by the agent in addition to the TTL check.
+    pub grpc_checks: Vec<AgentGrpcCheck>,
+    /// The TTL check's `Name`; empty keeps consul's default (`Service 'NAME' check`).
+    pub check_name: String,
+}
+
+/// One entry of `Checks`.
 #[derive(Serialize)]
-struct RegisterBody<'a> {
-    #[serde(flatten)]
-    registration: &'a AgentServiceRegistration,
-    #[serde(flatten)]
-    extras: &'a ServiceExtras,
+#[serde(untagged)]
+enum AgentCheck<'a> {
+    Tcp(&'a AgentTcpCheck),
+    Grpc(&'a AgentGrpcCheck),
+}
+
+/// The top-level fields the extras add: `TaggedAddresses` and `Checks`, each left out
+/// when empty (the TTL check's name goes inside `Check`, see
+/// [`ServiceExtras::register_body`]).
+impl Serialize for ServiceExtras {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let checks: Vec<AgentCheck<'_>> = self
+            .checks
+            .iter()
+            .map(AgentCheck::Tcp)
+            .chain(self.grpc_checks.iter().map(AgentCheck::Grpc))
+            .collect();
+        let mut map = serializer.serialize_map(None)?;
+        if !self.tagged_addresses.is_empty() {
+            map.serialize_entry("TaggedAddresses", &self.tagged_addresses)?;
+        }
+        if !checks.is_empty() {
+            map.serialize_entry("Checks", &checks)?;
+        }
+        map.end()
+    }
+}
+
+impl ServiceExtras {
+    /// The body of `PUT /v1/agent/service/register`: `registration` plus these extras.
+    ///
+    /// ```
+    /// use driver_consul::{AgentServiceRegistration, ServiceExtras};
+    /// let registration = AgentServiceRegistration { id: "i".into(), name: "n".into(), ..Default::default() };
+    /// let extras = ServiceExtras { check_name: "n".into(), ..Default::default() };
+    /// let body = extras.register_body(&registration).unwrap();
+    /// assert_eq!(body["Check"]["Name"], "n");
+    /// assert!(body.get("Checks").is_none() && body.get("TaggedAddresses").is_none());
+    /// ```
+    pub fn register_body(
+        &self,
+        registration: &AgentServiceRegistration,
+    ) -> serde_json::Result<serde_json::Value> {
+        let mut body = serde_json::to_value(registration)?;
+        if let (Some(fields), serde_json::Value::Object(extra)) =
+            (body.as_object_mut(), serde_json::to_value(self)?)
+        {
+            fields.extend(extra);
+            if !self.check_name.is_empty()
+                && let Some(serde_json::Value::Object(check)) = fields.get_mut("Check")
+            {
+                check.insert("Name".into(), self.check_name.clone().into());
+            }
+        }
+        Ok(body)
+    }
 }
 
 /// Formats a duration the way consul parses it (`20s`, `1500ms`).
@@ -220,15 +304,17 @@ impl ServiceKeeper {
     }
 
     async fn register(&self) -> std::result::Result<(), ConsulError> {
+        let what = format!("registering service `{}`", self.registration.id);
+        let body =
+            self.extras
+                .register_body(&self.registration)
+                .map_err(|e| ConsulError::Decode {
+                    addr: self.client.config().addr().to_string(),
+                    what: what.clone(),
+                    reason: format!("cannot encode the request: {e}"),
+                })?;
         self.client
-            .put(
-                "/v1/agent/service/register",
-                &RegisterBody {
-                    registration: &self.registration,
-                    extras: &self.extras,
-                },
-                &format!("registering service `{}`", self.registration.id),
-            )
+            .put("/v1/agent/service/register", &body, &what)
             .await
             .map(drop)
     }
@@ -412,12 +498,10 @@ mod tests {
             name: "n".into(),
             ..Default::default()
         };
-        let plain = serde_json::to_value(RegisterBody {
-            registration: &registration,
-            extras: &ServiceExtras::default(),
-        })
-        .unwrap();
-        assert!(plain.get("TaggedAddresses").is_none() && plain.get("Checks").is_none());
+        let plain = ServiceExtras::default()
+            .register_body(&registration)
+            .unwrap();
+        assert_eq!(plain, serde_json::to_value(&registration).unwrap());
         let extras = ServiceExtras {
             tagged_addresses: [(
                 "grpc".to_string(),
@@ -434,13 +518,19 @@ mod tests {
                 status: String::new(),
                 deregister_critical_service_after: "600s".into(),
             }],
+            grpc_checks: vec![AgentGrpcCheck {
+                grpc: "h:1".into(),
+                grpc_use_tls: false,
+                interval: "1s".into(),
+                timeout: String::new(),
+                status: "passing".into(),
+                deregister_critical_service_after: "60s".into(),
+            }],
+            check_name: "n".into(),
         };
-        let v = serde_json::to_value(RegisterBody {
-            registration: &registration,
-            extras: &extras,
-        })
-        .unwrap();
+        let v = extras.register_body(&registration).unwrap();
         assert_eq!(v["ID"], "i");
+        assert_eq!(v["Check"]["Name"], "n");
         assert_eq!(
             v["TaggedAddresses"],
             serde_json::json!({"grpc": {"Address": "grpc://h:1", "Port": 1}})
@@ -448,7 +538,9 @@ mod tests {
         assert_eq!(
             v["Checks"],
             serde_json::json!([{"TCP": "h:1", "Interval": "10s", "Timeout": "5s",
-                "DeregisterCriticalServiceAfter": "600s"}])
+                "DeregisterCriticalServiceAfter": "600s"},
+                {"GRPC": "h:1", "GRPCUseTLS": false, "Interval": "1s", "Status": "passing",
+                "DeregisterCriticalServiceAfter": "60s"}])
         );
     }
 

@@ -40,12 +40,12 @@ pub mod native;
 pub mod watch;
 
 pub use agent::{
-    AgentServiceCheck, AgentServiceRegistration, AgentTcpCheck, ServiceAddress, ServiceExtras,
-    ServiceKeeper, Weights, consul_duration,
+    AgentGrpcCheck, AgentServiceCheck, AgentServiceRegistration, AgentTcpCheck, ServiceAddress,
+    ServiceExtras, ServiceKeeper, Weights, consul_duration,
 };
 pub use client::{
     ConsulClient, ConsulConfig, ConsulError, ConsulTarget, TOKEN_ENV, parse_duration,
     split_host_port,
 };
-pub use native::{ConsulDriver, NativeConsulFormat, NativeOptions};
+pub use native::{ConsulDriver, GrpcCheckOptions, NativeConsulFormat, NativeOptions};
 pub use watch::{Decode, HealthQuery, HealthState, HealthWatcher, ServiceEntry, resolve_health};

@@ -12,13 +12,47 @@
 //! | `Meta` | `weight` (decimal, default `1`), `group` (when given), and every `?meta.K=V` as `K` |
 //! | `Weights` | `{"Passing": weight, "Warning": 1}` (consul's DNS uses them too) |
 //! | check | TTL check `CheckID` = `service:NAME@HOST:PORT`, TTL 10 s (`?ttl=SECONDS`), initially passing, heartbeat every TTL/3, `DeregisterCriticalServiceAfter` 1m |
+//! | `Checks` (with `?check=grpc`) | a gRPC health check the agent runs: `GRPC` = `HOST:PORT` (`HOST:PORT/S` with `?grpc_service=S`), `GRPCUseTLS` (`?tls=true`), `Interval` 10 s (`?interval=1s`), `Timeout` (`?timeout=`, consul's default 10 s), initially passing, `DeregisterCriticalServiceAfter` 1m |
 //!
 //! On stop the service is deregistered; a process that dies lets its check go critical
 //! after the TTL (and resolvers drop it), and the agent removes it a minute later.
 //!
+//! # gRPC health checks
+//!
+//! The TTL heartbeat says the process lives; it cannot say the service is able to
+//! serve. With `?check=grpc` the agent also calls `grpc.health.v1.Health/Check` on the
+//! instance every interval, and resolvers (which keep instances whose checks *all*
+//! pass) drop the instance while it answers anything but `SERVING`, or does not answer,
+//! and take it back once it serves again: within one interval plus a blocking query's
+//! round trip. The service must serve the health protocol on the registered port, e.g.
+//! with `tonic-health` (its overall status, service `""`, is the one asked unless
+//! `?grpc_service=` names another):
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+//! use driver_core::Driver as _;
+//! use tonic_health::ServingStatus;
+//! let (reporter, health) = tonic_health::server::health_reporter();
+//! let server = tonic::transport::Server::builder()
+//!     .add_service(health) // beside the service itself: .add_service(my_service)
+//!     .serve("127.0.0.1:8080".parse()?);
+//! tokio::spawn(server);
+//! let registration = driver_consul::ConsulDriver
+//!     .register_service(
+//!         "consul://127.0.0.1:8500/trans?check=grpc&interval=1s",
+//!         "127.0.0.1:8080",
+//!     )
+//!     .await?;
+//! // The instance leaves every resolved set within about a second:
+//! reporter.set_service_status("", ServingStatus::NotServing).await;
+//! # drop(registration); Ok(()) }
+//! ```
+//!
 //! # Targets
 //!
-//! * register: `consul://HOST:8500/NAME[?weight=N][&group=G][&tag=T...][&ttl=S][&meta.K=V...][&token=T]`;
+//! * register: `consul://HOST:8500/NAME[?weight=N][&group=G][&tag=T...][&ttl=S][&meta.K=V...][&token=T]`
+//!   `[&check=grpc[&interval=D][&timeout=D][&tls=true][&grpc_service=S]]` (durations as
+//!   consul writes them: `1s`, `500ms`);
 //! * resolve: `consul://HOST:8500/NAME[?group=G][&tag=T][&dc=DC][&near=_agent][&wait=55s][&token=T]`:
 //!   instances whose checks all pass, only those of group `G` (from `Meta.group`) and
 //!   tag `T` when given. The weight (`Meta.weight`, else `Weights.Passing`, else 1) feeds
@@ -40,9 +74,10 @@ use driver_core::resolve::{Endpoint, Registrar, Resolver, SnapshotSender};
 use driver_core::{Driver, Error, Registration, Result, ServerMethod, Target};
 
 use crate::agent::{
-    AgentServiceCheck, AgentServiceRegistration, ServiceKeeper, Weights, consul_duration,
+    AgentGrpcCheck, AgentServiceCheck, AgentServiceRegistration, ServiceExtras, ServiceKeeper,
+    Weights, consul_duration,
 };
-use crate::client::{ConsulClient, ConsulTarget, split_host_port};
+use crate::client::{ConsulClient, ConsulTarget, parse_duration, split_host_port};
 use crate::watch::{HealthQuery, ServiceEntry, resolve_health};
 
 /// The driver's name.
@@ -68,6 +103,8 @@ pub struct NativeOptions {
     pub meta: BTreeMap<String, String>,
     /// The TTL of the check.
     pub ttl: Duration,
+    /// A gRPC health check the agent runs beside the TTL check, if any.
+    pub grpc_check: Option<GrpcCheckOptions>,
 }
 
 impl Default for NativeOptions {
@@ -78,6 +115,31 @@ impl Default for NativeOptions {
             tags: Vec::new(),
             meta: BTreeMap::new(),
             ttl: NativeConsulFormat::DEFAULT_TTL,
+            grpc_check: None,
+        }
+    }
+}
+
+/// The agent-run gRPC health check of `?check=grpc`; see the [module docs](self).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrpcCheckOptions {
+    /// How often the agent calls the instance.
+    pub interval: Duration,
+    /// How long one call may take; `None` for consul's default (10 s).
+    pub timeout: Option<Duration>,
+    /// Whether the agent dials with TLS.
+    pub tls: bool,
+    /// The service asked about; empty for the server's overall health.
+    pub service: String,
+}
+
+impl Default for GrpcCheckOptions {
+    fn default() -> Self {
+        Self {
+            interval: NativeConsulFormat::DEFAULT_CHECK_INTERVAL,
+            timeout: None,
+            tls: false,
+            service: String::new(),
         }
     }
 }
@@ -88,6 +150,9 @@ impl NativeConsulFormat {
 
     /// How long a critical instance stays before the agent removes it (consul's minimum).
     pub const DEREGISTER_AFTER: Duration = Duration::from_secs(60);
+
+    /// The default interval of a gRPC health check.
+    pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 
     /// The service id of `name` at `host:port`.
     pub fn id(name: &str, host: &str, port: u16) -> String {
@@ -137,6 +202,44 @@ impl NativeConsulFormat {
                 deregister_critical_service_after: consul_duration(Self::DEREGISTER_AFTER),
             },
         })
+    }
+
+    /// The agent-run checks of `options` for the instance at `endpoint` (`host:port`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use driver_consul::{GrpcCheckOptions, NativeConsulFormat, NativeOptions};
+    /// let options = NativeOptions {
+    ///     grpc_check: Some(GrpcCheckOptions { interval: Duration::from_secs(1), ..Default::default() }),
+    ///     ..Default::default()
+    /// };
+    /// let extras = NativeConsulFormat::extras("10.0.0.5:8080", &options).unwrap();
+    /// assert_eq!(extras.grpc_checks[0].grpc, "10.0.0.5:8080");
+    /// assert_eq!(extras.grpc_checks[0].interval, "1s");
+    /// ```
+    pub fn extras(endpoint: &str, options: &NativeOptions) -> Result<ServiceExtras> {
+        let mut extras = ServiceExtras::default();
+        if let Some(check) = &options.grpc_check {
+            let (host, port) = split_host_port(endpoint)?;
+            let mut grpc = if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            };
+            if !check.service.is_empty() {
+                grpc.push('/');
+                grpc.push_str(&check.service);
+            }
+            extras.grpc_checks.push(AgentGrpcCheck {
+                grpc,
+                grpc_use_tls: check.tls,
+                interval: consul_duration(check.interval),
+                timeout: check.timeout.map(consul_duration).unwrap_or_default(),
+                status: "passing".into(),
+                deregister_critical_service_after: consul_duration(Self::DEREGISTER_AFTER),
+            });
+        }
+        Ok(extras)
     }
 
     /// Reads one instance back; `group` keeps only that group. Instances without an
@@ -245,6 +348,7 @@ impl Registrar for NativeRegistrar {
                 .map(Duration::from_secs)
                 .ok_or_else(|| bad(format!("ttl `{s}` is not a positive number of seconds")))?;
         }
+        options.grpc_check = grpc_check_options(target)?;
         for (k, v) in target.query_pairs() {
             match k.as_str() {
                 "group" => options.group = v.clone(),
@@ -257,10 +361,60 @@ impl Registrar for NativeRegistrar {
             }
         }
         let registration = NativeConsulFormat::registration(&t.service, endpoint, &options)?;
+        let extras = NativeConsulFormat::extras(endpoint, &options)?;
         ServiceKeeper::new(ConsulClient::new(t.config), registration, options.ttl / 3)
+            .extras(extras)
             .start(target.as_str(), endpoint)
             .await
     }
+}
+
+/// The gRPC check a registration target asks for (`?check=grpc&interval=&timeout=&tls=&grpc_service=`).
+fn grpc_check_options(target: &Target) -> Result<Option<GrpcCheckOptions>> {
+    let bad = |reason: String| Error::BadTarget {
+        target: target.to_string(),
+        reason,
+    };
+    let duration = |key: &str| -> Result<Option<Duration>> {
+        target
+            .query(key)
+            .map(|d| {
+                parse_duration(d).filter(|d| !d.is_zero()).ok_or_else(|| {
+                    bad(format!("{key} `{d}` is not a duration such as 1s or 500ms"))
+                })
+            })
+            .transpose()
+    };
+    let grpc = match target.query("check") {
+        None | Some("" | "ttl") => false,
+        Some("grpc") => true,
+        Some(other) => {
+            return Err(bad(format!(
+                "check `{other}` is not `grpc` (a gRPC health check beside the TTL heartbeat) or `ttl` (the heartbeat alone)"
+            )));
+        }
+    };
+    let (interval, timeout) = (duration("interval")?, duration("timeout")?);
+    let tls = match target.query("tls") {
+        None | Some("" | "false" | "0") => false,
+        Some("true" | "1") => true,
+        Some(other) => return Err(bad(format!("tls `{other}` is not true or false"))),
+    };
+    let service = target.query("grpc_service").unwrap_or_default().to_string();
+    if !grpc {
+        if interval.is_some() || timeout.is_some() || tls || !service.is_empty() {
+            return Err(bad(
+                "interval, timeout, tls and grpc_service configure the gRPC health check: add check=grpc".into(),
+            ));
+        }
+        return Ok(None);
+    }
+    Ok(Some(GrpcCheckOptions {
+        interval: interval.unwrap_or(NativeConsulFormat::DEFAULT_CHECK_INTERVAL),
+        timeout,
+        tls,
+        service,
+    }))
 }
 
 #[cfg(test)]
@@ -275,6 +429,7 @@ mod tests {
             tags: vec!["a".into()],
             meta: [("version".to_string(), "2".to_string())].into(),
             ttl: Duration::from_secs(6),
+            grpc_check: None,
         };
         let r = NativeConsulFormat::registration("svc", "[::1]:9", &options).unwrap();
         assert_eq!(r.id, "svc@[::1]:9");
@@ -298,5 +453,56 @@ mod tests {
         });
         assert_eq!(NativeConsulFormat::decode(&entry, None).unwrap().weight, 7);
         assert!(NativeConsulFormat::registration("svc", "nohost", &options).is_err());
+        assert!(
+            NativeConsulFormat::extras("[::1]:9", &options)
+                .unwrap()
+                .grpc_checks
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn grpc_check_from_the_target() {
+        let options =
+            |t: &str| grpc_check_options(&Target::parse(&format!("consul://h:1/s{t}")).unwrap());
+        assert_eq!(options("").unwrap(), None);
+        assert_eq!(options("?check=ttl").unwrap(), None);
+        let check = options("?check=grpc&interval=1s&timeout=500ms&tls=true&grpc_service=pb.S")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            check,
+            GrpcCheckOptions {
+                interval: Duration::from_secs(1),
+                timeout: Some(Duration::from_millis(500)),
+                tls: true,
+                service: "pb.S".into(),
+            }
+        );
+        let extras = NativeConsulFormat::extras(
+            "[::1]:9",
+            &NativeOptions {
+                grpc_check: Some(check),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let c = &extras.grpc_checks[0];
+        assert_eq!((c.grpc.as_str(), c.grpc_use_tls), ("[::1]:9/pb.S", true));
+        assert_eq!((c.interval.as_str(), c.timeout.as_str()), ("1s", "500ms"));
+        assert_eq!(
+            options("?check=grpc").unwrap().unwrap().interval,
+            NativeConsulFormat::DEFAULT_CHECK_INTERVAL
+        );
+        for (query, needle) in [
+            ("?check=http", "check `http`"),
+            ("?check=grpc&interval=soon", "interval `soon`"),
+            ("?check=grpc&interval=0s", "interval `0s`"),
+            ("?check=grpc&tls=maybe", "tls `maybe`"),
+            ("?interval=1s", "add check=grpc"),
+        ] {
+            let err = options(query).unwrap_err().to_string();
+            assert!(err.contains(needle), "{query}: {err}");
+        }
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! Each server answers `echo.Echo/Say` with its own name, so a test can count which
 //! endpoint served a call. Its behaviour (delay, failure code) can change while it runs,
-//! and it can be stopped and started again on the same port.
+//! and it can be stopped and started again on the same port. A server started with
+//! [`EchoServer::start_with_health`] also serves `grpc.health.v1.Health` (tonic-health)
+//! on the same port, its overall status switchable with [`EchoServer::set_serving`].
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,6 +14,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tonic_health::ServingStatus;
+use tonic_health::pb::health_server::HealthServer;
+use tonic_health::server::{HealthReporter, HealthService};
 
 /// Generated code of `proto/echo.proto`.
 #[allow(missing_docs, clippy::all)]
@@ -92,6 +97,7 @@ pub struct EchoServer {
     name: String,
     addr: SocketAddr,
     shared: Arc<Shared>,
+    health: Option<HealthReporter>,
     running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
 }
 
@@ -104,14 +110,46 @@ impl EchoServer {
 
     /// Starts a server called `name` on `port` (e.g. a port a test reserved earlier).
     pub async fn start_on(name: &str, port: u16) -> Self {
+        Self::start_inner(name, port, None).await
+    }
+
+    /// Starts a server called `name` on a free loopback port that also serves the gRPC
+    /// health protocol, overall status `SERVING` until [`set_serving`](Self::set_serving).
+    pub async fn start_with_health(name: &str) -> Self {
+        Self::start_inner(name, crate::free_port(), Some(HealthReporter::new())).await
+    }
+
+    async fn start_inner(name: &str, port: u16, health: Option<HealthReporter>) -> Self {
         let mut server = Self {
             name: name.to_string(),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             shared: Arc::new(Shared::default()),
+            health,
             running: None,
         };
         server.restart().await;
         server
+    }
+
+    /// Sets the overall health status (service `""`) to `SERVING` or `NOT_SERVING`.
+    ///
+    /// # Panics
+    ///
+    /// Panics if the server was not started with
+    /// [`start_with_health`](Self::start_with_health).
+    pub async fn set_serving(&self, serving: bool) {
+        let Some(health) = &self.health else {
+            panic!(
+                "echo server {} serves no health protocol: start it with EchoServer::start_with_health",
+                self.name
+            );
+        };
+        let status = if serving {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        health.set_service_status("", status).await;
     }
 
     /// `127.0.0.1:PORT`.
@@ -176,10 +214,15 @@ impl EchoServer {
             name: self.name.clone(),
             shared: self.shared.clone(),
         });
+        let health = self
+            .health
+            .clone()
+            .map(|r| HealthServer::new(HealthService::from_health_reporter(r)));
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let task = tokio::spawn(async move {
             let result = tonic::transport::Server::builder()
                 .add_service(service)
+                .add_optional_service(health)
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = rx.await;
                 })

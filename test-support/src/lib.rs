@@ -19,10 +19,12 @@ mod binary;
 mod consul;
 pub mod echo;
 mod etcd;
+mod interop;
 mod ports;
 
 pub use binary::{ETCD_INSTALL_HINT, etcd_binary, find_binary};
 pub use consul::{CONSUL_BUILD_HINT, ConsulAgent, consul_agent_binary};
 pub use echo::{Behavior, EchoClient, EchoServer, SayReply, SayRequest};
 pub use etcd::{EtcdCluster, EtcdServer};
+pub use interop::{InteropProcess, interop_binary, run_interop};
 pub use ports::{free_port, free_ports};
