@@ -10,9 +10,13 @@
 //! | `ID` | `KEY-HOST-PORT`, e.g. `dtmservice-localhost-36790` |
 //! | `Name` / `Address` / `Port` | `KEY` / `HOST` / `PORT` |
 //! | `Tags` / `Meta` | `["tag","rpc"]` / `{"Protocol":"grpc"}` |
-//! | check | TTL check, `CheckID` = the service ID, TTL `20s`, status `passing`, `DeregisterCriticalServiceAfter` `60s` (3×TTL) |
+//! | check | TTL check, `CheckID` = the service ID, `Name` = `KEY`, TTL `20s`, status `passing`, `DeregisterCriticalServiceAfter` `60s` (3×TTL) |
 //!
-//! kept passing every 19 s (TTL − 1 s) and deregistered on stop. A wildcard listen
+//! kept passing every 19 s (TTL − 1 s) and deregistered on stop. zero-contrib registers
+//! the check a second time through `/v1/agent/check/register` (which is how it gets its
+//! `Name`); we send the same fields in the one service registration, so the agent holds
+//! the same service and check (its `Interval`/`Timeout` read `0s` there and empty here:
+//! both mean none). A wildcard listen
 //! address (`0.0.0.0:PORT`) is published as a routable one, as go-zero does
 //! ([`routable_endpoint`]).
 //!
@@ -23,6 +27,11 @@
 //! the port. As in go-zero, `healthy` defaults to `false`: instances whose check is
 //! critical are returned too unless `?healthy=true`. `limit` keeps at most that many
 //! instances. The token falls back to `CONSUL_HTTP_TOKEN`.
+//!
+//! zero-contrib's resolver as built with go-zero v1.10.3 rejects `?healthy=true`
+//! ("type mismatch for field healthy": go-zero's mapping no longer turns the query's
+//! strings into booleans), so a Go client can only resolve with `healthy` unset, i.e.
+//! critical instances included; ours accepts it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +39,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use driver_consul::{
     AgentServiceCheck, AgentServiceRegistration, ConsulClient, ConsulTarget, HealthQuery,
-    ServiceEntry, ServiceKeeper, consul_duration, resolve_health, split_host_port,
+    ServiceEntry, ServiceExtras, ServiceKeeper, consul_duration, resolve_health, split_host_port,
 };
 use driver_core::resolve::{Endpoint, Registrar, Resolver, SnapshotSender};
 use driver_core::{Error, Registration, Result, Target};
@@ -83,6 +92,15 @@ impl GoZeroConsulFormat {
                 deregister_critical_service_after: consul_duration(Self::TTL * 3),
             },
         })
+    }
+
+    /// What goes with [`registration`](Self::registration) for `key`: the TTL check is
+    /// named after the key, as zero-contrib names it.
+    pub fn extras(key: &str) -> ServiceExtras {
+        ServiceExtras {
+            check_name: key.to_string(),
+            ..ServiceExtras::default()
+        }
     }
 
     /// The endpoints of a health answer: one per instance with an address, at most
@@ -145,6 +163,7 @@ impl Registrar for GoZeroConsulRegistrar {
             registration,
             GoZeroConsulFormat::HEARTBEAT,
         )
+        .extras(GoZeroConsulFormat::extras(&t.service))
         .start(target.as_str(), &published)
         .await
     }

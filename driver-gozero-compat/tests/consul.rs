@@ -55,6 +55,7 @@ async fn registration_has_the_zero_contrib_fields_and_deregister_removes_it() {
     let checks = get(&agent, "/v1/agent/checks");
     let check = &checks[id];
     assert_eq!(check["CheckID"], id);
+    assert_eq!(check["Name"], "trans.rpc");
     assert_eq!(check["Type"], "ttl");
     assert_eq!(check["Status"], "passing");
     assert_eq!(check["ServiceID"], id);
