@@ -21,8 +21,11 @@ cargo clippy --workspace --all-targets -- -D warnings
 banner "cargo test --workspace"
 cargo test --workspace
 
-banner "examples (the demo, run to completion)"
-cargo run -q -p examples --example quickstart
+banner "examples (the demo and the other examples, each run to completion)"
+for ex in quickstart coordinator_config custom_driver gateway gozero_style kratos_style; do
+  echo "-- example $ex"
+  cargo run -q -p examples --example "$ex"
+done
 
 banner "cargo doc --workspace --no-deps (RUSTDOCFLAGS=-D warnings)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
