@@ -17,6 +17,7 @@
 
 mod binary;
 mod consul;
+mod dtm;
 pub mod echo;
 mod etcd;
 mod interop;
@@ -24,6 +25,7 @@ mod ports;
 
 pub use binary::{ETCD_INSTALL_HINT, etcd_binary, find_binary};
 pub use consul::{CONSUL_BUILD_HINT, ConsulAgent, consul_agent_binary};
+pub use dtm::{DTM_BUILD_HINT, DtmEndpoint, DtmServer, dtm_binary};
 pub use echo::{Behavior, EchoClient, EchoServer, SayReply, SayRequest};
 pub use etcd::{EtcdCluster, EtcdServer};
 pub use interop::{InteropProcess, interop_binary, run_interop};
