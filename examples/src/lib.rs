@@ -2,3 +2,4 @@
 //! programs and their tests share.
 
 pub mod custom_driver;
+pub mod dtm;
