@@ -17,9 +17,12 @@
 //! `import _ "github.com/dtm-labs/driver-gozero"`. Rust only links a dependency the code
 //! mentions, so a program that never names the driver crate adds one line:
 //!
-//! ```ignore
+//! ```no_run
+//! # mod driver_gozero_compat {} // stands in for the real crate in this doctest
 //! use driver_gozero_compat as _; // keeps the driver linked
+//! # fn main() -> Result<(), driver_core::Error> {
 //! driver_core::use_driver("dtm-driver-gozero")?;
+//! # Ok(()) }
 //! ```
 
 use std::collections::BTreeMap;
