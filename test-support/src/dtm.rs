@@ -66,12 +66,13 @@ pub enum DtmEndpoint {
 /// A private dtm coordinator on free ports with a boltdb store in a temporary
 /// directory. Dropping the handle SIGKILLs and reaps the process.
 ///
-/// ```no_run
+/// ```
 /// use test_support::{DtmEndpoint, DtmServer, EtcdServer};
 /// let etcd = EtcdServer::start();
 /// let target = format!("etcd://{}/dtmservice", etcd.endpoint());
 /// let dtm = DtmServer::start("dtm-driver-gozero", &target, DtmEndpoint::Auto);
 /// assert_eq!(dtm.endpoint(), dtm.grpc_addr());
+/// assert!(dtm.config().contains("Driver: 'dtm-driver-gozero'"));
 /// ```
 #[derive(Debug)]
 pub struct DtmServer {
