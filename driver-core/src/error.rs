@@ -93,7 +93,7 @@ pub enum Error {
     /// The coordinator configuration could not be read.
     #[error("config {source_name}: {message}")]
     Config {
-        /// The file name or "<string>".
+        /// The file name or `"<string>"`.
         source_name: String,
         /// What is wrong, with the line where known.
         message: String,

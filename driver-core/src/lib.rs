@@ -3,7 +3,7 @@
 //! A Rust service links a driver crate, chooses it with [`use_driver`], and from then
 //! on its tonic clients dial registry targets (`etcd://…`, `consul://…`,
 //! `discovery:///…`) through a balancing [`Channel`], its servers register where
-//! go-zero, kratos and the dtm coordinator find them, and [`invoke`] calls dtm branch
+//! go-zero, kratos and the dtm coordinator find them, and [`invoke()`] calls dtm branch
 //! URIs (`server/package.Service/Method`) with raw bytes.
 //!
 //! The pieces, each its own module:
@@ -14,7 +14,7 @@
 //! * [`target`]: parsing dial and registration targets;
 //! * [`resolve`]: resolvers, registrars and the scheme tables (`direct://` built in);
 //! * [`balance`]: the channel that turns resolver snapshots into balanced calls;
-//! * [`invoke`]: dynamic unary calls with raw bytes;
+//! * [`mod@invoke`]: dynamic unary calls with raw bytes;
 //! * [`config`]: dtm's `MicroService` configuration.
 //!
 //! ```no_run
