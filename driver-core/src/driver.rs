@@ -67,6 +67,15 @@ pub trait Driver: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Tells apart values of this driver whose resolvers behave differently, e.g. one
+    /// configured with another registry. Channels built with
+    /// [`ChannelBuilder::driver`](crate::ChannelBuilder::driver) are shared per driver
+    /// name, this identity, target and settings. Default: empty, for drivers whose
+    /// values all resolve alike.
+    fn resolver_identity(&self) -> String {
+        String::new()
+    }
+
     /// The registrars this driver provides, by scheme.
     fn registrars(&self) -> Vec<(&'static str, Arc<dyn Registrar>)> {
         Vec::new()

@@ -616,11 +616,14 @@ async fn channels_built_from_a_driver_value_are_shared() {
             Ok(())
         }
     }
-    struct CountingDriver(Arc<AtomicUsize>);
+    struct CountingDriver(Arc<AtomicUsize>, &'static str);
     #[async_trait::async_trait]
     impl driver_core::Driver for CountingDriver {
         fn name(&self) -> &str {
             "counting-driver"
+        }
+        fn resolver_identity(&self) -> String {
+            self.1.to_string()
         }
         fn resolvers(&self) -> Vec<(&'static str, Arc<dyn Resolver>)> {
             // A fresh resolver value on every call, as most drivers do.
@@ -635,7 +638,7 @@ async fn channels_built_from_a_driver_value_are_shared() {
     }
 
     let resolves = Arc::new(AtomicUsize::new(0));
-    let driver = CountingDriver(resolves.clone());
+    let driver = CountingDriver(resolves.clone(), "registry-1");
     let a = Channel::builder("counting:///svc")
         .driver(&driver)
         .unwrap()

@@ -286,6 +286,11 @@ impl Driver for KratosDriver {
         NAME
     }
 
+    /// Values with different registries resolve `discovery:///` differently.
+    fn resolver_identity(&self) -> String {
+        self.registry.clone().unwrap_or_default()
+    }
+
     fn resolvers(&self) -> Vec<(&'static str, Arc<dyn Resolver>)> {
         let r: Arc<dyn Resolver> = Arc::new(self.resolver(Security::Plaintext));
         vec![("discovery", r.clone()), ("etcd", r.clone()), ("consul", r)]

@@ -106,8 +106,8 @@ impl std::str::FromStr for Policy {
 pub struct ChannelBuilder {
     target: String,
     resolver: Option<Arc<dyn Resolver>>,
-    /// Set by [`driver`](Self::driver): channels of one driver share by its name.
-    driver_name: Option<String>,
+    /// Set by [`driver`](Self::driver): the driver's name and resolver identity.
+    driver_name: Option<(String, String)>,
     policy: Policy,
     resolve_timeout: Duration,
     wait_for_ready: bool,
@@ -200,7 +200,8 @@ impl ChannelBuilder {
 
     /// Resolve with `driver`'s resolver for the target's scheme, without installing
     /// anything globally: lets one process use several drivers side by side. Channels
-    /// built this way are shared by driver name, target and settings, like [`connect`]'s.
+    /// built this way are shared by driver name and
+    /// [`resolver_identity`](Driver::resolver_identity), target and settings.
     pub fn driver(self, driver: &dyn Driver) -> Result<Self> {
         let target = Target::parse(&self.target)?;
         if let Some((_, r)) = driver
@@ -209,7 +210,7 @@ impl ChannelBuilder {
             .find(|(s, _)| *s == target.scheme())
         {
             let mut builder = self.resolver(r);
-            builder.driver_name = Some(driver.name().to_string());
+            builder.driver_name = Some((driver.name().to_string(), driver.resolver_identity()));
             return Ok(builder);
         }
         if matches!(
@@ -248,7 +249,7 @@ impl ChannelBuilder {
         let key = ChannelKey {
             target: self.target.clone(),
             resolver: match &self.driver_name {
-                Some(name) => ResolverKey::Driver(name.clone()),
+                Some((name, identity)) => ResolverKey::Driver(name.clone(), identity.clone()),
                 None => ResolverKey::Value(Arc::as_ptr(&resolver) as *const () as usize),
             },
             policy: self.policy,
@@ -275,8 +276,8 @@ enum ResolverKey {
     /// A resolver value (installed for the scheme, or given explicitly); the channel
     /// keeps it alive, so its address cannot be reused while the entry matters.
     Value(usize),
-    /// The resolver of the driver with this name.
-    Driver(String),
+    /// The resolver of the driver with this name and resolver identity.
+    Driver(String, String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
