@@ -46,7 +46,7 @@ async fn login(
     let mut request = tonic::Request::new(SayRequest {
         message: format!("login {}", form.username),
     });
-    request.set_timeout(Duration::from_secs(2));
+    request.set_timeout(Duration::from_secs(5));
     // The generated client is a cheap handle on the shared, balanced channel.
     match users.clone().say(request).await {
         Ok(reply) => {

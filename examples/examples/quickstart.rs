@@ -127,7 +127,7 @@ impl Caller {
             let mut request = tonic::Request::new(SayRequest {
                 message: format!("call {}", self.total),
             });
-            request.set_timeout(Duration::from_secs(2));
+            request.set_timeout(Duration::from_secs(5));
             match self.client.say(request).await {
                 Ok(reply) => *self.served.entry(reply.into_inner().server).or_default() += 1,
                 Err(status) => {
