@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{Client, GetOptions};
 use serde_json::Value;
-use test_support::{EchoServer, EtcdServer};
+use test_support::{ConsulAgent, EchoServer, EtcdServer};
 
 /// A running `dtmdriver` whose stdout lines arrive on a channel.
 struct Running {
@@ -89,6 +89,11 @@ fn run_bounded(mut command: Command, what: &str) -> Output {
 }
 
 fn kratos_client(etcd: &str, service: &str) -> Vec<String> {
+    kratos_client_on("-etcd", etcd, service)
+}
+
+/// Runs the kratos Go client against `registry` (`-etcd HOSTS` or `-consul ADDR`).
+fn kratos_client_on(flag: &str, registry: &str, service: &str) -> Vec<String> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../interop/bin/kratos-echo-client");
     assert!(
         path.exists(),
@@ -96,7 +101,7 @@ fn kratos_client(etcd: &str, service: &str) -> Vec<String> {
         path.display()
     );
     let mut command = Command::new(path);
-    command.args(["-etcd", etcd, "-service", service, "-n", "2"]);
+    command.args([flag, registry, "-service", service, "-n", "2"]);
     let out = run_bounded(command, "kratos-echo-client");
     assert!(
         out.status.success(),
@@ -211,5 +216,61 @@ fn resolve_discovery_without_a_registry_says_how_to_name_one() {
     assert!(
         err.contains("DTM_KRATOS_REGISTRY=etcd://") && err.contains("?registry="),
         "{err}"
+    );
+}
+
+/// The same over consul: the CLI registers a kratos instance in the agent, the kratos
+/// Go client (kratos' own consul registry) calls it, and SIGINT deregisters it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_in_consul_a_kratos_client_calls_and_sigint_deregisters() {
+    let agent = ConsulAgent::start();
+    let echo = EchoServer::start("cli-consul-registered").await;
+    let target = format!("consul://{}/busi", agent.http_addr());
+    let endpoint = format!("grpc://{}", echo.addr());
+    let running = Running::start(&[
+        "--driver",
+        "dtm-driver-kratos",
+        "register",
+        &target,
+        &endpoint,
+    ]);
+    let line = running
+        .lines
+        .recv_timeout(Duration::from_secs(10))
+        .expect("dtmdriver printed nothing within 10 s");
+    assert!(line.contains("registered"), "{line}");
+
+    let (status, body) = agent.api("GET", "/v1/agent/services", "");
+    assert_eq!(status, 200, "{body}");
+    let services: Value = serde_json::from_str(&body).unwrap();
+    let instances: Vec<&Value> = services
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|s| s["Service"] == "busi")
+        .collect();
+    assert_eq!(instances.len(), 1, "{body}");
+    assert_eq!(
+        instances[0]["TaggedAddresses"]["grpc"]["Address"],
+        endpoint.as_str(),
+        "{body}"
+    );
+
+    let addr = agent.http_addr();
+    let names = tokio::task::spawn_blocking(move || kratos_client_on("-consul", &addr, "busi"))
+        .await
+        .unwrap();
+    assert_eq!(names, ["cli-consul-registered", "cli-consul-registered"]);
+
+    running.interrupt();
+    let (_, body) = agent.api("GET", "/v1/agent/services", "");
+    let services: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        !services
+            .as_object()
+            .unwrap()
+            .values()
+            .any(|s| s["Service"] == "busi"),
+        "the service must be gone once dtmdriver exits: {body}"
     );
 }
