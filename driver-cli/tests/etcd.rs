@@ -1,76 +1,13 @@
 //! `dtmdriver` with `dtm-driver-gozero` against a real, private etcd.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+mod common;
+
+use common::Running;
+
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, GetOptions};
 use test_support::EtcdServer;
-
-/// A running `dtmdriver` whose stdout lines arrive, time-stamped, on a channel.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<(Instant, String)>,
-}
-
-impl Running {
-    fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_dtmdriver"))
-            .args(args)
-            .env_remove("DTM_DRIVER")
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("run dtmdriver");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if tx.send((Instant::now(), line)).is_err() {
-                    return;
-                }
-            }
-        });
-        Self { child, lines }
-    }
-
-    fn next_line(&self, within: Duration) -> (Instant, String) {
-        self.lines
-            .recv_timeout(within)
-            .unwrap_or_else(|e| panic!("no output line within {within:?}: {e}"))
-    }
-
-    /// Sends SIGINT and waits (bounded) for a successful exit.
-    fn interrupt(mut self) {
-        let status = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
-        let until = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "dtmdriver exited with {status}");
-                return;
-            }
-            assert!(
-                Instant::now() < until,
-                "dtmdriver did not exit after SIGINT"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 async fn etcd(endpoint: &str) -> Client {
     tokio::time::timeout(Duration::from_secs(5), Client::connect([endpoint], None))

@@ -1,92 +1,17 @@
 //! `dtmdriver` with `dtm-driver-kratos` against a real, private etcd and the real kratos
 //! client from `interop/kratos/` (built by `bash interop/build.sh`).
 
-use std::io::{BufRead, BufReader};
+mod common;
+
+use common::{Running, run_bounded};
+
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use etcd_client::{Client, GetOptions};
 use serde_json::Value;
 use test_support::{ConsulAgent, EchoServer, EtcdServer};
-
-/// A running `dtmdriver` whose stdout lines arrive on a channel.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Running {
-    fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_dtmdriver"))
-            .args(args)
-            .env_remove("DTM_DRIVER")
-            .env_remove("DTM_KRATOS_REGISTRY")
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("run dtmdriver");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Self { child, lines }
-    }
-
-    /// Sends SIGINT and waits (bounded) for a successful exit.
-    fn interrupt(mut self) {
-        let status = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
-        let until = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "dtmdriver exited with {status}");
-                return;
-            }
-            assert!(
-                Instant::now() < until,
-                "dtmdriver did not exit after SIGINT"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Runs a command to completion, bounded to 40 s.
-fn run_bounded(mut command: Command, what: &str) -> Output {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("run {what}: {e}"));
-    let until = Instant::now() + Duration::from_secs(40);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > until {
-            let _ = child.kill();
-            panic!("{what} did not finish within 40 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
-}
 
 fn kratos_client(etcd: &str, service: &str) -> Vec<String> {
     kratos_client_on("-etcd", etcd, service)
@@ -146,10 +71,7 @@ async fn register_writes_a_kratos_instance_a_kratos_client_calls_and_sigint_remo
         &target,
         &endpoint,
     ]);
-    let line = running
-        .lines
-        .recv_timeout(Duration::from_secs(10))
-        .expect("dtmdriver printed nothing within 10 s");
+    let (_, line) = running.next_line(Duration::from_secs(10));
     assert!(line.contains("registered"), "{line}");
     let kvs = list(&mut client, "/microservices/busi/").await;
     assert_eq!(kvs.len(), 1, "{kvs:?}");
@@ -234,10 +156,7 @@ async fn register_in_consul_a_kratos_client_calls_and_sigint_deregisters() {
         &target,
         &endpoint,
     ]);
-    let line = running
-        .lines
-        .recv_timeout(Duration::from_secs(10))
-        .expect("dtmdriver printed nothing within 10 s");
+    let (_, line) = running.next_line(Duration::from_secs(10));
     assert!(line.contains("registered"), "{line}");
 
     let (status, body) = agent.api("GET", "/v1/agent/services", "");

@@ -1,0 +1,102 @@
+//! Running `dtmdriver` from the CLI tests: a background process whose output lines
+//! arrive time-stamped, signals, and bounded runs to completion.
+
+// Each test file uses its own subset of these helpers.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A running `dtmdriver` whose stdout lines arrive, time-stamped, on a channel. Killed
+/// on drop.
+pub struct Running {
+    pub child: Child,
+    lines: mpsc::Receiver<(Instant, String)>,
+}
+
+impl Running {
+    /// Starts `dtmdriver ARGS` with no driver, token or registry from the environment.
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dtmdriver"))
+            .args(args)
+            .env_remove("DTM_DRIVER")
+            .env_remove("CONSUL_HTTP_TOKEN")
+            .env_remove("DTM_KRATOS_REGISTRY")
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("run dtmdriver");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send((Instant::now(), line)).is_err() {
+                    return;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// The next stdout line and when it arrived; panics after `within`.
+    pub fn next_line(&self, within: Duration) -> (Instant, String) {
+        self.lines
+            .recv_timeout(within)
+            .unwrap_or_else(|e| panic!("no output line within {within:?}: {e}"))
+    }
+
+    /// Sends `signal` (`INT`, `TERM`, `KILL`) and waits (bounded) for the exit; true if
+    /// the process exited successfully.
+    pub fn signal(mut self, signal: &str) -> bool {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for dtmdriver") {
+                return status.success();
+            }
+            assert!(
+                Instant::now() < until,
+                "dtmdriver did not exit after SIG{signal}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGINT and asserts a successful exit (deregistered, then exit 0).
+    pub fn interrupt(self) {
+        assert!(self.signal("INT"), "dtmdriver did not exit 0 after SIGINT");
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a command to completion, bounded to 40 s.
+pub fn run_bounded(mut command: Command, what: &str) -> Output {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {what}: {e}"));
+    let until = Instant::now() + Duration::from_secs(40);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > until {
+            let _ = child.kill();
+            panic!("{what} did not finish within 40 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("collect output")
+}
