@@ -114,11 +114,59 @@ pub trait Driver: Send + Sync + 'static {
                 },
             });
         };
+        if let Some(warning) = loopback_warning(&parsed, endpoint) {
+            tracing::warn!(target = %crate::target::redact(target), endpoint, "{warning}");
+        }
         registrar.register(&parsed, endpoint).await
     }
 
     /// Splits a branch URI into the server to dial and the method to call.
     fn parse_server_method(&self, uri: &str) -> Result<ServerMethod>;
+}
+
+/// A warning when `endpoint` is a loopback address but the registry at `target` lives
+/// on another host: clients elsewhere would read an address that only works on this
+/// machine (a common mistake with containers). `None` when nothing looks wrong.
+///
+/// ```
+/// use driver_core::{Target, driver::loopback_warning};
+/// let remote = Target::parse("etcd://10.0.0.7:2379/trans").unwrap();
+/// assert!(loopback_warning(&remote, "127.0.0.1:9000").is_some());
+/// assert!(loopback_warning(&remote, "10.0.0.5:9000").is_none());
+/// let local = Target::parse("etcd://127.0.0.1:2379/trans").unwrap();
+/// assert!(loopback_warning(&local, "127.0.0.1:9000").is_none());
+/// ```
+pub fn loopback_warning(target: &Target, endpoint: &str) -> Option<String> {
+    // Endpoints may carry a scheme (kratos: grpc://host:port).
+    let addr = endpoint
+        .split_once("://")
+        .map_or(endpoint, |(_, rest)| rest);
+    if !is_loopback_host(host_of(addr)) {
+        return None;
+    }
+    let remote = target
+        .hosts()
+        .iter()
+        .find(|h| !is_loopback_host(host_of(h)))?;
+    Some(format!(
+        "registering loopback address {endpoint} in the registry at {remote}: clients on other \
+         hosts will read an address that only works on this machine; register the address \
+         they dial (e.g. this host's LAN address, or 0.0.0.0:PORT where the driver supports it)"
+    ))
+}
+
+fn host_of(addr: &str) -> &str {
+    if let Some(rest) = addr.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    addr.rsplit_once(':').map_or(addr, |(h, _)| h)
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A live registration. Dropping it stops the keep-alive and removes the instance in the
@@ -188,5 +236,38 @@ impl Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         self.stop.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn warn(target: &str, endpoint: &str) -> bool {
+        loopback_warning(&Target::parse(target).unwrap(), endpoint).is_some()
+    }
+
+    #[test]
+    fn loopback_endpoint_in_a_remote_registry_is_flagged() {
+        assert!(warn("etcd://10.0.0.7:2379/k", "127.0.0.1:9000"));
+        assert!(warn(
+            "etcd://127.0.0.1:2379,10.0.0.7:2379/k",
+            "localhost:9000"
+        ));
+        assert!(warn("consul://10.0.0.7:8500/k", "[::1]:9000"));
+        assert!(warn(
+            "etcd://registry.internal:2379/k",
+            "grpc://127.0.0.1:9000"
+        ));
+    }
+
+    #[test]
+    fn routable_or_local_setups_are_not_flagged() {
+        assert!(!warn("etcd://10.0.0.7:2379/k", "10.0.0.5:9000"));
+        assert!(!warn("etcd://127.0.0.1:2379/k", "127.0.0.1:9000"));
+        assert!(!warn("etcd://localhost:2379/k", "localhost:9000"));
+        // Hosts in the path (go-zero's new form) are the engine's business: not flagged.
+        assert!(!warn("etcd:///10.0.0.7:2379?key=k", "10.0.0.5:9000"));
+        assert!(!warn("discovery:///busi", "grpc://127.0.0.1:9000"));
     }
 }
