@@ -6,6 +6,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
+export SETUP_INTEROP=0
 source "$root/scripts/setup.sh"
 banner "quickstart"
 cargo run -q -p examples --example quickstart
