@@ -206,6 +206,25 @@ async fn write_to_endpoint_set_latency() {
     assert!(p99 < Duration::from_millis(100), "p99 {p99:?}");
 }
 
+/// Runs an etcd request until it succeeds, for at most 10 s: right after a member is
+/// killed, the cluster may be electing a leader and refuses writes ("request timed out,
+/// possibly due to previous leader failure").
+async fn retry_election<T, F, Fut>(what: &str, mut request: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout(Duration::from_secs(3), request()).await {
+            Ok(Ok(v)) => return v,
+            Ok(Err(e)) if Instant::now() >= deadline => panic!("{what}: {e}"),
+            Err(_) if Instant::now() >= deadline => panic!("{what}: timed out"),
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
 /// The watcher talks to one member only; while that member is down, instances come and
 /// go and the history is compacted. When the member is back, the watcher cannot resume
 /// from its revision and must list again.
@@ -215,12 +234,31 @@ async fn changes_while_disconnected_and_compaction_are_caught_up() {
     let m0 = cluster.endpoint(0);
     let mut via_m1 = etcd(&[cluster.endpoint(1)]).await;
     let put = |c: &mut Client, addr: &str| {
-        let mut c = c.clone();
+        let c = c.clone();
         let (key, value) = (
             format!("/micro/cc/{addr}"),
             format!(r#"{{"name":"cc","address":"{addr}"}}"#),
         );
-        async move { c.put(key, value, None).await.unwrap() }
+        async move {
+            retry_election("put", || {
+                let mut c = c.clone();
+                let (key, value) = (key.clone(), value.clone());
+                async move { c.put(key, value, None).await }
+            })
+            .await
+        }
+    };
+    let delete = |c: &mut Client, addr: &str| {
+        let c = c.clone();
+        let key = format!("/micro/cc/{addr}");
+        async move {
+            retry_election("delete", || {
+                let mut c = c.clone();
+                let key = key.clone();
+                async move { c.delete(key, None).await }
+            })
+            .await
+        }
     };
     put(&mut via_m1, "127.0.0.1:1").await;
     put(&mut via_m1, "127.0.0.1:2").await;
@@ -237,7 +275,7 @@ async fn changes_while_disconnected_and_compaction_are_caught_up() {
     })
     .await;
     assert_eq!(addrs(&ch).len(), 2, "the last set stays in service");
-    via_m1.delete("/micro/cc/127.0.0.1:1", None).await.unwrap();
+    delete(&mut via_m1, "127.0.0.1:1").await;
     put(&mut via_m1, "127.0.0.1:3").await;
     cluster.restart_member(0);
     wait_for("the missed changes", Duration::from_secs(5), || async {
@@ -251,14 +289,18 @@ async fn changes_while_disconnected_and_compaction_are_caught_up() {
         ch.status().resolver_error.is_some()
     })
     .await;
-    via_m1.delete("/micro/cc/127.0.0.1:2", None).await.unwrap();
+    delete(&mut via_m1, "127.0.0.1:2").await;
     let resp = put(&mut via_m1, "127.0.0.1:4").await;
     put(&mut via_m1, "127.0.0.1:5").await;
     let rev = resp.header().unwrap().revision();
-    via_m1
-        .compact(rev + 1, Some(CompactionOptions::new().with_physical()))
-        .await
-        .unwrap();
+    retry_election("compact", || {
+        let mut c = via_m1.clone();
+        async move {
+            c.compact(rev + 1, Some(CompactionOptions::new().with_physical()))
+                .await
+        }
+    })
+    .await;
     cluster.restart_member(0);
     wait_for("the re-listed set", Duration::from_secs(5), || async {
         addrs(&ch)
