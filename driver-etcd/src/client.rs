@@ -15,11 +15,12 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
 
 use driver_core::{Error, Result, Target};
-use etcd_client::{Client, ConnectOptions};
+use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 use tokio::sync::Mutex;
 
 /// How long one etcd request (get, put, grant, revoke) may take.
@@ -36,6 +37,20 @@ pub struct EtcdConfig {
     hosts: Vec<String>,
     user: Option<String>,
     password: Option<String>,
+    tls: Option<EtcdTls>,
+}
+
+/// TLS to etcd: files read when the client connects.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct EtcdTls {
+    /// PEM file of the CA that signed etcd's certificate (`?tls_ca=`); the system's
+    /// roots are not used, as etcd clusters usually run their own CA.
+    pub ca: Option<PathBuf>,
+    /// PEM files of a client certificate and its key, for etcd's `--client-cert-auth`
+    /// (`?tls_cert=&tls_key=`).
+    pub identity: Option<(PathBuf, PathBuf)>,
+    /// The name etcd's certificate is checked against, when not the host's (`?tls_server_name=`).
+    pub server_name: Option<String>,
 }
 
 impl fmt::Debug for EtcdConfig {
@@ -44,6 +59,7 @@ impl fmt::Debug for EtcdConfig {
             .field("hosts", &self.hosts)
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -55,7 +71,19 @@ impl EtcdConfig {
             hosts: hosts.into_iter().map(Into::into).collect(),
             user: None,
             password: None,
+            tls: None,
         }
+    }
+
+    /// Talks to etcd over TLS (`https`).
+    pub fn with_tls(mut self, tls: EtcdTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// The TLS settings, if any.
+    pub fn tls(&self) -> Option<&EtcdTls> {
+        self.tls.as_ref()
     }
 
     /// Authenticates as `user` with `password`.
@@ -143,8 +171,58 @@ impl EtcdTarget {
         if let Some(user) = user {
             config = config.with_user(user, password.unwrap_or_default());
         }
+        if let Some(tls) = tls_from_query(target).map_err(bad)? {
+            config = config.with_tls(tls);
+        }
         Ok(Self { config, key })
     }
+}
+
+/// `?tls=true`, `?tls_ca=`, `?tls_cert=` + `?tls_key=`, `?tls_server_name=`; any of them
+/// turns TLS on.
+fn tls_from_query(target: &Target) -> std::result::Result<Option<EtcdTls>, String> {
+    let on = match target.query("tls") {
+        None => false,
+        Some("true" | "1") => true,
+        Some("false" | "0") => false,
+        Some(other) => return Err(format!("tls=`{other}`: write tls=true or tls=false")),
+    };
+    let tls = EtcdTls {
+        ca: target.query("tls_ca").map(PathBuf::from),
+        identity: match (target.query("tls_cert"), target.query("tls_key")) {
+            (Some(c), Some(k)) => Some((PathBuf::from(c), PathBuf::from(k))),
+            (None, None) => None,
+            _ => return Err("tls_cert and tls_key go together: give both files".into()),
+        },
+        server_name: target.query("tls_server_name").map(str::to_string),
+    };
+    Ok((on || tls != EtcdTls::default()).then_some(tls))
+}
+
+fn read_pem(hosts: &str, what: &str, path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| {
+        registry_error(
+            hosts,
+            format!("cannot read the TLS {what} file {}: {e}", path.display()),
+        )
+    })
+}
+
+fn tls_options(hosts: &str, tls: &EtcdTls) -> Result<TlsOptions> {
+    let mut options = TlsOptions::new();
+    if let Some(ca) = &tls.ca {
+        options = options.ca_certificate(Certificate::from_pem(read_pem(hosts, "CA", ca)?));
+    }
+    if let Some((cert, key)) = &tls.identity {
+        options = options.identity(Identity::from_pem(
+            read_pem(hosts, "client certificate", cert)?,
+            read_pem(hosts, "client key", key)?,
+        ));
+    }
+    if let Some(name) = &tls.server_name {
+        options = options.domain_name(name.clone());
+    }
+    Ok(options)
 }
 
 type Clients = HashMap<EtcdConfig, Weak<Client>>;
@@ -165,6 +243,9 @@ pub async fn shared_client(config: &EtcdConfig) -> Result<Arc<Client>> {
         .with_keep_alive_while_idle(true);
     if let Some(user) = &config.user {
         options = options.with_user(user.clone(), config.password.clone().unwrap_or_default());
+    }
+    if let Some(tls) = &config.tls {
+        options = options.with_tls(tls_options(&config.hosts.join(","), tls)?);
     }
     let connect = Client::connect(&config.hosts, Some(options));
     let client = match tokio::time::timeout(REQUEST_TIMEOUT, connect).await {

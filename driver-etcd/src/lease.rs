@@ -102,10 +102,13 @@ impl LeaseKeeper {
     /// handle and error messages.
     pub async fn start(self, target: &str, endpoint: &str) -> Result<Registration> {
         let held = self.grant_and_put().await.map_err(|e| {
-            registry_error(
-                target,
-                format!("{e}; is etcd running at the target's hosts?"),
-            )
+            let hint = if e.contains("certificate") {
+                "etcd's TLS certificate was not accepted: give the CA that signed it with \
+                 ?tls_ca=/path/ca.pem (and ?tls_server_name= if it names another host)"
+            } else {
+                "is etcd running at the target's hosts?"
+            };
+            registry_error(target, format!("{e}; {hint}"))
         })?;
         tracing::info!(key = %held.key, value = %self.value, lease = held.lease, ttl = ?self.ttl, "registered in etcd");
         let target_name = target.to_string();

@@ -34,7 +34,7 @@ pub mod lease;
 pub mod native;
 pub mod watch;
 
-pub use client::{EtcdConfig, EtcdTarget, shared_client};
+pub use client::{EtcdConfig, EtcdTarget, EtcdTls, shared_client};
 pub use lease::{KeyFn, LeaseKeeper};
 pub use native::{EtcdDriver, Instance, NativeEtcdFormat};
 pub use watch::{Decode, PrefixState, PrefixWatcher, resolve_prefix};

@@ -66,6 +66,8 @@ struct Member {
     binary: PathBuf,
     dir: TempDir,
     child: Option<Child>,
+    /// An extra HTTPS client listener: port, certificate and key files.
+    tls: Option<(u16, PathBuf, PathBuf)>,
 }
 
 impl Member {
@@ -90,6 +92,7 @@ impl Member {
             binary: binary.to_owned(),
             dir,
             child: None,
+            tls: None,
         }
     }
 
@@ -108,10 +111,22 @@ impl Member {
     fn args(&self) -> Vec<String> {
         let client_url = loopback_url(self.client_port);
         let peer_url = loopback_url(self.peer_port);
-        vec![
+        // With TLS, etcd also serves HTTPS on a second port; the plain port stays for
+        // the readiness check.
+        let (listen_urls, tls_args) = match &self.tls {
+            None => (client_url.clone(), Vec::new()),
+            Some((port, cert, key)) => (
+                format!("{client_url},https://127.0.0.1:{port}"),
+                vec![
+                    format!("--cert-file={}", cert.display()),
+                    format!("--key-file={}", key.display()),
+                ],
+            ),
+        };
+        let mut args = vec![
             format!("--name={}", self.name),
             format!("--data-dir={}", self.data_dir().display()),
-            format!("--listen-client-urls={client_url}"),
+            format!("--listen-client-urls={listen_urls}"),
             format!("--advertise-client-urls={client_url}"),
             format!("--listen-peer-urls={peer_url}"),
             format!("--initial-advertise-peer-urls={peer_url}"),
@@ -120,7 +135,9 @@ impl Member {
             "--initial-cluster-state=new".to_owned(),
             "--logger=zap".to_owned(),
             "--log-outputs=stderr".to_owned(),
-        ]
+        ];
+        args.extend(tls_args);
+        args
     }
 
     fn command_line(&self) -> String {
@@ -347,10 +364,28 @@ impl EtcdServer {
     /// Panics if `etcd` is not installed (with the command that installs it) or does not
     /// become healthy; the panic message includes the end of etcd's log.
     pub fn start() -> EtcdServer {
+        Self::start_inner(None)
+    }
+
+    /// Like [`start`](Self::start), and also serves HTTPS on a second port
+    /// ([`tls_endpoint`](Self::tls_endpoint)) with the given PEM certificate and key.
+    pub fn start_with_tls(cert_pem: &Path, key_pem: &Path) -> EtcdServer {
+        Self::start_inner(Some((cert_pem.to_owned(), key_pem.to_owned())))
+    }
+
+    /// The HTTPS client endpoint `127.0.0.1:PORT` of a server started with TLS.
+    pub fn tls_endpoint(&self) -> Option<String> {
+        self.member
+            .tls
+            .as_ref()
+            .map(|(port, _, _)| format!("127.0.0.1:{port}"))
+    }
+
+    fn start_inner(tls: Option<(PathBuf, PathBuf)>) -> EtcdServer {
         let binary = etcd_binary();
         let mut attempt = 1;
         loop {
-            let ports = free_ports(2);
+            let ports = free_ports(3);
             let (client_port, peer_port) = (ports[0], ports[1]);
             let initial_cluster = format!("default={}", loopback_url(peer_port));
             let mut member = Member::new(
@@ -361,6 +396,7 @@ impl EtcdServer {
                 &initial_cluster,
                 &unique_token(),
             );
+            member.tls = tls.clone().map(|(cert, key)| (ports[2], cert, key));
             member.spawn();
             match member.wait_ready(Instant::now() + SERVER_READY_TIMEOUT) {
                 Ok(()) => return EtcdServer { member },
