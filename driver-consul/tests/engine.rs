@@ -10,27 +10,7 @@ use driver_consul::native::NativeResolver;
 use driver_core::resolve::{Resolver, SnapshotSender};
 use driver_core::{Channel, Driver, Policy, Target};
 use serde_json::Value;
-use test_support::{ConsulAgent, EchoClient, EchoServer, SayRequest};
-
-const STEP: Duration = Duration::from_millis(2);
-
-async fn wait_for<F, Fut>(what: &str, within: Duration, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    loop {
-        if check().await {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < within,
-            "timed out after {within:?} waiting for {what}"
-        );
-        tokio::time::sleep(STEP).await;
-    }
-}
+use test_support::{ConsulAgent, EchoClient, EchoServer, SayRequest, wait_for};
 
 fn get(agent: &ConsulAgent, path: &str) -> Value {
     let (code, body) = agent.api("GET", path, "");

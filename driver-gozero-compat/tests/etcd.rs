@@ -8,9 +8,7 @@ use std::time::{Duration, Instant};
 use driver_core::{Channel, Driver};
 use driver_gozero_compat::GoZeroDriver;
 use etcd_client::{Client, GetOptions, LeaseTimeToLiveOptions};
-use test_support::{EchoClient, EchoServer, EtcdCluster, EtcdServer, SayRequest};
-
-const STEP: Duration = Duration::from_millis(20);
+use test_support::{EchoClient, EchoServer, EtcdCluster, EtcdServer, SayRequest, wait_for};
 
 async fn etcd(endpoints: &[String]) -> Client {
     tokio::time::timeout(Duration::from_secs(5), Client::connect(endpoints, None))
@@ -35,25 +33,6 @@ async fn list(client: &mut Client, prefix: &str) -> Vec<(String, String, i64)> {
             })
             .collect(),
         _ => Vec::new(),
-    }
-}
-
-/// Polls `check` every 20 ms until it holds; panics after `within`. Returns the time taken.
-async fn wait_for<F, Fut>(what: &str, within: Duration, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    loop {
-        if check().await {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < within,
-            "timed out after {within:?} waiting for {what}"
-        );
-        tokio::time::sleep(STEP).await;
     }
 }
 

@@ -22,6 +22,7 @@ pub mod echo;
 mod etcd;
 mod interop;
 mod ports;
+mod wait;
 
 pub use binary::{ETCD_INSTALL_HINT, etcd_binary, find_binary};
 pub use consul::{CONSUL_BUILD_HINT, ConsulAgent, consul_agent_binary};
@@ -30,3 +31,4 @@ pub use echo::{Behavior, EchoClient, EchoServer, SayReply, SayRequest};
 pub use etcd::{EtcdCluster, EtcdServer};
 pub use interop::{InteropProcess, interop_binary, run_interop};
 pub use ports::{free_port, free_ports};
+pub use wait::wait_for;
