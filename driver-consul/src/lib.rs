@@ -4,8 +4,9 @@
 //! one, go-zero's in `driver-gozero-compat`) plug into it:
 //!
 //! * [`client`]: consul targets (`consul://[user:pw@]host:8500/SERVICE?token=&dc=`), the
-//!   ACL token (`?token=` or `CONSUL_HTTP_TOKEN`) and one pooled HTTP client (hyper)
-//!   for every agent;
+//!   ACL token (`?token=` or `CONSUL_HTTP_TOKEN`), HTTPS to the agent
+//!   (`?tls_ca=&tls_cert=&tls_key=&tls_server_name=`, as for etcd) and the pooled HTTP
+//!   clients (hyper; rustls with ring for HTTPS);
 //! * [`agent`]: [`ServiceKeeper`] keeps an agent service with a TTL check registered
 //!   (heartbeat, re-registration as soon as the agent lost it, deregistration on stop)
 //!   behind a [`Registration`](driver_core::Registration);
@@ -16,8 +17,8 @@
 //!
 //! The HTTP stack is our own small client on hyper 1 rather than `rs-consul`: the agent
 //! API (register, TTL update, deregister) is not in `rs-consul`, and one stack for both
-//! halves keeps one connection pool, one timeout policy and one error type. Plain HTTP
-//! only for now.
+//! halves keeps one connection pool, one timeout policy and one error type; both halves
+//! go over HTTPS when the target asks for it.
 //!
 //! Linking this crate registers the `dtm-driver-consul` driver (see [`native`] for its
 //! format); a program that does not otherwise name the crate keeps it linked with
@@ -44,7 +45,8 @@ pub use agent::{
     ServiceExtras, ServiceKeeper, Weights, consul_duration,
 };
 pub use client::{
-    ConsulClient, ConsulConfig, ConsulError, ConsulTarget, TOKEN_ENV, parse_duration,
+    CACERT_ENV, CLIENT_CERT_ENV, CLIENT_KEY_ENV, ConsulClient, ConsulConfig, ConsulError,
+    ConsulTarget, ConsulTls, HTTP_SSL_ENV, TLS_SERVER_NAME_ENV, TOKEN_ENV, parse_duration,
     split_host_port,
 };
 pub use native::{ConsulDriver, GrpcCheckOptions, NativeConsulFormat, NativeOptions};

@@ -12,7 +12,7 @@
 //! | `Meta` | `weight` (decimal, default `1`), `group` (when given), and every `?meta.K=V` as `K` |
 //! | `Weights` | `{"Passing": weight, "Warning": 1}` (consul's DNS uses them too) |
 //! | check | TTL check `CheckID` = `service:NAME@HOST:PORT`, TTL 10 s (`?ttl=SECONDS`), initially passing, heartbeat every TTL/3, `DeregisterCriticalServiceAfter` 1m |
-//! | `Checks` (with `?check=grpc`) | a gRPC health check the agent runs: `GRPC` = `HOST:PORT` (`HOST:PORT/S` with `?grpc_service=S`), `GRPCUseTLS` (`?tls=true`), `Interval` 10 s (`?interval=1s`), `Timeout` (`?timeout=`, consul's default 10 s), initially passing, `DeregisterCriticalServiceAfter` 1m |
+//! | `Checks` (with `?check=grpc`) | a gRPC health check the agent runs: `GRPC` = `HOST:PORT` (`HOST:PORT/S` with `?grpc_service=S`), `GRPCUseTLS` (`?grpc_tls=true`), `Interval` 10 s (`?interval=1s`), `Timeout` (`?timeout=`, consul's default 10 s), initially passing, `DeregisterCriticalServiceAfter` 1m |
 //!
 //! On stop the service is deregistered; a process that dies lets its check go critical
 //! after the TTL (and resolvers drop it), and the agent removes it a minute later.
@@ -51,14 +51,17 @@
 //! # Targets
 //!
 //! * register: `consul://HOST:8500/NAME[?weight=N][&group=G][&tag=T...][&ttl=S][&meta.K=V...][&token=T]`
-//!   `[&check=grpc[&interval=D][&timeout=D][&tls=true][&grpc_service=S]]` (durations as
+//!   `[&check=grpc[&interval=D][&timeout=D][&grpc_tls=true][&grpc_service=S]]` (durations as
 //!   consul writes them: `1s`, `500ms`);
 //! * resolve: `consul://HOST:8500/NAME[?group=G][&tag=T][&dc=DC][&near=_agent][&wait=55s][&token=T]`:
 //!   instances whose checks all pass, only those of group `G` (from `Meta.group`) and
 //!   tag `T` when given. The weight (`Meta.weight`, else `Weights.Passing`, else 1) feeds
 //!   weighted round robin; `Meta` (with `group`) shows up as endpoint metadata.
 //!
-//! The token falls back to `CONSUL_HTTP_TOKEN`; see [`client`](crate::client).
+//! Both sides talk HTTPS to the agent with `?tls_ca=FILE` (and `tls_cert`/`tls_key`,
+//! `tls_server_name`, `tls=true`), as etcd targets do; `?tls=` is the connection to the
+//! agent, `?grpc_tls=` the agent's gRPC check. The token falls back to
+//! `CONSUL_HTTP_TOKEN`; see [`client`](crate::client#https).
 //!
 //! The scheme `consul` is also used by `dtm-driver-gozero` (go-zero's format): each
 //! driver installs its own resolver for the scheme when it is the one in use, and
@@ -127,7 +130,7 @@ pub struct GrpcCheckOptions {
     pub interval: Duration,
     /// How long one call may take; `None` for consul's default (10 s).
     pub timeout: Option<Duration>,
-    /// Whether the agent dials with TLS.
+    /// Whether the agent dials with TLS (`?grpc_tls=true`).
     pub tls: bool,
     /// The service asked about; empty for the server's overall health.
     pub service: String,
@@ -329,7 +332,7 @@ pub struct NativeRegistrar;
 #[async_trait]
 impl Registrar for NativeRegistrar {
     async fn register(&self, target: &Target, endpoint: &str) -> Result<Registration> {
-        let t = ConsulTarget::from_target(target)?;
+        let t = ConsulTarget::from_target(target).map_err(|e| grpc_tls_hint(target, e))?;
         let bad = |reason: String| Error::BadTarget {
             target: target.to_string(),
             reason,
@@ -369,7 +372,26 @@ impl Registrar for NativeRegistrar {
     }
 }
 
-/// The gRPC check a registration target asks for (`?check=grpc&interval=&timeout=&tls=&grpc_service=`).
+/// `?tls=` once configured the gRPC check; a target that still writes it that way is
+/// told about `?grpc_tls=`.
+fn grpc_tls_hint(target: &Target, e: Error) -> Error {
+    match e {
+        Error::BadTarget { target: t, reason }
+            if target.query("check") == Some("grpc") && target.query("tls").is_some() =>
+        {
+            Error::BadTarget {
+                target: t,
+                reason: format!(
+                    "{reason}; `tls` is HTTPS to the consul agent: for a gRPC health check over \
+                     TLS write grpc_tls=true"
+                ),
+            }
+        }
+        other => other,
+    }
+}
+
+/// The gRPC check a registration target asks for (`?check=grpc&interval=&timeout=&grpc_tls=&grpc_service=`).
 fn grpc_check_options(target: &Target) -> Result<Option<GrpcCheckOptions>> {
     let bad = |reason: String| Error::BadTarget {
         target: target.to_string(),
@@ -395,16 +417,16 @@ fn grpc_check_options(target: &Target) -> Result<Option<GrpcCheckOptions>> {
         }
     };
     let (interval, timeout) = (duration("interval")?, duration("timeout")?);
-    let tls = match target.query("tls") {
+    let tls = match target.query("grpc_tls") {
         None | Some("" | "false" | "0") => false,
         Some("true" | "1") => true,
-        Some(other) => return Err(bad(format!("tls `{other}` is not true or false"))),
+        Some(other) => return Err(bad(format!("grpc_tls `{other}` is not true or false"))),
     };
     let service = target.query("grpc_service").unwrap_or_default().to_string();
     if !grpc {
         if interval.is_some() || timeout.is_some() || tls || !service.is_empty() {
             return Err(bad(
-                "interval, timeout, tls and grpc_service configure the gRPC health check: add check=grpc".into(),
+                "interval, timeout, grpc_tls and grpc_service configure the gRPC health check: add check=grpc".into(),
             ));
         }
         return Ok(None);
@@ -467,9 +489,10 @@ mod tests {
             |t: &str| grpc_check_options(&Target::parse(&format!("consul://h:1/s{t}")).unwrap());
         assert_eq!(options("").unwrap(), None);
         assert_eq!(options("?check=ttl").unwrap(), None);
-        let check = options("?check=grpc&interval=1s&timeout=500ms&tls=true&grpc_service=pb.S")
-            .unwrap()
-            .unwrap();
+        let check =
+            options("?check=grpc&interval=1s&timeout=500ms&grpc_tls=true&grpc_service=pb.S")
+                .unwrap()
+                .unwrap();
         assert_eq!(
             check,
             GrpcCheckOptions {
@@ -498,11 +521,18 @@ mod tests {
             ("?check=http", "check `http`"),
             ("?check=grpc&interval=soon", "interval `soon`"),
             ("?check=grpc&interval=0s", "interval `0s`"),
-            ("?check=grpc&tls=maybe", "tls `maybe`"),
+            ("?check=grpc&grpc_tls=maybe", "grpc_tls `maybe`"),
             ("?interval=1s", "add check=grpc"),
         ] {
             let err = options(query).unwrap_err().to_string();
             assert!(err.contains(needle), "{query}: {err}");
         }
+        // The old spelling of the check's TLS is pointed at the new one.
+        let old = Target::parse("consul://h:1/s?check=grpc&tls=true").unwrap();
+        let err = grpc_tls_hint(&old, ConsulTarget::from_target(&old).unwrap_err()).to_string();
+        assert!(
+            err.contains("grpc_tls=true") && err.contains("tls_ca"),
+            "{err}"
+        );
     }
 }

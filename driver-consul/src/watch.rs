@@ -435,8 +435,9 @@ async fn follow(query: &HealthQuery, tx: &watch::Sender<HealthState>) {
                 index = 0;
                 failed = true;
                 publish_error(tx, query, e.to_string());
-                if matches!(e, ConsulError::Refused { .. }) {
-                    // A refused token stays refused for a while; do not spin.
+                if matches!(e, ConsulError::Refused { .. } | ConsulError::Tls { .. }) {
+                    // A refused token or an untrusted certificate stays so for a while;
+                    // do not spin.
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 } else {
                     tokio::time::sleep(backoff.next_delay()).await;

@@ -65,6 +65,8 @@ pub struct ConsulAgent {
     ports: [u16; 4],
     node: String,
     acl_token: Option<String>,
+    /// The HTTPS port of an agent started with [`ConsulAgent::start_with_tls`].
+    https_port: Option<u16>,
     dir: TempDir,
     child: Option<Child>,
 }
@@ -77,7 +79,7 @@ impl ConsulAgent {
     /// Panics if the agent is not built (with the command that builds it) or does not
     /// become ready; the message includes the end of its log.
     pub fn start() -> Self {
-        Self::start_inner(None)
+        Self::start_inner(None, None)
     }
 
     /// Starts an agent with ACLs enabled and a default policy of `deny`. `token` (a
@@ -88,14 +90,36 @@ impl ConsulAgent {
     ///
     /// As [`start`](Self::start).
     pub fn start_with_acl(token: &str) -> Self {
-        Self::start_inner(Some(token.to_string()))
+        Self::start_inner(Some(token.to_string()), None)
     }
 
-    fn start_inner(acl_token: Option<String>) -> Self {
+    /// Starts an agent that also serves its HTTP API over HTTPS (see
+    /// [`https_addr`](Self::https_addr)) with the server certificate `cert_pem` and its
+    /// key `key_pem`, trusting `ca_pem` for client certificates. Client certificates are
+    /// not required (`verify_incoming = false`). The plain HTTP port stays open.
+    ///
+    /// # Panics
+    ///
+    /// As [`start`](Self::start).
+    pub fn start_with_tls(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Self {
+        Self::start_inner(None, Some((ca_pem, cert_pem, key_pem, false)))
+    }
+
+    /// [`start_with_tls`](Self::start_with_tls), but the HTTPS port requires a client
+    /// certificate signed by `ca_pem` (`verify_incoming = true`).
+    ///
+    /// # Panics
+    ///
+    /// As [`start`](Self::start).
+    pub fn start_with_tls_client_auth(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Self {
+        Self::start_inner(None, Some((ca_pem, cert_pem, key_pem, true)))
+    }
+
+    fn start_inner(acl_token: Option<String>, tls: Option<(&str, &str, &str, bool)>) -> Self {
         let binary = consul_agent_binary();
         let mut attempt = 1;
         loop {
-            let p = free_ports(4);
+            let p = free_ports(5);
             let dir = tempfile::Builder::new()
                 .prefix("consul-test-")
                 .tempdir()
@@ -105,9 +129,13 @@ impl ConsulAgent {
                 ports: [p[0], p[1], p[2], p[3]],
                 node: format!("test-{}", p[0]),
                 acl_token: acl_token.clone(),
+                https_port: tls.map(|_| p[4]),
                 dir,
                 child: None,
             };
+            if let Some((ca, cert, key, verify_incoming)) = tls {
+                agent.write_tls_files(ca, cert, key, verify_incoming);
+            }
             agent.spawn();
             match agent.wait_ready() {
                 Ok(()) => return agent,
@@ -129,6 +157,12 @@ impl ConsulAgent {
     /// The HTTP API port.
     pub fn http_port(&self) -> u16 {
         self.ports[0]
+    }
+
+    /// The HTTPS API address `127.0.0.1:PORT` of an agent started with
+    /// [`start_with_tls`](Self::start_with_tls), else `None`.
+    pub fn https_addr(&self) -> Option<String> {
+        self.https_port.map(|p| format!("127.0.0.1:{p}"))
     }
 
     /// The management token of an agent started with [`start_with_acl`](Self::start_with_acl).
@@ -242,6 +276,28 @@ impl ConsulAgent {
         self.dir.path().join("consul.log")
     }
 
+    /// Writes the PEM files and the `tls` config block the HTTPS port uses.
+    fn write_tls_files(&self, ca: &str, cert: &str, key: &str, verify_incoming: bool) {
+        let path = |name: &str| self.dir.path().join(name);
+        for (name, pem) in [
+            ("ca.pem", ca),
+            ("server.pem", cert),
+            ("server-key.pem", key),
+        ] {
+            std::fs::write(path(name), pem)
+                .unwrap_or_else(|e| panic!("cannot write {}: {e}", path(name).display()));
+        }
+        let config = format!(
+            "tls {{ defaults {{ ca_file = {:?} cert_file = {:?} key_file = {:?} \
+             verify_incoming = {verify_incoming} }} }}\n",
+            path("ca.pem").display().to_string(),
+            path("server.pem").display().to_string(),
+            path("server-key.pem").display().to_string(),
+        );
+        std::fs::write(path("tls.hcl"), config)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path("tls.hcl").display()));
+    }
+
     fn args(&self) -> Vec<String> {
         let [http, server, lan, wan] = self.ports;
         let mut args: Vec<String> = [
@@ -275,6 +331,12 @@ impl ConsulAgent {
         }
         args.push("-node".into());
         args.push(self.node.clone());
+        if let Some(https) = self.https_port {
+            args.push("-hcl".into());
+            args.push(format!("ports {{ https = {https} }}"));
+            args.push("-config-file".into());
+            args.push(self.dir.path().join("tls.hcl").display().to_string());
+        }
         if let Some(token) = &self.acl_token {
             args.push("-hcl".into());
             args.push(format!(
@@ -338,7 +400,14 @@ impl ConsulAgent {
                 Some(token) => probe(self.ports[0], "/v1/acl/token/self", Some(token))
                     .is_some_and(|(code, _)| code == 200),
             };
-            if ready {
+            let https_up = self.https_port.is_none_or(|port| {
+                TcpStream::connect_timeout(
+                    &SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+                    PROBE_TIMEOUT,
+                )
+                .is_ok()
+            });
+            if ready && https_up {
                 return Ok(());
             }
             if Instant::now() >= deadline {
