@@ -218,7 +218,16 @@ impl EchoServer {
             .health
             .clone()
             .map(|r| HealthServer::new(HealthService::from_health_reporter(r)));
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // tonic sets TCP_NODELAY only on listeners it binds itself; without it, small
+        // replies wait for delayed ACKs (~40 ms stalls under concurrency).
+        let incoming = tokio_stream::StreamExt::map(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            |conn| {
+                conn.inspect(|stream| {
+                    let _ = stream.set_nodelay(true);
+                })
+            },
+        );
         let task = tokio::spawn(async move {
             let result = tonic::transport::Server::builder()
                 .add_service(service)
