@@ -667,3 +667,46 @@ async fn channels_built_from_a_driver_value_are_shared() {
         "another target, another channel"
     );
 }
+
+/// A server that refuses every stream unprocessed (REFUSED_STREAM, as a server does
+/// for streams it will not serve): the request was not processed, so the channel sends
+/// it again to another endpoint and the caller never sees the refusal.
+#[tokio::test]
+async fn refused_streams_are_retried_on_another_endpoint() {
+    let refused = Arc::new(AtomicUsize::new(0));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let refuser = listener.local_addr().unwrap().to_string();
+    let counter = refused.clone();
+    let server = tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(sock).await else {
+                    return;
+                };
+                while let Some(Ok((_request, mut respond))) = conn.accept().await {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    respond.send_reset(h2::Reason::REFUSED_STREAM);
+                }
+            });
+        }
+    });
+    let echo = EchoServer::start("not-refusing").await;
+    let (ch, resolver) = channel("refused-streams", |b| b);
+    resolver.push(&[&refuser, &echo.addr()]);
+    ch.warm_up();
+    wait_status(&ch, "both endpoints ready", |s| {
+        s.endpoints.iter().filter(|e| e.state == "ready").count() == 2
+    })
+    .await;
+    for i in 0..10 {
+        let served = say(&ch).await.unwrap_or_else(|s| panic!("call {i}: {s}"));
+        assert_eq!(served, "not-refusing");
+    }
+    assert!(
+        refused.load(Ordering::SeqCst) >= 3,
+        "round robin sent {} requests to the refusing endpoint; the retry path was not exercised",
+        refused.load(Ordering::SeqCst)
+    );
+    server.abort();
+}

@@ -786,8 +786,10 @@ impl ChannelInner {
                             last_error = format!("{}: {error}", slot.endpoint.addr);
                             req = unsent;
                         }
-                        None if let (Some(replay), Some(refusal)) =
-                            (replay.as_ref(), replay::refusal(e.error())) =>
+                        None if let (Some(refusal), Some(again)) = (
+                            replay::refusal(e.error()),
+                            replay.as_ref().and_then(Replay::request),
+                        ) =>
                         {
                             // Refused unprocessed: safe to send again elsewhere.
                             tracing::debug!(addr = %slot.endpoint.addr, error = %error, "request refused, retrying on another endpoint");
@@ -796,7 +798,7 @@ impl ChannelInner {
                             }
                             guard.finish(false);
                             last_error = format!("{}: {error}", slot.endpoint.addr);
-                            req = replay.request();
+                            req = again;
                         }
                         None => {
                             guard.finish(true);

@@ -9,81 +9,111 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures_util::FutureExt;
 use http_body::{Body, Frame};
 use tonic::Status;
 
 /// The largest body kept for a retry.
 const REPLAY_LIMIT: usize = 64 * 1024;
 
-/// A request's head and complete body, to send again.
+/// What a [`Recording`] body saw while hyper sent it.
+#[derive(Default)]
+struct Recorded {
+    frames: Vec<Frame<Bytes>>,
+    size: usize,
+    /// The whole body went out and fit under [`REPLAY_LIMIT`].
+    complete: bool,
+    /// Too large (or failed): not replayable.
+    given_up: bool,
+}
+
+/// A request's head and, once sent, its body: what sending it again needs.
 pub(crate) struct Replay {
     parts: http::request::Parts,
-    frames: Vec<Frame<Bytes>>,
+    recorded: Arc<Mutex<Recorded>>,
 }
 
 impl Replay {
-    /// Takes the body's frames that are ready now. Returns the request to send and,
-    /// if the whole body was ready and small, a [`Replay`] of it.
+    /// Keeps a copy of the head and wraps the body so that it records its frames as
+    /// hyper sends them (no copy up front, nothing polled in the caller's task).
     pub(crate) fn prepare(
         req: http::Request<tonic::body::Body>,
     ) -> (http::Request<tonic::body::Body>, Option<Replay>) {
-        let (parts, mut body) = req.into_parts();
-        let mut frames = Vec::new();
-        let mut size = 0;
-        loop {
-            let next = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).now_or_never();
-            match next {
-                // Complete: send (and keep) the frames alone.
-                Some(None) => {
-                    let replay = Replay {
-                        parts: clone_parts(&parts),
-                        frames: frames.iter().map(clone_frame).collect(),
-                    };
-                    let body = tonic::body::Body::new(Frames(frames.into()));
-                    return (http::Request::from_parts(parts, body), Some(replay));
-                }
-                Some(Some(Ok(frame))) => {
-                    size += frame.data_ref().map_or(0, Bytes::len);
-                    frames.push(frame);
-                    if size > REPLAY_LIMIT {
-                        break;
-                    }
-                }
-                // An error, or not ready yet: hand it over to hyper as it is.
-                Some(Some(Err(e))) => {
-                    let body = tonic::body::Body::new(Prefixed {
-                        prefix: frames.into(),
-                        rest: Some(body),
-                        error: Some(e),
-                    });
-                    return (http::Request::from_parts(parts, body), None);
-                }
-                None => break,
-            }
-        }
-        let body = tonic::body::Body::new(Prefixed {
-            prefix: frames.into(),
-            rest: Some(body),
-            error: None,
+        let (parts, body) = req.into_parts();
+        let recorded = Arc::new(Mutex::new(Recorded::default()));
+        let replay = Replay {
+            parts: clone_parts(&parts),
+            recorded: recorded.clone(),
+        };
+        let body = tonic::body::Body::new(Recording {
+            inner: body,
+            recorded,
         });
-        (http::Request::from_parts(parts, body), None)
+        (http::Request::from_parts(parts, body), Some(replay))
     }
 
-    /// The request again, for another endpoint.
-    pub(crate) fn request(&self) -> http::Request<tonic::body::Body> {
-        let frames: VecDeque<_> = self.frames.iter().map(clone_frame).collect();
-        http::Request::from_parts(
+    /// The request again, if its whole (small) body was sent and recorded.
+    pub(crate) fn request(&self) -> Option<http::Request<tonic::body::Body>> {
+        let recorded = self.recorded.lock().unwrap_or_else(|e| e.into_inner());
+        if !recorded.complete {
+            return None;
+        }
+        let frames: VecDeque<_> = recorded.frames.iter().map(clone_frame).collect();
+        Some(http::Request::from_parts(
             clone_parts(&self.parts),
             tonic::body::Body::new(Frames(frames)),
-        )
+        ))
     }
 }
 
-/// Why a server refused a stream unprocessed.
+/// Passes a body through, recording its frames for a [`Replay`].
+struct Recording {
+    inner: tonic::body::Body,
+    recorded: Arc<Mutex<Recorded>>,
+}
+
+impl Body for Recording {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let mut r = this.recorded.lock().unwrap_or_else(|e| e.into_inner());
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) if !r.given_up => {
+                r.size += frame.data_ref().map_or(0, Bytes::len);
+                if r.size > REPLAY_LIMIT {
+                    r.given_up = true;
+                    r.frames = Vec::new();
+                } else {
+                    r.frames.push(clone_frame(frame));
+                    // hyper stops polling once the body says it has ended.
+                    r.complete = this.inner.is_end_stream();
+                }
+            }
+            Poll::Ready(Some(Err(_))) => r.given_up = true,
+            Poll::Ready(None) => r.complete = !r.given_up,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Refusal {
     /// `REFUSED_STREAM`: this stream only; the connection stays usable.
@@ -141,35 +171,5 @@ impl Body for Frames {
 
     fn is_end_stream(&self) -> bool {
         self.0.is_empty()
-    }
-}
-
-/// Frames already taken from a body, then the rest of it.
-struct Prefixed {
-    prefix: VecDeque<Frame<Bytes>>,
-    rest: Option<tonic::body::Body>,
-    error: Option<Status>,
-}
-
-impl Body for Prefixed {
-    type Data = Bytes;
-    type Error = Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
-        let this = &mut *self;
-        if let Some(frame) = this.prefix.pop_front() {
-            return Poll::Ready(Some(Ok(frame)));
-        }
-        if let Some(e) = this.error.take() {
-            this.rest = None;
-            return Poll::Ready(Some(Err(e)));
-        }
-        match &mut this.rest {
-            Some(rest) => Pin::new(rest).poll_frame(cx),
-            None => Poll::Ready(None),
-        }
     }
 }
