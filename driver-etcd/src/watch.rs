@@ -75,6 +75,12 @@ impl PrefixWatcher {
     pub fn running() -> usize {
         watchers().len()
     }
+
+    /// How many watchers run for `prefix` in `config`'s cluster: 0 or 1 (for tests of
+    /// the sharing that must not count other tests' watchers).
+    pub fn running_for(config: &EtcdConfig, prefix: &str) -> usize {
+        usize::from(watchers().contains_key(&(config.clone(), prefix.to_string())))
+    }
 }
 
 /// Resolves `prefix` in `config`'s cluster into endpoint snapshots published on
