@@ -3,9 +3,11 @@
 //! A server shutting down sends HTTP/2 GOAWAY; a request that crossed it on the wire
 //! is refused (`REFUSED_STREAM`, or a stream above GOAWAY's last id) and, by the
 //! protocol, was not processed, so gRPC retries it on another endpoint. hyper has
-//! consumed the request by then, so before sending we keep what a retry needs: the
-//! head, and the body if it is small and complete at once (a unary call's message is).
-//! Streaming bodies are sent as they are and not retried.
+//! consumed the request by then, so before sending we keep a copy of the head, and the
+//! body records its frames as hyper sends them (a reference-counted copy of each data
+//! frame, nothing polled or copied up front). A request whose whole body was sent and
+//! is at most 64 KiB (any unary call's) can be sent again; a larger or unfinished
+//! (streaming) body is not retried.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
