@@ -5,7 +5,7 @@
 //! single server that keeps everything in memory) on free loopback ports. A restarted
 //! agent has therefore lost every registration, which is what fault tests want.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::ports::free_ports;
+use crate::process;
 
 /// The message [`consul_agent_binary`] panics with when the agent is not built.
 pub const CONSUL_BUILD_HINT: &str = "interop/bin/consul-agent not found: build it with \
@@ -177,36 +178,18 @@ impl ConsulAgent {
 
     /// Whether the process is alive.
     pub fn is_running(&mut self) -> bool {
-        match self.child.as_mut().map(Child::try_wait) {
-            Some(Ok(None)) => true,
-            Some(Ok(Some(_))) => {
-                self.child = None;
-                false
-            }
-            Some(Err(_)) | None => false,
-        }
+        process::is_running(&mut self.child)
     }
 
     /// Everything the agent has logged so far (log level `warn`).
     pub fn log_contents(&self) -> String {
-        let mut text = Vec::new();
-        if let Ok(mut file) = File::open(self.log_path()) {
-            let _ = file.read_to_end(&mut text);
-        }
-        String::from_utf8_lossy(&text).into_owned()
+        process::read_log(&self.log_path())
     }
 
     /// SIGKILLs and reaps the agent, keeping its ports for [`restart`](Self::restart).
     /// Does nothing if it is not running.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let pid = child.id();
-            let _ = child.kill();
-            if let Err(e) = child.wait() {
-                tracing::warn!(pid, %e, "reaping consul failed");
-            }
-            tracing::debug!(pid, "killed consul");
-        }
+        process::kill(&mut self.child, "consul");
     }
 
     /// Starts the agent again on the same ports and waits until it is ready. Dev mode

@@ -13,8 +13,8 @@
 //! the HTTP port), and the metrics are served on the HTTP port too; the config still
 //! sets `JsonRpcPort` to a free port so that no default port appears anywhere.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::fs::OpenOptions;
+use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::ports::free_ports;
+use crate::process;
 
 /// The message [`dtm_binary`] panics with when the coordinator is not built.
 pub const DTM_BUILD_HINT: &str = "interop/bin/dtm not found: build the dtm coordinator with \
@@ -179,35 +180,17 @@ impl DtmServer {
 
     /// Whether the process is alive.
     pub fn is_running(&mut self) -> bool {
-        match self.child.as_mut().map(Child::try_wait) {
-            Some(Ok(None)) => true,
-            Some(Ok(Some(_))) => {
-                self.child = None;
-                false
-            }
-            Some(Err(_)) | None => false,
-        }
+        process::is_running(&mut self.child)
     }
 
     /// Everything dtm has logged so far (stdout and stderr).
     pub fn log_contents(&self) -> String {
-        let mut text = Vec::new();
-        if let Ok(mut file) = File::open(self.log_path()) {
-            let _ = file.read_to_end(&mut text);
-        }
-        String::from_utf8_lossy(&text).into_owned()
+        process::read_log(&self.log_path())
     }
 
     /// SIGKILLs and reaps dtm. Does nothing if it is not running.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let pid = child.id();
-            let _ = child.kill();
-            if let Err(e) = child.wait() {
-                tracing::warn!(pid, %e, "reaping dtm failed");
-            }
-            tracing::debug!(pid, "killed dtm");
-        }
+        process::kill(&mut self.child, "dtm");
     }
 
     fn log_path(&self) -> PathBuf {

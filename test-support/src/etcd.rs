@@ -1,7 +1,7 @@
 //! Private etcd processes: a single server ([`EtcdServer`]) and a small cluster
 //! ([`EtcdCluster`]).
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -13,6 +13,7 @@ use tempfile::TempDir;
 
 use crate::binary::etcd_binary;
 use crate::ports::free_ports;
+use crate::process;
 
 /// How long a single server may take to become healthy.
 const SERVER_READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -251,11 +252,7 @@ impl Member {
     }
 
     fn log_contents(&self) -> String {
-        let mut text = Vec::new();
-        if let Ok(mut file) = File::open(self.log_path()) {
-            let _ = file.read_to_end(&mut text);
-        }
-        String::from_utf8_lossy(&text).into_owned()
+        process::read_log(&self.log_path())
     }
 
     fn log_tail(&self) -> String {
@@ -268,14 +265,7 @@ impl Member {
     }
 
     fn is_running(&mut self) -> bool {
-        match self.child.as_mut().map(Child::try_wait) {
-            Some(Ok(None)) => true,
-            Some(Ok(Some(_))) => {
-                self.child = None;
-                false
-            }
-            Some(Err(_)) | None => false,
-        }
+        process::is_running(&mut self.child)
     }
 
     fn pid(&self) -> Option<u32> {
@@ -284,16 +274,7 @@ impl Member {
 
     /// SIGKILLs and reaps the process; a no-op when it is not running.
     fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let pid = child.id();
-            if let Err(err) = child.kill() {
-                tracing::debug!(pid, %err, "killing etcd failed (already exited?)");
-            }
-            if let Err(err) = child.wait() {
-                tracing::warn!(pid, %err, "reaping etcd failed");
-            }
-            tracing::debug!(name = %self.name, pid, "killed etcd");
-        }
+        process::kill(&mut self.child, &format!("etcd {}", self.name));
     }
 }
 

@@ -22,6 +22,7 @@ pub mod echo;
 mod etcd;
 mod interop;
 mod ports;
+mod process;
 mod wait;
 
 pub use binary::{ETCD_INSTALL_HINT, etcd_binary, find_binary};
