@@ -112,12 +112,13 @@ async fn msg_round(client: &mut DtmClient, dtm: &DtmServer, log: &BusiLog, busi:
     assert_from_dtm(&calls, &gid, "msg", 30);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gozero_etcd_msg_dtm_calls_both_rust_branches() {
+/// dtm with `dtm-driver-gozero` registered at `REGISTRY/dtmservice`, one Rust busi
+/// instance called `instance` registered at `REGISTRY/trans.rpc`, one Msg round: the
+/// client finds dtm through the registry and dtm calls both branches through it.
+async fn gozero_msg_through(registry: &str, instance: &str) -> BusiLog {
     init_tracing();
     driver_core::use_driver("dtm-driver-gozero").expect("use dtm-driver-gozero");
-    let etcd = EtcdServer::start();
-    let dtm_target = format!("etcd://{}/dtmservice", etcd.endpoint());
+    let dtm_target = format!("{registry}/dtmservice");
     let dtm = DtmServer::start_with_config(
         "dtm-driver-gozero",
         &dtm_target,
@@ -125,19 +126,26 @@ async fn gozero_etcd_msg_dtm_calls_both_rust_branches() {
         FAST_CRON,
     );
     let log = BusiLog::new();
-    let busi = BusiServer::start("a", &log).expect("start busi");
-    let busi_target = format!("etcd://{}/trans.rpc", etcd.endpoint());
+    let busi = BusiServer::start(instance, &log).expect("start busi");
+    let busi_target = format!("{registry}/trans.rpc");
     let registration = driver_core::get_driver()
         .register_service(&busi_target, &busi.addr())
         .await
-        .expect("register busi");
+        .unwrap_or_else(|e| panic!("register busi at {busi_target}: {e}"));
 
     let mut client = DtmClient::connect(&dtm_target)
-        .expect("dial dtm through etcd")
+        .unwrap_or_else(|e| panic!("dial dtm through {dtm_target}: {e}"))
         .with_http(&dtm.http_addr());
     msg_round(&mut client, &dtm, &log, &busi_target).await;
-    assert!(log.calls().iter().all(|c| c.instance == "a"));
     registration.deregister().await.expect("deregister");
+    log
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gozero_etcd_msg_dtm_calls_both_rust_branches() {
+    let etcd = EtcdServer::start();
+    let log = gozero_msg_through(&format!("etcd://{}", etcd.endpoint()), "a").await;
+    assert!(log.calls().iter().all(|c| c.instance == "a"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,29 +243,9 @@ async fn kratos_etcd_msg_dtm_calls_discovery_branches() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gozero_consul_msg_dtm_calls_both_rust_branches() {
-    init_tracing();
-    driver_core::use_driver("dtm-driver-gozero").expect("use dtm-driver-gozero");
     let consul = ConsulAgent::start();
-    let dtm_target = format!("consul://{}/dtmservice", consul.http_addr());
-    let dtm = DtmServer::start_with_config(
-        "dtm-driver-gozero",
-        &dtm_target,
-        DtmEndpoint::Auto,
-        FAST_CRON,
-    );
-    let log = BusiLog::new();
-    let busi = BusiServer::start("c", &log).expect("start busi");
-    let busi_target = format!("consul://{}/trans.rpc", consul.http_addr());
-    let registration = driver_core::get_driver()
-        .register_service(&busi_target, &busi.addr())
-        .await
-        .expect("register busi in consul");
-
-    let mut client = DtmClient::connect(&dtm_target)
-        .expect("dial dtm through consul")
-        .with_http(&dtm.http_addr());
-    msg_round(&mut client, &dtm, &log, &busi_target).await;
-    registration.deregister().await.expect("deregister");
+    let log = gozero_msg_through(&format!("consul://{}", consul.http_addr()), "c").await;
+    assert!(log.calls().iter().all(|c| c.instance == "c"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
