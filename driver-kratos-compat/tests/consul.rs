@@ -3,11 +3,9 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{GoProcess, kratos_client, say, say_eventually};
+use common::{GoProcess, SteadyTraffic, kratos_client, say_eventually};
 use driver_core::{Channel, Driver};
 use driver_kratos_compat::KratosDriver;
 use serde_json::Value;
@@ -180,29 +178,7 @@ async fn consul_restart_under_steady_traffic_fails_no_call_and_registration_retu
         say_eventually(channel.clone(), Duration::from_secs(10)).await,
         "steady"
     );
-    let failures = Arc::new(AtomicU64::new(0));
-    let calls = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let traffic = {
-        let (failures, calls, channel, stop) = (
-            failures.clone(),
-            calls.clone(),
-            channel.clone(),
-            stop.clone(),
-        );
-        tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                match say(channel.clone()).await {
-                    Ok(_) => calls.fetch_add(1, Ordering::Relaxed),
-                    Err(e) => {
-                        eprintln!("call failed: {e:?}");
-                        failures.fetch_add(1, Ordering::Relaxed)
-                    }
-                };
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-    };
+    let traffic = SteadyTraffic::start(channel.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
     tokio::task::block_in_place(|| agent.kill());
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -227,10 +203,9 @@ async fn consul_restart_under_steady_traffic_fails_no_call_and_registration_retu
         restarted.elapsed()
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.store(true, Ordering::Relaxed);
-    traffic.await.unwrap();
-    assert!(calls.load(Ordering::Relaxed) > 50, "too little traffic");
-    assert_eq!(failures.load(Ordering::Relaxed), 0);
+    let (calls, failures) = traffic.stop().await;
+    assert!(calls > 50, "too little traffic");
+    assert_eq!(failures, 0);
     let args: Vec<String> = ["-consul", &addr, "-service", "steady", "-n", "2"]
         .map(String::from)
         .into();

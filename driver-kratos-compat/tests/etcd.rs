@@ -3,11 +3,9 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{GoProcess, kratos_client, median_p99, say, start_tls_echo};
+use common::{GoProcess, SteadyTraffic, kratos_client, median_p99, say, start_tls_echo};
 use driver_core::resolve::{Resolver, SnapshotSender};
 use driver_core::{Channel, Driver, Target, TlsConnector};
 use driver_kratos_compat::{KratosDriver, Security};
@@ -347,29 +345,7 @@ async fn etcd_restart_under_steady_traffic_fails_no_call_and_registration_return
         .unwrap();
     assert_eq!(say(channel.clone()).await.unwrap(), "steady");
 
-    let failures = Arc::new(AtomicU64::new(0));
-    let calls = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let traffic = {
-        let (failures, calls, channel, stop) = (
-            failures.clone(),
-            calls.clone(),
-            channel.clone(),
-            stop.clone(),
-        );
-        tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                match say(channel.clone()).await {
-                    Ok(_) => calls.fetch_add(1, Ordering::Relaxed),
-                    Err(e) => {
-                        eprintln!("call failed: {e:?}");
-                        failures.fetch_add(1, Ordering::Relaxed)
-                    }
-                };
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-    };
+    let traffic = SteadyTraffic::start(channel.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
     server.kill();
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -401,10 +377,9 @@ async fn etcd_restart_under_steady_traffic_fails_no_call_and_registration_return
         restarted.elapsed()
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.store(true, Ordering::Relaxed);
-    traffic.await.unwrap();
-    assert!(calls.load(Ordering::Relaxed) > 50, "too little traffic");
-    assert_eq!(failures.load(Ordering::Relaxed), 0);
+    let (calls, failures) = traffic.stop().await;
+    assert!(calls > 50, "too little traffic");
+    assert_eq!(failures, 0);
     // The kratos Go client finds it after the restart.
     let args: Vec<String> = ["-etcd", &ep, "-service", "steady", "-n", "2"]
         .map(String::from)

@@ -121,6 +121,57 @@ pub async fn say(channel: Channel) -> Result<String, Status> {
         .map(|r| r.into_inner().server)
 }
 
+/// Echo calls every 20 ms in a task, counted, until [`stop`](SteadyTraffic::stop):
+/// the traffic of the restart tests.
+pub struct SteadyTraffic {
+    calls: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    failures: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SteadyTraffic {
+    /// Starts calling `channel`.
+    pub fn start(channel: Channel) -> Self {
+        use std::sync::atomic::Ordering;
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let failures = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let task = tokio::spawn({
+            let (calls, failures, stop) = (calls.clone(), failures.clone(), stop.clone());
+            async move {
+                while !stop.load(Ordering::Relaxed) {
+                    match say(channel.clone()).await {
+                        Ok(_) => calls.fetch_add(1, Ordering::Relaxed),
+                        Err(e) => {
+                            eprintln!("call failed: {e:?}");
+                            failures.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        });
+        Self {
+            calls,
+            failures,
+            stop,
+            task,
+        }
+    }
+
+    /// Stops the calls and returns how many succeeded and how many failed.
+    pub async fn stop(self) -> (u64, u64) {
+        use std::sync::atomic::Ordering;
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.expect("the traffic task panicked");
+        (
+            self.calls.load(Ordering::Relaxed),
+            self.failures.load(Ordering::Relaxed),
+        )
+    }
+}
+
 /// Calls until one succeeds (bounded by `within`); returns the answering server.
 pub async fn say_eventually(channel: Channel, within: Duration) -> String {
     let until = Instant::now() + within;
