@@ -26,7 +26,9 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{Backoff, ConsulClient, ConsulError, escape};
+use driver_core::backoff::Backoff;
+
+use crate::client::{ConsulClient, ConsulError, escape};
 
 /// The body of `PUT /v1/agent/service/register` (the fields we use).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -462,7 +464,7 @@ impl ServiceKeeper {
 
     /// Registers again until it works (true) or `stop` (false).
     async fn recover(&self, stop: &CancellationToken) -> bool {
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::for_engine();
         loop {
             match self.register().await {
                 Ok(()) => {

@@ -1014,32 +1014,6 @@ fn base64(input: &str) -> String {
     out
 }
 
-/// Exponential backoff between attempts, bounded so that a returning agent is noticed
-/// within half a second.
-#[derive(Debug)]
-pub(crate) struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(50);
-    const MAX: Duration = Duration::from_millis(500);
-
-    pub(crate) fn new() -> Self {
-        Self { next: Self::FIRST }
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.next = Self::FIRST;
-    }
-
-    pub(crate) fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        d
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

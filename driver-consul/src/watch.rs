@@ -32,6 +32,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
+use driver_core::backoff::Backoff;
 use driver_core::resolve::{Endpoint, SnapshotSender};
 use driver_core::{Error, Result, Target};
 use http::Method;
@@ -41,7 +42,7 @@ use tokio::time::Instant;
 
 use crate::agent::{ServiceAddress, Weights, consul_duration};
 use crate::client::{
-    Backoff, ConsulClient, ConsulConfig, ConsulError, ConsulTarget, escape, parse_duration,
+    ConsulClient, ConsulConfig, ConsulError, ConsulTarget, escape, parse_duration,
 };
 
 /// The default wait of a blocking query.
@@ -349,7 +350,7 @@ async fn follow(query: &HealthQuery, tx: &watch::Sender<HealthState>) {
     let client = ConsulClient::new(query.config.clone());
     let timeout = query.wait + query.wait / 16 + crate::client::REQUEST_TIMEOUT;
     let what = format!("the health query of service `{}`", query.service);
-    let mut backoff = Backoff::new();
+    let mut backoff = Backoff::for_engine();
     let mut index = 0u64;
     // Set while an agent that came back may still be missing re-registrations.
     let mut grace_until: Option<Instant> = None;

@@ -13,6 +13,7 @@
 //! * [`parse`]: splitting branch URIs, the rules the Go drivers use;
 //! * [`target`]: parsing dial and registration targets;
 //! * [`resolve`]: resolvers, registrars and the scheme tables (`direct://` built in);
+//! * [`backoff`]: the doubling retry delays the registry engines share;
 //! * [`balance`]: the channel that turns resolver snapshots into balanced calls;
 //! * [`mod@invoke`]: dynamic unary calls with raw bytes;
 //! * [`config`]: dtm's `MicroService` configuration.
@@ -26,6 +27,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod backoff;
 pub mod balance;
 pub mod config;
 pub mod default_driver;

@@ -287,32 +287,6 @@ pub(crate) async fn bounded<T>(
     }
 }
 
-/// Exponential backoff between reconnect attempts, bounded so that a returning etcd is
-/// noticed quickly.
-#[derive(Debug)]
-pub(crate) struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(50);
-    const MAX: Duration = Duration::from_millis(500);
-
-    pub(crate) fn new() -> Self {
-        Self { next: Self::FIRST }
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.next = Self::FIRST;
-    }
-
-    pub(crate) fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        d
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

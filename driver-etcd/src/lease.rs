@@ -20,7 +20,9 @@ use etcd_client::{Client, EventType, PutOptions, WatchOptions};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{Backoff, bounded, registry_error};
+use driver_core::backoff::Backoff;
+
+use crate::client::{bounded, registry_error};
 
 /// Builds a key from the lease id it is written under.
 pub type KeyFn = Arc<dyn Fn(i64) -> String + Send + Sync>;
@@ -147,7 +149,7 @@ impl LeaseKeeper {
     }
 
     async fn keep(self, mut held: Held, stop: CancellationToken, target: String) -> Result<()> {
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::for_engine();
         loop {
             let lost = match self.session(&held, &stop).await {
                 SessionEnd::Stopped => break,

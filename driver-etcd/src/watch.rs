@@ -21,7 +21,9 @@ use driver_core::resolve::{Endpoint, SnapshotSender};
 use etcd_client::{EventType, GetOptions, WatchOptions};
 use tokio::sync::watch;
 
-use crate::client::{Backoff, EtcdConfig, bounded, shared_client};
+use driver_core::backoff::Backoff;
+
+use crate::client::{EtcdConfig, bounded, shared_client};
 
 /// Turns one key/value under the prefix into an endpoint. `Ok(None)` leaves the entry
 /// out on purpose (e.g. another group); `Err` says why the value is garbage (it is
@@ -162,7 +164,7 @@ struct Follower {
 impl Follower {
     /// Runs forever, reconnecting with backoff; cancelled by dropping.
     async fn follow(&mut self) {
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::for_engine();
         loop {
             match self.attempt(&mut backoff).await {
                 Ok(()) => {}
