@@ -7,17 +7,21 @@
 //! also (a1) our channel to the one endpoint (b) uses, whose ratio a1/b isolates the
 //! per-call cost of our stack from the effect of spreading over three connections.
 //! `BENCH_SECS` sets the measured seconds per cell (default 3), split over rounds in
-//! which the clients take turns.
+//! which the clients take turns. For profiling one client alone, `BENCH_ONLY` names the
+//! columns to run, in the order given (e.g. `a` or `c,a`), and `BENCH_CONC` the concurrencies (e.g. `64`).
 #![allow(clippy::print_stdout)] // a bench binary: its output is the table
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use driver_core::Channel;
 use test_support::{EchoClient, EchoServer, SayRequest};
 use tonic::transport::Endpoint;
 use tonic::transport::channel::Change;
+
+/// Every call made, warm-up included, so that a profile's totals can be divided by it.
+static CALLS: AtomicU64 = AtomicU64::new(0);
 
 const CONCURRENCY: [usize; 3] = [1, 16, 64];
 const WARM_UP: Duration = Duration::from_millis(200);
@@ -80,6 +84,7 @@ where
                     })
                     .await
                     .is_ok();
+                CALLS.fetch_add(1, Ordering::Relaxed);
                 if recording.load(Ordering::Relaxed) {
                     latencies.push(started.elapsed());
                     errors += u64::from(!ok);
@@ -162,7 +167,20 @@ async fn run() {
         "a/c",
         "a1/b"
     );
-    for concurrency in CONCURRENCY {
+    let only = std::env::var("BENCH_ONLY").unwrap_or_else(|_| "a,a1,b,c".into());
+    let columns: Vec<&str> = only.split(',').map(str::trim).collect();
+    let concurrencies: Vec<usize> = match std::env::var("BENCH_CONC") {
+        Ok(v) => v
+            .split(',')
+            .map(|c| {
+                c.trim()
+                    .parse()
+                    .expect("BENCH_CONC: comma-separated numbers")
+            })
+            .collect(),
+        Err(_) => CONCURRENCY.to_vec(),
+    };
+    for concurrency in concurrencies {
         let (mut a, mut a1, mut b, mut c) = (
             Sample::default(),
             Sample::default(),
@@ -171,10 +189,15 @@ async fn run() {
         );
         let slice = secs / ROUNDS;
         for _ in 0..ROUNDS {
-            a.add(measure(ours.clone(), concurrency, slice).await);
-            a1.add(measure(ours_one.clone(), concurrency, slice).await);
-            b.add(measure(single.clone(), concurrency, slice).await);
-            c.add(measure(balanced.clone(), concurrency, slice).await);
+            for column in &columns {
+                match *column {
+                    "a" => a.add(measure(ours.clone(), concurrency, slice).await),
+                    "a1" => a1.add(measure(ours_one.clone(), concurrency, slice).await),
+                    "b" => b.add(measure(single.clone(), concurrency, slice).await),
+                    "c" => c.add(measure(balanced.clone(), concurrency, slice).await),
+                    other => panic!("BENCH_ONLY: unknown column `{other}`; use a, a1, b, c"),
+                }
+            }
         }
         println!(
             "{:>5} | {:>10.0} {:>7} | {:>10.0} {:>7} | {:>10.0} {:>7} | {:>10.0} {:>7} | {:>5.2} | {:>5.2} | {:>5.2}",
@@ -193,6 +216,10 @@ async fn run() {
         );
     }
     drop(changes);
+    eprintln!(
+        "calls made, warm-up included: {}",
+        CALLS.load(Ordering::Relaxed)
+    );
 }
 
 fn main() {

@@ -1,62 +1,18 @@
 //! Interop with real go-zero (v1.10.x) through a real etcd: the Go programs under
 //! `interop/gozero/` are built by `bash interop/build.sh` into `interop/bin/`.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use driver_core::{Channel, Driver};
 use driver_gozero_compat::GoZeroDriver;
 use etcd_client::{Client, GetOptions};
-use test_support::{EchoClient, EchoServer, EtcdServer, SayRequest, free_port};
-
-fn interop_binary(name: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../interop/bin")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is missing; build the go-zero interop programs with `bash interop/build.sh`",
-        path.display()
-    );
-    path
-}
+use test_support::{
+    EchoClient, EchoServer, EtcdServer, InteropProcess, SayRequest, free_port, run_interop,
+};
 
 /// Runs the go-zero client with `args` and returns the server names it printed.
 fn go_zero_client(args: &[&str]) -> Vec<String> {
-    let mut child = Command::new(interop_binary("gozero-echo-client"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run gozero-echo-client");
-    let until = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > until {
-            let _ = child.kill();
-            panic!("gozero-echo-client {args:?} did not finish within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "gozero-echo-client {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-struct GoServer(Child);
-
-impl Drop for GoServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    run_interop("gozero-echo-client", args, Duration::from_secs(30))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,14 +47,11 @@ async fn rust_client_calls_a_go_zero_server_registered_by_go_zero() {
     let server = EtcdServer::start();
     let ep = server.endpoint();
     let listen = format!("127.0.0.1:{}", free_port());
-    let _go = GoServer(
-        Command::new(interop_binary("gozero-echo-server"))
-            .args([
-                "-etcd", &ep, "-key", "go.rpc", "-listen", &listen, "-name", "go1",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("run gozero-echo-server"),
+    let _go = InteropProcess::start(
+        "gozero-echo-server",
+        &[
+            "-etcd", &ep, "-key", "go.rpc", "-listen", &listen, "-name", "go1",
+        ],
     );
     // go-zero's own registration, as it lands in etcd.
     let mut client = Client::connect([ep.as_str()], None).await.unwrap();
@@ -145,4 +98,68 @@ async fn rust_client_calls_a_go_zero_server_registered_by_go_zero() {
             .expect("call failed");
         assert_eq!(reply.into_inner().server, "go1", "{target}");
     }
+}
+
+/// grpc-go servers, go-zero's among them, accept a client ping at most every 5
+/// minutes by default and close a connection that pings more often (GOAWAY
+/// `ENHANCE_YOUR_CALM` "too_many_pings" after the third). A channel with default
+/// settings must not ping: its idle connection to go-zero lives on. A channel told to
+/// ping idle connections every 2 s is cut off within the same wait, which shows the
+/// test sees such a close (as a second connect).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_channels_keep_idle_connections_to_go_zero_open() {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let _go = InteropProcess::start("gozero-echo-server", &["-listen", &listen, "-name", "go1"]);
+    let target = format!("direct:///{listen}");
+    let quiet = Channel::builder(&target).connect().unwrap();
+    let pinging = Channel::builder(&target)
+        .keepalive(Duration::from_secs(2))
+        .keepalive_while_idle(true)
+        .connect()
+        .unwrap();
+    let say = |channel: &Channel| {
+        let mut echo = EchoClient::new(channel.clone());
+        async move {
+            let call = echo.say(SayRequest {
+                message: "hi".into(),
+            });
+            match tokio::time::timeout(Duration::from_secs(10), call).await {
+                Ok(Ok(reply)) => Ok(reply.into_inner().server),
+                Ok(Err(status)) => Err(status.to_string()),
+                Err(_) => Err("call hung for 10 s".into()),
+            }
+        }
+    };
+    let connects = |channel: &Channel| channel.status().endpoints[0].connects;
+    // The server takes a moment to listen: call until both channels get through.
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        match (say(&quiet).await, say(&pinging).await) {
+            (Ok(a), Ok(b)) => {
+                assert_eq!((a.as_str(), b.as_str()), ("go1", "go1"));
+                break;
+            }
+            (a, b) => assert!(
+                Instant::now() < until,
+                "go-zero server did not answer within 20 s: {a:?} {b:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(connects(&quiet), 1);
+    // 45 s: long enough for a 10 s ping interval (this crate's old default) to earn
+    // the third strike.
+    tokio::time::sleep(Duration::from_secs(45)).await;
+    let (quiet_connects, pinging_connects) = (connects(&quiet), connects(&pinging));
+    assert_eq!(
+        quiet_connects, 1,
+        "the default channel's idle connection was closed and redialled"
+    );
+    assert!(
+        pinging_connects >= 2,
+        "go-zero did not close a connection pinging every 2 s (connects: {pinging_connects}); \
+         the test cannot see a close"
+    );
+    assert_eq!(say(&quiet).await.as_deref(), Ok("go1"));
+    assert_eq!(say(&pinging).await.as_deref(), Ok("go1"));
 }

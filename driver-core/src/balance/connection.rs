@@ -62,6 +62,12 @@ impl ConnState {
 struct StateCell {
     tx: watch::Sender<ConnState>,
     ready: AtomicBool,
+    /// The ready connection's sender, which calls send through under a short lock.
+    /// Cloning it out of `tx` instead would cost every call a read lock and six
+    /// reference-count updates on lines all cores share.
+    sender: Mutex<Option<SendRequest<tonic::body::Body>>>,
+    /// Connections established so far.
+    connects: AtomicU64,
 }
 
 impl StateCell {
@@ -69,15 +75,33 @@ impl StateCell {
         Self {
             tx: watch::channel(ConnState::Idle).0,
             ready: AtomicBool::new(false),
+            sender: Mutex::new(None),
+            connects: AtomicU64::new(0),
         }
     }
 
     fn set(&self, state: ConnState) {
-        self.ready
-            .store(matches!(state, ConnState::Ready(_)), Ordering::Release);
+        self.set_sender(match &state {
+            ConnState::Ready(sender) => Some(sender.clone()),
+            _ => None,
+        });
         self.tx.send_replace(state);
     }
+
+    /// Updates the hot path's view: the sender and the ready flag together.
+    fn set_sender(&self, sender: Option<SendRequest<tonic::body::Body>>) {
+        let mut slot = self.sender.lock().unwrap_or_else(|e| e.into_inner());
+        self.ready.store(sender.is_some(), Ordering::Release);
+        *slot = sender;
+    }
 }
+
+/// What sending a request on a connection ends with: the response, or the error
+/// and, if the connection closed before taking it, the request.
+pub(crate) type SendResult = Result<
+    http::Response<hyper::body::Incoming>,
+    hyper::client::conn::TrySendError<http::Request<tonic::body::Body>>,
+>;
 
 /// Settings that decide how an address is dialled; part of the pool key.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -85,7 +109,10 @@ pub(crate) struct DialSettings {
     pub connect_timeout: Duration,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
-    pub keepalive: Duration,
+    /// Ping interval while calls are in flight; `None`: no pings.
+    pub keepalive: Option<Duration>,
+    /// Ping idle connections too.
+    pub keepalive_while_idle: bool,
     pub tls: Option<TlsConnector>,
 }
 
@@ -155,6 +182,11 @@ impl Load {
         }
         let elapsed = now_ns.saturating_sub(updated) as f64;
         (rtt, (-elapsed / DECAY.as_nanos() as f64).exp(), true)
+    }
+
+    /// Whether any call was timed yet.
+    pub fn sampled(&self) -> bool {
+        self.updated_ns.load(Ordering::Relaxed) != 0
     }
 
     /// The current round-trip estimate, decayed towards zero while no samples arrive
@@ -274,9 +306,29 @@ impl Connection {
         self.state.tx.borrow().clone()
     }
 
+    /// How many connections to the address were established: 1 + reconnects.
+    pub fn connects(&self) -> u64 {
+        self.state.connects.load(Ordering::Relaxed)
+    }
+
     /// True if a request can be handed over now; cheaper than [`state`](Self::state).
     pub fn is_ready(&self) -> bool {
         self.state.ready.load(Ordering::Acquire)
+    }
+
+    /// Hands `req` to the connection if it is ready; gives it back if not.
+    // The request comes back by value: boxing it would cost every call an allocation.
+    #[allow(clippy::result_large_err)]
+    pub fn send(
+        &self,
+        req: http::Request<tonic::body::Body>,
+    ) -> Result<impl Future<Output = SendResult> + Send + use<>, http::Request<tonic::body::Body>>
+    {
+        let mut sender = self.state.sender.lock().unwrap_or_else(|e| e.into_inner());
+        match sender.as_mut() {
+            Some(s) => Ok(s.try_send_request(req)),
+            None => Err(req),
+        }
     }
 
     pub fn subscribe(&self) -> watch::Receiver<ConnState> {
@@ -289,7 +341,7 @@ impl Connection {
         self.state.tx.send_if_modified(|s| match s {
             ConnState::Ready(_) => {
                 *s = ConnState::Connecting;
-                self.state.ready.store(false, Ordering::Release);
+                self.state.set_sender(None);
                 tracing::debug!(addr = %self.addr, error, "server going away, redialling");
                 true
             }
@@ -303,7 +355,7 @@ impl Connection {
         self.state.tx.send_if_modified(|s| match s {
             ConnState::Ready(tx) if tx.is_closed() || !tx.is_ready() => {
                 *s = ConnState::Connecting;
-                self.state.ready.store(false, Ordering::Release);
+                self.state.set_sender(None);
                 tracing::debug!(addr = %self.addr, error, "connection unusable, redialling");
                 true
             }
@@ -339,6 +391,7 @@ impl ConnectionTask {
                         tracing::debug!(addr = %self.addr, "endpoint connected");
                     }
                     failures = 0;
+                    self.state.connects.fetch_add(1, Ordering::Relaxed);
                     self.state.set(ConnState::Ready(sender));
                     match self.serve(conn).await {
                         None => return,
@@ -372,19 +425,26 @@ impl ConnectionTask {
 
     /// Drives a live connection. `None` when stopped (the connection drains in the
     /// background), or the reason it closed.
-    async fn serve(&self, mut conn: ConnFuture) -> Option<String> {
+    async fn serve(&self, conn: ConnFuture) -> Option<String> {
+        // The connection runs as a task of its own: it wakes for every frame, and a
+        // select here would poll the stop token on each of those wake-ups too.
+        let mut running = tokio::spawn(conn);
         tokio::select! {
             _ = self.stop.cancelled() => {
                 // Drop our sender so the connection closes once its calls are done.
                 self.state.set(ConnState::Idle);
+                let abort = running.abort_handle();
                 tokio::spawn(async move {
-                    let _ = tokio::time::timeout(DRAIN_GRACE, conn).await;
+                    if tokio::time::timeout(DRAIN_GRACE, running).await.is_err() {
+                        abort.abort();
+                    }
                 });
                 None
             }
-            r = &mut conn => Some(match r {
-                Ok(()) => "closed by the peer".to_string(),
-                Err(e) => e.to_string(),
+            r = &mut running => Some(match r {
+                Ok(Ok(())) => "closed by the peer".to_string(),
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => format!("connection task ended: {e}"),
             }),
         }
     }
@@ -395,11 +455,13 @@ impl ConnectionTask {
             .map_err(|e| format!("connect to {}: {e}", self.addr))?;
         let _ = tcp.set_nodelay(true);
         let mut builder = http2::Builder::new(TokioExecutor::new());
-        builder
-            .timer(TokioTimer::new())
-            .keep_alive_interval(self.settings.keepalive)
-            .keep_alive_timeout(self.settings.keepalive.min(Duration::from_secs(20)))
-            .keep_alive_while_idle(true);
+        builder.timer(TokioTimer::new());
+        if let Some(interval) = self.settings.keepalive {
+            builder
+                .keep_alive_interval(interval)
+                .keep_alive_timeout(interval.min(Duration::from_secs(20)))
+                .keep_alive_while_idle(self.settings.keepalive_while_idle);
+        }
         match &self.settings.tls {
             None => {
                 let (tx, conn) = builder

@@ -36,10 +36,11 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, RwLock, Weak};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use http::uri::{Authority, Scheme};
@@ -138,7 +139,8 @@ impl ChannelBuilder {
                 connect_timeout: Duration::from_secs(3),
                 backoff_base: Duration::from_millis(100),
                 backoff_max: Duration::from_secs(3),
-                keepalive: Duration::from_secs(10),
+                keepalive: None,
+                keepalive_while_idle: false,
                 tls: None,
             },
         }
@@ -177,10 +179,28 @@ impl ChannelBuilder {
         self
     }
 
-    /// HTTP/2 keep-alive ping interval, which finds dead peers on idle connections.
-    /// Default: 10 s.
+    /// Sends an HTTP/2 ping every `interval` while calls are in flight and closes the
+    /// connection if one goes unanswered for `min(interval, 20 s)`: finds a peer that
+    /// vanished without closing its connections (gRPC's client keepalive `Time`).
+    /// Default: off, as in grpc-go and tonic; a registry's lease or health check
+    /// removes a dead instance anyway.
+    ///
+    /// grpc-go servers (go-zero, kratos, dtm) accept a ping at most every 5 minutes by
+    /// default and close a connection that pings more often with GOAWAY
+    /// `ENHANCE_YOUR_CALM` "too_many_pings"; use a shorter interval only with servers
+    /// configured to allow it (`keepalive.EnforcementPolicy.MinTime`).
     pub fn keepalive(mut self, interval: Duration) -> Self {
-        self.dial.keepalive = interval;
+        self.dial.keepalive = Some(interval);
+        self
+    }
+
+    /// Also ping connections with no call in flight (grpc-go's
+    /// `PermitWithoutStream`), so an idle connection to a vanished peer is found
+    /// before the next call. Only with [`keepalive`](Self::keepalive); a grpc-go
+    /// server closes such connections unless its `EnforcementPolicy` sets
+    /// `PermitWithoutStream`. Default: off.
+    pub fn keepalive_while_idle(mut self, on: bool) -> Self {
+        self.dial.keepalive_while_idle = on;
         self
     }
 
@@ -337,8 +357,12 @@ pub struct EndpointStatus {
     pub retry_in_ms: Option<u64>,
     /// Calls in flight on this address (all channels of the process).
     pub pending: u32,
-    /// The peak-EWMA latency estimate in milliseconds.
-    pub rtt_ms: f64,
+    /// Connections established to this address so far: 1 + reconnects.
+    pub connects: u64,
+    /// The peak-EWMA latency estimate in milliseconds, from the calls of channels
+    /// with [`Policy::PeakEwma`] (the other policies do not time calls).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<f64>,
 }
 
 /// A channel's view of its target, as shown by [`Channel::status`].
@@ -395,7 +419,12 @@ impl Channel {
                         error,
                         retry_in_ms,
                         pending: s.conn.load.pending.load(Ordering::Relaxed),
-                        rtt_ms: s.conn.load.rtt_estimate().as_secs_f64() * 1000.0,
+                        connects: s.conn.connects(),
+                        rtt_ms: s
+                            .conn
+                            .load
+                            .sampled()
+                            .then(|| s.conn.load.rtt_estimate().as_secs_f64() * 1000.0),
                     }
                 })
                 .collect(),
@@ -443,7 +472,8 @@ struct ChannelInner {
     wait_for_ready: bool,
     dial: DialSettings,
     authority_scheme: Scheme,
-    table: RwLock<Arc<Table>>,
+    /// The endpoint set in service; read on every call without a lock.
+    table: ArcSwap<Table>,
     table_tx: watch::Sender<u64>,
     snapshots: SnapshotReceiver,
     active: std::sync::atomic::AtomicBool,
@@ -481,11 +511,11 @@ impl ChannelInner {
             wait_for_ready: b.wait_for_ready,
             dial: b.dial,
             authority_scheme,
-            table: RwLock::new(Arc::new(Table {
+            table: ArcSwap::from_pointee(Table {
                 resolved: false,
                 last_error: None,
                 slots: Vec::new(),
-            })),
+            }),
             table_tx: watch::channel(0).0,
             snapshots: snapshots.clone(),
             active: std::sync::atomic::AtomicBool::new(false),
@@ -515,7 +545,7 @@ impl ChannelInner {
     }
 
     fn table(&self) -> Arc<Table> {
-        self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.table.load_full()
     }
 
     /// Applies a resolver snapshot: diff into slots, reuse connections by address.
@@ -578,7 +608,7 @@ impl ChannelInner {
     }
 
     fn publish(&self, table: Table) {
-        *self.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
+        self.table.store(Arc::new(table));
         self.table_tx.send_modify(|v| *v += 1);
     }
 
@@ -601,11 +631,13 @@ impl ChannelInner {
     async fn pick(&self, deadline: Option<Instant>) -> Result<Arc<Slot>, Status> {
         self.activate();
         // The common case: resolved, something ready. No subscriptions, no waiting.
-        let table = self.table();
-        if table.resolved
-            && let Some(slot) = self.choose(&table)
         {
-            return Ok(slot);
+            let table = self.table.load();
+            if table.resolved
+                && let Some(slot) = self.choose(&table)
+            {
+                return Ok(slot);
+            }
         }
         // Boxed: the waiting machinery would otherwise bloat every call's future.
         Box::pin(self.wait_and_pick(deadline)).await
@@ -756,12 +788,17 @@ impl ChannelInner {
             }
             attempt += 1;
             let slot = self.pick(deadline).await?;
-            let ConnState::Ready(mut sender) = slot.conn.state() else {
-                continue;
-            };
             set_origin(&mut req, &self.authority_scheme, &slot)?;
-            let guard = CallGuard::new(slot.conn.clone());
-            match sender.try_send_request(req).await {
+            let sent = match slot.conn.send(req) {
+                Ok(sent) => sent,
+                Err(unsent) => {
+                    // It went down since the pick: pick again.
+                    req = unsent;
+                    continue;
+                }
+            };
+            let guard = CallGuard::new(slot.conn.clone(), self.policy == Policy::PeakEwma);
+            match sent.await {
                 Ok(resp) => {
                     let (parts, body) = resp.into_parts();
                     let failed = grpc_failed(&parts.headers);
@@ -922,19 +959,23 @@ fn set_origin(
     Ok(())
 }
 
+// Header names as constants: a lookup by `&str` parses the name on every call.
+static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+static GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+
 /// True if headers (or trailers) carry a grpc-status that speaks of the endpoint's
 /// health rather than the request: DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL,
 /// UNAVAILABLE, DATA_LOSS (go-zero's choice). A NOT_FOUND is the caller's business
 /// and must not steer traffic away.
 fn grpc_failed(headers: &http::HeaderMap) -> bool {
     headers
-        .get("grpc-status")
+        .get(&GRPC_STATUS)
         .is_some_and(|v| matches!(v.as_bytes(), b"4" | b"12" | b"13" | b"14" | b"15"))
 }
 
 /// Parses gRPC's `grpc-timeout` header: up to 8 digits and a unit (H M S m u n).
 fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
-    let v = headers.get("grpc-timeout")?.to_str().ok()?;
+    let v = headers.get(&GRPC_TIMEOUT)?.to_str().ok()?;
     if v.len() < 2 || v.len() > 9 {
         return None;
     }
@@ -951,19 +992,21 @@ fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
     })
 }
 
-/// Counts a call as pending on its connection and records its latency when it ends.
+/// Counts a call as pending on its connection and, for peak-EWMA, records its
+/// latency when it ends.
 struct CallGuard {
     conn: Arc<Connection>,
-    start: Instant,
+    /// When the call started, if its latency is recorded.
+    start: Option<Instant>,
     done: bool,
 }
 
 impl CallGuard {
-    fn new(conn: Arc<Connection>) -> Self {
+    fn new(conn: Arc<Connection>, timed: bool) -> Self {
         conn.load.pending.fetch_add(1, Ordering::Relaxed);
         Self {
             conn,
-            start: Instant::now(),
+            start: timed.then(Instant::now),
             done: false,
         }
     }
@@ -976,7 +1019,9 @@ impl CallGuard {
         if !self.done {
             self.done = true;
             self.conn.load.pending.fetch_sub(1, Ordering::Relaxed);
-            self.conn.load.record(self.start.elapsed(), failed);
+            if let Some(start) = self.start {
+                self.conn.load.record(start.elapsed(), failed);
+            }
         }
     }
 }
