@@ -6,9 +6,11 @@
 //! endpoint, (c) tonic's `balance_channel` over the three, and the ratios a/b, a/c;
 //! also (a1) our channel to the one endpoint (b) uses, whose ratio a1/b isolates the
 //! per-call cost of our stack from the effect of spreading over three connections.
-//! `BENCH_SECS` sets the measured seconds per cell (default 3), split over rounds in
-//! which the clients take turns. For profiling one client alone, `BENCH_ONLY` names the
-//! columns to run, in the order given (e.g. `a` or `c,a`), and `BENCH_CONC` the concurrencies (e.g. `64`).
+//! `BENCH_SECS` sets the measured seconds per cell (default 4), split over
+//! `BENCH_ROUNDS` rounds (default 8) in which the clients take turns, in reverse order
+//! every other round. For profiling one client alone, `BENCH_ONLY` names the columns
+//! to run (e.g. `a` or `a,c`) and `BENCH_CONC` the concurrencies (e.g. `64`); the
+//! total number of calls made goes to stderr, to divide a profile's totals by.
 #![allow(clippy::print_stdout)] // a bench binary: its output is the table
 
 use std::sync::Arc;
@@ -24,11 +26,12 @@ use tonic::transport::channel::Change;
 static CALLS: AtomicU64 = AtomicU64::new(0);
 
 const CONCURRENCY: [usize; 3] = [1, 16, 64];
-const WARM_UP: Duration = Duration::from_millis(200);
+const WARM_UP: Duration = Duration::from_millis(100);
 
-/// Rounds per cell: the three clients take turns, so a load spike on the (shared)
-/// host hits all of them alike instead of skewing one.
-const ROUNDS: u32 = 3;
+/// Rounds per cell (`BENCH_ROUNDS`): the clients take turns, so a load spike on the
+/// (shared) host, or a run of unlucky thread placement, hits all of them alike
+/// instead of skewing one.
+const ROUNDS: u32 = 8;
 
 /// Calls, time and latencies of one or more runs.
 #[derive(Default)]
@@ -119,10 +122,14 @@ fn ms(d: Duration) -> String {
 }
 
 async fn run() {
+    let rounds = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(ROUNDS);
     let secs = std::env::var("BENCH_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .map_or(Duration::from_secs(3), Duration::from_secs_f64);
+        .map_or(Duration::from_secs(4), Duration::from_secs_f64);
     let servers = [
         EchoServer::start("bench-0").await,
         EchoServer::start("bench-1").await,
@@ -130,7 +137,11 @@ async fn run() {
     ];
     let addrs: Vec<String> = servers.iter().map(|s| s.addr()).collect();
 
+    let policy = std::env::var("BENCH_POLICY").map_or(driver_core::Policy::default(), |p| {
+        p.parse().expect("BENCH_POLICY")
+    });
     let ours = Channel::builder(&format!("direct:///{}", addrs.join(",")))
+        .policy(policy)
         .connect()
         .expect("our channel");
     ours.warm_up();
@@ -187,9 +198,13 @@ async fn run() {
             Sample::default(),
             Sample::default(),
         );
-        let slice = secs / ROUNDS;
-        for _ in 0..ROUNDS {
-            for column in &columns {
+        let slice = secs / rounds;
+        for round in 0..rounds {
+            let mut order = columns.clone();
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            for column in &order {
                 match *column {
                     "a" => a.add(measure(ours.clone(), concurrency, slice).await),
                     "a1" => a1.add(measure(ours_one.clone(), concurrency, slice).await),

@@ -5,6 +5,8 @@
 //! and it can be stopped and started again on the same port. A server started with
 //! [`EchoServer::start_with_health`] also serves `grpc.health.v1.Health` (tonic-health)
 //! on the same port, its overall status switchable with [`EchoServer::set_serving`].
+//! Every server also serves `streams.Streams` (see [`crate::streams`]), and accepts
+//! messages up to 16 MiB.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -213,7 +215,9 @@ impl EchoServer {
         let service = EchoService::new(Handler {
             name: self.name.clone(),
             shared: self.shared.clone(),
-        });
+        })
+        .max_decoding_message_size(16 << 20)
+        .max_encoding_message_size(16 << 20);
         let health = self
             .health
             .clone()
@@ -228,9 +232,11 @@ impl EchoServer {
                 })
             },
         );
+        let name = self.name.clone();
         let task = tokio::spawn(async move {
             let result = tonic::transport::Server::builder()
                 .add_service(service)
+                .add_service(crate::streams::service(&name))
                 .add_optional_service(health)
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = rx.await;

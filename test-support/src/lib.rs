@@ -23,6 +23,7 @@ mod etcd;
 mod interop;
 mod ports;
 mod process;
+pub mod streams;
 mod wait;
 
 pub use binary::{ETCD_INSTALL_HINT, etcd_binary, find_binary};
@@ -32,4 +33,5 @@ pub use echo::{Behavior, EchoClient, EchoServer, SayReply, SayRequest};
 pub use etcd::{EtcdCluster, EtcdServer};
 pub use interop::{InteropProcess, interop_binary, run_interop};
 pub use ports::{free_port, free_ports};
+pub use streams::{Note, ProduceRequest, StreamsClient, Summary};
 pub use wait::wait_for;

@@ -16,13 +16,14 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use hyper::client::conn::http2::{self, SendRequest};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use bytes::Bytes;
+use h2::client::{ResponseFuture, SendRequest};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::tls::TlsConnector;
+use super::transport;
 
 /// How long a dropped connection may keep serving its in-flight calls.
 const DRAIN_GRACE: Duration = Duration::from_secs(30);
@@ -34,8 +35,8 @@ pub(crate) enum ConnState {
     Idle,
     /// Dialling, or handshaking.
     Connecting,
-    /// Connected; requests go through this sender.
-    Ready(SendRequest<tonic::body::Body>),
+    /// Connected; takes requests.
+    Ready,
     /// The last dial failed; ejected from rotation until the next try succeeds.
     Failed {
         /// Why, for error messages and the status view.
@@ -50,7 +51,7 @@ impl ConnState {
         match self {
             ConnState::Idle => "idle",
             ConnState::Connecting => "connecting",
-            ConnState::Ready(_) => "ready",
+            ConnState::Ready => "ready",
             ConnState::Failed { .. } => "ejected",
         }
     }
@@ -62,12 +63,17 @@ impl ConnState {
 struct StateCell {
     tx: watch::Sender<ConnState>,
     ready: AtomicBool,
-    /// The ready connection's sender, which calls send through under a short lock.
-    /// Cloning it out of `tx` instead would cost every call a read lock and six
-    /// reference-count updates on lines all cores share.
-    sender: Mutex<Option<SendRequest<tonic::body::Body>>>,
+    /// The ready connection's handle, which calls open their streams through under a
+    /// short lock (a clone per call would cost two more locks of the connection).
+    sender: Mutex<Option<SendRequest<Bytes>>>,
     /// Connections established so far.
     connects: AtomicU64,
+    /// Counts requests to replace the connection (it refused new streams, or used
+    /// up its stream ids); the task serves a connection until the count moves on from
+    /// the value it had when the connection was published.
+    retired: watch::Sender<u64>,
+    /// Streams opened on the current connection.
+    opened: AtomicU64,
 }
 
 impl StateCell {
@@ -77,31 +83,52 @@ impl StateCell {
             ready: AtomicBool::new(false),
             sender: Mutex::new(None),
             connects: AtomicU64::new(0),
+            retired: watch::channel(0).0,
+            opened: AtomicU64::new(0),
         }
     }
 
+    /// Publishes a state other than `Ready`.
     fn set(&self, state: ConnState) {
-        self.set_sender(match &state {
-            ConnState::Ready(sender) => Some(sender.clone()),
-            _ => None,
-        });
+        self.set_sender(None);
         self.tx.send_replace(state);
     }
 
+    /// Publishes a new connection; returns the retire count it starts from.
+    fn set_ready(&self, sender: SendRequest<Bytes>) -> u64 {
+        let generation = *self.retired.borrow();
+        self.opened.store(0, Ordering::Relaxed);
+        self.set_sender(Some(sender));
+        self.tx.send_replace(ConnState::Ready);
+        generation
+    }
+
     /// Updates the hot path's view: the sender and the ready flag together.
-    fn set_sender(&self, sender: Option<SendRequest<tonic::body::Body>>) {
+    fn set_sender(&self, sender: Option<SendRequest<Bytes>>) {
         let mut slot = self.sender.lock().unwrap_or_else(|e| e.into_inner());
         self.ready.store(sender.is_some(), Ordering::Release);
         *slot = sender;
     }
 }
 
-/// What sending a request on a connection ends with: the response, or the error
-/// and, if the connection closed before taking it, the request.
-pub(crate) type SendResult = Result<
-    http::Response<hyper::body::Incoming>,
-    hyper::client::conn::TrySendError<http::Request<tonic::body::Body>>,
->;
+/// A request's stream, opened: the response to come and where its body goes.
+pub(crate) type Opened = (ResponseFuture, h2::SendStream<Bytes>);
+
+/// Why a connection did not open a stream.
+pub(crate) enum OpenError {
+    /// It is not ready (any more): pick again.
+    NotReady,
+    /// It refuses new streams: it failed, or the server is going away.
+    Refused(h2::Error),
+    /// HTTP/2 cannot carry this request (say, a header too large for the peer); the
+    /// connection is fine.
+    Rejected(h2::Error),
+}
+
+/// Streams one connection opens before it is replaced. A client has 2^30 stream ids
+/// per connection (the odd ones below 2^31), about six hours at 50 000 calls a
+/// second; the connection is retired well before they run out, as grpc-go does.
+const STREAM_BUDGET: u64 = (1 << 30) - (1 << 20);
 
 /// Settings that decide how an address is dialled; part of the pool key.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -254,7 +281,9 @@ pub(crate) struct Connection {
     started: AtomicBool,
     stop: CancellationToken,
     settings: DialSettings,
-    pub load: Load,
+    pub load: Arc<Load>,
+    /// Streams a connection opens before it is replaced ([`STREAM_BUDGET`]).
+    stream_budget: u64,
 }
 
 impl Drop for Connection {
@@ -276,16 +305,21 @@ impl Connection {
             return conn;
         }
         pool.retain(|_, w| w.strong_count() > 0);
-        let conn = Arc::new(Self {
+        let conn = Arc::new(Self::new(addr, settings, STREAM_BUDGET));
+        pool.insert(key, Arc::downgrade(&conn));
+        conn
+    }
+
+    fn new(addr: &str, settings: &DialSettings, stream_budget: u64) -> Self {
+        Self {
             addr: addr.to_string(),
             state: Arc::new(StateCell::new()),
             started: AtomicBool::new(false),
             stop: CancellationToken::new(),
             settings: settings.clone(),
-            load: Load::new(),
-        });
-        pool.insert(key, Arc::downgrade(&conn));
-        conn
+            load: Arc::new(Load::new()),
+            stream_budget,
+        }
     }
 
     /// Starts the connection task once; later calls do nothing.
@@ -298,6 +332,7 @@ impl Connection {
             state: self.state.clone(),
             stop: self.stop.clone(),
             settings: self.settings.clone(),
+            load: self.load.clone(),
         };
         tokio::spawn(task.run());
     }
@@ -316,18 +351,42 @@ impl Connection {
         self.state.ready.load(Ordering::Acquire)
     }
 
-    /// Hands `req` to the connection if it is ready; gives it back if not.
-    // The request comes back by value: boxing it would cost every call an allocation.
-    #[allow(clippy::result_large_err)]
-    pub fn send(
-        &self,
-        req: http::Request<tonic::body::Body>,
-    ) -> Result<impl Future<Output = SendResult> + Send + use<>, http::Request<tonic::body::Body>>
-    {
-        let mut sender = self.state.sender.lock().unwrap_or_else(|e| e.into_inner());
-        match sender.as_mut() {
-            Some(s) => Ok(s.try_send_request(req)),
-            None => Err(req),
+    /// Opens a stream for a request with this head, if the connection is ready.
+    pub async fn open(&self, head: &http::request::Parts) -> Result<Opened, OpenError> {
+        let own_handle = {
+            let mut sender = self.state.sender.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(tx) = sender.as_mut() else {
+                return Err(OpenError::NotReady);
+            };
+            match tx.send_request(transport::head(head), false) {
+                Ok(opened) => {
+                    drop(sender);
+                    self.count_stream();
+                    return Ok(opened);
+                }
+                // Streams waiting to open (the server's concurrency limit), or the
+                // connection failed: a handle of our own waits, or says which.
+                Err(_) => tx.clone(),
+            }
+        };
+        let classify = |e: h2::Error| {
+            if e.is_io() || e.is_go_away() || e.reason().is_some() {
+                OpenError::Refused(e)
+            } else {
+                OpenError::Rejected(e)
+            }
+        };
+        let mut tx = own_handle.ready().await.map_err(classify)?;
+        let opened = tx
+            .send_request(transport::head(head), false)
+            .map_err(classify)?;
+        self.count_stream();
+        Ok(opened)
+    }
+
+    fn count_stream(&self) {
+        if self.state.opened.fetch_add(1, Ordering::Relaxed) + 1 == self.stream_budget {
+            self.retire("it used up its stream ids");
         }
     }
 
@@ -335,42 +394,36 @@ impl Connection {
         self.state.tx.subscribe()
     }
 
-    /// Called when the server refused a request because it is going away: take the
-    /// connection out of rotation now; the task redials once it has drained.
+    /// Takes the connection out of rotation now (it refused a stream: the server is
+    /// going away, or the connection failed) and has the task replace it; calls in
+    /// flight on it finish.
     pub fn retire(&self, error: &str) {
-        self.state.tx.send_if_modified(|s| match s {
-            ConnState::Ready(_) => {
+        let retired = self.state.tx.send_if_modified(|s| match s {
+            ConnState::Ready => {
                 *s = ConnState::Connecting;
                 self.state.set_sender(None);
-                tracing::debug!(addr = %self.addr, error, "server going away, redialling");
                 true
             }
             _ => false,
         });
-    }
-
-    /// Called when a request could not be sent on the current connection: the task
-    /// will notice the closed connection too, but callers must stop picking it now.
-    pub fn mark_broken(&self, error: &str) {
-        self.state.tx.send_if_modified(|s| match s {
-            ConnState::Ready(tx) if tx.is_closed() || !tx.is_ready() => {
-                *s = ConnState::Connecting;
-                self.state.set_sender(None);
-                tracing::debug!(addr = %self.addr, error, "connection unusable, redialling");
-                true
-            }
-            _ => false,
-        });
+        if retired {
+            tracing::debug!(addr = %self.addr, error, "connection refuses new calls, redialling");
+            self.state.retired.send_modify(|g| *g += 1);
+        }
     }
 }
 
-type ConnFuture = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
+type ConnFuture = Pin<Box<dyn Future<Output = Result<(), h2::Error>> + Send>>;
+
+/// A dialled connection: its handle, the future that drives it, its pinger.
+type Dialled = (SendRequest<Bytes>, ConnFuture, Option<h2::PingPong>);
 
 struct ConnectionTask {
     addr: String,
     state: Arc<StateCell>,
     stop: CancellationToken,
     settings: DialSettings,
+    load: Arc<Load>,
 }
 
 impl ConnectionTask {
@@ -384,7 +437,7 @@ impl ConnectionTask {
                 r = dial => r,
             };
             let error = match result {
-                Ok(Ok((sender, conn))) => {
+                Ok(Ok((sender, conn, pinger))) => {
                     if failures > 0 {
                         tracing::info!(addr = %self.addr, "endpoint readmitted: connected again");
                     } else {
@@ -392,8 +445,8 @@ impl ConnectionTask {
                     }
                     failures = 0;
                     self.state.connects.fetch_add(1, Ordering::Relaxed);
-                    self.state.set(ConnState::Ready(sender));
-                    match self.serve(conn).await {
+                    let generation = self.state.set_ready(sender);
+                    match self.serve(conn, pinger, generation).await {
                         None => return,
                         Some(e) => {
                             tracing::warn!(addr = %self.addr, error = %e, "connection lost, redialling");
@@ -424,22 +477,45 @@ impl ConnectionTask {
     }
 
     /// Drives a live connection. `None` when stopped (the connection drains in the
-    /// background), or the reason it closed.
-    async fn serve(&self, conn: ConnFuture) -> Option<String> {
+    /// background), or the reason it ended.
+    async fn serve(
+        &self,
+        conn: ConnFuture,
+        pinger: Option<h2::PingPong>,
+        generation: u64,
+    ) -> Option<String> {
         // The connection runs as a task of its own: it wakes for every frame, and a
         // select here would poll the stop token on each of those wake-ups too.
         let mut running = tokio::spawn(conn);
+        let keepalive = async {
+            match (self.settings.keepalive, pinger) {
+                (Some(interval), Some(pinger)) => self.keep_alive(interval, pinger).await,
+                _ => std::future::pending().await,
+            }
+        };
+        let drain = |running: tokio::task::JoinHandle<_>| {
+            // Our handle is gone: the connection closes once its calls are done.
+            let abort = running.abort_handle();
+            tokio::spawn(async move {
+                if tokio::time::timeout(DRAIN_GRACE, running).await.is_err() {
+                    abort.abort();
+                }
+            });
+        };
+        let mut retired = self.state.retired.subscribe();
         tokio::select! {
             _ = self.stop.cancelled() => {
-                // Drop our sender so the connection closes once its calls are done.
                 self.state.set(ConnState::Idle);
-                let abort = running.abort_handle();
-                tokio::spawn(async move {
-                    if tokio::time::timeout(DRAIN_GRACE, running).await.is_err() {
-                        abort.abort();
-                    }
-                });
+                drain(running);
                 None
+            }
+            _ = retired.wait_for(|g| *g != generation) => {
+                drain(running);
+                Some("it refused new streams".to_string())
+            }
+            reason = keepalive => {
+                running.abort();
+                Some(reason)
             }
             r = &mut running => Some(match r {
                 Ok(Ok(())) => "closed by the peer".to_string(),
@@ -449,38 +525,61 @@ impl ConnectionTask {
         }
     }
 
-    async fn dial(&self) -> Result<(SendRequest<tonic::body::Body>, ConnFuture), String> {
+    /// Pings every `interval` (only while calls are in flight, unless told to ping
+    /// idle connections too) and returns why the connection is dead when a ping goes
+    /// unanswered.
+    async fn keep_alive(&self, interval: Duration, mut pinger: h2::PingPong) -> String {
+        let timeout = interval.min(Duration::from_secs(20));
+        loop {
+            tokio::time::sleep(interval).await;
+            if !self.settings.keepalive_while_idle && self.load.pending.load(Ordering::Relaxed) == 0
+            {
+                continue;
+            }
+            match tokio::time::timeout(timeout, pinger.ping(h2::Ping::opaque())).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return format!("keepalive ping failed: {e}"),
+                Err(_) => {
+                    return format!("keepalive ping unanswered for {} ms", timeout.as_millis());
+                }
+            }
+        }
+    }
+
+    async fn dial(&self) -> Result<Dialled, String> {
         let tcp = TcpStream::connect(&self.addr)
             .await
             .map_err(|e| format!("connect to {}: {e}", self.addr))?;
         let _ = tcp.set_nodelay(true);
-        let mut builder = http2::Builder::new(TokioExecutor::new());
-        builder.timer(TokioTimer::new());
-        if let Some(interval) = self.settings.keepalive {
-            builder
-                .keep_alive_interval(interval)
-                .keep_alive_timeout(interval.min(Duration::from_secs(20)))
-                .keep_alive_while_idle(self.settings.keepalive_while_idle);
-        }
         match &self.settings.tls {
-            None => {
-                let (tx, conn) = builder
-                    .handshake(TokioIo::new(tcp))
-                    .await
-                    .map_err(|e| format!("HTTP/2 handshake with {}: {e}", self.addr))?;
-                Ok((tx, Box::pin(conn)))
-            }
+            None => self.handshake(tcp).await,
             Some(tls) => {
                 let stream = tls.connect(&self.addr, tcp).await?;
-                let (tx, conn) = builder
-                    .handshake(TokioIo::new(stream))
-                    .await
-                    .map_err(|e| format!("HTTP/2 handshake with {}: {e}", self.addr))?;
-                Ok((tx, Box::pin(conn)))
+                self.handshake(stream).await
             }
         }
     }
+
+    async fn handshake<T>(&self, io: T) -> Result<Dialled, String>
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (tx, mut conn) = h2::client::Builder::new()
+            .enable_push(false)
+            .initial_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .handshake::<_, Bytes>(io)
+            .await
+            .map_err(|e| format!("HTTP/2 handshake with {}: {e}", self.addr))?;
+        let pinger = conn.ping_pong();
+        Ok((tx, Box::pin(conn), pinger))
+    }
 }
+
+/// Flow-control windows we grant the server (hyper's client defaults): a response
+/// streams this far ahead of the caller reading it.
+const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
 
 fn backoff(s: &DialSettings, failures: u32) -> Duration {
     let exp = s.backoff_base.as_secs_f64() * 1.6f64.powi(failures.saturating_sub(1).min(30) as i32);
@@ -539,6 +638,41 @@ mod tests {
             failing.record(Duration::from_micros(100), false);
         }
         assert!(f64::from_bits(failing.failure_rate.load(Ordering::Relaxed)) < 0.01);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_is_replaced_before_its_stream_ids_run_out() {
+        let server = test_support::EchoServer::start("budget").await;
+        let settings = DialSettings {
+            connect_timeout: Duration::from_secs(2),
+            backoff_base: Duration::from_millis(50),
+            backoff_max: Duration::from_millis(500),
+            keepalive: None,
+            keepalive_while_idle: false,
+            tls: None,
+        };
+        let conn = Connection::new(&server.addr(), &settings, 5);
+        conn.start();
+        let head = http::Request::post(format!("http://{}/echo.Echo/Say", server.addr()))
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        let until = Instant::now() + Duration::from_secs(10);
+        let mut opened = 0;
+        while opened < 12 {
+            match conn.open(&head).await {
+                Ok(_) => opened += 1,
+                Err(OpenError::NotReady) => {
+                    assert!(Instant::now() < until, "no connection within 10 s");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err(OpenError::Refused(e) | OpenError::Rejected(e)) => panic!("open: {e}"),
+            }
+        }
+        // Five streams each: the first two connections were retired, the third took
+        // the last two streams.
+        assert_eq!(conn.connects(), 3);
     }
 
     #[test]

@@ -30,6 +30,7 @@
 mod connection;
 mod replay;
 mod tls;
+mod transport;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -50,8 +51,9 @@ use tonic::Status;
 
 pub use tls::TlsConnector;
 
+use self::connection::OpenError;
 use self::connection::{ConnState, Connection, DialSettings};
-use self::replay::Replay;
+use self::transport::{Exchange, Pump, RecvBody, ReqBody};
 use crate::driver::Driver;
 use crate::error::{Error, Result};
 use crate::resolve::{self, Endpoint, Resolver, ResolverState, SnapshotReceiver, SnapshotSender};
@@ -775,7 +777,9 @@ impl ChannelInner {
         req: http::Request<tonic::body::Body>,
         deadline: Option<Instant>,
     ) -> Result<http::Response<tonic::body::Body>, Status> {
-        let (mut req, replay) = Replay::prepare(req);
+        let (mut head, body) = req.into_parts();
+        transport::strip_connection_headers(&mut head.headers);
+        let mut body = ReqBody::Caller(body);
         // Each failed attempt ejects one endpoint until it redials, so the attempts
         // are bounded by the endpoints plus a few for races with redialling.
         let mut max_attempts = usize::MAX;
@@ -788,22 +792,37 @@ impl ChannelInner {
             }
             attempt += 1;
             let slot = self.pick(deadline).await?;
-            set_origin(&mut req, &self.authority_scheme, &slot)?;
-            let sent = match slot.conn.send(req) {
-                Ok(sent) => sent,
-                Err(unsent) => {
-                    // It went down since the pick: pick again.
-                    req = unsent;
+            set_origin(&mut head.uri, &self.authority_scheme, &slot)?;
+            let (mut response, stream) = match slot.conn.open(&head).await {
+                Ok(opened) => opened,
+                // It went down since the pick: pick again.
+                Err(OpenError::NotReady) => continue,
+                Err(OpenError::Refused(e)) => {
+                    // Never sent: safe to try another endpoint.
+                    let error = e.to_string();
+                    tracing::debug!(addr = %slot.endpoint.addr, error = %error, "connection refused the request, trying another endpoint");
+                    slot.conn.retire(&error);
+                    last_error = format!("{}: {error}", slot.endpoint.addr);
                     continue;
+                }
+                Err(OpenError::Rejected(e)) => {
+                    return Err(Status::internal(format!(
+                        "target `{}`: HTTP/2 cannot carry this request: {e}",
+                        self.target
+                    )));
                 }
             };
             let guard = CallGuard::new(slot.conn.clone(), self.policy == Policy::PeakEwma);
-            match sent.await {
+            let mut pump = Pump::new(body, stream);
+            match transport::exchange(&mut response, &mut pump).await {
                 Ok(resp) => {
-                    let (parts, body) = resp.into_parts();
+                    if !pump.is_done() {
+                        pump.spawn_rest();
+                    }
+                    let (parts, stream) = resp.into_parts();
                     let failed = grpc_failed(&parts.headers);
                     let body = ObservedBody {
-                        inner: body,
+                        inner: RecvBody::new(stream),
                         guard: Some(guard),
                         failed,
                     };
@@ -812,22 +831,14 @@ impl ChannelInner {
                         tonic::body::Body::new(body),
                     ));
                 }
-                Err(mut e) => {
-                    let error = e.error().to_string();
-                    match e.take_message() {
-                        Some(unsent) => {
-                            // Never sent: safe to try another endpoint.
-                            tracing::debug!(addr = %slot.endpoint.addr, error = %error, "request not sent, trying another endpoint");
-                            slot.conn.mark_broken(&error);
-                            guard.finish(true);
-                            last_error = format!("{}: {error}", slot.endpoint.addr);
-                            req = unsent;
-                        }
-                        None if let (Some(refusal), Some(again)) = (
-                            replay::refusal(e.error()),
-                            replay.as_ref().and_then(Replay::request),
-                        ) =>
-                        {
+                Err(Exchange::BodyFailed(status)) => {
+                    guard.finish(false);
+                    return Err(status);
+                }
+                Err(Exchange::Stream(e)) => {
+                    let error = e.to_string();
+                    match (replay::refusal(&e), pump.replayable()) {
+                        (Some(refusal), Some(again)) => {
                             // Refused unprocessed: safe to send again elsewhere.
                             tracing::debug!(addr = %slot.endpoint.addr, error = %error, "request refused, retrying on another endpoint");
                             if refusal == replay::Refusal::GoingAway {
@@ -835,9 +846,9 @@ impl ChannelInner {
                             }
                             guard.finish(false);
                             last_error = format!("{}: {error}", slot.endpoint.addr);
-                            req = again;
+                            body = again;
                         }
-                        None => {
+                        _ => {
                             guard.finish(true);
                             return Err(Status::unavailable(format!(
                                 "target `{}`: call to {} failed: {error}",
@@ -937,24 +948,20 @@ async fn wait_until(
         .unwrap_or_default()
 }
 
-fn set_origin(
-    req: &mut http::Request<tonic::body::Body>,
-    scheme: &Scheme,
-    slot: &Slot,
-) -> Result<(), Status> {
+fn set_origin(uri: &mut http::Uri, scheme: &Scheme, slot: &Slot) -> Result<(), Status> {
     let Some(authority) = slot.authority.clone() else {
         return Err(Status::internal(format!(
             "endpoint address `{}` is not a valid host:port authority; fix the registry entry",
             slot.endpoint.addr
         )));
     };
-    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    let mut parts = std::mem::take(uri).into_parts();
     parts.scheme = Some(scheme.clone());
     parts.authority = Some(authority);
     if parts.path_and_query.is_none() {
         parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
     }
-    *req.uri_mut() = http::Uri::from_parts(parts)
+    *uri = http::Uri::from_parts(parts)
         .map_err(|e| Status::internal(format!("cannot build request URI: {e}")))?;
     Ok(())
 }
@@ -1034,21 +1041,21 @@ impl Drop for CallGuard {
 
 /// The response body, watched for the end of the call and its grpc-status.
 struct ObservedBody {
-    inner: hyper::body::Incoming,
+    inner: RecvBody,
     guard: Option<CallGuard>,
     failed: bool,
 }
 
 impl http_body::Body for ObservedBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = h2::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
         let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let polled = this.inner.poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(trailers) = frame.trailers_ref() {
@@ -1069,10 +1076,6 @@ impl http_body::Body for ObservedBody {
 
     fn is_end_stream(&self) -> bool {
         self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
     }
 }
 

@@ -1,0 +1,276 @@
+//! One call on an HTTP/2 connection, driven by the caller's own task.
+//!
+//! A call opens a stream with [`h2`], then its future pumps the request body into the
+//! stream while it waits for the response headers; the response body reads the
+//! stream. No dispatcher task sits between the caller and the connection (hyper's
+//! client spawns one task per request to deliver its response), so a call costs one
+//! task hop less. A body still streaming when the response arrives (bidirectional
+//! streaming) is pumped on by a task of its own.
+//!
+//! The pump also keeps what it sent while that fits [`REPLAY_LIMIT`], so a request
+//! the server refused unprocessed can go to another endpoint (see `replay`).
+
+use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use h2::{RecvStream, SendStream};
+use http_body::{Body, Frame};
+use tonic::Status;
+
+use super::replay::REPLAY_LIMIT;
+
+/// A request body: the caller's, or the recorded frames of one sent before.
+pub(crate) enum ReqBody {
+    Caller(tonic::body::Body),
+    Replay(VecDeque<Frame<Bytes>>),
+}
+
+impl ReqBody {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        match self {
+            ReqBody::Caller(body) => Pin::new(body).poll_frame(cx),
+            ReqBody::Replay(frames) => Poll::Ready(frames.pop_front().map(Ok)),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ReqBody::Caller(body) => body.is_end_stream(),
+            ReqBody::Replay(frames) => frames.is_empty(),
+        }
+    }
+}
+
+/// How a [`Pump`] ended.
+pub(crate) enum PumpEnd {
+    /// The whole body went out.
+    Sent,
+    /// The caller's body failed; the stream was reset.
+    BodyFailed(Status),
+    /// The stream cannot take more (reset by the server, connection gone); the
+    /// response, or its error, says why.
+    StreamClosed,
+}
+
+/// Moves a request body into its stream, with HTTP/2 flow control.
+pub(crate) struct Pump {
+    body: ReqBody,
+    stream: SendStream<Bytes>,
+    /// The frames sent so far, while they fit [`REPLAY_LIMIT`].
+    recorded: Option<Vec<Frame<Bytes>>>,
+    sent: usize,
+    done: bool,
+}
+
+impl Pump {
+    pub(crate) fn new(body: ReqBody, stream: SendStream<Bytes>) -> Self {
+        Self {
+            body,
+            stream,
+            recorded: Some(Vec::new()),
+            sent: 0,
+            done: false,
+        }
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// The body again, if it was sent whole and is small enough to have been kept.
+    pub(crate) fn replayable(&self) -> Option<ReqBody> {
+        let recorded = self.recorded.as_ref().filter(|_| self.done)?;
+        Some(ReqBody::Replay(recorded.iter().map(clone_frame).collect()))
+    }
+
+    pub(crate) fn poll_pump(&mut self, cx: &mut Context<'_>) -> Poll<PumpEnd> {
+        let end = ready!(self.poll_inner(cx));
+        self.done = true;
+        if !matches!(end, PumpEnd::Sent) {
+            self.recorded = None;
+        }
+        Poll::Ready(end)
+    }
+
+    fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<PumpEnd> {
+        loop {
+            // Up to REPLAY_LIMIT goes out without waiting for the peer's window (h2
+            // buffers it); past that, each frame waits until the last ones left, so a
+            // long stream is paced by the peer.
+            if self.sent > REPLAY_LIMIT {
+                self.stream.reserve_capacity(1);
+                while self.stream.capacity() == 0 {
+                    if self.stream.poll_reset(cx).is_ready() {
+                        return Poll::Ready(PumpEnd::StreamClosed);
+                    }
+                    match ready!(self.stream.poll_capacity(cx)) {
+                        Some(Ok(_)) => {}
+                        Some(Err(_)) | None => return Poll::Ready(PumpEnd::StreamClosed),
+                    }
+                }
+            }
+            let frame = match ready!(self.body.poll_frame(cx)) {
+                Some(Ok(frame)) => frame,
+                Some(Err(status)) => {
+                    self.stream.send_reset(h2::Reason::CANCEL);
+                    return Poll::Ready(PumpEnd::BodyFailed(status));
+                }
+                None => {
+                    return Poll::Ready(match self.stream.send_data(Bytes::new(), true) {
+                        Ok(()) => PumpEnd::Sent,
+                        Err(_) => PumpEnd::StreamClosed,
+                    });
+                }
+            };
+            self.record(&frame);
+            let frame = match frame.into_data() {
+                Ok(data) => {
+                    self.sent += data.len();
+                    let end = self.body.is_end_stream();
+                    if self.stream.send_data(data, end).is_err() {
+                        return Poll::Ready(PumpEnd::StreamClosed);
+                    }
+                    if end {
+                        return Poll::Ready(PumpEnd::Sent);
+                    }
+                    continue;
+                }
+                Err(frame) => frame,
+            };
+            if let Ok(trailers) = frame.into_trailers() {
+                return Poll::Ready(match self.stream.send_trailers(trailers) {
+                    Ok(()) => PumpEnd::Sent,
+                    Err(_) => PumpEnd::StreamClosed,
+                });
+            }
+        }
+    }
+
+    fn record(&mut self, frame: &Frame<Bytes>) {
+        let size = self.sent + frame.data_ref().map_or(0, Bytes::len);
+        match &mut self.recorded {
+            Some(frames) if size <= REPLAY_LIMIT => frames.push(clone_frame(frame)),
+            _ => self.recorded = None,
+        }
+    }
+
+    /// Pumps the rest of the body on a task of its own (a body still streaming when
+    /// the response arrived).
+    pub(crate) fn spawn_rest(mut self) {
+        tokio::spawn(async move {
+            poll_fn(|cx| self.poll_pump(cx)).await;
+        });
+    }
+}
+
+fn clone_frame(frame: &Frame<Bytes>) -> Frame<Bytes> {
+    match (frame.data_ref(), frame.trailers_ref()) {
+        (Some(data), _) => Frame::data(data.clone()),
+        (None, Some(trailers)) => Frame::trailers(trailers.clone()),
+        (None, None) => Frame::data(Bytes::new()),
+    }
+}
+
+/// Waits for the response headers while pumping the request body.
+pub(crate) async fn exchange(
+    response: &mut h2::client::ResponseFuture,
+    pump: &mut Pump,
+) -> Result<http::Response<RecvStream>, Exchange> {
+    poll_fn(|cx| {
+        if !pump.is_done()
+            && let Poll::Ready(PumpEnd::BodyFailed(status)) = pump.poll_pump(cx)
+        {
+            return Poll::Ready(Err(Exchange::BodyFailed(status)));
+        }
+        Pin::new(&mut *response).poll(cx).map_err(Exchange::Stream)
+    })
+    .await
+}
+
+/// Why [`exchange`] got no response.
+pub(crate) enum Exchange {
+    /// The caller's request body failed.
+    BodyFailed(Status),
+    /// The stream or the connection failed.
+    Stream(h2::Error),
+}
+
+/// Connection-specific headers HTTP/2 forbids (RFC 9113 §8.2.2); h2 rejects a
+/// request carrying one, so they are dropped as hyper drops them.
+pub(crate) fn strip_connection_headers(headers: &mut http::HeaderMap) {
+    use http::header::{CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
+    if headers.is_empty() {
+        return;
+    }
+    for name in [CONNECTION, TRANSFER_ENCODING, UPGRADE] {
+        headers.remove(name);
+    }
+    for name in ["keep-alive", "proxy-connection"] {
+        headers.remove(name);
+    }
+    if headers.get(TE).is_some_and(|v| v != "trailers") {
+        headers.remove(TE);
+    }
+}
+
+/// A copy of a request head to open a stream with.
+pub(crate) fn head(parts: &http::request::Parts) -> http::Request<()> {
+    let mut req = http::Request::new(());
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.clone();
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers.clone();
+    req
+}
+
+/// Reads a response body off its stream, giving flow-control credit back as it goes.
+pub(crate) struct RecvBody {
+    stream: RecvStream,
+    data_done: bool,
+}
+
+impl RecvBody {
+    pub(crate) fn new(stream: RecvStream) -> Self {
+        Self {
+            stream,
+            data_done: false,
+        }
+    }
+
+    pub(crate) fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        if !self.data_done {
+            match ready!(self.stream.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    let _ = self.stream.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Err(e)) => return Poll::Ready(ended_or(e)),
+                None => self.data_done = true,
+            }
+        }
+        match ready!(self.stream.poll_trailers(cx)) {
+            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Ok(None) => Poll::Ready(None),
+            Err(e) => Poll::Ready(ended_or(e)),
+        }
+    }
+
+    pub(crate) fn is_end_stream(&self) -> bool {
+        self.stream.is_end_stream()
+    }
+}
+
+/// A reset with NO_ERROR or CANCEL after the response ends the body rather than
+/// failing it (a server done with the call may reset the stream it no longer reads).
+fn ended_or(e: h2::Error) -> Option<Result<Frame<Bytes>, h2::Error>> {
+    match e.reason() {
+        Some(h2::Reason::NO_ERROR | h2::Reason::CANCEL) => None,
+        _ => Some(Err(e)),
+    }
+}
