@@ -11,6 +11,7 @@
 //! every other round. For profiling one client alone, `BENCH_ONLY` names the columns
 //! to run (e.g. `a` or `a,c`) and `BENCH_CONC` the concurrencies (e.g. `64`); the
 //! total number of calls made goes to stderr, to divide a profile's totals by.
+//! `BENCH_POLICY` (`round_robin`, `weighted_round_robin`, `p2c`) sets (a)'s policy.
 #![allow(clippy::print_stdout)] // a bench binary: its output is the table
 
 use std::sync::Arc;
