@@ -94,8 +94,10 @@ impl StateCell {
         self.tx.send_replace(state);
     }
 
-    /// Publishes a new connection; returns the retire count it starts from.
+    /// Publishes a new connection (and counts it); returns the retire count it
+    /// starts from.
     fn set_ready(&self, sender: SendRequest<Bytes>) -> u64 {
+        self.connects.fetch_add(1, Ordering::Relaxed);
         let generation = *self.retired.borrow();
         self.opened.store(0, Ordering::Relaxed);
         self.set_sender(Some(sender));
@@ -407,7 +409,7 @@ impl Connection {
             _ => false,
         });
         if retired {
-            tracing::debug!(addr = %self.addr, error, "connection refuses new calls, redialling");
+            tracing::debug!(addr = %self.addr, error, "connection retired, redialling");
             self.state.retired.send_modify(|g| *g += 1);
         }
     }
@@ -444,7 +446,6 @@ impl ConnectionTask {
                         tracing::debug!(addr = %self.addr, "endpoint connected");
                     }
                     failures = 0;
-                    self.state.connects.fetch_add(1, Ordering::Relaxed);
                     let generation = self.state.set_ready(sender);
                     match self.serve(conn, pinger, generation).await {
                         None => return,
@@ -511,7 +512,7 @@ impl ConnectionTask {
             }
             _ = retired.wait_for(|g| *g != generation) => {
                 drain(running);
-                Some("it refused new streams".to_string())
+                Some("retired: it refused new streams or used up its stream ids".to_string())
             }
             reason = keepalive => {
                 running.abort();

@@ -51,8 +51,7 @@ use tonic::Status;
 
 pub use tls::TlsConnector;
 
-use self::connection::OpenError;
-use self::connection::{ConnState, Connection, DialSettings};
+use self::connection::{ConnState, Connection, DialSettings, OpenError};
 use self::transport::{Exchange, Pump, RecvBody, ReqBody};
 use crate::driver::Driver;
 use crate::error::{Error, Result};
