@@ -12,6 +12,18 @@ cd "$root"
 
 source "$root/scripts/setup.sh"
 
+# A one-shot full run gains nothing from incremental compilation, which roughly doubles
+# the build's disk use (set CARGO_INCREMENTAL=1 to keep it).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+report_disk() {
+  local target="${CARGO_TARGET_DIR:-$root/target}"
+  mkdir -p "$target"
+  echo "disk: $(df -h --output=avail "$target" | tail -n 1 | tr -d ' ') free where $target lives;" \
+    "target uses $(du -sh "$target" 2>/dev/null | cut -f1)"
+}
+banner "disk"
+report_disk
+
 banner "cargo fmt --all -- --check"
 cargo fmt --all -- --check
 
@@ -30,5 +42,6 @@ done
 banner "cargo doc --workspace --no-deps (RUSTDOCFLAGS=-D warnings)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 
+report_disk
 trap - ERR
 banner "all checks passed"
