@@ -109,8 +109,12 @@ impl EndpointUrl {
 
     /// The security of a gRPC endpoint; `None` for other transports.
     pub fn grpc_security(&self) -> Option<Security> {
+        // kratos ≤ 2.2: `strconv.ParseBool(u.Query().Get("isSecure"))`, the first value
+        // of the key as spelled, where 1, t, T, TRUE, true and True are true.
         let is_secure = self.query.as_deref().is_some_and(|q| {
-            form_urlencoded_pairs(q).any(|(k, v)| k.eq_ignore_ascii_case("isSecure") && v == "true")
+            form_urlencoded_pairs(q)
+                .find(|(k, _)| *k == "isSecure")
+                .is_some_and(|(_, v)| matches!(v, "1" | "t" | "T" | "TRUE" | "true" | "True"))
         });
         match self.scheme.as_str() {
             "grpcs" => Some(Security::Tls),
@@ -283,6 +287,33 @@ mod tests {
                 .endpoint(Security::Plaintext)
                 .is_none()
         );
+    }
+
+    #[test]
+    fn is_secure_reads_as_kratos_2_2_parses_it() {
+        let security = |query: &str| {
+            instance(&[&format!("grpc://127.0.0.1:9443?{query}")])
+                .endpoint(Security::Tls)
+                .is_some()
+        };
+        for tls in [
+            "isSecure=true",
+            "isSecure=1",
+            "isSecure=T",
+            "isSecure=TRUE",
+            "a=b&isSecure=True",
+        ] {
+            assert!(security(tls), "{tls} is TLS");
+        }
+        for plain in [
+            "isSecure=false",
+            "isSecure=yes",
+            "issecure=true",
+            "isSecure=false&isSecure=true",
+            "isSecure",
+        ] {
+            assert!(!security(plain), "{plain} is plaintext");
+        }
     }
 
     #[test]

@@ -42,7 +42,9 @@
 //!
 //! A plaintext client takes each instance's first `grpc://` endpoint (without
 //! `isSecure=true`); a TLS client ([`KratosDriver::tls_channel`]) its first `grpcs://` or
-//! `grpc://…?isSecure=true` one. Instances without one are left out; values that are not
+//! `grpc://…?isSecure=true` one, and like kratos' Go client checks server certificates
+//! against the service name. Register TLS endpoints as `grpcs://` for kratos ≥ 2.3
+//! clients: they read `grpc://…?isSecure=true` (the kratos ≤ 2.2 form) as plaintext. Instances without one are left out; values that are not
 //! kratos instances are skipped with a warning. Endpoint metadata holds the instance's
 //! metadata plus `version` and `id`; `weight` feeds weighted round robin. Unlike kratos,
 //! a set that became empty is published (calls fail fast naming the target) instead of
@@ -146,8 +148,18 @@ impl KratosDriver {
     /// A channel builder for `target` that dials with `tls` and so takes the instances'
     /// TLS endpoints (`grpcs://`, `grpc://…?isSecure=true`); plaintext channels
     /// (`driver_core::connect`, [`Driver::resolvers`]) take the `grpc://` ones.
+    ///
+    /// As kratos' Go client does, servers' certificates are checked against the
+    /// service's name (`busi` for `discovery:///busi`), not the endpoint's host: kratos'
+    /// resolver gives every address the service name as its `ServerName`, and grpc-go
+    /// verifies that. A connector naming another with
+    /// [`TlsConnector::with_server_name`] keeps its name.
     pub fn tls_channel(&self, target: &str, tls: TlsConnector) -> Result<ChannelBuilder> {
-        Target::parse(target)?;
+        let parsed = Target::parse(target)?;
+        let tls = match tls.server_name() {
+            Some(_) => tls,
+            None => tls.with_server_name(parsed.endpoint()),
+        };
         Ok(driver_core::Channel::builder(target)
             .resolver(Arc::new(self.resolver(Security::Tls)))
             .tls(tls))

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{GoProcess, SteadyTraffic, kratos_client, say_eventually};
+use common::{GoProcess, SteadyTraffic, kratos_client, say_eventually, tls_interop_both_ways};
 use driver_core::{Channel, Driver};
 use driver_kratos_compat::KratosDriver;
 use serde_json::Value;
@@ -113,6 +113,19 @@ async fn kratos_go_client_calls_a_rust_service_registered_in_consul() {
         .await
         .unwrap();
     assert_eq!(names, ["rust", "rust", "rust"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_kratos_both_ways_over_consul() {
+    let agent = ConsulAgent::start();
+    let addr = agent.http_addr();
+    let driver = KratosDriver::default()
+        .with_registry(&format!("consul://{addr}"))
+        .unwrap();
+    tls_interop_both_ways(["-consul", &addr], &driver, |name| {
+        format!("discovery:///{name}")
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,9 @@ mod common;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{GoProcess, SteadyTraffic, kratos_client, median_p99, say, start_tls_echo};
+use common::{
+    GoProcess, SteadyTraffic, kratos_client, median_p99, say, start_tls_echo, tls_interop_both_ways,
+};
 use driver_core::resolve::{Resolver, SnapshotSender};
 use driver_core::{Channel, Driver, Target, TlsConnector};
 use driver_kratos_compat::{KratosDriver, Security};
@@ -283,6 +285,16 @@ async fn grpcs_endpoints_go_only_to_tls_clients() {
         .await
         .unwrap();
     assert_eq!(names, ["plain", "plain", "plain"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_kratos_both_ways_over_etcd() {
+    let server = EtcdServer::start();
+    let ep = server.endpoint();
+    tls_interop_both_ways(["-etcd", &ep], &driver_for(&ep), |name| {
+        format!("discovery:///{name}")
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

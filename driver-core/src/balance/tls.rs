@@ -68,6 +68,11 @@ impl TlsConnector {
         self
     }
 
+    /// The name set by [`with_server_name`](Self::with_server_name), if any.
+    pub fn server_name(&self) -> Option<&str> {
+        self.server_name.as_deref()
+    }
+
     pub(crate) async fn connect(
         &self,
         addr: &str,

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use driver_core::Channel;
+use driver_core::{Channel, TlsConnector};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use test_support::echo::pb::echo_server::{Echo, EchoServer as EchoService};
 use test_support::{EchoClient, SayReply, SayRequest};
@@ -199,18 +199,56 @@ impl Echo for TlsEcho {
     }
 }
 
-/// A TLS echo server answering "tls" with a `localhost` certificate from a fresh CA:
-/// (address, CA PEM).
-pub async fn start_tls_echo() -> (String, String) {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
-    let identity = Identity::from_pem(cert.pem(), key.serialize_pem());
+/// A fresh CA and a server certificate it issued for `names`, as PEM, also written to
+/// files (`ca.pem`, `cert.pem`, `key.pem`) for the Go programs.
+pub struct TestPki {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+    dir: tempfile::TempDir,
+}
+
+impl TestPki {
+    pub fn new(names: &[&str]) -> Self {
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let cert = CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        let pki = Self {
+            ca_pem: ca.pem(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        for (name, pem) in [
+            ("ca.pem", &pki.ca_pem),
+            ("cert.pem", &pki.cert_pem),
+            ("key.pem", &pki.key_pem),
+        ] {
+            std::fs::write(pki.dir.path().join(name), pem).unwrap();
+        }
+        pki
+    }
+
+    /// The path of one of the PEM files.
+    pub fn file(&self, name: &str) -> String {
+        self.dir.path().join(name).to_string_lossy().into_owned()
+    }
+
+    /// A TLS connector trusting the CA.
+    pub fn connector(&self) -> TlsConnector {
+        TlsConnector::from_ca_pem(self.ca_pem.as_bytes()).unwrap()
+    }
+}
+
+/// A TLS echo server answering "tls" with `pki`'s certificate; its address.
+pub async fn start_tls_echo_with(pki: &TestPki) -> String {
+    let identity = Identity::from_pem(&pki.cert_pem, &pki.key_pem);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let server = Server::builder()
@@ -220,7 +258,124 @@ pub async fn start_tls_echo() -> (String, String) {
     tokio::spawn(
         server.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
-    (addr, ca.pem())
+    addr
+}
+
+/// A TLS echo server answering "tls" with a `localhost` certificate from a fresh CA:
+/// (address, CA PEM).
+pub async fn start_tls_echo() -> (String, String) {
+    let pki = TestPki::new(&["localhost"]);
+    (start_tls_echo_with(&pki).await, pki.ca_pem.clone())
+}
+
+/// The names answering `n` calls through `channel`, after one call has succeeded
+/// (bounded by `within`), and the endpoint addresses the channel holds then.
+pub async fn answers(channel: Channel, n: usize, within: Duration) -> (Vec<String>, Vec<String>) {
+    let mut names = vec![say_eventually(channel.clone(), within).await];
+    for _ in 1..n {
+        names.push(say(channel.clone()).await.unwrap());
+    }
+    let addrs = channel
+        .status()
+        .endpoints
+        .iter()
+        .map(|e| e.endpoint.addr.clone())
+        .collect();
+    (names, addrs)
+}
+
+/// TLS interop with real kratos both ways over one registry. `registry` is the kratos
+/// programs' flag for it (`-etcd host:port` or `-consul host:port`); `driver` is a
+/// dtm-driver-kratos on the same registry; `target` turns a service name into the
+/// target the driver registers under.
+///
+/// - A kratos TLS server registers `grpcs://…` and a kratos plaintext server of the
+///   same service `grpc://…`: our TLS channel calls only the first, our plaintext
+///   channel only the second.
+/// - We register a TLS instance as `grpcs://…` and a plaintext one as `grpc://…`: the
+///   kratos client dialing with TLS (`grpc.Dial` + `WithTLSConfig`) calls only the first,
+///   the insecure one (`grpc.DialInsecure`) only the second.
+///
+/// The certificate names the two services and not the address: kratos' Go client checks
+/// the service name, and so must our kratos TLS channel by default.
+pub async fn tls_interop_both_ways(
+    registry: [&str; 2],
+    driver: &driver_kratos_compat::KratosDriver,
+    target: impl Fn(&str) -> String,
+) {
+    use driver_core::Driver;
+    let pki = TestPki::new(&["gosec", "rustsec"]);
+
+    // kratos servers, our clients.
+    let (tls_listen, plain_listen) = (
+        format!("127.0.0.1:{}", test_support::free_port()),
+        format!("127.0.0.1:{}", test_support::free_port()),
+    );
+    let (cert, key) = (pki.file("cert.pem"), pki.file("key.pem"));
+    let go_server = |listen: &str, name: &str, extra: &[&str]| {
+        let mut args = vec![registry[0], registry[1], "-service", "gosec"];
+        args.extend(["-listen", listen, "-name", name]);
+        args.extend(extra);
+        GoProcess::start("kratos-echo-server", &args)
+    };
+    let _go_tls = go_server(
+        &tls_listen,
+        "gotls",
+        &["-tls-cert", &cert, "-tls-key", &key],
+    );
+    let _go_plain = go_server(&plain_listen, "goplain", &[]);
+    let secure = driver
+        .tls_channel("discovery:///gosec", pki.connector())
+        .unwrap()
+        .connect()
+        .unwrap();
+    let (names, addrs) = answers(secure, 6, Duration::from_secs(25)).await;
+    assert_eq!(names, ["gotls"; 6]);
+    assert_eq!(addrs, [tls_listen.as_str()]);
+    let plaintext = Channel::builder("discovery:///gosec")
+        .driver(driver)
+        .unwrap()
+        .connect()
+        .unwrap();
+    let (names, addrs) = answers(plaintext, 6, Duration::from_secs(25)).await;
+    assert_eq!(names, ["goplain"; 6]);
+    assert_eq!(addrs, [plain_listen]);
+
+    // our servers, kratos clients.
+    let tls_addr = start_tls_echo_with(&pki).await;
+    let plain = test_support::EchoServer::start("rust-plain").await;
+    let _tls_reg = driver
+        .register_service(&target("rustsec"), &format!("grpcs://{tls_addr}"))
+        .await
+        .unwrap();
+    let _plain_reg = driver
+        .register_service(&target("rustsec"), &format!("grpc://{}", plain.addr()))
+        .await
+        .unwrap();
+    let ca = pki.file("ca.pem");
+    let secure_args: Vec<String> = [
+        registry[0],
+        registry[1],
+        "-service",
+        "rustsec",
+        "-n",
+        "4",
+        "-tls-ca",
+        &ca,
+    ]
+    .map(String::from)
+    .into();
+    let names = tokio::task::spawn_blocking(move || kratos_client(&secure_args))
+        .await
+        .unwrap();
+    assert_eq!(names, ["tls"; 4]);
+    let plain_args: Vec<String> = [registry[0], registry[1], "-service", "rustsec", "-n", "4"]
+        .map(String::from)
+        .into();
+    let names = tokio::task::spawn_blocking(move || kratos_client(&plain_args))
+        .await
+        .unwrap();
+    assert_eq!(names, ["rust-plain"; 4]);
 }
 
 /// Median and 99th percentile of `samples`.

@@ -5,6 +5,11 @@
 //
 //	kratos-echo-client -etcd 127.0.0.1:2379 -service busi -n 3
 //
+// With -tls-ca (a PEM CA file) it dials with TLS (kratos' grpc.Dial), so kratos'
+// resolver takes only grpcs:// endpoints. Server certificates must carry the service
+// name: kratos' resolver sets it as every address's ServerName, which grpc-go checks
+// (it overrides tls.Config.ServerName).
+//
 // With -watch it instead follows the registry's watcher (the one kratos' resolver
 // uses) for -for and prints one JSON line per change:
 // {"unix_nanos":N,"endpoints":["grpc://…",…]}.
@@ -12,6 +17,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -38,6 +45,7 @@ func main() {
 	n := flag.Int("n", 1, "number of calls")
 	watch := flag.Bool("watch", false, "print registry changes instead of calling")
 	watchFor := flag.Duration("for", 30*time.Second, "how long -watch runs")
+	tlsCA := flag.String("tls-ca", "", "PEM CA file: dial with TLS (grpcs:// endpoints only)")
 	flag.Parse()
 	log.SetLogger(log.NewFilter(log.DefaultLogger, log.FilterLevel(log.LevelError)))
 
@@ -68,11 +76,27 @@ func main() {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	conn, err := grpc.DialInsecure(ctx,
-		grpc.WithEndpoint("discovery:///"+*service),
+	opts := []grpc.ClientOption{
+		grpc.WithEndpoint("discovery:///" + *service),
 		grpc.WithDiscovery(d),
-		grpc.WithTimeout(5*time.Second),
-	)
+		grpc.WithTimeout(5 * time.Second),
+	}
+	dial := grpc.DialInsecure
+	if *tlsCA != "" {
+		pem, err := os.ReadFile(*tlsCA)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "tls:", err)
+			os.Exit(2)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			fmt.Fprintln(os.Stderr, "tls: no certificate in", *tlsCA)
+			os.Exit(2)
+		}
+		opts = append(opts, grpc.WithTLSConfig(&tls.Config{RootCAs: pool}))
+		dial = grpc.Dial
+	}
+	conn, err := dial(ctx, opts...)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "dial:", err)
 		os.Exit(1)

@@ -5,10 +5,14 @@
 //
 //	kratos-echo-server -etcd 127.0.0.1:2379 -service busi -listen 127.0.0.1:9000 -name go1
 //	kratos-echo-server -consul 127.0.0.1:8500 -service busi -listen 127.0.0.1:9000 -name go1
+//
+// With -tls-cert and -tls-key (PEM files) it serves TLS, and kratos registers the
+// instance's endpoint as grpcs://host:port.
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"os"
@@ -44,6 +48,8 @@ func main() {
 	name := flag.String("name", "go", "name carried by replies")
 	version := flag.String("version", "v1", "the instance version")
 	weight := flag.String("weight", "", "metadata weight, if any")
+	tlsCert := flag.String("tls-cert", "", "PEM certificate to serve TLS with (needs -tls-key)")
+	tlsKey := flag.String("tls-key", "", "PEM private key of -tls-cert")
 	flag.Parse()
 	log.SetLogger(log.NewFilter(log.DefaultLogger, log.FilterLevel(log.LevelWarn)))
 
@@ -71,7 +77,16 @@ func main() {
 	if *weight != "" {
 		md["weight"] = *weight
 	}
-	srv := grpc.NewServer(grpc.Address(*listen))
+	opts := []grpc.ServerOption{grpc.Address(*listen)}
+	if *tlsCert != "" || *tlsKey != "" {
+		cert, err := tls.LoadX509KeyPair(*tlsCert, *tlsKey)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "tls:", err)
+			os.Exit(2)
+		}
+		opts = append(opts, grpc.TLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}}))
+	}
+	srv := grpc.NewServer(opts...)
 	echopb.RegisterEchoServer(srv, &echo{name: *name})
 	app := kratos.New(
 		kratos.Name(*service),
