@@ -72,6 +72,39 @@ pub struct ResolverState {
 #[derive(Clone, Debug)]
 pub struct SnapshotSender {
     tx: Arc<watch::Sender<ResolverState>>,
+    subset: Option<Arc<std::sync::Mutex<Subset>>>,
+}
+
+/// A sticky random subset: at most `limit` endpoints of each set, keeping the ones
+/// chosen before while they last and filling up at random.
+#[derive(Debug)]
+struct Subset {
+    limit: usize,
+    chosen: std::collections::HashSet<String>,
+}
+
+impl Subset {
+    fn apply(&mut self, endpoints: Vec<Endpoint>) -> Vec<Endpoint> {
+        if endpoints.len() <= self.limit {
+            self.chosen = endpoints.iter().map(|e| e.addr.clone()).collect();
+            return endpoints;
+        }
+        let (mut keep, fresh): (Vec<usize>, Vec<usize>) =
+            (0..endpoints.len()).partition(|&i| self.chosen.contains(&endpoints[i].addr));
+        keep.truncate(self.limit);
+        let room = self.limit - keep.len();
+        let picked = rand::seq::index::sample(&mut rand::rng(), fresh.len(), room.min(fresh.len()));
+        let mut take: Vec<usize> = keep;
+        take.extend(picked.iter().map(|j| fresh[j]));
+        take.sort_unstable();
+        self.chosen = take.iter().map(|&i| endpoints[i].addr.clone()).collect();
+        let mut take = take.into_iter().peekable();
+        endpoints
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, e)| take.next_if_eq(&i).map(|_| e))
+            .collect()
+    }
 }
 
 /// The receiving side of a resolver's snapshots.
@@ -81,16 +114,56 @@ impl SnapshotSender {
     /// A new sender/receiver pair with nothing resolved yet.
     pub fn channel() -> (Self, SnapshotReceiver) {
         let (tx, rx) = watch::channel(ResolverState::default());
-        (Self { tx: Arc::new(tx) }, rx)
+        (
+            Self {
+                tx: Arc::new(tx),
+                subset: None,
+            },
+            rx,
+        )
+    }
+
+    /// This sender, publishing at most `limit` endpoints of each set (0: no limit), as
+    /// go-zero's clients keep a random subset of at most 32 servers. Unlike go-zero,
+    /// which reshuffles on every change, the subset is sticky: endpoints chosen before
+    /// stay while they are in the set, and only the places of vanished ones are filled,
+    /// at random, so a change elsewhere in a large set moves no connection. The limit
+    /// holds for this sender and its clones.
+    ///
+    /// ```
+    /// use driver_core::resolve::{Endpoint, SnapshotSender};
+    /// let (tx, rx) = SnapshotSender::channel();
+    /// let tx = tx.with_subset(2);
+    /// tx.update((1..=5).map(|i| Endpoint::new(format!("10.0.0.{i}:80"))).collect());
+    /// let first = rx.borrow().endpoints.clone().unwrap();
+    /// assert_eq!(first.len(), 2);
+    /// // A sixth endpoint appears: the two chosen ones stay.
+    /// tx.update((1..=6).map(|i| Endpoint::new(format!("10.0.0.{i}:80"))).collect());
+    /// assert_eq!(rx.borrow().endpoints.as_deref(), Some(&*first));
+    /// ```
+    pub fn with_subset(mut self, limit: usize) -> Self {
+        self.subset = (limit > 0).then(|| {
+            Arc::new(std::sync::Mutex::new(Subset {
+                limit,
+                chosen: Default::default(),
+            }))
+        });
+        self
     }
 
     /// Publishes a full endpoint set. Duplicate addresses keep their first entry.
     pub fn update(&self, endpoints: Vec<Endpoint>) {
         let mut seen = std::collections::HashSet::new();
-        let endpoints: Vec<Endpoint> = endpoints
+        let mut endpoints: Vec<Endpoint> = endpoints
             .into_iter()
             .filter(|e| seen.insert(e.addr.clone()))
             .collect();
+        if let Some(subset) = &self.subset {
+            endpoints = subset
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .apply(endpoints);
+        }
         self.tx.send_modify(|s| {
             s.endpoints = Some(Arc::new(endpoints));
             s.last_error = None;
@@ -257,6 +330,74 @@ pub fn registrar_for(target: &Target) -> Result<Arc<dyn Registrar>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn set(ports: impl IntoIterator<Item = u16>) -> Vec<Endpoint> {
+        ports
+            .into_iter()
+            .map(|p| Endpoint::new(format!("10.0.0.1:{p}")))
+            .collect()
+    }
+
+    fn published(rx: &SnapshotReceiver) -> Vec<String> {
+        let state = rx.borrow();
+        state
+            .endpoints
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|e| e.addr.clone())
+            .collect()
+    }
+
+    #[test]
+    fn subset_is_random_bounded_and_sticky() {
+        let (tx, rx) = SnapshotSender::channel();
+        let tx = tx.with_subset(32);
+        tx.update(set(1..=40));
+        let first = published(&rx);
+        assert_eq!(first.len(), 32);
+        let all: Vec<String> = set(1..=40).into_iter().map(|e| e.addr).collect();
+        assert!(first.is_sorted_by_key(|a| all.iter().position(|b| b == a)));
+
+        // An endpoint outside the subset leaves: nothing changes.
+        let outside: u16 = (1..=40)
+            .find(|p| !first.contains(&format!("10.0.0.1:{p}")))
+            .unwrap();
+        tx.update(set((1..=40).filter(|&p| p != outside)));
+        assert_eq!(published(&rx), first);
+
+        // A chosen one leaves: the other 31 stay, one newcomer fills its place.
+        let gone = first[0].clone();
+        let rest: Vec<Endpoint> = set(1..=40)
+            .into_iter()
+            .filter(|e| e.addr != gone && e.addr != format!("10.0.0.1:{outside}"))
+            .collect();
+        tx.update(rest);
+        let second = published(&rx);
+        assert_eq!(second.len(), 32);
+        assert!(!second.contains(&gone));
+        assert_eq!(second.iter().filter(|a| first.contains(a)).count(), 31);
+
+        // The set shrinks under the limit: all of it.
+        tx.update(set(1..=5));
+        assert_eq!(published(&rx).len(), 5);
+
+        // Another client picks another subset (the chance of the same 32 of 100 is
+        // 1 in C(100, 32) ≈ 1.4e26).
+        let picks: Vec<Vec<String>> = (0..2)
+            .map(|_| {
+                let (tx, rx) = SnapshotSender::channel();
+                tx.with_subset(32).update(set(1..=100));
+                published(&rx)
+            })
+            .collect();
+        assert_ne!(picks[0], picks[1]);
+
+        // Without a limit (or limit 0) every endpoint is published.
+        let (tx, rx) = SnapshotSender::channel();
+        tx.with_subset(0).update(set(1..=100));
+        assert_eq!(published(&rx).len(), 100);
+    }
 
     fn resolve_direct(target: &str) -> Result<Vec<String>> {
         let (tx, rx) = SnapshotSender::channel();

@@ -14,6 +14,11 @@
 //! Targets take both go-zero shapes: `etcd://h1:2379,h2:2379/KEY` (go-zero ≤ 1.10.1) and
 //! `etcd:///h1:2379,h2:2379?key=KEY` (≥ 1.10.2), with `?user=&password=` for etcd auth.
 //!
+//! Like go-zero's clients, `etcd`, `discov` and `direct` channels use at most
+//! [`SUBSET_SIZE`] (32) servers of a larger set, a random subset per channel; ours is
+//! sticky (see [`SnapshotSender::with_subset`]) where go-zero reshuffles on every change.
+//! `?subset=N` on the target sets another bound, `?subset=0` none.
+//!
 //! Registering `0.0.0.0:PORT` or `[::]:PORT` publishes a routable address instead, as
 //! go-zero does: the machine's first non-loopback IPv4 address, or `127.0.0.1` when there
 //! is none (see [`routable_endpoint`]).
@@ -46,6 +51,23 @@ pub use consul::{GoZeroConsulFormat, GoZeroConsulRegistrar, GoZeroConsulResolver
 
 /// The driver's name.
 pub const NAME: &str = "dtm-driver-gozero";
+
+/// How many servers of a larger set one client uses, as go-zero's `subsetSize`.
+pub const SUBSET_SIZE: usize = 32;
+
+/// The subset bound of `target`: `?subset=N`, else [`SUBSET_SIZE`]; 0 means none.
+pub fn subset_size(target: &Target) -> Result<usize> {
+    match target.query("subset") {
+        None => Ok(SUBSET_SIZE),
+        Some(n) => n.parse().map_err(|_| Error::BadTarget {
+            target: target.to_string(),
+            reason: format!(
+                "subset=`{n}` is not a number; write subset=N to use at most N servers \
+                 (0 for all; default {SUBSET_SIZE})"
+            ),
+        }),
+    }
+}
 
 /// go-zero's etcd layout.
 ///
@@ -106,7 +128,7 @@ impl Driver for GoZeroDriver {
         vec![
             ("etcd", Arc::new(GoZeroEtcdResolver)),
             ("discov", Arc::new(GoZeroEtcdResolver)),
-            ("direct", Arc::new(DirectResolver)),
+            ("direct", Arc::new(GoZeroDirectResolver)),
             ("consul", Arc::new(GoZeroConsulResolver)),
         ]
     }
@@ -133,6 +155,7 @@ pub struct GoZeroEtcdResolver;
 impl Resolver for GoZeroEtcdResolver {
     fn resolve(&self, target: &Target, updates: SnapshotSender) -> Result<()> {
         let t = EtcdTarget::from_target(target)?;
+        let updates = updates.with_subset(subset_size(target)?);
         let decode = Arc::new(|_key: &str, value: &[u8]| GoZeroEtcdFormat::decode(value).map(Some));
         resolve_prefix(
             &t.config,
@@ -141,6 +164,17 @@ impl Resolver for GoZeroEtcdResolver {
             updates,
         );
         Ok(())
+    }
+}
+
+/// Resolves go-zero `direct:///a:1,b:2` targets: the static list, at most
+/// [`subset_size`] of it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GoZeroDirectResolver;
+
+impl Resolver for GoZeroDirectResolver {
+    fn resolve(&self, target: &Target, updates: SnapshotSender) -> Result<()> {
+        DirectResolver.resolve(target, updates.with_subset(subset_size(target)?))
     }
 }
 

@@ -201,6 +201,65 @@ async fn garbage_values_are_skipped_and_duplicates_merged() {
     assert_eq!(addrs(&ch).len(), 2);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_uses_a_sticky_subset_of_32_servers_as_go_zero_clients_do() {
+    let server = EtcdServer::start();
+    let mut client = etcd(&[server.endpoint()]).await;
+    let mut servers = Vec::new();
+    for i in 0..40 {
+        let echo = EchoServer::start(&format!("s{i}")).await;
+        client
+            .put(format!("big/{i}"), echo.addr(), None)
+            .await
+            .unwrap();
+        servers.push(echo);
+    }
+    let ch = channel(&format!("etcd://{}/big", server.endpoint()));
+    assert!(say(&ch).await.is_ok());
+    let chosen = addrs(&ch);
+    assert_eq!(chosen.len(), 32);
+    // Calls reach the subset and nothing else.
+    for _ in 0..96 {
+        say(&ch).await.unwrap();
+    }
+    let called: BTreeSet<String> = servers
+        .iter()
+        .filter(|s| s.calls() > 0)
+        .map(|s| s.addr())
+        .collect();
+    assert_eq!(called, chosen);
+
+    // A chosen server leaves: its place is filled, the other 31 stay.
+    let (gone_key, gone) = (0..40)
+        .map(|i| (format!("big/{i}"), servers[i].addr()))
+        .find(|(_, addr)| chosen.contains(addr))
+        .unwrap();
+    client.delete(gone_key, None).await.unwrap();
+    wait_for(
+        "the deletion to reach the channel",
+        Duration::from_secs(5),
+        || async { !addrs(&ch).contains(&gone) },
+    )
+    .await;
+    let now = addrs(&ch);
+    assert_eq!(now.len(), 32);
+    assert_eq!(now.intersection(&chosen).count(), 31);
+
+    // ?subset=20 bounds the set at 20; ?subset=0 takes all 39.
+    let other = channel(&format!("etcd://{}/big?subset=20", server.endpoint()));
+    assert!(say(&other).await.is_ok());
+    assert_eq!(addrs(&other).len(), 20);
+    let all = channel(&format!("etcd://{}/big?subset=0", server.endpoint()));
+    assert!(say(&all).await.is_ok());
+    assert_eq!(addrs(&all).len(), 39);
+    let bad = Channel::builder(&format!("etcd://{}/big?subset=many", server.endpoint()))
+        .driver(&GoZeroDriver)
+        .unwrap()
+        .connect()
+        .unwrap_err();
+    assert!(bad.to_string().contains("subset=N"), "{bad}");
+}
+
 #[tokio::test]
 async fn wildcard_listen_address_is_published_routable() {
     let server = EtcdServer::start();
