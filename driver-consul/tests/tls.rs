@@ -2,68 +2,24 @@
 //! certificate from a private CA, reached with `?tls_ca=` on the target, for
 //! registration (agent API) and resolution (blocking health queries) alike.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use driver_consul::ConsulDriver;
 use driver_core::{Channel, Driver};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-use test_support::{ConsulAgent, EchoClient, EchoServer, SayRequest};
+use test_support::{ConsulAgent, EchoClient, EchoServer, SayRequest, TestPki};
 
-/// A private CA, a server certificate for 127.0.0.1 / localhost and a client
-/// certificate, as PEM text and as files.
-struct Pki {
-    dir: tempfile::TempDir,
-    ca: String,
-    server_cert: String,
-    server_key: String,
+/// A private CA with a server certificate for 127.0.0.1 / localhost, a client
+/// certificate (`client.pem`, `client-key.pem`) and an unrelated CA (`other-ca.pem`).
+fn pki() -> TestPki {
+    let pki = TestPki::new(&["localhost", "127.0.0.1"]);
+    pki.issue("client", &["client"]);
+    pki.write_other_ca("other-ca.pem");
+    pki
 }
 
-impl Pki {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let issue = |ca: &CertifiedIssuer<'static, KeyPair>, names: Vec<String>| {
-            let key = KeyPair::generate().unwrap();
-            let cert = CertificateParams::new(names)
-                .unwrap()
-                .signed_by(&key, ca)
-                .unwrap();
-            (cert.pem(), key.serialize_pem())
-        };
-        let ca = new_ca();
-        let (server_cert, server_key) =
-            issue(&ca, vec!["localhost".to_string(), "127.0.0.1".to_string()]);
-        let (client_cert, client_key) = issue(&ca, vec!["client".to_string()]);
-        let other_ca = new_ca();
-        for (name, pem) in [
-            ("ca.pem", ca.pem()),
-            ("client.pem", client_cert),
-            ("client-key.pem", client_key),
-            ("other-ca.pem", other_ca.pem()),
-        ] {
-            std::fs::write(dir.path().join(name), pem).unwrap();
-        }
-        Self {
-            dir,
-            ca: ca.pem(),
-            server_cert,
-            server_key,
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn start_agent(&self) -> ConsulAgent {
-        ConsulAgent::start_with_tls(&self.ca, &self.server_cert, &self.server_key)
-    }
-}
-
-fn new_ca() -> CertifiedIssuer<'static, KeyPair> {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+fn start_agent(pki: &TestPki) -> ConsulAgent {
+    ConsulAgent::start_with_tls(&pki.ca_pem, &pki.cert_pem, &pki.key_pem)
 }
 
 fn display(p: &Path) -> String {
@@ -82,8 +38,8 @@ async fn register_error(target: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_and_resolve_over_https_with_a_private_ca() {
-    let pki = Pki::new();
-    let agent = pki.start_agent();
+    let pki = pki();
+    let agent = start_agent(&pki);
     let https = agent.https_addr().unwrap();
     let target = format!(
         "consul://{https}/secure?tls_ca={}",
@@ -140,8 +96,8 @@ async fn register_and_resolve_over_https_with_a_private_ca() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_errors_name_the_problem_and_the_parameter() {
-    let pki = Pki::new();
-    let agent = pki.start_agent();
+    let pki = pki();
+    let agent = start_agent(&pki);
     let https = agent.https_addr().unwrap();
     let http = agent.http_addr();
     let ca = display(&pki.path("ca.pem"));
@@ -219,8 +175,8 @@ async fn tls_errors_name_the_problem_and_the_parameter() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_certificates_for_an_agent_that_verifies_clients() {
-    let pki = Pki::new();
-    let agent = ConsulAgent::start_with_tls_client_auth(&pki.ca, &pki.server_cert, &pki.server_key);
+    let pki = pki();
+    let agent = ConsulAgent::start_with_tls_client_auth(&pki.ca_pem, &pki.cert_pem, &pki.key_pem);
     let https = agent.https_addr().unwrap();
     let ca = display(&pki.path("ca.pem"));
 

@@ -5,11 +5,8 @@ use std::time::{Duration, Instant};
 
 use driver_core::resolve::{Resolver, SnapshotSender};
 use driver_core::{Channel, Endpoint, Target, TlsConnector};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-use test_support::echo::pb::echo_server::{Echo, EchoServer as EchoService};
-use test_support::{EchoClient, SayReply, SayRequest};
-use tonic::transport::{Identity, Server, ServerTlsConfig};
-use tonic::{Code, Request, Response, Status};
+use test_support::{EchoClient, EchoServer, SayRequest, TestPki};
+use tonic::{Code, Status};
 
 /// Resolves every target to one fixed address.
 struct FixedResolver(String);
@@ -21,45 +18,10 @@ impl Resolver for FixedResolver {
     }
 }
 
-struct TlsEcho;
-
-#[tonic::async_trait]
-impl Echo for TlsEcho {
-    async fn say(&self, req: Request<SayRequest>) -> Result<Response<SayReply>, Status> {
-        Ok(Response::new(SayReply {
-            message: req.into_inner().message,
-            server: "tls".into(),
-        }))
-    }
-}
-
-/// A CA and a `localhost` server certificate it signed: (CA PEM, server identity).
-fn certificates() -> (String, Identity) {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
-    (
-        ca.pem(),
-        Identity::from_pem(cert.pem(), key.serialize_pem()),
-    )
-}
-
-async fn start_tls_server(identity: Identity) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let server = Server::builder()
-        .tls_config(ServerTlsConfig::new().identity(identity))
-        .unwrap()
-        .add_service(EchoService::new(TlsEcho));
-    tokio::spawn(
-        server.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    addr
+/// A TLS echo server answering "tls" with a `localhost` certificate: (server, CA PEM).
+async fn start_tls_server() -> (EchoServer, String) {
+    let pki = TestPki::new(&["localhost"]);
+    (EchoServer::start_tls("tls", &pki).await, pki.ca_pem.clone())
 }
 
 async fn say(channel: Channel) -> Result<String, Status> {
@@ -75,8 +37,8 @@ async fn say(channel: Channel) -> Result<String, Status> {
 
 #[tokio::test]
 async fn tls_channel_talks_to_a_tls_endpoint_and_plaintext_does_not() {
-    let (ca_pem, identity) = certificates();
-    let addr = start_tls_server(identity).await;
+    let (server, ca_pem) = start_tls_server().await;
+    let addr = server.addr();
     let resolver: Arc<dyn Resolver> = Arc::new(FixedResolver(addr.clone()));
 
     let tls = TlsConnector::from_ca_pem(ca_pem.as_bytes())
@@ -105,9 +67,9 @@ async fn tls_channel_talks_to_a_tls_endpoint_and_plaintext_does_not() {
 
 #[tokio::test]
 async fn tls_channel_rejects_an_untrusted_server() {
-    let (_, identity) = certificates();
-    let (other_ca, _) = certificates();
-    let addr = start_tls_server(identity).await;
+    let (server, _) = start_tls_server().await;
+    let other_ca = TestPki::new(&["localhost"]).ca_pem.clone();
+    let addr = server.addr();
     let channel = Channel::builder(&format!("test:///untrusted-{addr}"))
         .resolver(Arc::new(FixedResolver(addr.clone())))
         .tls(

@@ -1,39 +1,23 @@
 //! etcd over TLS: a registry serving HTTPS with a certificate from a private CA, reached
 //! with `?tls_ca=` on the target, for registration and resolution alike.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use driver_core::{Channel, Driver};
 use driver_etcd::EtcdDriver;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-use test_support::{EchoClient, EchoServer, EtcdServer, SayRequest};
+use test_support::{EchoClient, EchoServer, EtcdServer, SayRequest, TestPki};
 
-/// Writes a CA and a server certificate for 127.0.0.1 / localhost into `dir`.
-fn write_certificates(dir: &Path) {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-    std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
-    std::fs::write(dir.join("server-key.pem"), key.serialize_pem()).unwrap();
+/// A CA and a server certificate for 127.0.0.1 / localhost.
+fn certificates() -> TestPki {
+    TestPki::new(&["localhost", "127.0.0.1"])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_and_resolve_over_tls_with_a_private_ca() {
-    let certs = tempfile::tempdir().unwrap();
-    write_certificates(certs.path());
-    let etcd = EtcdServer::start_with_tls(
-        &certs.path().join("server.pem"),
-        &certs.path().join("server-key.pem"),
-    );
+    let certs = certificates();
+    let etcd = EtcdServer::start_with_tls(&certs.path("server.pem"), &certs.path("server-key.pem"));
     let tls_ep = etcd.tls_endpoint().unwrap();
-    let ca = certs.path().join("ca.pem");
+    let ca = certs.path("ca.pem");
     let target = format!("etcd://{tls_ep}/secure?tls_ca={}", ca.display());
 
     let echo = EchoServer::start("over-tls").await;
@@ -68,16 +52,12 @@ async fn register_and_resolve_over_tls_with_a_private_ca() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_errors_name_the_problem() {
-    let certs = tempfile::tempdir().unwrap();
-    write_certificates(certs.path());
-    let etcd = EtcdServer::start_with_tls(
-        &certs.path().join("server.pem"),
-        &certs.path().join("server-key.pem"),
-    );
+    let certs = certificates();
+    let etcd = EtcdServer::start_with_tls(&certs.path("server.pem"), &certs.path("server-key.pem"));
     let tls_ep = etcd.tls_endpoint().unwrap();
 
     // A missing CA file is named in the error.
-    let missing = certs.path().join("nope.pem");
+    let missing = certs.path("nope.pem");
     let err = EtcdDriver
         .register_service(
             &format!("etcd://{tls_ep}/s?tls_ca={}", missing.display()),

@@ -222,7 +222,8 @@ async fn grpcs_endpoints_go_only_to_tls_clients() {
     let server = EtcdServer::start();
     let ep = server.endpoint();
     let plain = EchoServer::start("plain").await;
-    let (tls_addr, ca_pem) = start_tls_echo().await;
+    let (tls_echo, ca_pem) = start_tls_echo().await;
+    let tls_addr = tls_echo.addr();
     let tls_port = tls_addr.rsplit_once(':').unwrap().1;
     let driver = driver_for(&ep);
     // One instance serving both (kratos ≥ 2.3 style), one TLS-only in the kratos 2.2

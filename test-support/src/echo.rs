@@ -100,6 +100,7 @@ pub struct EchoServer {
     addr: SocketAddr,
     shared: Arc<Shared>,
     health: Option<HealthReporter>,
+    tls: Option<tonic::transport::Identity>,
     running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
 }
 
@@ -121,16 +122,30 @@ impl EchoServer {
         Self::start_inner(name, crate::free_port(), Some(HealthReporter::new())).await
     }
 
+    /// Starts a server called `name` on a free loopback port that serves TLS only, with
+    /// `pki`'s server certificate.
+    pub async fn start_tls(name: &str, pki: &crate::TestPki) -> Self {
+        let mut server = Self::new(name, crate::free_port(), None);
+        server.tls = Some(pki.identity());
+        server.restart().await;
+        server
+    }
+
     async fn start_inner(name: &str, port: u16, health: Option<HealthReporter>) -> Self {
-        let mut server = Self {
+        let mut server = Self::new(name, port, health);
+        server.restart().await;
+        server
+    }
+
+    fn new(name: &str, port: u16, health: Option<HealthReporter>) -> Self {
+        Self {
             name: name.to_string(),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             shared: Arc::new(Shared::default()),
             health,
+            tls: None,
             running: None,
-        };
-        server.restart().await;
-        server
+        }
     }
 
     /// Sets the overall health status (service `""`) to `SERVING` or `NOT_SERVING`.
@@ -233,8 +248,15 @@ impl EchoServer {
             },
         );
         let name = self.name.clone();
+        let tls = self.tls.clone();
         let task = tokio::spawn(async move {
-            let result = tonic::transport::Server::builder()
+            let mut builder = tonic::transport::Server::builder();
+            if let Some(identity) = tls {
+                builder = builder
+                    .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                    .expect("TLS configuration of the echo server");
+            }
+            let result = builder
                 .add_service(service)
                 .add_service(crate::streams::service(&name))
                 .add_optional_service(health)

@@ -24,6 +24,7 @@ mod interop;
 mod ports;
 mod process;
 pub mod streams;
+mod tls;
 mod wait;
 
 pub use binary::{ETCD_INSTALL_HINT, etcd_binary, find_binary};
@@ -34,4 +35,5 @@ pub use etcd::{EtcdCluster, EtcdServer};
 pub use interop::{InteropProcess, interop_binary, run_interop};
 pub use ports::{free_port, free_ports};
 pub use streams::{Note, ProduceRequest, StreamsClient, Summary};
+pub use tls::TestPki;
 pub use wait::wait_for;

@@ -10,11 +10,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use driver_core::{Channel, TlsConnector};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-use test_support::echo::pb::echo_server::{Echo, EchoServer as EchoService};
-use test_support::{EchoClient, SayReply, SayRequest};
-use tonic::transport::{Identity, Server, ServerTlsConfig};
-use tonic::{Request, Response, Status};
+use test_support::{EchoClient, EchoServer, SayRequest, TestPki};
+use tonic::Status;
 
 pub fn kratos_binary(name: &str) -> PathBuf {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -187,85 +184,21 @@ pub async fn say_eventually(channel: Channel, within: Duration) -> String {
     }
 }
 
-struct TlsEcho;
-
-#[tonic::async_trait]
-impl Echo for TlsEcho {
-    async fn say(&self, req: Request<SayRequest>) -> Result<Response<SayReply>, Status> {
-        Ok(Response::new(SayReply {
-            message: req.into_inner().message,
-            server: "tls".into(),
-        }))
-    }
-}
-
-/// A fresh CA and a server certificate it issued for `names`, as PEM, also written to
-/// files (`ca.pem`, `cert.pem`, `key.pem`) for the Go programs.
-pub struct TestPki {
-    pub ca_pem: String,
-    pub cert_pem: String,
-    pub key_pem: String,
-    dir: tempfile::TempDir,
-}
-
-impl TestPki {
-    pub fn new(names: &[&str]) -> Self {
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-        let key = KeyPair::generate().unwrap();
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let cert = CertificateParams::new(names)
-            .unwrap()
-            .signed_by(&key, &ca)
-            .unwrap();
-        let pki = Self {
-            ca_pem: ca.pem(),
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            dir: tempfile::tempdir().unwrap(),
-        };
-        for (name, pem) in [
-            ("ca.pem", &pki.ca_pem),
-            ("cert.pem", &pki.cert_pem),
-            ("key.pem", &pki.key_pem),
-        ] {
-            std::fs::write(pki.dir.path().join(name), pem).unwrap();
-        }
-        pki
-    }
-
-    /// The path of one of the PEM files.
-    pub fn file(&self, name: &str) -> String {
-        self.dir.path().join(name).to_string_lossy().into_owned()
-    }
-
-    /// A TLS connector trusting the CA.
-    pub fn connector(&self) -> TlsConnector {
-        TlsConnector::from_ca_pem(self.ca_pem.as_bytes()).unwrap()
-    }
-}
-
-/// A TLS echo server answering "tls" with `pki`'s certificate; its address.
-pub async fn start_tls_echo_with(pki: &TestPki) -> String {
-    let identity = Identity::from_pem(&pki.cert_pem, &pki.key_pem);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let server = Server::builder()
-        .tls_config(ServerTlsConfig::new().identity(identity))
-        .unwrap()
-        .add_service(EchoService::new(TlsEcho));
-    tokio::spawn(
-        server.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    addr
-}
-
 /// A TLS echo server answering "tls" with a `localhost` certificate from a fresh CA:
-/// (address, CA PEM).
-pub async fn start_tls_echo() -> (String, String) {
+/// (server, CA PEM).
+pub async fn start_tls_echo() -> (EchoServer, String) {
     let pki = TestPki::new(&["localhost"]);
-    (start_tls_echo_with(&pki).await, pki.ca_pem.clone())
+    (EchoServer::start_tls("tls", &pki).await, pki.ca_pem.clone())
+}
+
+/// The path of one of `pki`'s files, as a string for a command line.
+pub fn path(pki: &TestPki, name: &str) -> String {
+    pki.path(name).to_string_lossy().into_owned()
+}
+
+/// A TLS connector trusting `pki`'s CA.
+pub fn connector(pki: &TestPki) -> TlsConnector {
+    TlsConnector::from_ca_pem(pki.ca_pem.as_bytes()).unwrap()
 }
 
 /// The names answering `n` calls through `channel`, after one call has succeeded
@@ -311,7 +244,7 @@ pub async fn tls_interop_both_ways(
         format!("127.0.0.1:{}", test_support::free_port()),
         format!("127.0.0.1:{}", test_support::free_port()),
     );
-    let (cert, key) = (pki.file("cert.pem"), pki.file("key.pem"));
+    let (cert, key) = (path(&pki, "server.pem"), path(&pki, "server-key.pem"));
     let go_server = |listen: &str, name: &str, extra: &[&str]| {
         let mut args = vec![registry[0], registry[1], "-service", "gosec"];
         args.extend(["-listen", listen, "-name", name]);
@@ -325,7 +258,7 @@ pub async fn tls_interop_both_ways(
     );
     let _go_plain = go_server(&plain_listen, "goplain", &[]);
     let secure = driver
-        .tls_channel("discovery:///gosec", pki.connector())
+        .tls_channel("discovery:///gosec", connector(&pki))
         .unwrap()
         .connect()
         .unwrap();
@@ -342,17 +275,17 @@ pub async fn tls_interop_both_ways(
     assert_eq!(addrs, [plain_listen]);
 
     // our servers, kratos clients.
-    let tls_addr = start_tls_echo_with(&pki).await;
-    let plain = test_support::EchoServer::start("rust-plain").await;
+    let tls_echo = EchoServer::start_tls("tls", &pki).await;
+    let plain = EchoServer::start("rust-plain").await;
     let _tls_reg = driver
-        .register_service(&target("rustsec"), &format!("grpcs://{tls_addr}"))
+        .register_service(&target("rustsec"), &format!("grpcs://{}", tls_echo.addr()))
         .await
         .unwrap();
     let _plain_reg = driver
         .register_service(&target("rustsec"), &format!("grpc://{}", plain.addr()))
         .await
         .unwrap();
-    let ca = pki.file("ca.pem");
+    let ca = path(&pki, "ca.pem");
     let secure_args: Vec<String> = [
         registry[0],
         registry[1],
