@@ -3,13 +3,21 @@
 //! ```text
 //! dtmdriver [--driver NAME] drivers
 //! dtmdriver [--driver NAME] parse URI
-//! dtmdriver [--driver NAME] resolve TARGET [--watch] [--timeout SECS] [--connect]
+//! dtmdriver [--driver NAME] resolve TARGET [--watch] [--timeout SECS] [--connect] [TLS]
 //! dtmdriver [--driver NAME] register TARGET ENDPOINT
-//! dtmdriver [--driver NAME] call URI [--data-hex HEX | --data-file F] [--metadata k=v]... [--timeout SECS]
+//! dtmdriver [--driver NAME] call URI [--data-hex HEX | --data-file F] [--metadata k=v]... [--timeout SECS] [TLS]
+//!
+//! TLS: --tls-ca FILE [--tls-server-name NAME]
 //! ```
 //!
 //! `--driver` defaults to `$DTM_DRIVER`, else `default`. Results go to stdout as JSON
 //! (hex for `call`); errors to stderr with a non-zero exit code.
+//!
+//! With `--tls-ca`, endpoints are dialed with TLS, trusting the CA certificates in the
+//! PEM file; certificates are checked against `--tls-server-name`, else the endpoint's
+//! host. Under `dtm-driver-kratos` the channel takes the instances' TLS endpoints
+//! (`grpcs://`) and checks certificates against the service name, as kratos' Go client
+//! does.
 
 #![allow(clippy::print_stdout)] // a CLI's output is its product
 
@@ -25,7 +33,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use driver_core::target::redact;
-use driver_core::{Channel, Endpoint};
+use driver_core::{Channel, ChannelBuilder, Endpoint, TlsConnector};
 use serde::Serialize;
 
 #[derive(Parser)]
@@ -64,6 +72,8 @@ enum Command {
         /// Also dial each endpoint and show its connection state.
         #[arg(long)]
         connect: bool,
+        #[command(flatten)]
+        tls: TlsArgs,
     },
     /// Register ENDPOINT at TARGET until SIGINT/SIGTERM, then deregister.
     Register {
@@ -88,7 +98,44 @@ enum Command {
         /// Deadline of the call, in seconds.
         #[arg(long, default_value_t = 10.0)]
         timeout: f64,
+        #[command(flatten)]
+        tls: TlsArgs,
     },
+}
+
+#[derive(clap::Args)]
+struct TlsArgs {
+    /// Dial endpoints with TLS, trusting the CA certificates in this PEM file.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// Check server certificates against NAME instead of the endpoint's host (kratos:
+    /// the service name).
+    #[arg(long, value_name = "NAME", requires = "tls_ca")]
+    tls_server_name: Option<String>,
+}
+
+impl TlsArgs {
+    /// A channel builder for `target` under the driver named `driver`, with TLS if
+    /// asked for.
+    fn channel(&self, driver: &str, target: &str) -> Result<ChannelBuilder, Failure> {
+        let bad = |e: driver_core::Error| Failure(e.to_string(), 2);
+        let Some(ca) = &self.tls_ca else {
+            return Ok(Channel::builder(target));
+        };
+        let pem =
+            std::fs::read(ca).map_err(|e| Failure(format!("--tls-ca {}: {e}", ca.display()), 2))?;
+        let mut tls = TlsConnector::from_ca_pem(&pem)
+            .map_err(|e| Failure(format!("--tls-ca {}: {e}", ca.display()), 2))?;
+        if let Some(name) = &self.tls_server_name {
+            tls = tls.with_server_name(name);
+        }
+        if driver == driver_kratos_compat::NAME {
+            return driver_kratos_compat::KratosDriver::default()
+                .tls_channel(target, tls)
+                .map_err(bad);
+        }
+        Ok(Channel::builder(target).tls(tls))
+    }
 }
 
 #[derive(Serialize)]
@@ -173,9 +220,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             watch,
             timeout,
             connect,
+            tls,
         } => {
             chosen()?;
-            resolve(&target, watch, secs(timeout)?, connect).await
+            let builder = tls.channel(&cli.driver, &target)?;
+            resolve(builder, &target, watch, secs(timeout)?, connect).await
         }
         Command::Register { target, endpoint } => {
             let driver = chosen()?;
@@ -202,6 +251,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             data_file,
             metadata,
             timeout,
+            tls,
         } => {
             let payload = match (data_hex, data_file) {
                 (Some(h), _) => {
@@ -222,7 +272,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let sm = chosen()?
                 .parse_server_method(&uri)
                 .map_err(|e| Failure(e.to_string(), 2))?;
-            let channel = Channel::builder(&sm.server)
+            let channel = tls
+                .channel(&cli.driver, &sm.server)?
                 .resolve_timeout(timeout)
                 .connect()
                 .map_err(|e| Failure(e.to_string(), 2))?;
@@ -265,12 +316,13 @@ fn secs(s: f64) -> Result<Duration, Failure> {
 }
 
 async fn resolve(
+    builder: ChannelBuilder,
     target: &str,
     watch: bool,
     timeout: Duration,
     connect: bool,
 ) -> Result<(), Failure> {
-    let channel = Channel::builder(target)
+    let channel = builder
         .resolve_timeout(timeout)
         .connect()
         .map_err(|e| Failure(e.to_string(), 2))?;

@@ -3,7 +3,7 @@
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use test_support::{EtcdServer, free_port};
+use test_support::{EchoServer, EtcdServer, TestPki, free_port};
 
 fn dtmdriver(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dtmdriver"))
@@ -157,6 +157,63 @@ fn call_rejects_bad_input_with_a_usage_error() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("KEY=VALUE"));
+}
+
+/// `echo.SayRequest{message: "hi"}` and the reply of the echo server named "tls".
+const SAY_HI: &str = "0a026869";
+const TLS_SAYS_HI: &str = "0a0268691203746c73";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_over_tls_trusts_the_given_ca_only() {
+    let pki = TestPki::new(&["localhost"]);
+    let server = EchoServer::start_tls("tls", &pki).await;
+    let uri = format!("direct:///{}/echo.Echo/Say", server.addr());
+    let ca = pki.path("ca.pem").display().to_string();
+    let other_ca = pki.write_other_ca("other.pem").display().to_string();
+    let missing = pki.path("missing.pem").display().to_string();
+    let run = |args: Vec<String>| async move {
+        tokio::task::spawn_blocking(move || {
+            dtmdriver(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+        .await
+        .unwrap()
+    };
+    let call = |extra: &[&str]| {
+        let mut args: Vec<String> = ["call", &uri, "--data-hex", SAY_HI, "--timeout", "3"]
+            .map(String::from)
+            .into();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    };
+
+    let out = run(call(&["--tls-ca", &ca, "--tls-server-name", "localhost"])).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), TLS_SAYS_HI);
+
+    // The endpoint's host (127.0.0.1) is not in the certificate.
+    let out = run(call(&["--tls-ca", &ca])).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("127.0.0.1"), "{}", stderr(&out));
+
+    let out = run(call(&[
+        "--tls-ca",
+        &other_ca,
+        "--tls-server-name",
+        "localhost",
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("UNAVAILABLE"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("TLS"), "{}", stderr(&out));
+
+    // Plaintext to a TLS server fails too.
+    let out = run(call(&[])).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+
+    let out = run(call(&["--tls-ca", &missing])).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--tls-ca"), "{}", stderr(&out));
+    assert_eq!(server.calls(), 1);
 }
 
 fn hex_decode(s: &str) -> Vec<u8> {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Running, run_bounded};
+use common::{Running, run_bounded, run_ok};
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use etcd_client::{Client, GetOptions};
 use serde_json::Value;
-use test_support::{ConsulAgent, EchoServer, EtcdServer};
+use test_support::{ConsulAgent, EchoServer, EtcdServer, TestPki};
 
 fn kratos_client(etcd: &str, service: &str) -> Vec<String> {
     kratos_client_on("-etcd", etcd, service)
@@ -101,14 +101,7 @@ async fn register_writes_a_kratos_instance_a_kratos_client_calls_and_sigint_remo
         ])
         .env_remove("DTM_DRIVER")
         .env("DTM_KRATOS_REGISTRY", format!("etcd://{ep}"));
-    let out = tokio::task::spawn_blocking(move || run_bounded(resolve, "dtmdriver resolve"))
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(resolve, "dtmdriver resolve").await;
     let resolved: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(resolved["endpoints"][0]["addr"], echo.addr());
     assert_eq!(resolved["endpoints"][0]["metadata"]["id"], id);
@@ -192,4 +185,55 @@ async fn register_in_consul_a_kratos_client_calls_and_sigint_deregisters() {
             .any(|s| s["Service"] == "busi"),
         "the service must be gone once dtmdriver exits: {body}"
     );
+}
+
+/// The echo reply bytes of server `name` to `SayRequest{message: "hi"}`, in hex.
+fn reply_hex(name: &str) -> String {
+    let hex: String = name.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("0a02686912{:02x}{hex}", name.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_with_tls_ca_takes_the_grpcs_endpoints_and_checks_the_service_name() {
+    use driver_core::Driver;
+    let server = EtcdServer::start();
+    let ep = server.endpoint();
+    // kratos' Go client checks the certificate against the service name; so do we.
+    let pki = TestPki::new(&["secure"]);
+    let tls = EchoServer::start_tls("tls", &pki).await;
+    let plain = EchoServer::start("plain").await;
+    let driver = driver_kratos_compat::KratosDriver::default()
+        .with_registry(&format!("etcd://{ep}"))
+        .unwrap();
+    let _tls_reg = driver
+        .register_service("discovery:///secure", &format!("grpcs://{}", tls.addr()))
+        .await
+        .unwrap();
+    let _plain_reg = driver
+        .register_service("discovery:///secure", &format!("grpc://{}", plain.addr()))
+        .await
+        .unwrap();
+    let ca = pki.path("ca.pem").display().to_string();
+    let call = move |tls_args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_dtmdriver"));
+        command
+            .args(["--driver", "dtm-driver-kratos", "call"])
+            .args([
+                "discovery:///secure/echo.Echo/Say",
+                "--data-hex",
+                "0a026869",
+            ])
+            .args(tls_args)
+            .env_remove("DTM_DRIVER")
+            .env("DTM_KRATOS_REGISTRY", format!("etcd://{ep}"));
+        command
+    };
+    for (command, expected) in [
+        (call(&["--tls-ca", &ca]), reply_hex("tls")),
+        (call(&[]), reply_hex("plain")),
+    ] {
+        let out = run_ok(command, "dtmdriver call").await;
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), expected);
+    }
+    assert_eq!((tls.calls(), plain.calls()), (1, 1));
 }

@@ -100,3 +100,17 @@ pub fn run_bounded(mut command: Command, what: &str) -> Output {
     }
     child.wait_with_output().expect("collect output")
 }
+
+/// Runs a command to completion on a blocking thread (bounded as [`run_bounded`]) and
+/// asserts it succeeded; its output.
+pub async fn run_ok(command: Command, what: &'static str) -> Output {
+    let out = tokio::task::spawn_blocking(move || run_bounded(command, what))
+        .await
+        .expect("the blocking task");
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
