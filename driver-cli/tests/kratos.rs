@@ -5,13 +5,12 @@ mod common;
 
 use common::{Running, run_bounded, run_ok};
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use etcd_client::{Client, GetOptions};
 use serde_json::Value;
-use test_support::{ConsulAgent, EchoServer, EtcdServer, TestPki};
+use test_support::{ConsulAgent, EchoServer, EtcdServer, TestPki, run_interop};
 
 fn kratos_client(etcd: &str, service: &str) -> Vec<String> {
     kratos_client_on("-etcd", etcd, service)
@@ -19,24 +18,8 @@ fn kratos_client(etcd: &str, service: &str) -> Vec<String> {
 
 /// Runs the kratos Go client against `registry` (`-etcd HOSTS` or `-consul ADDR`).
 fn kratos_client_on(flag: &str, registry: &str, service: &str) -> Vec<String> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../interop/bin/kratos-echo-client");
-    assert!(
-        path.exists(),
-        "{} is missing; build the kratos interop programs with `bash interop/build.sh`",
-        path.display()
-    );
-    let mut command = Command::new(path);
-    command.args([flag, registry, "-service", service, "-n", "2"]);
-    let out = run_bounded(command, "kratos-echo-client");
-    assert!(
-        out.status.success(),
-        "kratos-echo-client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
+    let args = [flag, registry, "-service", service, "-n", "2"];
+    run_interop("kratos-echo-client", &args, Duration::from_secs(40))
 }
 
 async fn list(client: &mut Client, prefix: &str) -> Vec<(String, Value, i64)> {

@@ -474,7 +474,7 @@ async fn change_propagation_of_discovery_over_etcd_beside_the_kratos_go_client()
             rust.push(start.elapsed());
             // kratos Go watcher.
             loop {
-                let (at, line) = go
+                let (_, line) = go
                     .lines
                     .recv_timeout(Duration::from_secs(5))
                     .expect("the kratos watcher missed a change for 5 s");
@@ -482,7 +482,6 @@ async fn change_propagation_of_discovery_over_etcd_beside_the_kratos_go_client()
                     let v: Value = serde_json::from_str(&line).unwrap();
                     let printed = std::time::UNIX_EPOCH
                         + Duration::from_nanos(v["unix_nanos"].as_u64().unwrap());
-                    let _ = at;
                     kratos.push(printed.duration_since(start_wall).unwrap_or_default());
                     break;
                 }

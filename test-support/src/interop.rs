@@ -1,10 +1,54 @@
 //! The Go programs under `interop/` (go-zero, kratos, consul), built by
 //! `bash interop/build.sh` into `interop/bin/`: finding them, running one to its end
-//! within a bound, and keeping a long-running one that is killed on drop.
+//! within a bound, and keeping a long-running one that is killed on drop. Also the
+//! pieces any long-running child needs: its stdout lines on a channel, and a signal
+//! with a bounded wait for the exit.
 
+use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+/// The lines of `stdout` (a child's), each with the instant it was read, on a channel
+/// fed by a reader thread; the channel ends with the stream.
+pub fn read_lines(stdout: impl Read + Send + 'static) -> mpsc::Receiver<(Instant, String)> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send((Instant::now(), line)).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Sends `signal` (`INT`, `TERM`, `KILL`) to `child` and waits for it to exit, at most
+/// `limit`; its exit status.
+///
+/// # Panics
+///
+/// Panics if the signal cannot be sent or the child outlives `limit`.
+pub fn signal_and_wait(child: &mut Child, signal: &str, limit: Duration) -> ExitStatus {
+    let sent = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success(), "kill -{signal} {} failed", child.id());
+    let until = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            return status;
+        }
+        assert!(
+            Instant::now() < until,
+            "process {} did not exit within {limit:?} of SIG{signal}",
+            child.id()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
 
 /// The path of `interop/bin/NAME`.
 ///
@@ -84,6 +128,26 @@ impl InteropProcess {
     /// As [`start`](Self::start).
     pub fn start_piped(name: &str, args: &[&str]) -> Self {
         Self::spawn(name, args, Stdio::piped())
+    }
+
+    /// Starts it with its stdout lines on a channel ([`read_lines`]).
+    ///
+    /// # Panics
+    ///
+    /// As [`start`](Self::start).
+    pub fn start_lines(name: &str, args: &[&str]) -> (Self, mpsc::Receiver<(Instant, String)>) {
+        let mut process = Self::start_piped(name, args);
+        let stdout = process.0.stdout.take().expect("piped stdout");
+        (process, read_lines(stdout))
+    }
+
+    /// Sends SIGINT and waits for the exit (at most 15 s); its exit status.
+    ///
+    /// # Panics
+    ///
+    /// As [`signal_and_wait`].
+    pub fn interrupt(&mut self) -> ExitStatus {
+        signal_and_wait(&mut self.0, "INT", Duration::from_secs(15))
     }
 
     fn spawn(name: &str, args: &[&str], stdout: Stdio) -> Self {

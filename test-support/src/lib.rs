@@ -32,7 +32,7 @@ pub use consul::{CONSUL_BUILD_HINT, ConsulAgent, consul_agent_binary};
 pub use dtm::{DTM_BUILD_HINT, DtmEndpoint, DtmServer, dtm_binary};
 pub use echo::{Behavior, EchoClient, EchoServer, SayReply, SayRequest};
 pub use etcd::{EtcdCluster, EtcdServer};
-pub use interop::{InteropProcess, interop_binary, run_interop};
+pub use interop::{InteropProcess, interop_binary, read_lines, run_interop, signal_and_wait};
 pub use ports::{free_port, free_ports};
 pub use streams::{Note, ProduceRequest, StreamsClient, Summary};
 pub use tls::TestPki;

@@ -4,7 +4,6 @@
 // Each test file uses its own subset of these helpers.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -29,16 +28,7 @@ impl Running {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("run dtmdriver");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if tx.send((Instant::now(), line)).is_err() {
-                    return;
-                }
-            }
-        });
+        let lines = test_support::read_lines(child.stdout.take().expect("piped stdout"));
         Self { child, lines }
     }
 
@@ -52,22 +42,7 @@ impl Running {
     /// Sends `signal` (`INT`, `TERM`, `KILL`) and waits (bounded) for the exit; true if
     /// the process exited successfully.
     pub fn signal(mut self, signal: &str) -> bool {
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
-        let until = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait for dtmdriver") {
-                return status.success();
-            }
-            assert!(
-                Instant::now() < until,
-                "dtmdriver did not exit after SIG{signal}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        test_support::signal_and_wait(&mut self.child, signal, Duration::from_secs(10)).success()
     }
 
     /// Sends SIGINT and asserts a successful exit (deregistered, then exit 0).

@@ -3,106 +3,35 @@
 
 #![allow(dead_code)] // each test file uses its own subset
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use driver_core::{Channel, TlsConnector};
-use test_support::{EchoClient, EchoServer, SayRequest, TestPki};
+use test_support::{EchoClient, EchoServer, InteropProcess, SayRequest, TestPki, run_interop};
 use tonic::Status;
-
-pub fn kratos_binary(name: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../interop/bin")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is missing; build the kratos interop programs with `bash interop/build.sh`",
-        path.display()
-    );
-    path
-}
 
 /// Runs kratos-echo-client with `args` (bounded to 40 s) and returns the server names
 /// it printed.
 pub fn kratos_client(args: &[String]) -> Vec<String> {
-    let mut child = Command::new(kratos_binary("kratos-echo-client"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run kratos-echo-client");
-    let until = Instant::now() + Duration::from_secs(40);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > until {
-            let _ = child.kill();
-            panic!("kratos-echo-client {args:?} did not finish within 40 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "kratos-echo-client {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_interop("kratos-echo-client", &args, Duration::from_secs(40))
 }
 
-/// A Go process, killed when dropped; its stdout lines arrive on a channel.
+/// A kratos Go program, killed when dropped; its stdout lines arrive on a channel.
 pub struct GoProcess {
-    pub child: Child,
-    pub lines: mpsc::Receiver<(std::time::SystemTime, String)>,
+    process: InteropProcess,
+    pub lines: mpsc::Receiver<(Instant, String)>,
 }
 
 impl GoProcess {
     pub fn start(binary: &str, args: &[&str]) -> Self {
-        let mut child = Command::new(kratos_binary(binary))
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("run {binary}: {e}"));
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if tx.send((std::time::SystemTime::now(), line)).is_err() {
-                    return;
-                }
-            }
-        });
-        Self { child, lines }
+        let (process, lines) = InteropProcess::start_lines(binary, args);
+        Self { process, lines }
     }
 
     /// Sends SIGINT and waits (bounded) for the process to exit.
     pub fn interrupt(&mut self) {
-        let status = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
-        let until = Instant::now() + Duration::from_secs(15);
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(
-                Instant::now() < until,
-                "the Go process ignored SIGINT for 15 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for GoProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.interrupt();
     }
 }
 
