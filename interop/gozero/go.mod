@@ -6,10 +6,12 @@ require (
 	github.com/zeromicro/go-zero v1.10.3
 	github.com/zeromicro/zero-contrib/zrpc/registry/consul v0.0.0-20230212061721-86dbe4a9e613
 	google.golang.org/grpc v1.80.0
-	google.golang.org/protobuf v1.36.11
 )
 
+require google.golang.org/protobuf v1.36.11 // indirect
+
 require (
+	dtmdriver-rs/interop/echopb v0.0.0
 	github.com/armon/go-metrics v0.4.0 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cenkalti/backoff/v5 v5.0.3 // indirect
@@ -108,3 +110,5 @@ require (
 	sigs.k8s.io/structured-merge-diff/v6 v6.3.0 // indirect
 	sigs.k8s.io/yaml v1.6.0 // indirect
 )
+
+replace dtmdriver-rs/interop/echopb => ../shared/echopb

@@ -22,7 +22,7 @@ import (
 	"github.com/zeromicro/go-zero/zrpc"
 	_ "github.com/zeromicro/zero-contrib/zrpc/registry/consul"
 
-	"dtmdriver-rs/interop/gozero/echopb"
+	"dtmdriver-rs/interop/echopb"
 )
 
 func main() {

@@ -21,7 +21,7 @@ import (
 	"github.com/zeromicro/zero-contrib/zrpc/registry/consul"
 	"google.golang.org/grpc"
 
-	"dtmdriver-rs/interop/gozero/echopb"
+	"dtmdriver-rs/interop/echopb"
 )
 
 type echo struct {

@@ -35,7 +35,7 @@ import (
 	consulapi "github.com/hashicorp/consul/api"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"dtmdriver-rs/interop/kratos/echopb"
+	"dtmdriver-rs/interop/echopb"
 )
 
 func main() {
