@@ -10,7 +10,7 @@ use driver_consul::native::NativeResolver;
 use driver_core::resolve::{Resolver, SnapshotSender};
 use driver_core::{Channel, Driver, Policy, Target};
 use serde_json::Value;
-use test_support::{ConsulAgent, EchoClient, EchoServer, SayRequest, wait_for};
+use test_support::{ConsulAgent, EchoServer, addrs, say, wait_for};
 
 fn get(agent: &ConsulAgent, path: &str) -> Value {
     let (code, body) = agent.api("GET", path, "");
@@ -25,26 +25,6 @@ fn channel(target: &str, policy: Policy) -> Channel {
         .policy(policy)
         .connect()
         .unwrap()
-}
-
-fn addrs(channel: &Channel) -> BTreeSet<String> {
-    channel
-        .status()
-        .endpoints
-        .into_iter()
-        .map(|e| e.endpoint.addr)
-        .collect()
-}
-
-async fn say(channel: &Channel) -> Result<String, tonic::Status> {
-    let mut client = EchoClient::new(channel.clone());
-    let call = client.say(SayRequest {
-        message: "hi".into(),
-    });
-    match tokio::time::timeout(Duration::from_secs(10), call).await {
-        Ok(reply) => reply.map(|r| r.into_inner().server),
-        Err(_) => Err(tonic::Status::deadline_exceeded("the call hung for 10 s")),
-    }
 }
 
 fn percentile(sorted: &[Duration], p: usize) -> Duration {

@@ -7,22 +7,13 @@ use std::time::{Duration, Instant};
 use driver_consul::ConsulDriver;
 use driver_core::{Channel, Driver};
 use serde_json::Value;
-use test_support::{ConsulAgent, EchoClient, EchoServer, SayRequest};
+use test_support::{ConsulAgent, EchoClient, EchoServer, SayRequest, addrs};
 
 /// The check interval the test registers.
 const INTERVAL: Duration = Duration::from_secs(1);
 /// What the change may take beyond one interval: the agent's blocking query answering,
 /// the resolver's snapshot, a loaded machine.
 const SLACK: Duration = Duration::from_millis(2500);
-
-fn addrs(channel: &Channel) -> BTreeSet<String> {
-    channel
-        .status()
-        .endpoints
-        .into_iter()
-        .map(|e| e.endpoint.addr)
-        .collect()
-}
 
 /// Waits (at most `within`) until the channel's endpoint set is `expect`; returns how
 /// long that took.

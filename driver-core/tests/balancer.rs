@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use driver_core::resolve::{Resolver, SnapshotSender};
 use driver_core::{Channel, ChannelStatus, Endpoint, Policy, Target};
-use test_support::{Behavior, EchoClient, EchoServer, SayRequest, free_port};
+use test_support::{Behavior, EchoClient, EchoServer, SayRequest, free_port, say};
 use tokio::net::{TcpListener, TcpStream};
 use tonic::Code;
 
@@ -72,10 +72,6 @@ fn channel(
         .backoff_max(Duration::from_millis(500));
     let channel = tune(builder).connect().expect("connect");
     (channel, resolver)
-}
-
-async fn say(channel: &Channel) -> Result<String, tonic::Status> {
-    say_within(channel, None).await
 }
 
 async fn say_within(channel: &Channel, timeout: Option<Duration>) -> Result<String, tonic::Status> {

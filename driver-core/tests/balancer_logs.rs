@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use driver_core::resolve::{Resolver, SnapshotSender};
 use driver_core::{Channel, ChannelStatus, Endpoint, Target};
-use test_support::{EchoClient, EchoServer, SayRequest, free_port};
+use test_support::{EchoServer, free_port, say};
 
 /// A resolver the test feeds by hand.
 #[derive(Default)]
@@ -49,17 +49,6 @@ fn channel(test: &str) -> (Channel, Arc<TestResolver>) {
         .connect()
         .expect("connect");
     (channel, resolver)
-}
-
-async fn say(channel: &Channel) -> Result<String, tonic::Status> {
-    let mut client = EchoClient::new(channel.clone());
-    let call = client.say(SayRequest {
-        message: "hi".into(),
-    });
-    tokio::time::timeout(Duration::from_secs(20), call)
-        .await
-        .expect("a call hung for 20 s")
-        .map(|r| r.into_inner().server)
 }
 
 async fn wait_status(channel: &Channel, what: &str, check: impl Fn(&ChannelStatus) -> bool) {

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use driver_core::resolve::{Resolver, SnapshotSender};
 use driver_core::{Channel, Endpoint, Target, TlsConnector};
-use test_support::{EchoClient, EchoServer, SayRequest, TestPki};
-use tonic::{Code, Status};
+use test_support::{EchoServer, TestPki, say};
+use tonic::Code;
 
 /// Resolves every target to one fixed address.
 struct FixedResolver(String);
@@ -24,17 +24,6 @@ async fn start_tls_server() -> (EchoServer, String) {
     (EchoServer::start_tls("tls", &pki).await, pki.ca_pem.clone())
 }
 
-async fn say(channel: Channel) -> Result<String, Status> {
-    let mut client = EchoClient::new(channel);
-    let call = client.say(SayRequest {
-        message: "hi".into(),
-    });
-    tokio::time::timeout(Duration::from_secs(20), call)
-        .await
-        .expect("a call hung for 20 s")
-        .map(|r| r.into_inner().server)
-}
-
 #[tokio::test]
 async fn tls_channel_talks_to_a_tls_endpoint_and_plaintext_does_not() {
     let (server, ca_pem) = start_tls_server().await;
@@ -50,7 +39,7 @@ async fn tls_channel_talks_to_a_tls_endpoint_and_plaintext_does_not() {
         .connect()
         .unwrap();
     for _ in 0..3 {
-        assert_eq!(say(secure.clone()).await.unwrap(), "tls");
+        assert_eq!(say(&secure).await.unwrap(), "tls");
     }
 
     let plain = Channel::builder(&format!("test:///plain-{addr}"))
@@ -59,7 +48,7 @@ async fn tls_channel_talks_to_a_tls_endpoint_and_plaintext_does_not() {
         .connect()
         .unwrap();
     let started = Instant::now();
-    let err = say(plain).await.unwrap_err();
+    let err = say(&plain).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     assert!(err.message().contains(&addr), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
@@ -79,7 +68,7 @@ async fn tls_channel_rejects_an_untrusted_server() {
         )
         .connect()
         .unwrap();
-    let err = say(channel).await.unwrap_err();
+    let err = say(&channel).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     assert!(err.message().contains("TLS"), "{err:?}");
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use driver_core::{Channel, Driver, Policy};
 use driver_etcd::{EtcdConfig, EtcdDriver, PrefixWatcher};
 use etcd_client::{Client, CompactionOptions};
-use test_support::{EchoClient, EchoServer, EtcdCluster, EtcdServer, SayRequest, wait_for};
+use test_support::{EchoServer, EtcdCluster, EtcdServer, addrs, say, wait_for};
 
 async fn etcd(endpoints: &[String]) -> Client {
     tokio::time::timeout(Duration::from_secs(5), Client::connect(endpoints, None))
@@ -22,28 +22,6 @@ fn channel(target: &str, policy: Policy) -> Channel {
         .policy(policy)
         .connect()
         .unwrap()
-}
-
-fn addrs(channel: &Channel) -> BTreeSet<String> {
-    channel
-        .status()
-        .endpoints
-        .into_iter()
-        .map(|e| e.endpoint.addr)
-        .collect()
-}
-
-async fn say(channel: &Channel) -> String {
-    let mut client = EchoClient::new(channel.clone());
-    let call = client.say(SayRequest {
-        message: "hi".into(),
-    });
-    tokio::time::timeout(Duration::from_secs(10), call)
-        .await
-        .expect("call hung for 10 s")
-        .expect("call failed")
-        .into_inner()
-        .server
 }
 
 #[tokio::test]
@@ -87,7 +65,7 @@ async fn native_format_weights_and_groups_end_to_end() {
     );
     let mut counts: HashMap<String, u32> = HashMap::new();
     for _ in 0..40 {
-        *counts.entry(say(&ch).await).or_default() += 1;
+        *counts.entry(say(&ch).await.unwrap()).or_default() += 1;
     }
     assert_eq!(counts.get("other"), None, "{counts:?}");
     assert_eq!((counts["heavy"], counts["light"]), (30, 10), "{counts:?}");
@@ -124,7 +102,7 @@ async fn native_garbage_is_skipped() {
         .await
         .unwrap();
     let ch = channel(&format!("etcd://{ep}/g"), Policy::RoundRobin);
-    assert_eq!(say(&ch).await, "a");
+    assert_eq!(say(&ch).await.unwrap(), "a");
     assert_eq!(addrs(&ch), BTreeSet::from([a.addr()]));
 }
 

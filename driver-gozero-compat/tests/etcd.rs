@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use driver_core::{Channel, Driver};
 use driver_gozero_compat::GoZeroDriver;
 use etcd_client::{Client, GetOptions, LeaseTimeToLiveOptions};
-use test_support::{EchoClient, EchoServer, EtcdCluster, EtcdServer, SayRequest, wait_for};
+use test_support::{EchoServer, EtcdCluster, EtcdServer, addrs, say, wait_for};
 
 async fn etcd(endpoints: &[String]) -> Client {
     tokio::time::timeout(Duration::from_secs(5), Client::connect(endpoints, None))
@@ -42,26 +42,6 @@ fn channel(target: &str) -> Channel {
         .unwrap()
         .connect()
         .unwrap()
-}
-
-fn addrs(channel: &Channel) -> BTreeSet<String> {
-    channel
-        .status()
-        .endpoints
-        .into_iter()
-        .map(|e| e.endpoint.addr)
-        .collect()
-}
-
-async fn say(channel: &Channel) -> Result<String, tonic::Status> {
-    let mut client = EchoClient::new(channel.clone());
-    let call = client.say(SayRequest {
-        message: "hi".into(),
-    });
-    match tokio::time::timeout(Duration::from_secs(10), call).await {
-        Ok(r) => r.map(|r| r.into_inner().server),
-        Err(_) => Err(tonic::Status::deadline_exceeded("call hung for 10 s")),
-    }
 }
 
 #[tokio::test]

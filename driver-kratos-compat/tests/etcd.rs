@@ -6,14 +6,14 @@ mod common;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::{
-    GoProcess, SteadyTraffic, kratos_client, median_p99, say, start_tls_echo, tls_interop_both_ways,
+    GoProcess, SteadyTraffic, kratos_client, median_p99, start_tls_echo, tls_interop_both_ways,
 };
 use driver_core::resolve::{Resolver, SnapshotSender};
 use driver_core::{Channel, Driver, Target, TlsConnector};
 use driver_kratos_compat::{KratosDriver, Security};
 use etcd_client::{Client, GetOptions, PutOptions};
 use serde_json::Value;
-use test_support::{EchoServer, EtcdServer, free_port};
+use test_support::{EchoServer, EtcdServer, free_port, say};
 
 async fn etcd(endpoint: &str) -> Client {
     Client::connect([endpoint], None).await.unwrap()
@@ -184,7 +184,7 @@ async fn rust_client_on_discovery_target_calls_a_kratos_server_registered_by_kra
         .connect()
         .unwrap();
     for _ in 0..3 {
-        assert_eq!(say(channel.clone()).await.unwrap(), "go1");
+        assert_eq!(say(&channel).await.unwrap(), "go1");
     }
     let status = channel.status();
     let endpoint = &status.endpoints[0];
@@ -198,13 +198,13 @@ async fn rust_client_on_discovery_target_calls_a_kratos_server_registered_by_kra
         .unwrap()
         .connect()
         .unwrap();
-    assert_eq!(say(direct).await.unwrap(), "go1");
+    assert_eq!(say(&direct).await.unwrap(), "go1");
 
     // kratos deregisters on SIGINT; the channel learns the set is empty and fails fast.
     go.interrupt();
     let until = Instant::now() + Duration::from_secs(5);
     loop {
-        match say(channel.clone()).await {
+        match say(&channel).await {
             Err(e) if e.code() == tonic::Code::Unavailable && e.message().contains("kbusi") => {
                 break;
             }
@@ -249,7 +249,7 @@ async fn grpcs_endpoints_go_only_to_tls_clients() {
         .connect()
         .unwrap();
     for _ in 0..4 {
-        assert_eq!(say(plaintext.clone()).await.unwrap(), "plain");
+        assert_eq!(say(&plaintext).await.unwrap(), "plain");
     }
     let addrs: Vec<String> = plaintext
         .status()
@@ -268,7 +268,7 @@ async fn grpcs_endpoints_go_only_to_tls_clients() {
         .connect()
         .unwrap();
     for _ in 0..4 {
-        assert_eq!(say(secure.clone()).await.unwrap(), "tls");
+        assert_eq!(say(&secure).await.unwrap(), "tls");
     }
     let addrs: Vec<String> = secure
         .status()
@@ -356,7 +356,7 @@ async fn etcd_restart_under_steady_traffic_fails_no_call_and_registration_return
         .unwrap()
         .connect()
         .unwrap();
-    assert_eq!(say(channel.clone()).await.unwrap(), "steady");
+    assert_eq!(say(&channel).await.unwrap(), "steady");
 
     let traffic = SteadyTraffic::start(channel.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -7,8 +7,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use driver_core::{Channel, TlsConnector};
-use test_support::{EchoClient, EchoServer, InteropProcess, SayRequest, TestPki, run_interop};
-use tonic::Status;
+use test_support::{EchoServer, InteropProcess, TestPki, run_interop, say};
 
 /// Runs kratos-echo-client with `args` (bounded to 40 s) and returns the server names
 /// it printed.
@@ -35,18 +34,6 @@ impl GoProcess {
     }
 }
 
-/// One echo call, bounded to 20 s.
-pub async fn say(channel: Channel) -> Result<String, Status> {
-    let mut client = EchoClient::new(channel);
-    let call = client.say(SayRequest {
-        message: "hi".into(),
-    });
-    tokio::time::timeout(Duration::from_secs(20), call)
-        .await
-        .expect("a call hung for 20 s")
-        .map(|r| r.into_inner().server)
-}
-
 /// Echo calls every 20 ms in a task, counted, until [`stop`](SteadyTraffic::stop):
 /// the traffic of the restart tests.
 pub struct SteadyTraffic {
@@ -67,7 +54,7 @@ impl SteadyTraffic {
             let (calls, failures, stop) = (calls.clone(), failures.clone(), stop.clone());
             async move {
                 while !stop.load(Ordering::Relaxed) {
-                    match say(channel.clone()).await {
+                    match say(&channel).await {
                         Ok(_) => calls.fetch_add(1, Ordering::Relaxed),
                         Err(e) => {
                             eprintln!("call failed: {e:?}");
@@ -102,7 +89,7 @@ impl SteadyTraffic {
 pub async fn say_eventually(channel: Channel, within: Duration) -> String {
     let until = Instant::now() + within;
     loop {
-        match say(channel.clone()).await {
+        match say(&channel).await {
             Ok(name) => return name,
             Err(e) => assert!(
                 Instant::now() < until,
@@ -135,7 +122,7 @@ pub fn connector(pki: &TestPki) -> TlsConnector {
 pub async fn answers(channel: Channel, n: usize, within: Duration) -> (Vec<String>, Vec<String>) {
     let mut names = vec![say_eventually(channel.clone(), within).await];
     for _ in 1..n {
-        names.push(say(channel.clone()).await.unwrap());
+        names.push(say(&channel).await.unwrap());
     }
     let addrs = channel
         .status()
