@@ -5,7 +5,6 @@
 //! single server that keeps everything in memory) on free loopback ports. A restarted
 //! agent has therefore lost every registration, which is what fault tests want.
 
-use std::fs::OpenOptions;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -24,16 +23,12 @@ pub const CONSUL_BUILD_HINT: &str = "interop/bin/consul-agent not found: build i
 
 /// How long an agent may take to elect itself and answer.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
-/// Start attempts with fresh ports when a port turned out to be taken.
-const START_ATTEMPTS: usize = 3;
 /// Pause between two readiness probes.
 const PROBE_INTERVAL: Duration = Duration::from_millis(30);
 /// Connect and I/O timeout of one readiness probe.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Largest probe response read.
 const PROBE_MAX_RESPONSE: u64 = 4 * 1024 * 1024;
-/// How much of the log a start failure shows.
-const LOG_TAIL_BYTES: usize = 8 * 1024;
 
 /// The path of the consul agent: `consul-agent` on `PATH`, else the one built by
 /// `bash interop/build.sh` into `interop/bin/`.
@@ -118,8 +113,7 @@ impl ConsulAgent {
 
     fn start_inner(acl_token: Option<String>, tls: Option<(&str, &str, &str, bool)>) -> Self {
         let binary = consul_agent_binary();
-        let mut attempt = 1;
-        loop {
+        process::start_with_retries("consul", || {
             let p = free_ports(5);
             let dir = tempfile::Builder::new()
                 .prefix("consul-test-")
@@ -138,16 +132,8 @@ impl ConsulAgent {
                 agent.write_tls_files(ca, cert, key, verify_incoming);
             }
             agent.spawn();
-            match agent.wait_ready() {
-                Ok(()) => return agent,
-                Err(_) if agent.port_conflict() && attempt < START_ATTEMPTS => {
-                    tracing::debug!(attempt, "consul port taken, retrying with other ports");
-                    agent.kill();
-                    attempt += 1;
-                }
-                Err(reason) => panic!("{}", agent.failure_message(&reason)),
-            }
-        }
+            agent.wait_ready().map(|()| agent)
+        })
     }
 
     /// The HTTP API address, `127.0.0.1:PORT`.
@@ -208,11 +194,11 @@ impl ConsulAgent {
             self.spawn();
             match self.wait_ready() {
                 Ok(()) => return,
-                Err(_) if self.port_conflict() && Instant::now() < deadline => {
+                Err(failure) if failure.port_conflict && Instant::now() < deadline => {
                     self.kill();
                     std::thread::sleep(Duration::from_millis(200));
                 }
-                Err(reason) => panic!("{}", self.failure_message(&reason)),
+                Err(failure) => panic!("{}", failure.message),
             }
         }
     }
@@ -332,33 +318,18 @@ impl ConsulAgent {
     }
 
     fn spawn(&mut self) {
-        let log_path = self.log_path();
-        let mut log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .unwrap_or_else(|e| panic!("cannot open {}: {e}", log_path.display()));
-        let _ = writeln!(
-            log,
-            "### test-support: starting {} {}",
-            self.binary.display(),
-            self.args().join(" ")
+        let (stdout, stderr) = process::log_output(
+            &self.log_path(),
+            &format!("{} {}", self.binary.display(), self.args().join(" ")),
         );
-        let stderr = log
-            .try_clone()
-            .unwrap_or_else(|e| panic!("cannot clone the log file handle: {e}"));
         let mut command = Command::new(&self.binary);
         command
             .args(self.args())
             .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(stderr));
+            .stdout(stdout)
+            .stderr(stderr);
         // consul reads CONSUL_* variables (address, token, ...); keep the caller's out.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("CONSUL_") {
-                command.env_remove(key);
-            }
-        }
+        process::remove_env_prefixed(&mut command, "CONSUL_");
         let child = command.spawn().unwrap_or_else(|e| {
             panic!(
                 "cannot start {}: {e}\n{CONSUL_BUILD_HINT}",
@@ -371,7 +342,14 @@ impl ConsulAgent {
 
     /// Polls until the agent answers as ready: a known leader, and with ACLs the
     /// management token is accepted.
-    fn wait_ready(&mut self) -> Result<(), String> {
+    fn wait_ready(&mut self) -> Result<(), process::StartFailure> {
+        self.poll_ready().map_err(|reason| process::StartFailure {
+            message: self.failure_message(&reason),
+            port_conflict: process::port_taken(&self.log_path()),
+        })
+    }
+
+    fn poll_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if !self.is_running() {
@@ -402,23 +380,14 @@ impl ConsulAgent {
         }
     }
 
-    fn port_conflict(&self) -> bool {
-        self.log_contents().contains("address already in use")
-    }
-
     fn failure_message(&self, reason: &str) -> String {
-        let log = self.log_contents();
-        let mut start = log.len().saturating_sub(LOG_TAIL_BYTES);
-        while !log.is_char_boundary(start) {
-            start += 1;
-        }
         format!(
             "consul agent (http 127.0.0.1:{}) failed to start: {reason}\ncommand: {} {}\n\
              --- last part of its log ---\n{}",
             self.ports[0],
             self.binary.display(),
             self.args().join(" "),
-            &log[start..]
+            process::log_tail(&self.log_path())
         )
     }
 }

@@ -13,8 +13,6 @@
 //! the HTTP port), and the metrics are served on the HTTP port too; the config still
 //! sets `JsonRpcPort` to a free port so that no default port appears anywhere.
 
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -32,14 +30,10 @@ pub const DTM_BUILD_HINT: &str = "interop/bin/dtm not found: build the dtm coord
 
 /// How long dtm may take until its gRPC port accepts connections.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
-/// Start attempts with fresh ports when a port turned out to be taken.
-const START_ATTEMPTS: usize = 3;
 /// Pause between two readiness probes.
 const PROBE_INTERVAL: Duration = Duration::from_millis(50);
 /// Connect timeout of one readiness probe.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
-/// How much of the log a start failure shows.
-const LOG_TAIL_BYTES: usize = 8 * 1024;
 
 /// The path of the dtm coordinator built by `bash interop/build.sh`.
 ///
@@ -113,8 +107,7 @@ impl DtmServer {
         extra: &str,
     ) -> Self {
         let binary = dtm_binary();
-        let mut attempt = 1;
-        loop {
+        process::start_with_retries("dtm", || {
             let [http_port, grpc_port, jsonrpc_port] = free_ports(3)[..] else {
                 unreachable!("free_ports returns as many ports as asked")
             };
@@ -146,16 +139,8 @@ impl DtmServer {
                 child: None,
             };
             server.spawn();
-            match server.wait_ready() {
-                Ok(()) => return server,
-                Err(_) if server.port_conflict() && attempt < START_ATTEMPTS => {
-                    tracing::debug!(attempt, "dtm port taken, retrying with other ports");
-                    server.kill();
-                    attempt += 1;
-                }
-                Err(reason) => panic!("{}", server.failure_message(&reason)),
-            }
-        }
+            server.wait_ready().map(|()| server)
+        })
     }
 
     /// The gRPC API address, `127.0.0.1:PORT`.
@@ -201,21 +186,10 @@ impl DtmServer {
         let config_path = self.dir.path().join("conf.yml");
         std::fs::write(&config_path, &self.config)
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", config_path.display()));
-        let log_path = self.log_path();
-        let mut log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .unwrap_or_else(|e| panic!("cannot open {}: {e}", log_path.display()));
-        let _ = writeln!(
-            log,
-            "### test-support: starting {} -c conf.yml\n{}",
-            self.binary.display(),
-            self.config
+        let (stdout, stderr) = process::log_output(
+            &self.log_path(),
+            &format!("{} -c conf.yml\n{}", self.binary.display(), self.config),
         );
-        let stderr = log
-            .try_clone()
-            .unwrap_or_else(|e| panic!("cannot clone the log file handle: {e}"));
         // dtm reads every setting from the environment too (MICRO_SERVICE_DRIVER,
         // STORE_DRIVER, ...): start it with none of the caller's.
         let child = Command::new(&self.binary)
@@ -223,8 +197,8 @@ impl DtmServer {
             .current_dir(self.dir.path())
             .env_clear()
             .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(stderr))
+            .stdout(stdout)
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| {
                 panic!(
@@ -237,7 +211,14 @@ impl DtmServer {
     }
 
     /// Polls until the gRPC and HTTP ports accept connections.
-    fn wait_ready(&mut self) -> Result<(), String> {
+    fn wait_ready(&mut self) -> Result<(), process::StartFailure> {
+        self.poll_ready().map_err(|reason| process::StartFailure {
+            message: self.failure_message(&reason),
+            port_conflict: process::port_taken(&self.log_path()),
+        })
+    }
+
+    fn poll_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + READY_TIMEOUT;
         let accepts = |port: u16| {
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
@@ -261,21 +242,12 @@ impl DtmServer {
         }
     }
 
-    fn port_conflict(&self) -> bool {
-        self.log_contents().contains("address already in use")
-    }
-
     fn failure_message(&self, reason: &str) -> String {
-        let log = self.log_contents();
-        let mut start = log.len().saturating_sub(LOG_TAIL_BYTES);
-        while !log.is_char_boundary(start) {
-            start += 1;
-        }
         format!(
             "dtm (grpc 127.0.0.1:{}) failed to start: {reason}\n\
              --- last part of its log ---\n{}",
             self.grpc_port,
-            &log[start..]
+            process::log_tail(&self.log_path())
         )
     }
 }

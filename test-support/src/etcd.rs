@@ -1,7 +1,6 @@
 //! Private etcd processes: a single server ([`EtcdServer`]) and a small cluster
 //! ([`EtcdCluster`]).
 
-use std::fs::OpenOptions;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -13,14 +12,12 @@ use tempfile::TempDir;
 
 use crate::binary::etcd_binary;
 use crate::ports::free_ports;
-use crate::process;
+use crate::process::{self, StartFailure};
 
 /// How long a single server may take to become healthy.
 const SERVER_READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a whole cluster may take to become healthy.
 const CLUSTER_READY_TIMEOUT: Duration = Duration::from_secs(20);
-/// Start attempts with fresh ports when a port turned out to be taken.
-const START_ATTEMPTS: usize = 3;
 /// Pause between two readiness probes.
 const PROBE_INTERVAL: Duration = Duration::from_millis(50);
 /// Connect timeout of one readiness probe.
@@ -30,8 +27,6 @@ const PROBE_CONNECT_TIMEOUT: Duration = Duration::from_millis(200);
 const PROBE_IO_TIMEOUT: Duration = Duration::from_millis(500);
 /// Largest probe response read.
 const PROBE_MAX_RESPONSE: u64 = 64 * 1024;
-/// How much of the log a start failure shows.
-const LOG_TAIL_BYTES: usize = 8 * 1024;
 
 /// Distinguishes the clusters started by this process.
 static CLUSTER_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -46,14 +41,6 @@ fn unique_token() -> String {
         std::process::id(),
         CLUSTER_COUNTER.fetch_add(1, Ordering::Relaxed)
     )
-}
-
-/// Why a member did not become ready.
-#[derive(Debug)]
-struct StartFailure {
-    reason: String,
-    /// The log says a port was already taken: worth retrying with other ports.
-    port_conflict: bool,
 }
 
 /// One etcd process with its ports, data directory and log file.
@@ -157,31 +144,15 @@ impl Member {
             "etcd member {} already running",
             self.name
         );
-        let log_path = self.log_path();
-        let mut log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .unwrap_or_else(|err| panic!("cannot open {}: {err}", log_path.display()));
-        let header = format!("### test-support: starting {}\n", self.command_line());
-        log.write_all(header.as_bytes())
-            .unwrap_or_else(|err| panic!("cannot write {}: {err}", log_path.display()));
-        let stderr = log
-            .try_clone()
-            .unwrap_or_else(|err| panic!("cannot clone the log file handle: {err}"));
-
+        let (stdout, stderr) = process::log_output(&self.log_path(), &self.command_line());
         let mut command = Command::new(&self.binary);
         command
             .args(self.args())
             .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(stderr));
+            .stdout(stdout)
+            .stderr(stderr);
         // etcd reads ETCD_* variables as flags; keep the caller's environment out.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("ETCD_") {
-                command.env_remove(key);
-            }
-        }
+        process::remove_env_prefixed(&mut command, "ETCD_");
         // etcd 3.4 refuses to run on arm64 unless told it is fine.
         if std::env::consts::ARCH == "aarch64" {
             command.env("ETCD_UNSUPPORTED_ARCH", "arm64");
@@ -230,21 +201,20 @@ impl Member {
     }
 
     fn failure(&self, reason: String) -> StartFailure {
-        let log = self.log_contents();
         StartFailure {
-            port_conflict: log.contains("address already in use"),
-            reason,
+            port_conflict: process::port_taken(&self.log_path()),
+            message: self.start_failure_message(&reason),
         }
     }
 
-    fn start_failure_message(&self, failure: &StartFailure) -> String {
+    fn start_failure_message(&self, reason: &str) -> String {
         format!(
             "etcd member {} (client 127.0.0.1:{}, peer 127.0.0.1:{}) failed to start: {}\n\
              command: {}\n--- last part of {} ---\n{}",
             self.name,
             self.client_port,
             self.peer_port,
-            failure.reason,
+            reason,
             self.command_line(),
             self.log_path().display(),
             self.log_tail(),
@@ -256,12 +226,7 @@ impl Member {
     }
 
     fn log_tail(&self) -> String {
-        let log = self.log_contents();
-        let mut start = log.len().saturating_sub(LOG_TAIL_BYTES);
-        while !log.is_char_boundary(start) {
-            start += 1;
-        }
-        log[start..].to_owned()
+        process::log_tail(&self.log_path())
     }
 
     fn is_running(&mut self) -> bool {
@@ -364,8 +329,7 @@ impl EtcdServer {
 
     fn start_inner(tls: Option<(PathBuf, PathBuf)>) -> EtcdServer {
         let binary = etcd_binary();
-        let mut attempt = 1;
-        loop {
+        process::start_with_retries("etcd", || {
             let ports = free_ports(3);
             let (client_port, peer_port) = (ports[0], ports[1]);
             let initial_cluster = format!("default={}", loopback_url(peer_port));
@@ -379,15 +343,10 @@ impl EtcdServer {
             );
             member.tls = tls.clone().map(|(cert, key)| (ports[2], cert, key));
             member.spawn();
-            match member.wait_ready(Instant::now() + SERVER_READY_TIMEOUT) {
-                Ok(()) => return EtcdServer { member },
-                Err(failure) if failure.port_conflict && attempt < START_ATTEMPTS => {
-                    tracing::debug!(attempt, "etcd port taken, retrying with other ports");
-                    attempt += 1;
-                }
-                Err(failure) => panic!("{}", member.start_failure_message(&failure)),
-            }
-        }
+            member
+                .wait_ready(Instant::now() + SERVER_READY_TIMEOUT)
+                .map(|()| EtcdServer { member })
+        })
     }
 
     /// The client endpoint as `127.0.0.1:PORT`.
@@ -455,7 +414,7 @@ impl EtcdServer {
             .member
             .wait_ready(Instant::now() + SERVER_READY_TIMEOUT)
         {
-            panic!("{}", self.member.start_failure_message(&failure));
+            panic!("{}", failure.message);
         }
     }
 }
@@ -489,8 +448,7 @@ impl EtcdCluster {
     pub fn start(members: usize) -> EtcdCluster {
         assert!(members > 0, "an etcd cluster needs at least one member");
         let binary = etcd_binary();
-        let mut attempt = 1;
-        loop {
+        process::start_with_retries("etcd", || {
             let ports = free_ports(2 * members);
             let token = unique_token();
             let names: Vec<String> = (0..members).map(|i| format!("m{i}")).collect();
@@ -520,24 +478,11 @@ impl EtcdCluster {
                 member.spawn();
             }
             let deadline = Instant::now() + CLUSTER_READY_TIMEOUT;
-            let mut failed = None;
-            for (i, member) in cluster.members.iter_mut().enumerate() {
-                if let Err(failure) = member.wait_ready(deadline) {
-                    failed = Some((i, failure));
-                    break;
-                }
+            for member in &mut cluster.members {
+                member.wait_ready(deadline)?;
             }
-            match failed {
-                None => return cluster,
-                Some((_, failure)) if failure.port_conflict && attempt < START_ATTEMPTS => {
-                    tracing::debug!(attempt, "etcd port taken, retrying with other ports");
-                    attempt += 1;
-                }
-                Some((i, failure)) => {
-                    panic!("{}", cluster.members[i].start_failure_message(&failure))
-                }
-            }
-        }
+            Ok(cluster)
+        })
     }
 
     /// The number of members.
@@ -612,7 +557,7 @@ impl EtcdCluster {
         member.kill();
         member.spawn();
         if let Err(failure) = member.wait_ready(Instant::now() + CLUSTER_READY_TIMEOUT) {
-            panic!("{}", member.start_failure_message(&failure));
+            panic!("{}", failure.message);
         }
     }
 }
