@@ -1,77 +1,25 @@
 //! The balancing channel against in-process echo servers on loopback.
 //!
-//! Each test drives its channel through a [`TestResolver`] whose snapshots the test
+//! Each test drives its channel through a [`ManualResolver`] whose snapshots the test
 //! pushes by hand, and uses its own target string (channels are shared per target).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use driver_core::resolve::{Resolver, SnapshotSender};
-use driver_core::{Channel, ChannelStatus, Endpoint, Policy, Target};
-use test_support::{Behavior, EchoClient, EchoServer, SayRequest, free_port, say};
+use driver_core::{Channel, Endpoint, Policy, Target};
+use test_support::{
+    Behavior, EchoClient, EchoServer, ManualResolver, SayRequest, free_port, manual_channel, say,
+    state_of, wait_status,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tonic::Code;
-
-/// A resolver the test feeds by hand; counts how often it was asked to resolve.
-#[derive(Default)]
-struct TestResolver {
-    sender: Mutex<Option<SnapshotSender>>,
-    resolves: AtomicUsize,
-}
-
-impl Resolver for TestResolver {
-    fn resolve(&self, _target: &Target, updates: SnapshotSender) -> driver_core::Result<()> {
-        self.resolves.fetch_add(1, Ordering::SeqCst);
-        *self.sender.lock().unwrap() = Some(updates);
-        Ok(())
-    }
-}
-
-impl TestResolver {
-    fn sender(&self) -> SnapshotSender {
-        self.sender
-            .lock()
-            .unwrap()
-            .clone()
-            .expect("the channel has not called resolve yet")
-    }
-
-    fn push(&self, addrs: &[&str]) {
-        self.sender()
-            .update(addrs.iter().map(|a| Endpoint::new(*a)).collect());
-    }
-
-    fn push_weighted(&self, eps: &[(&str, u32)]) {
-        self.sender().update(
-            eps.iter()
-                .map(|(a, w)| Endpoint::new(*a).with_weight(*w))
-                .collect(),
-        );
-    }
-
-    fn fail(&self, error: &str) {
-        self.sender().error(error);
-    }
-}
 
 /// A unique target string per test (channels are shared per target).
 fn target(test: &str) -> String {
     format!("test:///{test}-{}", free_port())
-}
-
-fn channel(
-    test: &str,
-    tune: impl FnOnce(driver_core::ChannelBuilder) -> driver_core::ChannelBuilder,
-) -> (Channel, Arc<TestResolver>) {
-    let resolver = Arc::new(TestResolver::default());
-    let builder = Channel::builder(&target(test))
-        .resolver(resolver.clone())
-        .connect_timeout(Duration::from_secs(2))
-        .backoff_max(Duration::from_millis(500));
-    let channel = tune(builder).connect().expect("connect");
-    (channel, resolver)
 }
 
 async fn say_within(channel: &Channel, timeout: Option<Duration>) -> Result<String, tonic::Status> {
@@ -94,29 +42,6 @@ async fn say_within(channel: &Channel, timeout: Option<Duration>) -> Result<Stri
 }
 
 /// Waits (bounded) until `check` holds for the channel's status.
-async fn wait_status(channel: &Channel, what: &str, check: impl Fn(&ChannelStatus) -> bool) {
-    let until = Instant::now() + Duration::from_secs(10);
-    loop {
-        let status = channel.status();
-        if check(&status) {
-            return;
-        }
-        assert!(
-            Instant::now() < until,
-            "timed out waiting for {what}; status: {status:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-fn state_of<'a>(status: &'a ChannelStatus, addr: &str) -> Option<&'a str> {
-    status
-        .endpoints
-        .iter()
-        .find(|e| e.endpoint.addr == addr)
-        .map(|e| e.state)
-}
-
 async fn all_ready(channel: &Channel, n: usize) {
     channel.warm_up();
     wait_status(channel, "every endpoint ready", |s| {
@@ -168,7 +93,7 @@ fn share(counts: &HashMap<String, usize>, server: &str) -> f64 {
 
 #[tokio::test]
 async fn first_call_waits_for_resolution_then_fails_with_resolver_error() {
-    let (channel, resolver) = channel("unresolved", |b| {
+    let (channel, resolver) = manual_channel("unresolved", |b| {
         b.resolve_timeout(Duration::from_millis(400))
     });
     resolver.fail("registry down: etcd at 127.0.0.1:1 refused");
@@ -191,7 +116,7 @@ async fn first_call_waits_for_resolution_then_fails_with_resolver_error() {
 #[tokio::test]
 async fn first_call_waits_for_a_late_resolution_and_succeeds() {
     let server = EchoServer::start("late").await;
-    let (channel, resolver) = channel("late-resolution", |b| {
+    let (channel, resolver) = manual_channel("late-resolution", |b| {
         b.resolve_timeout(Duration::from_secs(5))
     });
     let addr = server.addr();
@@ -207,7 +132,7 @@ async fn first_call_waits_for_a_late_resolution_and_succeeds() {
 
 #[tokio::test]
 async fn empty_set_fails_fast_naming_the_target() {
-    let (channel, resolver) = channel("empty", |b| b);
+    let (channel, resolver) = manual_channel("empty", |b| b);
     resolver.push(&[]);
     wait_status(&channel, "resolved", |s| s.resolved).await;
     let started = Instant::now();
@@ -221,7 +146,7 @@ async fn empty_set_fails_fast_naming_the_target() {
 #[tokio::test]
 async fn wait_for_ready_waits_until_an_endpoint_appears() {
     let server = EchoServer::start("wfr").await;
-    let (channel, resolver) = channel("wait-for-ready", |b| b.wait_for_ready(true));
+    let (channel, resolver) = manual_channel("wait-for-ready", |b| b.wait_for_ready(true));
     resolver.push(&[]);
     let addr = server.addr();
     let pusher = tokio::spawn(async move {
@@ -237,7 +162,7 @@ async fn wait_for_ready_waits_until_an_endpoint_appears() {
 
 #[tokio::test]
 async fn wait_for_ready_ends_at_the_deadline() {
-    let (channel, resolver) = channel("wait-for-ready-deadline", |b| {
+    let (channel, resolver) = manual_channel("wait-for-ready-deadline", |b| {
         b.wait_for_ready(true)
             .resolve_timeout(Duration::from_secs(30))
     });
@@ -262,7 +187,7 @@ async fn dead_endpoint_never_fails_a_call_and_is_readmitted() {
     let live = EchoServer::start("live").await;
     let dead_port = free_port();
     let dead_addr = format!("127.0.0.1:{dead_port}");
-    let (channel, resolver) = channel("failover", |b| b);
+    let (channel, resolver) = manual_channel("failover", |b| b);
     resolver.push(&[&dead_addr, &live.addr()]);
     let mut failures = Vec::new();
     for _ in 0..200 {
@@ -305,7 +230,7 @@ async fn dead_endpoint_never_fails_a_call_and_is_readmitted() {
 async fn endpoint_going_down_under_traffic_fails_no_call() {
     let mut doomed = EchoServer::start("down-doomed").await;
     let steady = EchoServer::start("down-steady").await;
-    let (channel, resolver) = channel("down", |b| b);
+    let (channel, resolver) = manual_channel("down", |b| b);
     resolver.push(&[&doomed.addr(), &steady.addr()]);
     all_ready(&channel, 2).await;
     let traffic = {
@@ -337,7 +262,7 @@ async fn endpoint_going_down_under_traffic_fails_no_call() {
 async fn idle_channel_applies_changes_without_traffic() {
     let a = EchoServer::start("idle-a").await;
     let b = EchoServer::start("idle-b").await;
-    let (channel, resolver) = channel("idle", |b| b);
+    let (channel, resolver) = manual_channel("idle", |b| b);
     resolver.push(&[&a.addr()]);
     assert_eq!(say(&channel).await.unwrap(), "idle-a");
 
@@ -360,7 +285,7 @@ async fn idle_channel_applies_changes_without_traffic() {
 async fn ten_thousand_changes_never_block_the_resolver() {
     let a = EchoServer::start("burst-a").await;
     let b = EchoServer::start("burst-b").await;
-    let (channel, resolver) = channel("burst", |b| b);
+    let (channel, resolver) = manual_channel("burst", |b| b);
     let sender = resolver.sender();
     let started = Instant::now();
     for i in 0..10_000 {
@@ -383,7 +308,7 @@ async fn ten_thousand_changes_never_block_the_resolver() {
 async fn resolver_error_keeps_the_last_set_until_recovery() {
     let a = EchoServer::start("keep-a").await;
     let b = EchoServer::start("keep-b").await;
-    let (channel, resolver) = channel("keep", |b| b);
+    let (channel, resolver) = manual_channel("keep", |b| b);
     resolver.push(&[&a.addr()]);
     assert_eq!(say(&channel).await.unwrap(), "keep-a");
 
@@ -416,7 +341,7 @@ async fn round_robin_spreads_evenly() {
         EchoServer::start("rr-1").await,
         EchoServer::start("rr-2").await,
     ];
-    let (channel, resolver) = channel("rr", |b| b);
+    let (channel, resolver) = manual_channel("rr", |b| b);
     resolver.push(
         &servers
             .iter()
@@ -441,7 +366,7 @@ async fn weighted_round_robin_follows_weights() {
         EchoServer::start("wrr-2").await,
         EchoServer::start("wrr-3").await,
     ];
-    let (channel, resolver) = channel("wrr", |b| b.policy(Policy::WeightedRoundRobin));
+    let (channel, resolver) = manual_channel("wrr", |b| b.policy(Policy::WeightedRoundRobin));
     let addrs: Vec<String> = servers.iter().map(|s| s.addr()).collect();
     resolver.push_weighted(&[(&addrs[0], 1), (&addrs[1], 2), (&addrs[2], 3)]);
     all_ready(&channel, 3).await;
@@ -467,7 +392,7 @@ async fn peak_ewma_avoids_a_slow_endpoint() {
         delay: Duration::from_millis(20),
         fail: None,
     });
-    let (channel, resolver) = channel("p2c-slow", |b| b.policy(Policy::PeakEwma));
+    let (channel, resolver) = manual_channel("p2c-slow", |b| b.policy(Policy::PeakEwma));
     let addrs: Vec<String> = servers.iter().map(|s| s.addr()).collect();
     resolver.push(&[&addrs[0], &addrs[1], &addrs[2]]);
     all_ready(&channel, 3).await;
@@ -487,7 +412,7 @@ async fn peak_ewma_avoids_a_failing_endpoint() {
         delay: Duration::ZERO,
         fail: Some(Code::Internal),
     });
-    let (channel, resolver) = channel("p2c-bad", |b| b.policy(Policy::PeakEwma));
+    let (channel, resolver) = manual_channel("p2c-bad", |b| b.policy(Policy::PeakEwma));
     let addrs: Vec<String> = servers.iter().map(|s| s.addr()).collect();
     resolver.push(&[&addrs[0], &addrs[1], &addrs[2]]);
     all_ready(&channel, 3).await;
@@ -510,7 +435,7 @@ async fn peak_ewma_avoids_a_failing_endpoint() {
 #[tokio::test]
 async fn same_target_shares_one_channel_and_one_resolver() {
     let server = EchoServer::start("shared").await;
-    let resolver = Arc::new(TestResolver::default());
+    let resolver = Arc::new(ManualResolver::default());
     let target = target("shared");
     let first = Channel::builder(&target)
         .resolver(resolver.clone())
@@ -520,13 +445,13 @@ async fn same_target_shares_one_channel_and_one_resolver() {
         .resolver(resolver.clone())
         .connect()
         .unwrap();
-    assert_eq!(resolver.resolves.load(Ordering::SeqCst), 1);
+    assert_eq!(resolver.resolves(), 1);
     resolver.push(&[&server.addr()]);
     assert_eq!(say(&first).await.unwrap(), "shared");
     // The second handle sees the same set without asking anyone.
     assert_eq!(second.status().endpoints.len(), 1);
     assert_eq!(say(&second).await.unwrap(), "shared");
-    assert_eq!(resolver.resolves.load(Ordering::SeqCst), 1);
+    assert_eq!(resolver.resolves(), 1);
 }
 
 /// A TCP proxy in front of `backend` that counts the connections it accepts.
@@ -553,8 +478,8 @@ async fn counting_proxy(backend: String) -> (String, Arc<AtomicUsize>) {
 async fn two_targets_on_one_address_share_the_connection() {
     let server = EchoServer::start("conn-shared").await;
     let (proxy, accepted) = counting_proxy(server.addr()).await;
-    let (one, r1) = channel("conn-one", |b| b);
-    let (two, r2) = channel("conn-two", |b| b);
+    let (one, r1) = manual_channel("conn-one", |b| b);
+    let (two, r2) = manual_channel("conn-two", |b| b);
     r1.push(&[&proxy]);
     r2.push(&[&proxy]);
     for _ in 0..5 {
@@ -574,7 +499,7 @@ async fn removed_endpoint_finishes_its_in_flight_calls() {
         delay: Duration::from_millis(500),
         fail: None,
     });
-    let (channel, resolver) = channel("drain", |b| b);
+    let (channel, resolver) = manual_channel("drain", |b| b);
     resolver.push(&[&slow.addr()]);
     all_ready(&channel, 1).await;
     let in_flight = {
@@ -688,7 +613,7 @@ async fn refused_streams_are_retried_on_another_endpoint() {
         }
     });
     let echo = EchoServer::start("not-refusing").await;
-    let (ch, resolver) = channel("refused-streams", |b| b);
+    let (ch, resolver) = manual_channel("refused-streams", |b| b);
     resolver.push(&[&refuser, &echo.addr()]);
     ch.warm_up();
     wait_status(&ch, "both endpoints ready", |s| {

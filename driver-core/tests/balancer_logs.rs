@@ -5,74 +5,9 @@
 //! thread-local subscriber racing other tests' threads can miss events.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
-use driver_core::resolve::{Resolver, SnapshotSender};
-use driver_core::{Channel, ChannelStatus, Endpoint, Target};
-use test_support::{EchoServer, free_port, say};
-
-/// A resolver the test feeds by hand.
-#[derive(Default)]
-struct TestResolver {
-    sender: Mutex<Option<SnapshotSender>>,
-    resolves: AtomicUsize,
-}
-
-impl Resolver for TestResolver {
-    fn resolve(&self, _target: &Target, updates: SnapshotSender) -> driver_core::Result<()> {
-        self.resolves.fetch_add(1, Ordering::SeqCst);
-        *self.sender.lock().unwrap() = Some(updates);
-        Ok(())
-    }
-}
-
-impl TestResolver {
-    fn push(&self, addrs: &[&str]) {
-        let sender = self
-            .sender
-            .lock()
-            .unwrap()
-            .clone()
-            .expect("resolve was called");
-        sender.update(addrs.iter().map(|a| Endpoint::new(*a)).collect());
-    }
-}
-
-fn channel(test: &str) -> (Channel, Arc<TestResolver>) {
-    let resolver = Arc::new(TestResolver::default());
-    let channel = Channel::builder(&format!("test:///{test}-{}", free_port()))
-        .resolver(resolver.clone())
-        .connect_timeout(Duration::from_secs(2))
-        .backoff_max(Duration::from_millis(500))
-        .connect()
-        .expect("connect");
-    (channel, resolver)
-}
-
-async fn wait_status(channel: &Channel, what: &str, check: impl Fn(&ChannelStatus) -> bool) {
-    let until = Instant::now() + Duration::from_secs(10);
-    loop {
-        let status = channel.status();
-        if check(&status) {
-            return;
-        }
-        assert!(
-            Instant::now() < until,
-            "timed out waiting for {what}; status: {status:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-fn state_of<'a>(status: &'a ChannelStatus, addr: &str) -> Option<&'a str> {
-    status
-        .endpoints
-        .iter()
-        .find(|e| e.endpoint.addr == addr)
-        .map(|e| e.state)
-}
+use test_support::{EchoServer, free_port, manual_channel, say, state_of, wait_status};
 
 /// Collects formatted tracing output.
 #[derive(Clone, Default)]
@@ -110,7 +45,7 @@ async fn status_and_logs_follow_the_endpoint_lifecycle() {
     let live = EchoServer::start("obs-live").await;
     let dead_port = free_port();
     let dead_addr = format!("127.0.0.1:{dead_port}");
-    let (channel, resolver) = channel("obs");
+    let (channel, resolver) = manual_channel("obs", |b| b);
     let status = channel.status();
     assert!(
         !status.resolved && status.endpoints.is_empty(),

@@ -1,10 +1,13 @@
-//! Echo calls through a [`driver_core::Channel`] and what a channel holds: the two
-//! things nearly every channel test asks.
+//! Channel tests' helpers: echo calls through a [`driver_core::Channel`], what a channel
+//! holds, and a resolver the test feeds by hand.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use driver_core::Channel;
+use driver_core::resolve::{Resolver, SnapshotSender};
+use driver_core::{Channel, ChannelBuilder, ChannelStatus, Endpoint, Target};
 
 use crate::{EchoClient, SayRequest};
 
@@ -39,4 +42,110 @@ pub fn addrs(channel: &Channel) -> BTreeSet<String> {
         .into_iter()
         .map(|e| e.endpoint.addr)
         .collect()
+}
+
+/// A resolver the test feeds by hand: it keeps the channel's [`SnapshotSender`] and
+/// counts how often it was asked to resolve.
+#[derive(Default)]
+pub struct ManualResolver {
+    sender: Mutex<Option<SnapshotSender>>,
+    resolves: AtomicUsize,
+}
+
+impl Resolver for ManualResolver {
+    fn resolve(&self, _target: &Target, updates: SnapshotSender) -> driver_core::Result<()> {
+        self.resolves.fetch_add(1, Ordering::SeqCst);
+        *self.sender.lock().unwrap_or_else(|e| e.into_inner()) = Some(updates);
+        Ok(())
+    }
+}
+
+impl ManualResolver {
+    /// The sender the channel handed over.
+    ///
+    /// # Panics
+    ///
+    /// Panics if no channel has called [`Resolver::resolve`] yet.
+    pub fn sender(&self) -> SnapshotSender {
+        self.sender
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .expect("the channel has not called resolve yet")
+    }
+
+    /// Publishes these addresses (weight 1) as the whole set.
+    pub fn push(&self, addrs: &[&str]) {
+        self.sender()
+            .update(addrs.iter().map(|a| Endpoint::new(*a)).collect());
+    }
+
+    /// Publishes these weighted addresses as the whole set.
+    pub fn push_weighted(&self, endpoints: &[(&str, u32)]) {
+        self.sender().update(
+            endpoints
+                .iter()
+                .map(|(a, w)| Endpoint::new(*a).with_weight(*w))
+                .collect(),
+        );
+    }
+
+    /// Reports a resolver error.
+    pub fn fail(&self, error: &str) {
+        self.sender().error(error);
+    }
+
+    /// How often a channel asked to resolve.
+    pub fn resolves(&self) -> usize {
+        self.resolves.load(Ordering::SeqCst)
+    }
+}
+
+/// A channel on a [`ManualResolver`], with a target unique to this call (channels are
+/// shared per target), a 2 s connect timeout and at most 500 ms of redial backoff;
+/// `tune` adjusts the builder further.
+///
+/// # Panics
+///
+/// Panics if the channel cannot be built.
+pub fn manual_channel(
+    test: &str,
+    tune: impl FnOnce(ChannelBuilder) -> ChannelBuilder,
+) -> (Channel, Arc<ManualResolver>) {
+    let resolver = Arc::new(ManualResolver::default());
+    let builder = Channel::builder(&format!("test:///{test}-{}", crate::free_port()))
+        .resolver(resolver.clone())
+        .connect_timeout(Duration::from_secs(2))
+        .backoff_max(Duration::from_millis(500));
+    let channel = tune(builder).connect().expect("connect");
+    (channel, resolver)
+}
+
+/// Waits until `check` holds for the channel's status, at most 10 s.
+///
+/// # Panics
+///
+/// Panics after 10 s, with `what` and the last status.
+pub async fn wait_status(channel: &Channel, what: &str, check: impl Fn(&ChannelStatus) -> bool) {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = channel.status();
+        if check(&status) {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "timed out waiting for {what}; status: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The state (`ready`, `ejected`, ...) of `addr` in a channel status, if it is there.
+pub fn state_of<'a>(status: &'a ChannelStatus, addr: &str) -> Option<&'a str> {
+    status
+        .endpoints
+        .iter()
+        .find(|e| e.endpoint.addr == addr)
+        .map(|e| e.state)
 }
