@@ -4,8 +4,8 @@
 //! pushes by hand, and uses its own target string (channels are shared per target).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use driver_core::resolve::{Resolver, SnapshotSender};

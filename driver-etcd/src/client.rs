@@ -19,17 +19,21 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
 
-use driver_core::{Error, Result, Target};
-use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+use driver_core::resolve::DirectResolver;
+use driver_core::{Channel, Error, Result, Target, TlsConnector};
+use etcd_client::{Client, ConnectOptions};
 use tokio::sync::Mutex;
 
 /// How long one etcd request (get, put, grant, revoke) may take.
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long connecting to one etcd member may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// HTTP/2 keep-alive: notices a dead member behind a silent network within seconds.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+/// HTTP/2 pings while calls (watches, lease keep-alives) are open: a member behind a
+/// silent network is found within two intervals. Above etcd's default
+/// `--grpc-keepalive-min-time` (5 s), which closes connections that ping more often.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// The longest wait between redials of a member that is down.
+const MEMBER_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Which etcd cluster to talk to, and as whom. Equal configs share one client.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -208,21 +212,58 @@ fn read_pem(hosts: &str, what: &str, path: &Path) -> Result<Vec<u8>> {
     })
 }
 
-fn tls_options(hosts: &str, tls: &EtcdTls) -> Result<TlsOptions> {
-    let mut options = TlsOptions::new();
-    if let Some(ca) = &tls.ca {
-        options = options.ca_certificate(Certificate::from_pem(read_pem(hosts, "CA", ca)?));
-    }
-    if let Some((cert, key)) = &tls.identity {
-        options = options.identity(Identity::from_pem(
+/// The TLS connector for `tls`, from its files.
+fn tls_connector(hosts: &str, tls: &EtcdTls) -> Result<TlsConnector> {
+    let Some(ca) = &tls.ca else {
+        return Err(registry_error(
+            hosts,
+            "no CA to check etcd's certificate with: give the CA that signed it with \
+             ?tls_ca=/path/ca.pem (the system's roots are not used)",
+        ));
+    };
+    let ca = read_pem(hosts, "CA", ca)?;
+    let identity = match &tls.identity {
+        Some((cert, key)) => Some((
             read_pem(hosts, "client certificate", cert)?,
             read_pem(hosts, "client key", key)?,
-        ));
+        )),
+        None => None,
+    };
+    let identity = identity.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice()));
+    let connector = TlsConnector::from_pem(&ca, identity)
+        .map_err(|e| registry_error(hosts, format!("TLS setup: {e}")))?;
+    Ok(match &tls.server_name {
+        Some(name) => connector.with_server_name(name),
+        None => connector,
+    })
+}
+
+/// The balancing channel to the members of `config`'s cluster: calls go to live
+/// members, a member that refuses connections is ejected (and redialled with backoff)
+/// and its calls retried on another, so one dead member costs no call.
+fn members_channel(config: &EtcdConfig) -> Result<Channel> {
+    let hosts: Vec<&str> = config
+        .hosts
+        .iter()
+        .map(|h| {
+            h.strip_prefix("http://")
+                .or_else(|| h.strip_prefix("https://"))
+                .unwrap_or(h)
+                .trim_end_matches('/')
+        })
+        .collect();
+    let joined = config.hosts.join(",");
+    let mut builder = Channel::builder(&format!("direct:///{}", hosts.join(",")))
+        .resolver(Arc::new(DirectResolver))
+        .connect_timeout(CONNECT_TIMEOUT)
+        .backoff_max(MEMBER_BACKOFF_MAX)
+        .keepalive(KEEPALIVE_INTERVAL);
+    if let Some(tls) = &config.tls {
+        builder = builder.tls(tls_connector(&joined, tls)?);
     }
-    if let Some(name) = &tls.server_name {
-        options = options.domain_name(name.clone());
-    }
-    Ok(options)
+    builder
+        .connect()
+        .map_err(|e| registry_error(&joined, format!("etcd hosts: {e}")))
 }
 
 type Clients = HashMap<EtcdConfig, Weak<Client>>;
@@ -237,17 +278,13 @@ pub async fn shared_client(config: &EtcdConfig) -> Result<Arc<Client>> {
     if let Some(client) = clients.get(config).and_then(Weak::upgrade) {
         return Ok(client);
     }
-    let mut options = ConnectOptions::new()
-        .with_connect_timeout(CONNECT_TIMEOUT)
-        .with_keep_alive(KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT)
-        .with_keep_alive_while_idle(true);
+    let mut options = ConnectOptions::new();
     if let Some(user) = &config.user {
         options = options.with_user(user.clone(), config.password.clone().unwrap_or_default());
     }
-    if let Some(tls) = &config.tls {
-        options = options.with_tls(tls_options(&config.hosts.join(","), tls)?);
-    }
-    let connect = Client::connect(&config.hosts, Some(options));
+    let channel = members_channel(config)?;
+    let channel = etcd_client::Channel::Custom(tower::util::BoxCloneSyncService::new(channel));
+    let connect = Client::from_channel(channel, Some(options));
     let client = match tokio::time::timeout(REQUEST_TIMEOUT, connect).await {
         Ok(Ok(client)) => Arc::new(client),
         Ok(Err(e)) => return Err(etcd_error(&config.hosts.join(","), "connect", e)),
@@ -273,6 +310,68 @@ pub(crate) fn registry_error(target: &str, message: impl Into<String>) -> Error 
 
 pub(crate) fn etcd_error(target: &str, what: &str, e: etcd_client::Error) -> Error {
     registry_error(target, format!("etcd {what} failed: {e}"))
+}
+
+/// How long one attempt of a registration write may take before it is tried again. A
+/// write proposed just after the etcd leader died is lost with it and hangs until
+/// etcd's own request timeout (7 s with default settings); after the election (about a
+/// second) the same write goes through.
+const WRITE_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1500);
+/// Attempts of a registration write.
+const WRITE_ATTEMPTS: u32 = 3;
+/// The pause before a write is tried again.
+const WRITE_RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// Runs an idempotent write (a lease grant, a put under a lease), each attempt bounded
+/// by [`WRITE_ATTEMPT_TIMEOUT`], again while it times out, etcd says its leader is gone,
+/// or the member it went to died under it (`UNAVAILABLE`, not a TLS failure), at most
+/// [`WRITE_ATTEMPTS`] times; flattens the failure into text. A lease granted by an
+/// attempt whose answer was lost is never used and expires with its TTL.
+pub(crate) async fn write_retrying<T, F, Fut>(
+    what: &str,
+    mut attempt: F,
+) -> std::result::Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
+{
+    for n in 1..=WRITE_ATTEMPTS {
+        let why = match tokio::time::timeout(WRITE_ATTEMPT_TIMEOUT, attempt()).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) if leader_lost(&e) || member_lost(&e) => {
+                format!("etcd {what} failed: {e}")
+            }
+            Ok(Err(e)) => return Err(format!("etcd {what} failed: {e}")),
+            Err(_) => format!("etcd {what} timed out after {WRITE_ATTEMPT_TIMEOUT:?}"),
+        };
+        if n == WRITE_ATTEMPTS {
+            return Err(format!("{why} (attempt {n} of {WRITE_ATTEMPTS})"));
+        }
+        tracing::debug!(attempt = n, %why, "etcd write retried");
+        tokio::time::sleep(WRITE_RETRY_PAUSE).await;
+    }
+    unreachable!("the attempts loop returns")
+}
+
+/// A call that failed because its member went away (or none could be reached), as
+/// opposed to a refusal or a TLS failure, which a retry would only repeat.
+fn member_lost(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(status) => {
+            status.code() == tonic::Code::Unavailable
+                && !status.message().contains("certificate")
+                && !status.message().contains("TLS")
+        }
+        _ => false,
+    }
+}
+
+/// etcd's answers while it has no leader, or lost a proposal to a leader change.
+fn leader_lost(e: &etcd_client::Error) -> bool {
+    let text = e.to_string();
+    ["no leader", "leader changed", "request timed out"]
+        .iter()
+        .any(|s| text.contains(s))
 }
 
 /// Runs one etcd request with [`REQUEST_TIMEOUT`], flattening both failures into text.

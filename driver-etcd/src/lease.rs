@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use driver_core::backoff::Backoff;
 
-use crate::client::{bounded, registry_error};
+use crate::client::{bounded, registry_error, write_retrying};
 
 /// Builds a key from the lease id it is written under.
 pub type KeyFn = Arc<dyn Fn(i64) -> String + Send + Sync>;
@@ -120,11 +120,11 @@ impl LeaseKeeper {
     }
 
     async fn grant_and_put(&self) -> std::result::Result<Held, String> {
-        let mut lease_client = self.client.lease_client();
-        let grant = bounded(
-            "lease grant",
-            lease_client.grant(self.ttl.as_secs() as i64, None),
-        )
+        let ttl = self.ttl.as_secs() as i64;
+        let grant = write_retrying("lease grant", || {
+            let mut lease_client = self.client.lease_client();
+            async move { lease_client.grant(ttl, None).await }
+        })
         .await?;
         let lease = grant.id();
         let key = (self.key)(lease);
@@ -138,13 +138,12 @@ impl LeaseKeeper {
 
     /// Puts the key under `lease`; returns the revision of the put.
     async fn put(&self, key: &str, lease: i64) -> std::result::Result<i64, String> {
-        let mut kv = self.client.kv_client();
-        let put = kv.put(
-            key,
-            self.value.as_str(),
-            Some(PutOptions::new().with_lease(lease)),
-        );
-        let resp = bounded("put", put).await?;
+        let resp = write_retrying("put", || {
+            let mut kv = self.client.kv_client();
+            let options = Some(PutOptions::new().with_lease(lease));
+            async move { kv.put(key, self.value.as_str(), options).await }
+        })
+        .await?;
         Ok(resp.header().map_or(0, |h| h.revision()))
     }
 

@@ -5,7 +5,10 @@
 //!
 //! * [`client`]: etcd targets in both shapes (`etcd://h1,h2/key`,
 //!   `etcd:///h1,h2?key=key`) and one shared [`etcd_client::Client`] per cluster and
-//!   credentials ([`shared_client`]);
+//!   credentials ([`shared_client`]). The client talks to the members through this
+//!   workspace's own balancing [`Channel`](driver_core::Channel), so a dead member is
+//!   skipped without a failed request; registration writes lost with a killed leader
+//!   are tried again after the election;
 //! * [`lease`]: [`LeaseKeeper`] keeps a key alive under a lease (TTL/3 renewals, re-put
 //!   when deleted, re-grant after an outage, revoke on stop) behind a
 //!   [`Registration`](driver_core::Registration);

@@ -170,6 +170,83 @@ async fn write_to_endpoint_set_latency() {
     eprintln!("etcd write -> channel endpoint set: median {median:?}, p99 {p99:?}");
 }
 
+/// The index of the member that is the cluster's leader, asking each member; waits (at
+/// most 10 s) while an election is under way.
+async fn leader(endpoints: &[String]) -> usize {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        for (i, ep) in endpoints.iter().enumerate() {
+            let Ok(Ok(mut c)) =
+                tokio::time::timeout(Duration::from_secs(2), Client::connect([ep.as_str()], None))
+                    .await
+            else {
+                continue;
+            };
+            if let Ok(Ok(status)) = tokio::time::timeout(Duration::from_secs(2), c.status()).await
+                && status.header().map(|h| h.member_id()) == Some(status.leader())
+            {
+                return i;
+            }
+        }
+        assert!(
+            Instant::now() < until,
+            "no member has been the leader for 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One member of three down costs no registration: a down follower is skipped by the
+/// client's channel, and writes lost with a killed leader are tried again after the
+/// election. Each registration is one call, not a retry loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_succeed_with_a_follower_or_the_leader_just_killed() {
+    let mut cluster = EtcdCluster::start(3);
+    let endpoints = cluster.endpoints();
+    let target = format!("etcd://{}/down", endpoints.join(","));
+    let echo = EchoServer::start("down").await;
+    // A registration first, so the client is connected to every member.
+    let mut registrations = vec![
+        EtcdDriver
+            .register_service(&format!("{target}?meta.n=0"), &echo.addr())
+            .await
+            .unwrap(),
+    ];
+    for (n, role) in ["follower", "leader", "follower", "leader"]
+        .iter()
+        .enumerate()
+    {
+        let leader = leader(&endpoints).await;
+        let victim = if *role == "leader" {
+            leader
+        } else {
+            (leader + 1) % 3
+        };
+        cluster.kill_member(victim);
+        let started = Instant::now();
+        let instance = format!("127.0.0.1:{}", 40000 + n);
+        let registration = EtcdDriver
+            .register_service(&target, &instance)
+            .await
+            .unwrap_or_else(|e| panic!("registering with the {role} (member {victim}) down: {e}"));
+        eprintln!(
+            "registered with the {role} (member {victim}) just killed in {:?}",
+            started.elapsed()
+        );
+        registrations.push(registration);
+        cluster.restart_member(victim);
+    }
+    let mut client = etcd(&endpoints).await;
+    let listed = client
+        .get(
+            "/micro/down/",
+            Some(etcd_client::GetOptions::new().with_prefix()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed.kvs().len(), 5);
+}
+
 /// Runs an etcd request until it succeeds, for at most 10 s: right after a member is
 /// killed, the cluster may be electing a leader and refuses writes ("request timed out,
 /// possibly due to previous leader failure").

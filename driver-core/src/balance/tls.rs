@@ -38,13 +38,23 @@ impl TlsConnector {
 
     /// Trusts the CA certificates in `pem` (and only those).
     pub fn from_ca_pem(pem: &[u8]) -> Result<Self, crate::Error> {
+        Self::from_pem(pem, None)
+    }
+
+    /// Trusts the CA certificates in `ca_pem` (and only those) and, given a client
+    /// certificate chain and its private key (PEM: PKCS#8, PKCS#1 or SEC1), presents
+    /// them to servers that ask (etcd's `--client-cert-auth`, say).
+    pub fn from_pem(ca_pem: &[u8], identity: Option<(&[u8], &[u8])>) -> Result<Self, crate::Error> {
+        use rustls::pki_types::PrivateKeyDer;
+        use rustls::pki_types::pem::PemObject;
         let bad = |reason: String| crate::Error::BadTarget {
-            target: "<tls ca>".into(),
+            target: "<tls>".into(),
             reason,
         };
         let mut roots = rustls::RootCertStore::empty();
         let mut found = 0;
-        for cert in rustls_pemfile_certs(pem).map_err(bad)? {
+        let certs = rustls_pemfile_certs(ca_pem).map_err(|e| bad(format!("CA file is {e}")))?;
+        for cert in certs {
             roots
                 .add(cert)
                 .map_err(|e| bad(format!("CA certificate rejected: {e}")))?;
@@ -54,11 +64,34 @@ impl TlsConnector {
             return Err(bad("no PEM certificate found in the CA file".into()));
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| bad(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+            .with_root_certificates(roots);
+        let config = match identity {
+            None => builder.with_no_client_auth(),
+            Some((cert_pem, key_pem)) => {
+                let chain = rustls_pemfile_certs(cert_pem)
+                    .map_err(|e| bad(format!("client certificate file is {e}")))?;
+                if chain.is_empty() {
+                    return Err(bad(
+                        "no PEM certificate found in the client certificate file".into(),
+                    ));
+                }
+                let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| {
+                    bad(format!(
+                        "no usable private key in the client key file: {e}; give the PEM key \
+                         (PKCS#8, PKCS#1 or SEC1) of the client certificate"
+                    ))
+                })?;
+                builder.with_client_auth_cert(chain, key).map_err(|e| {
+                    bad(format!(
+                        "the client certificate and key cannot be used together: {e}; check \
+                         that the key belongs to the certificate"
+                    ))
+                })?
+            }
+        };
         Ok(Self::new(config))
     }
 
@@ -101,7 +134,7 @@ fn rustls_pemfile_certs(
     use rustls::pki_types::pem::PemObject;
     rustls::pki_types::CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("CA file is not valid PEM: {e}"))
+        .map_err(|e| format!("not valid PEM: {e}"))
 }
 
 /// `host` of `host:port` / `[v6]:port`, without brackets.
