@@ -358,11 +358,28 @@ where
 fn member_lost(e: &etcd_client::Error) -> bool {
     match e {
         etcd_client::Error::GRpcStatus(status) => {
-            status.code() == tonic::Code::Unavailable
-                && !status.message().contains("certificate")
-                && !status.message().contains("TLS")
+            status.code() == tonic::Code::Unavailable && tls_hint(status.message()).is_none()
         }
         _ => false,
+    }
+}
+
+/// What to do about a failure that is a TLS problem, if it is one: the server's
+/// certificate not trusted, or the client's refused by etcd.
+pub(crate) fn tls_hint(message: &str) -> Option<&'static str> {
+    let m = message.to_ascii_lowercase();
+    if m.contains("alert") && (m.contains("badcertificate") || m.contains("certificaterequired")) {
+        Some(
+            "etcd refused the client's TLS certificate (or its absence): give a client \
+             certificate signed by a CA etcd trusts with ?tls_cert=/path/cert.pem&tls_key=/path/key.pem",
+        )
+    } else if m.contains("certificate") || m.contains("tls") {
+        Some(
+            "etcd's TLS certificate was not accepted: give the CA that signed it with \
+             ?tls_ca=/path/ca.pem (and ?tls_server_name= if it names another host)",
+        )
+    } else {
+        None
     }
 }
 

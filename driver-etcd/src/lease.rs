@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use driver_core::backoff::Backoff;
 
-use crate::client::{bounded, registry_error, write_retrying};
+use crate::client::{bounded, registry_error, tls_hint, write_retrying};
 
 /// Builds a key from the lease id it is written under.
 pub type KeyFn = Arc<dyn Fn(i64) -> String + Send + Sync>;
@@ -104,12 +104,7 @@ impl LeaseKeeper {
     /// handle and error messages.
     pub async fn start(self, target: &str, endpoint: &str) -> Result<Registration> {
         let held = self.grant_and_put().await.map_err(|e| {
-            let hint = if e.contains("certificate") {
-                "etcd's TLS certificate was not accepted: give the CA that signed it with \
-                 ?tls_ca=/path/ca.pem (and ?tls_server_name= if it names another host)"
-            } else {
-                "is etcd running at the target's hosts?"
-            };
+            let hint = tls_hint(&e).unwrap_or("is etcd running at the target's hosts?");
             registry_error(target, format!("{e}; {hint}"))
         })?;
         tracing::info!(key = %held.key, value = %self.value, lease = held.lease, ttl = ?self.ttl, "registered in etcd");

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use driver_core::{Channel, Driver};
 use driver_etcd::EtcdDriver;
-use test_support::{EchoClient, EchoServer, EtcdServer, SayRequest, TestPki};
+use test_support::{EchoClient, EchoServer, EtcdServer, SayRequest, TestPki, say};
 
 /// A CA and a server certificate for 127.0.0.1 / localhost.
 fn certificates() -> TestPki {
@@ -86,4 +86,63 @@ async fn tls_errors_name_the_problem() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("tls_cert and tls_key"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_for_an_etcd_that_verifies_clients() {
+    let certs = certificates();
+    certs.issue("client", &["client"]);
+    let etcd = EtcdServer::start_with_tls_client_auth(
+        &certs.path("server.pem"),
+        &certs.path("server-key.pem"),
+        &certs.path("ca.pem"),
+    );
+    let tls_ep = etcd.tls_endpoint().unwrap();
+    let ca = certs.path("ca.pem");
+    let base = format!("etcd://{tls_ep}/mtls?tls_ca={}", ca.display());
+
+    // Without a client certificate etcd refuses the handshake.
+    let err = EtcdDriver
+        .register_service(&base, "127.0.0.1:9")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("tls_cert"), "{err}");
+    assert!(
+        !err.contains("attempt"),
+        "TLS failures are not retried: {err}"
+    );
+
+    let with_identity = format!(
+        "{base}&tls_cert={}&tls_key={}",
+        certs.path("client.pem").display(),
+        certs.path("client-key.pem").display()
+    );
+    let echo = EchoServer::start("mtls").await;
+    let registration = EtcdDriver
+        .register_service(&with_identity, &echo.addr())
+        .await
+        .expect("register with a client certificate");
+    let channel = Channel::builder(&with_identity)
+        .driver(&EtcdDriver)
+        .unwrap()
+        .connect()
+        .unwrap();
+    assert_eq!(say(&channel).await.unwrap(), "mtls");
+    registration.deregister().await.unwrap();
+
+    // A key that is not the certificate's is refused up front, naming the problem.
+    let err = EtcdDriver
+        .register_service(
+            &format!(
+                "{base}&tls_cert={}&tls_key={}",
+                certs.path("client.pem").display(),
+                certs.path("server-key.pem").display()
+            ),
+            "127.0.0.1:9",
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("key"), "{err}");
 }

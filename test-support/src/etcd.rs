@@ -55,7 +55,9 @@ struct Member {
     dir: TempDir,
     child: Option<Child>,
     /// An extra HTTPS client listener: port, certificate and key files.
-    tls: Option<(u16, PathBuf, PathBuf)>,
+    /// HTTPS port, certificate, key, and the CA client certificates must come from
+    /// (`--client-cert-auth`) if any.
+    tls: Option<(u16, PathBuf, PathBuf, Option<PathBuf>)>,
 }
 
 impl Member {
@@ -103,13 +105,17 @@ impl Member {
         // the readiness check.
         let (listen_urls, tls_args) = match &self.tls {
             None => (client_url.clone(), Vec::new()),
-            Some((port, cert, key)) => (
-                format!("{client_url},https://127.0.0.1:{port}"),
-                vec![
+            Some((port, cert, key, client_ca)) => {
+                let mut args = vec![
                     format!("--cert-file={}", cert.display()),
                     format!("--key-file={}", key.display()),
-                ],
-            ),
+                ];
+                if let Some(ca) = client_ca {
+                    args.push("--client-cert-auth".to_owned());
+                    args.push(format!("--trusted-ca-file={}", ca.display()));
+                }
+                (format!("{client_url},https://127.0.0.1:{port}"), args)
+            }
         };
         let mut args = vec![
             format!("--name={}", self.name),
@@ -316,7 +322,21 @@ impl EtcdServer {
     /// Like [`start`](Self::start), and also serves HTTPS on a second port
     /// ([`tls_endpoint`](Self::tls_endpoint)) with the given PEM certificate and key.
     pub fn start_with_tls(cert_pem: &Path, key_pem: &Path) -> EtcdServer {
-        Self::start_inner(Some((cert_pem.to_owned(), key_pem.to_owned())))
+        Self::start_inner(Some((cert_pem.to_owned(), key_pem.to_owned(), None)))
+    }
+
+    /// Like [`start_with_tls`](Self::start_with_tls), and the HTTPS port accepts only
+    /// clients presenting a certificate signed by `client_ca_pem` (`--client-cert-auth`).
+    pub fn start_with_tls_client_auth(
+        cert_pem: &Path,
+        key_pem: &Path,
+        client_ca_pem: &Path,
+    ) -> EtcdServer {
+        Self::start_inner(Some((
+            cert_pem.to_owned(),
+            key_pem.to_owned(),
+            Some(client_ca_pem.to_owned()),
+        )))
     }
 
     /// The HTTPS client endpoint `127.0.0.1:PORT` of a server started with TLS.
@@ -324,10 +344,10 @@ impl EtcdServer {
         self.member
             .tls
             .as_ref()
-            .map(|(port, _, _)| format!("127.0.0.1:{port}"))
+            .map(|(port, ..)| format!("127.0.0.1:{port}"))
     }
 
-    fn start_inner(tls: Option<(PathBuf, PathBuf)>) -> EtcdServer {
+    fn start_inner(tls: Option<(PathBuf, PathBuf, Option<PathBuf>)>) -> EtcdServer {
         let binary = etcd_binary();
         process::start_with_retries("etcd", || {
             let ports = free_ports(3);
@@ -341,7 +361,9 @@ impl EtcdServer {
                 &initial_cluster,
                 &unique_token(),
             );
-            member.tls = tls.clone().map(|(cert, key)| (ports[2], cert, key));
+            member.tls = tls
+                .clone()
+                .map(|(cert, key, client_ca)| (ports[2], cert, key, client_ca));
             member.spawn();
             member
                 .wait_ready(Instant::now() + SERVER_READY_TIMEOUT)
