@@ -89,9 +89,9 @@ impl Subset {
             self.chosen = endpoints.iter().map(|e| e.addr.clone()).collect();
             return endpoints;
         }
-        let (mut keep, fresh): (Vec<usize>, Vec<usize>) =
+        // `keep` holds at most `limit` (it is part of the last choice).
+        let (keep, fresh): (Vec<usize>, Vec<usize>) =
             (0..endpoints.len()).partition(|&i| self.chosen.contains(&endpoints[i].addr));
-        keep.truncate(self.limit);
         let room = self.limit - keep.len();
         let picked = rand::seq::index::sample(&mut rand::rng(), fresh.len(), room.min(fresh.len()));
         let mut take: Vec<usize> = keep;

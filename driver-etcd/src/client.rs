@@ -258,7 +258,10 @@ fn members_channel(config: &EtcdConfig) -> Result<Channel> {
         .connect_timeout(CONNECT_TIMEOUT)
         .backoff_max(MEMBER_BACKOFF_MAX)
         .keepalive(KEEPALIVE_INTERVAL);
-    if let Some(tls) = &config.tls {
+    // `https://` hosts ask for TLS too (and, without a CA, fail saying to give one).
+    let https = config.hosts.iter().any(|h| h.starts_with("https://"));
+    let tls = config.tls.clone().or_else(|| https.then(EtcdTls::default));
+    if let Some(tls) = &tls {
         builder = builder.tls(tls_connector(&joined, tls)?);
     }
     builder
@@ -421,6 +424,15 @@ mod tests {
         assert_eq!(t.config, EtcdConfig::new(["h1:1"]).with_user("u", "p"));
         assert_eq!(t.key, "svc");
         assert!(!format!("{:?}", t.config).contains("\"p\""));
+    }
+
+    #[tokio::test]
+    async fn https_hosts_without_a_ca_say_to_give_one() {
+        let err = shared_client(&EtcdConfig::new(["https://127.0.0.1:1"]))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("?tls_ca="), "{err}");
     }
 
     #[test]
