@@ -52,16 +52,17 @@ impl TlsConnector {
             reason,
         };
         let mut roots = rustls::RootCertStore::empty();
-        let mut found = 0;
         let certs = rustls_pemfile_certs(ca_pem).map_err(|e| bad(format!("CA file is {e}")))?;
-        for cert in certs {
-            roots
-                .add(cert)
-                .map_err(|e| bad(format!("CA certificate rejected: {e}")))?;
-            found += 1;
-        }
-        if found == 0 {
+        if certs.is_empty() {
             return Err(bad("no PEM certificate found in the CA file".into()));
+        }
+        // A bundle (the system's, say) may hold certificates rustls cannot use; the
+        // others still count.
+        let (added, rejected) = roots.add_parsable_certificates(certs);
+        if added == 0 {
+            return Err(bad(format!(
+                "none of the {rejected} certificates in the CA file is usable as a CA"
+            )));
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider)
@@ -165,5 +166,41 @@ impl std::hash::Hash for TlsConnector {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         (Arc::as_ptr(&self.config) as usize).hash(state);
         self.server_name.hash(state);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A PEM block that parses but holds no certificate rustls can use.
+    const UNUSABLE: &str =
+        "-----BEGIN CERTIFICATE-----\nAAECAwQFBgcICQ==\n-----END CERTIFICATE-----\n";
+
+    #[test]
+    fn a_bundle_with_unusable_certificates_keeps_the_usable_ones() {
+        let ca = test_support::TestPki::new(&["localhost"]).ca_pem.clone();
+        let bundle = format!("{UNUSABLE}{ca}");
+        assert!(TlsConnector::from_ca_pem(bundle.as_bytes()).is_ok());
+        let err = TlsConnector::from_ca_pem(UNUSABLE.as_bytes()).unwrap_err();
+        assert!(
+            err.to_string().contains("none of the 1 certificates"),
+            "{err}"
+        );
+        let err = TlsConnector::from_ca_pem(b"no pem here").unwrap_err();
+        assert!(err.to_string().contains("no PEM certificate"), "{err}");
+    }
+
+    #[test]
+    fn a_client_identity_must_match_its_key() {
+        let pki = test_support::TestPki::new(&["localhost"]);
+        let (cert, key) = pki.issue("client", &["client"]);
+        let ca = pki.ca_pem.as_bytes();
+        assert!(TlsConnector::from_pem(ca, Some((cert.as_bytes(), key.as_bytes()))).is_ok());
+        let err = TlsConnector::from_pem(ca, Some((cert.as_bytes(), pki.key_pem.as_bytes())))
+            .unwrap_err();
+        assert!(err.to_string().contains("cannot be used together"), "{err}");
+        let err = TlsConnector::from_pem(ca, Some((cert.as_bytes(), b"nothing"))).unwrap_err();
+        assert!(err.to_string().contains("no usable private key"), "{err}");
     }
 }
