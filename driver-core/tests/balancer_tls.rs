@@ -72,3 +72,43 @@ async fn tls_channel_rejects_an_untrusted_server() {
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     assert!(err.message().contains("TLS"), "{err:?}");
 }
+
+/// A server that requires client certificates turns a TLS 1.3 client away only after
+/// the client's side of the handshake is done; the channel still says why, and a
+/// connector with an identity gets through.
+#[tokio::test]
+async fn a_server_requiring_client_certificates_is_explained_and_served() {
+    let pki = TestPki::new(&["localhost"]);
+    let server = EchoServer::start_tls_client_auth("mtls", &pki).await;
+    let addr = server.addr();
+    let resolver = Arc::new(FixedResolver(addr.clone()));
+    let without = Channel::builder(&format!("test:///no-identity-{addr}"))
+        .resolver(resolver.clone())
+        .tls(
+            TlsConnector::from_ca_pem(pki.ca_pem.as_bytes())
+                .unwrap()
+                .with_server_name("localhost"),
+        )
+        .connect()
+        .unwrap();
+    let err = say(&without).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(
+        err.message().contains("client certificate"),
+        "{}",
+        err.message()
+    );
+
+    let (cert, key) = pki.issue("client", &["client"]);
+    let identity = Some((cert.as_bytes(), key.as_bytes()));
+    let with = Channel::builder(&format!("test:///identity-{addr}"))
+        .resolver(resolver)
+        .tls(
+            TlsConnector::from_pem(pki.ca_pem.as_bytes(), identity)
+                .unwrap()
+                .with_server_name("localhost"),
+        )
+        .connect()
+        .unwrap();
+    assert_eq!(say(&with).await.unwrap(), "mtls");
+}

@@ -371,7 +371,10 @@ fn member_lost(e: &etcd_client::Error) -> bool {
 /// certificate not trusted, or the client's refused by etcd.
 pub(crate) fn tls_hint(message: &str) -> Option<&'static str> {
     let m = message.to_ascii_lowercase();
-    if m.contains("alert") && (m.contains("badcertificate") || m.contains("certificaterequired")) {
+    if m.contains("asked for a client certificate")
+        || (m.contains("alert")
+            && (m.contains("badcertificate") || m.contains("certificaterequired")))
+    {
         Some(
             "etcd refused the client's TLS certificate (or its absence): give a client \
              certificate signed by a CA etcd trusts with ?tls_cert=/path/cert.pem&tls_key=/path/key.pem",

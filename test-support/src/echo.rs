@@ -100,7 +100,7 @@ pub struct EchoServer {
     addr: SocketAddr,
     shared: Arc<Shared>,
     health: Option<HealthReporter>,
-    tls: Option<tonic::transport::Identity>,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
 }
 
@@ -125,8 +125,22 @@ impl EchoServer {
     /// Starts a server called `name` on a free loopback port that serves TLS only, with
     /// `pki`'s server certificate.
     pub async fn start_tls(name: &str, pki: &crate::TestPki) -> Self {
+        let tls = tonic::transport::ServerTlsConfig::new().identity(pki.identity());
+        Self::start_with_tls_config(name, tls).await
+    }
+
+    /// [`start_tls`](Self::start_tls), and clients must present a certificate issued by
+    /// `pki`'s CA.
+    pub async fn start_tls_client_auth(name: &str, pki: &crate::TestPki) -> Self {
+        let tls = tonic::transport::ServerTlsConfig::new()
+            .identity(pki.identity())
+            .client_ca_root(tonic::transport::Certificate::from_pem(&pki.ca_pem));
+        Self::start_with_tls_config(name, tls).await
+    }
+
+    async fn start_with_tls_config(name: &str, tls: tonic::transport::ServerTlsConfig) -> Self {
         let mut server = Self::new(name, crate::free_port(), None);
-        server.tls = Some(pki.identity());
+        server.tls = Some(tls);
         server.restart().await;
         server
     }
@@ -251,9 +265,9 @@ impl EchoServer {
         let tls = self.tls.clone();
         let task = tokio::spawn(async move {
             let mut builder = tonic::transport::Server::builder();
-            if let Some(identity) = tls {
+            if let Some(tls) = tls {
                 builder = builder
-                    .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                    .tls_config(tls)
                     .expect("TLS configuration of the echo server");
             }
             let result = builder

@@ -555,8 +555,17 @@ impl ConnectionTask {
         match &self.settings.tls {
             None => self.handshake(tcp).await,
             Some(tls) => {
-                let stream = tls.connect(&self.addr, tcp).await?;
-                self.handshake(stream).await
+                let (stream, asked) = tls.connect(&self.addr, tcp).await?;
+                self.handshake(stream).await.map_err(|e| {
+                    if asked.load(Ordering::Relaxed) {
+                        format!(
+                            "{e}: the server asked for a client certificate and this channel \
+                             has none (give one with TlsConnector::from_pem)"
+                        )
+                    } else {
+                        e
+                    }
+                })
             }
         }
     }
@@ -572,8 +581,29 @@ impl ConnectionTask {
             .handshake::<_, Bytes>(io)
             .await
             .map_err(|e| format!("HTTP/2 handshake with {}: {e}", self.addr))?;
-        let pinger = conn.ping_pong();
-        Ok((tx, Box::pin(conn), pinger))
+        let mut pinger = conn.ping_pong();
+        let mut conn: ConnFuture = Box::pin(conn);
+        // Ready only once the server has answered (its SETTINGS come before the PONG of
+        // this ping), as grpc-go waits for the server preface: a server that turns us
+        // away (a TLS 1.3 client-certificate alert, which arrives after our side of the
+        // TLS handshake is done; a peer that does not speak HTTP/2) fails the dial with
+        // its reason, instead of the first call failing with a broken pipe.
+        if let Some(pinger) = pinger.as_mut() {
+            let ping = pinger.ping(h2::Ping::opaque());
+            tokio::pin!(ping);
+            tokio::select! {
+                answer = &mut ping => {
+                    answer.map_err(|e| format!("HTTP/2 handshake with {}: {e}", self.addr))?;
+                }
+                ended = &mut conn => {
+                    return Err(match ended {
+                        Ok(()) => format!("{} closed the connection during the HTTP/2 handshake", self.addr),
+                        Err(e) => format!("HTTP/2 handshake with {}: {e}", self.addr),
+                    });
+                }
+            }
+        }
+        Ok((tx, conn, pinger))
     }
 }
 

@@ -1,6 +1,7 @@
 //! TLS for endpoint connections (rustls, HTTP/2 by ALPN).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -107,25 +108,57 @@ impl TlsConnector {
         self.server_name.as_deref()
     }
 
+    /// Performs the TLS handshake over `tcp`. The flag says whether the server asked
+    /// for a client certificate this connector does not have (see [`NoteRequest`]).
     pub(crate) async fn connect(
         &self,
         addr: &str,
         tcp: TcpStream,
-    ) -> Result<TlsStream<TcpStream>, String> {
+    ) -> Result<(TlsStream<TcpStream>, Arc<AtomicBool>), String> {
         let host = match &self.server_name {
             Some(n) => n.clone(),
             None => host_of(addr).to_string(),
         };
         let name = ServerName::try_from(host.clone())
             .map_err(|e| format!("TLS server name `{host}`: {e}"))?;
-        let stream = tokio_rustls::TlsConnector::from(self.config.clone())
+        let asked = Arc::new(AtomicBool::new(false));
+        let config = if self.config.client_auth_cert_resolver.has_certs() {
+            self.config.clone()
+        } else {
+            let mut config = (*self.config).clone();
+            config.client_auth_cert_resolver = Arc::new(NoteRequest(asked.clone()));
+            Arc::new(config)
+        };
+        let stream = tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
             .await
             .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
         if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
             return Err(format!("TLS peer {addr} did not agree to HTTP/2 (ALPN h2)"));
         }
-        Ok(stream)
+        Ok((stream, asked))
+    }
+}
+
+/// A client certificate resolver that has none and notes that the server asked for
+/// one: a server that requires client certificates turns the connection away only
+/// after our side of a TLS 1.3 handshake is done, and what reaches us then is often a
+/// bare "broken pipe" or "connection reset", its alert lost.
+#[derive(Debug)]
+struct NoteRequest(Arc<AtomicBool>);
+
+impl rustls::client::ResolvesClientCert for NoteRequest {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.0.store(true, Ordering::Relaxed);
+        None
+    }
+
+    fn has_certs(&self) -> bool {
+        false
     }
 }
 
