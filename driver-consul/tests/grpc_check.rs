@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use driver_consul::ConsulDriver;
 use driver_core::{Channel, Driver};
 use serde_json::Value;
-use test_support::{ConsulAgent, EchoClient, EchoServer, SayRequest, addrs};
+use test_support::{ConsulAgent, EchoServer, addrs, say};
 
 /// The check interval the test registers.
 const INTERVAL: Duration = Duration::from_secs(1);
@@ -104,28 +104,15 @@ async fn grpc_health_not_serving_takes_the_instance_out_and_serving_brings_it_ba
     checked.set_serving(false).await;
     let took = wait_for_set(&channel, &BTreeSet::from([plain.addr()]), INTERVAL + SLACK).await;
     tracing::info!(?took, "NOT_SERVING instance left the set");
-    let mut client = EchoClient::new(channel.clone());
     for _ in 0..4 {
-        let reply = client
-            .say(SayRequest {
-                message: "hi".into(),
-            })
-            .await
-            .unwrap();
-        assert_eq!(reply.into_inner().server, "plain");
+        assert_eq!(say(&channel).await.unwrap(), "plain");
     }
 
     checked.set_serving(true).await;
     wait_for_set(&channel, &both, INTERVAL + SLACK).await;
     let mut served = BTreeSet::new();
     for _ in 0..6 {
-        let reply = client
-            .say(SayRequest {
-                message: "hi".into(),
-            })
-            .await
-            .unwrap();
-        served.insert(reply.into_inner().server);
+        served.insert(say(&channel).await.unwrap());
     }
     assert_eq!(served, BTreeSet::from(["checked".into(), "plain".into()]));
 }

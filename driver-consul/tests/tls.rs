@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use driver_consul::ConsulDriver;
 use driver_core::{Channel, Driver};
-use test_support::{ConsulAgent, EchoClient, EchoServer, SayRequest, TestPki};
+use test_support::{ConsulAgent, EchoServer, TestPki, say};
 
 /// A private CA with a server certificate for 127.0.0.1 / localhost, a client
 /// certificate (`client.pem`, `client-key.pem`) and an unrelated CA (`other-ca.pem`).
@@ -70,14 +70,7 @@ async fn register_and_resolve_over_https_with_a_private_ca() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let reply = EchoClient::new(channel.clone())
-        .say(SayRequest {
-            message: "hi".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(reply.server, "over-https");
+    assert_eq!(say(&channel).await.unwrap(), "over-https");
 
     registration.deregister().await.unwrap();
     let (code, _) = agent.api("GET", &format!("/v1/agent/service/{id}"), "");

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use driver_core::{Channel, Driver};
 use driver_etcd::EtcdDriver;
-use test_support::{EchoClient, EchoServer, EtcdServer, SayRequest, TestPki, say};
+use test_support::{EchoServer, EtcdServer, TestPki, say};
 
 /// A CA and a server certificate for 127.0.0.1 / localhost.
 fn certificates() -> TestPki {
@@ -39,14 +39,7 @@ async fn register_and_resolve_over_tls_with_a_private_ca() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let reply = EchoClient::new(channel)
-        .say(SayRequest {
-            message: "hi".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(reply.server, "over-tls");
+    assert_eq!(say(&channel).await.unwrap(), "over-tls");
     registration.deregister().await.unwrap();
 }
 
