@@ -40,4 +40,4 @@ pub mod watch;
 pub use client::{EtcdConfig, EtcdTarget, EtcdTls, shared_client};
 pub use lease::{KeyFn, LeaseKeeper};
 pub use native::{EtcdDriver, Instance, NativeEtcdFormat};
-pub use watch::{Decode, PrefixState, PrefixWatcher, resolve_prefix};
+pub use watch::{Decode, Entries, EntryChange, PrefixState, PrefixWatcher, resolve_prefix};

@@ -1,8 +1,7 @@
 //! Following every key under a prefix: [`PrefixWatcher`].
 //!
 //! The watcher lists the prefix, then watches it from the listed revision + 1 and keeps
-//! a full copy of the keys and values. Nothing in etcd-client resumes a watch, so this
-//! does:
+//! a copy of the keys and values. Nothing in etcd-client resumes a watch, so this does:
 //!
 //! * after any stream error it reconnects with a bounded backoff (≤ 500 ms) and resumes
 //!   from the last revision it saw, so changes made meanwhile arrive as events;
@@ -13,10 +12,21 @@
 //! One watcher runs per (cluster, prefix) in a process, however many channels resolve
 //! it; each [`resolve_prefix`] call decodes the shared copy with its own format into
 //! endpoint snapshots. The watcher stops when its last subscriber is gone.
+//!
+//! What an event costs: the copy is a persistent map ([`rpds`]), so publishing it after
+//! an event shares every untouched entry instead of copying the prefix; each published
+//! state also carries the changes that made it ([`PrefixState::changes`]), so a
+//! subscriber that kept up decodes only the keys that changed. A subscriber that fell
+//! behind (the state cell keeps only the newest state, so a slow reader never holds the
+//! watcher back) compares the whole copy with what it decoded last and decodes only the
+//! values that differ. A value is decoded once per change, and a value that is not an
+//! instance is logged once, when it is written, shortened to its first bytes: garbage
+//! under a prefix cannot flood the logs of every process that watches it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, LazyLock, Mutex};
 
+use bytes::Bytes;
 use driver_core::resolve::{Endpoint, SnapshotSender};
 use etcd_client::{EventType, GetOptions, WatchOptions};
 use tokio::sync::watch;
@@ -30,13 +40,24 @@ use crate::client::{EtcdConfig, bounded, shared_client};
 /// skipped with a warning).
 pub type Decode = Arc<dyn Fn(&str, &[u8]) -> Result<Option<Endpoint>, String> + Send + Sync>;
 
+/// The keys and values under a prefix: a persistent map, cheap to clone and to update.
+pub type Entries = rpds::RedBlackTreeMapSync<String, Bytes>;
+
+/// One change of a key: its new value, or `None` when it was deleted.
+pub type EntryChange = (String, Option<Bytes>);
+
 /// What a watcher knows about its prefix.
 #[derive(Clone, Debug, Default)]
 pub struct PrefixState {
     /// Every key under the prefix and its value; `None` until the first listing.
-    pub entries: Option<Arc<BTreeMap<String, Vec<u8>>>>,
+    pub entries: Option<Entries>,
     /// Why etcd cannot be read right now, if it cannot.
     pub error: Option<String>,
+    /// Counts the versions of `entries`: +1 for every published change.
+    pub seq: u64,
+    /// The changes that turned version `seq - 1` of `entries` into this one, in order;
+    /// `None` when this version came from a (re-)listing.
+    pub changes: Option<Arc<[EntryChange]>>,
 }
 
 type Watchers = HashMap<(EtcdConfig, String), watch::Sender<PrefixState>>;
@@ -90,7 +111,7 @@ impl PrefixWatcher {
 /// shared [`PrefixWatcher`] until `updates` is closed.
 pub fn resolve_prefix(config: &EtcdConfig, prefix: &str, decode: Decode, updates: SnapshotSender) {
     let mut rx = PrefixWatcher::subscribe(config, prefix).receiver();
-    let prefix = prefix.to_string();
+    let mut index = DecodedIndex::new(prefix, decode);
     tokio::spawn(async move {
         // The first state (possibly the shared watcher's current one) counts as changed.
         rx.mark_changed();
@@ -100,30 +121,107 @@ pub fn resolve_prefix(config: &EtcdConfig, prefix: &str, decode: Decode, updates
                 changed = rx.changed() => if changed.is_err() { return },
             }
             let state = rx.borrow_and_update().clone();
-            if let Some(entries) = &state.entries
-                && state.error.is_none()
-            {
-                updates.update(decode_all(&prefix, entries, &decode));
-            } else if let Some(error) = state.error {
+            if let Some(error) = state.error {
                 updates.error(error);
+            } else if index.follow(&state) {
+                updates.update(index.endpoints());
             }
         }
     });
 }
 
-fn decode_all(prefix: &str, entries: &BTreeMap<String, Vec<u8>>, decode: &Decode) -> Vec<Endpoint> {
-    let mut endpoints = Vec::with_capacity(entries.len());
-    for (key, value) in entries {
-        match decode(key, value) {
-            Ok(Some(endpoint)) => endpoints.push(endpoint),
-            Ok(None) => {}
-            Err(why) => tracing::warn!(
-                %prefix, %key, value = %String::from_utf8_lossy(value), %why,
-                "skipping an etcd entry that is not a valid instance"
-            ),
+/// One subscriber's decoded view of a prefix: every key's value as last decoded and
+/// the endpoint it gave, kept up to date change by change.
+struct DecodedIndex {
+    prefix: String,
+    decode: Decode,
+    /// The `seq` of the state last applied; `None` before the first.
+    seq: Option<u64>,
+    entries: BTreeMap<String, (Bytes, Option<Endpoint>)>,
+}
+
+/// How much of a garbage value a warning shows.
+const SHOWN_VALUE_BYTES: usize = 128;
+
+impl DecodedIndex {
+    fn new(prefix: &str, decode: Decode) -> Self {
+        Self {
+            prefix: prefix.to_string(),
+            decode,
+            seq: None,
+            entries: BTreeMap::new(),
         }
     }
-    endpoints
+
+    /// Brings the index up to `state`; true if `state` holds a listing to publish.
+    fn follow(&mut self, state: &PrefixState) -> bool {
+        let Some(entries) = &state.entries else {
+            return false;
+        };
+        if self.seq == Some(state.seq) {
+            // An error cleared with nothing changed: publish the set again.
+            return true;
+        }
+        match &state.changes {
+            Some(changes) if self.seq.is_some_and(|s| s + 1 == state.seq) => {
+                for (key, value) in changes.iter() {
+                    match value {
+                        Some(value) => self.put(key, value),
+                        None => {
+                            self.entries.remove(key);
+                        }
+                    }
+                }
+            }
+            // A listing, or states skipped: compare the whole copy.
+            _ => {
+                self.entries.retain(|key, _| entries.contains_key(key));
+                for (key, value) in entries.iter() {
+                    self.put(key, value);
+                }
+            }
+        }
+        self.seq = Some(state.seq);
+        true
+    }
+
+    /// Decodes `value` unless `key` already holds exactly it.
+    fn put(&mut self, key: &str, value: &Bytes) {
+        if self.entries.get(key).is_some_and(|(old, _)| old == value) {
+            return;
+        }
+        let endpoint = match (self.decode)(key, value) {
+            Ok(endpoint) => endpoint,
+            Err(why) => {
+                tracing::warn!(
+                    prefix = %self.prefix, %key, value = %shown(value), %why,
+                    "skipping an etcd entry that is not a valid instance"
+                );
+                None
+            }
+        };
+        self.entries
+            .insert(key.to_string(), (value.clone(), endpoint));
+    }
+
+    fn endpoints(&self) -> Vec<Endpoint> {
+        self.entries
+            .values()
+            .filter_map(|(_, endpoint)| endpoint.clone())
+            .collect()
+    }
+}
+
+/// The first bytes of a value for a log line, saying how long it is when cut.
+fn shown(value: &[u8]) -> String {
+    if value.len() <= SHOWN_VALUE_BYTES {
+        return String::from_utf8_lossy(value).into_owned();
+    }
+    format!(
+        "{}… ({} bytes)",
+        String::from_utf8_lossy(&value[..SHOWN_VALUE_BYTES]),
+        value.len()
+    )
 }
 
 /// The watcher task: list, watch, resume, re-list; ends when nobody listens.
@@ -132,7 +230,7 @@ async fn run(key: (EtcdConfig, String), tx: watch::Sender<PrefixState>) {
     let mut follower = Follower {
         config: config.clone(),
         prefix: prefix.clone(),
-        entries: BTreeMap::new(),
+        entries: Entries::new_sync(),
         revision: None,
         tx: tx.clone(),
     };
@@ -155,7 +253,7 @@ async fn run(key: (EtcdConfig, String), tx: watch::Sender<PrefixState>) {
 struct Follower {
     config: EtcdConfig,
     prefix: String,
-    entries: BTreeMap<String, Vec<u8>>,
+    entries: Entries,
     /// The last revision seen; `None` means list before watching.
     revision: Option<i64>,
     tx: watch::Sender<PrefixState>,
@@ -177,11 +275,14 @@ impl Follower {
         }
     }
 
-    fn publish(&self) {
-        let entries = Arc::new(self.entries.clone());
+    /// Publishes the copy as a new version, made by `changes` (`None`: a listing).
+    fn publish(&self, changes: Option<Vec<EntryChange>>) {
+        let entries = self.entries.clone();
         self.tx.send_modify(|s| {
             s.entries = Some(entries);
             s.error = None;
+            s.seq += 1;
+            s.changes = changes.map(Arc::from);
         });
     }
 
@@ -207,13 +308,13 @@ impl Follower {
                     .map(|kv| {
                         (
                             String::from_utf8_lossy(kv.key()).into_owned(),
-                            kv.value().to_vec(),
+                            Bytes::copy_from_slice(kv.value()),
                         )
                     })
                     .collect();
                 let r = resp.header().map_or(0, |h| h.revision());
                 self.revision = Some(r);
-                self.publish();
+                self.publish(None);
                 r
             }
         };
@@ -248,23 +349,130 @@ impl Follower {
                 backoff.reset();
                 // Connected again: clear a reported error without waiting for an event.
                 if self.tx.borrow().error.is_some() {
-                    self.publish();
+                    self.tx.send_modify(|s| s.error = None);
                 }
             }
-            let mut changed = false;
+            let mut changes = Vec::with_capacity(resp.events().len());
             for event in resp.events() {
                 let Some(kv) = event.kv() else { continue };
                 let key = String::from_utf8_lossy(kv.key()).into_owned();
-                match event.event_type() {
-                    EventType::Put => self.entries.insert(key, kv.value().to_vec()),
-                    EventType::Delete => self.entries.remove(&key),
+                let value = match event.event_type() {
+                    EventType::Put => {
+                        let value = Bytes::copy_from_slice(kv.value());
+                        self.entries.insert_mut(key.clone(), value.clone());
+                        Some(value)
+                    }
+                    EventType::Delete => {
+                        self.entries.remove_mut(&key);
+                        None
+                    }
                 };
+                changes.push((key, value));
                 self.revision = Some(kv.mod_revision().max(self.revision.unwrap_or(0)));
-                changed = true;
             }
-            if changed {
-                self.publish();
+            if !changes.is_empty() {
+                self.publish(Some(changes));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// An index whose decoder counts its calls; `bad` values are garbage.
+    fn counting_index() -> (DecodedIndex, Arc<AtomicUsize>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = calls.clone();
+        let decode: Decode = Arc::new(move |_key: &str, value: &[u8]| {
+            counter.fetch_add(1, Ordering::Relaxed);
+            match value {
+                b"bad" => Err("garbage".to_string()),
+                addr => Ok(Some(Endpoint::new(String::from_utf8_lossy(addr)))),
+            }
+        });
+        (DecodedIndex::new("p/", decode), calls)
+    }
+
+    fn state(entries: &Entries, seq: u64, changes: Option<Vec<EntryChange>>) -> PrefixState {
+        PrefixState {
+            entries: Some(entries.clone()),
+            error: None,
+            seq,
+            changes: changes.map(Arc::from),
+        }
+    }
+
+    fn put(entries: &mut Entries, key: &str, value: &str) -> EntryChange {
+        let value = Bytes::copy_from_slice(value.as_bytes());
+        entries.insert_mut(key.to_string(), value.clone());
+        (key.to_string(), Some(value))
+    }
+
+    fn addrs(index: &DecodedIndex) -> Vec<String> {
+        index.endpoints().into_iter().map(|e| e.addr).collect()
+    }
+
+    #[test]
+    fn decodes_each_value_once_per_change() {
+        let (mut index, calls) = counting_index();
+        let mut entries = Entries::new_sync();
+        for i in 0..100 {
+            put(
+                &mut entries,
+                &format!("p/{i:03}"),
+                &format!("10.0.0.1:{}", 1000 + i),
+            );
+        }
+        put(&mut entries, "p/junk", "bad");
+        assert!(index.follow(&state(&entries, 1, None)));
+        assert_eq!(calls.load(Ordering::Relaxed), 101);
+        assert_eq!(addrs(&index).len(), 100);
+
+        // One put and one delete: two keys touched, one decode.
+        let change = put(&mut entries, "p/new", "10.0.0.2:1");
+        entries.remove_mut("p/000");
+        let changes = vec![change, ("p/000".to_string(), None)];
+        assert!(index.follow(&state(&entries, 2, Some(changes))));
+        assert_eq!(calls.load(Ordering::Relaxed), 102);
+        let now = addrs(&index);
+        assert_eq!(now.len(), 100);
+        assert!(now.contains(&"10.0.0.2:1".to_string()));
+        assert!(!now.contains(&"10.0.0.1:1000".to_string()));
+
+        // States skipped (seq 3 never seen): the copy is compared, and only values that
+        // differ are decoded.
+        put(&mut entries, "p/001", "10.0.0.3:1");
+        put(&mut entries, "p/002", "10.0.0.3:2");
+        entries.remove_mut("p/junk");
+        assert!(index.follow(&state(&entries, 4, Some(Vec::new()))));
+        assert_eq!(calls.load(Ordering::Relaxed), 104);
+        assert_eq!(addrs(&index).len(), 100);
+
+        // The same version again (an error cleared): published, nothing decoded.
+        assert!(index.follow(&state(&entries, 4, None)));
+        assert_eq!(calls.load(Ordering::Relaxed), 104);
+
+        // A re-listing with identical values decodes nothing.
+        assert!(index.follow(&state(&entries, 5, None)));
+        assert_eq!(calls.load(Ordering::Relaxed), 104);
+    }
+
+    #[test]
+    fn nothing_listed_yet_publishes_nothing() {
+        let (mut index, _) = counting_index();
+        assert!(!index.follow(&PrefixState::default()));
+    }
+
+    #[test]
+    fn long_values_are_shortened_in_logs() {
+        assert_eq!(shown(b"short"), "short");
+        let long = vec![b'y'; 10_000];
+        let s = shown(&long);
+        assert!(s.len() < 200, "{}", s.len());
+        assert!(s.ends_with("(10000 bytes)"), "{s}");
     }
 }
