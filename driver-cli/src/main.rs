@@ -212,7 +212,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     2,
                 )
             })?;
-            println!("{}", serde_json::to_string(&sm)?);
+            // The server is shown, not dialled: without its secrets.
+            let shown = driver_core::ServerMethod {
+                server: redact(&sm.server),
+                method: sm.method,
+            };
+            println!("{}", serde_json::to_string(&shown)?);
             Ok(())
         }
         Command::Resolve {
@@ -364,7 +369,8 @@ async fn resolve(
                 .unwrap_or_else(|| "the resolver has not answered".to_string());
             return Err(Failure(
                 format!(
-                    "`{target}` did not resolve within {} ms: {why}",
+                    "`{}` did not resolve within {} ms: {why}",
+                    redact(target),
                     timeout.as_millis()
                 ),
                 3,
@@ -412,7 +418,7 @@ async fn resolve(
 
 fn print_resolved(target: &str, endpoints: &[ResolvedEndpoint]) -> Result<(), Failure> {
     let line = serde_json::to_string(&Resolved {
-        target,
+        target: &redact(target),
         endpoints: endpoints.to_vec(),
     })?;
     use std::io::Write;

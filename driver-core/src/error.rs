@@ -33,7 +33,11 @@ pub enum Error {
     },
 
     /// A dtm branch URI could not be split into server and method.
-    #[error("bad url `{uri}`: {reason}")]
+    #[error(
+        "bad url `{}`: {}",
+        crate::target::redact(.uri),
+        crate::target::redact_message(.reason, .uri)
+    )]
     BadUri {
         /// The URI as given.
         uri: String,
@@ -42,7 +46,11 @@ pub enum Error {
     },
 
     /// A dial or registration target could not be parsed.
-    #[error("bad target `{}`: {reason}", crate::target::redact(.target))]
+    #[error(
+        "bad target `{}`: {}",
+        crate::target::redact(.target),
+        crate::target::redact_message(.reason, .target)
+    )]
     BadTarget {
         /// The target as given.
         target: String,
@@ -69,7 +77,11 @@ pub enum Error {
     },
 
     /// A driver does not support an operation for this target.
-    #[error("driver `{driver}` cannot {what} `{}`: {reason}", crate::target::redact(.target))]
+    #[error(
+        "driver `{driver}` cannot {what} `{}`: {}",
+        crate::target::redact(.target),
+        crate::target::redact_message(.reason, .target)
+    )]
     Unsupported {
         /// The driver's name.
         driver: String,
@@ -100,7 +112,11 @@ pub enum Error {
     },
 
     /// A registry (etcd, consul, ...) operation failed.
-    #[error("registry at `{}`: {message}", crate::target::redact(.target))]
+    #[error(
+        "registry at `{}`: {}",
+        crate::target::redact(.target),
+        crate::target::redact_message(.message, .target)
+    )]
     Registry {
         /// The target being served.
         target: String,

@@ -35,6 +35,7 @@ pub mod driver;
 pub mod error;
 pub mod invoke;
 pub mod parse;
+mod redact;
 pub mod registry;
 pub mod resolve;
 pub mod target;

@@ -201,9 +201,11 @@ impl Target {
     }
 }
 
+/// Shows the target with its secrets [redacted](redact); [`as_str`](Target::as_str)
+/// gives it as written.
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.raw)
+        f.write_str(&redact(&self.raw))
     }
 }
 
@@ -214,53 +216,7 @@ impl std::str::FromStr for Target {
     }
 }
 
-/// `target` with secrets masked, for logs and printed output: the password of
-/// `user:password@` and the values of the `password` and `token` query parameters
-/// become `***`. Works on any string, parseable or not.
-///
-/// ```
-/// assert_eq!(
-///     driver_core::target::redact("consul://u:pw@h:8500/svc?token=s3cret&tag=x"),
-///     "consul://u:***@h:8500/svc?token=***&tag=x"
-/// );
-/// ```
-pub fn redact(target: &str) -> String {
-    let (head, query) = match target.split_once('?') {
-        Some((h, q)) => (h.to_string(), Some(q)),
-        None => (target.to_string(), None),
-    };
-    let mut out = match head.split_once("://") {
-        Some((scheme, rest)) => {
-            let authority_end = rest.find('/').unwrap_or(rest.len());
-            let (authority, path) = rest.split_at(authority_end);
-            match authority.rsplit_once('@') {
-                Some((userinfo, hosts)) => {
-                    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-                    let masked = if userinfo.contains(':') {
-                        format!("{user}:***")
-                    } else {
-                        user.to_string()
-                    };
-                    format!("{scheme}://{masked}@{hosts}{path}")
-                }
-                None => head.clone(),
-            }
-        }
-        None => head.clone(),
-    };
-    if let Some(q) = query {
-        let pairs: Vec<String> = q
-            .split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some((k, _)) if matches!(k, "password" | "token") => format!("{k}=***"),
-                _ => pair.to_string(),
-            })
-            .collect();
-        out.push('?');
-        out.push_str(&pairs.join("&"));
-    }
-    out
-}
+pub use crate::redact::{redact, redact_message};
 
 fn decode(s: &str) -> std::result::Result<String, String> {
     percent_encoding::percent_decode_str(s)
@@ -367,23 +323,6 @@ mod tests {
         assert_eq!(t.query("tag"), Some("x"));
         assert_eq!(t.query("healthy"), Some("true"));
         assert_eq!(t.query("missing"), None);
-    }
-
-    #[test]
-    fn redact_masks_only_secrets() {
-        for (input, want) in [
-            (
-                "etcd://h:2379/k?user=root&password=pw",
-                "etcd://h:2379/k?user=root&password=***",
-            ),
-            ("etcd://root:pw@h1,h2/k", "etcd://root:***@h1,h2/k"),
-            ("etcd://root@h/k", "etcd://root@h/k"),
-            ("consul://h/s?token=t", "consul://h/s?token=***"),
-            ("direct:///a:1,b:2", "direct:///a:1,b:2"),
-            ("localhost:80", "localhost:80"),
-        ] {
-            assert_eq!(redact(input), want, "{input}");
-        }
     }
 
     #[test]

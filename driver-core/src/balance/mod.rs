@@ -386,7 +386,8 @@ impl Channel {
         ChannelBuilder::new(target)
     }
 
-    /// The target this channel dials.
+    /// The target this channel dials, with its secrets
+    /// [redacted](crate::target::redact): fit to show.
     pub fn target(&self) -> &str {
         &self.inner.target
     }
@@ -506,7 +507,8 @@ impl ChannelInner {
             Scheme::HTTP
         };
         let inner = Arc::new(ChannelInner {
-            target: b.target,
+            // Shown in statuses, errors and logs: never with its secrets.
+            target: crate::target::redact(&b.target),
             policy: b.policy,
             resolve_timeout: b.resolve_timeout,
             wait_for_ready: b.wait_for_ready,
