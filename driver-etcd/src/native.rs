@@ -34,8 +34,10 @@
 //!   other instances still resolve.
 //!
 //! Two things of the seed's are not copied: its watch prefix `/micro/NAME` lacks the
-//! trailing slash (so it also sees `NAMEother`), ours is `/micro/NAME/`; and its client
-//! dials `registry://NAME` with grpc's resolver, where our targets are `etcd://…`.
+//! trailing slash (so it also sees `NAMEother`), ours is `/micro/NAME/`; and its
+//! resolver reads grpc's `target.Endpoint()`, which is empty for `registry://NAME` in
+//! today's grpc-go: such a client lists every service under `/micro` and sends an empty
+//! `:authority`, which Rust (h2) servers refuse; it needs `registry:///NAME`.
 //!
 //! # Targets
 //!
@@ -43,6 +45,9 @@
 //!   every instance of `NAME`, only those of group `G` when given; weights feed
 //!   weighted round robin, group and metadata show up as endpoint metadata.
 //! * register: `etcd://h1:2379/NAME[?weight=N][&group=G][&ttl=S][&meta.K=V...]`.
+//! * both, the seed's own form: `registry://NAME?registry=etcd://h1:2379,h2:2379[&…]`,
+//!   `registry:///NAME?registry=…` or `registry://h1:2379,h2:2379/NAME[?…]` mean the
+//!   `etcd://` target above (see [`crate::registry_target`]).
 //!
 //! Credentials: `etcd://user:password@h:2379/NAME` or `?user=&password=`.
 
@@ -51,6 +56,7 @@ use std::time::Duration;
 
 use crate::client::{EtcdTarget, shared_client};
 use crate::lease::LeaseKeeper;
+use crate::registry_target::{REGISTRY_SCHEME, to_etcd_target};
 use crate::watch::resolve_prefix;
 use async_trait::async_trait;
 use driver_core::parse::parse_scheme_url;
@@ -135,11 +141,17 @@ impl Driver for EtcdDriver {
     }
 
     fn resolvers(&self) -> Vec<(&'static str, Arc<dyn Resolver>)> {
-        vec![(SCHEME, Arc::new(NativeResolver))]
+        vec![
+            (SCHEME, Arc::new(NativeResolver)),
+            (REGISTRY_SCHEME, Arc::new(NativeResolver)),
+        ]
     }
 
     fn registrars(&self) -> Vec<(&'static str, Arc<dyn Registrar>)> {
-        vec![(SCHEME, Arc::new(NativeRegistrar))]
+        vec![
+            (SCHEME, Arc::new(NativeRegistrar)),
+            (REGISTRY_SCHEME, Arc::new(NativeRegistrar)),
+        ]
     }
 
     fn parse_server_method(&self, uri: &str) -> Result<ServerMethod> {
@@ -149,12 +161,22 @@ impl Driver for EtcdDriver {
 
 driver_core::register_driver!(EtcdDriver);
 
-/// Resolves native targets.
+/// `target` as an `etcd://` target: itself, or what a `registry://` one stands for.
+fn etcd_form(target: &Target) -> Result<Target> {
+    if target.scheme() == REGISTRY_SCHEME {
+        to_etcd_target(target)
+    } else {
+        Ok(target.clone())
+    }
+}
+
+/// Resolves native targets (`etcd://` and `registry://`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NativeResolver;
 
 impl Resolver for NativeResolver {
     fn resolve(&self, target: &Target, updates: SnapshotSender) -> Result<()> {
+        let target = &etcd_form(target)?;
         let t = EtcdTarget::from_target(target)?;
         let group = target.query("group").map(str::to_string);
         let decode = Arc::new(move |_key: &str, value: &[u8]| {
@@ -170,13 +192,14 @@ impl Resolver for NativeResolver {
     }
 }
 
-/// Registers native instances.
+/// Registers native instances (`etcd://` and `registry://` targets).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NativeRegistrar;
 
 #[async_trait]
 impl Registrar for NativeRegistrar {
     async fn register(&self, target: &Target, endpoint: &str) -> Result<Registration> {
+        let target = &etcd_form(target)?;
         let t = EtcdTarget::from_target(target)?;
         let bad = |reason: String| Error::BadTarget {
             target: target.to_string(),

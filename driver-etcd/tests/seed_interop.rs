@@ -335,3 +335,65 @@ async fn weights_beyond_int32_are_refused_at_registration() {
     assert!(err.contains("weight `2147483648`"), "{err}");
     assert!(err.contains("0 to 2147483647"), "{err}");
 }
+
+/// The seed's own target form: `registry://NAME` with the etcd hosts in `?registry=` (or
+/// in the authority, `registry://HOST/NAME`), resolving Go's instances and registering
+/// ours where Go's client finds them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_targets_resolve_and_register_in_the_seed_form() {
+    let server = EtcdServer::start();
+    let ep = server.endpoint();
+    let (_blue, blue_addr) = go_server(&ep, "seed", "go-blue", 2, "blue");
+    let (_green, green_addr) = go_server(&ep, "seed", "go-green", 1, "green");
+    for (target, want) in [
+        (
+            format!("registry://seed?registry=etcd://{ep}&group=blue"),
+            vec![blue_addr.clone()],
+        ),
+        (
+            format!("registry:///seed?registry=etcd://{ep}"),
+            vec![blue_addr.clone(), green_addr.clone()],
+        ),
+        (
+            format!("registry://{ep}/seed?group=green"),
+            vec![green_addr.clone()],
+        ),
+    ] {
+        let ch = channel(&target, Policy::RoundRobin);
+        let want: BTreeSet<String> = want.into_iter().collect();
+        wait_for(&target, Duration::from_secs(5), || async {
+            addrs(&ch) == want
+        })
+        .await;
+        let name = say(&ch).await.unwrap();
+        assert!(name.starts_with("go-"), "{target}: {name}");
+    }
+
+    let ours = EchoServer::start("ours").await;
+    let _reg = EtcdDriver
+        .register_service(
+            &format!("registry://mine?registry=etcd://{ep}"),
+            &ours.addr(),
+        )
+        .await
+        .unwrap();
+    let args = [
+        "-etcd",
+        ep.as_str(),
+        "-target",
+        "registry://mine",
+        "-n",
+        "2",
+    ]
+    .map(str::to_string);
+    let names = tokio::task::spawn_blocking(move || {
+        run_interop(
+            "seed-echo-client",
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            Duration::from_secs(30),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(names, ["ours", "ours"]);
+}
