@@ -163,10 +163,18 @@ impl<E: std::fmt::Display> From<E> for Failure {
     }
 }
 
+/// Whether log lines may carry ANSI colour: only when stderr is a terminal (not a pipe,
+/// a file or a CI log) and `NO_COLOR` is unset or empty (<https://no-color.org>).
+fn log_colour() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(log_colour())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),

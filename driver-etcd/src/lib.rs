@@ -35,6 +35,7 @@
 pub mod client;
 pub mod lease;
 pub mod native;
+pub mod registry_target;
 pub mod watch;
 
 pub use client::{EtcdConfig, EtcdTarget, EtcdTls, shared_client};

@@ -8,16 +8,36 @@
 //! /micro/NAME/ADDRESS
 //! ```
 //!
-//! with a JSON value
+//! kept under a lease (TTL 10 s unless `?ttl=SECONDS`), the key layout of the
+//! hand-written Go registry the design started from (shared/seeds/003).
+//!
+//! **Written** (by [`NativeRegistrar`]): always all five members, lowercase, weight a
+//! whole number from 0 to 2147483647 (the registrar refuses more):
 //!
 //! ```json
 //! {"name":"NAME","address":"ADDRESS","weight":10,"group":"blue","metadata":{"version":"1.2"}}
 //! ```
 //!
-//! kept under a lease (TTL 10 s unless `?ttl=SECONDS`). `weight` (default 1, 0 counts as
-//! 1), `group` (default empty) and `metadata` (default empty) may be missing when read.
-//! This is the layout of the hand-written Go registry the design started from, plus
-//! `metadata`.
+//! **Read** (by [`NativeResolver`]): what Go's `encoding/json` reads into the seed's
+//! untagged `ServiceInstance{Name, Address string; Weight int32; Group string}`, plus
+//! our `metadata` (details on [`Instance`]):
+//!
+//! * member names in any case: the seed's own `{"Name":"seed","Address":"127.0.0.1:7001",
+//!   "Weight":5,"Group":"blue"}` and ours are the same instance;
+//! * `weight` a whole number in the int32 range; missing, zero (what the seed writes
+//!   for a server given no weight) and negative weights count as 1, the default share,
+//!   as the seed keeps such instances in service; a fractional or out-of-range weight
+//!   makes the value invalid, as in Go;
+//! * `group` and `metadata` may be missing (empty); `address` must be non-empty;
+//!   unknown members are ignored;
+//! * an invalid value is skipped with a warning naming the key, the value and why; the
+//!   other instances still resolve.
+//!
+//! Two things of the seed's are not copied: its watch prefix `/micro/NAME` lacks the
+//! trailing slash (so it also sees `NAMEother`), ours is `/micro/NAME/`; and its
+//! resolver reads grpc's `target.Endpoint()`, which is empty for `registry://NAME` in
+//! today's grpc-go: such a client lists every service under `/micro` and sends an empty
+//! `:authority`, which Rust (h2) servers refuse; it needs `registry:///NAME`.
 //!
 //! # Targets
 //!
@@ -25,22 +45,27 @@
 //!   every instance of `NAME`, only those of group `G` when given; weights feed
 //!   weighted round robin, group and metadata show up as endpoint metadata.
 //! * register: `etcd://h1:2379/NAME[?weight=N][&group=G][&ttl=S][&meta.K=V...]`.
+//! * both, the seed's own form: `registry://NAME?registry=etcd://h1:2379,h2:2379[&…]`,
+//!   `registry:///NAME?registry=…` or `registry://h1:2379,h2:2379/NAME[?…]` mean the
+//!   `etcd://` target above (see [`crate::registry_target`]).
 //!
 //! Credentials: `etcd://user:password@h:2379/NAME` or `?user=&password=`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::client::{EtcdTarget, shared_client};
+use crate::lease::LeaseKeeper;
+use crate::registry_target::{REGISTRY_SCHEME, to_etcd_target};
+use crate::watch::resolve_prefix;
 use async_trait::async_trait;
 use driver_core::parse::parse_scheme_url;
 use driver_core::resolve::{Endpoint, Registrar, Resolver, SnapshotSender};
 use driver_core::{Driver, Error, Registration, Result, ServerMethod, Target};
-use serde::{Deserialize, Serialize};
 
-use crate::client::{EtcdTarget, shared_client};
-use crate::lease::LeaseKeeper;
-use crate::watch::resolve_prefix;
+mod instance;
+
+pub use instance::Instance;
 
 /// The driver's name.
 pub const NAME: &str = "dtm-driver-etcd";
@@ -50,28 +75,6 @@ pub const SCHEME: &str = "etcd";
 
 /// The root of every native key.
 pub const ROOT: &str = "/micro";
-
-/// One instance as stored in etcd; see the [module docs](self).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Instance {
-    /// The service name.
-    pub name: String,
-    /// `host:port` to dial.
-    pub address: String,
-    /// Relative weight, 1 when missing.
-    #[serde(default = "one")]
-    pub weight: u32,
-    /// The group, empty when missing.
-    #[serde(default)]
-    pub group: String,
-    /// Free-form metadata.
-    #[serde(default)]
-    pub metadata: BTreeMap<String, String>,
-}
-
-fn one() -> u32 {
-    1
-}
 
 /// The native key/value layout; see the [module docs](self).
 #[derive(Clone, Copy, Debug, Default)]
@@ -93,13 +96,15 @@ impl NativeEtcdFormat {
         serde_json::to_string(instance).unwrap_or_default()
     }
 
-    /// Reads a value back; `group` keeps only that group.
+    /// Reads a value back (ours or the seed registry's, see [`Instance`]); `group`
+    /// keeps only that group.
     pub fn decode(
         value: &[u8],
         group: Option<&str>,
     ) -> std::result::Result<Option<Endpoint>, String> {
         let instance: Instance = serde_json::from_slice(value)
             .map_err(|e| format!("not a native instance JSON: {e}"))?;
+        // The address is used as read; this is the one place to check it.
         if instance.address.is_empty() {
             return Err("the instance has no address".into());
         }
@@ -136,11 +141,17 @@ impl Driver for EtcdDriver {
     }
 
     fn resolvers(&self) -> Vec<(&'static str, Arc<dyn Resolver>)> {
-        vec![(SCHEME, Arc::new(NativeResolver))]
+        vec![
+            (SCHEME, Arc::new(NativeResolver)),
+            (REGISTRY_SCHEME, Arc::new(NativeResolver)),
+        ]
     }
 
     fn registrars(&self) -> Vec<(&'static str, Arc<dyn Registrar>)> {
-        vec![(SCHEME, Arc::new(NativeRegistrar))]
+        vec![
+            (SCHEME, Arc::new(NativeRegistrar)),
+            (REGISTRY_SCHEME, Arc::new(NativeRegistrar)),
+        ]
     }
 
     fn parse_server_method(&self, uri: &str) -> Result<ServerMethod> {
@@ -150,12 +161,22 @@ impl Driver for EtcdDriver {
 
 driver_core::register_driver!(EtcdDriver);
 
-/// Resolves native targets.
+/// `target` as an `etcd://` target: itself, or what a `registry://` one stands for.
+fn etcd_form(target: &Target) -> Result<Target> {
+    if target.scheme() == REGISTRY_SCHEME {
+        to_etcd_target(target)
+    } else {
+        Ok(target.clone())
+    }
+}
+
+/// Resolves native targets (`etcd://` and `registry://`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NativeResolver;
 
 impl Resolver for NativeResolver {
     fn resolve(&self, target: &Target, updates: SnapshotSender) -> Result<()> {
+        let target = &etcd_form(target)?;
         let t = EtcdTarget::from_target(target)?;
         let group = target.query("group").map(str::to_string);
         let decode = Arc::new(move |_key: &str, value: &[u8]| {
@@ -171,13 +192,14 @@ impl Resolver for NativeResolver {
     }
 }
 
-/// Registers native instances.
+/// Registers native instances (`etcd://` and `registry://` targets).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NativeRegistrar;
 
 #[async_trait]
 impl Registrar for NativeRegistrar {
     async fn register(&self, target: &Target, endpoint: &str) -> Result<Registration> {
+        let target = &etcd_form(target)?;
         let t = EtcdTarget::from_target(target)?;
         let bad = |reason: String| Error::BadTarget {
             target: target.to_string(),
@@ -185,9 +207,16 @@ impl Registrar for NativeRegistrar {
         };
         let weight = match target.query("weight") {
             None => 1,
+            // The seed registry reads `Weight` as an int32 and skips values beyond it.
             Some(w) => w
                 .parse::<u32>()
-                .map_err(|_| bad(format!("weight `{w}` is not a whole number")))?,
+                .ok()
+                .filter(|&n| i32::try_from(n).is_ok())
+                .ok_or_else(|| {
+                    bad(format!(
+                        "weight `{w}` is not a whole number from 0 to 2147483647"
+                    ))
+                })?,
         };
         let ttl = match target.query("ttl") {
             None => LeaseKeeper::DEFAULT_TTL,
@@ -261,5 +290,27 @@ mod tests {
             1
         );
         assert!(NativeEtcdFormat::decode(b"garbage", None).is_err());
+    }
+
+    #[test]
+    fn decodes_the_seed_registry_value_and_filters_its_group() {
+        let seed = br#"{"Name":"seed","Address":"127.0.0.1:7001","Weight":5,"Group":"blue"}"#;
+        let e = NativeEtcdFormat::decode(seed, Some("blue"))
+            .unwrap()
+            .unwrap();
+        assert_eq!((e.addr.as_str(), e.weight), ("127.0.0.1:7001", 5));
+        assert_eq!(e.metadata["group"], "blue");
+        assert!(
+            NativeEtcdFormat::decode(seed, Some("green"))
+                .unwrap()
+                .is_none()
+        );
+        // A server the seed started without a weight writes 0.
+        let unweighted = br#"{"Name":"seed","Address":"127.0.0.1:7002","Weight":0,"Group":""}"#;
+        let e = NativeEtcdFormat::decode(unweighted, None).unwrap().unwrap();
+        assert_eq!(e.weight, 1);
+        assert!(!e.metadata.contains_key("group"));
+        let err = NativeEtcdFormat::decode(br#"{"Name":"seed","Weight":1}"#, None).unwrap_err();
+        assert!(err.contains("no address"), "{err}");
     }
 }

@@ -1,4 +1,4 @@
-//! The Go programs under `interop/` (go-zero, kratos, consul), built by
+//! The Go programs under `interop/` (go-zero, kratos, consul, the seed registry), built by
 //! `bash interop/build.sh` into `interop/bin/`: finding them, running one to its end
 //! within a bound, and keeping a long-running one that is killed on drop. Also the
 //! pieces any long-running child needs: its stdout lines on a channel, and a signal

@@ -1,0 +1,158 @@
+//! The seed registry's own target form, `registry://NAME`, in `dtm-driver-etcd`.
+//!
+//! Contract: these name the instances of `etcd://h1:2379,h2:2379/NAME` (the native
+//! format), first match of the etcd hosts wins, as for `discovery:///` in
+//! `dtm-driver-kratos`:
+//!
+//! 1. `?registry=etcd://[user:pw@]h1:2379,h2:2379[?q]` on the target (percent-encode it
+//!    inside a dtm branch URI: `registry=etcd%3A%2F%2F127.0.0.1%3A2379`), with the
+//!    service as `registry://NAME` (the seed's spelling) or `registry:///NAME`;
+//! 2. hosts in the authority: `registry://h1:2379,h2:2379/NAME`.
+//!
+//! Every other query parameter of the target (`group`, `weight`, `ttl`, `meta.K`,
+//! `user`, `tls_*`…) and the registry's own query carry over unchanged.
+//!
+//! Why: the seed's Go clients dial `registry://NAME` with the registry handed to their
+//! resolver in code; a target string has to carry it, and kratos users already spell it
+//! `?registry=`.
+
+use driver_core::{Error, Result, Target};
+
+/// The seed's scheme.
+pub const REGISTRY_SCHEME: &str = "registry";
+
+/// The `etcd://hosts/NAME?…` target a `registry://` target stands for; see the
+/// [module docs](self).
+///
+/// ```
+/// use driver_core::Target;
+/// use driver_etcd::registry_target::to_etcd_target;
+/// let t = Target::parse("registry://seed?registry=etcd://127.0.0.1:2379&group=blue").unwrap();
+/// assert_eq!(to_etcd_target(&t).unwrap().as_str(), "etcd://127.0.0.1:2379/seed?group=blue");
+/// ```
+pub fn to_etcd_target(target: &Target) -> Result<Target> {
+    let bad = |reason: String| Error::BadTarget {
+        target: target.to_string(),
+        reason,
+    };
+    let (authority_hosts, name) = match (target.hosts(), target.endpoint()) {
+        ([name], "") => (None, name.as_str()),
+        ([], name) => (None, name),
+        (hosts, name) if !hosts.is_empty() && !name.contains(['/', ',']) => {
+            (Some(hosts.join(",")), name)
+        }
+        _ => {
+            return Err(bad(
+                "write registry://NAME?registry=etcd://HOST:2379 or registry://HOST:2379/NAME"
+                    .into(),
+            ));
+        }
+    };
+    if name.is_empty() {
+        return Err(bad(
+            "the service name is empty; write registry://NAME?registry=etcd://HOST:2379".into(),
+        ));
+    }
+    let mut query: Vec<&str> = Vec::new();
+    let base = if let Some(registry) = target.query("registry") {
+        let parsed =
+            Target::parse(registry).map_err(|e| bad(format!("its ?registry= is unusable: {e}")))?;
+        if parsed.scheme() != "etcd" || parsed.hosts().is_empty() || !parsed.endpoint().is_empty() {
+            return Err(bad(format!(
+                "?registry=`{registry}` is not an etcd registry; write \
+                 registry=etcd://HOST:2379[,HOST2:2379] (percent-encoded inside a branch URI)"
+            )));
+        }
+        let (base, own_query) = registry.split_once('?').unwrap_or((registry, ""));
+        query.extend(own_query.split('&').filter(|p| !p.is_empty()));
+        base.trim_end_matches('/').to_string()
+    } else if let Some(hosts) = authority_hosts {
+        format!("etcd://{hosts}")
+    } else {
+        return Err(bad(format!(
+            "it names no etcd registry; append ?registry=etcd://HOST:2379 or write \
+             registry://HOST:2379/{name}"
+        )));
+    };
+    if let Some((_, raw)) = target.as_str().split_once('?') {
+        query.extend(
+            raw.split('&')
+                .filter(|p| !p.is_empty() && p.split('=').next() != Some("registry")),
+        );
+    }
+    let full = if query.is_empty() {
+        format!("{base}/{name}")
+    } else {
+        format!("{base}/{name}?{}", query.join("&"))
+    };
+    Target::parse(&full)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn etcd(target: &str) -> std::result::Result<String, String> {
+        let t = Target::parse(target).map_err(|e| e.to_string())?;
+        to_etcd_target(&t)
+            .map(|t| t.as_str().to_string())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn every_form_names_the_same_etcd_target() {
+        let want = "etcd://127.0.0.1:2379,127.0.0.1:22379/seed";
+        for form in [
+            "registry://seed?registry=etcd://127.0.0.1:2379,127.0.0.1:22379",
+            "registry:///seed?registry=etcd://127.0.0.1:2379,127.0.0.1:22379/",
+            "registry:///seed?registry=etcd%3A%2F%2F127.0.0.1%3A2379%2C127.0.0.1%3A22379",
+            "registry://127.0.0.1:2379,127.0.0.1:22379/seed",
+        ] {
+            assert_eq!(etcd(form).unwrap(), want, "{form}");
+        }
+    }
+
+    #[test]
+    fn the_query_parameters_carry_over() {
+        assert_eq!(
+            etcd("registry://seed?group=blue&registry=etcd://root:pw@h:2379&tls_ca=%2Fca.pem")
+                .unwrap(),
+            "etcd://root:pw@h:2379/seed?group=blue&tls_ca=%2Fca.pem"
+        );
+        assert_eq!(
+            etcd("registry://seed?registry=etcd%3A%2F%2Fh%3A2379%3Fuser%3Droot&weight=3").unwrap(),
+            "etcd://h:2379/seed?user=root&weight=3"
+        );
+        // ?registry= wins over hosts in the authority, as in dtm-driver-kratos.
+        assert_eq!(
+            etcd("registry://a:2379/seed?registry=etcd://b:2379").unwrap(),
+            "etcd://b:2379/seed"
+        );
+    }
+
+    #[test]
+    fn errors_say_how_to_write_it() {
+        for (form, says) in [
+            ("registry://seed", "append ?registry=etcd://HOST:2379"),
+            (
+                "registry:///seed?registry=consul://h:8500",
+                "not an etcd registry",
+            ),
+            (
+                "registry:///seed?registry=etcd://h:2379/x",
+                "not an etcd registry",
+            ),
+            (
+                "registry:///?registry=etcd://h:2379",
+                "service name is empty",
+            ),
+            (
+                "registry://a,b?registry=etcd://h:2379",
+                "registry://NAME?registry=",
+            ),
+        ] {
+            let err = etcd(form).unwrap_err();
+            assert!(err.contains(says), "{form}: {err}");
+        }
+    }
+}
