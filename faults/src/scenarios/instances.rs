@@ -1,0 +1,288 @@
+//! Instance failures under load: go-zero service processes restarted one by one, and a
+//! long soak with registry churn that samples memory and file descriptors.
+
+use std::time::{Duration, Instant};
+
+use driver_core::{Channel, Driver, Policy};
+use driver_gozero_compat::GoZeroDriver;
+use test_support::{EchoServer, EtcdServer, InteropProcess, free_port, signal_and_wait};
+
+use super::{Kind, WORKERS, blocking, channel, etcd_client, signal, until};
+use crate::load::Load;
+use crate::report::Row;
+
+/// A go-zero echo server registered in etcd under `key`, listening on a fresh port.
+fn gozero_instance(ep: &str, key: &str, name: &str) -> (InteropProcess, String) {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let process = InteropProcess::start(
+        "gozero-echo-server",
+        &["-etcd", ep, "-key", key, "-listen", &listen, "-name", name],
+    );
+    (process, listen)
+}
+
+/// Each of three go-zero instances stopped (SIGTERM, go-zero's graceful shutdown) and
+/// replaced by a new process, one after the other, under load.
+pub async fn rolling_restart() -> Row {
+    let etcd = EtcdServer::start();
+    let ep = etcd.endpoint();
+    let target = format!("etcd://{ep}/roll.rpc");
+    let mut instances: Vec<(InteropProcess, String)> = (0..3)
+        .map(|i| gozero_instance(&ep, "roll.rpc", &format!("go{i}")))
+        .collect();
+    let channel = channel(&target, &GoZeroDriver, 3).await;
+    let ready = || {
+        channel
+            .status()
+            .endpoints
+            .iter()
+            .filter(|e| e.state == "ready")
+            .count()
+    };
+
+    let load = Load::start(&channel, WORKERS);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut last_restart = Instant::now();
+    for i in 0..3 {
+        let (mut old, _) = instances.remove(0);
+        blocking(|| signal_and_wait(old.child(), "TERM", Duration::from_secs(15)));
+        instances.push(gozero_instance(&ep, "roll.rpc", &format!("go{i}-new")));
+        last_restart = Instant::now();
+        until(Duration::from_secs(10), || async { ready() == 3 }).await;
+    }
+    let recovery = until(Duration::from_secs(10), || async { ready() == 3 })
+        .await
+        .map(|_| last_restart.elapsed());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let record = load.stop().await;
+    let failed = record.failed();
+    Row {
+        scenario: "rolling-restart",
+        driver: Kind::GoZero.name(),
+        calls: record.calls(),
+        failed,
+        recovery_of: "3 ready after the last restart",
+        recovery,
+        detail: "3 go-zero processes, SIGTERM then a new one".into(),
+        violation: match recovery {
+            _ if failed > 0 => Some(format!("{failed} calls failed")),
+            None => Some("the channel never had 3 ready instances again".into()),
+            Some(_) => None,
+        },
+        errors: record.errors,
+    }
+}
+
+/// How long an instance stays frozen.
+const FREEZE: Duration = Duration::from_secs(10);
+
+/// One of three go-zero instances frozen (SIGSTOP: its TCP connections stay open, it
+/// answers nothing, as in a GC pause or a VM freeze) for [`FREEZE`] under load, then
+/// resumed, with the channel balancing by `policy`.
+pub async fn instance_frozen(policy: Policy) -> Row {
+    let etcd = EtcdServer::start();
+    let ep = etcd.endpoint();
+    let key = "frozen.rpc";
+    let target = format!("etcd://{ep}/{key}");
+    let mut instances: Vec<(InteropProcess, String)> = (0..3)
+        .map(|i| gozero_instance(&ep, key, &format!("go{i}")))
+        .collect();
+    let channel = Channel::builder(&target)
+        .driver(&GoZeroDriver)
+        .expect("go-zero resolves etcd")
+        .policy(policy)
+        .connect()
+        .expect("connect");
+    channel.warm_up();
+    let ready = |addr: &str| {
+        channel
+            .status()
+            .endpoints
+            .iter()
+            .any(|e| e.endpoint.addr == addr && e.state == "ready")
+    };
+    let all_ready = until(Duration::from_secs(10), || async {
+        instances.iter().all(|(_, a)| ready(a))
+    })
+    .await;
+    assert!(
+        all_ready.is_some(),
+        "the 3 go-zero instances never got ready: {:?}",
+        channel.status()
+    );
+
+    let load = Load::start(&channel, WORKERS);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (frozen, frozen_addr) = &mut instances[0];
+    let pid = frozen.child().id();
+    let frozen_at = load.now();
+    signal(pid, "STOP");
+    tokio::time::sleep(FREEZE).await;
+    signal(pid, "CONT");
+    let resumed_at = load.now();
+    let frozen_addr = frozen_addr.clone();
+    let back = until(Duration::from_secs(5), || async { ready(&frozen_addr) }).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let record = load.stop().await;
+    let baseline = record.rate(Duration::from_millis(500), frozen_at);
+    let during = record.rate(frozen_at + Duration::from_secs(1), resumed_at);
+    let ratio = if baseline > 0.0 {
+        during / baseline
+    } else {
+        0.0
+    };
+    let failed = record.failed();
+    let recovery = record.recovered_after(frozen_at, baseline, resumed_at);
+    let violation = if ratio < 0.9 {
+        Some(format!(
+            "kept {:.0}% of the throughput while frozen",
+            ratio * 100.0
+        ))
+    } else if failed > WORKERS {
+        Some(format!(
+            "{failed} calls failed, more than the {WORKERS} that can be on the frozen instance"
+        ))
+    } else if back.is_none() {
+        Some("the instance did not come back within 5 s of resuming".into())
+    } else {
+        None
+    };
+    Row {
+        scenario: "instance-frozen",
+        driver: policy_name(policy),
+        calls: record.calls(),
+        failed,
+        recovery_of: "throughput back to 90% after the freeze began",
+        recovery,
+        detail: format!(
+            "{:.0} calls/s before, {:.0} while frozen ({:.0}%); back in rotation {} after resume",
+            baseline,
+            during,
+            ratio * 100.0,
+            back.map_or("never".into(), |d| format!("{} ms", d.as_millis()))
+        ),
+        violation,
+        errors: record.errors,
+    }
+}
+
+fn policy_name(policy: Policy) -> &'static str {
+    match policy {
+        Policy::RoundRobin => "gozero, round robin",
+        Policy::WeightedRoundRobin => "gozero, weighted rr",
+        Policy::PeakEwma => "gozero, p2c",
+        _ => "gozero, other policy",
+    }
+}
+
+/// How long the soak runs: `FAULTS_SOAK_SECS`, default one hour.
+fn soak_duration() -> Duration {
+    let secs = std::env::var("FAULTS_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3600);
+    Duration::from_secs(secs)
+}
+
+/// This process's resident memory in KiB and open file descriptors.
+fn footprint() -> (u64, usize) {
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0);
+    let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+    (rss, fds)
+}
+
+/// Load for [`soak_duration`] while one registration is replaced every 5 s; memory and
+/// file descriptors sampled every 10 s.
+pub async fn soak() -> Row {
+    let etcd = EtcdServer::start();
+    let ep = etcd.endpoint();
+    let target = format!("etcd://{ep}/soak");
+    let _client = etcd_client(std::slice::from_ref(&ep)).await;
+    let mut servers = Vec::new();
+    for i in 0..3 {
+        servers.push(EchoServer::start(&format!("soak{i}")).await);
+    }
+    let mut registrations = Vec::new();
+    for s in &servers {
+        registrations.push(
+            GoZeroDriver
+                .register_service(&target, &s.addr())
+                .await
+                .expect("register"),
+        );
+    }
+    let channel = channel(&target, &GoZeroDriver, 3).await;
+    let load = Load::start(&channel, WORKERS);
+    let duration = soak_duration();
+    let start = Instant::now();
+    let mut samples = Vec::new();
+    let mut churns = 0usize;
+    while start.elapsed() < duration {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let i = churns % registrations.len();
+        let old = std::mem::replace(
+            &mut registrations[i],
+            GoZeroDriver
+                .register_service(&target, &servers[i].addr())
+                .await
+                .expect("register again"),
+        );
+        let _ = old.deregister().await;
+        churns += 1;
+        if churns % 2 == 0 {
+            samples.push((start.elapsed(), footprint()));
+            let (rss, fds) = footprint();
+            eprintln!(
+                "soak {:>5} s: rss {rss} KiB, fds {fds}",
+                start.elapsed().as_secs()
+            );
+        }
+    }
+    let record = load.stop().await;
+    let failed = record.failed();
+    // Growth after warm-up: from the first sample past a minute (or the first) to the last.
+    let first = samples
+        .iter()
+        .find(|(t, _)| *t >= Duration::from_secs(60))
+        .or(samples.first())
+        .map_or((0, 0), |(_, f)| *f);
+    let last = samples.last().map_or((0, 0), |(_, f)| *f);
+    let max_rss = samples.iter().map(|(_, (r, _))| *r).max().unwrap_or(0);
+    let violation = if failed > 0 {
+        Some(format!("{failed} calls failed"))
+    } else if last.0 > first.0 + first.0 / 2 {
+        Some(format!("memory grew from {} to {} KiB", first.0, last.0))
+    } else if last.1 > first.1 + 20 {
+        Some(format!(
+            "file descriptors grew from {} to {}",
+            first.1, last.1
+        ))
+    } else {
+        None
+    };
+    Row {
+        scenario: "soak",
+        driver: Kind::GoZero.name(),
+        calls: record.calls(),
+        failed,
+        recovery_of: "-",
+        recovery: Some(Duration::ZERO),
+        detail: format!(
+            "{} s, {churns} re-registrations; rss {} → {} KiB (max {max_rss}), fds {} → {}",
+            duration.as_secs(),
+            first.0,
+            last.0,
+            first.1,
+            last.1
+        ),
+        violation,
+        errors: record.errors,
+    }
+}

@@ -1,0 +1,206 @@
+//! The scenarios, each a function that sets up real servers, runs a load, injects one
+//! failure and returns a [`Row`].
+
+mod instances;
+mod registry;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use driver_core::{Channel, Driver};
+use etcd_client::{Client, GetOptions};
+
+use crate::report::Row;
+
+pub use instances::{instance_frozen, rolling_restart, soak};
+pub use registry::{consul_restart, etcd_freeze, etcd_leader_loss, etcd_restart, key_deleted};
+
+/// Concurrent callers of every load.
+pub const WORKERS: usize = 16;
+
+/// A scenario by name: whether it runs in the short suite, and how to run it.
+pub struct Scenario {
+    /// Its name on the command line and in the table.
+    pub name: &'static str,
+    /// True for the scenarios the test command runs; the others run on demand.
+    pub short: bool,
+    /// Runs it.
+    pub run: fn() -> std::pin::Pin<Box<dyn Future<Output = Row>>>,
+}
+
+/// Every scenario, in the order the table lists them.
+pub fn all() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            name: "rolling-restart",
+            short: true,
+            run: || Box::pin(rolling_restart()),
+        },
+        Scenario {
+            name: "etcd-restart",
+            short: true,
+            run: || Box::pin(etcd_restart(Kind::GoZero)),
+        },
+        Scenario {
+            name: "etcd-restart-kratos",
+            short: true,
+            run: || Box::pin(etcd_restart(Kind::Kratos)),
+        },
+        Scenario {
+            name: "etcd-restart-native",
+            short: true,
+            run: || Box::pin(etcd_restart(Kind::Native)),
+        },
+        Scenario {
+            name: "etcd-freeze",
+            short: true,
+            run: || Box::pin(etcd_freeze()),
+        },
+        Scenario {
+            name: "key-deleted",
+            short: true,
+            run: || Box::pin(key_deleted()),
+        },
+        Scenario {
+            name: "etcd-leader-loss",
+            short: true,
+            run: || Box::pin(etcd_leader_loss()),
+        },
+        Scenario {
+            name: "consul-restart",
+            short: true,
+            run: || Box::pin(consul_restart()),
+        },
+        Scenario {
+            name: "instance-frozen-rr",
+            short: true,
+            run: || Box::pin(instance_frozen(driver_core::Policy::RoundRobin)),
+        },
+        Scenario {
+            name: "instance-frozen-wrr",
+            short: true,
+            run: || Box::pin(instance_frozen(driver_core::Policy::WeightedRoundRobin)),
+        },
+        Scenario {
+            name: "instance-frozen-p2c",
+            short: true,
+            run: || Box::pin(instance_frozen(driver_core::Policy::PeakEwma)),
+        },
+        Scenario {
+            name: "soak",
+            short: false,
+            run: || Box::pin(soak()),
+        },
+    ]
+}
+
+/// Which driver's formats a registry scenario registers and resolves with.
+#[derive(Clone, Copy, Debug)]
+pub enum Kind {
+    /// `dtm-driver-gozero`.
+    GoZero,
+    /// `dtm-driver-kratos`.
+    Kratos,
+    /// `dtm-driver-etcd`.
+    Native,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::GoZero => "dtm-driver-gozero",
+            Kind::Kratos => "dtm-driver-kratos",
+            Kind::Native => "dtm-driver-etcd",
+        }
+    }
+
+    fn driver(self) -> Arc<dyn Driver> {
+        match self {
+            Kind::GoZero => Arc::new(driver_gozero_compat::GoZeroDriver),
+            Kind::Kratos => Arc::new(driver_kratos_compat::KratosDriver::default()),
+            Kind::Native => Arc::new(driver_etcd::EtcdDriver),
+        }
+    }
+
+    /// The etcd prefix its instances of `service` are kept under.
+    fn prefix(self, service: &str) -> String {
+        match self {
+            Kind::GoZero => format!("{service}/"),
+            Kind::Kratos => format!("/microservices/{service}/"),
+            Kind::Native => format!("/micro/{service}/"),
+        }
+    }
+}
+
+/// Sends `signal` (`STOP`, `CONT`, `TERM`...) to process `pid`.
+pub fn signal(pid: u32, signal: &str) {
+    let sent = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(sent, "kill -{signal} {pid} failed");
+}
+
+/// Polls `check` every 10 ms until it holds (the time it took) or `within` passes.
+pub async fn until<F, Fut>(within: Duration, mut check: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if check().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}
+
+/// A plain etcd client for checking what is stored.
+pub async fn etcd_client(endpoints: &[String]) -> Client {
+    tokio::time::timeout(Duration::from_secs(5), Client::connect(endpoints, None))
+        .await
+        .expect("connecting to etcd timed out")
+        .expect("connect to etcd")
+}
+
+/// How many keys are under `prefix` (0 while etcd cannot answer).
+pub async fn count_keys(client: &Client, prefix: &str) -> usize {
+    let mut kv = client.kv_client();
+    let get = kv.get(
+        prefix,
+        Some(GetOptions::new().with_prefix().with_count_only()),
+    );
+    match tokio::time::timeout(Duration::from_millis(500), get).await {
+        Ok(Ok(resp)) => usize::try_from(resp.count()).unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// A channel on `target` through `driver`, waiting until it holds `instances`.
+pub async fn channel(target: &str, driver: &dyn Driver, instances: usize) -> Channel {
+    let channel = Channel::builder(target)
+        .driver(driver)
+        .expect("the driver resolves the target")
+        .connect()
+        .expect("connect");
+    channel.warm_up();
+    let listed = until(Duration::from_secs(10), || async {
+        channel.status().endpoints.len() == instances
+    })
+    .await;
+    assert!(
+        listed.is_some(),
+        "{target} never listed {instances} instances: {:?}",
+        channel.status()
+    );
+    channel
+}
+
+/// Runs blocking process control (kill, restart) without stalling the runtime.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
