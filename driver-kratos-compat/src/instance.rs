@@ -180,13 +180,16 @@ pub fn endpoint_urls(endpoint: &str) -> Result<Vec<String>> {
 
 impl KratosInstance {
     /// The endpoint a client with `security` dials: the `host:port` of the first
-    /// matching gRPC endpoint URL, with weight from metadata `weight` and the metadata,
+    /// matching gRPC endpoint URL (a URL that is not `scheme://host:port` is skipped
+    /// with a warning), with weight from metadata `weight` and the metadata,
     /// `version` and `id` as endpoint metadata. `None` when no endpoint matches.
     pub fn endpoint(&self, security: Security) -> Option<Endpoint> {
-        let url = self.endpoints.iter().find_map(|e| {
-            EndpointUrl::parse(e)
-                .ok()
-                .filter(|u| u.grpc_security() == Some(security))
+        let url = self.endpoints.iter().find_map(|e| match EndpointUrl::parse(e) {
+            Ok(u) => (u.grpc_security() == Some(security)).then_some(u),
+            Err(why) => {
+                tracing::warn!(id = %self.id, name = %self.name, %why, "skipping a kratos endpoint URL that cannot be dialled");
+                None
+            }
         })?;
         let mut endpoint = Endpoint::new(url.addr);
         let metadata = self.metadata.clone().unwrap_or_default();
