@@ -3,9 +3,9 @@
 //! ```text
 //! dtmdriver [--driver NAME] drivers
 //! dtmdriver [--driver NAME] parse URI
-//! dtmdriver [--driver NAME] resolve TARGET [--watch] [--timeout SECS] [--connect] [TLS]
+//! dtmdriver [--driver NAME] resolve TARGET [--watch] [--timeout D] [--connect] [TLS]
 //! dtmdriver [--driver NAME] register TARGET ENDPOINT
-//! dtmdriver [--driver NAME] call URI [--data-hex HEX | --data-file F] [--metadata k=v]... [--timeout SECS] [TLS]
+//! dtmdriver [--driver NAME] call URI [--data-hex HEX | --data-file F] [--metadata k=v]... [--timeout D] [TLS]
 //!
 //! TLS: --tls-ca FILE [--tls-server-name NAME]
 //! ```
@@ -66,9 +66,9 @@ enum Command {
         /// Print one JSON line per change until interrupted.
         #[arg(long)]
         watch: bool,
-        /// How long to wait for the first resolution, in seconds.
-        #[arg(long, default_value_t = 5.0)]
-        timeout: f64,
+        /// How long to wait for the first resolution: seconds, or 500ms, 2m (1ms to 24h).
+        #[arg(long, default_value = "5")]
+        timeout: String,
         /// Also dial each endpoint and show its connection state.
         #[arg(long)]
         connect: bool,
@@ -95,9 +95,9 @@ enum Command {
         /// Request metadata, repeatable: --metadata dtm-gid=abc
         #[arg(long = "metadata", value_name = "KEY=VALUE")]
         metadata: Vec<String>,
-        /// Deadline of the call, in seconds.
-        #[arg(long, default_value_t = 10.0)]
-        timeout: f64,
+        /// Deadline of the call: seconds, or 500ms, 2m (1ms to 24h).
+        #[arg(long, default_value = "10")]
+        timeout: String,
         #[command(flatten)]
         tls: TlsArgs,
     },
@@ -235,13 +235,17 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             connect,
             tls,
         } => {
+            let timeout = flag_duration("--timeout", &timeout)?;
             chosen()?;
             let builder = tls.channel(&cli.driver, &target)?;
-            resolve(builder, &target, watch, secs(timeout)?, connect).await
+            resolve(builder, &target, watch, timeout, connect).await
         }
         Command::Register { target, endpoint } => {
             let driver = chosen()?;
-            let registration = driver.register_service(&target, &endpoint).await?;
+            let registration = driver
+                .register_service(&target, &endpoint)
+                .await
+                .map_err(failure)?;
             println!(
                 "{}",
                 serde_json::json!({"registered": {
@@ -279,9 +283,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 let Some((k, v)) = m.split_once('=') else {
                     return Err(Failure(format!("--metadata `{m}`: write KEY=VALUE"), 2));
                 };
+                driver_core::invoke::request_metadata(&[(k, v)])
+                    .map_err(|e| Failure(format!("--metadata: {e}"), 2))?;
                 pairs.push((k, v));
             }
-            let timeout = secs(timeout)?;
+            let timeout = flag_duration("--timeout", &timeout)?;
             let sm = chosen()?
                 .parse_server_method(&uri)
                 .map_err(|e| Failure(e.to_string(), 2))?;
@@ -323,9 +329,29 @@ fn code_name(code: tonic::Code) -> String {
     name
 }
 
-fn secs(s: f64) -> Result<Duration, Failure> {
-    Duration::try_from_secs_f64(s)
-        .map_err(|_| Failure(format!("`{s}` is not a number of seconds"), 2))
+/// The range of `--timeout`.
+const TIMEOUT_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_millis(1)..=Duration::from_secs(24 * 3600);
+
+/// A duration flag, read as targets write durations; a usage error (exit 2) otherwise.
+fn flag_duration(flag: &str, text: &str) -> Result<Duration, Failure> {
+    driver_core::duration::parse_duration(flag, text, &TIMEOUT_RANGE).map_err(|e| Failure(e, 2))
+}
+
+/// A library error as a failure: exit 2 when the input was wrong (a target, an
+/// endpoint, a driver name: fix the command), else 1.
+fn failure(e: driver_core::Error) -> Failure {
+    use driver_core::Error as E;
+    let code = match e {
+        E::BadTarget { .. }
+        | E::BadEndpoint { .. }
+        | E::BadUri { .. }
+        | E::UnknownScheme { .. }
+        | E::UnknownDriver { .. }
+        | E::Unsupported { .. } => 2,
+        _ => 1,
+    };
+    Failure(e.to_string(), code)
 }
 
 async fn resolve(

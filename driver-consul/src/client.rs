@@ -338,63 +338,6 @@ fn tls_from_query(
     Ok(Some(tls))
 }
 
-/// Parses a duration as consul and go-zero targets write it: `14s`, `500ms`, `2m`,
-/// `1h`, or a bare number of seconds.
-///
-/// ```
-/// use std::time::Duration;
-/// use driver_consul::parse_duration;
-/// assert_eq!(parse_duration("14s"), Some(Duration::from_secs(14)));
-/// assert_eq!(parse_duration("1500ms"), Some(Duration::from_millis(1500)));
-/// assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-/// assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
-/// assert_eq!(parse_duration("soon"), None);
-/// ```
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let seconds = match unit {
-        "" | "s" => number,
-        "ms" => number / 1000.0,
-        "m" => number * 60.0,
-        "h" => number * 3600.0,
-        _ => return None,
-    };
-    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
-}
-
-/// Splits `host:port` (`[v6]:port` too) into the host (without brackets) and the port.
-///
-/// ```
-/// use driver_consul::split_host_port;
-/// assert_eq!(split_host_port("10.0.0.5:8080").unwrap(), ("10.0.0.5".to_string(), 8080));
-/// assert_eq!(split_host_port("[::1]:80").unwrap(), ("::1".to_string(), 80));
-/// assert!(split_host_port("10.0.0.5").is_err());
-/// ```
-pub fn split_host_port(endpoint: &str) -> Result<(String, u16)> {
-    let bad = |reason: &str| Error::BadEndpoint {
-        endpoint: endpoint.to_string(),
-        reason: reason.to_string(),
-    };
-    let Some((host, port)) = endpoint.rsplit_once(':') else {
-        return Err(bad("write it as host:port"));
-    };
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    if host.is_empty() || host.contains('/') {
-        return Err(bad("the host is empty or not a host name; write host:port"));
-    }
-    match port.parse::<u16>() {
-        Ok(p) if p > 0 => Ok((host.to_string(), p)),
-        _ => Err(bad("the port must be a number from 1 to 65535")),
-    }
-}
-
 /// Why a request to consul failed. Every message names the agent and what to do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

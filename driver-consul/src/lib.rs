@@ -46,8 +46,7 @@ pub use agent::{
 };
 pub use client::{
     CACERT_ENV, CLIENT_CERT_ENV, CLIENT_KEY_ENV, ConsulClient, ConsulConfig, ConsulError,
-    ConsulTarget, ConsulTls, HTTP_SSL_ENV, TLS_SERVER_NAME_ENV, TOKEN_ENV, parse_duration,
-    split_host_port,
+    ConsulTarget, ConsulTls, HTTP_SSL_ENV, TLS_SERVER_NAME_ENV, TOKEN_ENV,
 };
 pub use native::{ConsulDriver, GrpcCheckOptions, NativeConsulFormat, NativeOptions};
 pub use watch::{Decode, HealthQuery, HealthState, HealthWatcher, ServiceEntry, resolve_health};

@@ -11,7 +11,7 @@
 //! | `Tags` | every `?tag=` of the registration target, in order |
 //! | `Meta` | `weight` (decimal, default `1`), `group` (when given), and every `?meta.K=V` as `K` |
 //! | `Weights` | `{"Passing": weight, "Warning": 1}` (consul's DNS uses them too) |
-//! | check | TTL check `CheckID` = `service:NAME@HOST:PORT`, TTL 10 s (`?ttl=SECONDS`), initially passing, heartbeat every TTL/3, `DeregisterCriticalServiceAfter` 1m |
+//! | check | TTL check `CheckID` = `service:NAME@HOST:PORT`, TTL 10 s (`?ttl=`, 1s to 24h), initially passing, heartbeat every TTL/3, `DeregisterCriticalServiceAfter` 1m |
 //! | `Checks` (with `?check=grpc`) | a gRPC health check the agent runs: `GRPC` = `HOST:PORT` (`HOST:PORT/S` with `?grpc_service=S`), `GRPCUseTLS` (`?grpc_tls=true`), `Interval` 10 s (`?interval=1s`), `Timeout` (`?timeout=`, consul's default 10 s), initially passing, `DeregisterCriticalServiceAfter` 1m |
 //!
 //! On stop the service is deregistered; a process that dies lets its check go critical
@@ -52,7 +52,9 @@
 //!
 //! * register: `consul://HOST:8500/NAME[?weight=N][&group=G][&tag=T...][&ttl=S][&meta.K=V...][&token=T]`
 //!   `[&check=grpc[&interval=D][&timeout=D][&grpc_tls=true][&grpc_service=S]]` (durations as
-//!   consul writes them: `1s`, `500ms`);
+//!   consul writes them, `1s`, `500ms`, or a bare number of seconds; see
+//!   [`TTL_RANGE`](NativeConsulFormat::TTL_RANGE) and
+//!   [`CHECK_RANGE`](NativeConsulFormat::CHECK_RANGE) for the bounds);
 //! * resolve: `consul://HOST:8500/NAME[?group=G][&tag=T][&dc=DC][&near=_agent][&wait=55s][&token=T]`:
 //!   instances whose checks all pass, only those of group `G` (from `Meta.group`) and
 //!   tag `T` when given. The weight (`Meta.weight`, else `Weights.Passing`, else 1) feeds
@@ -68,10 +70,12 @@
 //! driver values can be used side by side with `Channel::builder(t).driver(&d)`.
 
 use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use driver_core::address::HostPort;
 use driver_core::parse::parse_scheme_url;
 use driver_core::resolve::{Endpoint, Registrar, Resolver, SnapshotSender};
 use driver_core::{Driver, Error, Registration, Result, ServerMethod, Target};
@@ -80,7 +84,7 @@ use crate::agent::{
     AgentGrpcCheck, AgentServiceCheck, AgentServiceRegistration, ServiceExtras, ServiceKeeper,
     Weights, consul_duration,
 };
-use crate::client::{ConsulClient, ConsulTarget, parse_duration, split_host_port};
+use crate::client::{ConsulClient, ConsulTarget};
 use crate::watch::{HealthQuery, ServiceEntry, resolve_health};
 
 /// The driver's name.
@@ -157,6 +161,15 @@ impl NativeConsulFormat {
     /// The default interval of a gRPC health check.
     pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 
+    /// The TTLs `?ttl=` may ask for: 1 s to a day.
+    pub const TTL_RANGE: RangeInclusive<Duration> =
+        Duration::from_secs(1)..=Duration::from_secs(24 * 3600);
+
+    /// The intervals and timeouts `?interval=` and `?timeout=` of the gRPC check may ask
+    /// for: 1 ms to a day (the agent runs a check at most once a second).
+    pub const CHECK_RANGE: RangeInclusive<Duration> =
+        Duration::from_millis(1)..=Duration::from_secs(24 * 3600);
+
     /// The service id of `name` at `host:port`.
     pub fn id(name: &str, host: &str, port: u16) -> String {
         if host.contains(':') {
@@ -180,7 +193,8 @@ impl NativeConsulFormat {
         endpoint: &str,
         options: &NativeOptions,
     ) -> Result<AgentServiceRegistration> {
-        let (host, port) = split_host_port(endpoint)?;
+        let address = HostPort::parse_endpoint(endpoint)?;
+        let (host, port) = (address.host().to_string(), address.port());
         let id = Self::id(name, &host, port);
         let mut meta = options.meta.clone();
         meta.insert("weight".into(), options.weight.max(1).to_string());
@@ -223,12 +237,7 @@ impl NativeConsulFormat {
     pub fn extras(endpoint: &str, options: &NativeOptions) -> Result<ServiceExtras> {
         let mut extras = ServiceExtras::default();
         if let Some(check) = &options.grpc_check {
-            let (host, port) = split_host_port(endpoint)?;
-            let mut grpc = if host.contains(':') {
-                format!("[{host}]:{port}")
-            } else {
-                format!("{host}:{port}")
-            };
+            let mut grpc = HostPort::parse_endpoint(endpoint)?.to_string();
             if !check.service.is_empty() {
                 grpc.push('/');
                 grpc.push_str(&check.service);
@@ -252,9 +261,12 @@ impl NativeConsulFormat {
         if group.is_some_and(|g| g != instance_group) {
             return None;
         }
-        let Some(addr) = entry.addr() else {
-            tracing::warn!(id = %entry.service.id, "skipping a consul instance without address or port");
-            return None;
+        let addr = match entry.addr() {
+            Ok(addr) => addr,
+            Err(why) => {
+                tracing::warn!(id = %entry.service.id, %why, "skipping a consul instance that cannot be dialled");
+                return None;
+            }
         };
         let weight = entry
             .meta("weight")
@@ -343,13 +355,8 @@ impl Registrar for NativeRegistrar {
                 .parse()
                 .map_err(|_| bad(format!("weight `{w}` is not a whole number")))?;
         }
-        if let Some(s) = target.query("ttl") {
-            options.ttl = s
-                .parse::<u64>()
-                .ok()
-                .filter(|s| *s > 0)
-                .map(Duration::from_secs)
-                .ok_or_else(|| bad(format!("ttl `{s}` is not a positive number of seconds")))?;
+        if let Some(ttl) = target.query_duration("ttl", &NativeConsulFormat::TTL_RANGE)? {
+            options.ttl = ttl;
         }
         options.grpc_check = grpc_check_options(target)?;
         for (k, v) in target.query_pairs() {
@@ -397,16 +404,7 @@ fn grpc_check_options(target: &Target) -> Result<Option<GrpcCheckOptions>> {
         target: target.to_string(),
         reason,
     };
-    let duration = |key: &str| -> Result<Option<Duration>> {
-        target
-            .query(key)
-            .map(|d| {
-                parse_duration(d).filter(|d| !d.is_zero()).ok_or_else(|| {
-                    bad(format!("{key} `{d}` is not a duration such as 1s or 500ms"))
-                })
-            })
-            .transpose()
-    };
+    let duration = |key: &str| target.query_duration(key, &NativeConsulFormat::CHECK_RANGE);
     let grpc = match target.query("check") {
         None | Some("" | "ttl") => false,
         Some("grpc") => true,
@@ -475,6 +473,15 @@ mod tests {
         });
         assert_eq!(NativeConsulFormat::decode(&entry, None).unwrap().weight, 7);
         assert!(NativeConsulFormat::registration("svc", "nohost", &options).is_err());
+        // Issue #11 item 6: addresses nobody can dial are skipped, the rest kept.
+        for (address, port) in [("not an address", 7103), ("http://127.0.0.1", 7104)] {
+            entry.service.address = address.into();
+            entry.service.port = port;
+            assert!(
+                NativeConsulFormat::decode(&entry, None).is_none(),
+                "{address}"
+            );
+        }
         assert!(
             NativeConsulFormat::extras("[::1]:9", &options)
                 .unwrap()
@@ -521,6 +528,15 @@ mod tests {
             ("?check=http", "check `http`"),
             ("?check=grpc&interval=soon", "interval `soon`"),
             ("?check=grpc&interval=0s", "interval `0s`"),
+            // Issue #11 item 2: these panicked in `Duration::from_secs_f64`.
+            (
+                "?check=grpc&interval=99999999999999999999s",
+                "interval `99999999999999999999s` is not a duration from 1ms to 24h",
+            ),
+            (
+                "?check=grpc&timeout=99999999999999999999s",
+                "timeout `99999999999999999999s` is not a duration from 1ms to 24h",
+            ),
             ("?check=grpc&grpc_tls=maybe", "grpc_tls `maybe`"),
             ("?interval=1s", "add check=grpc"),
         ] {
@@ -534,5 +550,22 @@ mod tests {
             err.contains("grpc_tls=true") && err.contains("tls_ca"),
             "{err}"
         );
+    }
+
+    /// Issue #11 item 2: a huge `?ttl=` is refused up front, before any request.
+    #[tokio::test]
+    async fn ttl_out_of_range_is_refused_naming_the_range() {
+        for ttl in ["99999999999999999999", "0", "90000", "soon"] {
+            let target = Target::parse(&format!("consul://127.0.0.1:1/s?ttl={ttl}")).unwrap();
+            let err = NativeRegistrar
+                .register(&target, "127.0.0.1:9000")
+                .await
+                .expect_err(ttl)
+                .to_string();
+            assert!(
+                err.contains(&format!("ttl `{ttl}` is not a duration from 1s to 24h")),
+                "{ttl}: {err}"
+            );
+        }
     }
 }

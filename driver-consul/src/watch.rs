@@ -29,24 +29,28 @@
 //! format. The watcher stops when its last subscriber is gone.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::RangeInclusive;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
+use driver_core::address::HostPort;
 use driver_core::backoff::Backoff;
 use driver_core::resolve::{Endpoint, SnapshotSender};
-use driver_core::{Error, Result, Target};
+use driver_core::{Result, Target};
 use http::Method;
 use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::agent::{ServiceAddress, Weights, consul_duration};
-use crate::client::{
-    ConsulClient, ConsulConfig, ConsulError, ConsulTarget, escape, parse_duration,
-};
+use crate::client::{ConsulClient, ConsulConfig, ConsulError, ConsulTarget, escape};
 
 /// The default wait of a blocking query.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(55);
+
+/// The waits `?wait=` may ask for: up to consul's own maximum, 10 minutes.
+pub const WAIT_RANGE: RangeInclusive<Duration> =
+    Duration::from_millis(1)..=Duration::from_secs(600);
 
 /// How long an agent that came back (after an error, or with its index gone back) may
 /// answer "no instances" before that is believed: a restarted dev or client agent has
@@ -122,21 +126,20 @@ pub struct HealthCheck {
 
 impl ServiceEntry {
     /// `host:port` to dial: the service address, else the node address (IPv6 in
-    /// brackets). `None` when there is neither or no port.
-    pub fn addr(&self) -> Option<String> {
+    /// brackets), checked by [`HostPort`]. The error says why the instance cannot be
+    /// dialled (no address, no port, an address that is not a host).
+    pub fn addr(&self) -> std::result::Result<String, String> {
         let host = if self.service.address.is_empty() {
             &self.node.address
         } else {
             &self.service.address
         };
-        if host.is_empty() || self.service.port == 0 {
-            return None;
+        if host.is_empty() {
+            return Err("the instance has no Address and its node none either".into());
         }
-        Some(if host.contains(':') && !host.starts_with('[') {
-            format!("[{host}]:{}", self.service.port)
-        } else {
-            format!("{host}:{}", self.service.port)
-        })
+        HostPort::new(host, self.service.port)
+            .map(|a| a.to_string())
+            .map_err(|why| format!("Address and Port do not form host:port: {why}"))
     }
 
     /// The tags, empty when consul sent none.
@@ -210,13 +213,8 @@ impl HealthQuery {
         };
         query.tag = nonempty("tag");
         query.near = nonempty("near");
-        if let Some(wait) = target.query("wait") {
-            query.wait = parse_duration(wait)
-                .filter(|w| !w.is_zero())
-                .ok_or_else(|| Error::BadTarget {
-                    target: target.to_string(),
-                    reason: format!("wait `{wait}` is not a duration such as 14s or 500ms"),
-                })?;
+        if let Some(wait) = target.query_duration("wait", &WAIT_RANGE)? {
+            query.wait = wait;
         }
         Ok(query)
     }
@@ -468,11 +466,47 @@ mod tests {
         let mut e = ServiceEntry::default();
         e.node.address = "10.0.0.1".into();
         e.service.port = 80;
-        assert_eq!(e.addr().as_deref(), Some("10.0.0.1:80"));
+        assert_eq!(e.addr().as_deref(), Ok("10.0.0.1:80"));
         e.service.address = "::1".into();
-        assert_eq!(e.addr().as_deref(), Some("[::1]:80"));
+        assert_eq!(e.addr().as_deref(), Ok("[::1]:80"));
         e.service.port = 0;
-        assert_eq!(e.addr(), None);
+        assert!(e.addr().unwrap_err().contains("no port"));
+    }
+
+    /// Issue #11 item 2: a huge `?wait=` panicked in `Duration::from_secs_f64`.
+    #[test]
+    fn wait_out_of_range_is_refused_naming_the_range() {
+        for wait in ["99999999999999999999s", "0s", "11m", "soon"] {
+            let target = Target::parse(&format!("consul://h:1/s?wait={wait}")).unwrap();
+            let err = HealthQuery::from_target(&target).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("wait `{wait}` is not a duration from 1ms to 10m")),
+                "{wait}: {err}"
+            );
+        }
+        let target = Target::parse("consul://h:1/s?wait=14s").unwrap();
+        assert_eq!(
+            HealthQuery::from_target(&target).unwrap().wait,
+            Duration::from_secs(14)
+        );
+    }
+
+    /// Issue #11 item 6: consul's `Address` was formatted into an endpoint whatever it
+    /// held.
+    #[test]
+    fn addresses_that_are_not_hosts_are_refused_with_the_reason() {
+        let mut e = ServiceEntry::default();
+        e.service.port = 7103;
+        for (address, why) in [
+            ("not an address", "characters a host name cannot have"),
+            ("http://127.0.0.1", "not an IPv6 address"),
+            ("127.0.0.1:80", "not an IPv6 address"),
+            ("", "no Address"),
+        ] {
+            e.service.address = address.into();
+            let err = e.addr().expect_err(address);
+            assert!(err.contains(why), "{address}: {err}");
+        }
     }
 
     #[test]
@@ -497,6 +531,6 @@ mod tests {
         .unwrap();
         assert!(e[0].tags().is_empty());
         assert_eq!(e[0].meta("x"), None);
-        assert_eq!(e[0].addr().as_deref(), Some("1.2.3.4:5"));
+        assert_eq!(e[0].addr().as_deref(), Ok("1.2.3.4:5"));
     }
 }

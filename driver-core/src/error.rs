@@ -127,3 +127,15 @@ pub enum Error {
 
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How much of an input an error message quotes.
+const QUOTED_CHARS: usize = 64;
+
+/// `s` cut to its first 64 characters for a message, saying how long it was: a value
+/// read from a registry or typed by a user can be megabytes long.
+pub(crate) fn shorten(s: &str) -> String {
+    match s.char_indices().nth(QUOTED_CHARS) {
+        None => s.to_string(),
+        Some((end, _)) => format!("{}… ({} bytes)", &s[..end], s.len()),
+    }
+}

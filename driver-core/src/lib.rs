@@ -12,6 +12,8 @@
 //! * [`registry`]: the process-wide driver registry and link-time registration;
 //! * [`parse`]: splitting branch URIs, the rules the Go drivers use;
 //! * [`target`]: parsing dial and registration targets;
+//! * [`address`]: the `host:port` check every endpoint goes through;
+//! * [`duration`]: durations written in targets and flags, deadlines that never overflow;
 //! * [`resolve`]: resolvers, registrars and the scheme tables (`direct://` built in);
 //! * [`backoff`]: the doubling retry delays the registry engines share;
 //! * [`balance`]: the channel that turns resolver snapshots into balanced calls;
@@ -27,11 +29,13 @@
 //! # Ok(()) }
 //! ```
 
+pub mod address;
 pub mod backoff;
 pub mod balance;
 pub mod config;
 pub mod default_driver;
 pub mod driver;
+pub mod duration;
 pub mod error;
 pub mod invoke;
 pub mod parse;

@@ -19,9 +19,10 @@ use std::sync::{Arc, LazyLock, RwLock};
 use async_trait::async_trait;
 use tokio::sync::watch;
 
+use crate::address::HostPort;
 use crate::driver::Registration;
 use crate::error::{Error, Result};
-use crate::target::{PASSTHROUGH_SCHEME, Target, check_host};
+use crate::target::{PASSTHROUGH_SCHEME, Target};
 
 /// One instance of a service, as the balancer sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -235,16 +236,10 @@ impl Resolver for DirectResolver {
             });
         }
         for addr in &list {
-            check_host(addr).map_err(|reason| Error::BadTarget {
+            HostPort::parse(addr).map_err(|reason| Error::BadTarget {
                 target: target.to_string(),
-                reason,
+                reason: format!("address `{addr}`: {reason}"),
             })?;
-            if !addr.contains(':') || addr.ends_with(']') {
-                return Err(Error::BadTarget {
-                    target: target.to_string(),
-                    reason: format!("address `{addr}` has no port"),
-                });
-            }
         }
         updates.update(list.into_iter().map(Endpoint::new).collect());
         Ok(())

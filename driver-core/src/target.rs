@@ -26,7 +26,10 @@
 //! ```
 
 use std::fmt;
+use std::ops::RangeInclusive;
+use std::time::Duration;
 
+use crate::address::check_host;
 use crate::error::{Error, Result};
 
 /// The scheme given to targets without `://` (plain `host:port` addresses).
@@ -195,6 +198,35 @@ impl Target {
             .map(|(_, v)| v.as_str())
     }
 
+    /// A query parameter holding a duration (`?wait=14s`), `None` when absent. The value
+    /// must lie in `range`; the error names the parameter, the value and the range (see
+    /// [`duration`](crate::duration) for the grammar).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use driver_core::Target;
+    /// let t = Target::parse("consul://h/svc?wait=99999999999999999999s").unwrap();
+    /// let range = Duration::from_millis(1)..=Duration::from_secs(600);
+    /// assert_eq!(t.query_duration("tag", &range).unwrap(), None);
+    /// assert!(t.query_duration("wait", &range).unwrap_err().to_string().contains("from 1ms to 10m"));
+    /// ```
+    pub fn query_duration(
+        &self,
+        key: &str,
+        range: &RangeInclusive<Duration>,
+    ) -> Result<Option<Duration>> {
+        self.query(key)
+            .map(|text| {
+                crate::duration::parse_duration(key, text, range).map_err(|reason| {
+                    Error::BadTarget {
+                        target: self.raw.clone(),
+                        reason,
+                    }
+                })
+            })
+            .transpose()
+    }
+
     /// All query parameters in order.
     pub fn query_pairs(&self) -> &[(String, String)] {
         &self.query
@@ -223,58 +255,6 @@ fn decode(s: &str) -> std::result::Result<String, String> {
         .decode_utf8()
         .map(|c| c.into_owned())
         .map_err(|_| format!("`{s}` is not valid UTF-8 once percent-decoded"))
-}
-
-/// Checks `host`, `host:port`, `[v6]` or `[v6]:port`.
-pub(crate) fn check_host(h: &str) -> std::result::Result<(), String> {
-    if h.is_empty() {
-        return Err(
-            "a host in the host list is empty (two commas in a row, or a trailing comma?)".into(),
-        );
-    }
-    let (host, port) = if let Some(rest) = h.strip_prefix('[') {
-        let Some((v6, after)) = rest.split_once(']') else {
-            return Err(format!("host `{h}` opens '[' but has no ']'"));
-        };
-        if v6.parse::<std::net::Ipv6Addr>().is_err() {
-            return Err(format!("host `{h}`: `{v6}` is not an IPv6 address"));
-        }
-        match after {
-            "" => return Ok(()),
-            p if p.starts_with(':') => (v6, Some(&p[1..])),
-            _ => return Err(format!("host `{h}`: expected ':port' after ']'")),
-        }
-    } else {
-        match h.rsplit_once(':') {
-            Some((host, _)) if host.contains(':') => {
-                return Err(format!(
-                    "host `{h}` looks like an IPv6 address; write it in brackets: [{host}]:port"
-                ));
-            }
-            Some((host, port)) => (host, Some(port)),
-            None => (h, None),
-        }
-    };
-    if host.is_empty() {
-        return Err(format!("host `{h}` has a port but no host name"));
-    }
-    // A bracketed IPv6 address was validated above; its colons are not name characters.
-    let is_v6 = h.starts_with('[');
-    if !is_v6
-        && !host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-    {
-        return Err(format!("host `{h}` has characters a host name cannot have"));
-    }
-    if let Some(port) = port
-        && port.parse::<u16>().map_or(true, |p| p == 0)
-    {
-        return Err(format!(
-            "host `{h}`: port `{port}` is not a number from 1 to 65535"
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

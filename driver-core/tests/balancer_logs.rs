@@ -4,43 +4,15 @@
 //! Alone in its test binary: tracing caches per-callsite interest process-wide, and a
 //! thread-local subscriber racing other tests' threads can miss events.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
-use test_support::{EchoServer, free_port, manual_channel, say, state_of, wait_status};
-
-/// Collects formatted tracing output.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
+use test_support::{
+    CapturedLogs, EchoServer, free_port, manual_channel, say, state_of, wait_status,
+};
 
 // Current-thread runtime: every task (connection tasks included) runs on this thread,
 // so the thread-local subscriber sees all events.
 #[tokio::test]
 async fn status_and_logs_follow_the_endpoint_lifecycle() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = CapturedLogs::capture();
 
     let live = EchoServer::start("obs-live").await;
     let dead_port = free_port();

@@ -146,6 +146,10 @@ impl EtcdTarget {
                     s = target.scheme()
                 )));
             }
+            // The authority's hosts were checked by `Target::parse`; these were not.
+            for host in &hosts {
+                driver_core::address::check_host(host).map_err(bad)?;
+            }
             let Some(key) = target.query("key") else {
                 return Err(bad(format!(
                     "the hosts follow three slashes but no `?key=` names the service; write \
@@ -200,8 +204,20 @@ fn tls_from_query(target: &Target) -> std::result::Result<Option<EtcdTls>, Strin
         },
         server_name: target.query("tls_server_name").map(str::to_string),
     };
-    Ok((on || tls != EtcdTls::default()).then_some(tls))
+    if !(on || tls != EtcdTls::default()) {
+        return Ok(None);
+    }
+    if tls.ca.is_none() {
+        return Err(NO_CA.into());
+    }
+    Ok(Some(tls))
 }
+
+/// Why TLS without `?tls_ca=` is refused.
+const NO_CA: &str = "no CA to check etcd's certificate with: give the CA that signed it with \
+                     ?tls_ca=/path/ca.pem (the system's roots are not used; for a publicly \
+                     trusted certificate pass the system's bundle, e.g. \
+                     tls_ca=/etc/ssl/certs/ca-certificates.crt)";
 
 fn read_pem(hosts: &str, what: &str, path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| {
@@ -215,11 +231,7 @@ fn read_pem(hosts: &str, what: &str, path: &Path) -> Result<Vec<u8>> {
 /// The TLS connector for `tls`, from its files.
 fn tls_connector(hosts: &str, tls: &EtcdTls) -> Result<TlsConnector> {
     let Some(ca) = &tls.ca else {
-        return Err(registry_error(
-            hosts,
-            "no CA to check etcd's certificate with: give the CA that signed it with \
-             ?tls_ca=/path/ca.pem (the system's roots are not used)",
-        ));
+        return Err(registry_error(hosts, NO_CA));
     };
     let ca = read_pem(hosts, "CA", ca)?;
     let identity = match &tls.identity {
@@ -446,5 +458,23 @@ mod tests {
         assert!(e.contains("key is empty"), "{e}");
         let e = parse("etcd:///?key=x").unwrap_err().to_string();
         assert!(e.contains("no etcd host"), "{e}");
+    }
+
+    /// Issue #11 item 6: the three-slash form's hosts and TLS without a CA were only
+    /// found out when dialling.
+    #[test]
+    fn three_slash_hosts_and_tls_without_a_ca_are_refused_up_front() {
+        for (target, why) in [
+            ("etcd:///h:99999?key=svc", "port `99999`"),
+            ("etcd:///h1:2379,::1:2379?key=svc", "brackets"),
+            ("etcd:///h1:2379,h:0?key=svc", "port `0`"),
+            ("etcd://h:2379/svc?tls=true", "?tls_ca="),
+            ("etcd://h:2379/svc?tls_server_name=x", "?tls_ca="),
+        ] {
+            let e = parse(target).unwrap_err().to_string();
+            assert!(e.contains(why), "{target}: {e}");
+        }
+        assert!(parse("etcd://h:2379/svc?tls=true&tls_ca=/ca.pem").is_ok());
+        assert!(parse("etcd://h:2379/svc?tls=false").is_ok());
     }
 }

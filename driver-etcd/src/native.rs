@@ -8,7 +8,7 @@
 //! /micro/NAME/ADDRESS
 //! ```
 //!
-//! kept under a lease (TTL 10 s unless `?ttl=SECONDS`), the key layout of the
+//! kept under a lease (TTL 10 s unless `?ttl=`, from 1s to 24h), the key layout of the
 //! hand-written Go registry the design started from (shared/seeds/003).
 //!
 //! **Written** (by [`NativeRegistrar`]): always all five members, lowercase, weight a
@@ -51,6 +51,7 @@
 //!
 //! Credentials: `etcd://user:password@h:2379/NAME` or `?user=&password=`.
 
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,6 +60,7 @@ use crate::lease::LeaseKeeper;
 use crate::registry_target::{REGISTRY_SCHEME, to_etcd_target};
 use crate::watch::resolve_prefix;
 use async_trait::async_trait;
+use driver_core::address::HostPort;
 use driver_core::parse::parse_scheme_url;
 use driver_core::resolve::{Endpoint, Registrar, Resolver, SnapshotSender};
 use driver_core::{Driver, Error, Registration, Result, ServerMethod, Target};
@@ -81,6 +83,11 @@ pub const ROOT: &str = "/micro";
 pub struct NativeEtcdFormat;
 
 impl NativeEtcdFormat {
+    /// The lease TTLs `?ttl=` may ask for: 1 s to a day (a bare number is seconds; the
+    /// lease keeper rounds up to whole seconds, at least 2).
+    pub const TTL_RANGE: RangeInclusive<Duration> =
+        Duration::from_secs(1)..=Duration::from_secs(24 * 3600);
+
     /// The prefix holding every instance of `name`: `/micro/NAME/`.
     pub fn prefix(name: &str) -> String {
         format!("{ROOT}/{name}/")
@@ -108,6 +115,7 @@ impl NativeEtcdFormat {
         if instance.address.is_empty() {
             return Err("the instance has no address".into());
         }
+        HostPort::parse(&instance.address).map_err(|why| format!("address: {why}"))?;
         if group.is_some_and(|g| g != instance.group) {
             return Ok(None);
         }
@@ -218,19 +226,10 @@ impl Registrar for NativeRegistrar {
                     ))
                 })?,
         };
-        let ttl = match target.query("ttl") {
-            None => LeaseKeeper::DEFAULT_TTL,
-            Some(s) => Duration::from_secs(
-                s.parse::<u64>()
-                    .map_err(|_| bad(format!("ttl `{s}` is not a number of seconds")))?,
-            ),
-        };
-        if endpoint.is_empty() || endpoint.contains('/') {
-            return Err(Error::BadEndpoint {
-                endpoint: endpoint.to_string(),
-                reason: "write the address as host:port".into(),
-            });
-        }
+        let ttl = target
+            .query_duration("ttl", &NativeEtcdFormat::TTL_RANGE)?
+            .unwrap_or(LeaseKeeper::DEFAULT_TTL);
+        HostPort::parse_endpoint(endpoint)?;
         let instance = Instance {
             name: t.key.clone(),
             address: endpoint.to_string(),
@@ -312,5 +311,52 @@ mod tests {
         assert!(!e.metadata.contains_key("group"));
         let err = NativeEtcdFormat::decode(br#"{"Name":"seed","Weight":1}"#, None).unwrap_err();
         assert!(err.contains("no address"), "{err}");
+    }
+
+    /// Issue #11 item 6: values whose address nobody can dial are refused with the
+    /// reason (the watcher skips them with a warning naming the key).
+    #[test]
+    fn unusable_addresses_are_refused() {
+        for (address, why) in [
+            ("not an address", "white space"),
+            ("127.0.0.1:99999", "65535"),
+            (" 127.0.0.1:7016", "white space"),
+            ("http://127.0.0.1:7013/x", "scheme"),
+            ("::1:7014", "brackets"),
+        ] {
+            let value = serde_json::json!({"name": "svc", "address": address}).to_string();
+            let err = NativeEtcdFormat::decode(value.as_bytes(), None).expect_err(address);
+            assert!(err.contains(why), "{address}: {err}");
+        }
+    }
+
+    /// Issue #11 items 2 and 8: bad registration input is refused before any request.
+    #[tokio::test]
+    async fn registration_input_is_checked_up_front() {
+        let target = |q: &str| Target::parse(&format!("etcd://127.0.0.1:1/svc{q}")).unwrap();
+        for (query, why) in [
+            (
+                "?ttl=99999999999999999999",
+                "ttl `99999999999999999999` is not a duration from 1s to 24h",
+            ),
+            ("?ttl=0", "ttl `0`"),
+        ] {
+            let err = NativeRegistrar
+                .register(&target(query), "127.0.0.1:9000")
+                .await
+                .expect_err(query)
+                .to_string();
+            assert!(err.contains(why), "{query}: {err}");
+        }
+        for endpoint in ["not an address", "127.0.0.1:99999", "::1:7014", ""] {
+            let err = NativeRegistrar
+                .register(&target(""), endpoint)
+                .await
+                .expect_err(endpoint);
+            assert!(
+                matches!(err, Error::BadEndpoint { .. }),
+                "{endpoint}: {err}"
+            );
+        }
     }
 }

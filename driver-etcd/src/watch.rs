@@ -261,17 +261,27 @@ struct Follower {
 
 impl Follower {
     /// Runs forever, reconnecting with backoff; cancelled by dropping.
+    ///
+    /// An interruption is reported (logged, and published to the subscribers) after the
+    /// pause before the retry, not at once: when the process shuts down, the runtime
+    /// drops the etcd connection's task while this one may still run, and the watch
+    /// breaks ("broken pipe"); this task is dropped during the pause, so the process's
+    /// own shutdown is never reported as an etcd failure. A real interruption is
+    /// reported 50–500 ms late, while the subscribers keep the last set anyway. It is
+    /// logged at WARN once, then at DEBUG until the watch is back.
     async fn follow(&mut self) {
         let mut backoff = Backoff::for_engine();
         loop {
-            match self.attempt(&mut backoff).await {
-                Ok(()) => {}
-                Err(e) => {
-                    tracing::warn!(prefix = %self.prefix, error = %e, "etcd watch interrupted; retrying");
-                    self.tx.send_modify(|s| s.error = Some(e));
-                }
-            }
+            let result = self.attempt(&mut backoff).await;
             tokio::time::sleep(backoff.next_delay()).await;
+            if let Err(e) = result {
+                if self.tx.borrow().error.is_none() {
+                    tracing::warn!(prefix = %self.prefix, error = %e, "etcd watch interrupted; retrying");
+                } else {
+                    tracing::debug!(prefix = %self.prefix, error = %e, "etcd watch interrupted; retrying");
+                }
+                self.tx.send_modify(|s| s.error = Some(e));
+            }
         }
     }
 

@@ -39,8 +39,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use driver_consul::{
     AgentServiceCheck, AgentServiceRegistration, ConsulClient, ConsulTarget, HealthQuery,
-    ServiceEntry, ServiceExtras, ServiceKeeper, consul_duration, resolve_health, split_host_port,
+    ServiceEntry, ServiceExtras, ServiceKeeper, consul_duration, resolve_health,
 };
+use driver_core::address::HostPort;
 use driver_core::resolve::{Endpoint, Registrar, Resolver, SnapshotSender};
 use driver_core::{Error, Registration, Result, Target};
 
@@ -75,7 +76,8 @@ impl GoZeroConsulFormat {
     /// assert_eq!((r.check.ttl.as_str(), r.check.deregister_critical_service_after.as_str()), ("20s", "60s"));
     /// ```
     pub fn registration(key: &str, endpoint: &str) -> Result<AgentServiceRegistration> {
-        let (host, port) = split_host_port(endpoint)?;
+        let address = HostPort::parse_endpoint(endpoint)?;
+        let (host, port) = (address.host().to_string(), address.port());
         let id = Self::id(key, &host, port);
         Ok(AgentServiceRegistration {
             id: id.clone(),
@@ -103,12 +105,19 @@ impl GoZeroConsulFormat {
         }
     }
 
-    /// The endpoints of a health answer: one per instance with an address, at most
-    /// `limit` of them when given.
+    /// The endpoints of a health answer: one per instance with a usable address
+    /// ([`ServiceEntry::addr`]; the others are skipped with a warning), at most `limit`
+    /// of them when given.
     pub fn decode(entries: &[ServiceEntry], limit: Option<usize>) -> Vec<Endpoint> {
         entries
             .iter()
-            .filter_map(|e| e.addr().map(Endpoint::new))
+            .filter_map(|e| match e.addr() {
+                Ok(addr) => Some(Endpoint::new(addr)),
+                Err(why) => {
+                    tracing::warn!(id = %e.service.id, %why, "skipping a consul instance that cannot be dialled");
+                    None
+                }
+            })
             .take(limit.unwrap_or(usize::MAX))
             .collect()
     }
@@ -192,14 +201,23 @@ mod tests {
     }
 
     #[test]
-    fn decode_limits_and_skips_instances_without_address() {
+    fn decode_limits_and_skips_instances_without_a_usable_address() {
         let entry = |addr: &str, port| {
             let mut e = ServiceEntry::default();
             e.service.address = addr.into();
             e.service.port = port;
             e
         };
-        let entries = [entry("a", 1), entry("", 2), entry("b", 3), entry("c", 4)];
+        // Issue #11 item 6: Address/Port pairs that are no address are skipped too.
+        let entries = [
+            entry("a", 1),
+            entry("", 2),
+            entry("not an address", 7103),
+            entry("http://127.0.0.1", 7104),
+            entry("b", 3),
+            entry("c", 0),
+            entry("c", 4),
+        ];
         let addrs = |limit| {
             GoZeroConsulFormat::decode(&entries, limit)
                 .into_iter()

@@ -41,6 +41,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use driver_core::address::HostPort;
 use driver_core::parse::parse_gozero;
 use driver_core::resolve::{DirectResolver, Endpoint, Registrar, Resolver, SnapshotSender};
 use driver_core::{Driver, Error, Registration, Result, ServerMethod, Target};
@@ -92,17 +93,13 @@ impl GoZeroEtcdFormat {
         format!("{key}/")
     }
 
-    /// Reads a value: a `host:port`. Anything else is garbage.
+    /// Reads a value: a `host:port` ([`HostPort`]). Anything else is garbage; the error
+    /// says why.
     pub fn decode(value: &[u8]) -> std::result::Result<Endpoint, String> {
         let text = std::str::from_utf8(value).map_err(|_| "the value is not UTF-8".to_string())?;
-        match Target::parse(text) {
-            Ok(t)
-                if t.scheme() == driver_core::target::PASSTHROUGH_SCHEME && text.contains(':') =>
-            {
-                Ok(Endpoint::new(text))
-            }
-            _ => Err("the value is not a host:port address".into()),
-        }
+        HostPort::parse(text)
+            .map(|a| Endpoint::new(a.to_string()))
+            .map_err(|why| format!("the value is not a host:port address: {why}"))
     }
 }
 
@@ -218,16 +215,13 @@ pub fn routable_endpoint(endpoint: &str) -> Result<String> {
         endpoint: endpoint.to_string(),
         reason: reason.to_string(),
     };
-    let Some((host, port)) = endpoint.rsplit_once(':') else {
-        return Err(bad("write it as host:port"));
-    };
-    if port.parse::<u16>().map_or(true, |p| p == 0) {
-        return Err(bad("the port must be a number from 1 to 65535"));
-    }
-    if matches!(host, "" | "0.0.0.0" | "[::]" | "::") {
+    if let Some(("" | "0.0.0.0" | "[::]" | "::", port)) = endpoint.rsplit_once(':') {
+        let port = HostPort::parse(&format!("0.0.0.0:{port}"))
+            .map_err(|reason| bad(&reason))?
+            .port();
         return Ok(format!("{}:{port}", first_non_loopback_ipv4()));
     }
-    Ok(endpoint.to_string())
+    Ok(HostPort::parse_endpoint(endpoint)?.to_string())
 }
 
 fn first_non_loopback_ipv4() -> Ipv4Addr {
@@ -261,14 +255,22 @@ mod tests {
             GoZeroEtcdFormat::decode(b"[::1]:9000").unwrap().addr,
             "[::1]:9000"
         );
-        for garbage in [
-            &b"\xff\xfe"[..],
-            b"",
-            b"not an address",
-            b"a:b:c",
-            b"{\"json\":1}",
+        let huge_host = format!("{}:80", "h".repeat(1 << 20));
+        for (garbage, why) in [
+            (&b"\xff\xfe"[..], "UTF-8"),
+            (b"", "empty"),
+            (b"not an address", "white space"),
+            (b"a:b:c", "brackets"),
+            (b"{\"json\":1}", "not a host:port"),
+            // Issue #11 item 6: a 1 MiB host name was taken.
+            (huge_host.as_bytes(), "at most 253"),
+            (b"127.0.0.1:99999", "65535"),
+            (b" 127.0.0.1:7016", "white space"),
+            (b"http://127.0.0.1:7013/x", "scheme"),
         ] {
-            assert!(GoZeroEtcdFormat::decode(garbage).is_err(), "{garbage:?}");
+            let err = GoZeroEtcdFormat::decode(garbage).expect_err(&format!("{garbage:.40?}"));
+            assert!(err.contains(why), "{err}");
+            assert!(err.len() < 400, "the error quotes the whole value");
         }
     }
 
@@ -283,5 +285,8 @@ mod tests {
         assert_eq!(routable_endpoint("10.1.2.3:80").unwrap(), "10.1.2.3:80");
         assert!(routable_endpoint("nohost").is_err());
         assert!(routable_endpoint("h:0").is_err());
+        assert!(routable_endpoint("0.0.0.0:99999").is_err());
+        assert!(routable_endpoint("not an address:80").is_err());
+        assert!(routable_endpoint("::1:80").is_err());
     }
 }

@@ -14,8 +14,9 @@
 
 use std::collections::BTreeMap;
 
+use driver_core::address::HostPort;
 use driver_core::resolve::Endpoint;
-use driver_core::{Error, Result, Target};
+use driver_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 /// One kratos service instance, as kratos marshals `registry.ServiceInstance`.
@@ -70,19 +71,10 @@ impl EndpointUrl {
             None => (rest, None),
         };
         let addr = addr.strip_suffix('/').unwrap_or(addr);
-        let has_port = match addr.strip_prefix('[') {
-            Some(v6) => v6.contains("]:"),
-            None => addr.contains(':'),
-        };
-        if !has_port || addr.contains('/') {
+        if let Err(why) = HostPort::parse(addr) {
             return Err(format!(
-                "`{url}` does not name host:port; write {scheme}://host:port"
+                "`{url}` does not name host:port ({why}); write {scheme}://host:port"
             ));
-        }
-        match Target::parse(addr) {
-            Ok(t) if t.scheme() == driver_core::target::PASSTHROUGH_SCHEME => {}
-            Ok(_) => return Err(format!("`{url}`: `{addr}` is not host:port")),
-            Err(e) => return Err(format!("`{url}`: {e}")),
         }
         Ok(Self {
             scheme: scheme.to_ascii_lowercase(),
@@ -188,13 +180,16 @@ pub fn endpoint_urls(endpoint: &str) -> Result<Vec<String>> {
 
 impl KratosInstance {
     /// The endpoint a client with `security` dials: the `host:port` of the first
-    /// matching gRPC endpoint URL, with weight from metadata `weight` and the metadata,
+    /// matching gRPC endpoint URL (a URL that is not `scheme://host:port` is skipped
+    /// with a warning), with weight from metadata `weight` and the metadata,
     /// `version` and `id` as endpoint metadata. `None` when no endpoint matches.
     pub fn endpoint(&self, security: Security) -> Option<Endpoint> {
-        let url = self.endpoints.iter().find_map(|e| {
-            EndpointUrl::parse(e)
-                .ok()
-                .filter(|u| u.grpc_security() == Some(security))
+        let url = self.endpoints.iter().find_map(|e| match EndpointUrl::parse(e) {
+            Ok(u) => (u.grpc_security() == Some(security)).then_some(u),
+            Err(why) => {
+                tracing::warn!(id = %self.id, name = %self.name, %why, "skipping a kratos endpoint URL that cannot be dialled");
+                None
+            }
         })?;
         let mut endpoint = Endpoint::new(url.addr);
         let metadata = self.metadata.clone().unwrap_or_default();
@@ -287,6 +282,19 @@ mod tests {
                 .endpoint(Security::Plaintext)
                 .is_none()
         );
+        // Issue #11 item 6: URLs whose host:port nobody can dial are passed over.
+        let usable = instance(&[
+            "grpc://127.0.0.1:99999",
+            "grpc://::1:7014",
+            "grpc://not an address:1",
+            "grpc:// 127.0.0.1:7016",
+            "grpc://127.0.0.1:7013/x",
+            "grpc://127.0.0.1:7015",
+        ]);
+        assert_eq!(
+            usable.endpoint(Security::Plaintext).unwrap().addr,
+            "127.0.0.1:7015"
+        );
     }
 
     #[test]
@@ -338,6 +346,10 @@ mod tests {
             "tcp://h:1",
             "grpc://[::]:1",
             "grpc://h:0",
+            "grpc://127.0.0.1:99999",
+            "grpc://::1:7014",
+            "grpc://not an address:1",
+            "grpc://127.0.0.1:1/x",
         ] {
             let e = endpoint_urls(bad).unwrap_err().to_string();
             assert!(e.contains(&format!("`{bad}`")), "{bad}: {e}");

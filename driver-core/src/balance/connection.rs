@@ -446,6 +446,7 @@ impl ConnectionTask {
                         tracing::debug!(addr = %self.addr, "endpoint connected");
                     }
                     failures = 0;
+                    outage::over(&self.addr);
                     let generation = self.state.set_ready(sender);
                     match self.serve(conn, pinger, generation).await {
                         None => return,
@@ -464,8 +465,13 @@ impl ConnectionTask {
             };
             failures = failures.saturating_add(1);
             let delay = backoff(&self.settings, failures);
-            tracing::warn!(addr = %self.addr, error = %error, retry_in_ms = delay.as_millis() as u64,
-                "endpoint ejected: cannot connect");
+            if outage::first_report(&self.addr) {
+                tracing::warn!(addr = %self.addr, error = %error, retry_in_ms = delay.as_millis() as u64,
+                    "endpoint ejected: cannot connect");
+            } else {
+                tracing::debug!(addr = %self.addr, error = %error, retry_in_ms = delay.as_millis() as u64,
+                    failures, "endpoint ejected: cannot connect");
+            }
             self.state.set(ConnState::Failed {
                 error,
                 retry_at: Instant::now() + delay,
@@ -611,6 +617,44 @@ impl ConnectionTask {
 /// streams this far ahead of the caller reading it.
 const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
+
+/// One warning per outage of an address, however many connections to it fail: a
+/// client rebuilt for every retry (the etcd engine's) dials anew each time, and each
+/// of its failures would otherwise be a WARN line.
+mod outage {
+    use std::collections::HashMap;
+    use std::sync::{LazyLock, Mutex};
+    use std::time::{Duration, Instant};
+
+    /// A long outage is reported again this often.
+    const REPORT_AGAIN: Duration = Duration::from_secs(60);
+
+    /// Addresses whose outage was reported, and when.
+    static REPORTED: LazyLock<Mutex<HashMap<String, Instant>>> =
+        LazyLock::new(|| Mutex::new(HashMap::new()));
+
+    /// Whether a failure to connect to `addr` is to be reported at WARN: the first of
+    /// an outage, or the first for a while.
+    pub(super) fn first_report(addr: &str) -> bool {
+        let mut reported = REPORTED.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        match reported.get(addr) {
+            Some(at) if now.saturating_duration_since(*at) < REPORT_AGAIN => false,
+            _ => {
+                reported.insert(addr.to_string(), now);
+                true
+            }
+        }
+    }
+
+    /// `addr` answered: its next failure starts a new outage.
+    pub(super) fn over(addr: &str) {
+        let mut reported = REPORTED.lock().unwrap_or_else(|e| e.into_inner());
+        if !reported.is_empty() {
+            reported.remove(addr);
+        }
+    }
+}
 
 fn backoff(s: &DialSettings, failures: u32) -> Duration {
     let exp = s.backoff_base.as_secs_f64() * 1.6f64.powi(failures.saturating_sub(1).min(30) as i32);

@@ -153,9 +153,11 @@ impl ChannelBuilder {
         self
     }
 
-    /// How long a call waits for the first resolution. Default: 3 s.
+    /// How long a call waits for the first resolution. Default: 3 s. Anything beyond
+    /// [`FAR_FUTURE`](crate::duration::FAR_FUTURE) (`Duration::MAX` included) means the
+    /// same: no limit in practice.
     pub fn resolve_timeout(mut self, timeout: Duration) -> Self {
-        self.resolve_timeout = timeout;
+        self.resolve_timeout = crate::duration::cap(timeout);
         self
     }
 
@@ -167,16 +169,17 @@ impl ChannelBuilder {
         self
     }
 
-    /// How long one dial (TCP + TLS + HTTP/2 handshake) may take. Default: 3 s.
+    /// How long one dial (TCP + TLS + HTTP/2 handshake) may take. Default: 3 s. Capped
+    /// like [`resolve_timeout`](Self::resolve_timeout).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.dial.connect_timeout = timeout;
+        self.dial.connect_timeout = crate::duration::cap(timeout);
         self
     }
 
     /// The longest wait between redials of a failing endpoint (the backoff starts at
     /// 100 ms and grows 1.6× per failure, ±20% jitter). Default: 3 s.
     pub fn backoff_max(mut self, max: Duration) -> Self {
-        self.dial.backoff_max = max;
+        self.dial.backoff_max = crate::duration::cap(max);
         self
     }
 
@@ -191,7 +194,7 @@ impl ChannelBuilder {
     /// `ENHANCE_YOUR_CALM` "too_many_pings"; use a shorter interval only with servers
     /// configured to allow it (`keepalive.EnforcementPolicy.MinTime`).
     pub fn keepalive(mut self, interval: Duration) -> Self {
-        self.dial.keepalive = Some(interval);
+        self.dial.keepalive = Some(crate::duration::cap(interval));
         self
     }
 
@@ -1106,7 +1109,7 @@ impl tower::Service<http::Request<tonic::body::Body>> for Channel {
                 http::HeaderValue::from_static(concat!("dtmdriver-rs/", env!("CARGO_PKG_VERSION"))),
             );
             let timeout = grpc_timeout(req.headers());
-            let deadline = timeout.map(|t| Instant::now() + t);
+            let deadline = timeout.map(|t| crate::duration::deadline_after(Instant::now(), t));
             let result = match deadline {
                 None => inner.dispatch(req, None).await,
                 Some(d) => {
