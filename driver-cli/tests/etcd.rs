@@ -146,3 +146,54 @@ async fn sigkill_lets_the_key_expire_within_the_ttl() {
         "expired after {expired_after:?}: too early for a 10 s lease kept alive every ~3.3 s"
     );
 }
+
+/// etcd with authentication and a 2 s `--auth-token-ttl`: the token dtmdriver logged in
+/// with is dead by the time SIGINT comes; the key must go at once all the same.
+#[tokio::test]
+async fn with_etcd_auth_sigint_after_the_token_expired_removes_the_key() {
+    let server = EtcdServer::start_with_auth("pw", Some(Duration::from_secs(2)));
+    let options = etcd_client::ConnectOptions::new()
+        .with_user(EtcdServer::ROOT_USER, "pw")
+        .with_auto_token_refresh(true);
+    let mut client = tokio::time::timeout(
+        Duration::from_secs(5),
+        Client::connect([server.endpoint()], Some(options)),
+    )
+    .await
+    .expect("connect timed out")
+    .expect("connect as root");
+    let target = format!("etcd://root:pw@{}/auth.rpc", server.endpoint());
+    let running = Running::start(&[
+        "--driver",
+        "dtm-driver-gozero",
+        "register",
+        &target,
+        "127.0.0.1:9000",
+    ]);
+    let (_, line) = running.next_line(Duration::from_secs(10));
+    assert!(line.contains("registered"), "{line}");
+    assert_eq!(list(&mut client, "auth.rpc/").await.len(), 1);
+    tokio::time::sleep(Duration::from_secs(5)).await; // past the token's TTL
+    running.interrupt();
+    assert!(
+        list(&mut client, "auth.rpc/").await.is_empty(),
+        "the key must be gone once dtmdriver exits"
+    );
+}
+
+#[test]
+fn with_etcd_auth_and_no_credentials_register_says_to_give_them() {
+    let server = EtcdServer::start_with_auth("pw", None);
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_dtmdriver"));
+    command
+        .args(["--driver", "dtm-driver-gozero", "register"])
+        .arg(format!("etcd://{}/auth.rpc", server.endpoint()))
+        .arg("127.0.0.1:9000")
+        .env_remove("DTM_DRIVER")
+        .env("RUST_LOG", "error");
+    let out = common::run_bounded(command, "dtmdriver register");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("USER:PASSWORD@"), "{stderr}");
+    assert!(!stderr.contains("is etcd running"), "{stderr}");
+}

@@ -14,12 +14,20 @@
 //!   it again: registrations re-appear within a second of the agent's return;
 //! * on stop deregisters (`PUT /v1/agent/service/deregister/<id>`).
 //!
+//! No failure is silent: the first of an episode (agent unreachable, service lost,
+//! heartbeat refused) is logged at WARN with the agent's answer, again only when the
+//! cause changes or a minute passed, and the handle's
+//! [`health`](Registration::health) is
+//! [`Retrying`](driver_core::RegistrationState::Retrying) until the service is
+//! registered and its heartbeat accepted again.
+//!
 //! If the process dies without deregistering, the check goes critical after its TTL
 //! and the agent removes the service after `DeregisterCriticalServiceAfter`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use driver_core::health::{FailureEpisode, HealthReporter};
 use driver_core::{Registration, Result};
 use http::Method;
 use serde::{Deserialize, Serialize};
@@ -300,9 +308,11 @@ impl ServiceKeeper {
             agent = %self.client.config().addr(), "registered with consul"
         );
         let target_name = target.to_string();
-        Ok(Registration::spawn(target, endpoint, move |stop| {
-            self.keep(stop, target_name)
-        }))
+        Ok(Registration::spawn_with_health(
+            target,
+            endpoint,
+            move |stop, health| self.keep(stop, target_name, health),
+        ))
     }
 
     async fn register(&self) -> std::result::Result<(), ConsulError> {
@@ -391,7 +401,12 @@ impl ServiceKeeper {
         }
     }
 
-    async fn keep(self, stop: CancellationToken, target: String) -> Result<()> {
+    async fn keep(
+        self,
+        stop: CancellationToken,
+        target: String,
+        health: HealthReporter,
+    ) -> Result<()> {
         let id = self.registration.id.clone();
         let client = self.client.clone();
         let arm = |hash: Option<String>, delay: Duration| {
@@ -403,10 +418,22 @@ impl ServiceKeeper {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut guard = Box::pin(arm(None, Duration::ZERO));
         let mut hash: Option<String> = None;
+        // Heartbeats refused (the service stays registered but turns critical): logged
+        // once per episode, retried every heartbeat.
+        let mut refused: Option<FailureEpisode> = None;
         loop {
             let trouble = tokio::select! {
                 () = stop.cancelled() => break,
-                _ = tick.tick() => self.pass().await.err(),
+                _ = tick.tick() => match self.pass().await {
+                    Ok(()) => {
+                        if let Some(episode) = refused.take() {
+                            tracing::info!(%id, after = ?episode.elapsed(), "consul heartbeat accepted again");
+                            health.live();
+                        }
+                        None
+                    }
+                    Err(e) => Some(e),
+                },
                 outcome = &mut guard => match outcome {
                     Guard::Present(h) => {
                         let delay = if hash.as_deref() == Some(h.as_str()) || h.is_empty() {
@@ -433,17 +460,37 @@ impl ServiceKeeper {
                 },
             };
             let Some(trouble) = trouble else { continue };
-            if trouble.is_not_found() {
-                tracing::warn!(%id, error = %trouble, "the consul agent lost our service; registering it again");
-            } else if trouble.is_unreachable() {
-                tracing::warn!(%id, error = %trouble, "consul agent unreachable; registering again until it answers");
-            } else {
-                tracing::warn!(%id, error = %trouble, "consul heartbeat failed");
+            if !trouble.is_not_found() && !trouble.is_unreachable() {
+                health.retrying(trouble.to_string());
+                let cause = cause(&trouble);
+                match &mut refused {
+                    None => {
+                        tracing::warn!(%id, error = %trouble, "consul heartbeat refused; the service's check turns critical; retrying every heartbeat");
+                        refused = Some(FailureEpisode::begin(&cause));
+                    }
+                    Some(episode) => {
+                        if episode.failed(&cause) {
+                            tracing::warn!(%id, error = %trouble, attempts = episode.attempts(), down_for = ?episode.elapsed(), "consul heartbeat still refused");
+                        } else {
+                            tracing::debug!(%id, error = %trouble, "consul heartbeat still refused");
+                        }
+                    }
+                }
                 continue;
             }
-            if !self.recover(&stop).await {
+            if trouble.is_not_found() {
+                tracing::warn!(%id, error = %trouble, "the consul agent lost our service; registering it again");
+            } else {
+                tracing::warn!(%id, error = %trouble, "consul agent unreachable; registering again until it answers");
+            }
+            health.retrying(trouble.to_string());
+            if !self
+                .recover(&stop, FailureEpisode::begin(&cause(&trouble)), &health)
+                .await
+            {
                 break;
             }
+            refused = None;
             hash = None;
             guard.set(arm(None, Duration::ZERO));
             tick.reset();
@@ -462,17 +509,30 @@ impl ServiceKeeper {
         })
     }
 
-    /// Registers again until it works (true) or `stop` (false).
-    async fn recover(&self, stop: &CancellationToken) -> bool {
+    /// Registers again until it works (true) or `stop` (false); logs within `episode`'s
+    /// bounds and sets `health`.
+    async fn recover(
+        &self,
+        stop: &CancellationToken,
+        mut episode: FailureEpisode,
+        health: &HealthReporter,
+    ) -> bool {
+        let id = &self.registration.id;
         let mut backoff = Backoff::for_engine();
         loop {
             match self.register().await {
                 Ok(()) => {
-                    tracing::info!(id = %self.registration.id, "registered with consul again");
+                    tracing::info!(%id, after = ?episode.elapsed(), "registered with consul again");
+                    health.live();
                     return true;
                 }
                 Err(e) => {
-                    tracing::debug!(id = %self.registration.id, error = %e, "consul not taking the registration yet")
+                    health.retrying(e.to_string());
+                    if episode.failed(&cause(&e)) {
+                        tracing::warn!(%id, error = %e, attempts = episode.attempts(), down_for = ?episode.elapsed(), "consul still not taking the registration; retrying");
+                    } else {
+                        tracing::debug!(%id, error = %e, "consul not taking the registration yet");
+                    }
                 }
             }
             tokio::select! {
@@ -480,6 +540,17 @@ impl ServiceKeeper {
                 () = tokio::time::sleep(backoff.next_delay()) => {}
             }
         }
+    }
+}
+
+/// What kind of failure `e` is, for telling episodes' causes apart (the fix differs).
+fn cause(e: &ConsulError) -> String {
+    match e {
+        ConsulError::Unreachable { .. } | ConsulError::Timeout { .. } => "unreachable".into(),
+        ConsulError::Tls { .. } => "tls".into(),
+        ConsulError::Refused { token, .. } => format!("token {token}"),
+        ConsulError::Status { code, .. } => format!("HTTP {code}"),
+        ConsulError::Decode { .. } => "decode".into(),
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use driver_consul::ConsulDriver;
 use driver_consul::native::NativeResolver;
 use driver_core::resolve::{Resolver, SnapshotSender};
-use driver_core::{Channel, Driver, Policy, Target};
+use driver_core::{Channel, Driver, Policy, Registration, RegistrationState, Target};
 use serde_json::Value;
 use test_support::{ConsulAgent, EchoServer, addrs, say, wait_for};
 
@@ -279,6 +279,87 @@ async fn agent_restart_under_traffic_fails_no_call_and_registrations_reappear() 
         "{} failed calls: {errors:?}",
         errors.len()
     );
+}
+
+async fn wait_state(
+    registration: &Registration,
+    what: &str,
+    within: Duration,
+    want: impl Fn(&RegistrationState) -> bool,
+) -> Duration {
+    let mut rx = registration.watch_health();
+    let start = Instant::now();
+    tokio::time::timeout(within, rx.wait_for(|s| want(s)))
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "the registration was not {what} within {within:?}: {:?}",
+                registration.health()
+            )
+        })
+        .expect("state sender gone");
+    start.elapsed()
+}
+
+#[tokio::test]
+async fn the_registration_state_follows_the_agent() {
+    let mut agent = ConsulAgent::start();
+    let addr = agent.http_addr();
+    let registration = ConsulDriver
+        .register_service(&format!("consul://{addr}/st"), "127.0.0.1:9200")
+        .await
+        .unwrap();
+    assert_eq!(registration.health(), RegistrationState::Live);
+
+    agent.kill();
+    let noticed = wait_state(&registration, "retrying", Duration::from_secs(3), |s| {
+        matches!(s, RegistrationState::Retrying { .. })
+    })
+    .await;
+    let RegistrationState::Retrying { error, .. } = registration.health() else {
+        unreachable!()
+    };
+    assert!(error.contains("is the agent running"), "{error}");
+    agent.restart();
+    let live = wait_state(&registration, "live again", Duration::from_secs(3), |s| {
+        s.is_live()
+    })
+    .await;
+    assert!(
+        get(&agent, "/v1/agent/services")
+            .get("st@127.0.0.1:9200")
+            .is_some()
+    );
+
+    // Deregistered behind our back: retrying, then registered again.
+    let mut state = registration.watch_health();
+    let (code, body) = agent.api("PUT", "/v1/agent/service/deregister/st@127.0.0.1:9200", "");
+    assert_eq!(code, 200, "{body}");
+    let state_ref = &state;
+    wait_for(
+        "the deregistration noticed",
+        Duration::from_secs(3),
+        || async move { state_ref.has_changed().unwrap_or(false) },
+    )
+    .await;
+    wait_state(
+        &registration,
+        "live after the deregistration",
+        Duration::from_secs(3),
+        |s| s.is_live(),
+    )
+    .await;
+    assert!(
+        get(&agent, "/v1/agent/services")
+            .get("st@127.0.0.1:9200")
+            .is_some()
+    );
+    eprintln!(
+        "consul agent restart: retrying after {noticed:?}; live {live:?} after the agent was back"
+    );
+
+    registration.deregister().await.unwrap();
+    assert_eq!(*state.borrow_and_update(), RegistrationState::Stopped);
 }
 
 #[tokio::test]

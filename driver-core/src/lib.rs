@@ -9,6 +9,7 @@
 //! The pieces, each its own module:
 //!
 //! * [`driver`]: the [`Driver`] contract and the [`Registration`] handle;
+//! * [`health`]: whether a registration holds ([`RegistrationState`]);
 //! * [`registry`]: the process-wide driver registry and link-time registration;
 //! * [`parse`]: splitting branch URIs, the rules the Go drivers use;
 //! * [`target`]: parsing dial and registration targets;
@@ -37,6 +38,7 @@ pub mod default_driver;
 pub mod driver;
 pub mod duration;
 pub mod error;
+pub mod health;
 pub mod invoke;
 pub mod parse;
 mod redact;
@@ -51,6 +53,7 @@ pub use config::MicroService;
 pub use default_driver::DefaultDriver;
 pub use driver::{Driver, Registration};
 pub use error::{Error, Result};
+pub use health::RegistrationState;
 pub use invoke::{RawCodec, call_raw, invoke, invoke_with};
 pub use parse::ServerMethod;
 pub use registry::{

@@ -295,14 +295,26 @@ pub async fn shared_client(config: &EtcdConfig) -> Result<Arc<Client>> {
     }
     let mut options = ConnectOptions::new();
     if let Some(user) = &config.user {
-        options = options.with_user(user.clone(), config.password.clone().unwrap_or_default());
+        // etcd's tokens die with the process (simple tokens) and after
+        // `--auth-token-ttl` unused: unary calls refused for that log in again and are
+        // retried. Streams are not covered; see [`refresh_if_token_refused`].
+        options = options
+            .with_user(user.clone(), config.password.clone().unwrap_or_default())
+            .with_auto_token_refresh(true);
     }
     let channel = members_channel(config)?;
     let channel = etcd_client::Channel::Custom(tower::util::BoxCloneSyncService::new(channel));
     let connect = Client::from_channel(channel, Some(options));
     let client = match tokio::time::timeout(REQUEST_TIMEOUT, connect).await {
         Ok(Ok(client)) => Arc::new(client),
-        Ok(Err(e)) => return Err(etcd_error(&config.hosts.join(","), "connect", e)),
+        Ok(Err(e)) => {
+            let message = format!("etcd connect failed: {e}");
+            let hint = failure_hint(&message);
+            return Err(registry_error(
+                &config.hosts.join(","),
+                format!("{message}; {hint}"),
+            ));
+        }
         Err(_) => {
             return Err(registry_error(
                 &config.hosts.join(","),
@@ -321,10 +333,6 @@ pub(crate) fn registry_error(target: &str, message: impl Into<String>) -> Error 
         target: target.to_string(),
         message: message.into(),
     }
-}
-
-pub(crate) fn etcd_error(target: &str, what: &str, e: etcd_client::Error) -> Error {
-    registry_error(target, format!("etcd {what} failed: {e}"))
 }
 
 /// How long one attempt of a registration write may take before it is tried again. A
@@ -401,6 +409,61 @@ pub(crate) fn tls_hint(message: &str) -> Option<&'static str> {
     }
 }
 
+/// What to do about a failed etcd request, from its message: the TLS or authentication
+/// fix when it is one of those, else to check that etcd runs where the target says.
+pub(crate) fn failure_hint(message: &str) -> &'static str {
+    tls_hint(message)
+        .or_else(|| auth_hint(message))
+        .unwrap_or("is etcd running at the target's hosts?")
+}
+
+/// What to do about a failure that is an authentication or permission refusal, if it is
+/// one.
+pub(crate) fn auth_hint(message: &str) -> Option<&'static str> {
+    if message.contains("user name is empty") {
+        Some(
+            "etcd requires authentication: give the user in the target, \
+             etcd://USER:PASSWORD@host:2379/key or ?user=USER&password=PASSWORD",
+        )
+    } else if message.contains("authentication failed") {
+        Some("etcd refused the user name or password given in the target: check both")
+    } else if message.contains("invalid auth token") {
+        Some(
+            "etcd no longer accepts the client's auth token (etcd restarted, or \
+             --auth-token-ttl passed); the client logs in again",
+        )
+    } else if message.contains("permission denied") {
+        Some(
+            "the etcd user may lack permission on the key: grant its role readwrite on \
+             the key's prefix (etcdctl role grant-permission ROLE readwrite --prefix=true PREFIX)",
+        )
+    } else {
+        None
+    }
+}
+
+/// After a failure whose message says etcd refused the client's auth token, logs in
+/// again (bounded by [`REQUEST_TIMEOUT`]); a no-op for other failures and clients
+/// without credentials. etcd-client refreshes the token for unary calls itself, but not
+/// for streams: a watch created with a dead token is cancelled with `permission denied`.
+/// Returns whether a refresh was made and worked.
+pub(crate) async fn refresh_if_token_refused(client: &Client, why: &str) -> bool {
+    if !(why.contains("invalid auth token") || why.contains("permission denied")) {
+        return false;
+    }
+    match tokio::time::timeout(REQUEST_TIMEOUT, client.refresh_token()).await {
+        Ok(Ok(())) => {
+            tracing::debug!("logged in to etcd again after a refused auth token");
+            true
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "logging in to etcd again failed");
+            false
+        }
+        Err(_) => false,
+    }
+}
+
 /// etcd's answers while it has no leader, or lost a proposal to a leader change.
 fn leader_lost(e: &etcd_client::Error) -> bool {
     let text = e.to_string();
@@ -448,6 +511,24 @@ mod tests {
         };
         let err = err.to_string();
         assert!(err.contains("?tls_ca="), "{err}");
+    }
+
+    #[test]
+    fn failures_name_their_fix() {
+        // etcd's own messages (etcdserver/api/v3rpc/rpctypes).
+        let empty = "etcd put failed: grpc request error: status: InvalidArgument, message: \"etcdserver: user name is empty\"";
+        assert!(
+            failure_hint(empty).contains("USER:PASSWORD@"),
+            "{}",
+            failure_hint(empty)
+        );
+        assert!(failure_hint(empty).contains("?user="));
+        let wrong =
+            "etcd connect failed: etcdserver: authentication failed, invalid user ID or password";
+        assert!(failure_hint(wrong).contains("check both"));
+        let denied = "etcd cancelled the watch of our key: etcdserver: permission denied";
+        assert!(failure_hint(denied).contains("grant-permission"));
+        assert!(failure_hint("etcd put failed: connection refused").contains("is etcd running"));
     }
 
     #[test]

@@ -1,5 +1,13 @@
 //! Keeping one key alive under a lease: [`LeaseKeeper`].
 //!
+//! Contract: while the returned [`Registration`] lives, the key is put back whenever it
+//! is lost — etcd restarted or unreachable, the lease expired, the key deleted by hand,
+//! the client's auth token refused — and never silently: the first failure of an episode
+//! is logged at WARN with what to do about it (again when the cause changes, and once a
+//! minute while it lasts), the handle's [`health`](Registration::health) turns
+//! [`Retrying`](driver_core::RegistrationState::Retrying), and back to `Live` once the
+//! key holds again. Deregistering or dropping revokes the lease, which deletes the key.
+//!
 //! A registration is a key written with a lease of a few seconds' TTL. The keeper
 //!
 //! * grants the lease and puts the key, and only then hands out the [`Registration`];
@@ -11,10 +19,18 @@
 //!   grants a new lease and puts the key again (a format may put the lease id into the
 //!   key, as go-zero does: the key is a function of the lease);
 //! * on stop revokes the lease, which deletes the key at once.
+//!
+//! With etcd authentication, the client's token dies when etcd restarts (simple tokens
+//! live in its memory) and after `--auth-token-ttl` (300 s by default) without use. The
+//! lease keep-alive stream needs no token, so a registration can look fine until its next
+//! put, grant or revoke is refused. The shared client logs in again when a unary call
+//! is refused for its token, and the keeper does so too when etcd cancels its watch
+//! (`permission denied`, as etcd answers a watch created with a dead token).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use driver_core::health::{FailureEpisode, HealthReporter};
 use driver_core::{Registration, Result};
 use etcd_client::{Client, EventType, PutOptions, WatchOptions};
 use tokio::time::Instant;
@@ -22,7 +38,9 @@ use tokio_util::sync::CancellationToken;
 
 use driver_core::backoff::Backoff;
 
-use crate::client::{bounded, registry_error, tls_hint, write_retrying};
+use crate::client::{
+    bounded, failure_hint, refresh_if_token_refused, registry_error, write_retrying,
+};
 
 /// Builds a key from the lease id it is written under.
 pub type KeyFn = Arc<dyn Fn(i64) -> String + Send + Sync>;
@@ -103,15 +121,23 @@ impl LeaseKeeper {
     /// returned handle is deregistered or dropped. `target` and `endpoint` label the
     /// handle and error messages.
     pub async fn start(self, target: &str, endpoint: &str) -> Result<Registration> {
-        let held = self.grant_and_put().await.map_err(|e| {
-            let hint = tls_hint(&e).unwrap_or("is etcd running at the target's hosts?");
-            registry_error(target, format!("{e}; {hint}"))
-        })?;
+        let held = match self.grant_and_put().await {
+            Ok(held) => Ok(held),
+            // A token refused at the first write (etcd restarted since the shared client
+            // logged in): log in again and try once more.
+            Err(e) if refresh_if_token_refused(&self.client, &e).await => {
+                self.grant_and_put().await
+            }
+            Err(e) => Err(e),
+        }
+        .map_err(|e| registry_error(target, format!("{e}; {}", failure_hint(&e))))?;
         tracing::info!(key = %held.key, value = %self.value, lease = held.lease, ttl = ?self.ttl, "registered in etcd");
         let target_name = target.to_string();
-        Ok(Registration::spawn(target, endpoint, move |stop| {
-            self.keep(held, stop, target_name)
-        }))
+        Ok(Registration::spawn_with_health(
+            target,
+            endpoint,
+            move |stop, health| self.keep(held, stop, target_name, health),
+        ))
     }
 
     async fn grant_and_put(&self) -> std::result::Result<Held, String> {
@@ -142,40 +168,44 @@ impl LeaseKeeper {
         Ok(resp.header().map_or(0, |h| h.revision()))
     }
 
-    async fn keep(self, mut held: Held, stop: CancellationToken, target: String) -> Result<()> {
+    async fn keep(
+        self,
+        mut held: Held,
+        stop: CancellationToken,
+        target: String,
+        health: HealthReporter,
+    ) -> Result<()> {
         let mut backoff = Backoff::for_engine();
         loop {
-            let lost = match self.session(&held, &stop).await {
+            let (mut lost, why) = match self.session(&held, &stop).await {
                 SessionEnd::Stopped => break,
-                SessionEnd::LeaseLost(why) => {
-                    tracing::warn!(key = %held.key, lease = held.lease, %why, "etcd lease lost; granting a new one");
-                    true
-                }
-                SessionEnd::Disconnected(why) => {
-                    tracing::warn!(key = %held.key, lease = held.lease, %why, "etcd keep-alive interrupted; reconnecting");
-                    false
-                }
+                SessionEnd::LeaseLost(why) => (true, why),
+                SessionEnd::Disconnected(why) => (false, why),
             };
-            // Recover: bounded backoff, until etcd answers or we are stopped.
-            let mut lost = lost;
+            // An episode: WARN once with the fix, retry with bounded backoff until the
+            // key holds again or we are stopped.
+            let mut episode = Episode::begin(&held, lost, &why, &health);
+            refresh_if_token_refused(&self.client, &why).await;
             loop {
                 if stop.is_cancelled() {
                     break;
                 }
                 match self.recover(&held, lost).await {
                     Ok(next) => {
-                        if next.lease != held.lease {
-                            tracing::info!(key = %next.key, lease = next.lease, "re-registered in etcd under a new lease");
-                        } else {
-                            tracing::info!(key = %next.key, lease = next.lease, "etcd keep-alive resumed");
-                        }
+                        episode.end(&held, &next, &health);
                         held = next;
                         backoff.reset();
                         break;
                     }
                     Err((why, lease_gone)) => {
                         lost |= lease_gone;
-                        tracing::debug!(key = %held.key, %why, "etcd not reachable yet");
+                        episode.failed(&held, &why, &health);
+                        // A cancelled watch (`permission denied`) only ends sessions; a
+                        // user whose rights were taken away is not logged in again (a
+                        // password check in etcd) on every retry.
+                        if why.contains("invalid auth token") {
+                            refresh_if_token_refused(&self.client, &why).await;
+                        }
                         tokio::select! {
                             () = stop.cancelled() => break,
                             () = tokio::time::sleep(backoff.next_delay()) => {}
@@ -289,22 +319,78 @@ impl LeaseKeeper {
     }
 
     async fn revoke(&self, held: &Held) -> std::result::Result<(), String> {
-        let mut lease_client = self.client.lease_client();
-        match bounded("lease revoke", lease_client.revoke(held.lease)).await {
-            Ok(_) => {
+        let mut result = self.revoke_once(held.lease).await;
+        // A token refused (etcd restarted since): log in again, revoke again.
+        if let Err(e) = &result
+            && refresh_if_token_refused(&self.client, e).await
+        {
+            result = self.revoke_once(held.lease).await;
+        }
+        match result {
+            Ok(()) => {
                 tracing::info!(key = %held.key, lease = held.lease, "deregistered from etcd");
                 Ok(())
             }
             // Already gone: so is the key.
             Err(e) if is_lease_not_found(&e) => Ok(()),
             Err(e) => {
-                tracing::warn!(key = %held.key, lease = held.lease, error = %e, "revoking the lease failed; the key expires with its TTL");
+                let hint = failure_hint(&e);
+                tracing::warn!(key = %held.key, lease = held.lease, error = %e, %hint, "revoking the lease failed; the key expires with its TTL");
                 Err(format!(
-                    "{e}; the key `{}` disappears when its lease's {:?} TTL runs out",
+                    "{e}; {hint}; the key `{}` disappears when its lease's {:?} TTL runs out",
                     held.key, self.ttl
                 ))
             }
         }
+    }
+
+    async fn revoke_once(&self, lease: i64) -> std::result::Result<(), String> {
+        let mut lease_client = self.client.lease_client();
+        bounded("lease revoke", lease_client.revoke(lease))
+            .await
+            .map(|_| ())
+    }
+}
+
+/// One episode of failing to keep the key: its start logged at WARN with the fix, again
+/// when the fix changes or a minute passed ([`FailureEpisode`]), its end at INFO; and the
+/// registration's state set.
+struct Episode {
+    log: FailureEpisode,
+}
+
+impl Episode {
+    fn begin(held: &Held, lost: bool, why: &str, health: &HealthReporter) -> Self {
+        let hint = failure_hint(why);
+        if lost {
+            tracing::warn!(key = %held.key, lease = held.lease, %why, %hint, "etcd lease lost; granting a new one and putting the key again");
+        } else {
+            tracing::warn!(key = %held.key, lease = held.lease, %why, %hint, "etcd keep-alive interrupted; putting the key back until it holds");
+        }
+        health.retrying(format!("{why}; {hint}"));
+        Self {
+            log: FailureEpisode::begin(hint),
+        }
+    }
+
+    fn failed(&mut self, held: &Held, why: &str, health: &HealthReporter) {
+        let hint = failure_hint(why);
+        health.retrying(format!("{why}; {hint}"));
+        if self.log.failed(hint) {
+            tracing::warn!(key = %held.key, %why, %hint, attempts = self.log.attempts(), down_for = ?self.log.elapsed(), "etcd registration still not restored; retrying");
+        } else {
+            tracing::debug!(key = %held.key, %why, attempts = self.log.attempts(), "etcd registration not restored yet");
+        }
+    }
+
+    fn end(&self, held: &Held, next: &Held, health: &HealthReporter) {
+        let after = self.log.elapsed();
+        if next.lease != held.lease {
+            tracing::info!(key = %next.key, lease = next.lease, ?after, "re-registered in etcd under a new lease");
+        } else {
+            tracing::info!(key = %next.key, lease = next.lease, ?after, "etcd keep-alive resumed");
+        }
+        health.live();
     }
 }
 

@@ -58,6 +58,8 @@ struct Member {
     /// HTTPS port, certificate, key, and the CA client certificates must come from
     /// (`--client-cert-auth`) if any.
     tls: Option<(u16, PathBuf, PathBuf, Option<PathBuf>)>,
+    /// More flags, kept across restarts (e.g. `--auth-token-ttl=2`).
+    extra_args: Vec<String>,
 }
 
 impl Member {
@@ -83,6 +85,7 @@ impl Member {
             dir,
             child: None,
             tls: None,
+            extra_args: Vec::new(),
         }
     }
 
@@ -131,6 +134,7 @@ impl Member {
             "--log-outputs=stderr".to_owned(),
         ];
         args.extend(tls_args);
+        args.extend(self.extra_args.iter().cloned());
         args
     }
 
@@ -264,24 +268,28 @@ impl Drop for Member {
 
 /// Asks etcd's HTTP `/health` endpoint on the loopback client port whether it is healthy.
 fn is_healthy(port: u16) -> bool {
+    http_request(port, "GET", "/health", "")
+        .is_some_and(|response| response.contains("\"health\":\"true\""))
+}
+
+/// One HTTP/1.1 request to etcd's loopback client port (its `/health` endpoint or its
+/// JSON gateway under `/v3/`); the whole response, status line included, or `None` when
+/// etcd could not be reached. Bounded by the probe timeouts.
+fn http_request(port: u16, method: &str, path: &str, body: &str) -> Option<String> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, PROBE_CONNECT_TIMEOUT) else {
-        return false;
-    };
-    if stream.set_read_timeout(Some(PROBE_IO_TIMEOUT)).is_err()
-        || stream.set_write_timeout(Some(PROBE_IO_TIMEOUT)).is_err()
-    {
-        return false;
-    }
-    let request =
-        format!("GET /health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
+    let mut stream = TcpStream::connect_timeout(&addr, PROBE_CONNECT_TIMEOUT).ok()?;
+    stream.set_read_timeout(Some(PROBE_IO_TIMEOUT)).ok()?;
+    stream.set_write_timeout(Some(PROBE_IO_TIMEOUT)).ok()?;
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).ok()?;
     let mut response = Vec::new();
-    // A timeout ends the read too; whatever arrived is judged below.
+    // A timeout ends the read too; whatever arrived is judged by the caller.
     let _ = stream.take(PROBE_MAX_RESPONSE).read_to_end(&mut response);
-    String::from_utf8_lossy(&response).contains("\"health\":\"true\"")
+    Some(String::from_utf8_lossy(&response).into_owned())
 }
 
 /// A private single-member etcd server on free loopback ports.
@@ -316,13 +324,61 @@ impl EtcdServer {
     /// Panics if `etcd` is not installed (with the command that installs it) or does not
     /// become healthy; the panic message includes the end of etcd's log.
     pub fn start() -> EtcdServer {
-        Self::start_inner(None)
+        Self::start_inner(None, Vec::new())
     }
+
+    /// Like [`start`](Self::start), with authentication enabled: the user
+    /// [`ROOT_USER`](Self::ROOT_USER) with `root_password` holds the `root` role, and
+    /// requests without a valid token are refused. etcd's simple tokens die with the
+    /// process (a [`restart`](Self::restart) invalidates them) and after `token_ttl`
+    /// without use (`--auth-token-ttl`, whole seconds, at least 1; etcd's default is
+    /// 300 s when `None`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let server = test_support::EtcdServer::start_with_auth("pw", Some(Duration::from_secs(2)));
+    /// assert_eq!(test_support::EtcdServer::ROOT_USER, "root");
+    /// # drop(server);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// As [`start`](Self::start), and when etcd refuses to enable authentication.
+    pub fn start_with_auth(root_password: &str, token_ttl: Option<Duration>) -> EtcdServer {
+        let extra = token_ttl
+            .map(|ttl| vec![format!("--auth-token-ttl={}", ttl.as_secs().max(1))])
+            .unwrap_or_default();
+        let server = Self::start_inner(None, extra);
+        let user = format!(
+            r#"{{"name":"{}","password":"{root_password}"}}"#,
+            Self::ROOT_USER
+        );
+        let grant = format!(r#"{{"user":"{}","role":"root"}}"#, Self::ROOT_USER);
+        for (path, body) in [
+            ("/v3/auth/user/add", user.as_str()),
+            ("/v3/auth/user/grant", grant.as_str()),
+            ("/v3/auth/enable", "{}"),
+        ] {
+            let response = http_request(server.port(), "POST", path, body).unwrap_or_default();
+            assert!(
+                response.starts_with("HTTP/1.1 200"),
+                "etcd refused {path} while enabling authentication: {response}\n{}",
+                server.member.log_tail()
+            );
+        }
+        server
+    }
+
+    /// The user [`start_with_auth`](Self::start_with_auth) creates.
+    pub const ROOT_USER: &'static str = "root";
 
     /// Like [`start`](Self::start), and also serves HTTPS on a second port
     /// ([`tls_endpoint`](Self::tls_endpoint)) with the given PEM certificate and key.
     pub fn start_with_tls(cert_pem: &Path, key_pem: &Path) -> EtcdServer {
-        Self::start_inner(Some((cert_pem.to_owned(), key_pem.to_owned(), None)))
+        Self::start_inner(
+            Some((cert_pem.to_owned(), key_pem.to_owned(), None)),
+            Vec::new(),
+        )
     }
 
     /// Like [`start_with_tls`](Self::start_with_tls), and the HTTPS port accepts only
@@ -332,11 +388,14 @@ impl EtcdServer {
         key_pem: &Path,
         client_ca_pem: &Path,
     ) -> EtcdServer {
-        Self::start_inner(Some((
-            cert_pem.to_owned(),
-            key_pem.to_owned(),
-            Some(client_ca_pem.to_owned()),
-        )))
+        Self::start_inner(
+            Some((
+                cert_pem.to_owned(),
+                key_pem.to_owned(),
+                Some(client_ca_pem.to_owned()),
+            )),
+            Vec::new(),
+        )
     }
 
     /// The HTTPS client endpoint `127.0.0.1:PORT` of a server started with TLS.
@@ -347,7 +406,10 @@ impl EtcdServer {
             .map(|(port, ..)| format!("127.0.0.1:{port}"))
     }
 
-    fn start_inner(tls: Option<(PathBuf, PathBuf, Option<PathBuf>)>) -> EtcdServer {
+    fn start_inner(
+        tls: Option<(PathBuf, PathBuf, Option<PathBuf>)>,
+        extra_args: Vec<String>,
+    ) -> EtcdServer {
         let binary = etcd_binary();
         process::start_with_retries("etcd", || {
             let ports = free_ports(3);
@@ -364,6 +426,7 @@ impl EtcdServer {
             member.tls = tls
                 .clone()
                 .map(|(cert, key, client_ca)| (ports[2], cert, key, client_ca));
+            member.extra_args = extra_args.clone();
             member.spawn();
             member
                 .wait_ready(Instant::now() + SERVER_READY_TIMEOUT)
