@@ -28,6 +28,7 @@
 //! per target however many clients dial it.
 
 mod connection;
+mod liveness;
 mod replay;
 mod tls;
 mod transport;
@@ -47,6 +48,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use http::uri::{Authority, Scheme};
 use http_body::Frame;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 pub use tls::TlsConnector;
@@ -348,9 +350,10 @@ pub struct EndpointStatus {
     /// The endpoint as resolved.
     #[serde(flatten)]
     pub endpoint: Endpoint,
-    /// `idle`, `connecting`, `ready` or `ejected`.
+    /// `idle`, `connecting`, `ready`, `unresponsive` (connected, but its peer left a
+    /// ping unanswered: out of rotation until it answers) or `ejected`.
     pub state: &'static str,
-    /// Why the endpoint is ejected.
+    /// Why the endpoint is ejected or unresponsive.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// When an ejected endpoint is dialled again, in milliseconds from now.
@@ -364,6 +367,14 @@ pub struct EndpointStatus {
     /// with [`Policy::PeakEwma`] (the other policies do not time calls).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rtt_ms: Option<f64>,
+    /// HTTP/2 pings sent to this address to check that it still answers (after a
+    /// silence with calls pending, or by keepalive); all channels of the process.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub probes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A channel's view of its target, as shown by [`Channel::status`].
@@ -412,6 +423,9 @@ impl Channel {
                                     .as_millis() as u64,
                             ),
                         ),
+                        ConnState::Unresponsive { since } => {
+                            (Some(unresponsive_error(*since)), None)
+                        }
                         _ => (None, None),
                     };
                     EndpointStatus {
@@ -426,6 +440,7 @@ impl Channel {
                             .load
                             .sampled()
                             .then(|| s.conn.load.rtt_estimate().as_secs_f64() * 1000.0),
+                        probes: s.conn.load.probes(),
                     }
                 })
                 .collect(),
@@ -458,6 +473,9 @@ struct Slot {
     conn: Arc<Connection>,
     /// Smooth-WRR running weight.
     wrr_current: AtomicI64,
+    /// Cancelled when the endpoint leaves the set: a call still waiting to send on it
+    /// picks again.
+    gone: CancellationToken,
 }
 
 struct Table {
@@ -572,6 +590,7 @@ impl ChannelInner {
                     authority: s.authority.clone(),
                     conn: s.conn.clone(),
                     wrr_current: AtomicI64::new(0),
+                    gone: s.gone.clone(),
                 }),
                 None => {
                     tracing::info!(target = %self.target, addr = %ep.addr, weight = ep.weight, "endpoint added");
@@ -580,6 +599,7 @@ impl ChannelInner {
                         authority: ep.addr.parse().ok(),
                         conn: Connection::pooled(&ep.addr, &self.dial),
                         wrr_current: AtomicI64::new(0),
+                        gone: CancellationToken::new(),
                     })
                 }
             };
@@ -591,6 +611,7 @@ impl ChannelInner {
             .filter(|s| !endpoints.iter().any(|e| e.addr == s.endpoint.addr))
         {
             tracing::info!(target = %self.target, addr = %gone.endpoint.addr, "endpoint removed");
+            gone.gone.cancel();
         }
         if let Some(err) = &state.last_error {
             tracing::warn!(target = %self.target, error = %err, endpoints = slots.len(),
@@ -792,9 +813,15 @@ impl ChannelInner {
             attempt += 1;
             let slot = self.pick(deadline).await?;
             set_origin(&mut head.uri, &self.authority_scheme, &slot)?;
-            let (mut response, stream) = match slot.conn.open(&head).await {
+            let opened = tokio::select! {
+                biased;
+                opened = slot.conn.open(&head) => opened,
+                // Left the set while the request waited for a stream slot: not sent.
+                _ = slot.gone.cancelled() => Err(OpenError::NotReady),
+            };
+            let (mut response, stream) = match opened {
                 Ok(opened) => opened,
-                // It went down since the pick: pick again.
+                // It went down since the pick, or left the set: pick again.
                 Err(OpenError::NotReady) => continue,
                 Err(OpenError::Refused(e)) => {
                     // Never sent: safe to try another endpoint.
@@ -815,6 +842,7 @@ impl ChannelInner {
             let mut pump = Pump::new(body, stream);
             match transport::exchange(&mut response, &mut pump).await {
                 Ok(resp) => {
+                    slot.conn.load.note_progress();
                     if !pump.is_done() {
                         pump.spawn_rest();
                     }
@@ -888,10 +916,27 @@ fn summarize(table: &Table) -> (Vec<String>, Vec<String>) {
             ConnState::Failed { error, .. } => {
                 failures.push(format!("{}: {error}", s.endpoint.addr))
             }
+            // Worth waiting for (it answers again, or another endpoint takes over),
+            // and worth naming if nothing else turns up.
+            ConnState::Unresponsive { since } => {
+                failures.push(format!(
+                    "{}: {}",
+                    s.endpoint.addr,
+                    unresponsive_error(since)
+                ));
+                pending.push(s.endpoint.addr.clone());
+            }
             _ => pending.push(s.endpoint.addr.clone()),
         }
     }
     (pending, failures)
+}
+
+fn unresponsive_error(since: Instant) -> String {
+    format!(
+        "not answering: a ping sent {} ms ago is unanswered (the process may be frozen)",
+        since.elapsed().as_millis()
+    )
 }
 
 fn no_endpoint_status(target: &str, table: &Table, failures: &[String]) -> Status {
@@ -1009,7 +1054,7 @@ struct CallGuard {
 
 impl CallGuard {
     fn new(conn: Arc<Connection>, timed: bool) -> Self {
-        conn.load.pending.fetch_add(1, Ordering::Relaxed);
+        conn.load.call_started();
         Self {
             conn,
             start: timed.then(Instant::now),
@@ -1024,7 +1069,7 @@ impl CallGuard {
     fn record(&mut self, failed: bool) {
         if !self.done {
             self.done = true;
-            self.conn.load.pending.fetch_sub(1, Ordering::Relaxed);
+            self.conn.load.call_ended();
             if let Some(start) = self.start {
                 self.conn.load.record(start.elapsed(), failed);
             }
@@ -1057,6 +1102,9 @@ impl http_body::Body for ObservedBody {
         let polled = this.inner.poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
+                if let Some(g) = &this.guard {
+                    g.conn.load.note_progress();
+                }
                 if let Some(trailers) = frame.trailers_ref() {
                     this.failed |= grpc_failed(trailers);
                 }
