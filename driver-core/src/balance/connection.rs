@@ -473,14 +473,7 @@ impl Connection {
                 OpenError::Rejected(e)
             }
         };
-        // The handle waits for a stream slot (the server's concurrency limit): nothing
-        // is sent yet, so if the connection leaves rotation meanwhile (it stopped
-        // answering, was retired or dropped), the call picks again.
-        let mut changes = self.state.tx.subscribe();
-        let mut tx = tokio::select! {
-            ready = own_handle.ready() => ready.map_err(classify)?,
-            _ = changes.changed() => return Err(OpenError::NotReady),
-        };
+        let mut tx = own_handle.ready().await.map_err(classify)?;
         let opened = tx
             .send_request(transport::head(head), false)
             .map_err(classify)?;

@@ -9,10 +9,13 @@
 //!   (+ two checks of [`CHECK`]) after it froze: under a second;
 //! - the PING's answer puts it back in rotation at once: a process resumed from a
 //!   freeze serves again without a redial;
-//! - calls already sent on it stay bound to it (their deadline, or the caller's
+//! - calls already handed to it stay bound to it (their deadline, or the caller's
 //!   cancellation, ends them): a request that may have reached the server is never
-//!   sent again elsewhere. Calls still waiting for a stream slot on it were not sent
-//!   and pick again (see `Connection::open`);
+//!   sent again elsewhere. That includes requests the HTTP/2 layer holds back under the
+//!   server's concurrency limit (`h2` does not say which), so with no deadline such a
+//!   call waits for the peer to answer, its connection to break or the drain of a
+//!   removed endpoint's connection (30 s) to end it. Calls not yet handed to a
+//!   connection never pick an unresponsive one;
 //! - a connection never answering again stays out of rotation until the registry
 //!   removes the endpoint, the TCP connection breaks, or (if configured) the keepalive
 //!   closes it;

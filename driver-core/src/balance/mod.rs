@@ -8,7 +8,9 @@
 //!    into per-address connections from a process-wide pool (see `connection`);
 //! 3. each call picks a *ready* connection by [`Policy`]; a request that could not be
 //!    sent goes to another endpoint, so a dead endpoint never fails a call while a live
-//!    one exists.
+//!    one exists;
+//! 4. each connection watches that its peer still answers and leaves the rotation while
+//!    it does not (see below).
 //!
 //! What a call sees, by state:
 //!
@@ -18,10 +20,41 @@
 //! | resolved, empty set | `UNAVAILABLE` naming the target at once, or waits with [`ChannelBuilder::wait_for_ready`] |
 //! | endpoints, none connected yet | waits for the first to connect (bounded by the connect timeout) |
 //! | every endpoint failing | `UNAVAILABLE` listing each endpoint's error |
+//! | an endpoint stops answering, connection open | out of rotation within about a second, under every policy; back when it answers |
+//! | every endpoint unresponsive | waits as for a connecting one (bounded by the connect timeout or the deadline), then `UNAVAILABLE` naming them |
 //! | resolver error after a good set | the last set keeps serving |
 //!
 //! A `grpc-timeout` header (tonic's `Request::set_timeout`) bounds the whole call,
 //! waiting included, and fails it with `DEADLINE_EXCEEDED`.
+//!
+//! # An endpoint that stops answering
+//!
+//! A frozen process (SIGSTOP, a paused VM, a long GC pause, a deadlock) keeps its TCP
+//! connection open, so nothing fails; without help a policy keeps handing it its share
+//! and a closed-loop client ends up with every caller parked there. Each connection
+//! therefore watches its peer (`liveness`): when calls are pending and no response frame
+//! arrived for 200 ms it sends one HTTP/2 ping; unanswered for 500 ms, the endpoint is
+//! `unresponsive` in [`Channel::status`] and no policy picks it; the ping's answer puts it
+//! back. A slow handler is not mistaken for a frozen process (its server answers the
+//! ping), a busy healthy connection never pings, and the pings stay within grpc-go's
+//! ping policy (see `liveness` for the rule), so go-zero, kratos and dtm servers with
+//! their default settings never answer them with GOAWAY "too_many_pings".
+//!
+//! Calls already handed to the frozen endpoint stay with it: a request that may have
+//! reached a server is never replayed elsewhere, so each ends by its deadline (or by the
+//! endpoint answering again). Give calls a deadline: without one, calls on a frozen
+//! endpoint wait for it to resume, and under a closed-loop load every caller may reach
+//! it in the fraction of a second before it is found. An endpoint removed from the set
+//! while frozen keeps such calls until its connection is drained (at most 30 s).
+//!
+//! # Which policy
+//!
+//! Round robin stays the default. With the liveness watch it no longer suffers from a
+//! frozen instance (the one case where p2c's load-awareness was needed to keep the
+//! throughput), it spreads load evenly and predictably, costs less per call (no clock
+//! read, no latency bookkeeping), and is what gRPC users expect. Pick
+//! [`Policy::PeakEwma`] (go-zero's default) for endpoints of uneven speed: it steers
+//! calls away from slow or erroring instances, which round robin does not.
 //!
 //! Channels are shared: [`connect`] (and [`ChannelBuilder::connect`]) with the same
 //! target and settings returns the same channel, so a process holds one registry watch
@@ -48,7 +81,6 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use http::uri::{Authority, Scheme};
 use http_body::Frame;
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 pub use tls::TlsConnector;
@@ -473,9 +505,6 @@ struct Slot {
     conn: Arc<Connection>,
     /// Smooth-WRR running weight.
     wrr_current: AtomicI64,
-    /// Cancelled when the endpoint leaves the set: a call still waiting to send on it
-    /// picks again.
-    gone: CancellationToken,
 }
 
 struct Table {
@@ -590,7 +619,6 @@ impl ChannelInner {
                     authority: s.authority.clone(),
                     conn: s.conn.clone(),
                     wrr_current: AtomicI64::new(0),
-                    gone: s.gone.clone(),
                 }),
                 None => {
                     tracing::info!(target = %self.target, addr = %ep.addr, weight = ep.weight, "endpoint added");
@@ -599,7 +627,6 @@ impl ChannelInner {
                         authority: ep.addr.parse().ok(),
                         conn: Connection::pooled(&ep.addr, &self.dial),
                         wrr_current: AtomicI64::new(0),
-                        gone: CancellationToken::new(),
                     })
                 }
             };
@@ -611,7 +638,6 @@ impl ChannelInner {
             .filter(|s| !endpoints.iter().any(|e| e.addr == s.endpoint.addr))
         {
             tracing::info!(target = %self.target, addr = %gone.endpoint.addr, "endpoint removed");
-            gone.gone.cancel();
         }
         if let Some(err) = &state.last_error {
             tracing::warn!(target = %self.target, error = %err, endpoints = slots.len(),
@@ -813,15 +839,9 @@ impl ChannelInner {
             attempt += 1;
             let slot = self.pick(deadline).await?;
             set_origin(&mut head.uri, &self.authority_scheme, &slot)?;
-            let opened = tokio::select! {
-                biased;
-                opened = slot.conn.open(&head) => opened,
-                // Left the set while the request waited for a stream slot: not sent.
-                _ = slot.gone.cancelled() => Err(OpenError::NotReady),
-            };
-            let (mut response, stream) = match opened {
+            let (mut response, stream) = match slot.conn.open(&head).await {
                 Ok(opened) => opened,
-                // It went down since the pick, or left the set: pick again.
+                // It went down since the pick: pick again.
                 Err(OpenError::NotReady) => continue,
                 Err(OpenError::Refused(e)) => {
                     // Never sent: safe to try another endpoint.
