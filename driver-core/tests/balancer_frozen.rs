@@ -596,7 +596,10 @@ async fn a_sigstopped_go_zero_instance_is_ejected_and_readmitted() {
     })
     .await;
     let tally = closed_loop(&channel, CALLERS, DEADLINE);
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (ok0, t0) = (tally.ok(), Instant::now());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = (tally.ok() - ok0) as f64 / t0.elapsed().as_secs_f64();
     let pid = gos[1].child().id().to_string();
     let signal = |sig: &str| {
         let ok = std::process::Command::new("kill")
@@ -606,18 +609,33 @@ async fn a_sigstopped_go_zero_instance_is_ejected_and_readmitted() {
             .success();
         assert!(ok, "kill {sig} {pid}");
     };
+    let failed_before = tally.failures().len();
     signal("-STOP");
     let stopped = Instant::now();
-    let ejected = wait_for(
-        "the stopped instance to leave the rotation",
-        Duration::from_secs(3),
-        || async { state_of(&channel.status(), &listens[1]) == Some("unresponsive") },
-    )
-    .await;
-    tokio::time::sleep(Duration::from_secs(1).saturating_sub(stopped.elapsed())).await;
-    let (ok0, t0) = (tally.ok(), Instant::now());
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let per_s = (tally.ok() - ok0) as f64 / t0.elapsed().as_secs_f64();
+    // Watch the stopped instance for four seconds; count the calls of seconds 2-4.
+    let mut ejected = None;
+    let mut parked_max = 0;
+    let mut mark = None;
+    while stopped.elapsed() < Duration::from_secs(4) {
+        let status = channel.status();
+        if let Some(e) = status
+            .endpoints
+            .iter()
+            .find(|e| e.endpoint.addr == listens[1])
+        {
+            parked_max = parked_max.max(e.pending);
+            if e.state == "unresponsive" && ejected.is_none() {
+                ejected = Some(stopped.elapsed());
+            }
+        }
+        if mark.is_none() && stopped.elapsed() >= Duration::from_secs(1) {
+            mark = Some((tally.ok(), Instant::now()));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (ok1, t1) = mark.expect("sampled past the first second");
+    let stopped_rate = (tally.ok() - ok1) as f64 / t1.elapsed().as_secs_f64();
+    let failed = tally.failures()[failed_before..].to_vec();
     let go1_before = tally.served_by("go1");
     signal("-CONT");
     let back = wait_for(
@@ -628,17 +646,24 @@ async fn a_sigstopped_go_zero_instance_is_ejected_and_readmitted() {
     .await;
     tally.stop.store(true, Ordering::Relaxed);
     tokio::time::sleep(DEADLINE + Duration::from_millis(200)).await;
-    let failed = tally.failures();
     eprintln!(
-        "ejected after {ejected:?}, {per_s:.0} calls/s while stopped, {} failed, back after {back:?}",
+        "{before:.0} calls/s before, {stopped_rate:.0} calls/s in seconds 2-4 of the stop, \
+         ejected after {ejected:?}, {} failed, {parked_max} parked at most, back after {back:?}",
         failed.len()
     );
+    let ejected = ejected.expect("the stopped instance was never unresponsive");
     assert!(ejected < Duration::from_millis(1500), "{ejected:?}");
+    // Without the ejection it is a few dozen calls a second. The host is shared and
+    // busy, so the bar is low; the relay tests measure the 90%.
     assert!(
-        per_s > 1000.0,
-        "{per_s:.0} calls/s with one of three instances stopped"
+        stopped_rate >= 0.5 * before,
+        "{stopped_rate:.0} calls/s with one of three instances stopped, {before:.0} before"
     );
-    assert!(failed.len() <= CALLERS * 2, "{} failed", failed.len());
+    assert!(
+        failed.len() <= parked_max as usize,
+        "{} failed, at most {parked_max} were on the stopped instance",
+        failed.len()
+    );
     for status in &failed {
         assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     }
