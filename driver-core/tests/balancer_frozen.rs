@@ -424,6 +424,40 @@ async fn say_with_deadline(channel: Channel, deadline: Duration) -> Result<Strin
     }
 }
 
+/// With its only endpoint unresponsive, a call waits as for a connecting endpoint:
+/// bounded by the connect timeout it fails `UNAVAILABLE` saying the endpoint does not
+/// answer; a call waiting when the endpoint answers again is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_endpoint_unresponsive_calls_wait_then_fail_naming_it() {
+    let a = EchoServer::start("a").await;
+    let relay = FreezableRelay::start(a.addr()).await;
+    let (channel, resolver) = manual_channel("all-frozen", |b| b);
+    resolver.push(&[&relay.addr]);
+    assert_eq!(test_support::say(&channel).await.unwrap(), "a");
+    relay.freeze(true);
+    let stuck = say_with_deadline(channel.clone(), Duration::from_secs(1)).await;
+    assert_eq!(stuck.unwrap_err().code(), Code::DeadlineExceeded);
+    wait_for(
+        "the endpoint to be unresponsive",
+        Duration::from_secs(3),
+        || async { state_of(&channel.status(), &relay.addr) == Some("unresponsive") },
+    )
+    .await;
+
+    // No deadline: bounded by the connect timeout (2 s here), then UNAVAILABLE.
+    let started = Instant::now();
+    let err = test_support::say(&channel).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("not answering"), "{err:?}");
+    assert!(started.elapsed() >= Duration::from_millis(1500), "{err:?}");
+
+    // A call waiting when the endpoint answers again is served.
+    let waiting = tokio::spawn(say_with_deadline(channel.clone(), Duration::from_secs(5)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    relay.freeze(false);
+    assert_eq!(waiting.await.unwrap().unwrap(), "a");
+}
+
 /// A gRPC unary request whose body stalls `stall` after its first byte: the server
 /// writes nothing meanwhile, as while a slow handler runs.
 struct SlowBody {
