@@ -113,9 +113,22 @@ impl Liveness<'_> {
         let mut in_flight: Option<(Instant, InFlight)> = None;
         let mut stalled = false;
         loop {
-            if in_flight.is_none() && !self.keepalive_while_idle && self.load.pending() == 0 {
-                // Nothing to watch: sleep until a call starts.
-                self.load.became_busy().await;
+            if in_flight.is_none() && self.load.pending() == 0 {
+                // Nothing to watch: sleep until a call starts, or an idle keepalive
+                // ping is due.
+                let idle_ping_due = self
+                    .keepalive
+                    .filter(|_| self.keepalive_while_idle)
+                    .and_then(|interval| mem.last_ping.checked_add(interval));
+                match idle_ping_due {
+                    None => self.load.became_busy().await,
+                    Some(due) => {
+                        tokio::select! {
+                            _ = self.load.became_busy() => {}
+                            _ = tokio::time::sleep_until(due.into()) => {}
+                        }
+                    }
+                }
                 mem.seen = self.load.progress();
                 mem.quiet_since = Instant::now();
             }
