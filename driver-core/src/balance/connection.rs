@@ -7,7 +7,9 @@
 //! When the connection drops the task dials again, with exponential backoff after a
 //! failure. Connections live in a process-wide pool keyed by address, so two targets
 //! resolving to the same address share one connection; the task stops when the last
-//! user is gone, and in-flight calls finish on the old connection.
+//! user is gone, and in-flight calls finish on the old connection. While connected, the
+//! task also watches that the peer still answers (see `liveness`): one that stops
+//! answering is `Unresponsive`, out of rotation but still connected, until it answers.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -19,9 +21,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use h2::client::{ResponseFuture, SendRequest};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::liveness::Liveness;
 use super::tls::TlsConnector;
 use super::transport;
 
@@ -37,6 +41,13 @@ pub(crate) enum ConnState {
     Connecting,
     /// Connected; takes requests.
     Ready,
+    /// Connected, but the peer left a ping unanswered (a frozen process, a deadlock, a
+    /// VM paused): out of rotation, calls already on it stay; `Ready` again when the
+    /// ping is answered.
+    Unresponsive {
+        /// When the unanswered ping was sent.
+        since: Instant,
+    },
     /// The last dial failed; ejected from rotation until the next try succeeds.
     Failed {
         /// Why, for error messages and the status view.
@@ -52,6 +63,7 @@ impl ConnState {
             ConnState::Idle => "idle",
             ConnState::Connecting => "connecting",
             ConnState::Ready => "ready",
+            ConnState::Unresponsive { .. } => "unresponsive",
             ConnState::Failed { .. } => "ejected",
         }
     }
@@ -60,7 +72,7 @@ impl ConnState {
 /// A connection's published state, with a lock-free "ready" flag for the hot path
 /// (the pick reads it for every endpoint on every call).
 #[derive(Debug)]
-struct StateCell {
+pub(super) struct StateCell {
     tx: watch::Sender<ConnState>,
     ready: AtomicBool,
     /// The ready connection's handle, which calls open their streams through under a
@@ -111,6 +123,37 @@ impl StateCell {
         self.ready.store(sender.is_some(), Ordering::Release);
         *slot = sender;
     }
+
+    /// Takes a ready connection out of rotation without closing it: its peer left the
+    /// ping sent at `since` unanswered. True if it was ready.
+    pub(super) fn stall(&self, since: Instant) -> bool {
+        // The ready flag changes under the state's lock, as in `retire`.
+        self.tx.send_if_modified(|s| match s {
+            ConnState::Ready => {
+                *s = ConnState::Unresponsive { since };
+                self.ready.store(false, Ordering::Release);
+                true
+            }
+            _ => false,
+        })
+    }
+
+    /// Puts an unresponsive connection back in rotation (its peer answered). True if
+    /// it was unresponsive and still connected.
+    pub(super) fn unstall(&self) -> bool {
+        self.tx.send_if_modified(|s| match s {
+            ConnState::Unresponsive { .. } => {
+                let sender = self.sender.lock().unwrap_or_else(|e| e.into_inner());
+                if sender.is_none() {
+                    return false;
+                }
+                *s = ConnState::Ready;
+                self.ready.store(true, Ordering::Release);
+                true
+            }
+            _ => false,
+        })
+    }
 }
 
 /// A request's stream, opened: the response to come and where its body goes.
@@ -145,10 +188,19 @@ pub(crate) struct DialSettings {
     pub tls: Option<TlsConnector>,
 }
 
-/// Live load numbers of one connection, read by the peak-EWMA policy.
+/// Live load numbers of one connection, read by the peak-EWMA policy and the liveness
+/// watch.
 #[derive(Debug)]
 pub(crate) struct Load {
     pub pending: AtomicU32,
+    /// Ticks for every response frame received (headers, data, trailers): the
+    /// liveness watch's evidence that the peer is working.
+    progress: AtomicU64,
+    /// Woken when the first call starts on an idle connection, so the liveness watch
+    /// sleeps while nothing is pending.
+    busy: Notify,
+    /// Liveness pings sent so far.
+    probes: AtomicU64,
     /// Peak-EWMA round-trip estimate in nanoseconds, as `f64` bits.
     rtt_ns: AtomicU64,
     /// When `rtt_ns` was last updated, in nanoseconds since `epoch`; 0 until the
@@ -185,6 +237,9 @@ impl Load {
     fn new() -> Self {
         Self {
             pending: AtomicU32::new(0),
+            progress: AtomicU64::new(0),
+            busy: Notify::new(),
+            probes: AtomicU64::new(0),
             rtt_ns: AtomicU64::new((DEFAULT_RTT.as_nanos() as f64).to_bits()),
             updated_ns: AtomicU64::new(0),
             picked_ns: AtomicU64::new(0),
@@ -211,6 +266,46 @@ impl Load {
         }
         let elapsed = now_ns.saturating_sub(updated) as f64;
         (rtt, (-elapsed / DECAY.as_nanos() as f64).exp(), true)
+    }
+
+    /// Counts a call as started on this connection.
+    pub fn call_started(&self) {
+        if self.pending.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.busy.notify_one();
+        }
+    }
+
+    /// Counts a call as ended.
+    pub fn call_ended(&self) {
+        self.pending.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Notes a response frame from the peer.
+    pub fn note_progress(&self) {
+        self.progress.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn progress(&self) -> u64 {
+        self.progress.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn pending(&self) -> u32 {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Waits until a call starts on an idle connection (or returns at once if one
+    /// started since the last wait).
+    pub(super) async fn became_busy(&self) {
+        self.busy.notified().await;
+    }
+
+    pub(super) fn count_probe(&self) {
+        self.probes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Liveness pings sent to this address so far.
+    pub fn probes(&self) -> u64 {
+        self.probes.load(Ordering::Relaxed)
     }
 
     /// Whether any call was timed yet.
@@ -401,7 +496,7 @@ impl Connection {
     /// flight on it finish.
     pub fn retire(&self, error: &str) {
         let retired = self.state.tx.send_if_modified(|s| match s {
-            ConnState::Ready => {
+            ConnState::Ready | ConnState::Unresponsive { .. } => {
                 *s = ConnState::Connecting;
                 self.state.set_sender(None);
                 true
@@ -494,10 +589,19 @@ impl ConnectionTask {
         // The connection runs as a task of its own: it wakes for every frame, and a
         // select here would poll the stop token on each of those wake-ups too.
         let mut running = tokio::spawn(conn);
-        let keepalive = async {
-            match (self.settings.keepalive, pinger) {
-                (Some(interval), Some(pinger)) => self.keep_alive(interval, pinger).await,
-                _ => std::future::pending().await,
+        let liveness = async {
+            match pinger {
+                Some(pinger) => {
+                    let watch = Liveness {
+                        addr: &self.addr,
+                        state: &self.state,
+                        load: &self.load,
+                        keepalive: self.settings.keepalive,
+                        keepalive_while_idle: self.settings.keepalive_while_idle,
+                    };
+                    watch.run(pinger).await
+                }
+                None => std::future::pending().await,
             }
         };
         let drain = |running: tokio::task::JoinHandle<_>| {
@@ -520,7 +624,7 @@ impl ConnectionTask {
                 drain(running);
                 Some("retired: it refused new streams or used up its stream ids".to_string())
             }
-            reason = keepalive => {
+            reason = liveness => {
                 running.abort();
                 Some(reason)
             }
@@ -529,27 +633,6 @@ impl ConnectionTask {
                 Ok(Err(e)) => e.to_string(),
                 Err(e) => format!("connection task ended: {e}"),
             }),
-        }
-    }
-
-    /// Pings every `interval` (only while calls are in flight, unless told to ping
-    /// idle connections too) and returns why the connection is dead when a ping goes
-    /// unanswered.
-    async fn keep_alive(&self, interval: Duration, mut pinger: h2::PingPong) -> String {
-        let timeout = interval.min(Duration::from_secs(20));
-        loop {
-            tokio::time::sleep(interval).await;
-            if !self.settings.keepalive_while_idle && self.load.pending.load(Ordering::Relaxed) == 0
-            {
-                continue;
-            }
-            match tokio::time::timeout(timeout, pinger.ping(h2::Ping::opaque())).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => return format!("keepalive ping failed: {e}"),
-                Err(_) => {
-                    return format!("keepalive ping unanswered for {} ms", timeout.as_millis());
-                }
-            }
         }
     }
 

@@ -8,7 +8,9 @@
 //!    into per-address connections from a process-wide pool (see `connection`);
 //! 3. each call picks a *ready* connection by [`Policy`]; a request that could not be
 //!    sent goes to another endpoint, so a dead endpoint never fails a call while a live
-//!    one exists.
+//!    one exists;
+//! 4. each connection watches that its peer still answers and leaves the rotation while
+//!    it does not (see below).
 //!
 //! What a call sees, by state:
 //!
@@ -18,16 +20,48 @@
 //! | resolved, empty set | `UNAVAILABLE` naming the target at once, or waits with [`ChannelBuilder::wait_for_ready`] |
 //! | endpoints, none connected yet | waits for the first to connect (bounded by the connect timeout) |
 //! | every endpoint failing | `UNAVAILABLE` listing each endpoint's error |
+//! | an endpoint stops answering, connection open | out of rotation within about a second, under every policy; back when it answers |
+//! | every endpoint unresponsive | waits as for a connecting one (bounded by the connect timeout or the deadline), then `UNAVAILABLE` naming them |
 //! | resolver error after a good set | the last set keeps serving |
 //!
 //! A `grpc-timeout` header (tonic's `Request::set_timeout`) bounds the whole call,
 //! waiting included, and fails it with `DEADLINE_EXCEEDED`.
+//!
+//! # An endpoint that stops answering
+//!
+//! A frozen process (SIGSTOP, a paused VM, a long GC pause, a deadlock) keeps its TCP
+//! connection open, so nothing fails; without help a policy keeps handing it its share
+//! and a closed-loop client ends up with every caller parked there. Each connection
+//! therefore watches its peer (`liveness`): when calls are pending and no response frame
+//! arrived for 200 ms it sends one HTTP/2 ping; unanswered for 500 ms, the endpoint is
+//! `unresponsive` in [`Channel::status`] and no policy picks it; the ping's answer puts it
+//! back. A slow handler is not mistaken for a frozen process (its server answers the
+//! ping), a busy healthy connection never pings, and the pings stay within grpc-go's
+//! ping policy (see `liveness` for the rule), so go-zero, kratos and dtm servers with
+//! their default settings never answer them with GOAWAY "too_many_pings".
+//!
+//! Calls already handed to the frozen endpoint stay with it: a request that may have
+//! reached a server is never replayed elsewhere, so each ends by its deadline (or by the
+//! endpoint answering again). Give calls a deadline: without one, calls on a frozen
+//! endpoint wait for it to resume, and under a closed-loop load every caller may reach
+//! it in the fraction of a second before it is found. An endpoint removed from the set
+//! while frozen keeps such calls until its connection is drained (at most 30 s).
+//!
+//! # Which policy
+//!
+//! Round robin stays the default. With the liveness watch it no longer suffers from a
+//! frozen instance (the one case where p2c's load-awareness was needed to keep the
+//! throughput), it spreads load evenly and predictably, costs less per call (no clock
+//! read, no latency bookkeeping), and is what gRPC users expect. Pick
+//! [`Policy::PeakEwma`] (go-zero's default) for endpoints of uneven speed: it steers
+//! calls away from slow or erroring instances, which round robin does not.
 //!
 //! Channels are shared: [`connect`] (and [`ChannelBuilder::connect`]) with the same
 //! target and settings returns the same channel, so a process holds one registry watch
 //! per target however many clients dial it.
 
 mod connection;
+mod liveness;
 mod replay;
 mod tls;
 mod transport;
@@ -351,9 +385,10 @@ pub struct EndpointStatus {
     /// The endpoint as resolved.
     #[serde(flatten)]
     pub endpoint: Endpoint,
-    /// `idle`, `connecting`, `ready` or `ejected`.
+    /// `idle`, `connecting`, `ready`, `unresponsive` (connected, but its peer left a
+    /// ping unanswered: out of rotation until it answers) or `ejected`.
     pub state: &'static str,
-    /// Why the endpoint is ejected.
+    /// Why the endpoint is ejected or unresponsive.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// When an ejected endpoint is dialled again, in milliseconds from now.
@@ -367,6 +402,14 @@ pub struct EndpointStatus {
     /// with [`Policy::PeakEwma`] (the other policies do not time calls).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rtt_ms: Option<f64>,
+    /// HTTP/2 pings sent to this address to check that it still answers (after a
+    /// silence with calls pending, or by keepalive); all channels of the process.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub probes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A channel's view of its target, as shown by [`Channel::status`].
@@ -416,6 +459,9 @@ impl Channel {
                                     .as_millis() as u64,
                             ),
                         ),
+                        ConnState::Unresponsive { since } => {
+                            (Some(unresponsive_error(*since)), None)
+                        }
                         _ => (None, None),
                     };
                     EndpointStatus {
@@ -430,6 +476,7 @@ impl Channel {
                             .load
                             .sampled()
                             .then(|| s.conn.load.rtt_estimate().as_secs_f64() * 1000.0),
+                        probes: s.conn.load.probes(),
                     }
                 })
                 .collect(),
@@ -820,6 +867,7 @@ impl ChannelInner {
             let mut pump = Pump::new(body, stream);
             match transport::exchange(&mut response, &mut pump).await {
                 Ok(resp) => {
+                    slot.conn.load.note_progress();
                     if !pump.is_done() {
                         pump.spawn_rest();
                     }
@@ -893,10 +941,27 @@ fn summarize(table: &Table) -> (Vec<String>, Vec<String>) {
             ConnState::Failed { error, .. } => {
                 failures.push(format!("{}: {error}", s.endpoint.addr))
             }
+            // Worth waiting for (it answers again, or another endpoint takes over),
+            // and worth naming if nothing else turns up.
+            ConnState::Unresponsive { since } => {
+                failures.push(format!(
+                    "{}: {}",
+                    s.endpoint.addr,
+                    unresponsive_error(since)
+                ));
+                pending.push(s.endpoint.addr.clone());
+            }
             _ => pending.push(s.endpoint.addr.clone()),
         }
     }
     (pending, failures)
+}
+
+fn unresponsive_error(since: Instant) -> String {
+    format!(
+        "not answering: a ping sent {} ms ago is unanswered (the process may be frozen)",
+        since.elapsed().as_millis()
+    )
 }
 
 fn no_endpoint_status(target: &str, table: &Table, failures: &[String]) -> Status {
@@ -1014,7 +1079,7 @@ struct CallGuard {
 
 impl CallGuard {
     fn new(conn: Arc<Connection>, timed: bool) -> Self {
-        conn.load.pending.fetch_add(1, Ordering::Relaxed);
+        conn.load.call_started();
         Self {
             conn,
             start: timed.then(Instant::now),
@@ -1029,7 +1094,7 @@ impl CallGuard {
     fn record(&mut self, failed: bool) {
         if !self.done {
             self.done = true;
-            self.conn.load.pending.fetch_sub(1, Ordering::Relaxed);
+            self.conn.load.call_ended();
             if let Some(start) = self.start {
                 self.conn.load.record(start.elapsed(), failed);
             }
@@ -1062,6 +1127,9 @@ impl http_body::Body for ObservedBody {
         let polled = this.inner.poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
+                if let Some(g) = &this.guard {
+                    g.conn.load.note_progress();
+                }
                 if let Some(trailers) = frame.trailers_ref() {
                     this.failed |= grpc_failed(trailers);
                 }

@@ -1,0 +1,236 @@
+//! Finding a peer that stopped answering while its connection stays open.
+//!
+//! Contract, for every connection and so under every policy:
+//!
+//! - a connection with calls pending that received no response frame (headers, data,
+//!   trailers) for [`SILENCE`] sends one HTTP/2 PING; a PING unanswered for
+//!   [`PROBE_TIMEOUT`] makes the connection `Unresponsive`: out of rotation (no new call
+//!   picks it), still connected. The peer is found about [`SILENCE`] + [`PROBE_TIMEOUT`]
+//!   (+ two checks of [`CHECK`]) after it froze: under a second;
+//! - the PING's answer puts it back in rotation at once: a process resumed from a
+//!   freeze serves again without a redial;
+//! - calls already handed to it stay bound to it (their deadline, or the caller's
+//!   cancellation, ends them): a request that may have reached the server is never
+//!   sent again elsewhere. That includes requests the HTTP/2 layer holds back under the
+//!   server's concurrency limit (`h2` does not say which), so with no deadline such a
+//!   call waits for the peer to answer, its connection to break or the drain of a
+//!   removed endpoint's connection (30 s) to end it. Calls not yet handed to a
+//!   connection never pick an unresponsive one;
+//! - a connection never answering again stays out of rotation until the registry
+//!   removes the endpoint, the TCP connection breaks, or (if configured) the keepalive
+//!   closes it;
+//! - with [`keepalive`](super::ChannelBuilder::keepalive) the same watch also pings at
+//!   the configured interval and closes the connection when a ping stays unanswered for
+//!   `min(interval, 20 s)`.
+//!
+//! Why a ping, and only then: a frozen process (SIGSTOP, a VM paused, a GC pause, a
+//! deadlock in its I/O) leaves its TCP connection open, so nothing fails — calls just
+//! never return, and round robin would keep handing it its share until every caller is
+//! parked there. Call outcomes cannot tell a frozen peer from a slow handler in time;
+//! a ping can: a slow handler's server answers it at once (its HTTP/2 layer is not the
+//! handler), a frozen one does not. A connection answering responses needs no ping, so
+//! busy healthy connections never send one, and an idle one is left alone.
+//!
+//! Servers limit pings. grpc-go's (go-zero, kratos, dtm) counts a ping as a "strike"
+//! when the server wrote no headers or data since the previous ping and the previous
+//! ping is less than `EnforcementPolicy.MinTime` (5 minutes by default) old, and sends
+//! GOAWAY `ENHANCE_YOUR_CALM` "too_many_pings" at the third strike in a row (more than
+//! `maxPingStrikes` = 2); a ping after the server wrote headers or data resets the
+//! count. grpc-java enforces the same rule. So a liveness ping goes out only if a
+//! response frame arrived since the last ping was answered, or the last ping did follow
+//! one, or [`PING_POLICY_MIN_TIME`] passed: at most one ping in a row without fresh
+//! data, at most one strike, never a GOAWAY. The price: a connection whose only calls
+//! are long and silent is probed once per silence, not again until it answers
+//! something.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use super::connection::{Load, StateCell};
+
+/// How long a connection with calls pending may go without any response frame before
+/// it is asked for a ping.
+pub(super) const SILENCE: Duration = Duration::from_millis(200);
+/// How long a ping may go unanswered before the connection leaves the rotation. A
+/// healthy server answers within a millisecond; this leaves room for a loaded host.
+pub(super) const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// How often a busy connection is checked.
+const CHECK: Duration = Duration::from_millis(50);
+/// grpc-go's default `EnforcementPolicy.MinTime`: a ping this long after the last one
+/// is never a strike.
+const PING_POLICY_MIN_TIME: Duration = Duration::from_secs(5 * 60);
+/// The longest a keepalive ping may go unanswered before the connection is closed.
+const KEEPALIVE_TIMEOUT_MAX: Duration = Duration::from_secs(20);
+
+/// A ping on its way: the pinger comes back with the answer.
+type InFlight = Pin<Box<dyn Future<Output = (h2::PingPong, Result<h2::Pong, h2::Error>)> + Send>>;
+
+fn send_ping(mut pinger: h2::PingPong) -> InFlight {
+    Box::pin(async move {
+        let answer = pinger.ping(h2::Ping::opaque()).await;
+        (pinger, answer)
+    })
+}
+
+/// The liveness watch of one live connection.
+pub(super) struct Liveness<'a> {
+    pub addr: &'a str,
+    pub state: &'a StateCell,
+    pub load: &'a Load,
+    /// Keepalive ping interval, if configured.
+    pub keepalive: Option<Duration>,
+    /// Keepalive pings idle connections too.
+    pub keepalive_while_idle: bool,
+}
+
+/// What the watch remembers between checks.
+struct Memory {
+    /// The progress count at the last check.
+    seen: u64,
+    /// The later of the last progress seen and the last moment nothing was pending.
+    quiet_since: Instant,
+    /// When the last ping was sent (the handshake's, at first).
+    last_ping: Instant,
+    /// The progress count when the last ping was answered.
+    progress_at_pong: u64,
+    /// Whether the last ping went out without a response frame since the one before.
+    last_unprogressed: bool,
+}
+
+impl Liveness<'_> {
+    /// Watches until the connection must be closed; returns why.
+    pub(super) async fn run(self, pinger: h2::PingPong) -> String {
+        let now = Instant::now();
+        let mut mem = Memory {
+            seen: self.load.progress(),
+            quiet_since: now,
+            last_ping: now,
+            progress_at_pong: self.load.progress(),
+            last_unprogressed: false,
+        };
+        let mut pinger = Some(pinger);
+        let mut in_flight: Option<(Instant, InFlight)> = None;
+        let mut stalled = false;
+        loop {
+            if in_flight.is_none() && self.load.pending() == 0 {
+                // Nothing to watch: sleep until a call starts, or an idle keepalive
+                // ping is due.
+                let idle_ping_due = self
+                    .keepalive
+                    .filter(|_| self.keepalive_while_idle)
+                    .and_then(|interval| mem.last_ping.checked_add(interval));
+                match idle_ping_due {
+                    None => self.load.became_busy().await,
+                    Some(due) => {
+                        tokio::select! {
+                            _ = self.load.became_busy() => {}
+                            _ = tokio::time::sleep_until(due.into()) => {}
+                        }
+                    }
+                }
+                mem.seen = self.load.progress();
+                mem.quiet_since = Instant::now();
+            }
+            let answered = match in_flight.as_mut() {
+                Some((_, ping)) => tokio::select! {
+                    answer = ping.as_mut() => Some(answer),
+                    _ = tokio::time::sleep(CHECK) => None,
+                },
+                None => {
+                    tokio::time::sleep(CHECK).await;
+                    None
+                }
+            };
+            if let Some((returned, answer)) = answered {
+                let sent = in_flight.take().map_or_else(Instant::now, |(sent, _)| sent);
+                if let Err(e) = answer {
+                    return format!("ping failed: {e}");
+                }
+                pinger = Some(returned);
+                mem.progress_at_pong = self.load.progress();
+                if stalled {
+                    stalled = false;
+                    if self.state.unstall() {
+                        tracing::info!(addr = %self.addr, silent_ms = sent.elapsed().as_millis() as u64,
+                            "endpoint answers again; back in rotation");
+                    }
+                }
+                continue;
+            }
+            let now = Instant::now();
+            let progress = self.load.progress();
+            let pending = self.load.pending();
+            if progress != mem.seen || pending == 0 {
+                mem.seen = progress;
+                mem.quiet_since = now;
+            }
+            if let Some((sent, _)) = &in_flight {
+                let waited = now.saturating_duration_since(*sent);
+                if !stalled && waited >= PROBE_TIMEOUT {
+                    stalled = true;
+                    if self.state.stall(*sent) {
+                        tracing::warn!(addr = %self.addr, waited_ms = waited.as_millis() as u64, pending,
+                            "endpoint not answering (a ping went unanswered); out of rotation until it answers");
+                    }
+                }
+                if let Some(interval) = self.keepalive {
+                    let limit = interval.min(KEEPALIVE_TIMEOUT_MAX);
+                    if waited >= limit {
+                        return format!("keepalive ping unanswered for {} ms", limit.as_millis());
+                    }
+                }
+                continue;
+            }
+            if self.should_ping(&mem, now, progress, pending) {
+                mem.last_unprogressed = progress == mem.progress_at_pong;
+                mem.last_ping = now;
+                if let Some(p) = pinger.take() {
+                    self.load.count_probe();
+                    in_flight = Some((now, send_ping(p)));
+                }
+            }
+        }
+    }
+
+    fn should_ping(&self, mem: &Memory, now: Instant, progress: u64, pending: u32) -> bool {
+        let since_ping = now.saturating_duration_since(mem.last_ping);
+        let keepalive_due = self.keepalive.is_some_and(|interval| {
+            (pending > 0 || self.keepalive_while_idle) && since_ping >= interval
+        });
+        let overdue = pending > 0 && now.saturating_duration_since(mem.quiet_since) >= SILENCE;
+        keepalive_due || (overdue && policy_allows(mem, progress, since_ping))
+    }
+}
+
+/// Whether a liveness ping keeps within grpc-go's ping policy (see the module docs).
+fn policy_allows(mem: &Memory, progress: u64, since_ping: Duration) -> bool {
+    progress != mem.progress_at_pong || !mem.last_unprogressed || since_ping >= PING_POLICY_MIN_TIME
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn memory(progress_at_pong: u64, last_unprogressed: bool) -> Memory {
+        let now = Instant::now();
+        Memory {
+            seen: 0,
+            quiet_since: now,
+            last_ping: now,
+            progress_at_pong,
+            last_unprogressed,
+        }
+    }
+
+    #[test]
+    fn at_most_one_ping_in_a_row_without_fresh_data() {
+        // Data since the last answer: always allowed.
+        assert!(policy_allows(&memory(3, true), 4, Duration::ZERO));
+        // No data, but the last ping followed data: one strike is allowed.
+        assert!(policy_allows(&memory(3, false), 3, Duration::ZERO));
+        // No data twice in a row: not until grpc-go's MinTime passed.
+        assert!(!policy_allows(&memory(3, true), 3, Duration::from_secs(60)));
+        assert!(policy_allows(&memory(3, true), 3, PING_POLICY_MIN_TIME));
+    }
+}
