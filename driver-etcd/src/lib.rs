@@ -41,4 +41,6 @@ pub mod watch;
 pub use client::{EtcdConfig, EtcdTarget, EtcdTls, shared_client};
 pub use lease::{KeyFn, LeaseKeeper};
 pub use native::{EtcdDriver, Instance, NativeEtcdFormat};
-pub use watch::{Decode, Entries, EntryChange, PrefixState, PrefixWatcher, resolve_prefix};
+pub use watch::{
+    Decode, EMPTY_GRACE, Entries, EntryChange, PrefixState, PrefixWatcher, resolve_prefix,
+};

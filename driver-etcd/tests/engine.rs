@@ -354,3 +354,62 @@ async fn changes_while_disconnected_and_compaction_are_caught_up() {
     .await;
     assert!(ch.status().resolver_error.is_none());
 }
+
+/// Every key deleted at once (as etcd does when it resumes past the lease TTL) and put
+/// back by the registrar a moment later: subscribers never see the set empty. A set
+/// emptied for good reaches them after the grace.
+#[tokio::test]
+async fn an_emptied_set_is_held_for_a_grace_unless_instances_return() {
+    use driver_core::resolve::{Resolver, SnapshotSender};
+    let server = EtcdServer::start();
+    let ep = server.endpoint();
+    let mut client = etcd(std::slice::from_ref(&ep)).await;
+    let a = EchoServer::start("grace").await;
+    let target = format!("etcd://{ep}/grace");
+    let registration = EtcdDriver
+        .register_service(&target, &a.addr())
+        .await
+        .unwrap();
+    let (tx, mut rx) = SnapshotSender::channel();
+    driver_etcd::native::NativeResolver
+        .resolve(&driver_core::Target::parse(&target).unwrap(), tx)
+        .unwrap();
+    let sizes = |rx: &tokio::sync::watch::Receiver<driver_core::resolve::ResolverState>| {
+        rx.borrow().endpoints.as_ref().map(|e| e.len())
+    };
+    wait_for("the instance", Duration::from_secs(3), || {
+        let n = sizes(&rx);
+        async move { n == Some(1) }
+    })
+    .await;
+
+    // Deleted by hand: the lease keeper puts it back within milliseconds.
+    rx.borrow_and_update();
+    client
+        .delete(format!("/micro/grace/{}", a.addr()), None)
+        .await
+        .unwrap();
+    let until = Instant::now() + Duration::from_millis(1500);
+    while let Ok(Ok(())) = tokio::time::timeout_at(until.into(), rx.changed()).await {
+        assert_eq!(sizes(&rx), Some(1), "the set was published empty");
+    }
+    let listed = client
+        .get(format!("/micro/grace/{}", a.addr()), None)
+        .await
+        .unwrap();
+    assert_eq!(listed.kvs().len(), 1, "the registrar put the key back");
+
+    // Deregistered for good: empty after the grace, not before.
+    let gone = Instant::now();
+    registration.deregister().await.unwrap();
+    let took = wait_for("the empty set", Duration::from_secs(5), || {
+        let n = sizes(&rx);
+        async move { n == Some(0) }
+    })
+    .await;
+    let took = took.max(gone.elapsed());
+    assert!(
+        took >= driver_etcd::EMPTY_GRACE.saturating_sub(Duration::from_millis(100)),
+        "emptied after {took:?}"
+    );
+}

@@ -16,6 +16,9 @@ use tokio::task::JoinHandle;
 /// The deadline of each call.
 pub const CALL_DEADLINE: Duration = Duration::from_secs(1);
 
+/// How long a caller pauses after a failed call.
+const FAILURE_PAUSE: Duration = Duration::from_millis(5);
+
 /// One call's end, in milliseconds since the load started, and whether it succeeded.
 #[derive(Clone, Copy, Debug)]
 struct Sample {
@@ -76,6 +79,11 @@ impl Load {
                         let at_ms =
                             u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
                         samples.push(Sample { at_ms, ok });
+                        if !ok {
+                            // A failing call may fail at once without awaiting anything:
+                            // pause as a client would, and let other tasks run.
+                            tokio::time::sleep(FAILURE_PAUSE).await;
+                        }
                     }
                     (samples, errors)
                 })

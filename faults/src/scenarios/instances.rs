@@ -236,13 +236,13 @@ pub async fn soak() -> Row {
         );
         let _ = old.deregister().await;
         churns += 1;
-        if churns % 2 == 0 {
-            samples.push((start.elapsed(), footprint()));
+        if churns.is_multiple_of(2) {
             let (rss, fds) = footprint();
             eprintln!(
                 "soak {:>5} s: rss {rss} KiB, fds {fds}",
                 start.elapsed().as_secs()
             );
+            samples.push((start.elapsed(), (rss, fds)));
         }
     }
     let record = load.stop().await;
