@@ -33,6 +33,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 banner "cargo test --workspace"
 cargo test --workspace
 
+banner "fault suite, short scenarios (cargo run -p faults -- --short; docs/faults.md)"
+cargo run -q -p faults -- --short
+
 banner "examples (the demo and the other examples, each run to completion)"
 for ex in quickstart coordinator_config custom_driver gateway gozero_style kratos_style; do
   echo "-- example $ex"

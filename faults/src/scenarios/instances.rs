@@ -148,7 +148,11 @@ pub async fn instance_frozen(policy: Policy) -> Row {
         None
     };
     Row {
-        scenario: "instance-frozen",
+        scenario: match policy {
+            Policy::RoundRobin => "instance-frozen-rr",
+            Policy::WeightedRoundRobin => "instance-frozen-wrr",
+            _ => "instance-frozen-p2c",
+        },
         driver: policy_name(policy),
         calls: record.calls(),
         failed,

@@ -14,7 +14,10 @@ use etcd_client::{Client, GetOptions};
 use crate::report::Row;
 
 pub use instances::{instance_frozen, rolling_restart, soak};
-pub use registry::{consul_restart, etcd_freeze, etcd_leader_loss, etcd_restart, key_deleted};
+pub use registry::{
+    consul_restart, etcd_auth_restart, etcd_auth_token_expiry, etcd_freeze, etcd_leader_loss,
+    etcd_restart, key_deleted,
+};
 
 /// Concurrent callers of every load.
 pub const WORKERS: usize = 16;
@@ -51,6 +54,16 @@ pub fn all() -> Vec<Scenario> {
             name: "etcd-restart-native",
             short: true,
             run: || Box::pin(etcd_restart(Kind::Native)),
+        },
+        Scenario {
+            name: "etcd-auth-restart",
+            short: true,
+            run: || Box::pin(etcd_auth_restart()),
+        },
+        Scenario {
+            name: "etcd-auth-token-expiry",
+            short: true,
+            run: || Box::pin(etcd_auth_token_expiry()),
         },
         Scenario {
             name: "etcd-freeze",

@@ -95,6 +95,118 @@ pub async fn etcd_restart(kind: Kind) -> Row {
     }
 }
 
+/// The password of the root user of the auth scenarios' etcd.
+const ROOT_PASSWORD: &str = "faults-pw";
+
+/// A client of an etcd with auth, as root, refreshing its token.
+async fn authed_client(ep: &str) -> etcd_client::Client {
+    let options = etcd_client::ConnectOptions::new()
+        .with_user(EtcdServer::ROOT_USER, ROOT_PASSWORD)
+        .with_auto_token_refresh(true);
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        etcd_client::Client::connect([ep], Some(options)),
+    )
+    .await
+    .expect("connecting to etcd timed out")
+    .expect("connect to etcd as root")
+}
+
+/// etcd with authentication restarted under load: its simple tokens die with the
+/// process, so the registrations must log in again.
+pub async fn etcd_auth_restart() -> Row {
+    let mut etcd = blocking(|| EtcdServer::start_with_auth(ROOT_PASSWORD, None));
+    let ep = etcd.endpoint();
+    let target = format!(
+        "etcd://{}:{ROOT_PASSWORD}@{ep}/authsvc",
+        EtcdServer::ROOT_USER
+    );
+    let servers = echo_servers("auth", 3).await;
+    let registrations = register_all(&GoZeroDriver, &target, &servers).await;
+    let channel = channel(&target, &GoZeroDriver, 3).await;
+
+    let load = Load::start(&channel, WORKERS);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    blocking(|| etcd.restart());
+    let client = authed_client(&ep).await;
+    // Past the 10 s TTL: leases granted before the restart and not kept alive since
+    // would be gone by then.
+    let recovery = until(Duration::from_secs(15), || async {
+        registrations
+            .iter()
+            .all(|r| r.health() == driver_core::RegistrationState::Live)
+            && count_keys(&client, "authsvc/").await == 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let kept = count_keys(&client, "authsvc/").await;
+    let record = load.stop().await;
+    let failed = record.failed();
+    Row {
+        scenario: "etcd-auth-restart",
+        driver: Kind::GoZero.name(),
+        calls: record.calls(),
+        failed,
+        recovery_of: "3 keys back and every registration Live",
+        recovery,
+        detail: format!("{kept} of 3 keys still there 11 s later (past the TTL)"),
+        violation: judge(failed, recovery, RECOVERY_BOUND)
+            .or_else(|| (kept != 3).then(|| format!("only {kept} keys outlived the TTL"))),
+        errors: record.errors,
+    }
+}
+
+/// etcd with authentication and a 2 s token TTL: once the tokens expired, a key deleted
+/// by hand must be put back (the keeper logs in again).
+pub async fn etcd_auth_token_expiry() -> Row {
+    let etcd =
+        blocking(|| EtcdServer::start_with_auth(ROOT_PASSWORD, Some(Duration::from_secs(2))));
+    let ep = etcd.endpoint();
+    let target = format!(
+        "etcd://{}:{ROOT_PASSWORD}@{ep}/expiry",
+        EtcdServer::ROOT_USER
+    );
+    let servers = echo_servers("expiry", 3).await;
+    let _registrations = register_all(&GoZeroDriver, &target, &servers).await;
+    let channel = channel(&target, &GoZeroDriver, 3).await;
+    let client = authed_client(&ep).await;
+
+    let load = Load::start(&channel, WORKERS);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut kv = client.kv_client();
+    let keys = kv
+        .get(
+            "expiry/",
+            Some(
+                etcd_client::GetOptions::new()
+                    .with_prefix()
+                    .with_keys_only(),
+            ),
+        )
+        .await
+        .expect("list keys");
+    let victim = keys.kvs()[0].key().to_vec();
+    kv.delete(victim, None).await.expect("delete a key");
+    let recovery = until(Duration::from_secs(5), || {
+        count_keys(&client, "expiry/").map_eq(3)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let record = load.stop().await;
+    let failed = record.failed();
+    Row {
+        scenario: "etcd-auth-token-expiry",
+        driver: Kind::GoZero.name(),
+        calls: record.calls(),
+        failed,
+        recovery_of: "a key deleted after token expiry put back",
+        recovery,
+        detail: "token TTL 2 s, key deleted 4 s in".into(),
+        violation: judge(failed, recovery, RECOVERY_BOUND),
+        errors: record.errors,
+    }
+}
+
 /// etcd frozen (SIGSTOP) for longer than the lease TTL, then resumed.
 pub async fn etcd_freeze() -> Row {
     let mut etcd = EtcdServer::start();
