@@ -71,7 +71,9 @@ pub fn redact_message(message: &str, target: &str) -> String {
     collect_secrets(target, 0, &mut secrets);
     // Longest first, so a piece does not cut a longer secret that contains it.
     secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    let mut out = redact(message);
+    // Only the secrets are replaced: the rest is prose, which `redact` would misread
+    // (a hint such as "pass ?token=... on the target" is no query).
+    let mut out = message.to_string();
     for secret in &secrets {
         out = out.replace(secret.as_str(), MASK);
     }
@@ -353,6 +355,11 @@ mod tests {
                 "registry etcd://root:***@h:1 is down",
             ),
             ("nothing secret", "etcd://h:1/k", "nothing secret"),
+            (
+                "refused; pass ?token=... on the target or set CONSUL_HTTP_TOKEN",
+                "consul://h/s",
+                "refused; pass ?token=... on the target or set CONSUL_HTTP_TOKEN",
+            ),
         ] {
             assert_eq!(redact_message(message, target), want, "{target}");
         }

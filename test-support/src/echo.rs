@@ -216,6 +216,15 @@ impl EchoServer {
             .unwrap_or_else(|e| e.into_inner()) = behavior;
     }
 
+    /// Serves TLS with this certificate and key from the next
+    /// [`restart`](Self::restart) on (a certificate rotated on a running service).
+    pub fn set_tls_identity(&mut self, cert_pem: &str, key_pem: &str) {
+        self.tls = Some(
+            tonic::transport::ServerTlsConfig::new()
+                .identity(tonic::transport::Identity::from_pem(cert_pem, key_pem)),
+        );
+    }
+
     /// Stops accepting and closes connections once in-flight calls finish (bounded).
     pub async fn stop(&mut self) {
         if let Some((tx, task)) = self.running.take() {

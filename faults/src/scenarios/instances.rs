@@ -3,9 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use driver_core::{Channel, Driver, Policy};
+use driver_core::{Channel, Driver, Policy, TlsConnector};
 use driver_gozero_compat::GoZeroDriver;
-use test_support::{EchoServer, EtcdServer, InteropProcess, free_port, signal_and_wait};
+use test_support::{EchoServer, EtcdServer, InteropProcess, TestPki, free_port, signal_and_wait};
 
 use super::{Kind, WORKERS, blocking, channel, etcd_client, signal, until};
 use crate::load::Load;
@@ -64,6 +64,80 @@ pub async fn rolling_restart() -> Row {
         recovery_of: "3 ready after the last restart",
         recovery,
         detail: "3 go-zero processes, SIGTERM then a new one".into(),
+        violation: match recovery {
+            _ if failed > 0 => Some(format!("{failed} calls failed")),
+            None => Some("the channel never had 3 ready instances again".into()),
+            Some(_) => None,
+        },
+        errors: record.errors,
+    }
+}
+
+/// Three TLS instances, each in turn restarted on its address with a newly issued
+/// certificate (the same CA), under load through a TLS channel.
+pub async fn tls_rotation() -> Row {
+    let etcd = EtcdServer::start();
+    let ep = etcd.endpoint();
+    let target = format!("etcd://{ep}/tls.rpc");
+    let pki = TestPki::new(&["127.0.0.1", "localhost"]);
+    let mut servers = Vec::new();
+    for i in 0..3 {
+        servers.push(EchoServer::start_tls(&format!("tls{i}"), &pki).await);
+    }
+    let mut registrations = Vec::new();
+    for s in &servers {
+        registrations.push(
+            GoZeroDriver
+                .register_service(&target, &s.addr())
+                .await
+                .expect("register"),
+        );
+    }
+    let tls = TlsConnector::from_pem(pki.ca_pem.as_bytes(), None).expect("the CA");
+    let channel = Channel::builder(&target)
+        .driver(&GoZeroDriver)
+        .expect("go-zero resolves etcd")
+        .tls(tls)
+        .connect()
+        .expect("connect");
+    channel.warm_up();
+    let ready = || {
+        channel
+            .status()
+            .endpoints
+            .iter()
+            .filter(|e| e.state == "ready")
+            .count()
+    };
+    until(Duration::from_secs(10), || async { ready() == 3 }).await;
+
+    let load = Load::start(&channel, WORKERS);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut last = Instant::now();
+    for (i, server) in servers.iter_mut().enumerate() {
+        let (cert, key) = pki.issue(&format!("rotated{i}"), &["127.0.0.1", "localhost"]);
+        server.set_tls_identity(&cert, &key);
+        server.restart().await;
+        last = Instant::now();
+        until(Duration::from_secs(10), || async { ready() == 3 }).await;
+    }
+    let recovery = until(Duration::from_secs(10), || async { ready() == 3 })
+        .await
+        .map(|_| last.elapsed());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let record = load.stop().await;
+    let failed = record.failed();
+    let rotated = servers.iter().map(EchoServer::calls).collect::<Vec<_>>();
+    Row {
+        scenario: "tls-rotation",
+        driver: Kind::GoZero.name(),
+        calls: record.calls(),
+        failed,
+        recovery_of: "3 ready after the last rotation",
+        recovery,
+        detail: format!(
+            "3 TLS instances restarted with new certificates; calls per instance {rotated:?}"
+        ),
         violation: match recovery {
             _ if failed > 0 => Some(format!("{failed} calls failed")),
             None => Some("the channel never had 3 ready instances again".into()),

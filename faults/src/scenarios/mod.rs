@@ -13,7 +13,7 @@ use etcd_client::{Client, GetOptions};
 
 use crate::report::Row;
 
-pub use instances::{instance_frozen, rolling_restart, soak};
+pub use instances::{instance_frozen, rolling_restart, soak, tls_rotation};
 pub use registry::{
     consul_restart, etcd_auth_restart, etcd_auth_token_expiry, etcd_freeze, etcd_leader_loss,
     etcd_restart, key_deleted,
@@ -84,6 +84,11 @@ pub fn all() -> Vec<Scenario> {
             name: "consul-restart",
             short: true,
             run: || Box::pin(consul_restart()),
+        },
+        Scenario {
+            name: "tls-rotation",
+            short: true,
+            run: || Box::pin(tls_rotation()),
         },
         Scenario {
             name: "instance-frozen-rr",
