@@ -36,8 +36,15 @@ const NESTED: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~')
     .remove(b'*');
 
-/// `target` with secrets masked, for logs, errors and printed output; see the
-/// [module docs](self) for what counts as a secret.
+/// `target` with secrets masked, for logs, errors and printed output.
+///
+/// Whatever string it is given, the result holds no password or token the string held:
+/// the password of `user:password@` (percent-encoded or not, even holding unescaped `/`,
+/// `?`, `#` or `@`), the value of a query parameter whose decoded name speaks of a secret
+/// (`password`, `passwd`, `pwd`, `token`, `secret`, or containing one of them), and the
+/// same nested in a parameter whose value is itself a target (`?registry=…`, plain or
+/// percent-encoded). User names, hosts, keys and other parameters stay readable; when
+/// the string is too malformed to tell the authority apart, more is masked, not less.
 ///
 /// ```
 /// use driver_core::target::redact;

@@ -375,7 +375,7 @@ mod tests {
 
     fn locate(d: &KratosDriver, t: &str) -> Result<(Backend, String)> {
         d.locate(&Target::parse(t).unwrap())
-            .map(|(b, t)| (b, t.to_string()))
+            .map(|(b, t)| (b, t.as_str().to_string()))
     }
 
     #[test]

@@ -628,11 +628,13 @@ impl ConnectionTask {
                 running.abort();
                 Some(reason)
             }
-            r = &mut running => Some(match r {
-                Ok(Ok(())) => "closed by the peer".to_string(),
-                Ok(Err(e)) => e.to_string(),
-                Err(e) => format!("connection task ended: {e}"),
-            }),
+            r = &mut running => match r {
+                Ok(Ok(())) => Some("closed by the peer".to_string()),
+                Ok(Err(e)) => Some(e.to_string()),
+                // Cancelled: the runtime is shutting down; nothing to redial or report.
+                Err(e) if e.is_cancelled() => None,
+                Err(e) => Some(format!("connection task ended: {e}")),
+            },
         }
     }
 
