@@ -35,6 +35,7 @@ pub mod backoff;
 pub mod balance;
 pub mod config;
 pub mod default_driver;
+pub mod discover;
 pub mod driver;
 pub mod duration;
 pub mod error;
@@ -51,6 +52,7 @@ pub use balance::{
 };
 pub use config::MicroService;
 pub use default_driver::DefaultDriver;
+pub use discover::{Changes, Discovered, discover};
 pub use driver::{Driver, Registration};
 pub use error::{Error, Result};
 pub use health::RegistrationState;
