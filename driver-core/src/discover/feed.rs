@@ -1,42 +1,6 @@
-//! Feeding tonic's own balancer, `tonic::transport::Channel::balance_channel`.
-//!
-//! # Contract
-//!
-//! [`feed`] spawns a task that forwards a [`Changes`] stream, compared by address only
-//! (tonic's `Endpoint` carries no weight or metadata), into the change queue of a
-//! balance channel, turning each inserted endpoint into a tonic `Endpoint` with the
-//! caller's function. It ends when the resolver is gone (the channel keeps its last
-//! set) or when every clone of the channel is dropped (the resolver's watch stops).
-//!
-//! # tonic's queue is drained only while calls are made
-//!
-//! tonic's balancer reads its change queue only when a request polls it: an idle
-//! channel applies nothing, and its bounded queue fills (measured against tonic 0.14.9
-//! in `driver-etcd/tests/discover.rs`: every change sent while idle stays queued until
-//! the next call, which drains them all before it picks an endpoint). So the feeder
-//! keeps going while the channel is idle without ever falling behind:
-//!
-//! * it takes a slot in the queue *before* it asks for the next change, and the
-//!   [`Changes`] stream computes that change against the newest snapshot at that moment;
-//!   when the queue is full the feeder waits, and the snapshots arriving meanwhile are
-//!   merged rather than queued, so nothing stale piles up and nothing is lost;
-//! * the first call after an idle spell applies the whole queue first. If the queue
-//!   was full, the rest of the difference (often the removals, which come last) reaches
-//!   tonic only with the calls after it. Give the queue room for the largest change you
-//!   expect while idle: twice the largest endpoint set covers replacing all of it.
-//!
-//! # What tonic's balancer still gets wrong (tonic 0.14)
-//!
-//! * an empty endpoint set (nothing resolved yet, or every instance gone) makes every
-//!   call wait forever: request timeouts do not end it, only a deadline around the call
-//!   (`tokio::time::timeout`);
-//! * no failover: an endpoint whose process died stays in rotation until the registry
-//!   drops it, since its connect errors are reported to the call that picked it, which
-//!   fails;
-//! * "p2c" over a constant load, i.e. uniform random choice; no round robin, no weights.
-//!
-//! Prefer our [`Channel`](crate::Channel) unless you need tonic's channel itself; it
-//! has none of these faults and needs no feeder.
+//! The feeder for tonic's own balancer, `tonic::transport::Channel::balance_channel`;
+//! what it guarantees and what tonic's balancer still gets wrong are in the
+//! [`discover`](super) module docs, where users read them.
 
 use std::fmt;
 
@@ -57,8 +21,8 @@ pub fn http_endpoint(
     tonic::transport::Endpoint::from_shared(format!("http://{}", endpoint.addr))
 }
 
-/// Spawns the task that keeps `sender`'s balance channel fed with `changes`; see the
-/// [module docs](self). An endpoint `make_endpoint` fails on is left out with a
+/// Spawns the task that keeps `sender`'s balance channel fed with `changes`; see
+/// [feeding tonic's balancer](super#feeding-tonics-balance_channel). An endpoint `make_endpoint` fails on is left out with a
 /// warning. Must run inside a tokio runtime. Dropping the handle leaves the task
 /// running; abort it to stop feeding.
 ///
@@ -126,4 +90,102 @@ pub fn balance_channel(
     require_runtime("-", "start a tonic balance channel for")?;
     let (channel, sender) = tonic::transport::Channel::balance_channel(capacity.max(1));
     Ok((channel, feed(changes, sender, http_endpoint)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::resolve::SnapshotSender;
+
+    fn eps(ports: &[u16]) -> Vec<Endpoint> {
+        ports
+            .iter()
+            .map(|p| Endpoint::new(format!("127.0.0.1:{p}")))
+            .collect()
+    }
+
+    fn show(change: TonicChange) -> String {
+        match change {
+            TonicChange::Insert(addr, _) => format!("+{addr}"),
+            TonicChange::Remove(addr) => format!("-{addr}"),
+        }
+    }
+
+    async fn queued_reaches(rx: &mpsc::Receiver<TonicChange>, n: usize) {
+        for _ in 0..500 {
+            if rx.len() == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        panic!("the queue holds {} changes, not {n}", rx.len());
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_merges_what_arrives_meanwhile_and_loses_nothing() {
+        let (snapshots, rx) = SnapshotSender::channel();
+        snapshots.update(eps(&[1]));
+        let (tx, mut queue) = mpsc::channel(2);
+        let feeder = feed(Changes::new(rx), tx, http_endpoint);
+        queued_reaches(&queue, 1).await;
+        assert_eq!(show(queue.recv().await.unwrap()), "+127.0.0.1:1");
+
+        // Nobody reads the queue (an idle tonic channel): two changes fill it.
+        snapshots.update(eps(&[1, 2]));
+        queued_reaches(&queue, 1).await;
+        snapshots.update(eps(&[1, 2, 3]));
+        queued_reaches(&queue, 2).await;
+        // Meanwhile 5 comes and goes, 4 comes, 1 and 3 go.
+        snapshots.update(eps(&[1, 2, 3, 5]));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        snapshots.update(eps(&[2, 4]));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(queue.len(), 2);
+
+        let mut seen = Vec::new();
+        while seen.len() < 5 {
+            let change = tokio::time::timeout(Duration::from_secs(5), queue.recv())
+                .await
+                .expect("the feeder stalled")
+                .unwrap();
+            seen.push(show(change));
+        }
+        assert_eq!(
+            seen,
+            [
+                "+127.0.0.1:2",
+                "+127.0.0.1:3",
+                "+127.0.0.1:4",
+                "-127.0.0.1:1",
+                "-127.0.0.1:3"
+            ]
+        );
+        // Nothing else (no stale +5/-5); the feeder ends with the resolver.
+        drop(snapshots);
+        let end = tokio::time::timeout(Duration::from_secs(5), queue.recv()).await;
+        assert!(matches!(end, Ok(None)), "more after the set was current");
+        tokio::time::timeout(Duration::from_secs(5), feeder)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_feeder_ends_when_the_channel_is_gone_and_frees_the_resolver() {
+        let (snapshots, rx) = SnapshotSender::channel();
+        snapshots.update(eps(&[1]));
+        let (tx, queue) = mpsc::channel(8);
+        let feeder = feed(Changes::new(rx), tx, http_endpoint);
+        drop(queue);
+        tokio::time::timeout(Duration::from_secs(5), feeder)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            snapshots.is_closed(),
+            "the resolver's receiver outlived the feeder"
+        );
+    }
 }

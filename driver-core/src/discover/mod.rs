@@ -17,7 +17,7 @@
 //!   full replacement never passes through the empty set;
 //! * snapshots the consumer has not caught up with are merged: the stream always yields
 //!   the difference between what it yielded and the *newest* set, never a stale
-//!   intermediate one (snapshots are full sets, see [`resolve`](crate::resolve));
+//!   intermediate one (snapshots are full sets, see [`crate::resolve`]);
 //! * a resolver error yields nothing: the last set stays, as in our
 //!   [`Channel`](crate::Channel) (a registry that cannot be read is no evidence that its
 //!   instances are gone); [`Changes::last_error`] tells it;
@@ -31,8 +31,47 @@
 //! [`discover`] (or [`Changes::discover`]) turns the stream into a
 //! [`tower::discover::Discover`] whose services the caller builds per endpoint, e.g. a
 //! tonic `Channel` per address, ready for `tower::balance::p2c::Balance`; [`feed`] keeps
-//! tonic's `Channel::balance_channel` fed (see its docs for what that balancer still
-//! gets wrong).
+//! tonic's `Channel::balance_channel` fed (below, with what that balancer still gets
+//! wrong).
+//!
+//! # Feeding tonic's `balance_channel`
+//!
+//! [`feed`] spawns a task that forwards a [`Changes`] stream, compared by address only
+//! (tonic's `Endpoint` carries no weight or metadata), into the change queue of a
+//! balance channel, turning each inserted endpoint into a tonic `Endpoint` with the
+//! caller's function. It ends when the resolver is gone (the channel keeps its last
+//! set) or when every clone of the channel is dropped (the resolver's watch stops).
+//!
+//! ## tonic's queue is drained only while calls are made
+//!
+//! tonic's balancer reads its change queue only when a request polls it: an idle
+//! channel applies nothing, and its bounded queue fills (measured against tonic 0.14.9
+//! by the `tonic_feeder_keeps_the_balance_channel_current_while_idle` tests on real etcd
+//! and consul: every change sent while idle stays queued until the next call, which
+//! drains them all before it picks an endpoint). So the feeder
+//! keeps going while the channel is idle without ever falling behind:
+//!
+//! * it takes a slot in the queue *before* it asks for the next change, and the
+//!   [`Changes`] stream computes that change against the newest snapshot at that moment;
+//!   when the queue is full the feeder waits, and the snapshots arriving meanwhile are
+//!   merged rather than queued, so nothing stale piles up and nothing is lost;
+//! * the first call after an idle spell applies the whole queue first. If the queue
+//!   was full, the rest of the difference (often the removals, which come last) reaches
+//!   tonic only with the calls after it. Give the queue room for the largest change you
+//!   expect while idle: twice the largest endpoint set covers replacing all of it.
+//!
+//! ## What tonic's balancer still gets wrong (tonic 0.14)
+//!
+//! * an empty endpoint set (nothing resolved yet, or every instance gone) makes every
+//!   call wait forever: request timeouts do not end it, only a deadline around the call
+//!   (`tokio::time::timeout`);
+//! * no failover: an endpoint whose process died stays in rotation until the registry
+//!   drops it, since its connect errors are reported to the call that picked it, which
+//!   fails;
+//! * "p2c" over a constant load, i.e. uniform random choice; no round robin, no weights.
+//!
+//! Prefer our [`Channel`](crate::Channel) unless you need tonic's channel itself; it
+//! has none of these faults and needs no feeder.
 //!
 //! # Why
 //!
