@@ -37,7 +37,7 @@ banner "fault suite, short scenarios (cargo run -p faults -- --short; docs/fault
 cargo run -q -p faults -- --short
 
 banner "examples (the demo and the other examples, each run to completion)"
-for ex in quickstart coordinator_config custom_driver gateway gozero_style kratos_style; do
+for ex in quickstart coordinator_config custom_driver gateway gozero_style kratos_style tower_discover; do
   echo "-- example $ex"
   cargo run -q -p examples --example "$ex"
 done

@@ -126,6 +126,28 @@ pub trait Driver: Send + Sync + 'static {
     fn parse_server_method(&self, uri: &str) -> Result<ServerMethod>;
 }
 
+/// `driver`'s resolver for the target's scheme; `direct` and `passthrough` (built in,
+/// and resolved by no driver) fall back to the installed ones.
+pub fn resolver_of(driver: &dyn Driver, target: &Target) -> Result<Arc<dyn Resolver>> {
+    let resolvers = driver.resolvers();
+    if let Some((_, r)) = resolvers.iter().find(|(s, _)| *s == target.scheme()) {
+        return Ok(r.clone());
+    }
+    if matches!(
+        target.scheme(),
+        "direct" | crate::target::PASSTHROUGH_SCHEME
+    ) {
+        return resolve::resolver_for(target);
+    }
+    let known: Vec<&str> = resolvers.iter().map(|(s, _)| *s).collect();
+    Err(Error::Unsupported {
+        driver: driver.name().to_string(),
+        what: "resolve",
+        target: target.to_string(),
+        reason: format!("it resolves the schemes: {}", known.join(", ")),
+    })
+}
+
 /// A warning when `endpoint` is a loopback address but the registry at `target` lives
 /// on another host: clients elsewhere would read an address that only works on this
 /// machine (a common mistake with containers). `None` when nothing looks wrong.

@@ -18,6 +18,8 @@
 //! * [`resolve`]: resolvers, registrars and the scheme tables (`direct://` built in);
 //! * [`backoff`]: the doubling retry delays the registry engines share;
 //! * [`balance`]: the channel that turns resolver snapshots into balanced calls;
+//! * [`mod@discover`]: the resolvers as tower `Discover` changes, for tower's balancers
+//!   and tonic's `balance_channel`;
 //! * [`mod@invoke`]: dynamic unary calls with raw bytes;
 //! * [`config`]: dtm's `MicroService` configuration.
 //!
@@ -29,12 +31,54 @@
 //! // let mut client = GreeterClient::new(channel);
 //! # Ok(()) }
 //! ```
+//!
+//! # Our channel, or tower's and tonic's balancers
+//!
+//! The resolvers also plug into the tower ecosystem: [`discover()`] gives a
+//! `tower::discover::Discover` for tower's balancers, and
+//! [`discover::balance_channel`] feeds tonic's own `Channel::balance_channel`. The same
+//! target three ways:
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+//! use driver_core::discover::{Changes, balance_channel, http_endpoint};
+//! use tower::load::{CompleteOnResponse, PendingRequests};
+//! driver_core::use_driver("default")?; // e.g. "dtm-driver-gozero", its crate linked
+//! let target = "direct:///127.0.0.1:50051,127.0.0.1:50052";
+//!
+//! // Ours (recommended): one shared channel per target.
+//! let ours = driver_core::connect(target)?;
+//!
+//! // tower: p2c over our Discover, a lazily connecting tonic channel per address.
+//! let discover = driver_core::discover(target, |e| {
+//!     let channel = http_endpoint(e)?.connect_lazy();
+//!     Ok::<_, tonic::transport::Error>(PendingRequests::new(channel, CompleteOnResponse::default()))
+//! })?;
+//! let p2c = tower::buffer::Buffer::new(tower::balance::p2c::Balance::new(discover), 1024);
+//!
+//! // tonic: its own balance channel, fed from the resolver.
+//! let (tonic_channel, _feeder) = balance_channel(Changes::from_target(target)?, 1024)?;
+//! // GreeterClient::new(ours), GreeterClient::new(p2c), GreeterClient::new(tonic_channel)
+//! # let _ = (ours, p2c, tonic_channel); Ok(()) }
+//! ```
+//!
+//! Prefer ours unless you build on tower middleware or need tonic's channel type:
+//!
+//! | | our [`Channel`] | tower p2c over [`discover()`] | tonic `balance_channel` |
+//! |---|---|---|---|
+//! | empty set | `UNAVAILABLE` naming the target at once (or wait for ready) | waits forever, unless a timeout around the call ends it | waits forever, request timeouts do not end it |
+//! | dead endpoint | the request goes to a live one | the call fails (a lazy tonic channel reports ready), until the registry drops the instance | the call fails, until the registry drops the instance |
+//! | frozen endpoint | out of rotation within about a second | its calls hang; p2c sends it fewer as they pile up | its calls hang; it keeps its share |
+//! | updates while idle | applied at once | read when the next call polls (nothing queued) | queued until the next call; give the queue room ([`mod@discover`]) |
+//! | policies | round robin, weighted, p2c over peak-EWMA | p2c over the load you choose | uniform random |
+//! | resolver error | last set kept | last set kept | last set kept |
 
 pub mod address;
 pub mod backoff;
 pub mod balance;
 pub mod config;
 pub mod default_driver;
+pub mod discover;
 pub mod driver;
 pub mod duration;
 pub mod error;
@@ -51,6 +95,7 @@ pub use balance::{
 };
 pub use config::MicroService;
 pub use default_driver::DefaultDriver;
+pub use discover::{Changes, Discovered, discover};
 pub use driver::{Driver, Registration};
 pub use error::{Error, Result};
 pub use health::RegistrationState;

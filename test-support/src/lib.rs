@@ -18,6 +18,7 @@
 mod binary;
 mod calls;
 mod consul;
+pub mod discover;
 mod dtm;
 pub mod echo;
 mod etcd;

@@ -1,0 +1,616 @@
+//! Resolver snapshots as [`tower::discover`] changes: every driver's resolvers for
+//! tower's balancers and for tonic's own `balance_channel`.
+//!
+//! # Contract
+//!
+//! [`Changes`] is a `Stream` of [`Change<String, Endpoint>`], keyed by address, read
+//! from any target (through the resolver installed for its scheme, a given
+//! [`Resolver`], or a [`Driver`]'s) or from a [`SnapshotReceiver`]:
+//!
+//! * it starts with one `Insert` per endpoint of the current set (nothing while nothing
+//!   is resolved yet);
+//! * each later snapshot yields the difference to what the stream has yielded so far,
+//!   in this order: an `Insert` per new address (in the snapshot's order), a `Remove`
+//!   then an `Insert` per address whose weight or metadata changed, a `Remove` per
+//!   vanished address (in the order they were inserted). Inserts come first so that a
+//!   consumer applying one change at a time never sees a set emptier than needed: a
+//!   full replacement never passes through the empty set;
+//! * snapshots the consumer has not caught up with are merged: the stream always yields
+//!   the difference between what it yielded and the *newest* set, never a stale
+//!   intermediate one (snapshots are full sets, see [`crate::resolve`]);
+//! * a resolver error yields nothing: the last set stays, as in our
+//!   [`Channel`](crate::Channel) (a registry that cannot be read is no evidence that its
+//!   instances are gone); [`Changes::last_error`] tells it;
+//! * the stream ends once the resolver is gone (every [`SnapshotSender`] dropped), after
+//!   the rest of the difference; dropping the stream lets the resolver stop its watch.
+//!
+//! A snapshot costs one pass over it and one over the yielded set, with hashed lookups
+//! by address (never a search of the old set), and only when the stream is polled: an
+//! idle consumer costs nothing, however often the set changes.
+//!
+//! [`discover`] (or [`Changes::discover`]) turns the stream into a
+//! [`tower::discover::Discover`] whose services the caller builds per endpoint, e.g. a
+//! tonic `Channel` per address, ready for `tower::balance::p2c::Balance`; [`feed`] keeps
+//! tonic's `Channel::balance_channel` fed (below, with what that balancer still gets
+//! wrong).
+//!
+//! # Feeding tonic's `balance_channel`
+//!
+//! [`feed`] spawns a task that forwards a [`Changes`] stream, compared by address only
+//! (tonic's `Endpoint` carries no weight or metadata), into the change queue of a
+//! balance channel, turning each inserted endpoint into a tonic `Endpoint` with the
+//! caller's function. It ends when the resolver is gone (the channel keeps its last
+//! set) or when every clone of the channel is dropped (the resolver's watch stops).
+//!
+//! ## tonic's queue is drained only while calls are made
+//!
+//! tonic's balancer reads its change queue only when a request polls it: an idle
+//! channel applies nothing, and its bounded queue fills (measured against tonic 0.14.9
+//! by the `tonic_feeder_keeps_the_balance_channel_current_while_idle` tests on real etcd
+//! and consul: every change sent while idle stays queued until the next call, which
+//! drains them all before it picks an endpoint). So the feeder
+//! keeps going while the channel is idle without ever falling behind:
+//!
+//! * it takes a slot in the queue *before* it asks for the next change, and the
+//!   [`Changes`] stream computes that change against the newest snapshot at that moment;
+//!   when the queue is full the feeder waits, and the snapshots arriving meanwhile are
+//!   merged rather than queued, so nothing stale piles up and nothing is lost;
+//! * the first call after an idle spell applies the whole queue first. If the queue
+//!   was full, the rest of the difference (often the removals, which come last) reaches
+//!   tonic only with the calls after it. Give the queue room for the largest change you
+//!   expect while idle: twice the largest endpoint set covers replacing all of it.
+//!
+//! ## What tonic's balancer still gets wrong (tonic 0.14)
+//!
+//! * an empty endpoint set (nothing resolved yet, or every instance gone) makes every
+//!   call wait forever: request timeouts do not end it, only a deadline around the call
+//!   (`tokio::time::timeout`);
+//! * no failover: an endpoint whose process died stays in rotation until the registry
+//!   drops it, since its connect errors are reported to the call that picked it, which
+//!   fails;
+//! * "p2c" over a constant load, i.e. uniform random choice; no round robin, no weights.
+//!
+//! Prefer our [`Channel`](crate::Channel) unless you need tonic's channel itself; it
+//! has none of these faults and needs no feeder.
+//!
+//! # Why
+//!
+//! Our [`Channel`](crate::Channel) stays the recommended way to call a discovered
+//! service: it fails fast on an empty set, moves a request a dead endpoint could not
+//! take to a live one, watches for frozen peers, and applies updates with no traffic.
+//! These adapters are how the resolvers plug into the rest of the tower ecosystem, for
+//! users who already build on tower's middleware or tonic's channel.
+//!
+//! [`SnapshotSender`]: crate::resolve::SnapshotSender
+
+mod feed;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::convert::Infallible;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use futures_util::Stream;
+use tokio::sync::watch::error::RecvError;
+use tokio_util::sync::ReusableBoxFuture;
+
+pub use self::feed::{TonicChange, balance_channel, feed, http_endpoint};
+pub use tower::discover::Change;
+
+use crate::driver::{Driver, resolver_of};
+use crate::error::{Error, Result};
+use crate::resolve::{self, Endpoint, Resolver, ResolverState, SnapshotReceiver, SnapshotSender};
+use crate::target::Target;
+
+type Wait = ReusableBoxFuture<'static, (Result<(), RecvError>, SnapshotReceiver)>;
+
+async fn next_snapshot(mut rx: SnapshotReceiver) -> (Result<(), RecvError>, SnapshotReceiver) {
+    let changed = rx.changed().await;
+    (changed, rx)
+}
+
+/// What the stream has yielded for one address.
+#[derive(Debug)]
+struct Yielded {
+    endpoint: Endpoint,
+    /// When it was inserted, to remove vanished addresses in a stable order.
+    seq: u64,
+}
+
+/// The stream of [`Change`]s of one resolver; see the [module docs](self).
+///
+/// ```no_run
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// use futures_util::StreamExt;
+/// use driver_core::discover::{Change, Changes};
+/// driver_core::use_driver("default")?; // e.g. "dtm-driver-gozero", its crate linked
+/// let mut changes = Changes::from_target("direct:///127.0.0.1:50051,127.0.0.1:50052")?;
+/// while let Some(change) = changes.next().await {
+///     match change {
+///         Change::Insert(addr, endpoint) => println!("+ {addr} weight {}", endpoint.weight),
+///         Change::Remove(addr) => println!("- {addr}"),
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+pub struct Changes {
+    /// Waits for the next snapshot; `None` once the resolver is gone.
+    wait: Option<Wait>,
+    newest: Option<Arc<Vec<Endpoint>>>,
+    last_error: Option<String>,
+    yielded: HashMap<String, Yielded>,
+    next_seq: u64,
+    pending: VecDeque<Change<String, Endpoint>>,
+    by_address: bool,
+}
+
+impl fmt::Debug for Changes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Changes")
+            .field("yielded", &self.yielded.len())
+            .field("pending", &self.pending.len())
+            .field("ended", &self.wait.is_none())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Changes {
+    /// The changes of the snapshots `rx` receives, starting with its current set.
+    pub fn new(mut rx: SnapshotReceiver) -> Self {
+        let state = rx.borrow_and_update().clone();
+        let mut changes = Self {
+            wait: Some(ReusableBoxFuture::new(next_snapshot(rx))),
+            newest: None,
+            last_error: None,
+            yielded: HashMap::new(),
+            next_seq: 0,
+            pending: VecDeque::new(),
+            by_address: false,
+        };
+        changes.take(&state);
+        changes
+    }
+
+    /// The changes of `target` through the resolver installed for its scheme (by
+    /// [`use_driver`](crate::use_driver); `direct` and `passthrough` are built in).
+    /// Must run inside a tokio runtime (resolvers spawn their watch).
+    pub fn from_target(target: &str) -> Result<Self> {
+        let parsed = Target::parse(target)?;
+        Self::start(target, &parsed, resolve::resolver_for(&parsed)?)
+    }
+
+    /// The changes of `target` through `resolver`. Must run inside a tokio runtime.
+    pub fn with_resolver(target: &str, resolver: Arc<dyn Resolver>) -> Result<Self> {
+        Self::start(target, &Target::parse(target)?, resolver)
+    }
+
+    /// The changes of `target` through `driver`'s resolver for its scheme, without
+    /// installing anything globally. Must run inside a tokio runtime.
+    pub fn with_driver(target: &str, driver: &dyn Driver) -> Result<Self> {
+        let parsed = Target::parse(target)?;
+        let resolver = resolver_of(driver, &parsed)?;
+        Self::start(target, &parsed, resolver)
+    }
+
+    fn start(given: &str, target: &Target, resolver: Arc<dyn Resolver>) -> Result<Self> {
+        require_runtime(given, "resolve")?;
+        let (tx, rx) = SnapshotSender::channel();
+        resolver.resolve(target, tx)?;
+        Ok(Self::new(rx))
+    }
+
+    /// Compares endpoints by address only: a weight or metadata change of a known
+    /// address yields nothing. For consumers whose services do not depend on them
+    /// (tonic's `Endpoint` has neither), so such a change does not drop a live
+    /// connection to dial the same address again. Applies from the next snapshot on.
+    pub fn addresses_only(mut self) -> Self {
+        self.by_address = true;
+        self
+    }
+
+    /// The resolver's newest error, as of the last poll; `None` after a good snapshot.
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
+    }
+
+    /// A [`Discover`](tower::discover::Discover) over these changes whose services
+    /// `make_service` builds per endpoint; see [`Discovered`].
+    pub fn discover<F, S, E>(self, make_service: F) -> Discovered<F>
+    where
+        F: FnMut(&Endpoint) -> std::result::Result<S, E>,
+        E: fmt::Display,
+    {
+        Discovered {
+            changes: self,
+            make_service,
+            live: HashSet::new(),
+        }
+    }
+
+    /// Notes a snapshot: a new endpoint set replaces what is pending with the
+    /// difference between what was yielded and it.
+    fn take(&mut self, state: &ResolverState) {
+        self.last_error.clone_from(&state.last_error);
+        let Some(set) = &state.endpoints else { return };
+        if self.newest.as_ref().is_some_and(|n| Arc::ptr_eq(n, set)) {
+            return;
+        }
+        self.newest = Some(set.clone());
+        self.pending.clear();
+        let mut present: HashSet<&str> = HashSet::with_capacity(set.len());
+        let mut changed = Vec::new();
+        for endpoint in set.iter() {
+            if !present.insert(&endpoint.addr) {
+                continue; // a duplicate address: the first entry counts, as in `update`
+            }
+            match self.yielded.get(&endpoint.addr) {
+                None => self
+                    .pending
+                    .push_back(Change::Insert(endpoint.addr.clone(), endpoint.clone())),
+                Some(old) if !self.by_address && old.endpoint != *endpoint => {
+                    changed.push(Change::Remove(endpoint.addr.clone()));
+                    changed.push(Change::Insert(endpoint.addr.clone(), endpoint.clone()));
+                }
+                Some(_) => {}
+            }
+        }
+        self.pending.extend(changed);
+        let mut gone: Vec<(u64, &String)> = self
+            .yielded
+            .iter()
+            .filter(|(addr, _)| !present.contains(addr.as_str()))
+            .map(|(addr, y)| (y.seq, addr))
+            .collect();
+        gone.sort_unstable();
+        self.pending.extend(
+            gone.into_iter()
+                .map(|(_, addr)| Change::Remove(addr.clone())),
+        );
+    }
+
+    /// Records a change as yielded.
+    fn yield_change(&mut self, change: &Change<String, Endpoint>) {
+        match change {
+            Change::Insert(addr, endpoint) => {
+                self.next_seq += 1;
+                let y = Yielded {
+                    endpoint: endpoint.clone(),
+                    seq: self.next_seq,
+                };
+                self.yielded.insert(addr.clone(), y);
+            }
+            Change::Remove(addr) => {
+                self.yielded.remove(addr);
+            }
+        }
+    }
+}
+
+impl Stream for Changes {
+    type Item = Change<String, Endpoint>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        // Take every snapshot that arrived (the watch cell keeps only the newest), so
+        // the pending difference is against the newest set.
+        while let Some(wait) = &mut this.wait {
+            match wait.poll(cx) {
+                Poll::Pending => break,
+                Poll::Ready((Ok(()), mut rx)) => {
+                    let state = rx.borrow_and_update().clone();
+                    wait.set(next_snapshot(rx));
+                    this.take(&state);
+                }
+                Poll::Ready((Err(_), _)) => this.wait = None,
+            }
+        }
+        match this.pending.pop_front() {
+            Some(change) => {
+                this.yield_change(&change);
+                Poll::Ready(Some(change))
+            }
+            None if this.wait.is_none() => Poll::Ready(None),
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// A [`tower::discover::Discover`] (key: the address, error: none) whose services are
+/// built per endpoint by a caller's function; from [`discover`] or
+/// [`Changes::discover`].
+///
+/// It yields the [`Changes`] with each endpoint turned into a service. An endpoint
+/// whose service cannot be built is left out with a warning (one bad address must not
+/// stop a balancer, and tower's balancers fail for good on a discovery error), and so
+/// is its later removal. The stream ends when the resolver is gone; tower's `Balance`
+/// then keeps the last set.
+pub struct Discovered<F> {
+    changes: Changes,
+    make_service: F,
+    /// Addresses whose service was yielded and not removed since.
+    live: HashSet<String>,
+}
+
+impl<F> fmt::Debug for Discovered<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Discovered")
+            .field("changes", &self.changes)
+            .field("live", &self.live.len())
+            .finish_non_exhaustive()
+    }
+}
+
+// Nothing is pinned structurally: the stream is polled through `&mut`.
+impl<F> Unpin for Discovered<F> {}
+
+impl<F> Discovered<F> {
+    /// The resolver's newest error, as of the last poll.
+    pub fn last_error(&self) -> Option<&str> {
+        self.changes.last_error()
+    }
+}
+
+impl<F, S, E> Stream for Discovered<F>
+where
+    F: FnMut(&Endpoint) -> std::result::Result<S, E>,
+    E: fmt::Display,
+{
+    type Item = std::result::Result<Change<String, S>, Infallible>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            let Some(change) = ready!(Pin::new(&mut this.changes).poll_next(cx)) else {
+                return Poll::Ready(None);
+            };
+            match change {
+                Change::Insert(addr, endpoint) => match (this.make_service)(&endpoint) {
+                    Ok(service) => {
+                        this.live.insert(addr.clone());
+                        return Poll::Ready(Some(Ok(Change::Insert(addr, service))));
+                    }
+                    Err(error) => tracing::warn!(
+                        endpoint = %addr,
+                        %error,
+                        "discovered endpoint left out: its service could not be built"
+                    ),
+                },
+                Change::Remove(addr) => {
+                    if this.live.remove(&addr) {
+                        return Poll::Ready(Some(Ok(Change::Remove(addr))));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A [`tower::discover::Discover`] of `target` through the resolver installed for its
+/// scheme, with a service per endpoint built by `make_service`; ready for
+/// `tower::balance::p2c::Balance`. Must run inside a tokio runtime.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// use tower::load::{CompleteOnResponse, PendingRequests};
+/// driver_core::use_driver("default")?; // e.g. "dtm-driver-gozero", its crate linked
+/// let discover = driver_core::discover("direct:///127.0.0.1:50051,127.0.0.1:50052", |e| {
+///     let channel = driver_core::discover::http_endpoint(e)?.connect_lazy();
+///     // p2c compares loads: count each channel's calls in flight.
+///     Ok::<_, tonic::transport::Error>(PendingRequests::new(channel, CompleteOnResponse::default()))
+/// })?;
+/// let balance = tower::balance::p2c::Balance::new(discover);
+/// // Generated clients need a `Clone` service: wrap it in a `tower::buffer::Buffer`.
+/// let channel = tower::buffer::Buffer::new(balance, 1024);
+/// // let mut client = GreeterClient::new(channel);
+/// # Ok(()) }
+/// ```
+pub fn discover<F, S, E>(target: &str, make_service: F) -> Result<Discovered<F>>
+where
+    F: FnMut(&Endpoint) -> std::result::Result<S, E>,
+    E: fmt::Display,
+{
+    Ok(Changes::from_target(target)?.discover(make_service))
+}
+
+/// An error unless a tokio runtime is running.
+fn require_runtime(target: &str, what: &'static str) -> Result<()> {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return Ok(());
+    }
+    Err(Error::Unsupported {
+        driver: "-".into(),
+        what,
+        target: target.to_string(),
+        reason: "no tokio runtime is running; call it from within #[tokio::main] or a runtime"
+            .into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+    use futures_util::future::FutureExt;
+
+    use super::*;
+
+    fn ep(port: u16) -> Endpoint {
+        Endpoint::new(format!("10.0.0.1:{port}"))
+    }
+
+    fn a(port: u16) -> String {
+        format!("10.0.0.1:{port}")
+    }
+
+    /// Every change ready now, as `+addr/weight` and `-addr`.
+    fn drain(changes: &mut Changes) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some(Some(change)) = changes.next().now_or_never() {
+            out.push(match change {
+                Change::Insert(addr, e) => format!("+{addr}/{}", e.weight),
+                Change::Remove(addr) => format!("-{addr}"),
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn starts_with_the_current_set_then_yields_differences_in_order() {
+        let (tx, rx) = SnapshotSender::channel();
+        tx.update(vec![ep(1), ep(2), ep(3)]);
+        let mut changes = Changes::new(rx);
+        assert_eq!(
+            drain(&mut changes),
+            [
+                format!("+{}/1", a(1)),
+                format!("+{}/1", a(2)),
+                format!("+{}/1", a(3))
+            ]
+        );
+        // 1 leaves, 4 and 5 come, 3 changes weight: inserts, then the change as
+        // remove + insert, then the removal.
+        tx.update(vec![ep(5), ep(2), ep(3).with_weight(7), ep(4)]);
+        assert_eq!(
+            drain(&mut changes),
+            [
+                format!("+{}/1", a(5)),
+                format!("+{}/1", a(4)),
+                format!("-{}", a(3)),
+                format!("+{}/7", a(3)),
+                format!("-{}", a(1)),
+            ]
+        );
+        // A metadata change is a change too; the same set again is none.
+        tx.update(vec![
+            ep(5),
+            ep(2).with_metadata("v", "2"),
+            ep(3).with_weight(7),
+            ep(4),
+        ]);
+        assert_eq!(
+            drain(&mut changes),
+            [format!("-{}", a(2)), format!("+{}/1", a(2))]
+        );
+        tx.update(vec![
+            ep(5),
+            ep(2).with_metadata("v", "2"),
+            ep(3).with_weight(7),
+            ep(4),
+        ]);
+        assert_eq!(drain(&mut changes), Vec::<String>::new());
+        // Removals come in the order the addresses were (last) inserted: 3 was
+        // inserted again before 2.
+        tx.update(vec![]);
+        assert_eq!(
+            drain(&mut changes),
+            [
+                format!("-{}", a(5)),
+                format!("-{}", a(4)),
+                format!("-{}", a(3)),
+                format!("-{}", a(2)),
+            ]
+        );
+    }
+
+    #[test]
+    fn nothing_before_the_first_resolution_and_errors_keep_the_set() {
+        let (tx, rx) = SnapshotSender::channel();
+        let mut changes = Changes::new(rx);
+        assert_eq!(drain(&mut changes), Vec::<String>::new());
+        tx.error("registry down");
+        assert_eq!(drain(&mut changes), Vec::<String>::new());
+        assert_eq!(changes.last_error(), Some("registry down"));
+        tx.update(vec![ep(1)]);
+        assert_eq!(drain(&mut changes), [format!("+{}/1", a(1))]);
+        assert_eq!(changes.last_error(), None);
+        tx.error("registry down again");
+        assert_eq!(drain(&mut changes), Vec::<String>::new());
+        assert_eq!(changes.last_error(), Some("registry down again"));
+    }
+
+    #[test]
+    fn merges_snapshots_the_consumer_has_not_caught_up_with() {
+        let (tx, rx) = SnapshotSender::channel();
+        tx.update(vec![ep(1), ep(2)]);
+        let mut changes = Changes::new(rx);
+        // Half of the first difference taken, then the set moves on twice.
+        assert!(matches!(
+            changes.next().now_or_never(),
+            Some(Some(Change::Insert(..)))
+        ));
+        tx.update(vec![ep(2), ep(3)]);
+        tx.update(vec![ep(3), ep(4)]);
+        // Against what was yielded (1), the newest set is: +3 +4 -1. Neither 2 (never
+        // yielded, gone) nor a stale insert of it appears.
+        assert_eq!(
+            drain(&mut changes),
+            [
+                format!("+{}/1", a(3)),
+                format!("+{}/1", a(4)),
+                format!("-{}", a(1))
+            ]
+        );
+    }
+
+    #[test]
+    fn ends_when_the_resolver_is_gone_after_the_rest_of_the_difference() {
+        let (tx, rx) = SnapshotSender::channel();
+        let mut changes = Changes::new(rx);
+        tx.update(vec![ep(1)]);
+        drop(tx);
+        assert_eq!(drain(&mut changes), [format!("+{}/1", a(1))]);
+        assert!(matches!(changes.next().now_or_never(), Some(None)));
+    }
+
+    #[test]
+    fn addresses_only_ignores_weight_and_metadata_changes() {
+        let (tx, rx) = SnapshotSender::channel();
+        tx.update(vec![ep(1)]);
+        let mut changes = Changes::new(rx).addresses_only();
+        assert_eq!(drain(&mut changes), [format!("+{}/1", a(1))]);
+        tx.update(vec![ep(1).with_weight(9).with_metadata("k", "v"), ep(2)]);
+        assert_eq!(drain(&mut changes), [format!("+{}/1", a(2))]);
+    }
+
+    #[test]
+    fn duplicate_addresses_in_a_hand_made_snapshot_count_once() {
+        let (tx, rx) = tokio::sync::watch::channel(ResolverState::default());
+        let mut changes = Changes::new(rx);
+        tx.send_modify(|s| s.endpoints = Some(Arc::new(vec![ep(1), ep(1).with_weight(5)])));
+        assert_eq!(drain(&mut changes), [format!("+{}/1", a(1))]);
+    }
+
+    #[test]
+    fn discovered_leaves_out_endpoints_without_a_service_and_their_removal() {
+        let (tx, rx) = SnapshotSender::channel();
+        tx.update(vec![ep(1), ep(2)]);
+        let mut discovered = Changes::new(rx).discover(|e: &Endpoint| {
+            if e.addr.ends_with(":2") {
+                Err("no service for port 2")
+            } else {
+                Ok(e.addr.clone())
+            }
+        });
+        let mut next = || match discovered.next().now_or_never() {
+            Some(Some(Ok(Change::Insert(k, s)))) => format!("+{k}={s}"),
+            Some(Some(Ok(Change::Remove(k)))) => format!("-{k}"),
+            Some(None) => "end".into(),
+            None => "pending".into(),
+        };
+        assert_eq!(next(), format!("+{}={}", a(1), a(1)));
+        assert_eq!(next(), "pending");
+        tx.update(vec![ep(3)]);
+        assert_eq!(next(), format!("+{}={}", a(3), a(3)));
+        assert_eq!(next(), format!("-{}", a(1)));
+        assert_eq!(next(), "pending");
+        drop(tx);
+        assert_eq!(next(), "end");
+    }
+
+    #[test]
+    fn needs_a_runtime_to_resolve_a_target() {
+        let err = Changes::from_target("direct:///127.0.0.1:1").unwrap_err();
+        assert!(err.to_string().contains("no tokio runtime"), "{err}");
+    }
+}
