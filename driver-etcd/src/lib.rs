@@ -14,7 +14,9 @@
 //!   [`Registration`](driver_core::Registration);
 //! * [`watch`]: [`PrefixWatcher`] follows a prefix (list + watch, resume after errors,
 //!   re-list after compaction), one per prefix per process, and [`resolve_prefix`]
-//!   turns it into endpoint snapshots with a format's decode function.
+//!   turns it into endpoint snapshots with a format's decode function;
+//! * [`watch_hub`]: every prefix watched on a cluster rides that cluster's one etcd
+//!   Watch stream (watch ids multiplexed, as Go's clientv3 does).
 //!
 //! Linking this crate registers the `dtm-driver-etcd` driver (see [`native`] for its
 //! format); a program that does not otherwise name the crate keeps it linked with
@@ -37,6 +39,7 @@ pub mod lease;
 pub mod native;
 pub mod registry_target;
 pub mod watch;
+pub mod watch_hub;
 
 pub use client::{EtcdConfig, EtcdTarget, EtcdTls, shared_client};
 pub use lease::{KeyFn, LeaseKeeper};

@@ -14,7 +14,8 @@
 //!   their keys back milliseconds later. A set emptied for good arrives 1 s late.
 //!
 //! One watcher runs per (cluster, prefix) in a process, however many channels resolve
-//! it; each [`resolve_prefix`] call decodes the shared copy with its own format into
+//! it, and every watcher of a cluster rides that cluster's one Watch stream
+//! ([`crate::watch_hub`]); each [`resolve_prefix`] call decodes the shared copy with its own format into
 //! endpoint snapshots. The watcher stops when its last subscriber is gone.
 //!
 //! What an event costs: the copy is a persistent map ([`rpds`]), so publishing it after
@@ -32,7 +33,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use bytes::Bytes;
 use driver_core::resolve::{Endpoint, SnapshotSender};
-use etcd_client::{EventType, GetOptions, WatchOptions};
+use etcd_client::{EventType, GetOptions};
 use tokio::sync::watch;
 
 use driver_core::backoff::Backoff;
@@ -378,21 +379,12 @@ impl Follower {
                 r
             }
         };
-        let mut watch_client = client.watch_client();
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(revision + 1);
-        let mut stream = bounded(
-            "watch",
-            watch_client.watch(self.prefix.as_str(), Some(options)),
-        )
-        .await
-        .map_err(|e| format!("{e} (etcd at {hosts})"))?;
+        // On the cluster's shared stream.
+        let mut stream = crate::watch_hub::watch(&self.config, &self.prefix, revision + 1);
         loop {
-            let resp = match stream.message().await {
-                Ok(Some(resp)) => resp,
-                Ok(None) => return Err(format!("etcd at {hosts} closed the watch stream")),
-                Err(e) => return Err(format!("etcd watch stream from {hosts}: {e}")),
+            let resp = match stream.message().await? {
+                Some(resp) => resp,
+                None => return Err(format!("the watch of etcd at {hosts} ended")),
             };
             if resp.compact_revision() > 0 {
                 tracing::info!(prefix = %self.prefix, compacted = resp.compact_revision(), "etcd compacted past our revision; listing again");

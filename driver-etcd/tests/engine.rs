@@ -413,3 +413,72 @@ async fn an_emptied_set_is_held_for_a_grace_unless_instances_return() {
         "emptied after {took:?}"
     );
 }
+
+/// Every prefix watched in a process rides one Watch stream per cluster, as Go's clientv3
+/// multiplexes them: 200 targets, 1 stream, 200 watchers (from etcd's own metrics); and
+/// each still follows its own changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_watch_stream_per_cluster_however_many_prefixes() {
+    const PREFIXES: usize = 200;
+    let server = EtcdServer::start();
+    let ep = server.endpoint();
+    let mut client = etcd(std::slice::from_ref(&ep)).await;
+    let config = EtcdConfig::new([ep.clone()]);
+    let streams_before = server
+        .metric("etcd_debugging_mvcc_watch_stream_total")
+        .unwrap_or(0.0);
+    let watchers: Vec<PrefixWatcher> = (0..PREFIXES)
+        .map(|i| PrefixWatcher::subscribe(&config, &format!("/many/{i}/")))
+        .collect();
+    wait_for("every prefix listed", Duration::from_secs(10), || async {
+        watchers
+            .iter()
+            .all(|w| w.receiver().borrow().entries.is_some())
+    })
+    .await;
+    wait_for(
+        "etcd to count every watcher",
+        Duration::from_secs(10),
+        || async { server.metric("etcd_debugging_mvcc_watcher_total") == Some(PREFIXES as f64) },
+    )
+    .await;
+    let streams = server
+        .metric("etcd_debugging_mvcc_watch_stream_total")
+        .unwrap()
+        - streams_before;
+    assert_eq!(streams, 1.0, "watch streams opened for {PREFIXES} prefixes");
+
+    // Each watch still gets its own events, and only those.
+    client.put("/many/7/a", "x", None).await.unwrap();
+    client.put("/many/150/b", "y", None).await.unwrap();
+    let has = |i: usize, key: &str| {
+        watchers[i]
+            .receiver()
+            .borrow()
+            .entries
+            .as_ref()
+            .is_some_and(|e| e.contains_key(key))
+    };
+    wait_for("the two puts", Duration::from_secs(5), || async {
+        has(7, "/many/7/a") && has(150, "/many/150/b")
+    })
+    .await;
+    assert!(watchers.iter().enumerate().all(|(i, w)| {
+        let n = w
+            .receiver()
+            .borrow()
+            .entries
+            .as_ref()
+            .map_or(0, |e| e.size());
+        n == usize::from(i == 7 || i == 150)
+    }));
+
+    // Gone with the last subscriber: the stream closes.
+    drop(watchers);
+    wait_for(
+        "the watchers cancelled",
+        Duration::from_secs(10),
+        || async { server.metric("etcd_debugging_mvcc_watcher_total") == Some(0.0) },
+    )
+    .await;
+}

@@ -479,6 +479,25 @@ impl EtcdServer {
         self.member.is_running()
     }
 
+    /// The value of the Prometheus metric `name` (an unlabelled gauge or counter) from
+    /// etcd's `/metrics`, e.g. `etcd_debugging_mvcc_watch_stream_total`; `None` if etcd
+    /// does not answer or has no such metric.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port()));
+        let mut stream = TcpStream::connect_timeout(&addr, PROBE_CONNECT_TIMEOUT).ok()?;
+        stream.set_read_timeout(Some(PROBE_IO_TIMEOUT)).ok()?;
+        let request = format!(
+            "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+            self.port()
+        );
+        stream.write_all(request.as_bytes()).ok()?;
+        let mut response = Vec::new();
+        let _ = stream.take(16 << 20).read_to_end(&mut response);
+        String::from_utf8_lossy(&response)
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
     /// SIGKILLs the process and reaps it, keeping the data directory and ports for
     /// [`EtcdServer::restart`]. Does nothing if it is not running.
     pub fn kill(&mut self) {
