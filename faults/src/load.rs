@@ -1,12 +1,13 @@
-//! Closed-loop load on a channel, recorded call by call.
+//! Closed-loop load on a channel, counted in 50 ms buckets.
 //!
 //! [`Load::start`] runs `workers` callers, each sending the next echo call as soon as
-//! the last one ended, every call with its own deadline. Each call's end time and
-//! outcome are kept, so a scenario can ask afterwards how many calls failed, the
+//! the last one ended, every call with its own deadline. Each call's outcome is counted
+//! in the 50 ms bucket it ended in (a soak of an hour keeps 72,000 small buckets, not a
+//! record per call), so a scenario can ask afterwards how many calls failed, the
 //! throughput in any window, and when throughput came back after a fault.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use driver_core::Channel;
@@ -19,18 +20,18 @@ pub const CALL_DEADLINE: Duration = Duration::from_secs(1);
 /// How long a caller pauses after a failed call.
 const FAILURE_PAUSE: Duration = Duration::from_millis(5);
 
-/// One call's end, in milliseconds since the load started, and whether it succeeded.
-#[derive(Clone, Copy, Debug)]
-struct Sample {
-    at_ms: u32,
-    ok: bool,
-}
+/// The width of a counting bucket.
+const BUCKET: Duration = Duration::from_millis(50);
+
+/// Successful and failed calls per bucket.
+type Buckets = Arc<Mutex<Vec<[u32; 2]>>>;
 
 /// A running load; [`stop`](Self::stop) ends it and returns what happened.
 pub struct Load {
     started: Instant,
     stop: Arc<AtomicBool>,
-    workers: Vec<JoinHandle<(Vec<Sample>, Vec<String>)>>,
+    buckets: Buckets,
+    workers: Vec<JoinHandle<Vec<String>>>,
 }
 
 impl Load {
@@ -38,12 +39,13 @@ impl Load {
     pub fn start(channel: &Channel, workers: usize) -> Self {
         let started = Instant::now();
         let stop = Arc::new(AtomicBool::new(false));
+        let buckets: Buckets = Arc::default();
         let workers = (0..workers)
             .map(|_| {
                 let mut client = EchoClient::new(channel.clone());
                 let stop = stop.clone();
+                let buckets = buckets.clone();
                 tokio::spawn(async move {
-                    let mut samples = Vec::new();
                     let mut errors: Vec<String> = Vec::new();
                     while !stop.load(Ordering::Relaxed) {
                         let mut request = tonic::Request::new(SayRequest {
@@ -76,22 +78,21 @@ impl Load {
                                 false
                             }
                         };
-                        let at_ms =
-                            u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
-                        samples.push(Sample { at_ms, ok });
+                        count(&buckets, started.elapsed(), ok);
                         if !ok {
                             // A failing call may fail at once without awaiting anything:
                             // pause as a client would, and let other tasks run.
                             tokio::time::sleep(FAILURE_PAUSE).await;
                         }
                     }
-                    (samples, errors)
+                    errors
                 })
             })
             .collect();
         Self {
             started,
             stop,
+            buckets,
             workers,
         }
     }
@@ -101,29 +102,38 @@ impl Load {
         self.started.elapsed()
     }
 
-    /// Stops the callers and collects their calls.
+    /// Stops the callers and collects their counts.
     pub async fn stop(self) -> Record {
         self.stop.store(true, Ordering::Relaxed);
-        let mut samples = Vec::new();
         let mut errors = Vec::new();
         for worker in self.workers {
-            if let Ok((s, e)) = worker.await {
-                samples.extend(s);
-                for e in e {
-                    if errors.len() < 3 && !errors.contains(&e) {
-                        errors.push(e);
-                    }
+            for e in worker.await.unwrap_or_default() {
+                if errors.len() < 3 && !errors.contains(&e) {
+                    errors.push(e);
                 }
             }
         }
-        samples.sort_by_key(|s| s.at_ms);
-        Record { samples, errors }
+        let buckets = std::mem::take(&mut *self.buckets.lock().unwrap_or_else(|e| e.into_inner()));
+        Record { buckets, errors }
     }
 }
 
-/// Every call of a load, in order of their ends.
+fn bucket_of(at: Duration) -> usize {
+    usize::try_from(at.as_millis() / BUCKET.as_millis()).unwrap_or(usize::MAX)
+}
+
+fn count(buckets: &Buckets, at: Duration, ok: bool) {
+    let i = bucket_of(at);
+    let mut b = buckets.lock().unwrap_or_else(|e| e.into_inner());
+    if b.len() <= i {
+        b.resize(i + 1, [0, 0]);
+    }
+    b[i][usize::from(!ok)] += 1;
+}
+
+/// Every call of a load, counted per bucket.
 pub struct Record {
-    samples: Vec<Sample>,
+    buckets: Vec<[u32; 2]>,
     /// Up to three distinct failures, for the report.
     pub errors: Vec<String>,
 }
@@ -131,26 +141,34 @@ pub struct Record {
 impl Record {
     /// Calls made.
     pub fn calls(&self) -> usize {
-        self.samples.len()
+        self.buckets
+            .iter()
+            .map(|[ok, failed]| (ok + failed) as usize)
+            .sum()
     }
 
     /// Calls that failed.
     pub fn failed(&self) -> usize {
-        self.samples.iter().filter(|s| !s.ok).count()
+        self.buckets
+            .iter()
+            .map(|[_, failed]| *failed as usize)
+            .sum()
     }
 
-    /// Successful calls per second between `from` and `to`.
+    /// Successful calls per second between `from` and `to` (rounded to buckets).
     pub fn rate(&self, from: Duration, to: Duration) -> f64 {
-        let (a, b) = (ms(from), ms(to));
+        let (a, b) = (bucket_of(from), bucket_of(to));
         if b <= a {
             return 0.0;
         }
-        let ok = self
-            .samples
+        let ok: u64 = self
+            .buckets
             .iter()
-            .filter(|s| s.ok && s.at_ms >= a && s.at_ms < b)
-            .count();
-        ok as f64 * 1000.0 / f64::from(b - a)
+            .take(b)
+            .skip(a)
+            .map(|[ok, _]| u64::from(*ok))
+            .sum();
+        ok as f64 / (BUCKET.as_secs_f64() * (b - a) as f64)
     }
 
     /// How long after `event` the throughput, over 250 ms windows, first came back to
@@ -167,12 +185,8 @@ impl Record {
             if self.rate(t, t + window) >= 0.9 * baseline {
                 return Some(t - event);
             }
-            t += Duration::from_millis(50);
+            t += BUCKET;
         }
         None
     }
-}
-
-fn ms(d: Duration) -> u32 {
-    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
