@@ -472,6 +472,25 @@ fn leader_lost(e: &etcd_client::Error) -> bool {
         .any(|s| text.contains(s))
 }
 
+/// The largest response the engine reads from etcd: 256 MiB. etcd-client keeps tonic's
+/// 4 MiB default, which a listing of ~60,000 go-zero instances already passes (etcd
+/// itself serves ranges of any size); a listing past this is refused with an error that
+/// says so.
+pub const MAX_RESPONSE_BYTES: usize = 256 << 20;
+
+/// Says what a refused oversized response means, for `what` (e.g. the listing of a
+/// prefix); other errors pass unchanged.
+pub(crate) fn explain_oversized(error: String, what: &str) -> String {
+    if error.contains("message length too large") {
+        format!(
+            "{what} is larger than {} MiB, more than this engine reads at once: {error}",
+            MAX_RESPONSE_BYTES >> 20
+        )
+    } else {
+        error
+    }
+}
+
 /// Runs one etcd request with [`REQUEST_TIMEOUT`], flattening both failures into text.
 pub(crate) async fn bounded<T>(
     what: &str,

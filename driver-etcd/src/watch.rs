@@ -38,7 +38,7 @@ use tokio::sync::watch;
 
 use driver_core::backoff::Backoff;
 
-use crate::client::{EtcdConfig, bounded, shared_client};
+use crate::client::{EtcdConfig, MAX_RESPONSE_BYTES, bounded, explain_oversized, shared_client};
 
 /// Turns one key/value under the prefix into an endpoint. `Ok(None)` leaves the entry
 /// out on purpose (e.g. another group); `Err` says why the value is garbage (it is
@@ -356,13 +356,18 @@ impl Follower {
         let revision = match self.revision {
             Some(r) => r,
             None => {
-                let mut kv = client.kv_client();
+                let mut kv = client
+                    .kv_client()
+                    .max_decoding_message_size(MAX_RESPONSE_BYTES);
                 let resp = bounded(
                     "get",
                     kv.get(self.prefix.as_str(), Some(GetOptions::new().with_prefix())),
                 )
                 .await
-                .map_err(|e| format!("{e} (etcd at {hosts})"))?;
+                .map_err(|e| {
+                    let what = format!("the listing of `{}`", self.prefix);
+                    format!("{} (etcd at {hosts})", explain_oversized(e, &what))
+                })?;
                 self.entries = resp
                     .kvs()
                     .iter()

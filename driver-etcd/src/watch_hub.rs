@@ -21,7 +21,7 @@ use std::sync::{LazyLock, Mutex};
 use etcd_client::{WatchOptions, WatchResponse, WatchStream};
 use tokio::sync::mpsc;
 
-use crate::client::{EtcdConfig, bounded, shared_client};
+use crate::client::{EtcdConfig, MAX_RESPONSE_BYTES, bounded, shared_client};
 
 /// What a watch's owner receives: a response, or why the stream broke.
 type Delivery = Result<WatchResponse, String>;
@@ -205,7 +205,9 @@ async fn open(config: &EtcdConfig, held: &HashMap<i64, Held>) -> Result<WatchStr
         return Err("nothing to watch".into());
     };
     let w = &held[&first];
-    let mut watch_client = client.watch_client();
+    let mut watch_client = client
+        .watch_client()
+        .max_decoding_message_size(MAX_RESPONSE_BYTES);
     let mut stream = bounded(
         "watch",
         watch_client.watch(w.prefix.as_str(), Some(options(first, w.start))),

@@ -482,3 +482,33 @@ async fn one_watch_stream_per_cluster_however_many_prefixes() {
     )
     .await;
 }
+
+/// A listing past tonic's 4 MiB default (what ~60,000 go-zero instances take) resolves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_past_4_mib_resolve() {
+    let server = EtcdServer::start();
+    let ep = server.endpoint();
+    let client = etcd(std::slice::from_ref(&ep)).await;
+    // 60 values of 100 KB: a 6 MB listing (etcd takes up to 1.5 MiB per request).
+    let value = "v".repeat(100_000);
+    let mut kv = client.kv_client();
+    for i in 0..60 {
+        kv.put(format!("/big/{i:02}"), value.as_str(), None)
+            .await
+            .unwrap();
+    }
+    let config = EtcdConfig::new([ep.clone()]);
+    let watcher = PrefixWatcher::subscribe(&config, "/big/");
+    let rx = watcher.receiver();
+    wait_for("the 6 MB listing", Duration::from_secs(10), || async {
+        rx.borrow().entries.as_ref().is_some_and(|e| e.size() == 60)
+    })
+    .await;
+    assert_eq!(rx.borrow().error, None);
+    // A watch event of a big value after the listing.
+    kv.put("/big/60", value.as_str(), None).await.unwrap();
+    wait_for("the next big value", Duration::from_secs(10), || async {
+        rx.borrow().entries.as_ref().is_some_and(|e| e.size() == 61)
+    })
+    .await;
+}
