@@ -247,6 +247,29 @@ impl Member {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Kills the process and starts it again on the same ports and data directory,
+    /// waiting until it is healthy. A port of ours taken meanwhile by another process's
+    /// outgoing connection (the kernel hands freed ports out as ephemeral ones) is
+    /// waited for, for up to 5 s, since the ports cannot change.
+    ///
+    /// # Panics
+    ///
+    /// Panics if etcd does not become healthy; the message includes its log's end.
+    fn respawn(&mut self, ready_within: Duration) {
+        let conflicts_until = Instant::now() + Duration::from_secs(5);
+        loop {
+            self.kill();
+            self.spawn();
+            match self.wait_ready(Instant::now() + ready_within) {
+                Ok(()) => return,
+                Err(failure) if failure.port_conflict && Instant::now() < conflicts_until => {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(failure) => panic!("{}", failure.message),
+            }
+        }
+    }
+
     /// SIGKILLs and reaps the process; a no-op when it is not running.
     fn kill(&mut self) {
         process::kill(&mut self.child, &format!("etcd {}", self.name));
@@ -512,14 +535,7 @@ impl EtcdServer {
     /// Panics if etcd does not become healthy (for example because another process took
     /// one of its ports meanwhile); the message includes the end of etcd's log.
     pub fn restart(&mut self) {
-        self.member.kill();
-        self.member.spawn();
-        if let Err(failure) = self
-            .member
-            .wait_ready(Instant::now() + SERVER_READY_TIMEOUT)
-        {
-            panic!("{}", failure.message);
-        }
+        self.member.respawn(SERVER_READY_TIMEOUT);
     }
 }
 
@@ -657,11 +673,6 @@ impl EtcdCluster {
     ///
     /// Panics if `i` is out of range or the member does not become healthy in time.
     pub fn restart_member(&mut self, i: usize) {
-        let member = &mut self.members[i];
-        member.kill();
-        member.spawn();
-        if let Err(failure) = member.wait_ready(Instant::now() + CLUSTER_READY_TIMEOUT) {
-            panic!("{}", failure.message);
-        }
+        self.members[i].respawn(CLUSTER_READY_TIMEOUT);
     }
 }
