@@ -7,7 +7,7 @@
 //! endpoint's connection state.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use super::builder::ChannelBuilder;
 use super::gate::unresponsive_error;
 use super::policy::Policy;
-use super::table::Table;
+use super::table::{Index, Table};
 use super::transport::connection::{ConnState, DialSettings};
 use crate::resolve::{Endpoint, Resolver, SnapshotReceiver};
 
@@ -172,6 +172,13 @@ pub(super) struct ChannelInner {
     pub(super) active: AtomicBool,
     pub(super) rr: AtomicUsize,
     pub(super) wrr_lock: Mutex<()>,
+    /// Where the weighted round robin schedule continues.
+    pub(super) wrr_cursor: AtomicUsize,
+    /// Ticked by every connection of the channel when it enters or leaves the
+    /// rotation; the table's list of ready slots follows it.
+    pub(super) ready_changes: Arc<AtomicU64>,
+    /// The slots by address, for the updater's diffs.
+    pub(super) index: Mutex<Index>,
     pub(super) updater: OnceLock<tokio::task::AbortHandle>,
     /// Held so the resolver value (and its address, part of the sharing key) lives as
     /// long as the channel.
@@ -205,16 +212,15 @@ impl ChannelInner {
             wait_for_ready: b.wait_for_ready,
             dial: b.dial,
             authority_scheme,
-            table: ArcSwap::from_pointee(Table {
-                resolved: false,
-                last_error: None,
-                slots: Vec::new(),
-            }),
+            table: ArcSwap::from_pointee(Table::new(false, None, Vec::new())),
             table_tx: watch::channel(0).0,
             snapshots: snapshots.clone(),
             active: AtomicBool::new(false),
             rr: AtomicUsize::new(0),
             wrr_lock: Mutex::new(()),
+            wrr_cursor: AtomicUsize::new(0),
+            ready_changes: Arc::new(AtomicU64::new(0)),
+            index: Mutex::new(Index::default()),
             updater: OnceLock::new(),
             _resolver: resolver,
         });
@@ -261,4 +267,16 @@ impl ChannelInner {
             s.conn.start();
         }
     }
+}
+
+/// A channel of `policy` that resolves nothing by itself: tests apply snapshots to it
+/// and pick from it directly (nothing is dialled until something calls `activate`).
+#[cfg(test)]
+pub(super) fn test_channel(policy: Policy) -> Arc<ChannelInner> {
+    let (_tx, rx) = crate::resolve::SnapshotSender::channel();
+    ChannelInner::start(
+        ChannelBuilder::new("direct:///127.0.0.1:1").policy(policy),
+        rx,
+        Arc::new(crate::resolve::DirectResolver),
+    )
 }

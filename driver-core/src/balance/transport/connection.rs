@@ -87,6 +87,9 @@ pub(super) struct StateCell {
     retired: watch::Sender<u64>,
     /// Streams opened on the current connection.
     opened: AtomicU64,
+    /// Counters of the channels using this connection, bumped whenever the ready flag
+    /// changes, so that each keeps its list of ready endpoints without scanning.
+    watchers: Mutex<Vec<Weak<AtomicU64>>>,
 }
 
 impl StateCell {
@@ -98,6 +101,23 @@ impl StateCell {
             connects: AtomicU64::new(0),
             retired: watch::channel(0).0,
             opened: AtomicU64::new(0),
+            watchers: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Sets the hot path's ready flag and, if it changed, tells the watchers.
+    fn set_ready_flag(&self, ready: bool) {
+        if self.ready.swap(ready, Ordering::AcqRel) != ready {
+            let mut watchers = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+            // The flag's store comes first: a watcher that sees the new count sees
+            // the new flag.
+            watchers.retain(|w| match w.upgrade() {
+                Some(count) => {
+                    count.fetch_add(1, Ordering::AcqRel);
+                    true
+                }
+                None => false,
+            });
         }
     }
 
@@ -121,7 +141,7 @@ impl StateCell {
     /// Updates the hot path's view: the sender and the ready flag together.
     fn set_sender(&self, sender: Option<SendRequest<Bytes>>) {
         let mut slot = self.sender.lock().unwrap_or_else(|e| e.into_inner());
-        self.ready.store(sender.is_some(), Ordering::Release);
+        self.set_ready_flag(sender.is_some());
         *slot = sender;
     }
 
@@ -132,7 +152,7 @@ impl StateCell {
         self.tx.send_if_modified(|s| match s {
             ConnState::Ready => {
                 *s = ConnState::Unresponsive { since };
-                self.ready.store(false, Ordering::Release);
+                self.set_ready_flag(false);
                 true
             }
             _ => false,
@@ -149,7 +169,7 @@ impl StateCell {
                     return false;
                 }
                 *s = ConnState::Ready;
-                self.ready.store(true, Ordering::Release);
+                self.set_ready_flag(true);
                 true
             }
             _ => false,
@@ -267,25 +287,80 @@ pub(crate) struct Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         self.stop.cancel();
+        // Leave the pool. Nothing drops a connection while holding the pool's lock.
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entries) = pool.get_mut(self.addr.as_str()) {
+            entries.retain(|(_, w)| w.strong_count() > 0);
+            if entries.is_empty() {
+                pool.remove(self.addr.as_str());
+            }
+        }
     }
 }
 
-type PoolKey = (String, DialSettings);
-static POOL: LazyLock<Mutex<HashMap<PoolKey, Weak<Connection>>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
+/// The pool: by address (looked up without allocating), then by dial settings (one
+/// entry in nearly every process). A connection removes itself when dropped, so a
+/// lookup costs one hash whatever the pool's size.
+type Pool = HashMap<String, Vec<(DialSettings, Weak<Connection>)>>;
+static POOL: LazyLock<Mutex<Pool>> = LazyLock::new(|| Mutex::new(HashMap::new()));
 
 impl Connection {
     /// The pooled connection for `addr`, created (idle) if nobody holds one.
     pub fn pooled(addr: &str, settings: &DialSettings) -> Arc<Self> {
         let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (addr.to_string(), settings.clone());
-        if let Some(conn) = pool.get(&key).and_then(Weak::upgrade) {
-            return conn;
+        if let Some(entries) = pool.get_mut(addr) {
+            if let Some(conn) = entries
+                .iter()
+                .find(|(s, _)| s == settings)
+                .and_then(|(_, w)| w.upgrade())
+            {
+                return conn;
+            }
+            entries.retain(|(s, w)| s != settings && w.strong_count() > 0);
         }
-        pool.retain(|_, w| w.strong_count() > 0);
         let conn = Arc::new(Self::new(addr, settings, STREAM_BUDGET));
-        pool.insert(key, Arc::downgrade(&conn));
+        pool.entry(addr.to_string())
+            .or_default()
+            .push((settings.clone(), Arc::downgrade(&conn)));
         conn
+    }
+
+    /// Has `count` ticked whenever this connection enters or leaves the rotation (its
+    /// ready flag changes), for as long as `count` lives. Registering twice is once.
+    pub fn watch_ready(&self, count: &Arc<AtomicU64>) {
+        let mut watchers = self
+            .state
+            .watchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        watchers.retain(|w| w.strong_count() > 0);
+        if !watchers
+            .iter()
+            .any(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(count)))
+        {
+            watchers.push(Arc::downgrade(count));
+        }
+    }
+
+    /// Sets the ready flag alone, as a connection coming up or going down does, for
+    /// tests of what reads it.
+    #[cfg(test)]
+    pub fn force_ready(&self, ready: bool) {
+        self.state.set_ready_flag(ready);
+    }
+
+    /// A connection outside the pool that is never dialled, for tests.
+    #[cfg(test)]
+    pub fn detached(addr: &str) -> Arc<Self> {
+        let settings = DialSettings {
+            connect_timeout: Duration::from_secs(1),
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(1),
+            keepalive: None,
+            keepalive_while_idle: false,
+            tls: None,
+        };
+        Arc::new(Self::new(addr, &settings, STREAM_BUDGET))
     }
 
     fn new(addr: &str, settings: &DialSettings, stream_budget: u64) -> Self {
@@ -632,6 +707,31 @@ fn backoff(s: &DialSettings, failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pool_shares_by_address_and_forgets_dropped_connections() {
+        let settings = DialSettings {
+            connect_timeout: Duration::from_secs(1),
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(1),
+            keepalive: None,
+            keepalive_while_idle: false,
+            tls: None,
+        };
+        let addr = "10.5.0.1:80";
+        let a = Connection::pooled(addr, &settings);
+        assert!(Arc::ptr_eq(&a, &Connection::pooled(addr, &settings)));
+        let mut other = settings.clone();
+        other.keepalive = Some(Duration::from_secs(30));
+        let b = Connection::pooled(addr, &other);
+        assert!(!Arc::ptr_eq(&a, &b));
+        let entries = |addr: &str| POOL.lock().unwrap().get(addr).map_or(0, Vec::len);
+        assert_eq!(entries(addr), 2);
+        drop(a);
+        assert_eq!(entries(addr), 1);
+        drop(b);
+        assert!(!POOL.lock().unwrap().contains_key(addr));
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_connection_is_replaced_before_its_stream_ids_run_out() {
