@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use super::exchange as transport;
 use super::liveness::Liveness;
 use super::tls::TlsConnector;
+use crate::backoff::Backoff;
 use crate::balance::policy::Load;
 
 /// How long a dropped connection may keep serving its in-flight calls.
@@ -483,6 +484,9 @@ struct ConnectionTask {
 impl ConnectionTask {
     async fn run(self) {
         let mut failures: u32 = 0;
+        let mut backoff = Backoff::new(self.settings.backoff_base, self.settings.backoff_max)
+            .factor(BACKOFF_FACTOR)
+            .jitter(BACKOFF_JITTER);
         loop {
             self.state.set(ConnState::Connecting);
             let dial = tokio::time::timeout(self.settings.connect_timeout, self.dial());
@@ -498,6 +502,7 @@ impl ConnectionTask {
                         tracing::debug!(addr = %self.addr, "endpoint connected");
                     }
                     failures = 0;
+                    backoff.reset();
                     outage::over(&self.addr);
                     let generation = self.state.set_ready(sender);
                     match self.serve(conn, pinger, generation).await {
@@ -516,7 +521,7 @@ impl ConnectionTask {
                 ),
             };
             failures = failures.saturating_add(1);
-            let delay = backoff(&self.settings, failures);
+            let delay = backoff.next_delay();
             if outage::first_report(&self.addr) {
                 tracing::warn!(addr = %self.addr, error = %error, retry_in_ms = delay.as_millis() as u64,
                     "endpoint ejected: cannot connect");
@@ -696,13 +701,9 @@ mod outage {
     }
 }
 
-fn backoff(s: &DialSettings, failures: u32) -> Duration {
-    let exp = s.backoff_base.as_secs_f64() * 1.6f64.powi(failures.saturating_sub(1).min(30) as i32);
-    let capped = exp.min(s.backoff_max.as_secs_f64());
-    // ±20% jitter so many clients do not redial in step.
-    let jitter = 0.8 + rand::random::<f64>() * 0.4;
-    Duration::from_secs_f64(capped * jitter)
-}
+/// Redial backoff: ×1.6 per failure, ±20% jitter (grpc-go's connection backoff).
+const BACKOFF_FACTOR: f64 = 1.6;
+const BACKOFF_JITTER: f64 = 0.2;
 
 #[cfg(test)]
 mod tests {
