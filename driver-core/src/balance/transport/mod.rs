@@ -29,8 +29,10 @@
 //! than hyper's client, which spawns a dispatcher task per request (see `exchange`).
 //! Measured with `cargo bench -p driver-core --bench channel` (three in-process echo
 //! servers): 1.14–1.48× the calls/s of tonic's own channels (a plain one and
-//! `balance_channel`) depending on concurrency, 1.03–1.5× over the runs the README
-//! quotes. Keep that bench in the loop for any change here.
+//! `balance_channel`) depending on concurrency; after the balancer's split into files
+//! (#12), 1.43 / 1.40 / 1.08× a plain tonic channel and 1.48 / 1.48 / 1.18× tonic's
+//! `balance_channel` at 1 / 16 / 64 concurrent calls (`docs/performance.md`). Keep
+//! that bench in the loop for any change here.
 
 pub(crate) mod connection;
 pub(crate) mod exchange;
