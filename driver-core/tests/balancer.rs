@@ -84,6 +84,15 @@ async fn spread(channel: &Channel, calls: usize, concurrency: usize) -> HashMap<
     total
 }
 
+/// `server` took `want` calls, within 2%.
+fn about(counts: &HashMap<String, usize>, server: &str, want: usize) {
+    let got = counts.get(server).copied().unwrap_or(0);
+    assert!(
+        got.abs_diff(want) <= want / 50,
+        "{server}: {got} calls, want {want}; {counts:?}"
+    );
+}
+
 fn share(counts: &HashMap<String, usize>, server: &str) -> f64 {
     let all: usize = counts.values().sum();
     *counts.get(server).unwrap_or(&0) as f64 * 100.0 / all as f64
@@ -379,6 +388,39 @@ async fn weighted_round_robin_follows_weights() {
             s.name()
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_round_robin_follows_a_weight_change_and_a_new_endpoint() {
+    let servers = [
+        EchoServer::start("wrr-change-1").await,
+        EchoServer::start("wrr-change-2").await,
+        EchoServer::start("wrr-change-3").await,
+    ];
+    let (channel, resolver) =
+        manual_channel("wrr-change", |b| b.policy(Policy::WeightedRoundRobin));
+    let addrs: Vec<String> = servers.iter().map(|s| s.addr()).collect();
+    resolver.push_weighted(&[(&addrs[0], 1), (&addrs[1], 1)]);
+    all_ready(&channel, 2).await;
+    // One caller at a time: every pick follows the schedule, so whole cycles are exact
+    // (within 2%, for a connection the loaded host may take out of rotation a moment).
+    let counts = spread(&channel, 200, 1).await;
+    about(&counts, "wrr-change-1", 100);
+    // The weights change: the same connections, the new shares.
+    resolver.push_weighted(&[(&addrs[0], 3), (&addrs[1], 1)]);
+    wait_status(&channel, "the new weight", |s| {
+        s.endpoints.iter().any(|e| e.endpoint.weight == 3)
+    })
+    .await;
+    let counts = spread(&channel, 400, 1).await;
+    about(&counts, "wrr-change-1", 300);
+    about(&counts, "wrr-change-2", 100);
+    // A third endpoint joins: it gets its share once it is connected.
+    resolver.push_weighted(&[(&addrs[0], 3), (&addrs[1], 1), (&addrs[2], 4)]);
+    all_ready(&channel, 3).await;
+    let counts = spread(&channel, 800, 1).await;
+    about(&counts, "wrr-change-3", 400);
+    about(&counts, "wrr-change-1", 300);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,9 +25,11 @@ use tokio::sync::Notify;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::exchange as transport;
 use super::liveness::Liveness;
 use super::tls::TlsConnector;
-use super::transport;
+use crate::backoff::Backoff;
+use crate::balance::policy::Load;
 
 /// How long a dropped connection may keep serving its in-flight calls.
 const DRAIN_GRACE: Duration = Duration::from_secs(30);
@@ -86,6 +88,9 @@ pub(super) struct StateCell {
     retired: watch::Sender<u64>,
     /// Streams opened on the current connection.
     opened: AtomicU64,
+    /// Counters of the channels using this connection, bumped whenever the ready flag
+    /// changes, so that each keeps its list of ready endpoints without scanning.
+    watchers: Mutex<Vec<Weak<AtomicU64>>>,
 }
 
 impl StateCell {
@@ -97,6 +102,23 @@ impl StateCell {
             connects: AtomicU64::new(0),
             retired: watch::channel(0).0,
             opened: AtomicU64::new(0),
+            watchers: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Sets the hot path's ready flag and, if it changed, tells the watchers.
+    fn set_ready_flag(&self, ready: bool) {
+        if self.ready.swap(ready, Ordering::AcqRel) != ready {
+            let mut watchers = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+            // The flag's store comes first: a watcher that sees the new count sees
+            // the new flag.
+            watchers.retain(|w| match w.upgrade() {
+                Some(count) => {
+                    count.fetch_add(1, Ordering::AcqRel);
+                    true
+                }
+                None => false,
+            });
         }
     }
 
@@ -120,7 +142,7 @@ impl StateCell {
     /// Updates the hot path's view: the sender and the ready flag together.
     fn set_sender(&self, sender: Option<SendRequest<Bytes>>) {
         let mut slot = self.sender.lock().unwrap_or_else(|e| e.into_inner());
-        self.ready.store(sender.is_some(), Ordering::Release);
+        self.set_ready_flag(sender.is_some());
         *slot = sender;
     }
 
@@ -131,7 +153,7 @@ impl StateCell {
         self.tx.send_if_modified(|s| match s {
             ConnState::Ready => {
                 *s = ConnState::Unresponsive { since };
-                self.ready.store(false, Ordering::Release);
+                self.set_ready_flag(false);
                 true
             }
             _ => false,
@@ -148,7 +170,7 @@ impl StateCell {
                     return false;
                 }
                 *s = ConnState::Ready;
-                self.ready.store(true, Ordering::Release);
+                self.set_ready_flag(true);
                 true
             }
             _ => false,
@@ -188,10 +210,11 @@ pub(crate) struct DialSettings {
     pub tls: Option<TlsConnector>,
 }
 
-/// Live load numbers of one connection, read by the peak-EWMA policy and the liveness
-/// watch.
-#[derive(Debug)]
-pub(crate) struct Load {
+/// What the liveness watch and the policies read of a connection's traffic: calls
+/// pending, response frames received, pings sent.
+#[derive(Debug, Default)]
+pub(crate) struct Activity {
+    /// Calls in flight on this connection (all channels of the process).
     pub pending: AtomicU32,
     /// Ticks for every response frame received (headers, data, trailers): the
     /// liveness watch's evidence that the peer is working.
@@ -201,73 +224,9 @@ pub(crate) struct Load {
     busy: Notify,
     /// Liveness pings sent so far.
     probes: AtomicU64,
-    /// Peak-EWMA round-trip estimate in nanoseconds, as `f64` bits.
-    rtt_ns: AtomicU64,
-    /// When `rtt_ns` was last updated, in nanoseconds since `epoch`; 0 until the
-    /// first sample, which replaces the default outright.
-    updated_ns: AtomicU64,
-    /// When the policy last picked this connection, in nanoseconds since `epoch`.
-    picked_ns: AtomicU64,
-    /// Share of recent calls that failed, an EWMA over calls, as `f64` bits.
-    failure_rate: AtomicU64,
-    epoch: Instant,
 }
 
-/// Time constant of the EWMA: how fast the estimate follows new samples, and how fast
-/// it decays towards zero while no samples arrive.
-const DECAY: Duration = Duration::from_secs(10);
-/// The estimate a fresh endpoint starts with, until its first call returns.
-const DEFAULT_RTT: Duration = Duration::from_millis(10);
-/// The round-trip time an error counts as, so an endpoint that fails fast is not
-/// mistaken for a fast one.
-const ERROR_PENALTY: Duration = Duration::from_secs(1);
-/// An endpoint the policy passed over this long gets one call anyway (go-zero's
-/// "force pick"), so an estimate made bad by errors or a slow spell is refreshed.
-const FORCE_PICK: Duration = Duration::from_secs(1);
-/// The least weight one sample has in the estimate, however close it follows the last.
-const MIN_SAMPLE_WEIGHT: f64 = 0.05;
-/// Weight of the newest call in the failure rate: a few failures in a row are enough.
-const FAILURE_ALPHA: f64 = 0.25;
-/// How much a failure rate of 1 multiplies the cost. Latency alone cannot tell a
-/// failing endpoint from a busy one when every estimate is high (a loaded host); the
-/// rate can.
-const FAILURE_COST: f64 = 1000.0;
-
-impl Load {
-    fn new() -> Self {
-        Self {
-            pending: AtomicU32::new(0),
-            progress: AtomicU64::new(0),
-            busy: Notify::new(),
-            probes: AtomicU64::new(0),
-            rtt_ns: AtomicU64::new((DEFAULT_RTT.as_nanos() as f64).to_bits()),
-            updated_ns: AtomicU64::new(0),
-            picked_ns: AtomicU64::new(0),
-            failure_rate: AtomicU64::new(0f64.to_bits()),
-            epoch: Instant::now(),
-        }
-    }
-
-    fn now_ns(&self) -> u64 {
-        // Offset by one so that 0 always means "never".
-        Instant::now()
-            .saturating_duration_since(self.epoch)
-            .as_nanos() as u64
-            + 1
-    }
-
-    /// The stored estimate, the decay weight `e^(-elapsed/DECAY)` since it was set,
-    /// and whether any sample was recorded yet.
-    fn stored(&self, now_ns: u64) -> (f64, f64, bool) {
-        let rtt = f64::from_bits(self.rtt_ns.load(Ordering::Relaxed));
-        let updated = self.updated_ns.load(Ordering::Relaxed);
-        if updated == 0 {
-            return (rtt, 1.0, false); // the default does not decay
-        }
-        let elapsed = now_ns.saturating_sub(updated) as f64;
-        (rtt, (-elapsed / DECAY.as_nanos() as f64).exp(), true)
-    }
-
+impl Activity {
     /// Counts a call as started on this connection.
     pub fn call_started(&self) {
         if self.pending.fetch_add(1, Ordering::Relaxed) == 0 {
@@ -289,7 +248,8 @@ impl Load {
         self.progress.load(Ordering::Relaxed)
     }
 
-    pub(super) fn pending(&self) -> u32 {
+    /// Calls in flight now.
+    pub fn pending(&self) -> u32 {
         self.pending.load(Ordering::Relaxed)
     }
 
@@ -307,67 +267,6 @@ impl Load {
     pub fn probes(&self) -> u64 {
         self.probes.load(Ordering::Relaxed)
     }
-
-    /// Whether any call was timed yet.
-    pub fn sampled(&self) -> bool {
-        self.updated_ns.load(Ordering::Relaxed) != 0
-    }
-
-    /// The current round-trip estimate, decayed towards zero while no samples arrive
-    /// so that an endpoint once slow is tried again later.
-    pub fn rtt_estimate(&self) -> Duration {
-        let (rtt, weight, _) = self.stored(self.now_ns());
-        Duration::from_nanos((rtt * weight) as u64)
-    }
-
-    /// Cost for peak-EWMA: estimate × (pending + 1), scaled up by the failure rate.
-    pub fn cost(&self) -> f64 {
-        let (rtt, weight, _) = self.stored(self.now_ns());
-        let failures = f64::from_bits(self.failure_rate.load(Ordering::Relaxed));
-        rtt * weight
-            * f64::from(self.pending.load(Ordering::Relaxed) + 1)
-            * (1.0 + failures * FAILURE_COST)
-    }
-
-    /// Records a finished call. Races between concurrent samples lose one sample at
-    /// worst, which an estimate can afford.
-    pub fn record(&self, rtt: Duration, failed: bool) {
-        let sample = if failed { rtt.max(ERROR_PENALTY) } else { rtt }.as_nanos() as f64;
-        let now_ns = self.now_ns();
-        let (stored, weight, sampled) = self.stored(now_ns);
-        let next = if !sampled || sample > stored * weight {
-            sample // the first sample, or a peak: take it at once
-        } else {
-            // Move from the stored estimate towards the sample, more the longer the
-            // gap, and at least by MIN_SAMPLE_WEIGHT: a busy endpoint recovers from an
-            // outlier (a stall of the host) within a few dozen calls, not seconds.
-            let weight = weight.min(1.0 - MIN_SAMPLE_WEIGHT);
-            stored * weight + sample * (1.0 - weight)
-        };
-        self.rtt_ns.store(next.to_bits(), Ordering::Relaxed);
-        self.updated_ns.store(now_ns, Ordering::Relaxed);
-        let rate = f64::from_bits(self.failure_rate.load(Ordering::Relaxed));
-        let outcome = if failed { 1.0 } else { 0.0 };
-        let rate = rate + (outcome - rate) * FAILURE_ALPHA;
-        self.failure_rate.store(rate.to_bits(), Ordering::Relaxed);
-    }
-
-    /// Claims this connection's forced pick if the policy passed it over for
-    /// [`FORCE_PICK`]; at most one caller wins each period.
-    pub fn claim_forced_pick(&self) -> bool {
-        let now = self.now_ns();
-        let last = self.picked_ns.load(Ordering::Relaxed);
-        now.saturating_sub(last) > FORCE_PICK.as_nanos() as u64
-            && self
-                .picked_ns
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-    }
-
-    /// Notes that the policy picked this connection.
-    pub fn mark_picked(&self) {
-        self.picked_ns.store(self.now_ns(), Ordering::Relaxed);
-    }
 }
 
 /// A pooled connection to one address.
@@ -378,7 +277,10 @@ pub(crate) struct Connection {
     started: AtomicBool,
     stop: CancellationToken,
     settings: DialSettings,
-    pub load: Arc<Load>,
+    /// Calls pending and frames received, for the liveness watch and the policies.
+    pub activity: Arc<Activity>,
+    /// The peak-EWMA estimate of this address, shared by every channel using it.
+    pub load: Load,
     /// Streams a connection opens before it is replaced ([`STREAM_BUDGET`]).
     stream_budget: u64,
 }
@@ -386,25 +288,80 @@ pub(crate) struct Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         self.stop.cancel();
+        // Leave the pool. Nothing drops a connection while holding the pool's lock.
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entries) = pool.get_mut(self.addr.as_str()) {
+            entries.retain(|(_, w)| w.strong_count() > 0);
+            if entries.is_empty() {
+                pool.remove(self.addr.as_str());
+            }
+        }
     }
 }
 
-type PoolKey = (String, DialSettings);
-static POOL: LazyLock<Mutex<HashMap<PoolKey, Weak<Connection>>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
+/// The pool: by address (looked up without allocating), then by dial settings (one
+/// entry in nearly every process). A connection removes itself when dropped, so a
+/// lookup costs one hash whatever the pool's size.
+type Pool = HashMap<String, Vec<(DialSettings, Weak<Connection>)>>;
+static POOL: LazyLock<Mutex<Pool>> = LazyLock::new(|| Mutex::new(HashMap::new()));
 
 impl Connection {
     /// The pooled connection for `addr`, created (idle) if nobody holds one.
     pub fn pooled(addr: &str, settings: &DialSettings) -> Arc<Self> {
         let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (addr.to_string(), settings.clone());
-        if let Some(conn) = pool.get(&key).and_then(Weak::upgrade) {
-            return conn;
+        if let Some(entries) = pool.get_mut(addr) {
+            if let Some(conn) = entries
+                .iter()
+                .find(|(s, _)| s == settings)
+                .and_then(|(_, w)| w.upgrade())
+            {
+                return conn;
+            }
+            entries.retain(|(s, w)| s != settings && w.strong_count() > 0);
         }
-        pool.retain(|_, w| w.strong_count() > 0);
         let conn = Arc::new(Self::new(addr, settings, STREAM_BUDGET));
-        pool.insert(key, Arc::downgrade(&conn));
+        pool.entry(addr.to_string())
+            .or_default()
+            .push((settings.clone(), Arc::downgrade(&conn)));
         conn
+    }
+
+    /// Has `count` ticked whenever this connection enters or leaves the rotation (its
+    /// ready flag changes), for as long as `count` lives. Registering twice is once.
+    pub fn watch_ready(&self, count: &Arc<AtomicU64>) {
+        let mut watchers = self
+            .state
+            .watchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        watchers.retain(|w| w.strong_count() > 0);
+        if !watchers
+            .iter()
+            .any(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(count)))
+        {
+            watchers.push(Arc::downgrade(count));
+        }
+    }
+
+    /// Sets the ready flag alone, as a connection coming up or going down does, for
+    /// tests of what reads it.
+    #[cfg(test)]
+    pub fn force_ready(&self, ready: bool) {
+        self.state.set_ready_flag(ready);
+    }
+
+    /// A connection outside the pool that is never dialled, for tests.
+    #[cfg(test)]
+    pub fn detached(addr: &str) -> Arc<Self> {
+        let settings = DialSettings {
+            connect_timeout: Duration::from_secs(1),
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(1),
+            keepalive: None,
+            keepalive_while_idle: false,
+            tls: None,
+        };
+        Arc::new(Self::new(addr, &settings, STREAM_BUDGET))
     }
 
     fn new(addr: &str, settings: &DialSettings, stream_budget: u64) -> Self {
@@ -414,7 +371,8 @@ impl Connection {
             started: AtomicBool::new(false),
             stop: CancellationToken::new(),
             settings: settings.clone(),
-            load: Arc::new(Load::new()),
+            activity: Arc::new(Activity::default()),
+            load: Load::new(),
             stream_budget,
         }
     }
@@ -429,7 +387,7 @@ impl Connection {
             state: self.state.clone(),
             stop: self.stop.clone(),
             settings: self.settings.clone(),
-            load: self.load.clone(),
+            activity: self.activity.clone(),
         };
         tokio::spawn(task.run());
     }
@@ -520,12 +478,15 @@ struct ConnectionTask {
     state: Arc<StateCell>,
     stop: CancellationToken,
     settings: DialSettings,
-    load: Arc<Load>,
+    activity: Arc<Activity>,
 }
 
 impl ConnectionTask {
     async fn run(self) {
         let mut failures: u32 = 0;
+        let mut backoff = Backoff::new(self.settings.backoff_base, self.settings.backoff_max)
+            .factor(BACKOFF_FACTOR)
+            .jitter(BACKOFF_JITTER);
         loop {
             self.state.set(ConnState::Connecting);
             let dial = tokio::time::timeout(self.settings.connect_timeout, self.dial());
@@ -541,6 +502,7 @@ impl ConnectionTask {
                         tracing::debug!(addr = %self.addr, "endpoint connected");
                     }
                     failures = 0;
+                    backoff.reset();
                     outage::over(&self.addr);
                     let generation = self.state.set_ready(sender);
                     match self.serve(conn, pinger, generation).await {
@@ -559,7 +521,7 @@ impl ConnectionTask {
                 ),
             };
             failures = failures.saturating_add(1);
-            let delay = backoff(&self.settings, failures);
+            let delay = backoff.next_delay();
             if outage::first_report(&self.addr) {
                 tracing::warn!(addr = %self.addr, error = %error, retry_in_ms = delay.as_millis() as u64,
                     "endpoint ejected: cannot connect");
@@ -595,7 +557,7 @@ impl ConnectionTask {
                     let watch = Liveness {
                         addr: &self.addr,
                         state: &self.state,
-                        load: &self.load,
+                        activity: &self.activity,
                         keepalive: self.settings.keepalive,
                         keepalive_while_idle: self.settings.keepalive_while_idle,
                     };
@@ -741,63 +703,37 @@ mod outage {
     }
 }
 
-fn backoff(s: &DialSettings, failures: u32) -> Duration {
-    let exp = s.backoff_base.as_secs_f64() * 1.6f64.powi(failures.saturating_sub(1).min(30) as i32);
-    let capped = exp.min(s.backoff_max.as_secs_f64());
-    // ±20% jitter so many clients do not redial in step.
-    let jitter = 0.8 + rand::random::<f64>() * 0.4;
-    Duration::from_secs_f64(capped * jitter)
-}
+/// Redial backoff: ×1.6 per failure, ±20% jitter (grpc-go's connection backoff).
+const BACKOFF_FACTOR: f64 = 1.6;
+const BACKOFF_JITTER: f64 = 0.2;
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn ms(load: &Load) -> f64 {
-        load.rtt_estimate().as_secs_f64() * 1000.0
-    }
-
     #[test]
-    fn first_sample_replaces_the_default_and_peaks_jump() {
-        let load = Load::new();
-        assert!((ms(&load) - DEFAULT_RTT.as_secs_f64() * 1000.0).abs() < 0.01);
-        load.record(Duration::from_micros(300), false);
-        assert!(ms(&load) < 0.31, "{}", ms(&load));
-        load.record(Duration::from_millis(20), false);
-        assert!(ms(&load) > 19.9, "{}", ms(&load));
-        // A fast sample right after moves the estimate only a little...
-        load.record(Duration::from_micros(300), false);
-        assert!(ms(&load) > 18.0, "{}", ms(&load));
-        // ...but a few dozen bring it back down.
-        for _ in 0..60 {
-            load.record(Duration::from_micros(300), false);
-        }
-        assert!(ms(&load) < 2.0, "{}", ms(&load));
-    }
-
-    #[test]
-    fn errors_cost_at_least_the_penalty() {
-        let load = Load::new();
-        load.record(Duration::from_micros(100), true);
-        assert!(load.rtt_estimate() >= ERROR_PENALTY.mul_f64(0.99));
-        load.pending.store(1, Ordering::Relaxed);
-        assert!(load.cost() >= 2.0 * ERROR_PENALTY.as_nanos() as f64 * 0.99);
-    }
-
-    #[test]
-    fn a_failing_endpoint_costs_more_than_a_slow_healthy_one() {
-        let failing = Load::new();
-        let slow = Load::new();
-        for _ in 0..5 {
-            failing.record(Duration::from_micros(100), true);
-            slow.record(Duration::from_millis(900), false);
-        }
-        assert!(failing.cost() > 100.0 * slow.cost());
-        // Recovery: successes bring the rate back down.
-        for _ in 0..30 {
-            failing.record(Duration::from_micros(100), false);
-        }
-        assert!(f64::from_bits(failing.failure_rate.load(Ordering::Relaxed)) < 0.01);
+    fn the_pool_shares_by_address_and_forgets_dropped_connections() {
+        let settings = DialSettings {
+            connect_timeout: Duration::from_secs(1),
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(1),
+            keepalive: None,
+            keepalive_while_idle: false,
+            tls: None,
+        };
+        let addr = "10.5.0.1:80";
+        let a = Connection::pooled(addr, &settings);
+        assert!(Arc::ptr_eq(&a, &Connection::pooled(addr, &settings)));
+        let mut other = settings.clone();
+        other.keepalive = Some(Duration::from_secs(30));
+        let b = Connection::pooled(addr, &other);
+        assert!(!Arc::ptr_eq(&a, &b));
+        let entries = |addr: &str| POOL.lock().unwrap().get(addr).map_or(0, Vec::len);
+        assert_eq!(entries(addr), 2);
+        drop(a);
+        assert_eq!(entries(addr), 1);
+        drop(b);
+        assert!(!POOL.lock().unwrap().contains_key(addr));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -833,16 +769,5 @@ mod tests {
         // Five streams each: the first two connections were retired, the third took
         // the last two streams.
         assert_eq!(conn.connects(), 3);
-    }
-
-    #[test]
-    fn a_passed_over_connection_is_owed_one_pick_per_period() {
-        let mut load = Load::new();
-        // Just created: nothing owed yet.
-        assert!(!load.claim_forced_pick());
-        load.picked_ns.store(1, Ordering::Relaxed);
-        load.epoch = Instant::now() - FORCE_PICK * 2;
-        assert!(load.claim_forced_pick());
-        assert!(!load.claim_forced_pick(), "one claim per period");
     }
 }

@@ -19,7 +19,7 @@
 //! - a connection never answering again stays out of rotation until the registry
 //!   removes the endpoint, the TCP connection breaks, or (if configured) the keepalive
 //!   closes it;
-//! - with [`keepalive`](super::ChannelBuilder::keepalive) the same watch also pings at
+//! - with [`keepalive`](crate::balance::ChannelBuilder::keepalive) the same watch also pings at
 //!   the configured interval and closes the connection when a ping stays unanswered for
 //!   `min(interval, 20 s)`.
 //!
@@ -47,7 +47,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use super::connection::{Load, StateCell};
+use super::connection::{Activity, StateCell};
 
 /// How long a connection with calls pending may go without any response frame before
 /// it is asked for a ping.
@@ -77,7 +77,7 @@ fn send_ping(mut pinger: h2::PingPong) -> InFlight {
 pub(super) struct Liveness<'a> {
     pub addr: &'a str,
     pub state: &'a StateCell,
-    pub load: &'a Load,
+    pub activity: &'a Activity,
     /// Keepalive ping interval, if configured.
     pub keepalive: Option<Duration>,
     /// Keepalive pings idle connections too.
@@ -103,17 +103,17 @@ impl Liveness<'_> {
     pub(super) async fn run(self, pinger: h2::PingPong) -> String {
         let now = Instant::now();
         let mut mem = Memory {
-            seen: self.load.progress(),
+            seen: self.activity.progress(),
             quiet_since: now,
             last_ping: now,
-            progress_at_pong: self.load.progress(),
+            progress_at_pong: self.activity.progress(),
             last_unprogressed: false,
         };
         let mut pinger = Some(pinger);
         let mut in_flight: Option<(Instant, InFlight)> = None;
         let mut stalled = false;
         loop {
-            if in_flight.is_none() && self.load.pending() == 0 {
+            if in_flight.is_none() && self.activity.pending() == 0 {
                 // Nothing to watch: sleep until a call starts, or an idle keepalive
                 // ping is due.
                 let idle_ping_due = self
@@ -121,15 +121,15 @@ impl Liveness<'_> {
                     .filter(|_| self.keepalive_while_idle)
                     .and_then(|interval| mem.last_ping.checked_add(interval));
                 match idle_ping_due {
-                    None => self.load.became_busy().await,
+                    None => self.activity.became_busy().await,
                     Some(due) => {
                         tokio::select! {
-                            _ = self.load.became_busy() => {}
+                            _ = self.activity.became_busy() => {}
                             _ = tokio::time::sleep_until(due.into()) => {}
                         }
                     }
                 }
-                mem.seen = self.load.progress();
+                mem.seen = self.activity.progress();
                 mem.quiet_since = Instant::now();
             }
             let answered = match in_flight.as_mut() {
@@ -148,7 +148,7 @@ impl Liveness<'_> {
                     return format!("ping failed: {e}");
                 }
                 pinger = Some(returned);
-                mem.progress_at_pong = self.load.progress();
+                mem.progress_at_pong = self.activity.progress();
                 if stalled {
                     stalled = false;
                     if self.state.unstall() {
@@ -159,8 +159,8 @@ impl Liveness<'_> {
                 continue;
             }
             let now = Instant::now();
-            let progress = self.load.progress();
-            let pending = self.load.pending();
+            let progress = self.activity.progress();
+            let pending = self.activity.pending();
             if progress != mem.seen || pending == 0 {
                 mem.seen = progress;
                 mem.quiet_since = now;
@@ -186,7 +186,7 @@ impl Liveness<'_> {
                 mem.last_unprogressed = progress == mem.progress_at_pong;
                 mem.last_ping = now;
                 if let Some(p) = pinger.take() {
-                    self.load.count_probe();
+                    self.activity.count_probe();
                     in_flight = Some((now, send_ping(p)));
                 }
             }

@@ -1,0 +1,333 @@
+//! How the balancing channel scales with the size of its endpoint set.
+//!
+//! `cargo bench -p driver-core --bench endpoints` prints two tables, each row with the
+//! machine's load (`/proc/loadavg`, 1-minute figure) beside it:
+//!
+//! 1. **calls/s over N ready endpoints**, N = 1 / 32 / 1,000 / 4,000: one in-process
+//!    echo server per endpoint (real servers on their own loopback ports, a real
+//!    HTTP/2 connection each), a closed loop of `BENCH_CONC` callers (default 32) for
+//!    `BENCH_SECS` seconds (default 4) per cell, under each policy, split over
+//!    `BENCH_ROUNDS` rounds (default 4) in which the cells take turns. The last row is
+//!    the figure at 4,000 over the one at 32. Every endpoint takes three file
+//!    descriptors (listener, client and server side of its connection); sizes that do
+//!    not fit the process's open-file limit are skipped, saying so.
+//! 2. **applying one change to a set of N endpoints**, N = 100 / 1,000 / 10,000 /
+//!    100,000: a channel on a hand-fed resolver (nothing dialled: the channel is never
+//!    called), one endpoint removed or added back per change, `BENCH_CHANGES` changes
+//!    (default 21) per size, on a single-threaded runtime; the median time of the
+//!    resolver's `update` call (its de-duplication, in `resolve`), of the channel's
+//!    apply (from the end of `update` until the channel publishes the new table, task
+//!    switch included), and of the two together.
+//!
+//! `BENCH_SIZES` (e.g. `1,32`) and `BENCH_APPLY_SIZES` (e.g. `100,1000`) choose the
+//! sizes; `BENCH_PART` (`calls` or `apply`) runs one table only.
+#![allow(clippy::print_stdout)] // a bench binary: its output is the table
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use driver_core::{Channel, Endpoint, Policy};
+use test_support::{EchoClient, EchoServer, ManualResolver, SayRequest};
+
+fn env_list(name: &str, default: &[usize]) -> Vec<usize> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .split(',')
+            .map(|s| {
+                s.trim()
+                    .parse()
+                    .unwrap_or_else(|_| panic!("{name}: comma-separated numbers, got `{v}`"))
+            })
+            .collect(),
+        Err(_) => default.to_vec(),
+    }
+}
+
+fn env_num(name: &str, default: f64) -> f64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The 1-minute load average.
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// The soft limit on open files, from `/proc/self/limits`.
+fn open_file_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Resident memory of this process in MiB.
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// A channel over `addrs` with `policy`, every endpoint connected.
+async fn ready_channel(name: &str, addrs: &[String], policy: Policy) -> Channel {
+    let resolver = Arc::new(ManualResolver::default());
+    let channel = Channel::builder(&format!("bench:///{name}"))
+        .resolver(resolver.clone())
+        .policy(policy)
+        .connect_timeout(Duration::from_secs(10))
+        .connect()
+        .expect("channel");
+    resolver
+        .sender()
+        .update(addrs.iter().map(Endpoint::new).collect());
+    channel.warm_up();
+    let until = Instant::now() + Duration::from_secs(120);
+    loop {
+        let status = channel.status();
+        let ready = status
+            .endpoints
+            .iter()
+            .filter(|e| e.state == "ready")
+            .count();
+        if ready == addrs.len() {
+            return channel;
+        }
+        assert!(
+            Instant::now() < until,
+            "{name}: only {ready} of {} endpoints connected within 120 s",
+            addrs.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Calls per second of `concurrency` closed-loop callers on `channel` for `secs`.
+async fn calls_per_sec(channel: &Channel, concurrency: usize, secs: Duration) -> f64 {
+    let recording = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        let mut client = EchoClient::new(channel.clone());
+        let (recording, stop, calls, errors) = (
+            recording.clone(),
+            stop.clone(),
+            calls.clone(),
+            errors.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let ok = client
+                    .say(SayRequest {
+                        message: "bench".into(),
+                    })
+                    .await
+                    .is_ok();
+                if recording.load(Ordering::Relaxed) {
+                    calls.fetch_add(1, Ordering::Relaxed);
+                    errors.fetch_add(u64::from(!ok), Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    recording.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(secs).await;
+    recording.store(false, Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.expect("bench task");
+    }
+    assert_eq!(
+        errors.load(Ordering::Relaxed),
+        0,
+        "calls failed during the benchmark"
+    );
+    calls.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64()
+}
+
+async fn calls_table() {
+    let mut sizes = env_list("BENCH_SIZES", &[1, 32, 1000, 4000]);
+    let concurrency = env_num("BENCH_CONC", 32.0) as usize;
+    let secs = Duration::from_secs_f64(env_num("BENCH_SECS", 4.0));
+    if let Some(limit) = open_file_limit() {
+        let fits = |n: usize| 3 * n + 200 <= limit;
+        for n in sizes.iter().filter(|&&n| !fits(n)) {
+            println!(
+                "skipped N = {n}: {} file descriptors needed, the open-file limit is {limit} (raise it with `ulimit -n`)",
+                3 * n + 200
+            );
+        }
+        sizes.retain(|&n| fits(n));
+    }
+    let most = sizes.iter().copied().max().unwrap_or(0);
+    let ports = test_support::free_ports(most);
+    let mut servers = Vec::with_capacity(most);
+    for (i, port) in ports.iter().enumerate() {
+        servers.push(EchoServer::start_on(&format!("ep-{i}"), *port).await);
+    }
+    let addrs: Vec<String> = servers.iter().map(EchoServer::addr).collect();
+    println!(
+        "calls/s over N ready endpoints ({concurrency} callers, {} s a cell, {} echo servers in this process; RSS and load at the end)",
+        secs.as_secs_f64(),
+        servers.len()
+    );
+    println!(
+        "{:>6} | {:>10} | {:>10} | {:>10} | {:>8} | {:>5}",
+        "N", "rr/s", "wrr/s", "p2c/s", "RSS MiB", "load"
+    );
+    let policies = [
+        ("rr", Policy::RoundRobin),
+        ("wrr", Policy::WeightedRoundRobin),
+        ("p2c", Policy::PeakEwma),
+    ];
+    // Every channel first (they share the connections, one per address), then the
+    // cells in rounds, in reverse order every other round, so that a change of the
+    // (shared) machine's load hits every cell alike.
+    let mut channels = Vec::new();
+    for &n in &sizes {
+        for (name, policy) in policies {
+            channels.push(ready_channel(&format!("{name}-{n}"), &addrs[..n], policy).await);
+        }
+    }
+    let rounds = env_num("BENCH_ROUNDS", 4.0) as usize;
+    let mut totals = vec![0.0; channels.len()];
+    for round in 0..rounds {
+        let mut order: Vec<usize> = (0..channels.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            totals[i] += calls_per_sec(&channels[i], concurrency, secs / rounds as u32).await;
+        }
+    }
+    let mut rows = Vec::new();
+    for (k, &n) in sizes.iter().enumerate() {
+        let rates: Vec<f64> = (0..3).map(|p| totals[k * 3 + p] / rounds as f64).collect();
+        println!(
+            "{:>6} | {:>10.0} | {:>10.0} | {:>10.0} | {:>8.0} | {:>5}",
+            n,
+            rates[0],
+            rates[1],
+            rates[2],
+            rss_mib(),
+            load()
+        );
+        rows.push((n, rates));
+    }
+    let at = |n: usize| rows.iter().find(|(m, _)| *m == n).map(|(_, r)| r.clone());
+    if let (Some(small), Some(large)) = (at(32), at(4000)) {
+        println!(
+            "{:>6} | {:>10.2} | {:>10.2} | {:>10.2} |",
+            "4k/32",
+            large[0] / small[0],
+            large[1] / small[1],
+            large[2] / small[2]
+        );
+    }
+}
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1e6)
+}
+
+async fn apply_table() {
+    let sizes = env_list("BENCH_APPLY_SIZES", &[100, 1000, 10_000, 100_000]);
+    let changes = env_num("BENCH_CHANGES", 21.0) as usize;
+    println!("applying one change to a channel's set of N endpoints (median of {changes} changes)");
+    println!(
+        "{:>7} | {:>12} | {:>12} | {:>12} | {:>5}",
+        "N", "update µs", "apply µs", "total µs", "load"
+    );
+    for n in sizes {
+        // Loopback addresses that are never dialled: the channel is never called.
+        let all: Vec<Endpoint> = (0..n)
+            .map(|i| {
+                Endpoint::new(format!(
+                    "127.{}.{}.{}:{}",
+                    1 + i / 65_536 % 250,
+                    i / 256 % 256,
+                    i % 256,
+                    10_000 + i % 50_000
+                ))
+            })
+            .collect();
+        let resolver = Arc::new(ManualResolver::default());
+        let channel = Channel::builder(&format!("bench:///apply-{n}"))
+            .resolver(resolver.clone())
+            .connect()
+            .expect("channel");
+        let sender = resolver.sender();
+        let mut updates = channel.updates();
+        updates.borrow_and_update();
+        sender.update(all.clone());
+        updates.changed().await.expect("channel alive");
+        let (mut update, mut apply, mut total) = (Vec::new(), Vec::new(), Vec::new());
+        for k in 0..changes {
+            // Alternately remove an endpoint from the middle and put it back.
+            let next: Vec<Endpoint> = if k % 2 == 0 {
+                let mut v = all.clone();
+                v.remove(n / 2);
+                v
+            } else {
+                all.clone()
+            };
+            updates.borrow_and_update();
+            let started = Instant::now();
+            sender.update(next);
+            let updated = Instant::now();
+            updates.changed().await.expect("channel alive");
+            let done = Instant::now();
+            update.push(updated - started);
+            apply.push(done - updated);
+            total.push(done - started);
+        }
+        println!(
+            "{:>7} | {:>12} | {:>12} | {:>12} | {:>5}",
+            n,
+            us(median(&mut update)),
+            us(median(&mut apply)),
+            us(median(&mut total)),
+            load()
+        );
+    }
+}
+
+fn main() {
+    let part = std::env::var("BENCH_PART").unwrap_or_default();
+    if part.is_empty() || part == "apply" {
+        // One thread: the channel's updater runs only once `update` has returned and
+        // the bench waits, so the two times do not overlap.
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+            .block_on(apply_table());
+        println!();
+    }
+    if part.is_empty() || part == "calls" {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+            .block_on(calls_table());
+    }
+}

@@ -1,0 +1,200 @@
+//! The fail-fast gate: what a call does when no endpoint is ready at once.
+//!
+//! Contract (the table in the [module docs](super)): before the first resolution a call
+//! waits up to the resolve timeout, then fails `UNAVAILABLE` with the resolver's last
+//! error; an empty set fails at once naming the target (or waits, with
+//! wait-for-ready); endpoints still connecting are waited for up to the connect timeout;
+//! every endpoint failing fails at once listing each one's error; a call's own deadline
+//! bounds every wait and ends it with `DEADLINE_EXCEEDED`. Each wait wakes on a table
+//! change or any connection's state change, never by polling.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::watch;
+use tonic::Status;
+
+use super::channel::ChannelInner;
+use super::table::{Slot, Table};
+use super::transport::connection::ConnState;
+
+impl ChannelInner {
+    /// Picks a ready endpoint, waiting as the [module docs](self) describe.
+    pub(super) async fn pick(&self, deadline: Option<Instant>) -> Result<Arc<Slot>, Status> {
+        self.activate();
+        // The common case: resolved, something ready. No subscriptions, no waiting.
+        {
+            let table = self.table.load();
+            if table.resolved
+                && let Some(slot) = self.choose(&table)
+            {
+                return Ok(slot);
+            }
+        }
+        // Boxed: the waiting machinery would otherwise bloat every call's future.
+        Box::pin(self.wait_and_pick(deadline)).await
+    }
+
+    /// The slow path of [`pick`](Self::pick): waits for the first resolution, for a
+    /// connection to come up, or (wait-for-ready) for an endpoint to appear.
+    async fn wait_and_pick(&self, deadline: Option<Instant>) -> Result<Arc<Slot>, Status> {
+        let started = Instant::now();
+        let resolve_deadline = started + self.resolve_timeout;
+        let mut table_rx = self.table_tx.subscribe();
+        // Every pass either returns or waits for a change with a deadline, and the
+        // deadlines are finite, so this loop ends.
+        loop {
+            // Mark what we have seen *before* reading it, so a change in between wakes
+            // the wait below instead of being lost.
+            table_rx.borrow_and_update();
+            let table = self.table();
+            if !table.resolved {
+                let until = min_deadline(Some(resolve_deadline), deadline);
+                if !wait_until(&mut table_rx, until, None).await {
+                    return Err(self.gave_up(deadline, &self.unresolved_status(started)));
+                }
+                continue;
+            }
+            // Slots published after `activate` ran were built idle: start them here.
+            for s in &table.slots {
+                s.conn.start();
+            }
+            let mut conn_rxs: Vec<_> = table.slots.iter().map(|s| s.conn.subscribe()).collect();
+            if let Some(slot) = self.choose(&table) {
+                return Ok(slot);
+            }
+            let (pending, failures) = summarize(&table);
+            let fail_now = table.slots.is_empty() || pending.is_empty();
+            if fail_now && !self.wait_for_ready {
+                return Err(no_endpoint_status(&self.target, &table, &failures));
+            }
+            // Wait for a connection to change state or the set to change.
+            let until = if self.wait_for_ready {
+                deadline.or(Some(started + self.resolve_timeout))
+            } else {
+                min_deadline(
+                    Some(started + self.dial.connect_timeout + Duration::from_millis(50)),
+                    deadline,
+                )
+            };
+            if !wait_until(&mut table_rx, until, Some(&mut conn_rxs)).await {
+                let table = self.table();
+                let (_, failures) = summarize(&table);
+                let status = no_endpoint_status(&self.target, &table, &failures);
+                return Err(self.gave_up(deadline, &status));
+            }
+        }
+    }
+
+    /// Why a call found no resolution in time, with the resolver's newest error.
+    fn unresolved_status(&self, started: Instant) -> Status {
+        let table = self.table();
+        Status::unavailable(format!(
+            "target `{}`: no endpoints resolved within {} ms: {}",
+            self.target,
+            started.elapsed().as_millis(),
+            table
+                .last_error
+                .as_deref()
+                .unwrap_or("the resolver has not answered yet")
+        ))
+    }
+
+    /// The status of a wait that ran out: `DEADLINE_EXCEEDED` if the call's own
+    /// deadline ended it (as gRPC reports it), else `unavailable`.
+    fn gave_up(&self, deadline: Option<Instant>, unavailable: &Status) -> Status {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            Status::deadline_exceeded(format!(
+                "deadline exceeded while waiting for an endpoint: {}",
+                unavailable.message()
+            ))
+        } else {
+            unavailable.clone()
+        }
+    }
+}
+
+fn summarize(table: &Table) -> (Vec<String>, Vec<String>) {
+    let mut pending = Vec::new();
+    let mut failures = Vec::new();
+    for s in &table.slots {
+        match s.conn.state() {
+            ConnState::Failed { error, .. } => {
+                failures.push(format!("{}: {error}", s.endpoint.addr))
+            }
+            // Worth waiting for (it answers again, or another endpoint takes over),
+            // and worth naming if nothing else turns up.
+            ConnState::Unresponsive { since } => {
+                failures.push(format!(
+                    "{}: {}",
+                    s.endpoint.addr,
+                    unresponsive_error(since)
+                ));
+                pending.push(s.endpoint.addr.clone());
+            }
+            _ => pending.push(s.endpoint.addr.clone()),
+        }
+    }
+    (pending, failures)
+}
+
+pub(super) fn unresponsive_error(since: Instant) -> String {
+    format!(
+        "not answering: a ping sent {} ms ago is unanswered (the process may be frozen)",
+        since.elapsed().as_millis()
+    )
+}
+
+fn no_endpoint_status(target: &str, table: &Table, failures: &[String]) -> Status {
+    if table.slots.is_empty() {
+        let cause = match &table.last_error {
+            Some(e) => format!("; the resolver also reports: {e}"),
+            None => String::new(),
+        };
+        Status::unavailable(format!(
+            "target `{target}` resolved to no endpoints: nothing is registered under it{cause} \
+             (inspect it with `dtmdriver resolve {target}`)"
+        ))
+    } else if failures.is_empty() {
+        Status::unavailable(format!(
+            "target `{target}`: none of its {} endpoints connected in time",
+            table.slots.len()
+        ))
+    } else {
+        Status::unavailable(format!(
+            "target `{target}`: all {} endpoints are unreachable: {}",
+            table.slots.len(),
+            failures.join("; ")
+        ))
+    }
+}
+
+fn min_deadline(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Waits for a table change or any connection change until `until`; false on timeout.
+async fn wait_until(
+    table_rx: &mut watch::Receiver<u64>,
+    until: Option<Instant>,
+    conns: Option<&mut Vec<watch::Receiver<ConnState>>>,
+) -> bool {
+    let any_change = async {
+        let mut futs: FuturesUnordered<_> =
+            conns.into_iter().flatten().map(|rx| rx.changed()).collect();
+        tokio::select! {
+            r = table_rx.changed() => r.is_ok(),
+            Some(r) = futs.next() => r.is_ok(),
+        }
+    };
+    let Some(until) = until else {
+        return any_change.await;
+    };
+    tokio::time::timeout_at(until.into(), any_change)
+        .await
+        .unwrap_or_default()
+}

@@ -1,0 +1,601 @@
+//! [`Policy`]: which ready endpoint a call goes to, and the peak-EWMA load it reads.
+//!
+//! Contract: every policy picks only endpoints whose connection is ready (neither
+//! connecting, ejected nor unresponsive), returns `None` only when none is, and never
+//! blocks on I/O. Round robin gives each ready endpoint its turn; weighted round robin
+//! gives each its weight's share, smoothly interleaved; peak-EWMA draws two at random
+//! and takes the cheaper by [`Load::cost`], with a probe for one passed over for a
+//! second (go-zero's p2c).
+//!
+//! Cost of a pick, whatever the number of ready endpoints: O(1) for round robin and
+//! p2c, which index the table's list of ready slots (kept by `table`, rebuilt in one
+//! pass only when a connection enters or leaves the rotation); O(1) amortised for
+//! weighted round robin, which steps along a precomputed schedule ([`wrr_schedule`]:
+//! one cycle of the weights, evenly interleaved, exact shares) built once per
+//! endpoint set at the first weighted pick, and skips the entries of slots out of
+//! rotation, which keeps the ready slots' shares exact. Why a schedule rather than
+//! nginx's smooth WRR (what this used before, and still the fallback when slots out of
+//! rotation hold most of the weight): smooth WRR visits every ready endpoint on every
+//! pick, so its cost grows with the set; the schedule pays that once per set change,
+//! spread over a cycle of picks. A pick always checks the ready flag of what it
+//! chose: a connection that left the rotation since the list was built is never
+//! handed a call.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use super::channel::ChannelInner;
+use super::table::{Slot, Table};
+use crate::error::{Error, Result};
+
+/// How a channel spreads calls over ready endpoints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Policy {
+    /// Each ready endpoint in turn (the default).
+    #[default]
+    RoundRobin,
+    /// Smooth weighted round robin over the endpoints' [`weight`](crate::resolve::Endpoint::weight)s.
+    WeightedRoundRobin,
+    /// Power of two choices over a peak-EWMA latency estimate times pending calls,
+    /// with failed calls counted as slow and a recent failure rate raising the cost;
+    /// an endpoint passed over for a second gets one probe call (go-zero's choice).
+    PeakEwma,
+}
+
+impl std::str::FromStr for Policy {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "round_robin" | "rr" => Ok(Self::RoundRobin),
+            "weighted_round_robin" | "wrr" => Ok(Self::WeightedRoundRobin),
+            "p2c" | "p2c_peak_ewma" | "peak_ewma" => Ok(Self::PeakEwma),
+            other => Err(Error::BadTarget {
+                target: other.to_string(),
+                reason: "unknown balancing policy; use round_robin, weighted_round_robin or p2c"
+                    .into(),
+            }),
+        }
+    }
+}
+
+impl ChannelInner {
+    /// Picks one ready slot by the channel's policy, without allocating (but for the
+    /// rebuild of the ready list after a readiness change, see `table`).
+    pub(super) fn choose(&self, table: &Table) -> Option<Arc<Slot>> {
+        let ready = table.ready(&self.ready_changes);
+        let n = ready.slots.len();
+        let at = |k: usize| &table.slots[ready.slots[k] as usize];
+        let chosen = match n {
+            0 => return None,
+            1 => Some(at(0)),
+            n => match self.policy {
+                Policy::RoundRobin => (0..2)
+                    .map(|_| at(self.rr.fetch_add(1, Ordering::Relaxed) % n))
+                    .find(|s| s.conn.is_ready()),
+                Policy::WeightedRoundRobin => self.choose_scheduled(table, &ready.slots),
+                Policy::PeakEwma => {
+                    let a = rand::random_range(0..n);
+                    let mut b = rand::random_range(0..n - 1);
+                    if b >= a {
+                        b += 1;
+                    }
+                    let (x, y) = (at(a), at(b));
+                    match (x.conn.is_ready(), y.conn.is_ready()) {
+                        (true, true) => Some(choose_cheaper(x, y)),
+                        (true, false) => Some(x),
+                        (false, true) => Some(y),
+                        (false, false) => None,
+                    }
+                }
+            },
+        };
+        // A connection may leave the rotation between the list's rebuild and the
+        // pick: take any ready one.
+        match chosen {
+            Some(s) if s.conn.is_ready() => Some(s.clone()),
+            _ => table.slots.iter().find(|s| s.conn.is_ready()).cloned(),
+        }
+    }
+
+    /// Weighted round robin: the next ready slot of the table's schedule, or, when
+    /// most of the weight is out of rotation, smooth WRR over the ready slots.
+    fn choose_scheduled<'a>(&self, table: &'a Table, ready: &[u32]) -> Option<&'a Arc<Slot>> {
+        let schedule = table
+            .schedule
+            .get_or_init(|| wrr_schedule(table.slots.iter().map(|s| s.endpoint.weight)));
+        if !schedule.is_empty() {
+            for _ in 0..SCHEDULE_PROBES {
+                let k = self.wrr_cursor.fetch_add(1, Ordering::Relaxed) % schedule.len();
+                let s = &table.slots[schedule[k] as usize];
+                if s.conn.is_ready() {
+                    return Some(s);
+                }
+            }
+        }
+        self.choose_weighted(ready.iter().map(|&i| &table.slots[i as usize]))
+    }
+
+    /// Smooth weighted round robin (nginx's): every slot gains its weight, the
+    /// richest is chosen and pays the total. O(ready slots) a pick: the fallback.
+    fn choose_weighted<'a>(
+        &self,
+        ready: impl Iterator<Item = &'a Arc<Slot>>,
+    ) -> Option<&'a Arc<Slot>> {
+        let _guard = self.wrr_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut total = 0i64;
+        let mut best: Option<(&Arc<Slot>, i64)> = None;
+        for s in ready {
+            let weight = i64::from(s.endpoint.weight);
+            total += weight;
+            let cur = s.wrr_current.fetch_add(weight, Ordering::Relaxed) + weight;
+            if best.is_none_or(|(_, b)| cur > b) {
+                best = Some((s, cur));
+            }
+        }
+        let (best, _) = best?;
+        best.wrr_current.fetch_sub(total, Ordering::Relaxed);
+        Some(best)
+    }
+}
+
+/// Schedule entries a weighted pick tries before it falls back to smooth WRR over the
+/// ready slots: with all slots ready the first one is taken; the fallback runs only
+/// when out-of-rotation slots hold most of the weight.
+const SCHEDULE_PROBES: usize = 8;
+
+/// The least room a schedule is allowed before weights are scaled down (see
+/// [`wrr_schedule`]).
+const SCHEDULE_MIN_CAP: u64 = 1 << 16;
+
+/// The weighted round robin schedule of slots with these weights: one cycle in which
+/// slot `i` of `n` appears `w_i / g` times (`g` the weights' greatest common divisor),
+/// spread evenly: its `k`-th turn falls at `(k + φ_i) / w_i` of the cycle, with the
+/// phase `φ_i = (i + ½) / n` staggering slots of equal weight (without it every
+/// weight-1 slot would fall due at once, mid-cycle); ties go to the first slot
+/// (earliest-deadline-first over virtual time). Like nginx's smooth WRR, a heavy slot's
+/// turns are spread over the cycle and light ones fill the gaps in order: weights 1,
+/// 2, 3 give `a b c c b c`, weights 3, 1 give `a a a b`. A weight of 0 counts as 1.
+///
+/// Exact as long as the reduced total fits `max(8 × slots, 65,536)` entries; beyond,
+/// weights are scaled down to fit (each kept ≥ 1), so the shares are exact to within
+/// one turn per cycle. Building costs O(total × log slots), once per endpoint set, at
+/// the first weighted pick after a change; picks then cost one step along it.
+pub(super) fn wrr_schedule(weights: impl Iterator<Item = u32>) -> Vec<u32> {
+    use std::cmp::Ordering as Cmp;
+    use std::collections::BinaryHeap;
+
+    /// Slot `i`'s next turn, at `num / den` of the cycle; the heap yields the earliest.
+    #[derive(PartialEq, Eq)]
+    struct Turn {
+        num: u64,
+        den: u64,
+        i: u32,
+    }
+    impl Ord for Turn {
+        fn cmp(&self, other: &Self) -> Cmp {
+            let a = u128::from(self.num) * u128::from(other.den);
+            let b = u128::from(other.num) * u128::from(self.den);
+            // Reversed: BinaryHeap is a max-heap.
+            b.cmp(&a).then(other.i.cmp(&self.i))
+        }
+    }
+    impl PartialOrd for Turn {
+        fn partial_cmp(&self, other: &Self) -> Option<Cmp> {
+            Some(self.cmp(other))
+        }
+    }
+    fn gcd(a: u64, b: u64) -> u64 {
+        if b == 0 { a } else { gcd(b, a % b) }
+    }
+
+    let mut weights: Vec<u64> = weights.map(|w| u64::from(w.max(1))).collect();
+    if weights.is_empty() {
+        return Vec::new();
+    }
+    let g = weights.iter().fold(0, |g, &w| gcd(g, w));
+    weights.iter_mut().for_each(|w| *w /= g);
+    let mut total: u64 = weights.iter().sum();
+    let cap = SCHEDULE_MIN_CAP.max(8 * weights.len() as u64);
+    if total > cap {
+        for w in &mut weights {
+            *w = ((u128::from(*w) * u128::from(cap) / u128::from(total)) as u64).max(1);
+        }
+        total = weights.iter().sum();
+    }
+    // Turn k of slot i at (k + (2i + 1) / 2n) / w_i = (2nk + 2i + 1) / 2nw_i.
+    let n = weights.len() as u64;
+    let mut heap: BinaryHeap<Turn> = weights
+        .iter()
+        .enumerate()
+        .map(|(i, &w)| Turn {
+            num: 2 * i as u64 + 1,
+            den: 2 * n * w,
+            i: i as u32,
+        })
+        .collect();
+    let mut schedule = Vec::with_capacity(total as usize);
+    while (schedule.len() as u64) < total
+        && let Some(mut turn) = heap.pop()
+    {
+        schedule.push(turn.i);
+        turn.num += 2 * n;
+        heap.push(turn);
+    }
+    schedule
+}
+
+/// Peak-EWMA's choice of two: the cheaper one, unless the other was passed over long
+/// enough to be owed a probe.
+fn choose_cheaper<'a>(x: &'a Arc<Slot>, y: &'a Arc<Slot>) -> &'a Arc<Slot> {
+    let (cheap, dear) = if y.conn.load.cost(y.conn.activity.pending())
+        < x.conn.load.cost(x.conn.activity.pending())
+    {
+        (y, x)
+    } else {
+        (x, y)
+    };
+    if dear.conn.load.claim_forced_pick() {
+        return dear;
+    }
+    cheap.conn.load.mark_picked();
+    cheap
+}
+
+/// The peak-EWMA numbers of one address (kept on its pooled connection, so every
+/// channel using the address shares them): the latency estimate, the recent failure
+/// rate and when the policy last picked it.
+#[derive(Debug)]
+pub(crate) struct Load {
+    /// Peak-EWMA round-trip estimate in nanoseconds, as `f64` bits.
+    rtt_ns: AtomicU64,
+    /// When `rtt_ns` was last updated, in nanoseconds since `epoch`; 0 until the
+    /// first sample, which replaces the default outright.
+    updated_ns: AtomicU64,
+    /// When the policy last picked this connection, in nanoseconds since `epoch`.
+    picked_ns: AtomicU64,
+    /// Share of recent calls that failed, an EWMA over calls, as `f64` bits.
+    failure_rate: AtomicU64,
+    epoch: Instant,
+}
+
+/// Time constant of the EWMA: how fast the estimate follows new samples, and how fast
+/// it decays towards zero while no samples arrive.
+const DECAY: Duration = Duration::from_secs(10);
+/// The estimate a fresh endpoint starts with, until its first call returns.
+const DEFAULT_RTT: Duration = Duration::from_millis(10);
+/// The round-trip time an error counts as, so an endpoint that fails fast is not
+/// mistaken for a fast one.
+const ERROR_PENALTY: Duration = Duration::from_secs(1);
+/// An endpoint the policy passed over this long gets one call anyway (go-zero's
+/// "force pick"), so an estimate made bad by errors or a slow spell is refreshed.
+const FORCE_PICK: Duration = Duration::from_secs(1);
+/// The least weight one sample has in the estimate, however close it follows the last.
+const MIN_SAMPLE_WEIGHT: f64 = 0.05;
+/// Weight of the newest call in the failure rate: a few failures in a row are enough.
+const FAILURE_ALPHA: f64 = 0.25;
+/// How much a failure rate of 1 multiplies the cost. Latency alone cannot tell a
+/// failing endpoint from a busy one when every estimate is high (a loaded host); the
+/// rate can.
+const FAILURE_COST: f64 = 1000.0;
+
+impl Load {
+    pub(crate) fn new() -> Self {
+        Self {
+            rtt_ns: AtomicU64::new((DEFAULT_RTT.as_nanos() as f64).to_bits()),
+            updated_ns: AtomicU64::new(0),
+            picked_ns: AtomicU64::new(0),
+            failure_rate: AtomicU64::new(0f64.to_bits()),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn now_ns(&self) -> u64 {
+        // Offset by one so that 0 always means "never".
+        Instant::now()
+            .saturating_duration_since(self.epoch)
+            .as_nanos() as u64
+            + 1
+    }
+
+    /// The stored estimate, the decay weight `e^(-elapsed/DECAY)` since it was set,
+    /// and whether any sample was recorded yet.
+    fn stored(&self, now_ns: u64) -> (f64, f64, bool) {
+        let rtt = f64::from_bits(self.rtt_ns.load(Ordering::Relaxed));
+        let updated = self.updated_ns.load(Ordering::Relaxed);
+        if updated == 0 {
+            return (rtt, 1.0, false); // the default does not decay
+        }
+        let elapsed = now_ns.saturating_sub(updated) as f64;
+        (rtt, (-elapsed / DECAY.as_nanos() as f64).exp(), true)
+    }
+
+    /// Whether any call was timed yet.
+    pub fn sampled(&self) -> bool {
+        self.updated_ns.load(Ordering::Relaxed) != 0
+    }
+
+    /// The current round-trip estimate, decayed towards zero while no samples arrive
+    /// so that an endpoint once slow is tried again later.
+    pub fn rtt_estimate(&self) -> Duration {
+        let (rtt, weight, _) = self.stored(self.now_ns());
+        Duration::from_nanos((rtt * weight) as u64)
+    }
+
+    /// Cost for peak-EWMA: estimate × (pending + 1), scaled up by the failure rate.
+    pub fn cost(&self, pending: u32) -> f64 {
+        let (rtt, weight, _) = self.stored(self.now_ns());
+        let failures = f64::from_bits(self.failure_rate.load(Ordering::Relaxed));
+        rtt * weight * f64::from(pending.saturating_add(1)) * (1.0 + failures * FAILURE_COST)
+    }
+
+    /// Records a finished call. Races between concurrent samples lose one sample at
+    /// worst, which an estimate can afford.
+    pub fn record(&self, rtt: Duration, failed: bool) {
+        let sample = if failed { rtt.max(ERROR_PENALTY) } else { rtt }.as_nanos() as f64;
+        let now_ns = self.now_ns();
+        let (stored, weight, sampled) = self.stored(now_ns);
+        let next = if !sampled || sample > stored * weight {
+            sample // the first sample, or a peak: take it at once
+        } else {
+            // Move from the stored estimate towards the sample, more the longer the
+            // gap, and at least by MIN_SAMPLE_WEIGHT: a busy endpoint recovers from an
+            // outlier (a stall of the host) within a few dozen calls, not seconds.
+            let weight = weight.min(1.0 - MIN_SAMPLE_WEIGHT);
+            stored * weight + sample * (1.0 - weight)
+        };
+        self.rtt_ns.store(next.to_bits(), Ordering::Relaxed);
+        self.updated_ns.store(now_ns, Ordering::Relaxed);
+        let rate = f64::from_bits(self.failure_rate.load(Ordering::Relaxed));
+        let outcome = if failed { 1.0 } else { 0.0 };
+        let rate = rate + (outcome - rate) * FAILURE_ALPHA;
+        self.failure_rate.store(rate.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Claims this connection's forced pick if the policy passed it over for
+    /// [`FORCE_PICK`]; at most one caller wins each period.
+    pub fn claim_forced_pick(&self) -> bool {
+        let now = self.now_ns();
+        let last = self.picked_ns.load(Ordering::Relaxed);
+        now.saturating_sub(last) > FORCE_PICK.as_nanos() as u64
+            && self
+                .picked_ns
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// Notes that the policy picked this connection.
+    pub fn mark_picked(&self) {
+        self.picked_ns.store(self.now_ns(), Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::balance::channel::{ChannelInner, test_channel};
+    use crate::resolve::{Endpoint, ResolverState};
+
+    /// A channel of `policy` over `endpoints` (unique addresses, never dialled), all
+    /// ready.
+    fn ready_channel(policy: Policy, endpoints: Vec<Endpoint>) -> Arc<ChannelInner> {
+        let inner = test_channel(policy);
+        inner.apply(&ResolverState {
+            endpoints: Some(Arc::new(endpoints)),
+            last_error: None,
+            version: 1,
+        });
+        for s in &inner.table().slots {
+            s.conn.force_ready(true);
+        }
+        inner
+    }
+
+    fn picks(inner: &ChannelInner, n: usize) -> std::collections::BTreeMap<String, usize> {
+        let table = inner.table();
+        let mut m = std::collections::BTreeMap::new();
+        for _ in 0..n {
+            let s = inner.choose(&table).expect("a ready endpoint");
+            *m.entry(s.endpoint.addr.clone()).or_default() += 1;
+        }
+        m
+    }
+
+    #[tokio::test]
+    async fn round_robin_is_fair_over_a_changing_ready_set() {
+        let addrs: Vec<String> = (1..=4).map(|i| format!("10.2.0.{i}:80")).collect();
+        let inner = ready_channel(
+            Policy::RoundRobin,
+            addrs.iter().map(Endpoint::new).collect(),
+        );
+        // Three ready, then the fourth joins: each gets its exact share.
+        let table = inner.table();
+        table.slots[3].conn.force_ready(false);
+        let m = picks(&inner, 300);
+        assert_eq!(m.get(&addrs[3]), None);
+        assert!(m.values().all(|&n| n == 100), "{m:?}");
+        table.slots[3].conn.force_ready(true);
+        let m = picks(&inner, 400);
+        assert!(m.len() == 4 && m.values().all(|&n| n == 100), "{m:?}");
+        // One leaves the rotation: the others share its turns exactly.
+        table.slots[1].conn.force_ready(false);
+        let m = picks(&inner, 300);
+        assert_eq!(m.get(&addrs[1]), None);
+        assert!(m.values().all(|&n| n == 100), "{m:?}");
+        // It comes back; another leaves.
+        table.slots[1].conn.force_ready(true);
+        table.slots[3].conn.force_ready(false);
+        let m = picks(&inner, 300);
+        assert_eq!(m.get(&addrs[3]), None);
+        assert!(m.values().all(|&n| n == 100), "{m:?}");
+        // None ready: no pick.
+        for s in &table.slots {
+            s.conn.force_ready(false);
+        }
+        assert!(inner.choose(&table).is_none());
+    }
+
+    #[tokio::test]
+    async fn weighted_round_robin_is_exact_over_a_cycle() {
+        let inner = ready_channel(
+            Policy::WeightedRoundRobin,
+            vec![
+                Endpoint::new("10.3.0.1:80").with_weight(3),
+                Endpoint::new("10.3.0.2:80").with_weight(1),
+            ],
+        );
+        let table = inner.table();
+        let order: Vec<String> = (0..4)
+            .map(|_| inner.choose(&table).unwrap().endpoint.addr.clone())
+            .collect();
+        assert_eq!(
+            order,
+            ["10.3.0.1:80", "10.3.0.1:80", "10.3.0.1:80", "10.3.0.2:80"]
+        );
+        let m = picks(&inner, 400);
+        assert_eq!(m.values().copied().collect::<Vec<_>>(), [300, 100]);
+        // The heavy one leaves the rotation: everything goes to the other.
+        table.slots[0].conn.force_ready(false);
+        assert_eq!(picks(&inner, 50).get("10.3.0.2:80"), Some(&50));
+        // Ready slots keep their exact shares when others are out: 1:2 of 1:2:6.
+        let inner = ready_channel(
+            Policy::WeightedRoundRobin,
+            vec![
+                Endpoint::new("10.3.1.1:80").with_weight(1),
+                Endpoint::new("10.3.1.2:80").with_weight(2),
+                Endpoint::new("10.3.1.3:80").with_weight(6),
+            ],
+        );
+        inner.table().slots[2].conn.force_ready(false);
+        let m = picks(&inner, 300);
+        assert_eq!(m.values().copied().collect::<Vec<_>>(), [100, 200]);
+    }
+
+    #[tokio::test]
+    async fn p2c_picks_among_the_few_ready_of_many() {
+        let inner = ready_channel(
+            Policy::PeakEwma,
+            (0..1000)
+                .map(|i| Endpoint::new(format!("10.4.{}.{}:80", i / 250, i % 250)))
+                .collect(),
+        );
+        let table = inner.table();
+        for (i, s) in table.slots.iter().enumerate() {
+            s.conn.force_ready(i == 10 || i == 700);
+        }
+        let m = picks(&inner, 200);
+        assert_eq!(
+            m.keys().collect::<Vec<_>>(),
+            ["10.4.0.10:80", "10.4.2.200:80"]
+        );
+    }
+
+    fn counts(schedule: &[u32], n: usize) -> Vec<usize> {
+        let mut c = vec![0; n];
+        for &i in schedule {
+            c[i as usize] += 1;
+        }
+        c
+    }
+
+    #[test]
+    fn schedule_three_to_one_is_exact_and_smooth() {
+        let s = wrr_schedule([3, 1].into_iter());
+        assert_eq!(s, [0, 0, 0, 1]);
+        // Common factors do not lengthen the cycle.
+        assert_eq!(wrr_schedule([300, 100].into_iter()), s);
+        let s = wrr_schedule([1, 2, 3].into_iter());
+        assert_eq!(s, [0, 1, 2, 2, 1, 2]);
+        // Equal weights: plain round robin.
+        assert_eq!(wrr_schedule([4, 4, 4].into_iter()), [0, 1, 2]);
+        // Zero counts as one; an empty set has no schedule.
+        assert_eq!(counts(&wrr_schedule([0, 2].into_iter()), 2), [1, 2]);
+        assert!(wrr_schedule(std::iter::empty()).is_empty());
+    }
+
+    #[test]
+    fn schedule_spreads_each_slot_evenly() {
+        // Weights 5, 3, 1, 1: no slot gets two turns in a row while another is owed.
+        let s = wrr_schedule([5, 3, 1, 1].into_iter());
+        assert_eq!(counts(&s, 4), [5, 3, 1, 1]);
+        for w in s.windows(3) {
+            assert!(!(w[0] == w[1] && w[1] == w[2]), "{s:?}");
+        }
+        // Turns of a weight-w slot are about len/w apart.
+        let s = wrr_schedule((0..50).map(|i| if i == 0 { 10 } else { 1 }));
+        let at: Vec<usize> = (0..s.len()).filter(|&k| s[k] == 0).collect();
+        assert_eq!(at.len(), 10);
+        for gap in at.windows(2).map(|w| w[1] - w[0]) {
+            assert!((5..=7).contains(&gap), "{at:?}");
+        }
+    }
+
+    #[test]
+    fn huge_coprime_weights_are_scaled_to_fit() {
+        let s = wrr_schedule([1_000_003, 999_983, 7].into_iter());
+        assert!(s.len() as u64 <= SCHEDULE_MIN_CAP + 3, "{}", s.len());
+        let c = counts(&s, 3);
+        assert!(c[2] >= 1);
+        let ratio = c[0] as f64 / c[1] as f64;
+        assert!((ratio - 1_000_003.0 / 999_983.0).abs() < 1e-3, "{c:?}");
+    }
+
+    fn ms(load: &Load) -> f64 {
+        load.rtt_estimate().as_secs_f64() * 1000.0
+    }
+
+    #[test]
+    fn first_sample_replaces_the_default_and_peaks_jump() {
+        let load = Load::new();
+        assert!((ms(&load) - DEFAULT_RTT.as_secs_f64() * 1000.0).abs() < 0.01);
+        load.record(Duration::from_micros(300), false);
+        assert!(ms(&load) < 0.31, "{}", ms(&load));
+        load.record(Duration::from_millis(20), false);
+        assert!(ms(&load) > 19.9, "{}", ms(&load));
+        // A fast sample right after moves the estimate only a little...
+        load.record(Duration::from_micros(300), false);
+        assert!(ms(&load) > 18.0, "{}", ms(&load));
+        // ...but a few dozen bring it back down.
+        for _ in 0..60 {
+            load.record(Duration::from_micros(300), false);
+        }
+        assert!(ms(&load) < 2.0, "{}", ms(&load));
+    }
+
+    #[test]
+    fn errors_cost_at_least_the_penalty() {
+        let load = Load::new();
+        load.record(Duration::from_micros(100), true);
+        assert!(load.rtt_estimate() >= ERROR_PENALTY.mul_f64(0.99));
+        assert!(load.cost(1) >= 2.0 * ERROR_PENALTY.as_nanos() as f64 * 0.99);
+    }
+
+    #[test]
+    fn a_failing_endpoint_costs_more_than_a_slow_healthy_one() {
+        let failing = Load::new();
+        let slow = Load::new();
+        for _ in 0..5 {
+            failing.record(Duration::from_micros(100), true);
+            slow.record(Duration::from_millis(900), false);
+        }
+        assert!(failing.cost(0) > 100.0 * slow.cost(0));
+        // Recovery: successes bring the rate back down.
+        for _ in 0..30 {
+            failing.record(Duration::from_micros(100), false);
+        }
+        assert!(f64::from_bits(failing.failure_rate.load(Ordering::Relaxed)) < 0.01);
+    }
+
+    #[test]
+    fn a_passed_over_connection_is_owed_one_pick_per_period() {
+        let mut load = Load::new();
+        // Just created: nothing owed yet.
+        assert!(!load.claim_forced_pick());
+        load.picked_ns.store(1, Ordering::Relaxed);
+        load.epoch = Instant::now() - FORCE_PICK * 2;
+        assert!(load.claim_forced_pick());
+        assert!(!load.claim_forced_pick(), "one claim per period");
+    }
+}
