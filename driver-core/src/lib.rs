@@ -16,7 +16,7 @@
 //! * [`address`]: the `host:port` check every endpoint goes through;
 //! * [`duration`]: durations written in targets and flags, deadlines that never overflow;
 //! * [`resolve`]: resolvers, registrars and the scheme tables (`direct://` built in);
-//! * [`backoff`]: the doubling retry delays the registry engines share;
+//! * [`backoff`]: the one retry-delay schedule (factor, cap, jitter) of the registry engines and the channel's connections;
 //! * [`balance`]: the channel that turns resolver snapshots into balanced calls;
 //! * [`mod@discover`]: the resolvers as tower `Discover` changes, for tower's balancers
 //!   and tonic's `balance_channel`;
