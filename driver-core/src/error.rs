@@ -93,6 +93,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// A setting given by name (a balancing policy, say) has a value nobody knows.
+    #[error("unknown {setting} `{value}`: {reason}")]
+    BadSetting {
+        /// What the value is for, e.g. "balancing policy".
+        setting: &'static str,
+        /// The value as given.
+        value: String,
+        /// The values that are known, or how to write one.
+        reason: String,
+    },
+
     /// An endpoint address given for registration is not usable.
     #[error("bad endpoint `{endpoint}`: {reason}")]
     BadEndpoint {

@@ -51,10 +51,10 @@ impl std::str::FromStr for Policy {
             "round_robin" | "rr" => Ok(Self::RoundRobin),
             "weighted_round_robin" | "wrr" => Ok(Self::WeightedRoundRobin),
             "p2c" | "p2c_peak_ewma" | "peak_ewma" => Ok(Self::PeakEwma),
-            other => Err(Error::BadTarget {
-                target: other.to_string(),
-                reason: "unknown balancing policy; use round_robin, weighted_round_robin or p2c"
-                    .into(),
+            other => Err(Error::BadSetting {
+                setting: "balancing policy",
+                value: other.to_string(),
+                reason: "use round_robin (rr), weighted_round_robin (wrr) or p2c".into(),
             }),
         }
     }
@@ -374,6 +374,16 @@ impl Load {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unknown_policy_is_named_as_a_policy_not_a_target() {
+        assert_eq!("wrr".parse::<Policy>().unwrap(), Policy::WeightedRoundRobin);
+        let err = "fastest".parse::<Policy>().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "unknown balancing policy `fastest`: use round_robin (rr), weighted_round_robin (wrr) or p2c"
+        );
+    }
 
     use crate::balance::channel::{ChannelInner, test_channel};
     use crate::resolve::{Endpoint, ResolverState};
