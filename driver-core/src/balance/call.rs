@@ -4,8 +4,12 @@
 //! Contract: a request that was never sent (the connection refused the stream, went
 //! down since the pick) or that the server refused unprocessed goes to another
 //! endpoint, at most once per endpoint plus a few races; a request that may have
-//! reached a server is never sent again; a call's `grpc-timeout` bounds the whole call,
-//! waiting for an endpoint included, and ends it with `DEADLINE_EXCEEDED`. Each call
+//! reached a server is never sent again; a call's `grpc-timeout` bounds the whole call
+//! (waiting for an endpoint, connecting, sending, the headers and the whole response
+//! body or stream): when it passes the stream is reset with `CANCEL` and the call ends
+//! `DEADLINE_EXCEEDED`, whichever side noticed first; a stream that fails otherwise
+//! gets the status gRPC over HTTP/2 maps its error to (`status`). The user-agent the
+//! application set is kept, ours added after it. Each call
 //! counts as pending on its connection until its response body ends (or is dropped),
 //! and under [`Policy::PeakEwma`] its latency and outcome feed the estimate: a
 //! grpc-status saying the endpoint is unwell (`DEADLINE_EXCEEDED`, `UNIMPLEMENTED`,
@@ -26,6 +30,7 @@ use tonic::Status;
 use super::BoxError;
 use super::channel::{Channel, ChannelInner};
 use super::policy::Policy;
+use super::status::stream_status;
 use super::table::Slot;
 use super::transport::connection::{Connection, OpenError};
 use super::transport::exchange::{self as transport, Exchange, Pump, RecvBody, ReqBody};
@@ -78,14 +83,18 @@ impl ChannelInner {
                 Ok(resp) => {
                     slot.conn.activity.note_progress();
                     if !pump.is_done() {
-                        pump.spawn_rest();
+                        pump.spawn_rest(deadline);
                     }
                     let (parts, stream) = resp.into_parts();
                     let failed = grpc_failed(&parts.headers);
                     let body = ObservedBody {
-                        inner: RecvBody::new(stream),
+                        inner: Some(RecvBody::new(stream)),
                         guard: Some(guard),
                         failed,
+                        deadline,
+                        timer: deadline.map(|d| Box::pin(tokio::time::sleep_until(d.into()))),
+                        channel: self.clone(),
+                        slot: slot.clone(),
                     };
                     return Ok(http::Response::from_parts(
                         parts,
@@ -111,10 +120,9 @@ impl ChannelInner {
                         }
                         _ => {
                             guard.finish(true);
-                            return Err(Status::unavailable(format!(
-                                "target `{}`: call to {} failed: {error}",
-                                self.target, slot.endpoint.addr
-                            )));
+                            let what =
+                                format!("target `{}`: call to {}", self.target, slot.endpoint.addr);
+                            return Err(stream_status(&e, deadline, &what));
                         }
                     }
                 }
@@ -143,6 +151,25 @@ fn set_origin(uri: &mut http::Uri, scheme: &Scheme, slot: &Slot) -> Result<(), S
     *uri = http::Uri::from_parts(parts)
         .map_err(|e| Status::internal(format!("cannot build request URI: {e}")))?;
     Ok(())
+}
+
+/// Ours, in the `grpc-<language>-<transport>/<version>` shape gRPC recommends.
+const USER_AGENT: &str = concat!("grpc-rust-dtmdriver/", env!("CARGO_PKG_VERSION"));
+
+/// Keeps the application's user-agent and adds ours after it (gRPC's convention);
+/// ours alone when it set none.
+fn add_user_agent(headers: &mut http::HeaderMap) {
+    let value = match headers.get(http::header::USER_AGENT) {
+        None => http::HeaderValue::from_static(USER_AGENT),
+        Some(app) => {
+            let mut joined = app.as_bytes().to_vec();
+            joined.push(b' ');
+            joined.extend_from_slice(USER_AGENT.as_bytes());
+            http::HeaderValue::from_bytes(&joined)
+                .unwrap_or_else(|_| http::HeaderValue::from_static(USER_AGENT))
+        }
+    };
+    headers.insert(http::header::USER_AGENT, value);
 }
 
 // Header names as constants: a lookup by `&str` parses the name on every call.
@@ -218,24 +245,63 @@ impl Drop for CallGuard {
     }
 }
 
-/// The response body, watched for the end of the call and its grpc-status.
+/// The response body, watched for the end of the call and its grpc-status, and held
+/// to the call's deadline: when it passes before the body ends, the stream is reset and
+/// the call ends `DEADLINE_EXCEEDED` (tonic reads the status from the body's error).
 struct ObservedBody {
-    inner: RecvBody,
+    /// `None` once the deadline ended the call (dropping it resets the stream).
+    inner: Option<RecvBody>,
     guard: Option<CallGuard>,
     failed: bool,
+    deadline: Option<Instant>,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// For the messages of failed calls.
+    channel: Arc<ChannelInner>,
+    slot: Arc<Slot>,
+}
+
+impl ObservedBody {
+    fn what(&self) -> String {
+        format!(
+            "target `{}`: call to {}",
+            self.channel.target, self.slot.endpoint.addr
+        )
+    }
+
+    fn finish(&mut self) {
+        if let Some(g) = self.guard.take() {
+            g.finish(self.failed);
+        }
+    }
 }
 
 impl http_body::Body for ObservedBody {
     type Data = Bytes;
-    type Error = h2::Error;
+    type Error = Status;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         let this = &mut *self;
-        let polled = this.inner.poll_frame(cx);
-        match &polled {
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if let Some(timer) = this.timer.as_mut()
+            && timer.as_mut().poll(cx).is_ready()
+        {
+            // Dropping the stream resets it (CANCEL); the request pump, if still
+            // running, resets at the same deadline.
+            this.inner = None;
+            this.failed = true;
+            this.finish();
+            return Poll::Ready(Some(Err(Status::deadline_exceeded(format!(
+                "{}: deadline exceeded while reading the response",
+                this.what()
+            )))));
+        }
+        let polled = match inner.poll_frame(cx) {
+            Poll::Pending => return Poll::Pending,
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(g) = &this.guard {
                     g.conn.activity.note_progress();
@@ -243,29 +309,30 @@ impl http_body::Body for ObservedBody {
                 if let Some(trailers) = frame.trailers_ref() {
                     this.failed |= grpc_failed(trailers);
                 }
+                Some(Ok(frame))
             }
-            Poll::Ready(Some(Err(_))) => this.failed = true,
-            Poll::Ready(None) => {}
-            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Some(Err(e))) => {
+                this.failed = true;
+                Some(Err(stream_status(&e, this.deadline, &this.what())))
+            }
+            Poll::Ready(None) => None,
+        };
+        let ended = matches!(polled, None | Some(Err(_)))
+            || this.inner.as_ref().is_some_and(RecvBody::is_end_stream);
+        if ended {
+            this.finish();
         }
-        let ended = matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_))))
-            || this.inner.is_end_stream();
-        if ended && let Some(g) = this.guard.take() {
-            g.finish(this.failed);
-        }
-        polled
+        Poll::Ready(polled)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(RecvBody::is_end_stream)
     }
 }
 
 impl Drop for ObservedBody {
     fn drop(&mut self) {
-        if let Some(g) = self.guard.take() {
-            g.finish(self.failed);
-        }
+        self.finish();
     }
 }
 
@@ -282,10 +349,7 @@ impl tower::Service<http::Request<tonic::body::Body>> for Channel {
     fn call(&mut self, mut req: http::Request<tonic::body::Body>) -> Self::Future {
         let inner = self.inner.clone();
         Box::pin(async move {
-            req.headers_mut().insert(
-                http::header::USER_AGENT,
-                http::HeaderValue::from_static(concat!("dtmdriver-rs/", env!("CARGO_PKG_VERSION"))),
-            );
+            add_user_agent(req.headers_mut());
             let timeout = grpc_timeout(req.headers());
             let deadline = timeout.map(|t| crate::duration::deadline_after(Instant::now(), t));
             let result = match deadline {
@@ -325,6 +389,21 @@ mod tests {
             h.insert("grpc-status", code.parse().unwrap());
             assert_eq!(grpc_failed(&h), failed, "{code}");
         }
+    }
+
+    #[test]
+    fn the_applications_user_agent_comes_first() {
+        let mut h = http::HeaderMap::new();
+        add_user_agent(&mut h);
+        assert_eq!(h[http::header::USER_AGENT], USER_AGENT);
+        assert!(USER_AGENT.starts_with("grpc-rust-dtmdriver/"));
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::USER_AGENT, "myapp/1.2".parse().unwrap());
+        add_user_agent(&mut h);
+        assert_eq!(
+            h[http::header::USER_AGENT],
+            format!("myapp/1.2 {USER_AGENT}").as_str()
+        );
     }
 
     #[test]

@@ -158,10 +158,23 @@ impl Pump {
     }
 
     /// Pumps the rest of the body on a task of its own (a body still streaming when
-    /// the response arrived).
-    pub(crate) fn spawn_rest(mut self) {
+    /// the response arrived); at `deadline` the stream is reset with `CANCEL`.
+    pub(crate) fn spawn_rest(mut self, deadline: Option<std::time::Instant>) {
         tokio::spawn(async move {
-            poll_fn(|cx| self.poll_pump(cx)).await;
+            let pumped = poll_fn(|cx| self.poll_pump(cx));
+            match deadline {
+                None => {
+                    pumped.await;
+                }
+                Some(deadline) => {
+                    tokio::select! {
+                        _ = pumped => {}
+                        () = tokio::time::sleep_until(deadline.into()) => {
+                            self.stream.send_reset(h2::Reason::CANCEL);
+                        }
+                    }
+                }
+            }
         });
     }
 }
@@ -250,27 +263,18 @@ impl RecvBody {
                     let _ = self.stream.flow_control().release_capacity(data.len());
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                Some(Err(e)) => return Poll::Ready(ended_or(e)),
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
                 None => self.data_done = true,
             }
         }
         match ready!(self.stream.poll_trailers(cx)) {
             Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
             Ok(None) => Poll::Ready(None),
-            Err(e) => Poll::Ready(ended_or(e)),
+            Err(e) => Poll::Ready(Some(Err(e))),
         }
     }
 
     pub(crate) fn is_end_stream(&self) -> bool {
         self.stream.is_end_stream()
-    }
-}
-
-/// A reset with NO_ERROR or CANCEL after the response ends the body rather than
-/// failing it (a server done with the call may reset the stream it no longer reads).
-fn ended_or(e: h2::Error) -> Option<Result<Frame<Bytes>, h2::Error>> {
-    match e.reason() {
-        Some(h2::Reason::NO_ERROR | h2::Reason::CANCEL) => None,
-        _ => Some(Err(e)),
     }
 }

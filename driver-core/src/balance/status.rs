@@ -1,0 +1,88 @@
+//! The gRPC status of a call that ended on an HTTP/2 error, as gRPC over HTTP/2 maps it.
+//!
+//! Contract ([`stream_status`]): a call whose deadline has passed when its stream
+//! fails is `DEADLINE_EXCEEDED`, whichever side noticed first (a server resets a stream
+//! with `CANCEL` when its copy of the deadline fires, often before our own timer);
+//! otherwise a reset maps as the gRPC HTTP/2 protocol spec lists it (`CANCEL` →
+//! `CANCELLED`, `REFUSED_STREAM` → `UNAVAILABLE`, `ENHANCE_YOUR_CALM` →
+//! `RESOURCE_EXHAUSTED`, `INADEQUATE_SECURITY` → `PERMISSION_DENIED`, the other codes
+//! → `INTERNAL`), and a lost connection or a `GOAWAY` is `UNAVAILABLE`.
+//!
+//! Why it matters: callers and dtm retry `UNAVAILABLE` as "nothing happened"; a call
+//! that timed out, or that a server cancelled, must not be reported that way.
+
+use std::time::{Duration, Instant};
+
+use tonic::Status;
+
+/// How far before our deadline a failure still counts as the deadline's: the server's
+/// copy is our remaining time as `grpc-timeout` carries it, and our timers fire late.
+const DEADLINE_SLACK: Duration = Duration::from_millis(1);
+
+/// True once `deadline` has passed (within [`DEADLINE_SLACK`]).
+pub(crate) fn deadline_passed(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|d| Instant::now() + DEADLINE_SLACK >= d)
+}
+
+/// The status of a call to `what` (target and address, for the message) that failed
+/// with `error` after its request may have reached the server; see the [module
+/// docs](self).
+pub(crate) fn stream_status(error: &h2::Error, deadline: Option<Instant>, what: &str) -> Status {
+    if deadline_passed(deadline) {
+        return Status::deadline_exceeded(format!("{what}: deadline exceeded ({error})"));
+    }
+    let message = format!("{what}: {error}");
+    if error.is_go_away() || error.is_io() || error.reason().is_none() {
+        return Status::unavailable(message);
+    }
+    match error.reason() {
+        Some(h2::Reason::CANCEL) => Status::cancelled(message),
+        Some(h2::Reason::REFUSED_STREAM) => Status::unavailable(message),
+        Some(h2::Reason::ENHANCE_YOUR_CALM) => Status::resource_exhausted(message),
+        Some(h2::Reason::INADEQUATE_SECURITY) => Status::permission_denied(message),
+        _ => Status::internal(message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resets_map_as_the_grpc_http2_spec_says() {
+        let reset = |r| h2::Error::from(r);
+        for (reason, code) in [
+            (h2::Reason::CANCEL, tonic::Code::Cancelled),
+            (h2::Reason::NO_ERROR, tonic::Code::Internal),
+            (h2::Reason::PROTOCOL_ERROR, tonic::Code::Internal),
+            (h2::Reason::INTERNAL_ERROR, tonic::Code::Internal),
+            (h2::Reason::FLOW_CONTROL_ERROR, tonic::Code::Internal),
+            (h2::Reason::REFUSED_STREAM, tonic::Code::Unavailable),
+            (
+                h2::Reason::ENHANCE_YOUR_CALM,
+                tonic::Code::ResourceExhausted,
+            ),
+            (
+                h2::Reason::INADEQUATE_SECURITY,
+                tonic::Code::PermissionDenied,
+            ),
+        ] {
+            assert_eq!(
+                stream_status(&reset(reason), None, "t").code(),
+                code,
+                "{reason:?}"
+            );
+        }
+        // Whatever the reset, past the deadline it is the deadline's.
+        let past = Some(Instant::now() - Duration::from_millis(5));
+        let soon = Some(Instant::now() + Duration::from_secs(5));
+        assert_eq!(
+            stream_status(&reset(h2::Reason::CANCEL), past, "t").code(),
+            tonic::Code::DeadlineExceeded
+        );
+        assert_eq!(
+            stream_status(&reset(h2::Reason::CANCEL), soon, "t").code(),
+            tonic::Code::Cancelled
+        );
+    }
+}
