@@ -133,10 +133,23 @@ fn redact_at(target: &str, depth: usize) -> String {
 fn redact_after_scheme(rest: &str, depth: usize) -> String {
     let (userinfo, tail) = mask_userinfo(rest);
     if userinfo.swallowed_query {
-        // The '@' sat inside the query: what follows it are still parameters.
+        // The '@' sat inside the query: what follows it are still parameters, and the
+        // first of them continues the one the '@' cut (`password=p@ss`): when that one
+        // is secret, its continuation is masked too.
+        let before = &rest[..rest.len() - tail.len()];
+        let query = before.split_once('?').map_or(before, |(_, q)| q);
+        let cut = query.rsplit('&').next().unwrap_or_default();
         let pairs: Vec<String> = tail[1..]
             .split('&')
-            .map(|pair| redact_pair(pair, depth))
+            .enumerate()
+            .map(|(i, pair)| {
+                let whole = format!("{cut}@{pair}");
+                if i == 0 && redact_pair(&whole, depth) != whole {
+                    MASK.to_string()
+                } else {
+                    redact_pair(pair, depth)
+                }
+            })
             .collect();
         return format!("{}@{}", userinfo.masked, pairs.join("&"));
     }
@@ -367,5 +380,28 @@ mod tests {
             let once = redact(input);
             assert_eq!(redact(&once), once);
         }
+    }
+
+    /// Found by the `target` fuzz target (fuzz/regressions/target/at-in-secret-value and
+    /// at-in-secret-name): an unescaped '@' in a secret parameter made the part after it
+    /// look like a new parameter, shown in clear.
+    #[test]
+    fn an_at_sign_inside_a_secret_parameter_hides_all_of_it() {
+        for (input, secret) in [
+            ("etcd://h:2379/k?user=root&password=p@ssw0rd", "ssw0rd"),
+            ("consul://h/svc?token=abc@def&tag=x", "def"),
+            (
+                "etcS://h/k?password=p+w&tokencd://\u{fffd}y@h=t%20k",
+                "t%20k",
+            ),
+        ] {
+            let shown = redact(input);
+            assert!(!shown.contains(secret), "{input} -> {shown}");
+        }
+        assert_eq!(
+            redact("consul://h/svc?token=abc@def&tag=x"),
+            "consul://***@***&tag=x"
+        );
+        assert_eq!(redact("consul://h/svc?x=a@b&tag=x"), "consul://***@b&tag=x");
     }
 }
