@@ -3,9 +3,11 @@
 //! Derived means: the getters, [`Target::query_duration`] with every range the drivers
 //! use, [`redact`] and [`redact_message`] (on any string, parsed or not), the etcd and
 //! consul cluster settings with their TLS options ([`EtcdTarget`], [`ConsulTarget`],
-//! [`HealthQuery`] and its request path), go-zero's [`subset_size`], the native etcd
-//! `registry://` form ([`to_etcd_target`]), kratos' `?registry=` ([`KratosDriver::with_registry`])
-//! and the loopback warning.
+//! [`HealthQuery`] and its request path), go-zero's [`subset_size`] and consul query
+//! ([`GoZeroConsulFormat::query`]: `healthy`, `limit`), the native registrations' options
+//! ([`NativeOptions::from_target`], [`NativeEtcdFormat::registration`]: weight, TTL,
+//! gRPC check durations), the native etcd `registry://` form ([`to_etcd_target`]), kratos'
+//! `?registry=` ([`KratosDriver::with_registry`]) and the loopback warning.
 //!
 //! Properties, for a target that parses:
 //!
@@ -24,13 +26,13 @@ use std::ops::Range;
 use std::time::Duration;
 
 use driver_consul::watch::WAIT_RANGE;
-use driver_consul::{ConsulTarget, HealthQuery, NativeConsulFormat};
+use driver_consul::{ConsulTarget, HealthQuery, NativeConsulFormat, NativeOptions};
 use driver_core::Target;
 use driver_core::driver::loopback_warning;
 use driver_core::target::{redact, redact_message};
 use driver_etcd::registry_target::to_etcd_target;
 use driver_etcd::{EtcdTarget, NativeEtcdFormat};
-use driver_gozero_compat::subset_size;
+use driver_gozero_compat::{GoZeroConsulFormat, subset_size};
 use driver_kratos_compat::KratosDriver;
 
 /// What replaces a secret (as [`redact`] writes it).
@@ -144,6 +146,10 @@ fn derived(t: &Target) -> Vec<String> {
         show(EtcdTarget::from_target(t)),
         show(ConsulTarget::from_target(t)),
         show(subset_size(t)),
+        show(GoZeroConsulFormat::query(t)),
+        // What is registered (`?meta.token=x` is metadata the user publishes): errors only.
+        show(NativeOptions::from_target(t).map(|_| ())),
+        show(NativeEtcdFormat::registration(t, "127.0.0.1:9000").map(|_| ())),
         show(to_etcd_target(t).map(|e| e.to_string())),
         show(
             KratosDriver::default()
