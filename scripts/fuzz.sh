@@ -6,7 +6,8 @@
 # libFuzzer starts from the kept corpus fuzz/corpus/<target>/ and the regressions
 # fuzz/regressions/<target>/ (both read only) and writes what it finds to fuzz/work/<target>/
 # (kept between runs, not committed); a crash is written to fuzz/artifacts/<target>/ and
-# stops the script with a non-zero exit. Prints executions per target at the end.
+# stops the script with a non-zero exit (as does an input taking over 10 s or 2 GB).
+# Prints executions per target at the end.
 #
 # Needs: rustup's nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz --locked`).
 # FUZZ_SANITIZER (default none: the workspace forbids unsafe code, and what is searched
@@ -50,7 +51,7 @@ for t in "${targets[@]}"; do
   log="work/$t.log"
   echo "== $t: ${seconds}s"
   status=0
-  "$bin_dir/$t" -max_total_time="$seconds" -artifact_prefix="artifacts/$t/" -print_final_stats=1 \
+  "$bin_dir/$t" -max_total_time="$seconds" -artifact_prefix="artifacts/$t/" -print_final_stats=1 -timeout=10 \
     "work/$t" "corpus/$t" "regressions/$t" >"$log" 2>&1 || status=$?
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -n 1)
   rate=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -n 1)
