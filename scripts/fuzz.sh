@@ -56,7 +56,7 @@ for t in "${targets[@]}"; do
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -n 1)
   rate=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -n 1)
   units=$(find "work/$t" -type f | wc -l)
-  summary+=("$(printf '%-24s %12s execs %8s/s %6s corpus  exit %s' "$t" "${execs:-?}" "${rate:-?}" "$units" "$status")")
+  summary+=("$(printf '%-24s %12s execs %8s/s %6s in work corpus  exit %s' "$t" "${execs:-?}" "${rate:-?}" "$units" "$status")")
   if [ "$status" -ne 0 ]; then
     tail -n 40 "$log" >&2
     echo "fuzz target $t failed (exit $status); the input is in fuzz/artifacts/$t/." >&2
