@@ -36,8 +36,12 @@ const NESTED: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~')
     .remove(b'*');
 
-/// `target` with secrets masked, for logs, errors and printed output; see the
-/// [module docs](self) for what counts as a secret.
+/// `target` with secrets masked, for logs, errors and printed output. Secrets are the
+/// password of `user:password@` (encoded or holding unescaped `/`, `?`, `#`, `@`), the
+/// values of parameters whose name speaks of one (`password`, `passwd`, `pwd`, `token`,
+/// `secret`, `acl_token`, ...), and the same nested in a parameter holding a target
+/// (kratos' `?registry=`), plain or percent-encoded. When the string is too malformed to
+/// tell the authority apart, more is masked rather than less.
 ///
 /// ```
 /// use driver_core::target::redact;
