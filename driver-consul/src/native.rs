@@ -127,6 +127,48 @@ impl Default for NativeOptions {
     }
 }
 
+impl NativeOptions {
+    /// The options a registration target asks for: `?weight=`, `?ttl=`, `?group=`,
+    /// `?tag=` (repeated), `?meta.KEY=` and the gRPC check (`?check=grpc&interval=…`).
+    /// The error names the parameter and the fix. Public so that the fuzz targets reach
+    /// the registrar's parsing without an agent.
+    ///
+    /// ```
+    /// use driver_consul::NativeOptions;
+    /// let t = driver_core::Target::parse("consul://h/svc?weight=3&tag=a&meta.zone=x").unwrap();
+    /// let o = NativeOptions::from_target(&t).unwrap();
+    /// assert_eq!((o.weight, o.tags.as_slice()), (3, ["a".to_string()].as_slice()));
+    /// ```
+    pub fn from_target(target: &Target) -> Result<Self> {
+        let bad = |reason: String| Error::BadTarget {
+            target: target.to_string(),
+            reason,
+        };
+        let mut options = Self::default();
+        if let Some(w) = target.query("weight") {
+            options.weight = w
+                .parse()
+                .map_err(|_| bad(format!("weight `{w}` is not a whole number")))?;
+        }
+        if let Some(ttl) = target.query_duration("ttl", &NativeConsulFormat::TTL_RANGE)? {
+            options.ttl = ttl;
+        }
+        options.grpc_check = grpc_check_options(target)?;
+        for (k, v) in target.query_pairs() {
+            match k.as_str() {
+                "group" => options.group = v.clone(),
+                "tag" if !v.is_empty() => options.tags.push(v.clone()),
+                _ => {
+                    if let Some(key) = k.strip_prefix("meta.") {
+                        options.meta.insert(key.to_string(), v.clone());
+                    }
+                }
+            }
+        }
+        Ok(options)
+    }
+}
+
 /// The agent-run gRPC health check of `?check=grpc`; see the [module docs](self).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GrpcCheckOptions {
@@ -345,31 +387,7 @@ pub struct NativeRegistrar;
 impl Registrar for NativeRegistrar {
     async fn register(&self, target: &Target, endpoint: &str) -> Result<Registration> {
         let t = ConsulTarget::from_target(target).map_err(|e| grpc_tls_hint(target, e))?;
-        let bad = |reason: String| Error::BadTarget {
-            target: target.to_string(),
-            reason,
-        };
-        let mut options = NativeOptions::default();
-        if let Some(w) = target.query("weight") {
-            options.weight = w
-                .parse()
-                .map_err(|_| bad(format!("weight `{w}` is not a whole number")))?;
-        }
-        if let Some(ttl) = target.query_duration("ttl", &NativeConsulFormat::TTL_RANGE)? {
-            options.ttl = ttl;
-        }
-        options.grpc_check = grpc_check_options(target)?;
-        for (k, v) in target.query_pairs() {
-            match k.as_str() {
-                "group" => options.group = v.clone(),
-                "tag" if !v.is_empty() => options.tags.push(v.clone()),
-                _ => {
-                    if let Some(key) = k.strip_prefix("meta.") {
-                        options.meta.insert(key.to_string(), v.clone());
-                    }
-                }
-            }
-        }
+        let options = NativeOptions::from_target(target)?;
         let registration = NativeConsulFormat::registration(&t.service, endpoint, &options)?;
         let extras = NativeConsulFormat::extras(endpoint, &options)?;
         ServiceKeeper::new(ConsulClient::new(t.config), registration, options.ttl / 3)

@@ -76,13 +76,33 @@ pub fn redact(target: &str) -> String {
 pub fn redact_message(message: &str, target: &str) -> String {
     let mut secrets = Vec::new();
     collect_secrets(target, 0, &mut secrets);
-    // Longest first, so a piece does not cut a longer secret that contains it.
-    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    // Only the secrets are replaced: the rest is prose, which `redact` would misread
-    // (a hint such as "pass ?token=... on the target" is no query).
-    let mut out = message.to_string();
+    secrets.sort_unstable();
+    secrets.dedup();
+    // Only the secrets are masked: the rest is prose, which `redact` would misread (a
+    // hint such as "pass ?token=... on the target" is no query).
+    let shown = message;
+    // Every byte some secret covers, found in one pass over the text: a
+    // replacement made in place would be searched again, and a piece such as `**`
+    // would then match in its own mask and grow the text with every copy.
+    let mut covered = vec![false; shown.len()];
     for secret in &secrets {
-        out = out.replace(secret.as_str(), MASK);
+        for (at, _) in shown.match_indices(secret.as_str()) {
+            covered[at..at + secret.len()].fill(true);
+        }
+    }
+    // Each run of covered characters becomes one mask.
+    let mut out = String::with_capacity(shown.len());
+    let mut masking = false;
+    for (at, c) in shown.char_indices() {
+        if covered[at] {
+            if !masking {
+                out.push_str(MASK);
+            }
+            masking = true;
+        } else {
+            out.push(c);
+            masking = false;
+        }
     }
     out
 }
@@ -142,10 +162,23 @@ fn redact_at(target: &str, depth: usize) -> String {
 fn redact_after_scheme(rest: &str, depth: usize) -> String {
     let (userinfo, tail) = mask_userinfo(rest);
     if userinfo.swallowed_query {
-        // The '@' sat inside the query: what follows it are still parameters.
+        // The '@' sat inside the query: what follows it are still parameters, and the
+        // first of them continues the one the '@' cut (`password=p@ss`): when that one
+        // is secret, its continuation is masked too.
+        let before = &rest[..rest.len() - tail.len()];
+        let query = before.split_once('?').map_or(before, |(_, q)| q);
+        let cut = query.rsplit('&').next().unwrap_or_default();
         let pairs: Vec<String> = tail[1..]
             .split('&')
-            .map(|pair| redact_pair(pair, depth))
+            .enumerate()
+            .map(|(i, pair)| {
+                let whole = format!("{cut}@{pair}");
+                if i == 0 && redact_pair(&whole, depth) != whole {
+                    MASK.to_string()
+                } else {
+                    redact_pair(pair, depth)
+                }
+            })
             .collect();
         return format!("{}@{}", userinfo.masked, pairs.join("&"));
     }
@@ -381,5 +414,37 @@ mod tests {
             let once = redact(input);
             assert_eq!(redact(&once), once);
         }
+    }
+
+    /// Found by the `target` fuzz target (fuzz/regressions/target/at-in-secret-value and
+    /// at-in-secret-name): an unescaped '@' in a secret parameter made the part after it
+    /// look like a new parameter, shown in clear.
+    #[test]
+    fn an_at_sign_inside_a_secret_parameter_hides_all_of_it() {
+        for (input, secret) in [
+            ("etcd://h:2379/k?user=root&password=p@ssw0rd", "ssw0rd"),
+            ("consul://h/svc?token=abc@def&tag=x", "def"),
+            (
+                "etcS://h/k?password=p+w&tokencd://\u{fffd}y@h=t%20k",
+                "t%20k",
+            ),
+        ] {
+            let shown = redact(input);
+            assert!(!shown.contains(secret), "{input} -> {shown}");
+        }
+        assert_eq!(
+            redact("consul://h/svc?token=abc@def&tag=x"),
+            "consul://***@***&tag=x"
+        );
+        assert_eq!(redact("consul://h/svc?x=a@b&tag=x"), "consul://***@b&tag=x");
+    }
+    /// Found by the `target` fuzz target (fuzz/regressions/target/oom-redact-message):
+    /// a secret piece such as `**` matched again in the mask that replaced it, so each
+    /// of its copies grew the message by half; a 1 KB target took 2.7 GB.
+    #[test]
+    fn messages_do_not_grow_with_repeated_secrets() {
+        let target = format!("etcd://h/k?{}", "token=x/**&".repeat(24));
+        let shown = redact_message("x/** and ** again", &target);
+        assert_eq!(shown, "*** and *** again");
     }
 }

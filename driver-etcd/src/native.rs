@@ -103,6 +103,59 @@ impl NativeEtcdFormat {
         serde_json::to_string(instance).unwrap_or_default()
     }
 
+    /// What registering `endpoint` at `target` (`etcd://` or `registry://`) writes: the
+    /// cluster and key, the instance (`?weight=`, `?group=`, `?meta.KEY=`) and the lease
+    /// TTL (`?ttl=`). The error names the parameter and the fix. Public so that the fuzz
+    /// targets reach the registrar's parsing without etcd.
+    ///
+    /// ```
+    /// use driver_etcd::NativeEtcdFormat;
+    /// let t = driver_core::Target::parse("etcd://h:2379/svc?weight=3&group=blue&ttl=20s").unwrap();
+    /// let (_, instance, ttl) = NativeEtcdFormat::registration(&t, "10.0.0.5:9000").unwrap();
+    /// assert_eq!((instance.weight, instance.group.as_str()), (3, "blue"));
+    /// assert_eq!(ttl, std::time::Duration::from_secs(20));
+    /// ```
+    pub fn registration(
+        target: &Target,
+        endpoint: &str,
+    ) -> Result<(EtcdTarget, Instance, Duration)> {
+        let target = &etcd_form(target)?;
+        let t = EtcdTarget::from_target(target)?;
+        let bad = |reason: String| Error::BadTarget {
+            target: target.to_string(),
+            reason,
+        };
+        let weight = match target.query("weight") {
+            None => 1,
+            // The seed registry reads `Weight` as an int32 and skips values beyond it.
+            Some(w) => w
+                .parse::<u32>()
+                .ok()
+                .filter(|&n| i32::try_from(n).is_ok())
+                .ok_or_else(|| {
+                    bad(format!(
+                        "weight `{w}` is not a whole number from 0 to 2147483647"
+                    ))
+                })?,
+        };
+        let ttl = target
+            .query_duration("ttl", &NativeEtcdFormat::TTL_RANGE)?
+            .unwrap_or(LeaseKeeper::DEFAULT_TTL);
+        HostPort::parse_endpoint(endpoint)?;
+        let instance = Instance {
+            name: t.key.clone(),
+            address: endpoint.to_string(),
+            weight,
+            group: target.query("group").unwrap_or_default().to_string(),
+            metadata: target
+                .query_pairs()
+                .iter()
+                .filter_map(|(k, v)| Some((k.strip_prefix("meta.")?.to_string(), v.clone())))
+                .collect(),
+        };
+        Ok((t, instance, ttl))
+    }
+
     /// Reads a value back (ours or the seed registry's, see [`Instance`]); `group`
     /// keeps only that group.
     pub fn decode(
@@ -207,40 +260,8 @@ pub struct NativeRegistrar;
 #[async_trait]
 impl Registrar for NativeRegistrar {
     async fn register(&self, target: &Target, endpoint: &str) -> Result<Registration> {
+        let (t, instance, ttl) = NativeEtcdFormat::registration(target, endpoint)?;
         let target = &etcd_form(target)?;
-        let t = EtcdTarget::from_target(target)?;
-        let bad = |reason: String| Error::BadTarget {
-            target: target.to_string(),
-            reason,
-        };
-        let weight = match target.query("weight") {
-            None => 1,
-            // The seed registry reads `Weight` as an int32 and skips values beyond it.
-            Some(w) => w
-                .parse::<u32>()
-                .ok()
-                .filter(|&n| i32::try_from(n).is_ok())
-                .ok_or_else(|| {
-                    bad(format!(
-                        "weight `{w}` is not a whole number from 0 to 2147483647"
-                    ))
-                })?,
-        };
-        let ttl = target
-            .query_duration("ttl", &NativeEtcdFormat::TTL_RANGE)?
-            .unwrap_or(LeaseKeeper::DEFAULT_TTL);
-        HostPort::parse_endpoint(endpoint)?;
-        let instance = Instance {
-            name: t.key.clone(),
-            address: endpoint.to_string(),
-            weight,
-            group: target.query("group").unwrap_or_default().to_string(),
-            metadata: target
-                .query_pairs()
-                .iter()
-                .filter_map(|(k, v)| Some((k.strip_prefix("meta.")?.to_string(), v.clone())))
-                .collect(),
-        };
         let client = shared_client(&t.config).await?;
         let key = NativeEtcdFormat::key(&instance);
         LeaseKeeper::new(

@@ -105,6 +105,40 @@ impl GoZeroConsulFormat {
         }
     }
 
+    /// The health query and the endpoint limit a resolver target asks for: the agent,
+    /// service, `?dc=`, `?tag=`, `?near=`, `?wait=` of [`HealthQuery::from_target`], plus
+    /// zero-contrib's `?healthy=` (passing instances only) and `?limit=` (0: none). The
+    /// error names the parameter. Public so that the fuzz targets reach the resolver's
+    /// parsing without an agent.
+    ///
+    /// ```
+    /// use driver_gozero_compat::GoZeroConsulFormat;
+    /// let t = driver_core::Target::parse("consul://h:8500/svc?healthy=true&limit=2").unwrap();
+    /// let (query, limit) = GoZeroConsulFormat::query(&t).unwrap();
+    /// assert!(query.passing_only);
+    /// assert_eq!(limit, Some(2));
+    /// ```
+    pub fn query(target: &Target) -> Result<(HealthQuery, Option<usize>)> {
+        let bad = |reason: String| Error::BadTarget {
+            target: target.to_string(),
+            reason,
+        };
+        let mut query = HealthQuery::from_target(target)?;
+        query.passing_only = match target.query("healthy") {
+            None | Some("" | "false" | "0") => false,
+            Some("true" | "1") => true,
+            Some(other) => return Err(bad(format!("healthy `{other}` is not true or false"))),
+        };
+        let limit = match target.query("limit") {
+            None | Some("" | "0") => None,
+            Some(l) => Some(
+                l.parse::<usize>()
+                    .map_err(|_| bad(format!("limit `{l}` is not a whole number")))?,
+            ),
+        };
+        Ok((query, limit))
+    }
+
     /// The endpoints of a health answer: one per instance with a usable address
     /// ([`ServiceEntry::addr`]; the others are skipped with a warning), at most `limit`
     /// of them when given.
@@ -129,23 +163,7 @@ pub struct GoZeroConsulResolver;
 
 impl Resolver for GoZeroConsulResolver {
     fn resolve(&self, target: &Target, updates: SnapshotSender) -> Result<()> {
-        let bad = |reason: String| Error::BadTarget {
-            target: target.to_string(),
-            reason,
-        };
-        let mut query = HealthQuery::from_target(target)?;
-        query.passing_only = match target.query("healthy") {
-            None | Some("" | "false" | "0") => false,
-            Some("true" | "1") => true,
-            Some(other) => return Err(bad(format!("healthy `{other}` is not true or false"))),
-        };
-        let limit = match target.query("limit") {
-            None | Some("" | "0") => None,
-            Some(l) => Some(
-                l.parse::<usize>()
-                    .map_err(|_| bad(format!("limit `{l}` is not a whole number")))?,
-            ),
-        };
+        let (query, limit) = GoZeroConsulFormat::query(target)?;
         let decode =
             Arc::new(move |entries: &[ServiceEntry]| GoZeroConsulFormat::decode(entries, limit));
         resolve_health(&query, decode, updates);
