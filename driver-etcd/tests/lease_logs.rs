@@ -4,49 +4,25 @@
 //! Alone in its test binary: tracing caches per-callsite interest process-wide, and a
 //! thread-local subscriber racing other tests' threads can miss events.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use driver_etcd::{EtcdConfig, LeaseKeeper, shared_client};
-use test_support::EtcdServer;
+use test_support::{CapturedLogs, EtcdServer};
 
-/// Collects formatted tracing output.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn lines(&self, level: &str, text: &str) -> Vec<String> {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .filter(|l| l.contains(level) && l.contains("driver_etcd::lease") && l.contains(text))
-            .map(str::to_string)
-            .collect()
-    }
+/// The captured lines of the lease keeper at `level` that hold `text`.
+fn lines(logs: &CapturedLogs, level: &str, text: &str) -> Vec<String> {
+    logs.text()
+        .lines()
+        .filter(|l| l.contains(level) && l.contains("driver_etcd::lease") && l.contains(text))
+        .map(str::to_string)
+        .collect()
 }
 
 // Current-thread runtime: every task runs on this thread, so the thread-local
 // subscriber sees all events.
 #[tokio::test]
 async fn an_outage_is_one_warn_with_the_fix_and_one_info() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = CapturedLogs::capture();
 
     let mut server = EtcdServer::start_with_auth("pw", None);
     let config = EtcdConfig::new([server.endpoint()]).with_user(EtcdServer::ROOT_USER, "pw");
@@ -71,16 +47,16 @@ async fn an_outage_is_one_warn_with_the_fix_and_one_info() {
         .expect("not live again within 3 s")
         .unwrap();
 
-    let warns = logs.lines("WARN", "");
+    let warns = lines(&logs, "WARN", "");
     assert_eq!(warns.len(), 1, "one WARN per outage: {warns:#?}");
     assert!(
         warns[0].contains("is etcd running"),
         "the WARN names no fix: {}",
         warns[0]
     );
-    let retries = logs.lines("DEBUG", "not restored yet");
+    let retries = lines(&logs, "DEBUG", "not restored yet");
     assert!(retries.len() >= 3, "the retries: {retries:#?}");
-    let resumed = logs.lines("INFO", "resumed");
+    let resumed = lines(&logs, "INFO", "resumed");
     assert_eq!(resumed.len(), 1, "{resumed:#?}");
     registration.deregister().await.expect("deregister");
 }
