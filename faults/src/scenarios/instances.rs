@@ -8,7 +8,7 @@ use driver_gozero_compat::GoZeroDriver;
 use test_support::{EchoServer, EtcdServer, InteropProcess, TestPki, free_port, signal_and_wait};
 
 use super::{Kind, WORKERS, blocking, channel, etcd_client, signal, until};
-use crate::load::Load;
+use crate::load::{Load, Record};
 use crate::report::Row;
 
 /// A go-zero echo server registered in etcd under `key`, listening on a fresh port.
@@ -31,14 +31,7 @@ pub async fn rolling_restart() -> Row {
         .map(|i| gozero_instance(&ep, "roll.rpc", &format!("go{i}")))
         .collect();
     let channel = channel(&target, &GoZeroDriver, 3).await;
-    let ready = || {
-        channel
-            .status()
-            .endpoints
-            .iter()
-            .filter(|e| e.state == "ready")
-            .count()
-    };
+    let ready = || ready_count(&channel);
 
     let load = Load::start(&channel, WORKERS);
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -54,23 +47,13 @@ pub async fn rolling_restart() -> Row {
         .await
         .map(|_| last_restart.elapsed());
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let record = load.stop().await;
-    let failed = record.failed();
-    Row {
-        scenario: "rolling-restart",
-        driver: Kind::GoZero.name(),
-        calls: record.calls(),
-        failed,
-        recovery_of: "3 ready after the last restart",
+    replacement_row(
+        "rolling-restart",
+        load.stop().await,
+        "3 ready after the last restart",
         recovery,
-        detail: "3 go-zero processes, SIGTERM then a new one".into(),
-        violation: match recovery {
-            _ if failed > 0 => Some(format!("{failed} calls failed")),
-            None => Some("the channel never had 3 ready instances again".into()),
-            Some(_) => None,
-        },
-        errors: record.errors,
-    }
+        "3 go-zero processes, SIGTERM then a new one".into(),
+    )
 }
 
 /// Three TLS instances, each in turn restarted on its address with a newly issued
@@ -101,14 +84,7 @@ pub async fn tls_rotation() -> Row {
         .connect()
         .expect("connect");
     channel.warm_up();
-    let ready = || {
-        channel
-            .status()
-            .endpoints
-            .iter()
-            .filter(|e| e.state == "ready")
-            .count()
-    };
+    let ready = || ready_count(&channel);
     until(Duration::from_secs(10), || async { ready() == 3 }).await;
 
     let load = Load::start(&channel, WORKERS);
@@ -125,19 +101,44 @@ pub async fn tls_rotation() -> Row {
         .await
         .map(|_| last.elapsed());
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let record = load.stop().await;
-    let failed = record.failed();
     let rotated = servers.iter().map(EchoServer::calls).collect::<Vec<_>>();
+    replacement_row(
+        "tls-rotation",
+        load.stop().await,
+        "3 ready after the last rotation",
+        recovery,
+        format!("3 TLS instances restarted with new certificates; calls per instance {rotated:?}"),
+    )
+}
+
+/// How many of `channel`'s endpoints are ready.
+fn ready_count(channel: &Channel) -> usize {
+    channel
+        .status()
+        .endpoints
+        .iter()
+        .filter(|e| e.state == "ready")
+        .count()
+}
+
+/// The row of a scenario that replaces instances one by one: it passes with no failed
+/// call and all three ready again.
+fn replacement_row(
+    scenario: &'static str,
+    record: Record,
+    recovery_of: &'static str,
+    recovery: Option<Duration>,
+    detail: String,
+) -> Row {
+    let failed = record.failed();
     Row {
-        scenario: "tls-rotation",
+        scenario,
         driver: Kind::GoZero.name(),
         calls: record.calls(),
         failed,
-        recovery_of: "3 ready after the last rotation",
+        recovery_of,
         recovery,
-        detail: format!(
-            "3 TLS instances restarted with new certificates; calls per instance {rotated:?}"
-        ),
+        detail,
         violation: match recovery {
             _ if failed > 0 => Some(format!("{failed} calls failed")),
             None => Some("the channel never had 3 ready instances again".into()),

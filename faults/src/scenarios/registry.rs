@@ -5,40 +5,80 @@
 
 use std::time::{Duration, Instant};
 
-use driver_core::Driver;
+use driver_core::{Channel, Driver, Registration};
 use driver_gozero_compat::GoZeroDriver;
 use test_support::{ConsulAgent, EchoServer, EtcdCluster, EtcdServer};
 
 use super::{Kind, WORKERS, blocking, channel, count_keys, etcd_client, signal, until};
-use crate::load::Load;
+use crate::load::{Load, Record};
 use crate::report::Row;
 
 /// How long recovering registrations may take after the registry is back.
 const RECOVERY_BOUND: Duration = Duration::from_secs(2);
 
-async fn echo_servers(prefix: &str, n: usize) -> Vec<EchoServer> {
-    let mut servers = Vec::with_capacity(n);
-    for i in 0..n {
-        servers.push(EchoServer::start(&format!("{prefix}{i}")).await);
-    }
-    servers
+/// Three in-process instances registered at `target` by `driver`, and a channel that
+/// lists all three.
+struct Served {
+    _servers: Vec<EchoServer>,
+    registrations: Vec<Registration>,
+    channel: Channel,
 }
 
-async fn register_all(
-    driver: &dyn Driver,
-    target: &str,
-    servers: &[EchoServer],
-) -> Vec<driver_core::Registration> {
-    let mut registrations = Vec::with_capacity(servers.len());
-    for s in servers {
+async fn serve(driver: &dyn Driver, target: &str, name: &str) -> Served {
+    let mut servers = Vec::with_capacity(3);
+    let mut registrations = Vec::with_capacity(3);
+    for i in 0..3 {
+        let server = EchoServer::start(&format!("{name}{i}")).await;
         registrations.push(
             driver
-                .register_service(target, &s.addr())
+                .register_service(target, &server.addr())
                 .await
-                .unwrap_or_else(|e| panic!("register {}: {e}", s.addr())),
+                .unwrap_or_else(|e| panic!("register {}: {e}", server.addr())),
         );
+        servers.push(server);
     }
-    registrations
+    let channel = channel(target, driver, 3).await;
+    Served {
+        _servers: servers,
+        registrations,
+        channel,
+    }
+}
+
+/// Deletes one of the keys under `prefix` by hand.
+async fn delete_one(client: &etcd_client::Client, prefix: &str) {
+    let mut kv = client.kv_client();
+    let options = etcd_client::GetOptions::new()
+        .with_prefix()
+        .with_keys_only();
+    let keys = kv.get(prefix, Some(options)).await.expect("list keys");
+    let victim = keys.kvs()[0].key().to_vec();
+    kv.delete(victim, None).await.expect("delete a key");
+}
+
+/// A registry scenario's row: it passes with no failed call and recovery within
+/// `bound`.
+fn registry_row(
+    scenario: &'static str,
+    driver: &'static str,
+    record: Record,
+    recovery_of: &'static str,
+    recovery: Option<Duration>,
+    detail: String,
+    bound: Duration,
+) -> Row {
+    let failed = record.failed();
+    Row {
+        scenario,
+        driver,
+        calls: record.calls(),
+        failed,
+        recovery_of,
+        recovery,
+        detail,
+        violation: judge(failed, recovery, bound),
+        errors: record.errors,
+    }
 }
 
 /// The verdict shared by registry scenarios: no failed call, recovery in time.
@@ -60,13 +100,10 @@ pub async fn etcd_restart(kind: Kind) -> Row {
     let ep = etcd.endpoint();
     let client = etcd_client(std::slice::from_ref(&ep)).await;
     let driver = kind.driver();
-    let target = format!("etcd://{ep}/faults");
-    let servers = echo_servers("restart", 3).await;
-    let _registrations = register_all(driver.as_ref(), &target, &servers).await;
-    let channel = channel(&target, driver.as_ref(), 3).await;
+    let served = serve(driver.as_ref(), &format!("etcd://{ep}/faults"), "restart").await;
     let prefix = kind.prefix("faults");
 
-    let load = Load::start(&channel, WORKERS);
+    let load = Load::start(&served.channel, WORKERS);
     tokio::time::sleep(Duration::from_secs(1)).await;
     blocking(|| etcd.kill());
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -76,23 +113,20 @@ pub async fn etcd_restart(kind: Kind) -> Row {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let record = load.stop().await;
-    let failed = record.failed();
-    Row {
-        scenario: match kind {
-            Kind::GoZero => "etcd-restart",
-            Kind::Kratos => "etcd-restart-kratos",
-            Kind::Native => "etcd-restart-native",
-        },
-        driver: kind.name(),
-        calls: record.calls(),
-        failed,
-        recovery_of: "3 keys back after etcd restart",
+    let scenario = match kind {
+        Kind::GoZero => "etcd-restart",
+        Kind::Kratos => "etcd-restart-kratos",
+        Kind::Native => "etcd-restart-native",
+    };
+    registry_row(
+        scenario,
+        kind.name(),
+        load.stop().await,
+        "3 keys back after etcd restart",
         recovery,
-        detail: format!("etcd down 1 s; {WORKERS} callers"),
-        violation: judge(failed, recovery, RECOVERY_BOUND),
-        errors: record.errors,
-    }
+        format!("etcd down 1 s; {WORKERS} callers"),
+        RECOVERY_BOUND,
+    )
 }
 
 /// The password of the root user of the auth scenarios' etcd.
@@ -117,94 +151,69 @@ async fn authed_client(ep: &str) -> etcd_client::Client {
 pub async fn etcd_auth_restart() -> Row {
     let mut etcd = blocking(|| EtcdServer::start_with_auth(ROOT_PASSWORD, None));
     let ep = etcd.endpoint();
-    let target = format!(
-        "etcd://{}:{ROOT_PASSWORD}@{ep}/authsvc",
-        EtcdServer::ROOT_USER
-    );
-    let servers = echo_servers("auth", 3).await;
-    let registrations = register_all(&GoZeroDriver, &target, &servers).await;
-    let channel = channel(&target, &GoZeroDriver, 3).await;
+    let user = EtcdServer::ROOT_USER;
+    let target = format!("etcd://{user}:{ROOT_PASSWORD}@{ep}/authsvc");
+    let served = serve(&GoZeroDriver, &target, "auth").await;
 
-    let load = Load::start(&channel, WORKERS);
+    let load = Load::start(&served.channel, WORKERS);
     tokio::time::sleep(Duration::from_secs(1)).await;
     blocking(|| etcd.restart());
     let client = authed_client(&ep).await;
-    // Past the 10 s TTL: leases granted before the restart and not kept alive since
-    // would be gone by then.
     let recovery = until(Duration::from_secs(15), || async {
-        registrations
+        served
+            .registrations
             .iter()
             .all(|r| r.health() == driver_core::RegistrationState::Live)
             && count_keys(&client, "authsvc/").await == 3
     })
     .await;
+    // Past the 10 s TTL: leases granted before the restart and not kept alive since
+    // would be gone by then.
     tokio::time::sleep(Duration::from_secs(11)).await;
     let kept = count_keys(&client, "authsvc/").await;
-    let record = load.stop().await;
-    let failed = record.failed();
-    Row {
-        scenario: "etcd-auth-restart",
-        driver: Kind::GoZero.name(),
-        calls: record.calls(),
-        failed,
-        recovery_of: "3 keys back and every registration Live",
+    let mut row = registry_row(
+        "etcd-auth-restart",
+        Kind::GoZero.name(),
+        load.stop().await,
+        "3 keys back and every registration Live",
         recovery,
-        detail: format!("{kept} of 3 keys still there 11 s later (past the TTL)"),
-        violation: judge(failed, recovery, RECOVERY_BOUND)
-            .or_else(|| (kept != 3).then(|| format!("only {kept} keys outlived the TTL"))),
-        errors: record.errors,
+        format!("{kept} of 3 keys still there 11 s later (past the TTL)"),
+        RECOVERY_BOUND,
+    );
+    if row.violation.is_none() && kept != 3 {
+        row.violation = Some(format!("only {kept} keys outlived the TTL"));
     }
+    row
 }
 
 /// etcd with authentication and a 2 s token TTL: once the tokens expired, a key deleted
 /// by hand must be put back (the keeper logs in again).
 pub async fn etcd_auth_token_expiry() -> Row {
-    let etcd =
-        blocking(|| EtcdServer::start_with_auth(ROOT_PASSWORD, Some(Duration::from_secs(2))));
+    let ttl = Some(Duration::from_secs(2));
+    let etcd = blocking(|| EtcdServer::start_with_auth(ROOT_PASSWORD, ttl));
     let ep = etcd.endpoint();
-    let target = format!(
-        "etcd://{}:{ROOT_PASSWORD}@{ep}/expiry",
-        EtcdServer::ROOT_USER
-    );
-    let servers = echo_servers("expiry", 3).await;
-    let _registrations = register_all(&GoZeroDriver, &target, &servers).await;
-    let channel = channel(&target, &GoZeroDriver, 3).await;
+    let user = EtcdServer::ROOT_USER;
+    let target = format!("etcd://{user}:{ROOT_PASSWORD}@{ep}/expiry");
+    let served = serve(&GoZeroDriver, &target, "expiry").await;
     let client = authed_client(&ep).await;
 
-    let load = Load::start(&channel, WORKERS);
+    let load = Load::start(&served.channel, WORKERS);
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let mut kv = client.kv_client();
-    let keys = kv
-        .get(
-            "expiry/",
-            Some(
-                etcd_client::GetOptions::new()
-                    .with_prefix()
-                    .with_keys_only(),
-            ),
-        )
-        .await
-        .expect("list keys");
-    let victim = keys.kvs()[0].key().to_vec();
-    kv.delete(victim, None).await.expect("delete a key");
+    delete_one(&client, "expiry/").await;
     let recovery = until(Duration::from_secs(5), || {
         count_keys(&client, "expiry/").map_eq(3)
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let record = load.stop().await;
-    let failed = record.failed();
-    Row {
-        scenario: "etcd-auth-token-expiry",
-        driver: Kind::GoZero.name(),
-        calls: record.calls(),
-        failed,
-        recovery_of: "a key deleted after token expiry put back",
+    registry_row(
+        "etcd-auth-token-expiry",
+        Kind::GoZero.name(),
+        load.stop().await,
+        "a key deleted after token expiry put back",
         recovery,
-        detail: "token TTL 2 s, key deleted 4 s in".into(),
-        violation: judge(failed, recovery, RECOVERY_BOUND),
-        errors: record.errors,
-    }
+        "token TTL 2 s, key deleted 4 s in".into(),
+        RECOVERY_BOUND,
+    )
 }
 
 /// etcd frozen (SIGSTOP) for longer than the lease TTL, then resumed.
@@ -212,13 +221,10 @@ pub async fn etcd_freeze() -> Row {
     let mut etcd = EtcdServer::start();
     let ep = etcd.endpoint();
     let client = etcd_client(std::slice::from_ref(&ep)).await;
-    let target = format!("etcd://{ep}/frozen");
-    let servers = echo_servers("freeze", 3).await;
-    let _registrations = register_all(&GoZeroDriver, &target, &servers).await;
-    let channel = channel(&target, &GoZeroDriver, 3).await;
+    let served = serve(&GoZeroDriver, &format!("etcd://{ep}/frozen"), "freeze").await;
     let pid = etcd.pid().expect("etcd runs");
 
-    let load = Load::start(&channel, WORKERS);
+    let load = Load::start(&served.channel, WORKERS);
     tokio::time::sleep(Duration::from_secs(1)).await;
     signal(pid, "STOP");
     // Past go-zero's 10 s TTL: the leases expire the moment etcd resumes.
@@ -230,19 +236,16 @@ pub async fn etcd_freeze() -> Row {
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let record = load.stop().await;
-    let failed = record.failed();
     let still = blocking(|| etcd.is_running());
-    Row {
-        scenario: "etcd-freeze",
-        driver: Kind::GoZero.name(),
-        calls: record.calls(),
-        failed,
-        recovery_of: "3 keys back after etcd resumed",
+    registry_row(
+        "etcd-freeze",
+        Kind::GoZero.name(),
+        record,
+        "3 keys back after etcd resumed",
         recovery,
-        detail: format!("etcd frozen 12 s (TTL 10 s); etcd alive after: {still}"),
-        violation: judge(failed, recovery, RECOVERY_BOUND),
-        errors: record.errors,
-    }
+        format!("etcd frozen 12 s (TTL 10 s); etcd alive after: {still}"),
+        RECOVERY_BOUND,
+    )
 }
 
 /// A registered key deleted by hand.
@@ -250,45 +253,25 @@ pub async fn key_deleted() -> Row {
     let etcd = EtcdServer::start();
     let ep = etcd.endpoint();
     let client = etcd_client(std::slice::from_ref(&ep)).await;
-    let target = format!("etcd://{ep}/deleted");
-    let servers = echo_servers("deleted", 3).await;
-    let _registrations = register_all(&GoZeroDriver, &target, &servers).await;
-    let channel = channel(&target, &GoZeroDriver, 3).await;
+    let served = serve(&GoZeroDriver, &format!("etcd://{ep}/deleted"), "deleted").await;
 
-    let load = Load::start(&channel, WORKERS);
+    let load = Load::start(&served.channel, WORKERS);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let mut kv = client.kv_client();
-    let keys = kv
-        .get(
-            "deleted/",
-            Some(
-                etcd_client::GetOptions::new()
-                    .with_prefix()
-                    .with_keys_only(),
-            ),
-        )
-        .await
-        .expect("list keys");
-    let victim = keys.kvs()[0].key().to_vec();
-    kv.delete(victim, None).await.expect("delete a key");
+    delete_one(&client, "deleted/").await;
     let recovery = until(Duration::from_secs(5), || {
         count_keys(&client, "deleted/").map_eq(3)
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let record = load.stop().await;
-    let failed = record.failed();
-    Row {
-        scenario: "key-deleted",
-        driver: Kind::GoZero.name(),
-        calls: record.calls(),
-        failed,
-        recovery_of: "the key put back",
+    registry_row(
+        "key-deleted",
+        Kind::GoZero.name(),
+        load.stop().await,
+        "the key put back",
         recovery,
-        detail: format!("{WORKERS} callers"),
-        violation: judge(failed, recovery, Duration::from_secs(1)),
-        errors: record.errors,
-    }
+        format!("{WORKERS} callers"),
+        Duration::from_secs(1),
+    )
 }
 
 /// The leader of a 3-member etcd cluster SIGKILLed under load.
@@ -297,11 +280,9 @@ pub async fn etcd_leader_loss() -> Row {
     let endpoints = cluster.endpoints();
     let client = etcd_client(&endpoints).await;
     let target = format!("etcd://{}/leader", endpoints.join(","));
-    let servers = echo_servers("leader", 3).await;
-    let _registrations = register_all(&GoZeroDriver, &target, &servers).await;
-    let channel = channel(&target, &GoZeroDriver, 3).await;
+    let served = serve(&GoZeroDriver, &target, "leader").await;
 
-    let load = Load::start(&channel, WORKERS);
+    let load = Load::start(&served.channel, WORKERS);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let leader = leader(&endpoints).await;
     blocking(|| cluster.kill_member(leader));
@@ -318,20 +299,16 @@ pub async fn etcd_leader_loss() -> Row {
         Err(_) => None,
     };
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let record = load.stop().await;
-    let failed = record.failed();
-    Row {
-        scenario: "etcd-leader-loss",
-        driver: Kind::GoZero.name(),
-        calls: record.calls(),
-        failed,
-        recovery_of: "a new registration visible after the kill",
+    registry_row(
+        "etcd-leader-loss",
+        Kind::GoZero.name(),
+        load.stop().await,
+        "a new registration visible after the kill",
         recovery,
-        detail: format!("member {leader} of 3 killed"),
+        format!("member {leader} of 3 killed"),
         // The election itself takes etcd a second or two.
-        violation: judge(failed, recovery, Duration::from_secs(5)),
-        errors: record.errors,
-    }
+        Duration::from_secs(5),
+    )
 }
 
 /// Which member of `endpoints` leads the cluster.
@@ -351,11 +328,9 @@ async fn leader(endpoints: &[String]) -> usize {
 pub async fn consul_restart() -> Row {
     let mut agent = blocking(ConsulAgent::start);
     let target = format!("consul://{}/consulfaults", agent.http_addr());
-    let servers = echo_servers("consul", 3).await;
-    let _registrations = register_all(&GoZeroDriver, &target, &servers).await;
-    let channel = channel(&target, &GoZeroDriver, 3).await;
+    let served = serve(&GoZeroDriver, &target, "consul").await;
 
-    let load = Load::start(&channel, WORKERS);
+    let load = Load::start(&served.channel, WORKERS);
     tokio::time::sleep(Duration::from_secs(1)).await;
     blocking(|| agent.restart());
     let agent = &agent;
@@ -368,19 +343,15 @@ pub async fn consul_restart() -> Row {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let record = load.stop().await;
-    let failed = record.failed();
-    Row {
-        scenario: "consul-restart",
-        driver: Kind::GoZero.name(),
-        calls: record.calls(),
-        failed,
-        recovery_of: "3 services passing after the agent restart",
+    registry_row(
+        "consul-restart",
+        Kind::GoZero.name(),
+        load.stop().await,
+        "3 services passing after the agent restart",
         recovery,
-        detail: format!("{WORKERS} callers"),
-        violation: judge(failed, recovery, RECOVERY_BOUND),
-        errors: record.errors,
-    }
+        format!("{WORKERS} callers"),
+        RECOVERY_BOUND,
+    )
 }
 
 /// `fut.map_eq(n)`: a future of whether the count equals `n`.
