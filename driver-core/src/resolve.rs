@@ -108,6 +108,26 @@ impl Subset {
     }
 }
 
+/// `endpoints` with each address once (its first entry), in order. The addresses are
+/// hashed where they lie: no address is copied, and a set without duplicates (the usual
+/// case) is returned as it came.
+fn dedup_by_addr(endpoints: Vec<Endpoint>) -> Vec<Endpoint> {
+    let mut seen = std::collections::HashSet::with_capacity(endpoints.len());
+    let keep: Vec<bool> = endpoints
+        .iter()
+        .map(|e| seen.insert(e.addr.as_str()))
+        .collect();
+    drop(seen);
+    if keep.iter().all(|&k| k) {
+        return endpoints;
+    }
+    endpoints
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(e, k)| k.then_some(e))
+        .collect()
+}
+
 /// The receiving side of a resolver's snapshots.
 pub type SnapshotReceiver = watch::Receiver<ResolverState>;
 
@@ -154,11 +174,7 @@ impl SnapshotSender {
 
     /// Publishes a full endpoint set. Duplicate addresses keep their first entry.
     pub fn update(&self, endpoints: Vec<Endpoint>) {
-        let mut seen = std::collections::HashSet::new();
-        let mut endpoints: Vec<Endpoint> = endpoints
-            .into_iter()
-            .filter(|e| seen.insert(e.addr.clone()))
-            .collect();
+        let mut endpoints = dedup_by_addr(endpoints);
         if let Some(subset) = &self.subset {
             endpoints = subset
                 .lock()
@@ -432,6 +448,20 @@ mod tests {
         let t = Target::parse("nosuch://h:1/x").unwrap();
         let err = resolver_for(&t).err().unwrap().to_string();
         assert!(err.contains("direct") && err.contains("`nosuch`"), "{err}");
+    }
+
+    #[test]
+    fn duplicates_keep_their_first_entry_in_order() {
+        let set = vec![
+            Endpoint::new("a:1").with_weight(2),
+            Endpoint::new("b:1"),
+            Endpoint::new("a:1").with_weight(9),
+            Endpoint::new("c:1"),
+            Endpoint::new("b:1"),
+        ];
+        let kept = dedup_by_addr(set);
+        let shown: Vec<(&str, u32)> = kept.iter().map(|e| (e.addr.as_str(), e.weight)).collect();
+        assert_eq!(shown, [("a:1", 2), ("b:1", 1), ("c:1", 1)]);
     }
 
     #[test]
