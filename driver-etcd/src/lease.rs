@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use driver_core::backoff::Backoff;
 
-use crate::client::{
+use crate::request::{
     bounded, failure_hint, refresh_if_token_refused, registry_error, write_retrying,
 };
 

@@ -38,6 +38,7 @@ pub mod client;
 pub mod lease;
 pub mod native;
 pub mod registry_target;
+mod request;
 pub mod watch;
 pub mod watch_hub;
 

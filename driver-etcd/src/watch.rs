@@ -38,7 +38,8 @@ use tokio::sync::watch;
 
 use driver_core::backoff::Backoff;
 
-use crate::client::{EtcdConfig, MAX_RESPONSE_BYTES, bounded, explain_oversized, shared_client};
+use crate::client::{EtcdConfig, shared_client};
+use crate::request::{MAX_RESPONSE_BYTES, bounded, explain_oversized};
 
 /// Turns one key/value under the prefix into an endpoint. `Ok(None)` leaves the entry
 /// out on purpose (e.g. another group); `Err` says why the value is garbage (it is

@@ -21,7 +21,8 @@ use std::sync::{LazyLock, Mutex};
 use etcd_client::{WatchOptions, WatchResponse, WatchStream};
 use tokio::sync::mpsc;
 
-use crate::client::{EtcdConfig, MAX_RESPONSE_BYTES, bounded, shared_client};
+use crate::client::{EtcdConfig, shared_client};
+use crate::request::{MAX_RESPONSE_BYTES, bounded};
 
 /// What a watch's owner receives: a response, or why the stream broke.
 type Delivery = Result<WatchResponse, String>;
