@@ -21,8 +21,9 @@ fn gozero_instance(ep: &str, key: &str, name: &str) -> (InteropProcess, String) 
     (process, listen)
 }
 
-/// Each of three go-zero instances stopped (SIGTERM, go-zero's graceful shutdown) and
-/// replaced by a new process, one after the other, under load.
+/// Each of three go-zero instances replaced by a new process, one after the other,
+/// under load: the new one started, then the old one stopped (SIGTERM, go-zero's
+/// graceful shutdown).
 pub async fn rolling_restart() -> Row {
     let etcd = EtcdServer::start();
     let ep = etcd.endpoint();
@@ -37,9 +38,13 @@ pub async fn rolling_restart() -> Row {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut last_restart = Instant::now();
     for i in 0..3 {
+        // As a rolling update with one instance of surge does it: the replacement first
+        // (go-zero registers before it listens), then the old one once the channel
+        // has the new one ready.
+        instances.push(gozero_instance(&ep, "roll.rpc", &format!("go{i}-new")));
+        until(Duration::from_secs(10), || async { ready() == 4 }).await;
         let (mut old, _) = instances.remove(0);
         blocking(|| signal_and_wait(old.child(), "TERM", Duration::from_secs(15)));
-        instances.push(gozero_instance(&ep, "roll.rpc", &format!("go{i}-new")));
         last_restart = Instant::now();
         until(Duration::from_secs(10), || async { ready() == 3 }).await;
     }
@@ -52,7 +57,7 @@ pub async fn rolling_restart() -> Row {
         load.stop().await,
         "3 ready after the last restart",
         recovery,
-        "3 go-zero processes, SIGTERM then a new one".into(),
+        "3 go-zero processes, each replaced: a new one, then SIGTERM to the old".into(),
     )
 }
 
