@@ -129,15 +129,28 @@ pub trait Driver: Send + Sync + 'static {
 /// `driver`'s resolver for the target's scheme; `direct` and `passthrough` (built in,
 /// and resolved by no driver) fall back to the installed ones.
 pub fn resolver_of(driver: &dyn Driver, target: &Target) -> Result<Arc<dyn Resolver>> {
+    match own_resolver(driver, target)? {
+        Some(r) => Ok(r),
+        None => resolve::resolver_for(target),
+    }
+}
+
+/// `driver`'s own resolver for the target's scheme, or `None` for the built-in schemes
+/// (`direct`, `passthrough`) it does not resolve itself; an error naming the schemes
+/// it does resolve otherwise.
+pub(crate) fn own_resolver(
+    driver: &dyn Driver,
+    target: &Target,
+) -> Result<Option<Arc<dyn Resolver>>> {
     let resolvers = driver.resolvers();
     if let Some((_, r)) = resolvers.iter().find(|(s, _)| *s == target.scheme()) {
-        return Ok(r.clone());
+        return Ok(Some(r.clone()));
     }
     if matches!(
         target.scheme(),
         "direct" | crate::target::PASSTHROUGH_SCHEME
     ) {
-        return resolve::resolver_for(target);
+        return Ok(None);
     }
     let known: Vec<&str> = resolvers.iter().map(|(s, _)| *s).collect();
     Err(Error::Unsupported {
@@ -145,6 +158,21 @@ pub fn resolver_of(driver: &dyn Driver, target: &Target) -> Result<Arc<dyn Resol
         what: "resolve",
         target: target.to_string(),
         reason: format!("it resolves the schemes: {}", known.join(", ")),
+    })
+}
+
+/// Fails, naming `what` was to be done with `target`, unless a tokio runtime is
+/// running: resolvers and channels spawn tasks.
+pub(crate) fn require_runtime(target: &str, what: &'static str) -> Result<()> {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return Ok(());
+    }
+    Err(Error::Unsupported {
+        driver: "-".into(),
+        what,
+        target: target.to_string(),
+        reason: "no tokio runtime is running; call it from within #[tokio::main] or a runtime"
+            .into(),
     })
 }
 

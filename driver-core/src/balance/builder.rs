@@ -15,7 +15,7 @@ use super::policy::Policy;
 use super::transport::connection::DialSettings;
 use super::transport::tls::TlsConnector;
 use crate::driver::Driver;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::resolve::{self, Resolver, SnapshotSender};
 use crate::target::Target;
 
@@ -155,43 +155,21 @@ impl ChannelBuilder {
     /// [`resolver_identity`](Driver::resolver_identity), target and settings.
     pub fn driver(self, driver: &dyn Driver) -> Result<Self> {
         let target = Target::parse(&self.target)?;
-        if let Some((_, r)) = driver
-            .resolvers()
-            .into_iter()
-            .find(|(s, _)| *s == target.scheme())
-        {
-            let mut builder = self.resolver(r);
-            builder.driver_name = Some((driver.name().to_string(), driver.resolver_identity()));
-            return Ok(builder);
+        match crate::driver::own_resolver(driver, &target)? {
+            Some(r) => {
+                let mut builder = self.resolver(r);
+                builder.driver_name = Some((driver.name().to_string(), driver.resolver_identity()));
+                Ok(builder)
+            }
+            // A built-in scheme: the installed resolver, at connect.
+            None => Ok(self),
         }
-        if matches!(
-            target.scheme(),
-            "direct" | crate::target::PASSTHROUGH_SCHEME
-        ) {
-            return Ok(self);
-        }
-        let known: Vec<&str> = driver.resolvers().iter().map(|(s, _)| *s).collect();
-        Err(Error::Unsupported {
-            driver: driver.name().to_string(),
-            what: "resolve",
-            target: self.target.clone(),
-            reason: format!("it resolves the schemes: {}", known.join(", ")),
-        })
     }
 
     /// Builds the channel, or returns the live channel already built with the same
     /// target and settings. Must run inside a tokio runtime.
     pub fn connect(self) -> Result<Channel> {
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err(Error::Unsupported {
-                driver: "-".into(),
-                what: "connect to",
-                target: self.target,
-                reason:
-                    "no tokio runtime is running; call it from within #[tokio::main] or a runtime"
-                        .into(),
-            });
-        }
+        crate::driver::require_runtime(&self.target, "connect to")?;
         let target = Target::parse(&self.target)?;
         let resolver = match &self.resolver {
             Some(r) => r.clone(),

@@ -7,7 +7,8 @@ use std::fmt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{Change, Changes, require_runtime};
+use super::{Change, Changes};
+use crate::driver::require_runtime;
 use crate::resolve::Endpoint;
 
 /// tonic's own change type, keyed by address, as `balance_channel` takes it.

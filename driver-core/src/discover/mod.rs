@@ -99,8 +99,8 @@ use tokio_util::sync::ReusableBoxFuture;
 pub use self::feed::{TonicChange, balance_channel, feed, http_endpoint};
 pub use tower::discover::Change;
 
-use crate::driver::{Driver, resolver_of};
-use crate::error::{Error, Result};
+use crate::driver::{Driver, require_runtime, resolver_of};
+use crate::error::Result;
 use crate::resolve::{self, Endpoint, Resolver, ResolverState, SnapshotReceiver, SnapshotSender};
 use crate::target::Target;
 
@@ -412,20 +412,6 @@ where
     E: fmt::Display,
 {
     Ok(Changes::from_target(target)?.discover(make_service))
-}
-
-/// An error unless a tokio runtime is running.
-fn require_runtime(target: &str, what: &'static str) -> Result<()> {
-    if tokio::runtime::Handle::try_current().is_ok() {
-        return Ok(());
-    }
-    Err(Error::Unsupported {
-        driver: "-".into(),
-        what,
-        target: target.to_string(),
-        reason: "no tokio runtime is running; call it from within #[tokio::main] or a runtime"
-            .into(),
-    })
 }
 
 #[cfg(test)]
