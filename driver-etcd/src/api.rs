@@ -1,14 +1,15 @@
 //! The etcd calls the engine makes: [`EtcdClient`].
 //!
-//! Contract: an [`EtcdClient`] talks to one cluster through the balancing
-//! [`Channel`](driver_core::Channel) to its members ([`crate::client`] builds it). With
-//! credentials it logs in (`Auth.Authenticate`) when created and sends the token with
-//! every call; a unary call etcd refuses for its token (`UNAUTHENTICATED`: the token died
-//! with an etcd restart, or after `--auth-token-ttl` unused) logs in again — once for all
-//! the calls refused with the same token — and is sent once more. Streams (a watch, a
+//! Contract: an [`EtcdClient`] talks to one cluster through the balancing [`Channel`] to
+//! its members ([`crate::client`] builds it). With credentials it logs in
+//! (`Auth.Authenticate`) when created and sends the token with every call; a unary call
+//! etcd refuses for its token (`UNAUTHENTICATED`: the token died with an etcd restart, or
+//! after `--auth-token-ttl` unused) logs in again — once for all the calls refused with
+//! the same token — and is sent once more. Streams (a watch, a
 //! lease keep-alive) are opened the same way but not retried once open: their owners
 //! resume them ([`crate::lease`], [`crate::watch_hub`]). Every response is read up to
-//! [`MAX_RESPONSE_BYTES`]; a longer one fails with tonic's "message length too large".
+//! 256 MiB (`MAX_RESPONSE_BYTES`); a longer one fails with tonic's "message length too
+//! large".
 //!
 //! Why our own: the `etcd-client` crate compiles etcd's protos when it is built, which
 //! needs `protoc` on every machine that builds a service using this crate. These few
