@@ -30,7 +30,7 @@ use tonic::Status;
 use super::BoxError;
 use super::channel::{Channel, ChannelInner};
 use super::policy::Policy;
-use super::status::stream_status;
+use super::status::{missing_trailers, non_grpc_response, stream_status};
 use super::table::Slot;
 use super::transport::connection::{Connection, OpenError};
 use super::transport::exchange::{self as transport, Exchange, Pump, RecvBody, ReqBody};
@@ -82,15 +82,27 @@ impl ChannelInner {
             match transport::exchange(&mut response, &mut pump).await {
                 Ok(resp) => {
                     slot.conn.activity.note_progress();
+                    let (parts, stream) = resp.into_parts();
+                    let what =
+                        || format!("target `{}`: call to {}", self.target, slot.endpoint.addr);
+                    if let Some(status) = non_grpc_response(&parts, what) {
+                        // Dropping the stream and the pump resets the stream.
+                        guard.finish(true);
+                        return Err(status);
+                    }
                     if !pump.is_done() {
                         pump.spawn_rest(deadline);
                     }
-                    let (parts, stream) = resp.into_parts();
                     let failed = grpc_failed(&parts.headers);
+                    // A trailers-only response (status in the headers) has none to come;
+                    // a non-200 one without a status is mapped by tonic from its HTTP status.
+                    let awaits_trailers = parts.status == http::StatusCode::OK
+                        && !parts.headers.contains_key(&GRPC_STATUS);
                     let body = ObservedBody {
                         inner: Some(RecvBody::new(stream)),
                         guard: Some(guard),
                         failed,
+                        awaits_trailers,
                         deadline,
                         timer: deadline.map(|d| Box::pin(tokio::time::sleep_until(d.into()))),
                         channel: self.clone(),
@@ -253,6 +265,9 @@ struct ObservedBody {
     inner: Option<RecvBody>,
     guard: Option<CallGuard>,
     failed: bool,
+    /// The call's status is yet to come in trailers: a body that ends without them
+    /// ends the call `INTERNAL`.
+    awaits_trailers: bool,
     deadline: Option<Instant>,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// For the messages of failed calls.
@@ -308,12 +323,18 @@ impl http_body::Body for ObservedBody {
                 }
                 if let Some(trailers) = frame.trailers_ref() {
                     this.failed |= grpc_failed(trailers);
+                    this.awaits_trailers = false;
                 }
                 Some(Ok(frame))
             }
             Poll::Ready(Some(Err(e))) => {
                 this.failed = true;
                 Some(Err(stream_status(&e, this.deadline, &this.what())))
+            }
+            Poll::Ready(None) if this.awaits_trailers => {
+                this.failed = true;
+                this.awaits_trailers = false;
+                Some(Err(missing_trailers(&this.what())))
             }
             Poll::Ready(None) => None,
         };
@@ -326,7 +347,8 @@ impl http_body::Body for ObservedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(RecvBody::is_end_stream)
+        // Missing trailers are still to be reported.
+        !self.awaits_trailers && self.inner.as_ref().is_none_or(RecvBody::is_end_stream)
     }
 }
 
