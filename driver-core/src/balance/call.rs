@@ -93,11 +93,12 @@ impl ChannelInner {
                     if !pump.is_done() {
                         pump.spawn_rest(deadline);
                     }
-                    let failed = grpc_failed(&parts.headers);
-                    // A trailers-only response (status in the headers) has none to come;
-                    // a non-200 one without a status is mapped by tonic from its HTTP status.
-                    let awaits_trailers = parts.status == http::StatusCode::OK
-                        && !parts.headers.contains_key(&GRPC_STATUS);
+                    // One lookup: a trailers-only response (status in the headers) has no
+                    // trailers to come; a non-200 one without a status is mapped by tonic
+                    // from its HTTP status.
+                    let status = parts.headers.get(&GRPC_STATUS);
+                    let failed = status.is_some_and(failure_code);
+                    let awaits_trailers = status.is_none() && parts.status == http::StatusCode::OK;
                     let body = ObservedBody {
                         inner: Some(RecvBody::new(stream)),
                         guard: Some(guard),
@@ -193,9 +194,11 @@ static GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-time
 /// UNAVAILABLE, DATA_LOSS (go-zero's choice). A NOT_FOUND is the caller's business
 /// and must not steer traffic away.
 fn grpc_failed(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(&GRPC_STATUS)
-        .is_some_and(|v| matches!(v.as_bytes(), b"4" | b"12" | b"13" | b"14" | b"15"))
+    headers.get(&GRPC_STATUS).is_some_and(failure_code)
+}
+
+fn failure_code(status: &http::HeaderValue) -> bool {
+    matches!(status.as_bytes(), b"4" | b"12" | b"13" | b"14" | b"15")
 }
 
 /// Parses gRPC's `grpc-timeout` header: up to 8 digits and a unit (H M S m u n).
