@@ -463,3 +463,75 @@ async fn a_stream_the_server_may_have_processed_is_never_replayed() {
     let (bad, arrivals) = h2_server(Answer::ResetBeforeHeaders(h2::Reason::INTERNAL_ERROR)).await;
     never_replayed("reset-internal", &bad, &arrivals, Code::Internal).await;
 }
+
+/// A raw h2 server that answers a call's headers and one message, then reads the
+/// request stream to its end: its address, and how each request stream ended there
+/// (`end` when the client closed it, else the reset's code).
+async fn watching_server() -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(socket).await else {
+                    return;
+                };
+                while let Some(Ok((request, mut respond))) = conn.accept().await {
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        let head = grpc_head(200).body(()).unwrap();
+                        let Ok(mut send) = respond.send_response(head, false) else {
+                            return;
+                        };
+                        let _ = send.send_data(Bytes::from_static(EMPTY_MESSAGE), false);
+                        let mut body = request.into_body();
+                        let ended = loop {
+                            match body.data().await {
+                                Some(Ok(data)) => {
+                                    let _ = body.flow_control().release_capacity(data.len());
+                                }
+                                Some(Err(e)) => break format!("{:?}", e.reason()),
+                                None => break "end".to_string(),
+                            }
+                        };
+                        let _ = tx.send(ended);
+                        drop(send);
+                    });
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// A caller that drops the response of a bidirectional call while its request stream is
+/// still open has cancelled the call: the server sees the stream reset with CANCEL
+/// (grpc-go's client cancels the stream the same way), instead of a call left open
+/// until the caller's request stream ends.
+#[tokio::test]
+async fn dropping_a_streaming_response_cancels_the_call_at_the_server() {
+    use test_support::{Note, StreamsClient};
+    let (addr, mut ended) = watching_server().await;
+    let mut client = StreamsClient::new(channel(&addr));
+    let (tx, rx) = tokio::sync::mpsc::channel::<Note>(1);
+    tx.send(Note::default()).await.unwrap();
+    let mut stream = tokio::time::timeout(
+        Duration::from_secs(3),
+        client.chat(tokio_stream::wrappers::ReceiverStream::new(rx)),
+    )
+    .await
+    .expect("headers in time")
+    .expect("the call starts")
+    .into_inner();
+    assert!(stream.message().await.expect("a message").is_some());
+    drop(stream);
+    let how = tokio::time::timeout(Duration::from_secs(3), ended.recv())
+        .await
+        .expect("the server saw the request stream end within 3 s")
+        .unwrap();
+    assert_eq!(how, "Some(CANCEL)");
+    // The caller's sender is still open: the cancel did not wait for it.
+    drop(tx);
+}

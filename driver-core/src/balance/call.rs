@@ -8,10 +8,12 @@
 //! (waiting for an endpoint, connecting, sending, the headers and the whole response
 //! body or stream): when it passes the stream is reset with `CANCEL` and the call ends
 //! `DEADLINE_EXCEEDED`, whichever side noticed first; a stream that fails otherwise
-//! gets the status gRPC over HTTP/2 maps its error to (`status`). The user-agent the
-//! application set is kept, ours added after it. Each call
-//! counts as pending on its connection until its response body ends (or is dropped),
-//! and under [`Policy::PeakEwma`] its latency and outcome feed the estimate: a
+//! gets the status gRPC over HTTP/2 maps its error to (`status`), and so does a
+//! response that is not gRPC or ends without trailers; a caller that drops the call's
+//! future or its response cancels the call: the stream is reset with `CANCEL`, a
+//! request stream still being sent included. The user-agent the application set is
+//! kept, ours added after it. Each call counts as pending on its connection until its
+//! response body ends (or is dropped), and under [`Policy::PeakEwma`] its latency and outcome feed the estimate: a
 //! grpc-status saying the endpoint is unwell (`DEADLINE_EXCEEDED`, `UNIMPLEMENTED`,
 //! `INTERNAL`, `UNAVAILABLE`, `DATA_LOSS`) counts as a failure, one about the request
 //! does not.
@@ -33,7 +35,9 @@ use super::policy::Policy;
 use super::status::{missing_trailers, non_grpc_response, stream_status};
 use super::table::Slot;
 use super::transport::connection::{Connection, OpenError};
-use super::transport::exchange::{self as transport, Exchange, Pump, RecvBody, ReqBody};
+use super::transport::exchange::{
+    self as transport, Exchange, Pump, PumpHandle, RecvBody, ReqBody,
+};
 use super::transport::replay;
 
 impl ChannelInner {
@@ -90,9 +94,7 @@ impl ChannelInner {
                         guard.finish(true);
                         return Err(status);
                     }
-                    if !pump.is_done() {
-                        pump.spawn_rest(deadline);
-                    }
+                    let pump = (!pump.is_done()).then(|| pump.spawn_rest(deadline));
                     // One lookup: a trailers-only response (status in the headers) has no
                     // trailers to come; a non-200 one without a status is mapped by tonic
                     // from its HTTP status.
@@ -104,6 +106,7 @@ impl ChannelInner {
                         guard: Some(guard),
                         failed,
                         awaits_trailers,
+                        _pump: pump,
                         deadline,
                         timer: deadline.map(|d| Box::pin(tokio::time::sleep_until(d.into()))),
                         channel: self.clone(),
@@ -271,6 +274,8 @@ struct ObservedBody {
     /// The call's status is yet to come in trailers: a body that ends without them
     /// ends the call `INTERNAL`.
     awaits_trailers: bool,
+    /// The request body still being sent, cancelled when this body is dropped.
+    _pump: Option<PumpHandle>,
     deadline: Option<Instant>,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// For the messages of failed calls.
