@@ -7,9 +7,9 @@
 //!
 //! Each case follows grpc's interop test descriptions (`doc/interop-test-descriptions.md`)
 //! as far as a Rust client can: sizes, metadata keys and status messages are theirs.
-//! The deadline cases run 20 times each and all 20 must end `DEADLINE_EXCEEDED`. Two
-//! cases of ours go beyond the descriptions: a 16 MiB response, and 1,000 concurrent
-//! calls.
+//! The deadline cases run 20 times each and all 20 must end `DEADLINE_EXCEEDED`. Three
+//! cases of ours go beyond the descriptions: a 16 MiB response, a 16 MiB request (to the
+//! gzip server, which takes requests up to 32 MiB), and 1,000 concurrent calls.
 //!
 //! The table (case × channel × plaintext/TLS) is printed to stderr (`cargo test -p
 //! driver-core --test interop_grpc -- --nocapture`). The assertions are on our channel:
@@ -89,6 +89,7 @@ const CASES: &[&str] = &[
     "timeout_on_sleeping_server",
     "deadline_mid_server_stream",
     "large_16mib_response",
+    "large_16mib_request",
     "concurrent_1000",
     "client_compressed_unary",
     "server_compressed_unary",
@@ -117,6 +118,7 @@ async fn run_case(name: &str, t: &Target) -> Outcome {
         "timeout_on_sleeping_server" => repeat_deadline(t, timeout_on_sleeping_server).await,
         "deadline_mid_server_stream" => repeat_deadline(t, deadline_mid_server_stream).await,
         "large_16mib_response" => large_16mib_response(t).await,
+        "large_16mib_request" => large_16mib_request(t).await,
         "concurrent_1000" => concurrent_1000(t).await,
         "client_compressed_unary" => client_compressed_unary(t).await,
         "server_compressed_unary" => server_compressed_unary(t).await,
@@ -521,6 +523,23 @@ async fn large_16mib_response(t: &Target) -> Outcome {
         .into_inner();
     let got = size_of(&reply.payload);
     ensure(got == SIZE as usize, || format!("payload of {got} bytes"))
+}
+
+/// Against the gzip server (no compression asked), which takes requests up to 32 MiB:
+/// grpc-go's own server stops at 4 MiB.
+async fn large_16mib_request(t: &Target) -> Outcome {
+    const SIZE: usize = 16 * 1024 * 1024;
+    let requests = [StreamingInputCallRequest {
+        payload: payload(SIZE),
+        ..Default::default()
+    }];
+    let reply = TestServiceClient::new(t.gzip.clone())
+        .streaming_input_call(tokio_stream::iter(requests))
+        .await
+        .map_err(st)?
+        .into_inner();
+    let sum = reply.aggregated_payload_size;
+    ensure(sum == SIZE as i32, || format!("aggregated size {sum}"))
 }
 
 async fn concurrent_1000(t: &Target) -> Outcome {

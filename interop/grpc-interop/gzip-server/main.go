@@ -3,8 +3,10 @@
 // registered, which grpc-go's own interop server leaves out, and honours the requests'
 // response_compressed flags as the interop test descriptions ask (grpc-go's test service
 // ignores them): a UnaryCall with response_compressed, or a StreamingOutputCall with a
-// compressed response parameter, is answered gzip-compressed. Everything else is as
-// the interop server: the same flags, except that it listens on 127.0.0.1 only.
+// compressed response parameter, is answered gzip-compressed. It also takes requests
+// up to 32 MiB (grpc-go's default limit is 4 MiB), for a 16 MiB request. Everything
+// else is as the interop server: the same flags, except that it listens on 127.0.0.1
+// only.
 package main
 
 import (
@@ -36,6 +38,7 @@ func main() {
 		log.Fatalf("failed to listen: %v", err)
 	}
 	opts := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(32 << 20),
 		grpc.UnaryInterceptor(compressUnary),
 		grpc.StreamInterceptor(compressStream),
 	}
