@@ -161,11 +161,22 @@ async fn respond_with(
     drop(request);
 }
 
-/// A server that speaks raw HTTP/2 frames: to each request's HEADERS it answers GOAWAY
-/// with last-stream-id one below the request's stream (nothing processed) and `reason`,
-/// then closes the connection. h2's server cannot name a last-stream-id of our choosing.
-/// Its address and how many requests reached it.
-async fn goaway_below_server(reason: h2::Reason) -> (String, Arc<AtomicUsize>) {
+/// When [`goaway_server`] sends its GOAWAY.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum GoAwayAt {
+    /// In answer to each request's HEADERS, with last-stream-id one below the request's
+    /// stream (nothing processed); then it closes the connection. Counts requests.
+    EachRequest,
+    /// Once the connection is up (100 ms after answering the client's first PING),
+    /// with last-stream-id 0, before any request; the connection stays open. Counts
+    /// the connections told so.
+    Start,
+}
+
+/// A server that speaks raw HTTP/2 frames and sends GOAWAY with `reason` as `at` says
+/// (h2's server cannot name a last-stream-id of our choosing). Its address and its
+/// count (see [`GoAwayAt`]).
+async fn goaway_server(reason: h2::Reason, at: GoAwayAt) -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let arrivals = Arc::new(AtomicUsize::new(0));
@@ -180,6 +191,7 @@ async fn goaway_below_server(reason: h2::Reason) -> (String, Arc<AtomicUsize>) {
                 }
                 // Our SETTINGS (none), as the connection preface requires.
                 let _ = socket.write_all(&frame(4, 0, 0, &[])).await;
+                let mut told = false;
                 loop {
                     let mut head = [0u8; 9];
                     if socket.read_exact(&mut head).await.is_err() {
@@ -201,13 +213,22 @@ async fn goaway_below_server(reason: h2::Reason) -> (String, Arc<AtomicUsize>) {
                         // PING: answer (the client waits for it before its first call).
                         6 if flags & 1 == 0 => {
                             let _ = socket.write_all(&frame(6, 1, 0, &payload)).await;
+                            if at == GoAwayAt::Start && !told {
+                                told = true;
+                                // The connection is up (ready) by now; then it is told.
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                                count.fetch_add(1, Ordering::SeqCst);
+                                let _ = socket.write_all(&goaway(0, reason)).await;
+                            }
                         }
                         // HEADERS: a request arrived.
                         1 => {
-                            count.fetch_add(1, Ordering::SeqCst);
-                            let mut goaway = stream.saturating_sub(2).to_be_bytes().to_vec();
-                            goaway.extend_from_slice(&u32::from(reason).to_be_bytes());
-                            let _ = socket.write_all(&frame(7, 0, 0, &goaway)).await;
+                            if at == GoAwayAt::EachRequest {
+                                count.fetch_add(1, Ordering::SeqCst);
+                            }
+                            let _ = socket
+                                .write_all(&goaway(stream.saturating_sub(2), reason))
+                                .await;
                             let _ = socket.flush().await;
                             tokio::time::sleep(Duration::from_millis(50)).await;
                             return;
@@ -219,6 +240,13 @@ async fn goaway_below_server(reason: h2::Reason) -> (String, Arc<AtomicUsize>) {
         }
     });
     (addr, arrivals)
+}
+
+/// A GOAWAY frame.
+fn goaway(last_stream_id: u32, reason: h2::Reason) -> Vec<u8> {
+    let mut payload = last_stream_id.to_be_bytes().to_vec();
+    payload.extend_from_slice(&u32::from(reason).to_be_bytes());
+    frame(7, 0, 0, &payload)
 }
 
 /// An HTTP/2 frame: type, flags, stream id, payload.
@@ -418,7 +446,7 @@ async fn a_refused_stream_is_retried_on_another_endpoint() {
 #[tokio::test]
 async fn a_goaway_below_our_stream_is_retried_on_another_endpoint() {
     for reason in [h2::Reason::NO_ERROR, h2::Reason::ENHANCE_YOUR_CALM] {
-        let (bad, arrivals) = goaway_below_server(reason).await;
+        let (bad, arrivals) = goaway_server(reason, GoAwayAt::EachRequest).await;
         let (codes, served, _good) = against("goaway-below", &bad, &arrivals).await;
         assert!(
             codes.iter().all(|c| *c == Code::Ok),
@@ -430,6 +458,25 @@ async fn a_goaway_below_our_stream_is_retried_on_another_endpoint() {
             "{reason:?}: each call served exactly once"
         );
     }
+}
+
+/// A connection told GOAWAY (last-stream-id 0) soon after it came up, before or while
+/// calls start on it: they go to another endpoint, each served once; with no other
+/// endpoint the call is UNAVAILABLE.
+#[tokio::test]
+async fn a_goaway_before_the_stream_started_sends_the_call_elsewhere() {
+    let (bad, told) = goaway_server(h2::Reason::NO_ERROR, GoAwayAt::Start).await;
+    let (codes, served, _good) = against("goaway-start", &bad, &told).await;
+    assert!(codes.iter().all(|c| *c == Code::Ok), "{codes:?}");
+    assert_eq!(
+        served as usize,
+        codes.len(),
+        "each call served exactly once"
+    );
+
+    let (bad, _) = goaway_server(h2::Reason::NO_ERROR, GoAwayAt::Start).await;
+    let (code, message) = unary(&bad).await;
+    assert_eq!(code, Code::Unavailable, "{message}");
 }
 
 /// Never replayed: the server may have processed the request. Each call that reached
