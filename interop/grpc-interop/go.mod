@@ -1,6 +1,8 @@
-// Builds grpc-go's own interop test server (google.golang.org/grpc/interop/server) for the
-// Rust interop client in driver-core/tests/interop_grpc.rs. A module that requires grpc-go
-// and names the package in build-packages, as interop/dtm does for dtm.
+// grpc-go's interop test server (google.golang.org/grpc/interop/server, built as
+// bin/grpc-interop-server) and a twin of its test service with gzip (gzip-server), for the
+// Rust interop client in driver-core/tests/interop_grpc.rs; build-packages names them, as
+// interop/dtm does for dtm. fds writes grpc-go's descriptors of the test protos, from which
+// scripts/gen-grpc-testing.sh generates test-support/src/grpc_testing/.
 module dtmdriver-rs/interop/grpc-interop
 
 go 1.25
