@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use driver_core::health::{FailureEpisode, HealthReporter};
-use driver_core::{Registration, Result};
+use driver_core::{Error, Registration, Result};
 use http::Method;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -230,6 +230,46 @@ impl ServiceExtras {
     }
 }
 
+/// consul's rule for service `Meta` (its `validateMetadata`): at most 64 pairs, keys of
+/// letters, digits, `_` and `-`, at most 128 characters and not starting `consul-`
+/// (reserved), values of at most 512 characters. The agent refuses anything else with
+/// HTTP 400; checking first lets the error name the key and what to write. Every
+/// registration [`ServiceKeeper::start`] makes is checked, whatever its format.
+///
+/// ```
+/// use driver_consul::check_meta;
+/// assert!(check_meta(&[("zone".to_string(), "a".to_string())].into()).is_ok());
+/// assert!(check_meta(&[("a.b".to_string(), "1".to_string())].into()).unwrap_err().contains("`a.b`"));
+/// ```
+pub fn check_meta(meta: &BTreeMap<String, String>) -> std::result::Result<(), String> {
+    if meta.len() > 64 {
+        return Err(format!(
+            "{} metadata entries; consul takes at most 64",
+            meta.len()
+        ));
+    }
+    for (key, value) in meta {
+        let why = if key.is_empty()
+            || !key
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+        {
+            "consul takes letters, digits, _ and - only"
+        } else if key.len() > 128 {
+            "consul takes at most 128 characters"
+        } else if key.starts_with("consul-") {
+            "the prefix consul- is reserved for consul itself"
+        } else if value.len() > 512 {
+            "its value is longer than the 512 characters consul takes"
+        } else {
+            continue;
+        };
+        let shown: String = key.chars().take(64).collect();
+        return Err(format!("metadata key `{shown}`: {why}"));
+    }
+    Ok(())
+}
+
 /// Formats a duration the way consul parses it (`20s`, `1500ms`).
 pub fn consul_duration(d: Duration) -> String {
     if d.subsec_millis() == 0 {
@@ -300,6 +340,10 @@ impl ServiceKeeper {
     /// handle is deregistered or dropped. `target` and `endpoint` label the handle and
     /// errors.
     pub async fn start(self, target: &str, endpoint: &str) -> Result<Registration> {
+        check_meta(&self.registration.meta).map_err(|reason| Error::BadTarget {
+            target: target.to_string(),
+            reason,
+        })?;
         self.register()
             .await
             .map_err(|e| e.into_registry_error(target))?;

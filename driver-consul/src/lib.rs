@@ -42,7 +42,7 @@ pub mod watch;
 
 pub use agent::{
     AgentGrpcCheck, AgentServiceCheck, AgentServiceRegistration, AgentTcpCheck, ServiceAddress,
-    ServiceExtras, ServiceKeeper, Weights, consul_duration,
+    ServiceExtras, ServiceKeeper, Weights, check_meta, consul_duration,
 };
 pub use client::{
     CACERT_ENV, CLIENT_CERT_ENV, CLIENT_KEY_ENV, ConsulClient, ConsulConfig, ConsulError,

@@ -586,4 +586,35 @@ mod tests {
             );
         }
     }
+
+    /// Issue #14: consul's metadata rule is checked for native registrations too, up
+    /// front, naming the key (the agent at port 1 is never asked).
+    #[tokio::test]
+    async fn meta_keys_consul_refuses_are_named_before_any_request() {
+        for (query, needle) in [
+            ("meta.a.b=1", "metadata key `a.b`: consul takes letters"),
+            (
+                "meta.consul-x=1",
+                "metadata key `consul-x`: the prefix consul-",
+            ),
+        ] {
+            let target = Target::parse(&format!("consul://127.0.0.1:1/s?{query}")).unwrap();
+            let err = NativeRegistrar
+                .register(&target, "127.0.0.1:9000")
+                .await
+                .expect_err(query)
+                .to_string();
+            assert!(err.contains(needle), "{query}: {err}");
+        }
+        let long = format!("meta.{}=1", "k".repeat(129));
+        let err = NativeRegistrar
+            .register(
+                &Target::parse(&format!("consul://127.0.0.1:1/s?{long}")).unwrap(),
+                "127.0.0.1:9000",
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at most 128 characters"), "{err}");
+    }
 }

@@ -357,12 +357,6 @@ impl Registrar for KratosRegistrar {
             Backend::Consul => {
                 let name = driver_consul::ConsulTarget::from_target(&engine)?.service;
                 let instance = self.driver.instance(target, &name, endpoint)?;
-                if let Some(metadata) = &instance.metadata {
-                    consul::check_meta(metadata).map_err(|reason| Error::BadTarget {
-                        target: target.to_string(),
-                        reason,
-                    })?;
-                }
                 consul::register(&engine, target.as_str(), endpoint, instance).await
             }
         }
