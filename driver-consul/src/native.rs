@@ -63,7 +63,7 @@
 //! Both sides talk HTTPS to the agent with `?tls_ca=FILE` (and `tls_cert`/`tls_key`,
 //! `tls_server_name`, `tls=true`), as etcd targets do; `?tls=` is the connection to the
 //! agent, `?grpc_tls=` the agent's gRPC check. The token falls back to
-//! `CONSUL_HTTP_TOKEN`; see [`client`](crate::client#https).
+//! `CONSUL_HTTP_TOKEN`; see [`target`](crate::target#https).
 //!
 //! The scheme `consul` is also used by `dtm-driver-gozero` (go-zero's format): each
 //! driver installs its own resolver for the scheme when it is the one in use, and
@@ -80,11 +80,13 @@ use driver_core::parse::parse_scheme_url;
 use driver_core::resolve::{Endpoint, Registrar, Resolver, SnapshotSender};
 use driver_core::{Driver, Error, Registration, Result, ServerMethod, Target};
 
-use crate::agent::{
-    AgentGrpcCheck, AgentServiceCheck, AgentServiceRegistration, ServiceExtras, ServiceKeeper,
-    Weights, consul_duration,
+use crate::agent::ServiceKeeper;
+use crate::client::ConsulClient;
+use crate::registration::{
+    AgentGrpcCheck, AgentServiceCheck, AgentServiceRegistration, ServiceExtras, Weights,
+    consul_duration,
 };
-use crate::client::{ConsulClient, ConsulTarget};
+use crate::target::ConsulTarget;
 use crate::watch::{HealthQuery, ServiceEntry, resolve_health};
 
 /// The driver's name.

@@ -42,8 +42,10 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::agent::{ServiceAddress, Weights, consul_duration};
-use crate::client::{ConsulClient, ConsulConfig, ConsulError, ConsulTarget, escape};
+use crate::client::{ConsulClient, escape};
+use crate::error::ConsulError;
+use crate::registration::{ServiceAddress, Weights, consul_duration};
+use crate::target::{ConsulConfig, ConsulTarget};
 
 /// The default wait of a blocking query.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(55);

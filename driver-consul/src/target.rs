@@ -1,0 +1,384 @@
+//! Where a consul target points: [`ConsulTarget`], [`ConsulConfig`], [`ConsulTls`].
+//!
+//! A consul target names one agent's HTTP API and a service:
+//!
+//! ```text
+//! consul://[user:password@]host[:8500]/SERVICE[?token=T][&dc=DC][&...]
+//! ```
+//!
+//! * the port defaults to 8500;
+//! * the ACL token comes from `?token=`, else from the `CONSUL_HTTP_TOKEN` environment
+//!   variable (as consul's own tools do), and is sent as the `X-Consul-Token` header;
+//! * `?dc=` picks the datacenter of health queries;
+//! * `user:password@` is sent as HTTP basic auth (for an agent behind a proxy).
+//!
+//! # HTTPS
+//!
+//! `?tls=true` or any of `?tls_ca=`, `?tls_cert=` + `?tls_key=`, `?tls_server_name=`
+//! (the parameter names of etcd targets) talks HTTPS to the agent's HTTPS port
+//! (`ports { https = 8501 }` in consul's config):
+//!
+//! * `tls_ca`: PEM file of the CA that signed the agent's certificate. Required: the
+//!   system's roots are not read (for a publicly trusted certificate pass the system's
+//!   bundle, e.g. `/etc/ssl/certs/ca-certificates.crt`);
+//! * `tls_cert` + `tls_key`: PEM files of a client certificate and its key, for an agent
+//!   with `verify_incoming = true`;
+//! * `tls_server_name`: the name the agent's certificate is checked against (and sent
+//!   as SNI), when not the target's host.
+//!
+//! As consul's own tools do, `CONSUL_HTTP_SSL=true` turns HTTPS on for targets without
+//! TLS parameters, and `CONSUL_CACERT`, `CONSUL_CLIENT_CERT` / `CONSUL_CLIENT_KEY` and
+//! `CONSUL_TLS_SERVER_NAME` fill in what a TLS target does not give; `?tls=false` turns
+//! HTTPS off whatever the environment says. The files are read when the first request
+//! to the agent is made; errors name the file and the parameter to fix.
+//!
+//! The files are read when the first request to the agent is made ([`crate::tls`]).
+
+use std::fmt;
+use std::path::PathBuf;
+
+use driver_core::{Error, Result, Target};
+
+/// The port of a consul agent's HTTP API when the target names none.
+pub const DEFAULT_PORT: u16 = 8500;
+
+/// The environment variable consul's tools read the ACL token from.
+pub const TOKEN_ENV: &str = "CONSUL_HTTP_TOKEN";
+
+/// `true` turns HTTPS on for targets without TLS parameters, as for consul's tools.
+pub const HTTP_SSL_ENV: &str = "CONSUL_HTTP_SSL";
+/// The CA file when a TLS target has no `?tls_ca=`.
+pub const CACERT_ENV: &str = "CONSUL_CACERT";
+/// The client certificate file when a TLS target has no `?tls_cert=`.
+pub const CLIENT_CERT_ENV: &str = "CONSUL_CLIENT_CERT";
+/// The client key file when a TLS target has no `?tls_key=`.
+pub const CLIENT_KEY_ENV: &str = "CONSUL_CLIENT_KEY";
+/// The verification name when a TLS target has no `?tls_server_name=`.
+pub const TLS_SERVER_NAME_ENV: &str = "CONSUL_TLS_SERVER_NAME";
+
+/// Which agent to talk to, and as whom. Equal configs share watches.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ConsulConfig {
+    pub(crate) addr: String,
+    pub(crate) token: Option<String>,
+    pub(crate) basic_auth: Option<(String, String)>,
+    pub(crate) tls: Option<ConsulTls>,
+}
+
+/// HTTPS to the agent: files read when the first request is made. See the
+/// [module docs](self#https).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ConsulTls {
+    /// PEM file of the CA (or CAs) that signed the agent's certificate (`?tls_ca=`).
+    /// Required: the system's roots are not used.
+    pub ca: Option<PathBuf>,
+    /// PEM files of a client certificate and its key, for an agent with
+    /// `verify_incoming = true` (`?tls_cert=&tls_key=`).
+    pub identity: Option<(PathBuf, PathBuf)>,
+    /// The name the agent's certificate is checked against and sent as SNI, when not
+    /// the host (`?tls_server_name=`).
+    pub server_name: Option<String>,
+}
+
+impl fmt::Debug for ConsulConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConsulConfig")
+            .field("addr", &self.addr)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("user", &self.basic_auth.as_ref().map(|(u, _)| u))
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+impl ConsulConfig {
+    /// The agent at `addr` (`host:port`), without a token.
+    pub fn new(addr: impl Into<String>) -> Self {
+        Self {
+            addr: addr.into(),
+            token: None,
+            basic_auth: None,
+            tls: None,
+        }
+    }
+
+    /// Talks HTTPS to the agent.
+    pub fn with_tls(mut self, tls: ConsulTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// The TLS settings, if the agent is talked to over HTTPS.
+    pub fn tls(&self) -> Option<&ConsulTls> {
+        self.tls.as_ref()
+    }
+
+    /// Sends `token` as `X-Consul-Token` on every request.
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Sends HTTP basic auth on every request.
+    pub fn with_basic_auth(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.basic_auth = Some((user.into(), password.into()));
+        self
+    }
+
+    /// The agent's `host:port`.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Whether an ACL token is sent.
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+}
+
+/// A consul target split into the agent, the service and the datacenter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsulTarget {
+    /// The agent and credentials.
+    pub config: ConsulConfig,
+    /// The service name.
+    pub service: String,
+    /// The datacenter from `?dc=`, if any.
+    pub dc: Option<String>,
+}
+
+impl ConsulTarget {
+    /// Splits a target of the shape in the [module docs](self). The token falls back to
+    /// `CONSUL_HTTP_TOKEN`, the TLS settings to `CONSUL_HTTP_SSL` and friends.
+    ///
+    /// ```
+    /// use driver_core::Target;
+    /// use driver_consul::ConsulTarget;
+    /// let t = ConsulTarget::from_target(&Target::parse("consul://127.0.0.1/trans?dc=dc2&token=abc").unwrap()).unwrap();
+    /// assert_eq!(t.config.addr(), "127.0.0.1:8500");
+    /// assert_eq!(t.service, "trans");
+    /// assert_eq!(t.dc.as_deref(), Some("dc2"));
+    /// assert!(t.config.has_token());
+    /// ```
+    pub fn from_target(target: &Target) -> Result<Self> {
+        Self::from_target_with_env(target, |name| std::env::var(name).ok())
+    }
+
+    fn from_target_with_env(target: &Target, env: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let bad = |reason: String| Error::BadTarget {
+            target: target.to_string(),
+            reason,
+        };
+        let host = match target.hosts() {
+            [one] => one.clone(),
+            [] => {
+                return Err(bad(format!(
+                    "no consul agent address; write {}://host:8500/SERVICE",
+                    target.scheme()
+                )));
+            }
+            many => {
+                return Err(bad(format!(
+                    "a consul target names one agent, not {}; point it at the local agent \
+                     (consul agents forward to the servers)",
+                    many.join(",")
+                )));
+            }
+        };
+        let has_port = match host.strip_prefix('[') {
+            Some(v6) => v6.contains("]:"),
+            None => host.contains(':'),
+        };
+        let addr = if has_port {
+            host
+        } else {
+            format!("{host}:{DEFAULT_PORT}")
+        };
+        let service = target.endpoint().to_string();
+        if service.is_empty() || service.contains('/') {
+            return Err(bad(format!(
+                "the service name after the host must be one non-empty path segment; write \
+                 {}://{addr}/SERVICE",
+                target.scheme()
+            )));
+        }
+        let mut config = ConsulConfig::new(addr);
+        let token = target
+            .query("token")
+            .map(str::to_string)
+            .or_else(|| env(TOKEN_ENV))
+            .filter(|t| !t.is_empty());
+        if let Some(token) = token {
+            config = config.with_token(token);
+        }
+        if let Some(user) = target.user() {
+            config = config.with_basic_auth(user, target.password().unwrap_or_default());
+        }
+        if let Some(tls) = tls_from_query(target, &env).map_err(bad)? {
+            config = config.with_tls(tls);
+        }
+        let dc = target
+            .query("dc")
+            .filter(|d| !d.is_empty())
+            .map(str::to_string);
+        Ok(Self {
+            config,
+            service,
+            dc,
+        })
+    }
+}
+
+/// `?tls=`, `?tls_ca=`, `?tls_cert=` + `?tls_key=`, `?tls_server_name=`, with consul's
+/// environment variables as fallbacks; see the [module docs](self#https).
+fn tls_from_query(
+    target: &Target,
+    env: &impl Fn(&str) -> Option<String>,
+) -> std::result::Result<Option<ConsulTls>, String> {
+    let flag = |v: &str, what: &str| match v {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        other => Err(format!("{what}`{other}`: write tls=true or tls=false")),
+    };
+    let asked = match target.query("tls") {
+        None | Some("") => None,
+        Some(v) => Some(flag(v, "tls=")?),
+    };
+    let query = |key: &str| target.query(key).filter(|v| !v.is_empty());
+    let any_param = ["tls_ca", "tls_cert", "tls_key", "tls_server_name"]
+        .iter()
+        .any(|k| query(k).is_some());
+    let on = match asked {
+        Some(false) => return Ok(None),
+        Some(true) => true,
+        None if any_param => true,
+        None => match env(HTTP_SSL_ENV).as_deref() {
+            None | Some("") => false,
+            Some(v) => flag(v, &format!("{HTTP_SSL_ENV}="))?,
+        },
+    };
+    if !on {
+        return Ok(None);
+    }
+    let setting = |key: &str, var: &str| {
+        query(key)
+            .map(str::to_string)
+            .or_else(|| env(var).filter(|v| !v.is_empty()))
+    };
+    let identity = match (
+        setting("tls_cert", CLIENT_CERT_ENV),
+        setting("tls_key", CLIENT_KEY_ENV),
+    ) {
+        (Some(c), Some(k)) => Some((PathBuf::from(c), PathBuf::from(k))),
+        (None, None) => None,
+        _ => return Err("tls_cert and tls_key go together: give both files".into()),
+    };
+    let tls = ConsulTls {
+        ca: setting("tls_ca", CACERT_ENV).map(PathBuf::from),
+        identity,
+        server_name: setting("tls_server_name", TLS_SERVER_NAME_ENV),
+    };
+    if tls.ca.is_none() {
+        return Err(format!(
+            "HTTPS to the consul agent needs the CA that signed the agent's certificate: pass \
+             ?tls_ca=FILE (PEM) or set {CACERT_ENV}; the system's roots are not used (for a \
+             publicly trusted certificate pass the system's bundle, e.g. \
+             tls_ca=/etc/ssl/certs/ca-certificates.crt)"
+        ));
+    }
+    Ok(Some(tls))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(t: &str, env: Option<&str>) -> Result<ConsulTarget> {
+        parse_env(t, &[(TOKEN_ENV, env.unwrap_or_default())])
+    }
+
+    fn parse_env(t: &str, vars: &[(&str, &str)]) -> Result<ConsulTarget> {
+        ConsulTarget::from_target_with_env(&Target::parse(t).unwrap(), |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    #[test]
+    fn tls_parameters_and_environment() {
+        let tls = |t: &str, vars: &[(&str, &str)]| parse_env(t, vars).map(|t| t.config.tls);
+        assert_eq!(tls("consul://h/s", &[]).unwrap(), None);
+        assert_eq!(
+            tls(
+                "consul://h/s?tls_ca=/ca.pem&tls_cert=/c.pem&tls_key=/k.pem&tls_server_name=n",
+                &[]
+            )
+            .unwrap(),
+            Some(ConsulTls {
+                ca: Some("/ca.pem".into()),
+                identity: Some(("/c.pem".into(), "/k.pem".into())),
+                server_name: Some("n".into()),
+            })
+        );
+        // consul's variables: HTTPS on, files filled in; the target's own win.
+        let env = [
+            (HTTP_SSL_ENV, "true"),
+            (CACERT_ENV, "/env-ca.pem"),
+            (TLS_SERVER_NAME_ENV, "env-name"),
+        ];
+        let t = tls("consul://h/s", &env).unwrap().unwrap();
+        assert_eq!(t.ca, Some("/env-ca.pem".into()));
+        assert_eq!(t.server_name.as_deref(), Some("env-name"));
+        let t = tls("consul://h/s?tls_ca=/ca.pem", &env).unwrap().unwrap();
+        assert_eq!(t.ca, Some("/ca.pem".into()));
+        assert_eq!(tls("consul://h/s?tls=false", &env).unwrap(), None);
+        // Environment files alone do not turn HTTPS on.
+        assert_eq!(
+            tls("consul://h/s", &[(CACERT_ENV, "/ca.pem")]).unwrap(),
+            None
+        );
+        for (t, needle) in [
+            ("consul://h/s?tls=true", "?tls_ca=FILE"),
+            ("consul://h/s?tls=yes", "tls=true or tls=false"),
+            (
+                "consul://h/s?tls_ca=/a&tls_cert=/c",
+                "tls_cert and tls_key go together",
+            ),
+        ] {
+            let e = parse_env(t, &[]).unwrap_err().to_string();
+            assert!(e.contains(needle), "{t}: {e}");
+        }
+    }
+
+    #[test]
+    fn targets_token_and_defaults() {
+        let t = parse("consul://u:p@h:1/svc?token=a&dc=x", Some("env")).unwrap();
+        assert_eq!(
+            t.config,
+            ConsulConfig::new("h:1")
+                .with_token("a")
+                .with_basic_auth("u", "p")
+        );
+        assert_eq!((t.service.as_str(), t.dc.as_deref()), ("svc", Some("x")));
+        let t = parse("consul://h/svc", Some("env")).unwrap();
+        assert_eq!(t.config, ConsulConfig::new("h:8500").with_token("env"));
+        let t = parse("consul://[::1]/svc", None).unwrap();
+        assert_eq!(t.config.addr(), "[::1]:8500");
+        assert!(
+            !format!("{:?}", parse("consul://h/s?token=secret", None).unwrap()).contains("secret")
+        );
+    }
+
+    #[test]
+    fn bad_targets_say_how_to_write_them() {
+        for (t, needle) in [
+            ("consul:///svc", "no consul agent"),
+            ("consul://a:1,b:2/svc", "one agent"),
+            ("consul://a:1/", "service name"),
+        ] {
+            let e = parse(t, None).unwrap_err().to_string();
+            assert!(e.contains(needle), "{t}: {e}");
+        }
+    }
+}
