@@ -27,7 +27,9 @@ use hyper_util::rt::TokioExecutor;
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 use crate::error::ConsulError;
-use crate::target::{ConsulConfig, ConsulTls};
+use driver_core::TlsFiles;
+
+use crate::target::ConsulConfig;
 
 /// How long a plain (non-blocking) request may take.
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -107,12 +109,12 @@ fn pooled() -> hyper_util::client::legacy::Builder {
 static HTTP: LazyLock<AgentHttp> = LazyLock::new(|| AgentHttp::Plain(pooled().build(tcp())));
 
 /// One HTTPS client per (agent address, TLS settings), made on first use.
-static HTTPS: LazyLock<Mutex<HashMap<(String, ConsulTls), AgentHttp>>> =
+static HTTPS: LazyLock<Mutex<HashMap<(String, TlsFiles), AgentHttp>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
 /// The HTTPS client for the agent at `addr`, reading the TLS files on first use. Failed
 /// attempts are not kept, so a fixed file is picked up by the next request.
-fn https_client(addr: &str, tls: &ConsulTls) -> std::result::Result<AgentHttp, String> {
+fn https_client(addr: &str, tls: &TlsFiles) -> std::result::Result<AgentHttp, String> {
     let key = (addr.to_string(), tls.clone());
     if let Some(client) = lock(&HTTPS).get(&key) {
         return Ok(client.clone());

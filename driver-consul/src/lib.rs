@@ -57,7 +57,7 @@ pub use registration::{
     ServiceExtras, Weights, check_meta, consul_duration,
 };
 pub use target::{
-    CACERT_ENV, CLIENT_CERT_ENV, CLIENT_KEY_ENV, ConsulConfig, ConsulTarget, ConsulTls,
-    HTTP_SSL_ENV, TLS_SERVER_NAME_ENV, TOKEN_ENV,
+    CACERT_ENV, CLIENT_CERT_ENV, CLIENT_KEY_ENV, ConsulConfig, ConsulTarget, HTTP_SSL_ENV,
+    TLS_SERVER_NAME_ENV, TOKEN_ENV,
 };
 pub use watch::{Decode, HealthQuery, HealthState, HealthWatcher, ServiceEntry, resolve_health};

@@ -1,4 +1,4 @@
-//! Where a consul target points: [`ConsulTarget`], [`ConsulConfig`], [`ConsulTls`].
+//! Where a consul target points: [`ConsulTarget`], [`ConsulConfig`].
 //!
 //! A consul target names one agent's HTTP API and a service:
 //!
@@ -15,29 +15,20 @@
 //! # HTTPS
 //!
 //! `?tls=true` or any of `?tls_ca=`, `?tls_cert=` + `?tls_key=`, `?tls_server_name=`
-//! (the parameter names of etcd targets) talks HTTPS to the agent's HTTPS port
-//! (`ports { https = 8501 }` in consul's config):
-//!
-//! * `tls_ca`: PEM file of the CA that signed the agent's certificate. Required: the
-//!   system's roots are not read (for a publicly trusted certificate pass the system's
-//!   bundle, e.g. `/etc/ssl/certs/ca-certificates.crt`);
-//! * `tls_cert` + `tls_key`: PEM files of a client certificate and its key, for an agent
-//!   with `verify_incoming = true`;
-//! * `tls_server_name`: the name the agent's certificate is checked against (and sent
-//!   as SNI), when not the target's host.
+//! talks HTTPS to the agent's HTTPS port (`ports { https = 8501 }` in consul's config),
+//! with the parameters and meaning every engine shares ([`driver_core::tls_files`]):
+//! `tls_ca` (required), a client certificate for an agent with `verify_incoming = true`,
+//! a verification name when not the target's host.
 //!
 //! As consul's own tools do, `CONSUL_HTTP_SSL=true` turns HTTPS on for targets without
 //! TLS parameters, and `CONSUL_CACERT`, `CONSUL_CLIENT_CERT` / `CONSUL_CLIENT_KEY` and
 //! `CONSUL_TLS_SERVER_NAME` fill in what a TLS target does not give; `?tls=false` turns
 //! HTTPS off whatever the environment says. The files are read when the first request
-//! to the agent is made; errors name the file and the parameter to fix.
-//!
-//! The files are read when the first request to the agent is made ([`crate::tls`]).
+//! to the agent is made ([`crate::tls`]); errors name the file and the parameter to fix.
 
 use std::fmt;
-use std::path::PathBuf;
 
-use driver_core::{Error, Result, Target};
+use driver_core::{Error, Result, Target, TlsFiles};
 
 /// The port of a consul agent's HTTP API when the target names none.
 pub const DEFAULT_PORT: u16 = 8500;
@@ -62,22 +53,7 @@ pub struct ConsulConfig {
     pub(crate) addr: String,
     pub(crate) token: Option<String>,
     pub(crate) basic_auth: Option<(String, String)>,
-    pub(crate) tls: Option<ConsulTls>,
-}
-
-/// HTTPS to the agent: files read when the first request is made. See the
-/// [module docs](self#https).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct ConsulTls {
-    /// PEM file of the CA (or CAs) that signed the agent's certificate (`?tls_ca=`).
-    /// Required: the system's roots are not used.
-    pub ca: Option<PathBuf>,
-    /// PEM files of a client certificate and its key, for an agent with
-    /// `verify_incoming = true` (`?tls_cert=&tls_key=`).
-    pub identity: Option<(PathBuf, PathBuf)>,
-    /// The name the agent's certificate is checked against and sent as SNI, when not
-    /// the host (`?tls_server_name=`).
-    pub server_name: Option<String>,
+    pub(crate) tls: Option<TlsFiles>,
 }
 
 impl fmt::Debug for ConsulConfig {
@@ -103,13 +79,13 @@ impl ConsulConfig {
     }
 
     /// Talks HTTPS to the agent.
-    pub fn with_tls(mut self, tls: ConsulTls) -> Self {
+    pub fn with_tls(mut self, tls: TlsFiles) -> Self {
         self.tls = Some(tls);
         self
     }
 
     /// The TLS settings, if the agent is talked to over HTTPS.
-    pub fn tls(&self) -> Option<&ConsulTls> {
+    pub fn tls(&self) -> Option<&TlsFiles> {
         self.tls.as_ref()
     }
 
@@ -214,7 +190,7 @@ impl ConsulTarget {
         if let Some(user) = target.user() {
             config = config.with_basic_auth(user, target.password().unwrap_or_default());
         }
-        if let Some(tls) = tls_from_query(target, &env).map_err(bad)? {
+        if let Some(tls) = TlsFiles::from_target_or(target, &TLS_FALLBACKS, &env).map_err(bad)? {
             config = config.with_tls(tls);
         }
         let dc = target
@@ -229,65 +205,15 @@ impl ConsulTarget {
     }
 }
 
-/// `?tls=`, `?tls_ca=`, `?tls_cert=` + `?tls_key=`, `?tls_server_name=`, with consul's
-/// environment variables as fallbacks; see the [module docs](self#https).
-fn tls_from_query(
-    target: &Target,
-    env: &impl Fn(&str) -> Option<String>,
-) -> std::result::Result<Option<ConsulTls>, String> {
-    let flag = |v: &str, what: &str| match v {
-        "true" | "1" => Ok(true),
-        "false" | "0" => Ok(false),
-        other => Err(format!("{what}`{other}`: write tls=true or tls=false")),
-    };
-    let asked = match target.query("tls") {
-        None | Some("") => None,
-        Some(v) => Some(flag(v, "tls=")?),
-    };
-    let query = |key: &str| target.query(key).filter(|v| !v.is_empty());
-    let any_param = ["tls_ca", "tls_cert", "tls_key", "tls_server_name"]
-        .iter()
-        .any(|k| query(k).is_some());
-    let on = match asked {
-        Some(false) => return Ok(None),
-        Some(true) => true,
-        None if any_param => true,
-        None => match env(HTTP_SSL_ENV).as_deref() {
-            None | Some("") => false,
-            Some(v) => flag(v, &format!("{HTTP_SSL_ENV}="))?,
-        },
-    };
-    if !on {
-        return Ok(None);
-    }
-    let setting = |key: &str, var: &str| {
-        query(key)
-            .map(str::to_string)
-            .or_else(|| env(var).filter(|v| !v.is_empty()))
-    };
-    let identity = match (
-        setting("tls_cert", CLIENT_CERT_ENV),
-        setting("tls_key", CLIENT_KEY_ENV),
-    ) {
-        (Some(c), Some(k)) => Some((PathBuf::from(c), PathBuf::from(k))),
-        (None, None) => None,
-        _ => return Err("tls_cert and tls_key go together: give both files".into()),
-    };
-    let tls = ConsulTls {
-        ca: setting("tls_ca", CACERT_ENV).map(PathBuf::from),
-        identity,
-        server_name: setting("tls_server_name", TLS_SERVER_NAME_ENV),
-    };
-    if tls.ca.is_none() {
-        return Err(format!(
-            "HTTPS to the consul agent needs the CA that signed the agent's certificate: pass \
-             ?tls_ca=FILE (PEM) or set {CACERT_ENV}; the system's roots are not used (for a \
-             publicly trusted certificate pass the system's bundle, e.g. \
-             tls_ca=/etc/ssl/certs/ca-certificates.crt)"
-        ));
-    }
-    Ok(Some(tls))
-}
+/// consul's environment variables for absent TLS parameters, as its own tools read
+/// them; see the [module docs](self#https).
+const TLS_FALLBACKS: [(&str, &str); 5] = [
+    ("tls", HTTP_SSL_ENV),
+    ("tls_ca", CACERT_ENV),
+    ("tls_cert", CLIENT_CERT_ENV),
+    ("tls_key", CLIENT_KEY_ENV),
+    ("tls_server_name", TLS_SERVER_NAME_ENV),
+];
 
 #[cfg(test)]
 mod tests {
@@ -315,7 +241,7 @@ mod tests {
                 &[]
             )
             .unwrap(),
-            Some(ConsulTls {
+            Some(TlsFiles {
                 ca: Some("/ca.pem".into()),
                 identity: Some(("/c.pem".into(), "/k.pem".into())),
                 server_name: Some("n".into()),

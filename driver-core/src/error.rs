@@ -104,6 +104,14 @@ pub enum Error {
         reason: String,
     },
 
+    /// TLS material (a CA, a client certificate or key) is not usable; the message
+    /// names the file or PEM and the parameter that fixes it.
+    #[error("TLS: {message}")]
+    Tls {
+        /// What is wrong and what to give instead.
+        message: String,
+    },
+
     /// An endpoint address given for registration is not usable.
     #[error("bad endpoint `{endpoint}`: {reason}")]
     BadEndpoint {

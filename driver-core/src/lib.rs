@@ -89,6 +89,7 @@ mod redact;
 pub mod registry;
 pub mod resolve;
 pub mod target;
+pub mod tls_files;
 
 pub use balance::{
     Channel, ChannelBuilder, ChannelStatus, EndpointStatus, Policy, TlsConnector, connect,
@@ -107,6 +108,7 @@ pub use registry::{
 };
 pub use resolve::Endpoint;
 pub use target::Target;
+pub use tls_files::TlsFiles;
 
 /// Re-exports for macros; not part of the API.
 #[doc(hidden)]
