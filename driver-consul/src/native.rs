@@ -10,7 +10,7 @@
 //! | `Name` / `Address` / `Port` | `NAME` / `HOST` / `PORT` |
 //! | `Tags` | every `?tag=` of the registration target, in order |
 //! | `Meta` | `weight` (decimal, default `1`), `group` (when given), and every `?meta.K=V` as `K` |
-//! | `Weights` | `{"Passing": weight, "Warning": 1}` (consul's DNS uses them too) |
+//! | `Weights` | `{"Passing": weight (at most 65535, consul's limit), "Warning": 1}` (consul's DNS uses them too) |
 //! | check | TTL check `CheckID` = `service:NAME@HOST:PORT`, TTL 10 s (`?ttl=`, 1s to 24h), initially passing, heartbeat every TTL/3, `DeregisterCriticalServiceAfter` 1m |
 //! | `Checks` (with `?check=grpc`) | a gRPC health check the agent runs: `GRPC` = `HOST:PORT` (`HOST:PORT/S` with `?grpc_service=S`), `GRPCUseTLS` (`?grpc_tls=true`), `Interval` 10 s (`?interval=1s`), `Timeout` (`?timeout=`, consul's default 10 s), initially passing, `DeregisterCriticalServiceAfter` 1m |
 //!
@@ -53,8 +53,9 @@
 //! * register: `consul://HOST:8500/NAME[?weight=N][&group=G][&tag=T...][&ttl=S][&meta.K=V...][&token=T]`
 //!   `[&check=grpc[&interval=D][&timeout=D][&grpc_tls=true][&grpc_service=S]]` (durations as
 //!   consul writes them, `1s`, `500ms`, or a bare number of seconds; see
-//!   [`TTL_RANGE`](NativeConsulFormat::TTL_RANGE) and
-//!   [`CHECK_RANGE`](NativeConsulFormat::CHECK_RANGE) for the bounds);
+//!   [`driver_core::registration_options`] for `weight`, `group`, `ttl` and `meta.K`,
+//!   read alike by every engine, and
+//!   [`CHECK_RANGE`](NativeConsulFormat::CHECK_RANGE) for the check's bounds);
 //! * resolve: `consul://HOST:8500/NAME[?group=G][&tag=T][&dc=DC][&near=_agent][&wait=55s][&token=T]`:
 //!   instances whose checks all pass, only those of group `G` (from `Meta.group`) and
 //!   tag `T` when given. The weight (`Meta.weight`, else `Weights.Passing`, else 1) feeds
@@ -77,6 +78,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use driver_core::address::HostPort;
 use driver_core::parse::parse_scheme_url;
+use driver_core::registration_options::RegistrationOptions;
 use driver_core::resolve::{Endpoint, Registrar, Resolver, SnapshotSender};
 use driver_core::{Driver, Error, Registration, Result, ServerMethod, Target};
 
@@ -142,29 +144,18 @@ impl NativeOptions {
     /// assert_eq!((o.weight, o.tags.as_slice()), (3, ["a".to_string()].as_slice()));
     /// ```
     pub fn from_target(target: &Target) -> Result<Self> {
-        let bad = |reason: String| Error::BadTarget {
-            target: target.to_string(),
-            reason,
+        let shared = RegistrationOptions::from_target(target)?;
+        let mut options = Self {
+            weight: shared.weight,
+            group: shared.group,
+            tags: Vec::new(),
+            meta: shared.meta,
+            ttl: shared.ttl.unwrap_or(NativeConsulFormat::DEFAULT_TTL),
+            grpc_check: grpc_check_options(target)?,
         };
-        let mut options = Self::default();
-        if let Some(w) = target.query("weight") {
-            options.weight = w
-                .parse()
-                .map_err(|_| bad(format!("weight `{w}` is not a whole number")))?;
-        }
-        if let Some(ttl) = target.query_duration("ttl", &NativeConsulFormat::TTL_RANGE)? {
-            options.ttl = ttl;
-        }
-        options.grpc_check = grpc_check_options(target)?;
         for (k, v) in target.query_pairs() {
-            match k.as_str() {
-                "group" => options.group = v.clone(),
-                "tag" if !v.is_empty() => options.tags.push(v.clone()),
-                _ => {
-                    if let Some(key) = k.strip_prefix("meta.") {
-                        options.meta.insert(key.to_string(), v.clone());
-                    }
-                }
+            if k == "tag" && !v.is_empty() {
+                options.tags.push(v.clone());
             }
         }
         Ok(options)
@@ -196,18 +187,14 @@ impl Default for GrpcCheckOptions {
 }
 
 impl NativeConsulFormat {
-    /// The default check TTL.
-    pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
+    /// The default check TTL (the one of every engine).
+    pub const DEFAULT_TTL: Duration = RegistrationOptions::DEFAULT_TTL;
 
     /// How long a critical instance stays before the agent removes it (consul's minimum).
     pub const DEREGISTER_AFTER: Duration = Duration::from_secs(60);
 
     /// The default interval of a gRPC health check.
     pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(10);
-
-    /// The TTLs `?ttl=` may ask for: 1 s to a day.
-    pub const TTL_RANGE: RangeInclusive<Duration> =
-        Duration::from_secs(1)..=Duration::from_secs(24 * 3600);
 
     /// The intervals and timeouts `?interval=` and `?timeout=` of the gRPC check may ask
     /// for: 1 ms to a day (the agent runs a check at most once a second).
@@ -252,8 +239,9 @@ impl NativeConsulFormat {
             address: host,
             port,
             meta,
+            // consul's DNS takes weights up to 65535; ours read `Meta.weight`.
             weights: Some(Weights {
-                passing: options.weight.max(1),
+                passing: options.weight.clamp(1, 65535),
                 warning: 1,
             }),
             check: AgentServiceCheck {
@@ -618,5 +606,50 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("at most 128 characters"), "{err}");
+    }
+
+    /// Issue #14: `weight`, `ttl`, `group` and `meta.K` mean on consul what they mean on
+    /// etcd (the same table runs in driver-etcd), read back through the decoder; consul's
+    /// own DNS weight stays within the 65535 the agent takes.
+    #[test]
+    fn registration_options_mean_what_they_mean_on_every_engine() {
+        for (query, want) in test_support::options::registration_option_cases() {
+            let target = Target::parse(&format!("consul://127.0.0.1:1/svc{query}")).unwrap();
+            let got = NativeOptions::from_target(&target).and_then(|options| {
+                NativeConsulFormat::registration("svc", "127.0.0.1:9000", &options)
+            });
+            match (want, got) {
+                (Ok(want), Ok(r)) => {
+                    let passing = r.weights.map(|w| w.passing).unwrap_or_default();
+                    assert_eq!(passing, want.weight.min(65535), "{query}");
+                    let mut entry = ServiceEntry::default();
+                    entry.service.address = r.address.clone();
+                    entry.service.port = r.port;
+                    entry.service.meta = Some(r.meta.clone());
+                    let e = NativeConsulFormat::decode(&entry, None).unwrap();
+                    let group = e.metadata.get("group").map_or("", String::as_str);
+                    let meta: Vec<(&str, &str)> = e
+                        .metadata
+                        .iter()
+                        .filter(|(k, _)| *k != "group")
+                        .map(|(k, v)| (k.as_str(), v.as_str()))
+                        .collect();
+                    assert_eq!(
+                        (e.weight, group, r.check.ttl, meta.as_slice()),
+                        (
+                            want.weight,
+                            want.group,
+                            consul_duration(want.ttl),
+                            want.meta
+                        ),
+                        "{query}"
+                    );
+                }
+                (Err(needle), Err(e)) => {
+                    assert!(e.to_string().contains(needle), "{query}: {e}");
+                }
+                (want, got) => panic!("{query}: want {want:?}, got {got:?}"),
+            }
+        }
     }
 }

@@ -86,6 +86,7 @@ pub mod health;
 pub mod invoke;
 pub mod parse;
 mod redact;
+pub mod registration_options;
 pub mod registry;
 pub mod resolve;
 pub mod target;

@@ -71,6 +71,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use driver_core::parse::parse_scheme_url;
+use driver_core::registration_options::RegistrationOptions;
 use driver_core::resolve::{Registrar, Resolver, SnapshotSender};
 use driver_core::{
     ChannelBuilder, Driver, Error, Registration, Result, ServerMethod, Target, TlsConnector,
@@ -220,30 +221,19 @@ impl KratosDriver {
         }
     }
 
-    /// The instance to register at `target` for dtm's `endpoint`.
+    /// The instance to register at `target` for dtm's `endpoint`: `?weight=` and
+    /// `?meta.K=` read as on every engine ([`RegistrationOptions`]), `?version=`.
     fn instance(&self, target: &Target, name: &str, endpoint: &str) -> Result<KratosInstance> {
-        let bad = |reason: String| Error::BadTarget {
-            target: target.to_string(),
-            reason,
-        };
+        let options = RegistrationOptions::from_target(target)?;
         let mut metadata = self.metadata.clone();
-        let mut version = self.version.clone();
-        for (key, value) in target.query_pairs() {
-            if let Some(k) = key.strip_prefix("meta.") {
-                metadata.insert(k.to_string(), value.clone());
-            } else if key == "weight" {
-                value
-                    .parse::<u32>()
-                    .map_err(|_| bad(format!("weight `{value}` is not a whole number")))?;
-                metadata.insert("weight".into(), value.clone());
-            } else if key == "version" {
-                version = value.clone();
-            }
+        metadata.extend(options.meta);
+        if target.query("weight").is_some() {
+            metadata.insert("weight".into(), options.weight.to_string());
         }
         Ok(KratosInstance {
             id: KratosInstance::new_id(),
             name: name.to_string(),
-            version,
+            version: target.query("version").unwrap_or(&self.version).to_string(),
             metadata: (!metadata.is_empty()).then_some(metadata),
             endpoints: instance::endpoint_urls(endpoint)?,
         })

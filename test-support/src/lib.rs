@@ -24,6 +24,7 @@ pub mod echo;
 mod etcd;
 mod interop;
 mod logs;
+pub mod options;
 mod ports;
 mod process;
 pub mod streams;
