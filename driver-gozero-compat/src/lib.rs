@@ -1,7 +1,7 @@
 //! `dtm-driver-gozero`: go-zero's registry formats on the etcd engine of `driver-etcd`.
 //!
 //! This crate is thin: a driver name, scheme names, go-zero's branch-URI rule
-//! ([`parse_gozero`]) and go-zero's etcd format ([`GoZeroEtcdFormat`]). All lease, watch
+//! ([`parse_gozero`], on top of driver-core's shared one) and go-zero's etcd format ([`GoZeroEtcdFormat`]). All lease, watch
 //! and retry work is done by the engine in `driver-etcd`.
 //!
 //! | scheme | resolve | register |
@@ -42,7 +42,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use driver_core::address::HostPort;
-use driver_core::parse::parse_gozero;
+use driver_core::parse::parse_scheme_url;
 use driver_core::resolve::{DirectResolver, Endpoint, Registrar, Resolver, SnapshotSender};
 use driver_core::{Driver, Error, Registration, Result, ServerMethod, Target};
 use driver_etcd::{EtcdTarget, LeaseKeeper, resolve_prefix, shared_client};
@@ -68,6 +68,38 @@ pub fn subset_size(target: &Target) -> Result<usize> {
             ),
         }),
     }
+}
+
+/// go-zero's branch-URI rule: the shared scheme-URL rule
+/// ([`parse_scheme_url`]), except that for `consul` and `nacos` URIs with a query
+/// string the query up to the next `/` is dropped first, as go-zero's driver does, so
+/// `consul://h:8500/busi.rpc?wait=14s/pb.S/M` → (`consul://h:8500/busi.rpc`, `/pb.S/M`).
+///
+/// ```
+/// use driver_gozero_compat::parse_gozero;
+/// let sm = parse_gozero("consul://127.0.0.1:8500/busi.rpc?wait=14s/pb.S/M").unwrap();
+/// assert_eq!((sm.server.as_str(), sm.method.as_str()), ("consul://127.0.0.1:8500/busi.rpc", "/pb.S/M"));
+/// ```
+pub fn parse_gozero(uri: &str) -> Result<ServerMethod> {
+    let bad = |reason: String| Error::BadUri {
+        uri: uri.to_string(),
+        reason,
+    };
+    if uri.contains("//")
+        && (uri.contains("consul") || uri.contains("nacos"))
+        && let Some((head, tail)) = uri.split_once('?')
+    {
+        let Some(slash) = tail.find('/') else {
+            return Err(bad(
+                "no '/' found after the query; append /package.Service/Method".into(),
+            ));
+        };
+        return parse_scheme_url(&format!("{head}{}", &tail[slash..])).map_err(|e| match e {
+            Error::BadUri { reason, .. } => bad(reason),
+            other => other,
+        });
+    }
+    parse_scheme_url(uri)
 }
 
 /// go-zero's etcd layout.
@@ -271,6 +303,43 @@ mod tests {
             let err = GoZeroEtcdFormat::decode(garbage).expect_err(&format!("{garbage:.40?}"));
             assert!(err.contains(why), "{err}");
             assert!(err.len() < 400, "the error quotes the whole value");
+        }
+    }
+
+    #[test]
+    fn branch_uris_split_as_go_zero_splits_them() {
+        let split = |uri: &str| {
+            let sm = parse_gozero(uri).unwrap_or_else(|e| panic!("{uri}: {e}"));
+            (sm.server, sm.method)
+        };
+        for (uri, server, method) in [
+            (
+                "consul://127.0.0.1:8500/busi.rpc?wait=14s/pb.S/M",
+                "consul://127.0.0.1:8500/busi.rpc",
+                "/pb.S/M",
+            ),
+            // Elsewhere the shared rule: the query stays with the server.
+            (
+                "etcd://127.0.0.1:2379/trans/trans.TransSvc/TransOut",
+                "etcd://127.0.0.1:2379/trans",
+                "/trans.TransSvc/TransOut",
+            ),
+            (
+                "etcd://h:2379/trans?user=u/pb.S/M",
+                "etcd://h:2379/trans?user=u",
+                "/pb.S/M",
+            ),
+            ("localhost:8080/pb.S/M", "localhost:8080", "/pb.S/M"),
+        ] {
+            assert_eq!(split(uri), (server.to_string(), method.to_string()));
+        }
+        for uri in [
+            "consul://h:8500/busi?wait=1s",
+            "etcd://h:2379/trans",
+            "/pb.S/M",
+        ] {
+            let e = parse_gozero(uri).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{uri}`")), "{uri}: {e}");
         }
     }
 
