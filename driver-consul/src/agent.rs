@@ -99,10 +99,7 @@ impl ServiceKeeper {
     /// handle is deregistered or dropped. `target` and `endpoint` label the handle and
     /// errors.
     pub async fn start(self, target: &str, endpoint: &str) -> Result<Registration> {
-        check_meta(&self.registration.meta).map_err(|reason| Error::BadTarget {
-            target: target.to_string(),
-            reason,
-        })?;
+        check_meta(&self.registration.meta).map_err(|reason| Error::bad_target(target, reason))?;
         self.register()
             .await
             .map_err(|e| e.into_registry_error(target))?;

@@ -408,31 +408,36 @@ fn grpc_tls_hint(target: &Target, e: Error) -> Error {
 
 /// The gRPC check a registration target asks for (`?check=grpc&interval=&timeout=&grpc_tls=&grpc_service=`).
 fn grpc_check_options(target: &Target) -> Result<Option<GrpcCheckOptions>> {
-    let bad = |reason: String| Error::BadTarget {
-        target: target.to_string(),
-        reason,
-    };
     let duration = |key: &str| target.query_duration(key, &NativeConsulFormat::CHECK_RANGE);
     let grpc = match target.query("check") {
         None | Some("" | "ttl") => false,
         Some("grpc") => true,
         Some(other) => {
-            return Err(bad(format!(
-                "check `{other}` is not `grpc` (a gRPC health check beside the TTL heartbeat) or `ttl` (the heartbeat alone)"
-            )));
+            return Err(Error::bad_target(
+                target,
+                format!(
+                    "check `{other}` is not `grpc` (a gRPC health check beside the TTL heartbeat) or `ttl` (the heartbeat alone)"
+                ),
+            ));
         }
     };
     let (interval, timeout) = (duration("interval")?, duration("timeout")?);
     let tls = match target.query("grpc_tls") {
         None | Some("" | "false" | "0") => false,
         Some("true" | "1") => true,
-        Some(other) => return Err(bad(format!("grpc_tls `{other}` is not true or false"))),
+        Some(other) => {
+            return Err(Error::bad_target(
+                target,
+                format!("grpc_tls `{other}` is not true or false"),
+            ));
+        }
     };
     let service = target.query("grpc_service").unwrap_or_default().to_string();
     if !grpc {
         if interval.is_some() || timeout.is_some() || tls || !service.is_empty() {
-            return Err(bad(
-                "interval, timeout, grpc_tls and grpc_service configure the gRPC health check: add check=grpc".into(),
+            return Err(Error::bad_target(
+                target,
+                "interval, timeout, grpc_tls and grpc_service configure the gRPC health check: add check=grpc",
             ));
         }
         return Ok(None);

@@ -141,24 +141,26 @@ impl ConsulTarget {
     }
 
     fn from_target_with_env(target: &Target, env: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let bad = |reason: String| Error::BadTarget {
-            target: target.to_string(),
-            reason,
-        };
         let host = match target.hosts() {
             [one] => one.clone(),
             [] => {
-                return Err(bad(format!(
-                    "no consul agent address; write {}://host:8500/SERVICE",
-                    target.scheme()
-                )));
+                return Err(Error::bad_target(
+                    target,
+                    format!(
+                        "no consul agent address; write {}://host:8500/SERVICE",
+                        target.scheme()
+                    ),
+                ));
             }
             many => {
-                return Err(bad(format!(
-                    "a consul target names one agent, not {}; point it at the local agent \
+                return Err(Error::bad_target(
+                    target,
+                    format!(
+                        "a consul target names one agent, not {}; point it at the local agent \
                      (consul agents forward to the servers)",
-                    many.join(",")
-                )));
+                        many.join(",")
+                    ),
+                ));
             }
         };
         let has_port = match host.strip_prefix('[') {
@@ -172,11 +174,14 @@ impl ConsulTarget {
         };
         let service = target.endpoint().to_string();
         if service.is_empty() || service.contains('/') {
-            return Err(bad(format!(
-                "the service name after the host must be one non-empty path segment; write \
+            return Err(Error::bad_target(
+                target,
+                format!(
+                    "the service name after the host must be one non-empty path segment; write \
                  {}://{addr}/SERVICE",
-                target.scheme()
-            )));
+                    target.scheme()
+                ),
+            ));
         }
         let mut config = ConsulConfig::new(addr);
         let token = target
@@ -190,7 +195,9 @@ impl ConsulTarget {
         if let Some(user) = target.user() {
             config = config.with_basic_auth(user, target.password().unwrap_or_default());
         }
-        if let Some(tls) = TlsFiles::from_target_or(target, &TLS_FALLBACKS, &env).map_err(bad)? {
+        if let Some(tls) = TlsFiles::from_target_or(target, &TLS_FALLBACKS, &env)
+            .map_err(|reason| Error::bad_target(target, reason))?
+        {
             config = config.with_tls(tls);
         }
         let dc = target

@@ -66,10 +66,7 @@ impl HostPort {
     /// [`parse`](Self::parse) for an endpoint given to a registrar: the error is
     /// [`Error::BadEndpoint`] naming it.
     pub fn parse_endpoint(endpoint: &str) -> Result<Self> {
-        Self::parse(endpoint).map_err(|reason| Error::BadEndpoint {
-            endpoint: shorten(endpoint),
-            reason,
-        })
+        Self::parse(endpoint).map_err(|reason| Error::bad_endpoint(shorten(endpoint), reason))
     }
 
     /// Joins a host and a port given apart (consul's `Address` and `Port`). The host may

@@ -144,6 +144,34 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// [`Error::BadTarget`] about `target` (a [`Target`](crate::Target), shown
+    /// redacted, or the text as given): `reason` says which part is wrong and how to
+    /// write it.
+    pub fn bad_target(target: impl ToString, reason: impl Into<String>) -> Self {
+        Self::BadTarget {
+            target: target.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// [`Error::BadUri`] about the branch URI `uri`.
+    pub fn bad_uri(uri: impl ToString, reason: impl Into<String>) -> Self {
+        Self::BadUri {
+            uri: uri.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// [`Error::BadEndpoint`] about the endpoint `endpoint`.
+    pub fn bad_endpoint(endpoint: impl ToString, reason: impl Into<String>) -> Self {
+        Self::BadEndpoint {
+            endpoint: endpoint.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -39,10 +39,7 @@ pub struct ServerMethod {
 }
 
 fn bad(uri: &str, reason: impl Into<String>) -> Error {
-    Error::BadUri {
-        uri: uri.to_string(),
-        reason: reason.into(),
-    }
+    Error::bad_uri(uri, reason.into())
 }
 
 /// The `default` driver's rule: the server is everything before the first `/`.

@@ -246,15 +246,14 @@ impl Resolver for DirectResolver {
             target.endpoint_list()
         };
         if list.is_empty() {
-            return Err(Error::BadTarget {
-                target: target.to_string(),
-                reason: "no address given; write direct:///host:port[,host:port...]".into(),
-            });
+            return Err(Error::bad_target(
+                target,
+                "no address given; write direct:///host:port[,host:port...]",
+            ));
         }
         for addr in &list {
-            HostPort::parse(addr).map_err(|reason| Error::BadTarget {
-                target: target.to_string(),
-                reason: format!("address `{addr}`: {reason}"),
+            HostPort::parse(addr).map_err(|reason| {
+                Error::bad_target(target, format!("address `{addr}`: {reason}"))
             })?;
         }
         updates.update(list.into_iter().map(Endpoint::new).collect());

@@ -120,10 +120,6 @@ impl EtcdTarget {
     /// assert_eq!(old.key, "trans");
     /// ```
     pub fn from_target(target: &Target) -> Result<Self> {
-        let bad = |reason: String| Error::BadTarget {
-            target: target.to_string(),
-            reason,
-        };
         let (hosts, key) = if target.hosts().is_empty() {
             let hosts: Vec<String> = target
                 .endpoint_list()
@@ -131,22 +127,29 @@ impl EtcdTarget {
                 .map(str::to_string)
                 .collect();
             if hosts.is_empty() {
-                return Err(bad(format!(
-                    "no etcd host given; write {s}://host:2379/key or {s}:///host:2379?key=key",
-                    s = target.scheme()
-                )));
+                return Err(Error::bad_target(
+                    target,
+                    format!(
+                        "no etcd host given; write {s}://host:2379/key or {s}:///host:2379?key=key",
+                        s = target.scheme()
+                    ),
+                ));
             }
             // The authority's hosts were checked by `Target::parse`; these were not.
             for host in &hosts {
-                driver_core::address::check_host(host).map_err(bad)?;
+                driver_core::address::check_host(host)
+                    .map_err(|reason| Error::bad_target(target, reason))?;
             }
             let Some(key) = target.query("key") else {
-                return Err(bad(format!(
-                    "the hosts follow three slashes but no `?key=` names the service; write \
+                return Err(Error::bad_target(
+                    target,
+                    format!(
+                        "the hosts follow three slashes but no `?key=` names the service; write \
                      {s}:///{h}?key=NAME or {s}://{h}/NAME",
-                    s = target.scheme(),
-                    h = hosts.join(",")
-                )));
+                        s = target.scheme(),
+                        h = hosts.join(",")
+                    ),
+                ));
             };
             (hosts, key.to_string())
         } else {
@@ -157,11 +160,14 @@ impl EtcdTarget {
             (target.hosts().to_vec(), key)
         };
         if key.is_empty() {
-            return Err(bad(format!(
-                "the service key is empty; write {}://{}/NAME",
-                target.scheme(),
-                hosts.join(",")
-            )));
+            return Err(Error::bad_target(
+                target,
+                format!(
+                    "the service key is empty; write {}://{}/NAME",
+                    target.scheme(),
+                    hosts.join(",")
+                ),
+            ));
         }
         let user = target.user().or(target.query("user"));
         let password = target.password().or(target.query("password"));
@@ -169,7 +175,9 @@ impl EtcdTarget {
         if let Some(user) = user {
             config = config.with_user(user, password.unwrap_or_default());
         }
-        if let Some(tls) = TlsFiles::from_target(target).map_err(bad)? {
+        if let Some(tls) =
+            TlsFiles::from_target(target).map_err(|reason| Error::bad_target(target, reason))?
+        {
             config = config.with_tls(tls);
         }
         Ok(Self { config, key })

@@ -81,21 +81,18 @@ pub fn subset_size(target: &Target) -> Result<usize> {
 /// assert_eq!((sm.server.as_str(), sm.method.as_str()), ("consul://127.0.0.1:8500/busi.rpc", "/pb.S/M"));
 /// ```
 pub fn parse_gozero(uri: &str) -> Result<ServerMethod> {
-    let bad = |reason: String| Error::BadUri {
-        uri: uri.to_string(),
-        reason,
-    };
     if uri.contains("//")
         && (uri.contains("consul") || uri.contains("nacos"))
         && let Some((head, tail)) = uri.split_once('?')
     {
         let Some(slash) = tail.find('/') else {
-            return Err(bad(
-                "no '/' found after the query; append /package.Service/Method".into(),
+            return Err(Error::bad_uri(
+                uri,
+                "no '/' found after the query; append /package.Service/Method",
             ));
         };
         return parse_scheme_url(&format!("{head}{}", &tail[slash..])).map_err(|e| match e {
-            Error::BadUri { reason, .. } => bad(reason),
+            Error::BadUri { reason, .. } => Error::bad_uri(uri, reason),
             other => other,
         });
     }
@@ -243,13 +240,9 @@ impl Registrar for GoZeroEtcdRegistrar {
 /// assert!(published.ends_with(":9000") && !published.starts_with("0.0.0.0"));
 /// ```
 pub fn routable_endpoint(endpoint: &str) -> Result<String> {
-    let bad = |reason: &str| Error::BadEndpoint {
-        endpoint: endpoint.to_string(),
-        reason: reason.to_string(),
-    };
     if let Some(("" | "0.0.0.0" | "[::]" | "::", port)) = endpoint.rsplit_once(':') {
         let port = HostPort::parse(&format!("0.0.0.0:{port}"))
-            .map_err(|reason| bad(&reason))?
+            .map_err(|reason| Error::bad_endpoint(endpoint, &reason))?
             .port();
         return Ok(format!("{}:{port}", first_non_loopback_ipv4()));
     }

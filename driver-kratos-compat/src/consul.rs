@@ -82,12 +82,7 @@ impl KratosConsulFormat {
         let urls = instance
             .endpoints
             .iter()
-            .map(|e| {
-                EndpointUrl::parse(e).map_err(|reason| Error::BadEndpoint {
-                    endpoint: e.clone(),
-                    reason,
-                })
-            })
+            .map(|e| EndpointUrl::parse(e).map_err(|reason| Error::bad_endpoint(e, reason)))
             .collect::<Result<Vec<_>>>()?;
         let Some(first) = urls.first() else {
             return Err(Error::BadEndpoint {

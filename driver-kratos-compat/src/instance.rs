@@ -119,15 +119,12 @@ impl EndpointUrl {
 /// assert!(endpoint_urls("0.0.0.0:9000").is_err());
 /// ```
 pub fn endpoint_urls(endpoint: &str) -> Result<Vec<String>> {
-    let bad = |reason: String| Error::BadEndpoint {
-        endpoint: endpoint.to_string(),
-        reason,
-    };
     let mut urls = Vec::new();
     for part in endpoint.split(',').map(str::trim) {
         if part.is_empty() {
-            return Err(bad(
-                "an endpoint is empty; write grpc://host:port[,grpcs://host:port]".into(),
+            return Err(Error::bad_endpoint(
+                endpoint,
+                "an endpoint is empty; write grpc://host:port[,grpcs://host:port]",
             ));
         }
         let url = if part.contains("://") {
@@ -139,19 +136,26 @@ pub fn endpoint_urls(endpoint: &str) -> Result<Vec<String>> {
             );
             format!("grpc://{part}")
         };
-        let parsed = EndpointUrl::parse(&url).map_err(bad)?;
+        let parsed =
+            EndpointUrl::parse(&url).map_err(|reason| Error::bad_endpoint(endpoint, reason))?;
         if !matches!(parsed.scheme.as_str(), "grpc" | "grpcs" | "http" | "https") {
-            return Err(bad(format!(
-                "scheme `{}` is not one kratos clients dial; use grpc://, grpcs:// \
+            return Err(Error::bad_endpoint(
+                endpoint,
+                format!(
+                    "scheme `{}` is not one kratos clients dial; use grpc://, grpcs:// \
                  (or grpc://host:port?isSecure=true), http:// or https://",
-                parsed.scheme
-            )));
+                    parsed.scheme
+                ),
+            ));
         }
         if matches!(parsed.addr.host(), "0.0.0.0" | "::") {
-            return Err(bad(format!(
-                "`{url}` is a wildcard listen address; register the address clients dial, \
+            return Err(Error::bad_endpoint(
+                endpoint,
+                format!(
+                    "`{url}` is a wildcard listen address; register the address clients dial, \
                  e.g. the machine's IP"
-            )));
+                ),
+            ));
         }
         urls.push(url);
     }

@@ -177,29 +177,30 @@ impl KratosDriver {
         target: &Target,
         env_registry: Option<String>,
     ) -> Result<(Backend, Target)> {
-        let bad = |reason: String| Error::BadTarget {
-            target: target.to_string(),
-            reason,
-        };
         match target.scheme() {
             "etcd" => return Ok((Backend::Etcd, target.clone())),
             "consul" => return Ok((Backend::Consul, target.clone())),
             "discovery" => {}
             other => {
-                return Err(bad(format!(
-                    "scheme `{other}` is not one of dtm-driver-kratos' (discovery, etcd, consul)"
-                )));
+                return Err(Error::bad_target(
+                    target,
+                    format!(
+                        "scheme `{other}` is not one of dtm-driver-kratos' (discovery, etcd, consul)"
+                    ),
+                ));
             }
         }
         let name = target.endpoint();
         if name.is_empty() || name.contains('/') {
-            return Err(bad(
-                "the service name must be one path segment; write discovery:///NAME".into(),
+            return Err(Error::bad_target(
+                target,
+                "the service name must be one path segment; write discovery:///NAME",
             ));
         }
         if let Some(registry) = target.query("registry") {
-            return engine_target(registry, name)
-                .map_err(|e| bad(format!("its ?registry= is unusable: {e}")));
+            return engine_target(registry, name).map_err(|e| {
+                Error::bad_target(target, format!("its ?registry= is unusable: {e}"))
+            });
         }
         if !target.hosts().is_empty() {
             let raw = target.as_str();
@@ -211,13 +212,16 @@ impl KratosDriver {
         }
         match env_registry {
             Some(registry) if !registry.trim().is_empty() => engine_target(registry.trim(), name)
-                .map_err(|e| bad(format!("{REGISTRY_ENV} is unusable: {e}"))),
-            _ => Err(bad(format!(
-                "it names no registry; set {REGISTRY_ENV}=etcd://127.0.0.1:2379 (or \
+                .map_err(|e| Error::bad_target(target, format!("{REGISTRY_ENV} is unusable: {e}"))),
+            _ => Err(Error::bad_target(
+                target,
+                format!(
+                    "it names no registry; set {REGISTRY_ENV}=etcd://127.0.0.1:2379 (or \
                  consul://127.0.0.1:8500), append ?registry=etcd://HOST:2379, write \
                  discovery://HOST:2379/{name} for etcd, or build the driver with \
                  KratosDriver::default().with_registry(\"etcd://HOST:2379\")"
-            ))),
+                ),
+            )),
         }
     }
 
@@ -243,32 +247,31 @@ impl KratosDriver {
 /// Builds the engine target for service `name` in `registry` (`etcd://hosts[?q]` or
 /// `consul://agent[?q]`).
 fn engine_target(registry: &str, name: &str) -> Result<(Backend, Target)> {
-    let bad = |reason: String| Error::BadTarget {
-        target: registry.to_string(),
-        reason,
-    };
     let parsed = Target::parse(registry)?;
     let backend = match parsed.scheme() {
         "etcd" => Backend::Etcd,
         "consul" => Backend::Consul,
         other => {
-            return Err(bad(format!(
-                "registry scheme `{other}` is neither etcd nor consul; write \
+            return Err(Error::bad_target(
+                registry,
+                format!(
+                    "registry scheme `{other}` is neither etcd nor consul; write \
                  etcd://HOST:2379 or consul://HOST:8500"
-            )));
+                ),
+            ));
         }
     };
     if parsed.hosts().is_empty() {
-        return Err(bad(format!(
-            "no registry host; write {}://HOST:PORT",
-            parsed.scheme()
-        )));
+        return Err(Error::bad_target(
+            registry,
+            format!("no registry host; write {}://HOST:PORT", parsed.scheme()),
+        ));
     }
     if !parsed.endpoint().is_empty() {
-        return Err(bad(format!(
-            "a registry names no service; drop `/{}`",
-            parsed.endpoint()
-        )));
+        return Err(Error::bad_target(
+            registry,
+            format!("a registry names no service; drop `/{}`", parsed.endpoint()),
+        ));
     }
     let (base, query) = match registry.split_once('?') {
         Some((b, q)) => (b, Some(q)),
