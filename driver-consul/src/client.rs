@@ -17,7 +17,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
-use driver_core::address::HostPort;
+use driver_core::address::host_of;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
@@ -198,7 +198,10 @@ impl ConsulClient {
                 if let Some(tls) = &self.config.tls
                     && let Some(failure) = crate::tls::rustls_error(&e)
                 {
-                    let name = tls.server_name.clone().unwrap_or_else(|| host_of(addr));
+                    let name = tls
+                        .server_name
+                        .clone()
+                        .unwrap_or_else(|| host_of(addr).to_string());
                     return ConsulError::Tls {
                         addr: addr.clone(),
                         what: what.to_string(),
@@ -305,10 +308,4 @@ impl ConsulClient {
             reason: e.to_string(),
         })
     }
-}
-
-/// The host of `host:port` (without IPv6 brackets): the name a certificate is checked
-/// against when the target gives none.
-fn host_of(addr: &str) -> String {
-    HostPort::parse(addr).map_or_else(|_| addr.to_string(), |a| a.host().to_string())
 }

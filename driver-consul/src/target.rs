@@ -28,6 +28,7 @@
 
 use std::fmt;
 
+use driver_core::address::with_default_port;
 use driver_core::{Error, Result, Target, TlsFiles};
 
 /// The port of a consul agent's HTTP API when the target names none.
@@ -163,15 +164,7 @@ impl ConsulTarget {
                 ));
             }
         };
-        let has_port = match host.strip_prefix('[') {
-            Some(v6) => v6.contains("]:"),
-            None => host.contains(':'),
-        };
-        let addr = if has_port {
-            host
-        } else {
-            format!("{host}:{DEFAULT_PORT}")
-        };
+        let addr = with_default_port(&host, DEFAULT_PORT);
         let service = target.endpoint().to_string();
         if service.is_empty() || service.contains('/') {
             return Err(Error::bad_target(

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::address::host_of;
 use crate::error::{Error, Result};
 use crate::health::{HealthReporter, RegistrationState};
 use crate::parse::ServerMethod;
@@ -205,13 +206,6 @@ pub fn loopback_warning(target: &Target, endpoint: &str) -> Option<String> {
          hosts will read an address that only works on this machine; register the address \
          they dial (e.g. this host's LAN address, or 0.0.0.0:PORT where the driver supports it)"
     ))
-}
-
-fn host_of(addr: &str) -> &str {
-    if let Some(rest) = addr.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    addr.rsplit_once(':').map_or(addr, |(h, _)| h)
 }
 
 fn is_loopback_host(host: &str) -> bool {

@@ -78,7 +78,7 @@ impl TlsConnector {
     ) -> Result<(TlsStream<TcpStream>, Arc<AtomicBool>), String> {
         let host = match &self.server_name {
             Some(n) => n.clone(),
-            None => host_of(addr).to_string(),
+            None => crate::address::host_of(addr).to_string(),
         };
         let name = ServerName::try_from(host.clone())
             .map_err(|e| format!("TLS server name `{host}`: {e}"))?;
@@ -121,14 +121,6 @@ impl rustls::client::ResolvesClientCert for NoteRequest {
     fn has_certs(&self) -> bool {
         false
     }
-}
-
-/// `host` of `host:port` / `[v6]:port`, without brackets.
-fn host_of(addr: &str) -> &str {
-    if let Some(rest) = addr.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    addr.rsplit_once(':').map_or(addr, |(h, _)| h)
 }
 
 impl std::fmt::Debug for TlsConnector {
