@@ -89,6 +89,7 @@ mod redact;
 pub mod registration_options;
 pub mod registry;
 pub mod resolve;
+pub mod shared;
 pub mod target;
 pub mod tls_files;
 
