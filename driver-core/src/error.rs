@@ -35,8 +35,8 @@ pub enum Error {
     /// A dtm branch URI could not be split into server and method.
     #[error(
         "bad url `{}`: {}",
-        crate::target::redact(.uri),
-        crate::target::redact_message(.reason, .uri)
+        crate::redact::redact(.uri),
+        crate::redact::redact_message(.reason, .uri)
     )]
     BadUri {
         /// The URI as given.
@@ -48,8 +48,8 @@ pub enum Error {
     /// A dial or registration target could not be parsed.
     #[error(
         "bad target `{}`: {}",
-        crate::target::redact(.target),
-        crate::target::redact_message(.reason, .target)
+        crate::redact::redact(.target),
+        crate::redact::redact_message(.reason, .target)
     )]
     BadTarget {
         /// The target as given.
@@ -61,7 +61,7 @@ pub enum Error {
     /// No resolver or registrar is installed for a scheme.
     #[error(
         "no {role} for scheme `{scheme}` in target `{}` (known schemes: {known}){hint}",
-        crate::target::redact(.target)
+        crate::redact::redact(.target)
     )]
     UnknownScheme {
         /// "resolver" or "registrar".
@@ -79,8 +79,8 @@ pub enum Error {
     /// A driver does not support an operation for this target.
     #[error(
         "driver `{driver}` cannot {what} `{}`: {}",
-        crate::target::redact(.target),
-        crate::target::redact_message(.reason, .target)
+        crate::redact::redact(.target),
+        crate::redact::redact_message(.reason, .target)
     )]
     Unsupported {
         /// The driver's name.
@@ -133,8 +133,8 @@ pub enum Error {
     /// A registry (etcd, consul, ...) operation failed.
     #[error(
         "registry at `{}`: {}",
-        crate::target::redact(.target),
-        crate::target::redact_message(.message, .target)
+        crate::redact::redact(.target),
+        crate::redact::redact_message(.message, .target)
     )]
     Registry {
         /// The target being served.

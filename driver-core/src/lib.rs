@@ -86,6 +86,7 @@ pub mod health;
 pub mod invoke;
 pub mod parse;
 mod redact;
+pub mod registration;
 pub mod registration_options;
 pub mod registry;
 pub mod resolve;
@@ -99,11 +100,12 @@ pub use balance::{
 pub use config::MicroService;
 pub use default_driver::DefaultDriver;
 pub use discover::{Changes, Discovered, discover};
-pub use driver::{Driver, Registration};
+pub use driver::Driver;
 pub use error::{Error, Result};
 pub use health::RegistrationState;
 pub use invoke::{RawCodec, call_raw, invoke, invoke_with};
 pub use parse::ServerMethod;
+pub use registration::Registration;
 pub use registry::{
     current_driver_name, driver_names, find_driver, get_driver, register, register_shared,
     use_driver,

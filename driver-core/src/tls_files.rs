@@ -1,5 +1,6 @@
 //! TLS to a registry, as its target's query gives it: [`TlsFiles`], shared by every
-//! engine (etcd, consul), and the one PEM loader behind it and [`TlsConnector`].
+//! engine (etcd, consul), and the one PEM loader behind it and
+//! [`TlsConnector::from_pem`](crate::TlsConnector::from_pem).
 //!
 //! | parameter | meaning |
 //! |---|---|
@@ -27,7 +28,6 @@ use tokio_rustls::rustls::{
 };
 
 use crate::Target;
-use crate::balance::TlsConnector;
 
 /// The query parameters of [`TlsFiles`], the on/off switch first.
 pub const PARAMS: [&str; 5] = ["tls", "tls_ca", "tls_cert", "tls_key", "tls_server_name"];
@@ -133,16 +133,6 @@ impl TlsFiles {
             _ => None,
         };
         client_config(Pem::new(&ca_pem, named(ca, "CA", "tls_ca")), identity)
-    }
-
-    /// A connector for driver-core's HTTP/2 channels (an etcd cluster's members, say)
-    /// from the files, with the server name when one is given.
-    pub fn connector(&self) -> Result<TlsConnector, String> {
-        let connector = TlsConnector::new(self.client_config()?);
-        Ok(match &self.server_name {
-            Some(name) => connector.with_server_name(name),
-            None => connector,
-        })
     }
 }
 

@@ -22,7 +22,7 @@ use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
 
 use driver_core::resolve::DirectResolver;
-use driver_core::{Channel, Error, Result, Target, TlsFiles};
+use driver_core::{Channel, Error, Result, Target, TlsConnector, TlsFiles};
 use etcd_client::{Client, ConnectOptions};
 use tokio::sync::Mutex;
 
@@ -208,7 +208,14 @@ fn members_channel(config: &EtcdConfig) -> Result<Channel> {
     let https = config.hosts.iter().any(|h| h.starts_with("https://"));
     let tls = config.tls.clone().or_else(|| https.then(TlsFiles::default));
     if let Some(tls) = &tls {
-        builder = builder.tls(tls.connector().map_err(|e| registry_error(&joined, e))?);
+        let config = tls
+            .client_config()
+            .map_err(|e| registry_error(&joined, e))?;
+        let connector = TlsConnector::new(config);
+        builder = builder.tls(match &tls.server_name {
+            Some(name) => connector.with_server_name(name),
+            None => connector,
+        });
     }
     builder
         .connect()
