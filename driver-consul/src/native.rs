@@ -70,7 +70,6 @@
 //! driver installs its own resolver for the scheme when it is the one in use, and
 //! driver values can be used side by side with `Channel::builder(t).driver(&d)`.
 
-use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
@@ -101,64 +100,42 @@ pub const SCHEME: &str = "consul";
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NativeConsulFormat;
 
-/// What a native registration carries besides the address.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What a native registration carries besides the address: the options every engine
+/// reads alike, and consul's own.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NativeOptions {
-    /// Relative weight.
-    pub weight: u32,
-    /// The group, empty for none.
-    pub group: String,
-    /// Tags.
+    /// `weight`, `group`, `ttl` and `meta.K`, as on every engine.
+    pub common: RegistrationOptions,
+    /// Tags (`?tag=`, repeated).
     pub tags: Vec<String>,
-    /// Extra metadata.
-    pub meta: BTreeMap<String, String>,
-    /// The TTL of the check.
-    pub ttl: Duration,
     /// A gRPC health check the agent runs beside the TTL check, if any.
     pub grpc_check: Option<GrpcCheckOptions>,
 }
 
-impl Default for NativeOptions {
-    fn default() -> Self {
-        Self {
-            weight: 1,
-            group: String::new(),
-            tags: Vec::new(),
-            meta: BTreeMap::new(),
-            ttl: NativeConsulFormat::DEFAULT_TTL,
-            grpc_check: None,
-        }
-    }
-}
-
 impl NativeOptions {
-    /// The options a registration target asks for: `?weight=`, `?ttl=`, `?group=`,
-    /// `?tag=` (repeated), `?meta.KEY=` and the gRPC check (`?check=grpc&interval=…`).
-    /// The error names the parameter and the fix. Public so that the fuzz targets reach
-    /// the registrar's parsing without an agent.
+    /// The options a registration target asks for: those of every engine
+    /// ([`RegistrationOptions`]), `?tag=` (repeated) and the gRPC check
+    /// (`?check=grpc&interval=…`). The error names the parameter and the fix. Public so
+    /// that the fuzz targets reach the registrar's parsing without an agent.
     ///
     /// ```
     /// use driver_consul::NativeOptions;
     /// let t = driver_core::Target::parse("consul://h/svc?weight=3&tag=a&meta.zone=x").unwrap();
     /// let o = NativeOptions::from_target(&t).unwrap();
-    /// assert_eq!((o.weight, o.tags.as_slice()), (3, ["a".to_string()].as_slice()));
+    /// assert_eq!((o.common.weight, o.tags.as_slice()), (3, ["a".to_string()].as_slice()));
     /// ```
     pub fn from_target(target: &Target) -> Result<Self> {
-        let shared = RegistrationOptions::from_target(target)?;
-        let mut options = Self {
-            weight: shared.weight,
-            group: shared.group,
-            tags: Vec::new(),
-            meta: shared.meta,
-            ttl: shared.ttl.unwrap_or(NativeConsulFormat::DEFAULT_TTL),
+        let tags = target
+            .query_pairs()
+            .iter()
+            .filter(|(k, v)| k == "tag" && !v.is_empty())
+            .map(|(_, v)| v.clone())
+            .collect();
+        Ok(Self {
+            common: RegistrationOptions::from_target(target)?,
+            tags,
             grpc_check: grpc_check_options(target)?,
-        };
-        for (k, v) in target.query_pairs() {
-            if k == "tag" && !v.is_empty() {
-                options.tags.push(v.clone());
-            }
-        }
-        Ok(options)
+        })
     }
 }
 
@@ -187,9 +164,6 @@ impl Default for GrpcCheckOptions {
 }
 
 impl NativeConsulFormat {
-    /// The default check TTL (the one of every engine).
-    pub const DEFAULT_TTL: Duration = RegistrationOptions::DEFAULT_TTL;
-
     /// How long a critical instance stays before the agent removes it (consul's minimum).
     pub const DEREGISTER_AFTER: Duration = Duration::from_secs(60);
 
@@ -227,10 +201,11 @@ impl NativeConsulFormat {
         let address = HostPort::parse_endpoint(endpoint)?;
         let (host, port) = (address.host().to_string(), address.port());
         let id = Self::id(name, &host, port);
-        let mut meta = options.meta.clone();
-        meta.insert("weight".into(), options.weight.max(1).to_string());
-        if !options.group.is_empty() {
-            meta.insert("group".into(), options.group.clone());
+        let common = &options.common;
+        let mut meta = common.meta.clone();
+        meta.insert("weight".into(), common.effective_weight().to_string());
+        if !common.group.is_empty() {
+            meta.insert("group".into(), common.group.clone());
         }
         Ok(AgentServiceRegistration {
             id: id.clone(),
@@ -241,12 +216,12 @@ impl NativeConsulFormat {
             meta,
             // consul's DNS takes weights up to 65535; ours read `Meta.weight`.
             weights: Some(Weights {
-                passing: options.weight.clamp(1, 65535),
+                passing: common.effective_weight().min(65535),
                 warning: 1,
             }),
             check: AgentServiceCheck {
                 check_id: format!("service:{id}"),
-                ttl: consul_duration(options.ttl),
+                ttl: consul_duration(common.ttl()),
                 status: "passing".into(),
                 deregister_critical_service_after: consul_duration(Self::DEREGISTER_AFTER),
             },
@@ -380,10 +355,14 @@ impl Registrar for NativeRegistrar {
         let options = NativeOptions::from_target(target)?;
         let registration = NativeConsulFormat::registration(&t.service, endpoint, &options)?;
         let extras = NativeConsulFormat::extras(endpoint, &options)?;
-        ServiceKeeper::new(ConsulClient::new(t.config), registration, options.ttl / 3)
-            .extras(extras)
-            .start(target.as_str(), endpoint)
-            .await
+        ServiceKeeper::new(
+            ConsulClient::new(t.config),
+            registration,
+            options.common.ttl() / 3,
+        )
+        .extras(extras)
+        .start(target.as_str(), endpoint)
+        .await
     }
 }
 
@@ -457,11 +436,13 @@ mod tests {
     #[test]
     fn registration_and_decode_round_trip() {
         let options = NativeOptions {
-            weight: 5,
-            group: "blue".into(),
+            common: RegistrationOptions {
+                weight: 5,
+                group: "blue".into(),
+                meta: [("version".to_string(), "2".to_string())].into(),
+                ttl: Some(Duration::from_secs(6)),
+            },
             tags: vec!["a".into()],
-            meta: [("version".to_string(), "2".to_string())].into(),
-            ttl: Duration::from_secs(6),
             grpc_check: None,
         };
         let r = NativeConsulFormat::registration("svc", "[::1]:9", &options).unwrap();
@@ -632,22 +613,10 @@ mod tests {
                     entry.service.port = r.port;
                     entry.service.meta = Some(r.meta.clone());
                     let e = NativeConsulFormat::decode(&entry, None).unwrap();
-                    let group = e.metadata.get("group").map_or("", String::as_str);
-                    let meta: Vec<(&str, &str)> = e
-                        .metadata
-                        .iter()
-                        .filter(|(k, _)| *k != "group")
-                        .map(|(k, v)| (k.as_str(), v.as_str()))
-                        .collect();
-                    assert_eq!(
-                        (e.weight, group, r.check.ttl, meta.as_slice()),
-                        (
-                            want.weight,
-                            want.group,
-                            consul_duration(want.ttl),
-                            want.meta
-                        ),
-                        "{query}"
+                    assert_eq!(r.check.ttl, consul_duration(want.ttl), "{query}");
+                    assert!(
+                        want.matches(&e, want.ttl),
+                        "{query}: want {want:?}, got {e:?}"
                     );
                 }
                 (Err(needle), Err(e)) => {

@@ -234,19 +234,8 @@ mod tests {
     #[test]
     fn tls_parameters_and_environment() {
         let tls = |t: &str, vars: &[(&str, &str)]| parse_env(t, vars).map(|t| t.config.tls);
+        // The parameters are driver-core's (tested there); here consul's fallbacks.
         assert_eq!(tls("consul://h/s", &[]).unwrap(), None);
-        assert_eq!(
-            tls(
-                "consul://h/s?tls_ca=/ca.pem&tls_cert=/c.pem&tls_key=/k.pem&tls_server_name=n",
-                &[]
-            )
-            .unwrap(),
-            Some(TlsFiles {
-                ca: Some("/ca.pem".into()),
-                identity: Some(("/c.pem".into(), "/k.pem".into())),
-                server_name: Some("n".into()),
-            })
-        );
         // consul's variables: HTTPS on, files filled in; the target's own win.
         let env = [
             (HTTP_SSL_ENV, "true"),
@@ -265,7 +254,8 @@ mod tests {
             None
         );
         for (t, needle) in [
-            ("consul://h/s?tls=true", "?tls_ca=FILE"),
+            ("consul://h/s?tls=true", "?tls_ca=FILE (PEM); the system"),
+            ("consul://h/s?tls=true", "or set CONSUL_CACERT"),
             ("consul://h/s?tls=yes", "tls=true or tls=false"),
             (
                 "consul://h/s?tls_ca=/a&tls_cert=/c",

@@ -372,17 +372,9 @@ mod tests {
             );
             match (want, got) {
                 (Ok(want), Ok((Ok(Some(e)), ttl))) => {
-                    let group = e.metadata.get("group").map_or("", String::as_str);
-                    let meta: Vec<(&str, &str)> = e
-                        .metadata
-                        .iter()
-                        .filter(|(k, _)| *k != "group")
-                        .map(|(k, v)| (k.as_str(), v.as_str()))
-                        .collect();
-                    assert_eq!(
-                        (e.weight, group, ttl, meta.as_slice()),
-                        (want.weight, want.group, want.ttl, want.meta),
-                        "{query}"
+                    assert!(
+                        want.matches(&e, ttl),
+                        "{query}: want {want:?}, got {e:?} {ttl:?}"
                     );
                 }
                 (Err(needle), Err(e)) => {

@@ -16,6 +16,22 @@ pub struct ReadBack {
     pub meta: &'static [(&'static str, &'static str)],
 }
 
+impl ReadBack {
+    /// Whether `endpoint`, read back with `ttl`, is what this says: its weight, its
+    /// `group` metadata and its other metadata.
+    pub fn matches(&self, endpoint: &driver_core::Endpoint, ttl: Duration) -> bool {
+        let group = endpoint.metadata.get("group").map_or("", String::as_str);
+        let meta: Vec<(&str, &str)> = endpoint
+            .metadata
+            .iter()
+            .filter(|(k, _)| *k != "group")
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        (endpoint.weight, group, ttl, meta.as_slice())
+            == (self.weight, self.group, self.ttl, self.meta)
+    }
+}
+
 const PLAIN: ReadBack = ReadBack {
     weight: 1,
     group: "",
