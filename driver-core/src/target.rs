@@ -230,6 +230,65 @@ impl Target {
             .transpose()
     }
 
+    /// The target of service `name` in `registry`, a target without a path
+    /// (`etcd://h1:2379,h2:2379[?q]`) whose scheme is one of `schemes` (each with an
+    /// example to write): `etcd://h1:2379,h2:2379/NAME[?q][&extra…]`. The error names the
+    /// registry and what to write. Name-only targets that carry their registry
+    /// (`discovery:///NAME?registry=…`, `registry://NAME?registry=…`) resolve through it.
+    ///
+    /// ```
+    /// use driver_core::Target;
+    /// let etcd = [("etcd", "etcd://HOST:2379")];
+    /// let t = Target::in_registry("etcd://h:2379?user=u", "busi", &etcd, &["group=blue"]).unwrap();
+    /// assert_eq!(t.as_str(), "etcd://h:2379/busi?user=u&group=blue");
+    /// assert!(Target::in_registry("etcd://h:2379/x", "busi", &etcd, &[]).is_err());
+    /// ```
+    pub fn in_registry(
+        registry: &str,
+        name: &str,
+        schemes: &[(&str, &str)],
+        extra_query: &[&str],
+    ) -> Result<Self> {
+        let parsed = Self::parse(registry)?;
+        if !schemes.iter().any(|(s, _)| *s == parsed.scheme()) {
+            let names: Vec<&str> = schemes.iter().map(|(s, _)| *s).collect();
+            let examples: Vec<&str> = schemes.iter().map(|(_, e)| *e).collect();
+            return Err(Error::bad_target(
+                registry,
+                format!(
+                    "registry scheme `{}` is not {}; write {}",
+                    parsed.scheme(),
+                    names.join(" or "),
+                    examples.join(" or ")
+                ),
+            ));
+        }
+        if parsed.hosts().is_empty() {
+            return Err(Error::bad_target(
+                registry,
+                format!("no registry host; write {}://HOST:PORT", parsed.scheme()),
+            ));
+        }
+        if !parsed.endpoint().is_empty() {
+            return Err(Error::bad_target(
+                registry,
+                format!("a registry names no service; drop `/{}`", parsed.endpoint()),
+            ));
+        }
+        let (base, own) = registry.split_once('?').unwrap_or((registry, ""));
+        let query: Vec<&str> = own
+            .split('&')
+            .chain(extra_query.iter().copied())
+            .filter(|p| !p.is_empty())
+            .collect();
+        let base = base.trim_end_matches('/');
+        Self::parse(&if query.is_empty() {
+            format!("{base}/{name}")
+        } else {
+            format!("{base}/{name}?{}", query.join("&"))
+        })
+    }
+
     /// All query parameters in order.
     pub fn query_pairs(&self) -> &[(String, String)] {
         &self.query

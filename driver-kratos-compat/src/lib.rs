@@ -247,42 +247,16 @@ impl KratosDriver {
 /// Builds the engine target for service `name` in `registry` (`etcd://hosts[?q]` or
 /// `consul://agent[?q]`).
 fn engine_target(registry: &str, name: &str) -> Result<(Backend, Target)> {
-    let parsed = Target::parse(registry)?;
-    let backend = match parsed.scheme() {
-        "etcd" => Backend::Etcd,
+    let schemes = [
+        ("etcd", "etcd://HOST:2379"),
+        ("consul", "consul://HOST:8500"),
+    ];
+    let target = Target::in_registry(registry, name, &schemes, &[])?;
+    let backend = match target.scheme() {
         "consul" => Backend::Consul,
-        other => {
-            return Err(Error::bad_target(
-                registry,
-                format!(
-                    "registry scheme `{other}` is neither etcd nor consul; write \
-                 etcd://HOST:2379 or consul://HOST:8500"
-                ),
-            ));
-        }
+        _ => Backend::Etcd,
     };
-    if parsed.hosts().is_empty() {
-        return Err(Error::bad_target(
-            registry,
-            format!("no registry host; write {}://HOST:PORT", parsed.scheme()),
-        ));
-    }
-    if !parsed.endpoint().is_empty() {
-        return Err(Error::bad_target(
-            registry,
-            format!("a registry names no service; drop `/{}`", parsed.endpoint()),
-        ));
-    }
-    let (base, query) = match registry.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (registry, None),
-    };
-    let base = base.trim_end_matches('/');
-    let full = match query {
-        Some(q) => format!("{base}/{name}?{q}"),
-        None => format!("{base}/{name}"),
-    };
-    Ok((backend, Target::parse(&full)?))
+    Ok((backend, target))
 }
 
 #[async_trait]
@@ -424,7 +398,10 @@ mod tests {
             .to_string();
         assert!(e.contains(REGISTRY_ENV) && e.contains("zk"), "{e}");
         for (registry, needle) in [
-            ("nacos://h:8848", "neither etcd nor consul"),
+            (
+                "nacos://h:8848",
+                "registry scheme `nacos` is not etcd or consul",
+            ),
             ("etcd:///busi", "no registry host"),
             ("etcd://h:2379/busi", "drop `/busi`"),
         ] {
