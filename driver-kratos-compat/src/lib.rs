@@ -19,7 +19,11 @@
 //!
 //! 1. the target's query: `discovery:///busi?registry=etcd://127.0.0.1:2379` (or
 //!    `consul://127.0.0.1:8500`; percent-encode it, `registry=etcd%3A%2F%2F127.0.0.1%3A2379`,
-//!    inside a dtm branch URI so that its `/` do not end the server part);
+//!    inside a dtm branch URI so that its `/` do not end the server part; that works
+//!    only where our code splits the URI: dtm's Go kratos driver (v0.0.10) cuts it at
+//!    the `?`, so branches the Go coordinator calls are written
+//!    `discovery:///NAME/pkg.S/M` or `etcd://HOST:2379/NAME/pkg.S/M`, see
+//!    `docs/targets.md`);
 //! 2. hosts in the authority: `discovery://127.0.0.1:2379/busi` is etcd at those
 //!    hosts (what dtm's kratos driver does when registering);
 //! 3. the driver value: [`KratosDriver::with_registry`];
