@@ -401,16 +401,7 @@ fn grpc_check_options(target: &Target) -> Result<Option<GrpcCheckOptions>> {
         }
     };
     let (interval, timeout) = (duration("interval")?, duration("timeout")?);
-    let tls = match target.query("grpc_tls") {
-        None | Some("" | "false" | "0") => false,
-        Some("true" | "1") => true,
-        Some(other) => {
-            return Err(Error::bad_target(
-                target,
-                format!("grpc_tls `{other}` is not true or false"),
-            ));
-        }
-    };
+    let tls = target.query_flag("grpc_tls")?;
     let service = target.query("grpc_service").unwrap_or_default().to_string();
     if !grpc {
         if interval.is_some() || timeout.is_some() || tls || !service.is_empty() {

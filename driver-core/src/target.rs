@@ -289,6 +289,19 @@ impl Target {
         })
     }
 
+    /// A yes/no parameter: `true`/`1` or `false`/`0`, absent or empty being `false`.
+    /// The error names the parameter and the value.
+    pub fn query_flag(&self, key: &str) -> Result<bool> {
+        match self.query(key) {
+            None | Some("" | "false" | "0") => Ok(false),
+            Some("true" | "1") => Ok(true),
+            Some(other) => Err(Error::bad_target(
+                self,
+                format!("{key} `{other}` is not true or false"),
+            )),
+        }
+    }
+
     /// All query parameters in order.
     pub fn query_pairs(&self) -> &[(String, String)] {
         &self.query

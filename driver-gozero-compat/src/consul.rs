@@ -120,16 +120,7 @@ impl GoZeroConsulFormat {
     /// ```
     pub fn query(target: &Target) -> Result<(HealthQuery, Option<usize>)> {
         let mut query = HealthQuery::from_target(target)?;
-        query.passing_only = match target.query("healthy") {
-            None | Some("" | "false" | "0") => false,
-            Some("true" | "1") => true,
-            Some(other) => {
-                return Err(Error::bad_target(
-                    target,
-                    format!("healthy `{other}` is not true or false"),
-                ));
-            }
-        };
+        query.passing_only = target.query_flag("healthy")?;
         let limit = match target.query("limit") {
             None | Some("" | "0") => None,
             Some(l) => Some(l.parse::<usize>().map_err(|_| {
@@ -181,9 +172,6 @@ impl Registrar for GoZeroConsulRegistrar {
     async fn register(&self, target: &Target, endpoint: &str) -> Result<Registration> {
         let t = ConsulTarget::from_target(target)?;
         let published = routable_endpoint(endpoint)?;
-        if published != endpoint {
-            tracing::info!(listen = endpoint, published = %published, "publishing a routable address for a wildcard listen address");
-        }
         let registration = GoZeroConsulFormat::registration(&t.service, &published)?;
         ServiceKeeper::new(
             ConsulClient::new(t.config),
