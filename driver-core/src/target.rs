@@ -291,6 +291,13 @@ impl Target {
 
     /// A yes/no parameter: `true`/`1` or `false`/`0`, absent or empty being `false`.
     /// The error names the parameter and the value.
+    ///
+    /// ```
+    /// let t = driver_core::Target::parse("consul://h/s?healthy=1&grpc_tls=maybe").unwrap();
+    /// assert!(t.query_flag("healthy").unwrap() && !t.query_flag("absent").unwrap());
+    /// let e = t.query_flag("grpc_tls").unwrap_err().to_string();
+    /// assert!(e.contains("grpc_tls `maybe` is not true or false"), "{e}");
+    /// ```
     pub fn query_flag(&self, key: &str) -> Result<bool> {
         match self.query(key) {
             None | Some("" | "false" | "0") => Ok(false),
