@@ -3,10 +3,14 @@
 //! The engine knows nothing about service layouts; formats (this crate's [`native`]
 //! one, go-zero's in `driver-gozero-compat`) plug into it:
 //!
-//! * [`client`]: consul targets (`consul://[user:pw@]host:8500/SERVICE?token=&dc=`), the
-//!   ACL token (`?token=` or `CONSUL_HTTP_TOKEN`), HTTPS to the agent
-//!   (`?tls_ca=&tls_cert=&tls_key=&tls_server_name=`, as for etcd) and the pooled HTTP
-//!   clients (hyper; rustls with ring for HTTPS);
+//! * [`target`]: consul targets (`consul://[user:pw@]host:8500/SERVICE?token=&dc=`), the
+//!   ACL token (`?token=` or `CONSUL_HTTP_TOKEN`) and HTTPS settings
+//!   (`?tls_ca=&tls_cert=&tls_key=&tls_server_name=`, as for etcd);
+//! * [`client`]: the pooled HTTP clients (hyper) every request goes through, and
+//!   [`error`], what a failed request means; [`tls`]: HTTPS to the agent
+//!   (`hyper-rustls`, rustls with ring);
+//! * [`registration`]: the JSON of an agent service registration and consul's rules
+//!   for it;
 //! * [`agent`]: [`ServiceKeeper`] keeps an agent service with a TTL check registered
 //!   (heartbeat, re-registration as soon as the agent lost it, deregistration on stop)
 //!   behind a [`Registration`](driver_core::Registration);
@@ -37,16 +41,23 @@
 
 pub mod agent;
 pub mod client;
+pub mod error;
 pub mod native;
+pub mod registration;
+pub mod target;
+pub mod tls;
 pub mod watch;
 
-pub use agent::{
-    AgentGrpcCheck, AgentServiceCheck, AgentServiceRegistration, AgentTcpCheck, ServiceAddress,
-    ServiceExtras, ServiceKeeper, Weights, consul_duration,
-};
-pub use client::{
-    CACERT_ENV, CLIENT_CERT_ENV, CLIENT_KEY_ENV, ConsulClient, ConsulConfig, ConsulError,
-    ConsulTarget, ConsulTls, HTTP_SSL_ENV, TLS_SERVER_NAME_ENV, TOKEN_ENV,
-};
+pub use agent::ServiceKeeper;
+pub use client::ConsulClient;
+pub use error::ConsulError;
 pub use native::{ConsulDriver, GrpcCheckOptions, NativeConsulFormat, NativeOptions};
+pub use registration::{
+    AgentGrpcCheck, AgentServiceCheck, AgentServiceRegistration, AgentTcpCheck, ServiceAddress,
+    ServiceExtras, Weights, check_meta, consul_duration,
+};
+pub use target::{
+    CACERT_ENV, CLIENT_CERT_ENV, CLIENT_KEY_ENV, ConsulConfig, ConsulTarget, HTTP_SSL_ENV,
+    TLS_SERVER_NAME_ENV, TOKEN_ENV,
+};
 pub use watch::{Decode, HealthQuery, HealthState, HealthWatcher, ServiceEntry, resolve_health};

@@ -10,7 +10,7 @@
 //! | `Name` / `Address` / `Port` | `NAME` / `HOST` / `PORT` |
 //! | `Tags` | every `?tag=` of the registration target, in order |
 //! | `Meta` | `weight` (decimal, default `1`), `group` (when given), and every `?meta.K=V` as `K` |
-//! | `Weights` | `{"Passing": weight, "Warning": 1}` (consul's DNS uses them too) |
+//! | `Weights` | `{"Passing": weight (at most 65535, consul's limit), "Warning": 1}` (consul's DNS uses them too) |
 //! | check | TTL check `CheckID` = `service:NAME@HOST:PORT`, TTL 10 s (`?ttl=`, 1s to 24h), initially passing, heartbeat every TTL/3, `DeregisterCriticalServiceAfter` 1m |
 //! | `Checks` (with `?check=grpc`) | a gRPC health check the agent runs: `GRPC` = `HOST:PORT` (`HOST:PORT/S` with `?grpc_service=S`), `GRPCUseTLS` (`?grpc_tls=true`), `Interval` 10 s (`?interval=1s`), `Timeout` (`?timeout=`, consul's default 10 s), initially passing, `DeregisterCriticalServiceAfter` 1m |
 //!
@@ -53,8 +53,9 @@
 //! * register: `consul://HOST:8500/NAME[?weight=N][&group=G][&tag=T...][&ttl=S][&meta.K=V...][&token=T]`
 //!   `[&check=grpc[&interval=D][&timeout=D][&grpc_tls=true][&grpc_service=S]]` (durations as
 //!   consul writes them, `1s`, `500ms`, or a bare number of seconds; see
-//!   [`TTL_RANGE`](NativeConsulFormat::TTL_RANGE) and
-//!   [`CHECK_RANGE`](NativeConsulFormat::CHECK_RANGE) for the bounds);
+//!   [`driver_core::registration_options`] for `weight`, `group`, `ttl` and `meta.K`,
+//!   read alike by every engine, and
+//!   [`CHECK_RANGE`](NativeConsulFormat::CHECK_RANGE) for the check's bounds);
 //! * resolve: `consul://HOST:8500/NAME[?group=G][&tag=T][&dc=DC][&near=_agent][&wait=55s][&token=T]`:
 //!   instances whose checks all pass, only those of group `G` (from `Meta.group`) and
 //!   tag `T` when given. The weight (`Meta.weight`, else `Weights.Passing`, else 1) feeds
@@ -63,13 +64,12 @@
 //! Both sides talk HTTPS to the agent with `?tls_ca=FILE` (and `tls_cert`/`tls_key`,
 //! `tls_server_name`, `tls=true`), as etcd targets do; `?tls=` is the connection to the
 //! agent, `?grpc_tls=` the agent's gRPC check. The token falls back to
-//! `CONSUL_HTTP_TOKEN`; see [`client`](crate::client#https).
+//! `CONSUL_HTTP_TOKEN`; see [`target`](crate::target#https).
 //!
 //! The scheme `consul` is also used by `dtm-driver-gozero` (go-zero's format): each
 //! driver installs its own resolver for the scheme when it is the one in use, and
 //! driver values can be used side by side with `Channel::builder(t).driver(&d)`.
 
-use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,14 +77,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use driver_core::address::HostPort;
 use driver_core::parse::parse_scheme_url;
+use driver_core::registration_options::RegistrationOptions;
 use driver_core::resolve::{Endpoint, Registrar, Resolver, SnapshotSender};
 use driver_core::{Driver, Error, Registration, Result, ServerMethod, Target};
 
-use crate::agent::{
-    AgentGrpcCheck, AgentServiceCheck, AgentServiceRegistration, ServiceExtras, ServiceKeeper,
-    Weights, consul_duration,
+use crate::agent::ServiceKeeper;
+use crate::client::ConsulClient;
+use crate::registration::{
+    AgentGrpcCheck, AgentServiceCheck, AgentServiceRegistration, ServiceExtras, Weights,
+    consul_duration,
 };
-use crate::client::{ConsulClient, ConsulTarget};
+use crate::target::ConsulTarget;
 use crate::watch::{HealthQuery, ServiceEntry, resolve_health};
 
 /// The driver's name.
@@ -97,75 +100,42 @@ pub const SCHEME: &str = "consul";
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NativeConsulFormat;
 
-/// What a native registration carries besides the address.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What a native registration carries besides the address: the options every engine
+/// reads alike, and consul's own.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NativeOptions {
-    /// Relative weight.
-    pub weight: u32,
-    /// The group, empty for none.
-    pub group: String,
-    /// Tags.
+    /// `weight`, `group`, `ttl` and `meta.K`, as on every engine.
+    pub common: RegistrationOptions,
+    /// Tags (`?tag=`, repeated).
     pub tags: Vec<String>,
-    /// Extra metadata.
-    pub meta: BTreeMap<String, String>,
-    /// The TTL of the check.
-    pub ttl: Duration,
     /// A gRPC health check the agent runs beside the TTL check, if any.
     pub grpc_check: Option<GrpcCheckOptions>,
 }
 
-impl Default for NativeOptions {
-    fn default() -> Self {
-        Self {
-            weight: 1,
-            group: String::new(),
-            tags: Vec::new(),
-            meta: BTreeMap::new(),
-            ttl: NativeConsulFormat::DEFAULT_TTL,
-            grpc_check: None,
-        }
-    }
-}
-
 impl NativeOptions {
-    /// The options a registration target asks for: `?weight=`, `?ttl=`, `?group=`,
-    /// `?tag=` (repeated), `?meta.KEY=` and the gRPC check (`?check=grpc&interval=…`).
-    /// The error names the parameter and the fix. Public so that the fuzz targets reach
-    /// the registrar's parsing without an agent.
+    /// The options a registration target asks for: those of every engine
+    /// ([`RegistrationOptions`]), `?tag=` (repeated) and the gRPC check
+    /// (`?check=grpc&interval=…`). The error names the parameter and the fix. Public so
+    /// that the fuzz targets reach the registrar's parsing without an agent.
     ///
     /// ```
     /// use driver_consul::NativeOptions;
     /// let t = driver_core::Target::parse("consul://h/svc?weight=3&tag=a&meta.zone=x").unwrap();
     /// let o = NativeOptions::from_target(&t).unwrap();
-    /// assert_eq!((o.weight, o.tags.as_slice()), (3, ["a".to_string()].as_slice()));
+    /// assert_eq!((o.common.weight, o.tags.as_slice()), (3, ["a".to_string()].as_slice()));
     /// ```
     pub fn from_target(target: &Target) -> Result<Self> {
-        let bad = |reason: String| Error::BadTarget {
-            target: target.to_string(),
-            reason,
-        };
-        let mut options = Self::default();
-        if let Some(w) = target.query("weight") {
-            options.weight = w
-                .parse()
-                .map_err(|_| bad(format!("weight `{w}` is not a whole number")))?;
-        }
-        if let Some(ttl) = target.query_duration("ttl", &NativeConsulFormat::TTL_RANGE)? {
-            options.ttl = ttl;
-        }
-        options.grpc_check = grpc_check_options(target)?;
-        for (k, v) in target.query_pairs() {
-            match k.as_str() {
-                "group" => options.group = v.clone(),
-                "tag" if !v.is_empty() => options.tags.push(v.clone()),
-                _ => {
-                    if let Some(key) = k.strip_prefix("meta.") {
-                        options.meta.insert(key.to_string(), v.clone());
-                    }
-                }
-            }
-        }
-        Ok(options)
+        let tags = target
+            .query_pairs()
+            .iter()
+            .filter(|(k, v)| k == "tag" && !v.is_empty())
+            .map(|(_, v)| v.clone())
+            .collect();
+        Ok(Self {
+            common: RegistrationOptions::from_target(target)?,
+            tags,
+            grpc_check: grpc_check_options(target)?,
+        })
     }
 }
 
@@ -194,18 +164,11 @@ impl Default for GrpcCheckOptions {
 }
 
 impl NativeConsulFormat {
-    /// The default check TTL.
-    pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
-
     /// How long a critical instance stays before the agent removes it (consul's minimum).
     pub const DEREGISTER_AFTER: Duration = Duration::from_secs(60);
 
     /// The default interval of a gRPC health check.
     pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(10);
-
-    /// The TTLs `?ttl=` may ask for: 1 s to a day.
-    pub const TTL_RANGE: RangeInclusive<Duration> =
-        Duration::from_secs(1)..=Duration::from_secs(24 * 3600);
 
     /// The intervals and timeouts `?interval=` and `?timeout=` of the gRPC check may ask
     /// for: 1 ms to a day (the agent runs a check at most once a second).
@@ -238,10 +201,11 @@ impl NativeConsulFormat {
         let address = HostPort::parse_endpoint(endpoint)?;
         let (host, port) = (address.host().to_string(), address.port());
         let id = Self::id(name, &host, port);
-        let mut meta = options.meta.clone();
-        meta.insert("weight".into(), options.weight.max(1).to_string());
-        if !options.group.is_empty() {
-            meta.insert("group".into(), options.group.clone());
+        let common = &options.common;
+        let mut meta = common.meta.clone();
+        meta.insert("weight".into(), common.effective_weight().to_string());
+        if !common.group.is_empty() {
+            meta.insert("group".into(), common.group.clone());
         }
         Ok(AgentServiceRegistration {
             id: id.clone(),
@@ -250,13 +214,14 @@ impl NativeConsulFormat {
             address: host,
             port,
             meta,
+            // consul's DNS takes weights up to 65535; ours read `Meta.weight`.
             weights: Some(Weights {
-                passing: options.weight.max(1),
+                passing: common.effective_weight().min(65535),
                 warning: 1,
             }),
             check: AgentServiceCheck {
                 check_id: format!("service:{id}"),
-                ttl: consul_duration(options.ttl),
+                ttl: consul_duration(common.ttl()),
                 status: "passing".into(),
                 deregister_critical_service_after: consul_duration(Self::DEREGISTER_AFTER),
             },
@@ -390,10 +355,14 @@ impl Registrar for NativeRegistrar {
         let options = NativeOptions::from_target(target)?;
         let registration = NativeConsulFormat::registration(&t.service, endpoint, &options)?;
         let extras = NativeConsulFormat::extras(endpoint, &options)?;
-        ServiceKeeper::new(ConsulClient::new(t.config), registration, options.ttl / 3)
-            .extras(extras)
-            .start(target.as_str(), endpoint)
-            .await
+        ServiceKeeper::new(
+            ConsulClient::new(t.config),
+            registration,
+            options.common.ttl() / 3,
+        )
+        .extras(extras)
+        .start(target.as_str(), endpoint)
+        .await
     }
 }
 
@@ -418,31 +387,27 @@ fn grpc_tls_hint(target: &Target, e: Error) -> Error {
 
 /// The gRPC check a registration target asks for (`?check=grpc&interval=&timeout=&grpc_tls=&grpc_service=`).
 fn grpc_check_options(target: &Target) -> Result<Option<GrpcCheckOptions>> {
-    let bad = |reason: String| Error::BadTarget {
-        target: target.to_string(),
-        reason,
-    };
     let duration = |key: &str| target.query_duration(key, &NativeConsulFormat::CHECK_RANGE);
     let grpc = match target.query("check") {
         None | Some("" | "ttl") => false,
         Some("grpc") => true,
         Some(other) => {
-            return Err(bad(format!(
-                "check `{other}` is not `grpc` (a gRPC health check beside the TTL heartbeat) or `ttl` (the heartbeat alone)"
-            )));
+            return Err(Error::bad_target(
+                target,
+                format!(
+                    "check `{other}` is not `grpc` (a gRPC health check beside the TTL heartbeat) or `ttl` (the heartbeat alone)"
+                ),
+            ));
         }
     };
     let (interval, timeout) = (duration("interval")?, duration("timeout")?);
-    let tls = match target.query("grpc_tls") {
-        None | Some("" | "false" | "0") => false,
-        Some("true" | "1") => true,
-        Some(other) => return Err(bad(format!("grpc_tls `{other}` is not true or false"))),
-    };
+    let tls = target.query_flag("grpc_tls")?;
     let service = target.query("grpc_service").unwrap_or_default().to_string();
     if !grpc {
         if interval.is_some() || timeout.is_some() || tls || !service.is_empty() {
-            return Err(bad(
-                "interval, timeout, grpc_tls and grpc_service configure the gRPC health check: add check=grpc".into(),
+            return Err(Error::bad_target(
+                target,
+                "interval, timeout, grpc_tls and grpc_service configure the gRPC health check: add check=grpc",
             ));
         }
         return Ok(None);
@@ -462,11 +427,13 @@ mod tests {
     #[test]
     fn registration_and_decode_round_trip() {
         let options = NativeOptions {
-            weight: 5,
-            group: "blue".into(),
+            common: RegistrationOptions {
+                weight: 5,
+                group: "blue".into(),
+                meta: [("version".to_string(), "2".to_string())].into(),
+                ttl: Some(Duration::from_secs(6)),
+            },
             tags: vec!["a".into()],
-            meta: [("version".to_string(), "2".to_string())].into(),
-            ttl: Duration::from_secs(6),
             grpc_check: None,
         };
         let r = NativeConsulFormat::registration("svc", "[::1]:9", &options).unwrap();
@@ -584,6 +551,70 @@ mod tests {
                 err.contains(&format!("ttl `{ttl}` is not a duration from 1s to 24h")),
                 "{ttl}: {err}"
             );
+        }
+    }
+
+    /// Issue #14: consul's metadata rule is checked for native registrations too, up
+    /// front, naming the key (the agent at port 1 is never asked).
+    #[tokio::test]
+    async fn meta_keys_consul_refuses_are_named_before_any_request() {
+        for (query, needle) in [
+            ("meta.a.b=1", "metadata key `a.b`: consul takes letters"),
+            (
+                "meta.consul-x=1",
+                "metadata key `consul-x`: the prefix consul-",
+            ),
+        ] {
+            let target = Target::parse(&format!("consul://127.0.0.1:1/s?{query}")).unwrap();
+            let err = NativeRegistrar
+                .register(&target, "127.0.0.1:9000")
+                .await
+                .expect_err(query)
+                .to_string();
+            assert!(err.contains(needle), "{query}: {err}");
+        }
+        let long = format!("meta.{}=1", "k".repeat(129));
+        let err = NativeRegistrar
+            .register(
+                &Target::parse(&format!("consul://127.0.0.1:1/s?{long}")).unwrap(),
+                "127.0.0.1:9000",
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at most 128 characters"), "{err}");
+    }
+
+    /// Issue #14: `weight`, `ttl`, `group` and `meta.K` mean on consul what they mean on
+    /// etcd (the same table runs in driver-etcd), read back through the decoder; consul's
+    /// own DNS weight stays within the 65535 the agent takes.
+    #[test]
+    fn registration_options_mean_what_they_mean_on_every_engine() {
+        for (query, want) in test_support::options::registration_option_cases() {
+            let target = Target::parse(&format!("consul://127.0.0.1:1/svc{query}")).unwrap();
+            let got = NativeOptions::from_target(&target).and_then(|options| {
+                NativeConsulFormat::registration("svc", "127.0.0.1:9000", &options)
+            });
+            match (want, got) {
+                (Ok(want), Ok(r)) => {
+                    let passing = r.weights.map(|w| w.passing).unwrap_or_default();
+                    assert_eq!(passing, want.weight.min(65535), "{query}");
+                    let mut entry = ServiceEntry::default();
+                    entry.service.address = r.address.clone();
+                    entry.service.port = r.port;
+                    entry.service.meta = Some(r.meta.clone());
+                    let e = NativeConsulFormat::decode(&entry, None).unwrap();
+                    assert_eq!(r.check.ttl, consul_duration(want.ttl), "{query}");
+                    assert!(
+                        want.matches(&e, want.ttl),
+                        "{query}: want {want:?}, got {e:?}"
+                    );
+                }
+                (Err(needle), Err(e)) => {
+                    assert!(e.to_string().contains(needle), "{query}: {e}");
+                }
+                (want, got) => panic!("{query}: want {want:?}, got {got:?}"),
+            }
         }
     }
 }

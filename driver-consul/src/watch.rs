@@ -28,22 +28,25 @@
 //! each [`resolve_health`] call turns the shared answer into endpoints with its own
 //! format. The watcher stops when its last subscriber is gone.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use driver_core::address::HostPort;
 use driver_core::backoff::Backoff;
 use driver_core::resolve::{Endpoint, SnapshotSender};
+use driver_core::shared::{SharedWatches, forward_snapshots};
 use driver_core::{Result, Target};
 use http::Method;
 use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::agent::{ServiceAddress, Weights, consul_duration};
-use crate::client::{ConsulClient, ConsulConfig, ConsulError, ConsulTarget, escape};
+use crate::client::{ConsulClient, escape};
+use crate::error::ConsulError;
+use crate::registration::{ServiceAddress, Weights, consul_duration};
+use crate::target::{ConsulConfig, ConsulTarget};
 
 /// The default wait of a blocking query.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(55);
@@ -260,13 +263,8 @@ pub struct HealthState {
     pub error: Option<String>,
 }
 
-type Watchers = HashMap<HealthQuery, watch::Sender<HealthState>>;
-
-static WATCHERS: LazyLock<Mutex<Watchers>> = LazyLock::new(|| Mutex::new(HashMap::new()));
-
-fn watchers() -> std::sync::MutexGuard<'static, Watchers> {
-    WATCHERS.lock().unwrap_or_else(|e| e.into_inner())
-}
+static WATCHERS: LazyLock<SharedWatches<HealthQuery, HealthState>> =
+    LazyLock::new(|| SharedWatches::new("consul health watcher"));
 
 /// The shared blocking-query loop of one [`HealthQuery`]; see the [module docs](self).
 #[derive(Debug)]
@@ -278,13 +276,7 @@ impl HealthWatcher {
     /// Subscribes to the process's watcher of `query`, starting it if none runs. Must
     /// be called inside a tokio runtime.
     pub fn subscribe(query: &HealthQuery) -> Self {
-        let mut map = watchers();
-        if let Some(tx) = map.get(query) {
-            return Self { rx: tx.subscribe() };
-        }
-        let (tx, rx) = watch::channel(HealthState::default());
-        map.insert(query.clone(), tx.clone());
-        tokio::spawn(run(query.clone(), tx));
+        let rx = WATCHERS.subscribe(query, |tx| run(query.clone(), tx));
         Self { rx }
     }
 
@@ -295,7 +287,7 @@ impl HealthWatcher {
 
     /// How many watchers run in this process (for tests of the sharing).
     pub fn running() -> usize {
-        watchers().len()
+        WATCHERS.len()
     }
 }
 
@@ -306,40 +298,21 @@ pub type Decode = Arc<dyn Fn(&[ServiceEntry]) -> Vec<Endpoint> + Send + Sync>;
 /// answer into endpoints with `decode`. Returns at once; a task follows the shared
 /// [`HealthWatcher`] until `updates` is closed.
 pub fn resolve_health(query: &HealthQuery, decode: Decode, updates: SnapshotSender) {
-    let mut rx = HealthWatcher::subscribe(query).receiver();
-    tokio::spawn(async move {
-        // The first state (possibly the shared watcher's current one) counts as changed.
-        rx.mark_changed();
-        loop {
-            tokio::select! {
-                () = updates.closed() => return,
-                changed = rx.changed() => if changed.is_err() { return },
-            }
-            let state = rx.borrow_and_update().clone();
-            match (state.entries, state.error) {
-                (_, Some(error)) => updates.error(error),
-                (Some(entries), None) => updates.update(decode(&entries)),
-                (None, None) => {}
-            }
+    let rx = HealthWatcher::subscribe(query).receiver();
+    tokio::spawn(forward_snapshots(rx, updates, None, move |state| {
+        match (&state.entries, &state.error) {
+            (_, Some(error)) => Some(Err(error.clone())),
+            (Some(entries), None) => Some(Ok(decode(entries))),
+            (None, None) => None,
         }
-    });
+    }));
 }
 
-/// The watcher task: blocking queries until nobody listens.
+/// The watcher task: blocking queries until nobody listens (the shared map then
+/// drops it).
 async fn run(query: HealthQuery, tx: watch::Sender<HealthState>) {
     loop {
-        tokio::select! {
-            () = tx.closed() => {
-                // Re-check under the map lock: a subscriber may have just arrived.
-                let mut map = watchers();
-                if tx.receiver_count() == 0 {
-                    map.remove(&query);
-                    tracing::debug!(service = %query.service, "consul health watcher stopped: no subscribers");
-                    return;
-                }
-            }
-            () = follow(&query, &tx) => {}
-        }
+        follow(&query, &tx).await;
     }
 }
 

@@ -66,10 +66,7 @@ impl HostPort {
     /// [`parse`](Self::parse) for an endpoint given to a registrar: the error is
     /// [`Error::BadEndpoint`] naming it.
     pub fn parse_endpoint(endpoint: &str) -> Result<Self> {
-        Self::parse(endpoint).map_err(|reason| Error::BadEndpoint {
-            endpoint: shorten(endpoint),
-            reason,
-        })
+        Self::parse(endpoint).map_err(|reason| Error::bad_endpoint(shorten(endpoint), reason))
     }
 
     /// Joins a host and a port given apart (consul's `Address` and `Port`). The host may
@@ -142,6 +139,40 @@ pub fn check_host(h: &str) -> std::result::Result<(), String> {
         check_port(port).map_err(|e| format!("host `{}`: {e}", shorten(h)))?;
     }
     Ok(())
+}
+
+/// The host of `host[:port]` or `[v6][:port]`, without brackets; no check (give it
+/// addresses checked before, or use [`HostPort::parse`]).
+///
+/// ```
+/// use driver_core::address::host_of;
+/// assert_eq!((host_of("[::1]:9000"), host_of("h:1"), host_of("h")), ("::1", "h", "h"));
+/// ```
+pub fn host_of(addr: &str) -> &str {
+    match addr.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(rest),
+        None => addr.rsplit_once(':').map_or(addr, |(h, _)| h),
+    }
+}
+
+/// A target host list's `host[:port]` with `port` added when it names none.
+///
+/// ```
+/// use driver_core::address::with_default_port;
+/// assert_eq!(with_default_port("h", 8500), "h:8500");
+/// assert_eq!(with_default_port("[::1]", 8500), "[::1]:8500");
+/// assert_eq!(with_default_port("h:1", 8500), "h:1");
+/// ```
+pub fn with_default_port(host: &str, port: u16) -> String {
+    let has_port = match host.strip_prefix('[') {
+        Some(v6) => v6.contains("]:"),
+        None => host.contains(':'),
+    };
+    if has_port {
+        host.to_string()
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 /// Splits and checks the host; the port, if any, is returned unchecked.

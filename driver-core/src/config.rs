@@ -25,8 +25,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::driver::Registration;
 use crate::error::{Error, Result};
+use crate::registration::Registration;
 
 /// dtm's `MicroService` section.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]

@@ -3,9 +3,10 @@
 
 use async_trait::async_trait;
 
-use crate::driver::{Driver, Registration};
+use crate::driver::Driver;
 use crate::error::{Error, Result};
 use crate::parse::{ServerMethod, parse_plain, parse_scheme_url};
+use crate::registration::Registration;
 
 /// The name of the built-in driver.
 pub const NAME: &str = "default";

@@ -35,8 +35,8 @@ pub enum Error {
     /// A dtm branch URI could not be split into server and method.
     #[error(
         "bad url `{}`: {}",
-        crate::target::redact(.uri),
-        crate::target::redact_message(.reason, .uri)
+        crate::redact::redact(.uri),
+        crate::redact::redact_message(.reason, .uri)
     )]
     BadUri {
         /// The URI as given.
@@ -48,8 +48,8 @@ pub enum Error {
     /// A dial or registration target could not be parsed.
     #[error(
         "bad target `{}`: {}",
-        crate::target::redact(.target),
-        crate::target::redact_message(.reason, .target)
+        crate::redact::redact(.target),
+        crate::redact::redact_message(.reason, .target)
     )]
     BadTarget {
         /// The target as given.
@@ -61,7 +61,7 @@ pub enum Error {
     /// No resolver or registrar is installed for a scheme.
     #[error(
         "no {role} for scheme `{scheme}` in target `{}` (known schemes: {known}){hint}",
-        crate::target::redact(.target)
+        crate::redact::redact(.target)
     )]
     UnknownScheme {
         /// "resolver" or "registrar".
@@ -79,8 +79,8 @@ pub enum Error {
     /// A driver does not support an operation for this target.
     #[error(
         "driver `{driver}` cannot {what} `{}`: {}",
-        crate::target::redact(.target),
-        crate::target::redact_message(.reason, .target)
+        crate::redact::redact(.target),
+        crate::redact::redact_message(.reason, .target)
     )]
     Unsupported {
         /// The driver's name.
@@ -104,6 +104,14 @@ pub enum Error {
         reason: String,
     },
 
+    /// TLS material (a CA, a client certificate or key) is not usable; the message
+    /// names the file or PEM and the parameter that fixes it.
+    #[error("TLS: {message}")]
+    Tls {
+        /// What is wrong and what to give instead.
+        message: String,
+    },
+
     /// An endpoint address given for registration is not usable.
     #[error("bad endpoint `{endpoint}`: {reason}")]
     BadEndpoint {
@@ -125,8 +133,8 @@ pub enum Error {
     /// A registry (etcd, consul, ...) operation failed.
     #[error(
         "registry at `{}`: {}",
-        crate::target::redact(.target),
-        crate::target::redact_message(.message, .target)
+        crate::redact::redact(.target),
+        crate::redact::redact_message(.message, .target)
     )]
     Registry {
         /// The target being served.
@@ -134,6 +142,34 @@ pub enum Error {
         /// What failed.
         message: String,
     },
+}
+
+impl Error {
+    /// [`Error::BadTarget`] about `target` (a [`Target`](crate::Target), shown
+    /// redacted, or the text as given): `reason` says which part is wrong and how to
+    /// write it.
+    pub fn bad_target(target: impl ToString, reason: impl Into<String>) -> Self {
+        Self::BadTarget {
+            target: target.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// [`Error::BadUri`] about the branch URI `uri`.
+    pub fn bad_uri(uri: impl ToString, reason: impl Into<String>) -> Self {
+        Self::BadUri {
+            uri: uri.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// [`Error::BadEndpoint`] about the endpoint `endpoint`.
+    pub fn bad_endpoint(endpoint: impl ToString, reason: impl Into<String>) -> Self {
+        Self::BadEndpoint {
+            endpoint: endpoint.to_string(),
+            reason: reason.into(),
+        }
+    }
 }
 
 /// Shorthand for results of this crate.

@@ -8,7 +8,8 @@
 //!
 //! The pieces, each its own module:
 //!
-//! * [`driver`]: the [`Driver`] contract and the [`Registration`] handle;
+//! * [`driver`]: the [`Driver`] contract;
+//! * [`registration`]: the [`Registration`] handle a registrar returns;
 //! * [`health`]: whether a registration holds ([`RegistrationState`]);
 //! * [`registry`]: the process-wide driver registry and link-time registration;
 //! * [`parse`]: splitting branch URIs, the rules the Go drivers use;
@@ -16,6 +17,13 @@
 //! * [`address`]: the `host:port` check every endpoint goes through;
 //! * [`duration`]: durations written in targets and flags, deadlines that never overflow;
 //! * [`resolve`]: resolvers, registrars and the scheme tables (`direct://` built in);
+//!   it depends on no driver, so the resolver contract stands alone;
+//! * [`registration_options`]: `weight`, `group`, `ttl`, `meta.K` of a registration
+//!   target, read alike by every engine;
+//! * [`tls_files`]: TLS to a registry from a target's `tls_*` parameters, with the one
+//!   PEM loader;
+//! * [`shared`]: what a process shares by key until its last user (watches, channels)
+//!   and the loop that forwards a watch into a resolver;
 //! * [`backoff`]: the one retry-delay schedule (factor, cap, jitter) of the registry engines and the channel's connections;
 //! * [`balance`]: the channel that turns resolver snapshots into balanced calls;
 //! * [`mod@discover`]: the resolvers as tower `Discover` changes, for tower's balancers
@@ -87,9 +95,13 @@ pub mod health;
 pub mod invoke;
 pub mod parse;
 mod redact;
+pub mod registration;
+pub mod registration_options;
 pub mod registry;
 pub mod resolve;
+pub mod shared;
 pub mod target;
+pub mod tls_files;
 
 pub use balance::{
     Channel, ChannelBuilder, ChannelStatus, EndpointStatus, Policy, TlsConnector, connect,
@@ -97,17 +109,19 @@ pub use balance::{
 pub use config::MicroService;
 pub use default_driver::DefaultDriver;
 pub use discover::{Changes, Discovered, discover};
-pub use driver::{Driver, Registration};
+pub use driver::Driver;
 pub use error::{Error, Result};
 pub use health::RegistrationState;
 pub use invoke::{RawCodec, call_raw, invoke, invoke_with};
 pub use parse::ServerMethod;
+pub use registration::Registration;
 pub use registry::{
     current_driver_name, driver_names, find_driver, get_driver, register, register_shared,
     use_driver,
 };
 pub use resolve::Endpoint;
 pub use target::Target;
+pub use tls_files::TlsFiles;
 
 /// Re-exports for macros; not part of the API.
 #[doc(hidden)]

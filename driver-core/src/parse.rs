@@ -7,7 +7,8 @@
 //! * [`parse_plain`]: the `default` driver's rule. The server is the text before the
 //!   first `/`: `localhost:8080/pb.S/M` → (`localhost:8080`, `/pb.S/M`). A URI with a
 //!   scheme is refused with an error that says to choose a driver first.
-//! * [`parse_scheme_url`]: the rule of the go-zero and kratos drivers. A URI without
+//! * [`parse_scheme_url`]: the rule of the go-zero and kratos drivers (go-zero adds its
+//!   consul/nacos query rule on top, in `driver-gozero-compat`). A URI without
 //!   `//` falls back to the plain rule; otherwise the server is `scheme://host` plus the
 //!   first path segment and the method is the rest:
 //!   `etcd://127.0.0.1:2379/trans/trans.TransSvc/TransOut` →
@@ -38,10 +39,7 @@ pub struct ServerMethod {
 }
 
 fn bad(uri: &str, reason: impl Into<String>) -> Error {
-    Error::BadUri {
-        uri: uri.to_string(),
-        reason: reason.into(),
-    }
+    Error::bad_uri(uri, reason.into())
 }
 
 /// The `default` driver's rule: the server is everything before the first `/`.
@@ -127,28 +125,6 @@ pub fn parse_scheme_url(uri: &str) -> Result<ServerMethod> {
     split_at(uri, method_start)
 }
 
-/// go-zero's extra rule: for `consul` and `nacos` URIs with a query string, the query
-/// up to the next `/` is dropped before [`parse_scheme_url`] runs, so
-/// `consul://h:8500/busi.rpc?wait=14s/pb.S/M` → (`consul://h:8500/busi.rpc`, `/pb.S/M`).
-pub fn parse_gozero(uri: &str) -> Result<ServerMethod> {
-    if uri.contains("//")
-        && (uri.contains("consul") || uri.contains("nacos"))
-        && let Some((head, tail)) = uri.split_once('?')
-    {
-        let Some(slash) = tail.find('/') else {
-            return Err(bad(
-                uri,
-                "no '/' found after the query; append /package.Service/Method",
-            ));
-        };
-        return parse_scheme_url(&format!("{head}{}", &tail[slash..])).map_err(|e| match e {
-            Error::BadUri { reason, .. } => bad(uri, reason),
-            other => other,
-        });
-    }
-    parse_scheme_url(uri)
-}
-
 fn parse_plain_without_scheme(uri: &str) -> Result<ServerMethod> {
     match uri.find('/') {
         Some(sep) => split_at(uri, sep),
@@ -228,27 +204,12 @@ mod tests {
             ),
             pair("discovery:///busi", "/api.trans.v1.Trans/TransOut")
         );
-        assert_eq!(
-            ok(
-                parse_gozero,
-                "consul://127.0.0.1:8500/busi.rpc?wait=14s/pb.S/M"
-            ),
-            pair("consul://127.0.0.1:8500/busi.rpc", "/pb.S/M")
-        );
-        for f in [parse_plain, parse_scheme_url, parse_gozero] {
+        for f in [parse_plain, parse_scheme_url] {
             assert_eq!(
                 ok(f, "localhost:8080/pb.S/M"),
                 pair("localhost:8080", "/pb.S/M")
             );
         }
-        // The go-zero rule agrees with the shared rule on the non-consul rows.
-        assert_eq!(
-            ok(
-                parse_gozero,
-                "etcd://127.0.0.1:2379/trans/trans.TransSvc/TransOut"
-            ),
-            pair("etcd://127.0.0.1:2379/trans", "/trans.TransSvc/TransOut")
-        );
     }
 
     #[test]
@@ -278,11 +239,6 @@ mod tests {
             ok(parse_scheme_url, "etcd:///h1:2379,h2:2379?key=trans/pb.S/M"),
             pair("etcd:///h1:2379,h2:2379?key=trans", "/pb.S/M")
         );
-        // Without a consul/nacos host the go-zero rule keeps the query too.
-        assert_eq!(
-            ok(parse_gozero, "etcd://h:2379/trans?user=u/pb.S/M"),
-            pair("etcd://h:2379/trans?user=u", "/pb.S/M")
-        );
     }
 
     #[test]
@@ -297,9 +253,8 @@ mod tests {
             "localhost:8080/",          // empty method
             "/pb.S/M",                  // empty server
             "h:1//pb.S/M",              // '//' without a scheme: Go's url.Parse fails silently
-            "consul://h:8500/busi?wait=1s",
         ] {
-            let e = parse_gozero(uri).unwrap_err().to_string();
+            let e = parse_scheme_url(uri).unwrap_err().to_string();
             assert!(e.contains(&format!("`{uri}`")), "{uri}: {e}");
         }
     }
@@ -309,7 +264,6 @@ mod tests {
         fn no_input_panics(s in "\\PC*") {
             let _ = parse_plain(&s);
             let _ = parse_scheme_url(&s);
-            let _ = parse_gozero(&s);
             let _ = crate::Target::parse(&s);
         }
 
@@ -321,7 +275,6 @@ mod tests {
             let uri = format!("{scheme}://{host}/{path}");
             let _ = parse_plain(&uri);
             let _ = parse_scheme_url(&uri);
-            let _ = parse_gozero(&uri);
             let _ = crate::Target::parse(&uri);
         }
     }

@@ -140,6 +140,7 @@ pub fn use_driver(name: &str) -> Result<()> {
         driver
     };
     // Outside the lock: the hook may look at the registry itself.
+    crate::resolve::note_driver_in_use(name);
     driver.register_resolver();
     tracing::info!(driver = name, "dtm driver in use");
     Ok(())

@@ -20,8 +20,8 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use crate::address::HostPort;
-use crate::driver::Registration;
 use crate::error::{Error, Result};
+use crate::registration::Registration;
 use crate::target::{PASSTHROUGH_SCHEME, Target};
 
 /// One instance of a service, as the balancer sees it.
@@ -246,15 +246,14 @@ impl Resolver for DirectResolver {
             target.endpoint_list()
         };
         if list.is_empty() {
-            return Err(Error::BadTarget {
-                target: target.to_string(),
-                reason: "no address given; write direct:///host:port[,host:port...]".into(),
-            });
+            return Err(Error::bad_target(
+                target,
+                "no address given; write direct:///host:port[,host:port...]",
+            ));
         }
         for addr in &list {
-            HostPort::parse(addr).map_err(|reason| Error::BadTarget {
-                target: target.to_string(),
-                reason: format!("address `{addr}`: {reason}"),
+            HostPort::parse(addr).map_err(|reason| {
+                Error::bad_target(target, format!("address `{addr}`: {reason}"))
             })?;
         }
         updates.update(list.into_iter().map(Endpoint::new).collect());
@@ -265,6 +264,8 @@ impl Resolver for DirectResolver {
 struct SchemeTables {
     resolvers: BTreeMap<String, Arc<dyn Resolver>>,
     registrars: BTreeMap<String, Arc<dyn Registrar>>,
+    /// The driver whose resolvers are installed, for error hints.
+    driver: Option<String>,
 }
 
 static SCHEMES: LazyLock<RwLock<SchemeTables>> = LazyLock::new(|| {
@@ -274,6 +275,7 @@ static SCHEMES: LazyLock<RwLock<SchemeTables>> = LazyLock::new(|| {
     RwLock::new(SchemeTables {
         resolvers,
         registrars: BTreeMap::new(),
+        driver: None,
     })
 });
 
@@ -293,13 +295,20 @@ pub fn install_registrar(scheme: &str, registrar: Arc<dyn Registrar>) {
     t.registrars.insert(scheme.to_ascii_lowercase(), registrar);
 }
 
+/// Notes `driver` as the one whose resolvers and registrars are installed (the driver
+/// registry does, on `use_driver`), for the hints of unknown-scheme errors.
+pub(crate) fn note_driver_in_use(driver: &str) {
+    let mut t = SCHEMES.write().unwrap_or_else(|e| e.into_inner());
+    t.driver = Some(driver.to_string());
+}
+
 /// The schemes with a resolver installed.
 pub fn resolver_schemes() -> Vec<String> {
     tables().resolvers.keys().cloned().collect()
 }
 
-fn unknown(role: &'static str, target: &Target, known: Vec<String>) -> Error {
-    let hint = match crate::registry::current_driver_name() {
+fn unknown(role: &'static str, target: &Target, t: &SchemeTables, known: Vec<String>) -> Error {
+    let hint = match &t.driver {
         None => format!(
             "; no driver is in use: call driver_core::use_driver(\"dtm-driver-gozero\") (or the driver \
              that owns `{}`) first, with its crate linked",
@@ -323,19 +332,27 @@ fn unknown(role: &'static str, target: &Target, known: Vec<String>) -> Error {
 /// The installed resolver for the target's scheme.
 pub fn resolver_for(target: &Target) -> Result<Arc<dyn Resolver>> {
     let t = tables();
-    t.resolvers
-        .get(target.scheme())
-        .cloned()
-        .ok_or_else(|| unknown("resolver", target, t.resolvers.keys().cloned().collect()))
+    t.resolvers.get(target.scheme()).cloned().ok_or_else(|| {
+        unknown(
+            "resolver",
+            target,
+            &t,
+            t.resolvers.keys().cloned().collect(),
+        )
+    })
 }
 
 /// The installed registrar for the target's scheme.
 pub fn registrar_for(target: &Target) -> Result<Arc<dyn Registrar>> {
     let t = tables();
-    t.registrars
-        .get(target.scheme())
-        .cloned()
-        .ok_or_else(|| unknown("registrar", target, t.registrars.keys().cloned().collect()))
+    t.registrars.get(target.scheme()).cloned().ok_or_else(|| {
+        unknown(
+            "registrar",
+            target,
+            &t,
+            t.registrars.keys().cloned().collect(),
+        )
+    })
 }
 
 #[cfg(test)]

@@ -50,28 +50,27 @@ pub struct Target {
 impl Target {
     /// Parses a target; the error names the part that is wrong.
     pub fn parse(target: &str) -> Result<Self> {
-        let bad = |reason: String| Error::BadTarget {
-            target: target.to_string(),
-            reason,
-        };
         if target.trim().is_empty() {
-            return Err(bad(
-                "the target is empty; write scheme://host:port/name, e.g. etcd://127.0.0.1:2379/trans"
-                    .into(),
+            return Err(Error::bad_target(
+                target,
+                "the target is empty; write scheme://host:port/name, e.g. etcd://127.0.0.1:2379/trans",
             ));
         }
         if target.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(bad("it contains white space or control characters".into()));
+            return Err(Error::bad_target(
+                target,
+                "it contains white space or control characters",
+            ));
         }
         let Some((scheme, rest)) = target.split_once("://") else {
             // A plain address, dialled as is.
             if target.contains('/') {
-                return Err(bad(
-                    "it has a '/' but no scheme; write scheme://host/name (e.g. etcd://127.0.0.1:2379/trans) or a plain host:port"
-                        .into(),
+                return Err(Error::bad_target(
+                    target,
+                    "it has a '/' but no scheme; write scheme://host/name (e.g. etcd://127.0.0.1:2379/trans) or a plain host:port",
                 ));
             }
-            check_host(target).map_err(bad)?;
+            check_host(target).map_err(|reason| Error::bad_target(target, reason))?;
             return Ok(Self {
                 raw: target.to_string(),
                 scheme: PASSTHROUGH_SCHEME.to_string(),
@@ -90,9 +89,12 @@ impl Target {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
         if !scheme_ok {
-            return Err(bad(format!(
-                "scheme `{scheme}` must start with a letter and hold only letters, digits, '+', '-', '.'"
-            )));
+            return Err(Error::bad_target(
+                target,
+                format!(
+                    "scheme `{scheme}` must start with a letter and hold only letters, digits, '+', '-', '.'"
+                ),
+            ));
         }
         let (before_query, query) = match rest.split_once('?') {
             Some((b, q)) => (b, Some(q)),
@@ -114,13 +116,17 @@ impl Target {
                     None => (u, None),
                 };
                 if user.is_empty() {
-                    return Err(bad("the user name before '@' is empty".into()));
+                    return Err(Error::bad_target(
+                        target,
+                        "the user name before '@' is empty",
+                    ));
                 }
-                let user = decode(user).map_err(|e| bad(format!("user name: {e}")))?;
+                let user = decode(user)
+                    .map_err(|e| Error::bad_target(target, format!("user name: {e}")))?;
                 let pass = pass
                     .map(decode)
                     .transpose()
-                    .map_err(|e| bad(format!("password: {e}")))?;
+                    .map_err(|e| Error::bad_target(target, format!("password: {e}")))?;
                 (Some(user), pass)
             }
         };
@@ -131,9 +137,10 @@ impl Target {
                 .split(',')
                 .map(|h| check_host(h).map(|()| h.to_string()))
                 .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(bad)?
+                .map_err(|reason| Error::bad_target(target, reason))?
         };
-        let endpoint = decode(endpoint).map_err(|e| bad(format!("path: {e}")))?;
+        let endpoint =
+            decode(endpoint).map_err(|e| Error::bad_target(target, format!("path: {e}")))?;
         let query = match query {
             None => Vec::new(),
             Some(q) => form_urlencoded::parse(q.as_bytes())
@@ -217,14 +224,89 @@ impl Target {
     ) -> Result<Option<Duration>> {
         self.query(key)
             .map(|text| {
-                crate::duration::parse_duration(key, text, range).map_err(|reason| {
-                    Error::BadTarget {
-                        target: self.raw.clone(),
-                        reason,
-                    }
-                })
+                crate::duration::parse_duration(key, text, range)
+                    .map_err(|reason| Error::bad_target(&self.raw, reason))
             })
             .transpose()
+    }
+
+    /// The target of service `name` in `registry`, a target without a path
+    /// (`etcd://h1:2379,h2:2379[?q]`) whose scheme is one of `schemes` (each with an
+    /// example to write): `etcd://h1:2379,h2:2379/NAME[?q][&extra…]`. The error names the
+    /// registry and what to write. Name-only targets that carry their registry
+    /// (`discovery:///NAME?registry=…`, `registry://NAME?registry=…`) resolve through it.
+    ///
+    /// ```
+    /// use driver_core::Target;
+    /// let etcd = [("etcd", "etcd://HOST:2379")];
+    /// let t = Target::in_registry("etcd://h:2379?user=u", "busi", &etcd, &["group=blue"]).unwrap();
+    /// assert_eq!(t.as_str(), "etcd://h:2379/busi?user=u&group=blue");
+    /// assert!(Target::in_registry("etcd://h:2379/x", "busi", &etcd, &[]).is_err());
+    /// ```
+    pub fn in_registry(
+        registry: &str,
+        name: &str,
+        schemes: &[(&str, &str)],
+        extra_query: &[&str],
+    ) -> Result<Self> {
+        let parsed = Self::parse(registry)?;
+        if !schemes.iter().any(|(s, _)| *s == parsed.scheme()) {
+            let names: Vec<&str> = schemes.iter().map(|(s, _)| *s).collect();
+            let examples: Vec<&str> = schemes.iter().map(|(_, e)| *e).collect();
+            return Err(Error::bad_target(
+                registry,
+                format!(
+                    "registry scheme `{}` is not {}; write {}",
+                    parsed.scheme(),
+                    names.join(" or "),
+                    examples.join(" or ")
+                ),
+            ));
+        }
+        if parsed.hosts().is_empty() {
+            return Err(Error::bad_target(
+                registry,
+                format!("no registry host; write {}://HOST:PORT", parsed.scheme()),
+            ));
+        }
+        if !parsed.endpoint().is_empty() {
+            return Err(Error::bad_target(
+                registry,
+                format!("a registry names no service; drop `/{}`", parsed.endpoint()),
+            ));
+        }
+        let (base, own) = registry.split_once('?').unwrap_or((registry, ""));
+        let query: Vec<&str> = own
+            .split('&')
+            .chain(extra_query.iter().copied())
+            .filter(|p| !p.is_empty())
+            .collect();
+        let base = base.trim_end_matches('/');
+        Self::parse(&if query.is_empty() {
+            format!("{base}/{name}")
+        } else {
+            format!("{base}/{name}?{}", query.join("&"))
+        })
+    }
+
+    /// A yes/no parameter: `true`/`1` or `false`/`0`, absent or empty being `false`.
+    /// The error names the parameter and the value.
+    ///
+    /// ```
+    /// let t = driver_core::Target::parse("consul://h/s?healthy=1&grpc_tls=maybe").unwrap();
+    /// assert!(t.query_flag("healthy").unwrap() && !t.query_flag("absent").unwrap());
+    /// let e = t.query_flag("grpc_tls").unwrap_err().to_string();
+    /// assert!(e.contains("grpc_tls `maybe` is not true or false"), "{e}");
+    /// ```
+    pub fn query_flag(&self, key: &str) -> Result<bool> {
+        match self.query(key) {
+            None | Some("" | "false" | "0") => Ok(false),
+            Some("true" | "1") => Ok(true),
+            Some(other) => Err(Error::bad_target(
+                self,
+                format!("{key} `{other}` is not true or false"),
+            )),
+        }
     }
 
     /// All query parameters in order.

@@ -66,8 +66,24 @@ fn registry_semantics_match_dtmdriver() {
         "{names:?}"
     );
 
+    // An unknown scheme's error says whether a driver is in use (the scheme tables
+    // know it without asking the driver registry).
+    let unknown = || {
+        let target = driver_core::Target::parse("nosuch://h:1/x").unwrap();
+        driver_core::resolve::resolver_for(&target)
+            .err()
+            .unwrap()
+            .to_string()
+    };
+    assert!(unknown().contains("no driver is in use"), "{}", unknown());
+
     // First use: becomes current, its hook runs exactly once (the replacement's).
     driver_core::use_driver("alpha").unwrap();
+    assert!(
+        unknown().contains("the driver in use, `alpha`, does not handle this scheme"),
+        "{}",
+        unknown()
+    );
     assert_eq!(replacement_hook.load(Ordering::SeqCst), 1);
     assert_eq!(alpha_hook.load(Ordering::SeqCst), 0);
     assert_eq!(driver_core::get_driver().name(), "alpha");

@@ -7,7 +7,10 @@
 //! | `etcd://h1:2379,h2:2379/trans` | `h1:2379`, `h2:2379` | `trans` |
 //! | `etcd:///h1:2379,h2:2379?key=trans` | `h1:2379`, `h2:2379` | `trans` |
 //!
-//! Credentials come from `user:password@` in the authority or from `?user=&password=`.
+//! Credentials come from `user:password@` in the authority or from `?user=&password=`;
+//! TLS from `?tls_ca=&tls_cert=&tls_key=&tls_server_name=&tls=`, the parameters every
+//! engine shares ([`driver_core::tls_files`]), or from `https://` hosts (which then
+//! need `?tls_ca=`).
 //!
 //! Every registration and watch of a process that talks to the same hosts with the same
 //! credentials shares one [`EtcdClient`] (one set of HTTP/2 connections); it is closed
@@ -15,12 +18,11 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
 
 use driver_core::resolve::DirectResolver;
-use driver_core::{Channel, Error, Result, Target, TlsConnector};
+use driver_core::{Channel, Error, Result, Target, TlsConnector, TlsFiles};
 use tokio::sync::Mutex;
 
 use crate::api::{EtcdClient, describe};
@@ -41,20 +43,7 @@ pub struct EtcdConfig {
     hosts: Vec<String>,
     user: Option<String>,
     password: Option<String>,
-    tls: Option<EtcdTls>,
-}
-
-/// TLS to etcd: files read when the client connects.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct EtcdTls {
-    /// PEM file of the CA that signed etcd's certificate (`?tls_ca=`); the system's
-    /// roots are not used, as etcd clusters usually run their own CA.
-    pub ca: Option<PathBuf>,
-    /// PEM files of a client certificate and its key, for etcd's `--client-cert-auth`
-    /// (`?tls_cert=&tls_key=`).
-    pub identity: Option<(PathBuf, PathBuf)>,
-    /// The name etcd's certificate is checked against, when not the host's (`?tls_server_name=`).
-    pub server_name: Option<String>,
+    tls: Option<TlsFiles>,
 }
 
 impl fmt::Debug for EtcdConfig {
@@ -79,14 +68,15 @@ impl EtcdConfig {
         }
     }
 
-    /// Talks to etcd over TLS (`https`).
-    pub fn with_tls(mut self, tls: EtcdTls) -> Self {
+    /// Talks to etcd over TLS (`https`), with the files of `tls` (read when the client
+    /// connects).
+    pub fn with_tls(mut self, tls: TlsFiles) -> Self {
         self.tls = Some(tls);
         self
     }
 
     /// The TLS settings, if any.
-    pub fn tls(&self) -> Option<&EtcdTls> {
+    pub fn tls(&self) -> Option<&TlsFiles> {
         self.tls.as_ref()
     }
 
@@ -130,10 +120,6 @@ impl EtcdTarget {
     /// assert_eq!(old.key, "trans");
     /// ```
     pub fn from_target(target: &Target) -> Result<Self> {
-        let bad = |reason: String| Error::BadTarget {
-            target: target.to_string(),
-            reason,
-        };
         let (hosts, key) = if target.hosts().is_empty() {
             let hosts: Vec<String> = target
                 .endpoint_list()
@@ -141,22 +127,29 @@ impl EtcdTarget {
                 .map(str::to_string)
                 .collect();
             if hosts.is_empty() {
-                return Err(bad(format!(
-                    "no etcd host given; write {s}://host:2379/key or {s}:///host:2379?key=key",
-                    s = target.scheme()
-                )));
+                return Err(Error::bad_target(
+                    target,
+                    format!(
+                        "no etcd host given; write {s}://host:2379/key or {s}:///host:2379?key=key",
+                        s = target.scheme()
+                    ),
+                ));
             }
             // The authority's hosts were checked by `Target::parse`; these were not.
             for host in &hosts {
-                driver_core::address::check_host(host).map_err(bad)?;
+                driver_core::address::check_host(host)
+                    .map_err(|reason| Error::bad_target(target, reason))?;
             }
             let Some(key) = target.query("key") else {
-                return Err(bad(format!(
-                    "the hosts follow three slashes but no `?key=` names the service; write \
+                return Err(Error::bad_target(
+                    target,
+                    format!(
+                        "the hosts follow three slashes but no `?key=` names the service; write \
                      {s}:///{h}?key=NAME or {s}://{h}/NAME",
-                    s = target.scheme(),
-                    h = hosts.join(",")
-                )));
+                        s = target.scheme(),
+                        h = hosts.join(",")
+                    ),
+                ));
             };
             (hosts, key.to_string())
         } else {
@@ -167,11 +160,14 @@ impl EtcdTarget {
             (target.hosts().to_vec(), key)
         };
         if key.is_empty() {
-            return Err(bad(format!(
-                "the service key is empty; write {}://{}/NAME",
-                target.scheme(),
-                hosts.join(",")
-            )));
+            return Err(Error::bad_target(
+                target,
+                format!(
+                    "the service key is empty; write {}://{}/NAME",
+                    target.scheme(),
+                    hosts.join(",")
+                ),
+            ));
         }
         let user = target.user().or(target.query("user"));
         let password = target.password().or(target.query("password"));
@@ -179,75 +175,13 @@ impl EtcdTarget {
         if let Some(user) = user {
             config = config.with_user(user, password.unwrap_or_default());
         }
-        if let Some(tls) = tls_from_query(target).map_err(bad)? {
+        if let Some(tls) =
+            TlsFiles::from_target(target).map_err(|reason| Error::bad_target(target, reason))?
+        {
             config = config.with_tls(tls);
         }
         Ok(Self { config, key })
     }
-}
-
-/// `?tls=true`, `?tls_ca=`, `?tls_cert=` + `?tls_key=`, `?tls_server_name=`; any of them
-/// turns TLS on.
-fn tls_from_query(target: &Target) -> std::result::Result<Option<EtcdTls>, String> {
-    let on = match target.query("tls") {
-        None => false,
-        Some("true" | "1") => true,
-        Some("false" | "0") => false,
-        Some(other) => return Err(format!("tls=`{other}`: write tls=true or tls=false")),
-    };
-    let tls = EtcdTls {
-        ca: target.query("tls_ca").map(PathBuf::from),
-        identity: match (target.query("tls_cert"), target.query("tls_key")) {
-            (Some(c), Some(k)) => Some((PathBuf::from(c), PathBuf::from(k))),
-            (None, None) => None,
-            _ => return Err("tls_cert and tls_key go together: give both files".into()),
-        },
-        server_name: target.query("tls_server_name").map(str::to_string),
-    };
-    if !(on || tls != EtcdTls::default()) {
-        return Ok(None);
-    }
-    if tls.ca.is_none() {
-        return Err(NO_CA.into());
-    }
-    Ok(Some(tls))
-}
-
-/// Why TLS without `?tls_ca=` is refused.
-const NO_CA: &str = "no CA to check etcd's certificate with: give the CA that signed it with \
-                     ?tls_ca=/path/ca.pem (the system's roots are not used; for a publicly \
-                     trusted certificate pass the system's bundle, e.g. \
-                     tls_ca=/etc/ssl/certs/ca-certificates.crt)";
-
-fn read_pem(hosts: &str, what: &str, path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| {
-        registry_error(
-            hosts,
-            format!("cannot read the TLS {what} file {}: {e}", path.display()),
-        )
-    })
-}
-
-/// The TLS connector for `tls`, from its files.
-fn tls_connector(hosts: &str, tls: &EtcdTls) -> Result<TlsConnector> {
-    let Some(ca) = &tls.ca else {
-        return Err(registry_error(hosts, NO_CA));
-    };
-    let ca = read_pem(hosts, "CA", ca)?;
-    let identity = match &tls.identity {
-        Some((cert, key)) => Some((
-            read_pem(hosts, "client certificate", cert)?,
-            read_pem(hosts, "client key", key)?,
-        )),
-        None => None,
-    };
-    let identity = identity.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice()));
-    let connector = TlsConnector::from_pem(&ca, identity)
-        .map_err(|e| registry_error(hosts, format!("TLS setup: {e}")))?;
-    Ok(match &tls.server_name {
-        Some(name) => connector.with_server_name(name),
-        None => connector,
-    })
 }
 
 /// The balancing channel to the members of `config`'s cluster: calls go to live
@@ -272,9 +206,16 @@ fn members_channel(config: &EtcdConfig) -> Result<Channel> {
         .keepalive(KEEPALIVE_INTERVAL);
     // `https://` hosts ask for TLS too (and, without a CA, fail saying to give one).
     let https = config.hosts.iter().any(|h| h.starts_with("https://"));
-    let tls = config.tls.clone().or_else(|| https.then(EtcdTls::default));
+    let tls = config.tls.clone().or_else(|| https.then(TlsFiles::default));
     if let Some(tls) = &tls {
-        builder = builder.tls(tls_connector(&joined, tls)?);
+        let config = tls
+            .client_config()
+            .map_err(|e| registry_error(&joined, e))?;
+        let connector = TlsConnector::new(config);
+        builder = builder.tls(match &tls.server_name {
+            Some(name) => connector.with_server_name(name),
+            None => connector,
+        });
     }
     builder
         .connect()
@@ -352,6 +293,56 @@ mod tests {
         };
         let err = err.to_string();
         assert!(err.contains("?tls_ca="), "{err}");
+    }
+
+    /// Issue #14: an unusable CA or client file surfaced as ``bad target `<tls>` ``,
+    /// naming neither the file nor its parameter.
+    #[tokio::test]
+    async fn unusable_tls_files_name_the_file_and_the_parameter() {
+        let dir = std::env::temp_dir().join(format!("etcd-tls-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let garbage = dir.join("garbage.pem");
+        std::fs::write(&garbage, "not pem").unwrap();
+        let ca = dir.join("ca.pem");
+        std::fs::write(
+            &ca,
+            test_support::TestPki::new(&["localhost"]).ca_pem.as_bytes(),
+        )
+        .unwrap();
+        for (query, needles) in [
+            (
+                format!("tls_ca={}", garbage.display()),
+                ["garbage.pem", "?tls_ca="],
+            ),
+            (
+                format!(
+                    "tls_ca={}&tls_cert={}&tls_key={}",
+                    ca.display(),
+                    garbage.display(),
+                    ca.display()
+                ),
+                ["garbage.pem", "?tls_cert="],
+            ),
+            (
+                format!(
+                    "tls_ca={}&tls_cert={}&tls_key={}",
+                    ca.display(),
+                    ca.display(),
+                    garbage.display()
+                ),
+                ["garbage.pem", "?tls_key="],
+            ),
+        ] {
+            let t = parse(&format!("etcd://127.0.0.1:1/svc?{query}")).unwrap();
+            let Err(err) = shared_client(&t.config).await else {
+                panic!("{query}: accepted");
+            };
+            let err = err.to_string();
+            for needle in needles {
+                assert!(err.contains(needle), "{query}: {err}");
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -48,7 +48,7 @@ pub mod watch;
 pub mod watch_hub;
 
 pub use api::EtcdClient;
-pub use client::{EtcdConfig, EtcdTarget, EtcdTls, shared_client};
+pub use client::{EtcdConfig, EtcdTarget, shared_client};
 pub use lease::{KeyFn, LeaseKeeper};
 pub use native::{EtcdDriver, Instance, NativeEtcdFormat};
 pub use watch::{

@@ -44,14 +44,14 @@
 //! * resolve: `etcd://h1:2379,h2:2379/NAME[?group=G]` (or `etcd:///h1:2379?key=NAME`):
 //!   every instance of `NAME`, only those of group `G` when given; weights feed
 //!   weighted round robin, group and metadata show up as endpoint metadata.
-//! * register: `etcd://h1:2379/NAME[?weight=N][&group=G][&ttl=S][&meta.K=V...]`.
+//! * register: `etcd://h1:2379/NAME[?weight=N][&group=G][&ttl=S][&meta.K=V...]`, the
+//!   options every engine reads alike ([`driver_core::registration_options`]).
 //! * both, the seed's own form: `registry://NAME?registry=etcd://h1:2379,h2:2379[&…]`,
 //!   `registry:///NAME?registry=…` or `registry://h1:2379,h2:2379/NAME[?…]` mean the
 //!   `etcd://` target above (see [`crate::registry_target`]).
 //!
 //! Credentials: `etcd://user:password@h:2379/NAME` or `?user=&password=`.
 
-use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,8 +62,9 @@ use crate::watch::resolve_prefix;
 use async_trait::async_trait;
 use driver_core::address::HostPort;
 use driver_core::parse::parse_scheme_url;
+use driver_core::registration_options::RegistrationOptions;
 use driver_core::resolve::{Endpoint, Registrar, Resolver, SnapshotSender};
-use driver_core::{Driver, Error, Registration, Result, ServerMethod, Target};
+use driver_core::{Driver, Registration, Result, ServerMethod, Target};
 
 mod instance;
 
@@ -83,11 +84,6 @@ pub const ROOT: &str = "/micro";
 pub struct NativeEtcdFormat;
 
 impl NativeEtcdFormat {
-    /// The lease TTLs `?ttl=` may ask for: 1 s to a day (a bare number is seconds; the
-    /// lease keeper rounds up to whole seconds, at least 2).
-    pub const TTL_RANGE: RangeInclusive<Duration> =
-        Duration::from_secs(1)..=Duration::from_secs(24 * 3600);
-
     /// The prefix holding every instance of `name`: `/micro/NAME/`.
     pub fn prefix(name: &str) -> String {
         format!("{ROOT}/{name}/")
@@ -121,37 +117,17 @@ impl NativeEtcdFormat {
     ) -> Result<(EtcdTarget, Instance, Duration)> {
         let target = &etcd_form(target)?;
         let t = EtcdTarget::from_target(target)?;
-        let bad = |reason: String| Error::BadTarget {
-            target: target.to_string(),
-            reason,
-        };
-        let weight = match target.query("weight") {
-            None => 1,
-            // The seed registry reads `Weight` as an int32 and skips values beyond it.
-            Some(w) => w
-                .parse::<u32>()
-                .ok()
-                .filter(|&n| i32::try_from(n).is_ok())
-                .ok_or_else(|| {
-                    bad(format!(
-                        "weight `{w}` is not a whole number from 0 to 2147483647"
-                    ))
-                })?,
-        };
-        let ttl = target
-            .query_duration("ttl", &NativeEtcdFormat::TTL_RANGE)?
-            .unwrap_or(LeaseKeeper::DEFAULT_TTL);
+        // The shared options (one meaning on every engine); the lease keeper rounds the
+        // TTL up to whole seconds, at least 2.
+        let options = RegistrationOptions::from_target(target)?;
         HostPort::parse_endpoint(endpoint)?;
+        let ttl = options.ttl();
         let instance = Instance {
             name: t.key.clone(),
             address: endpoint.to_string(),
-            weight,
-            group: target.query("group").unwrap_or_default().to_string(),
-            metadata: target
-                .query_pairs()
-                .iter()
-                .filter_map(|(k, v)| Some((k.strip_prefix("meta.")?.to_string(), v.clone())))
-                .collect(),
+            weight: options.weight,
+            group: options.group,
+            metadata: options.meta,
         };
         Ok((t, instance, ttl))
     }
@@ -278,6 +254,7 @@ impl Registrar for NativeRegistrar {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use driver_core::Error;
 
     #[test]
     fn value_round_trips_and_filters_groups() {
@@ -378,6 +355,33 @@ mod tests {
                 matches!(err, Error::BadEndpoint { .. }),
                 "{endpoint}: {err}"
             );
+        }
+    }
+
+    /// Issue #14: `weight`, `ttl`, `group` and `meta.K` mean on etcd what they mean on
+    /// consul (the same table runs in driver-consul), read back through the decoder.
+    #[test]
+    fn registration_options_mean_what_they_mean_on_every_engine() {
+        for (query, want) in test_support::options::registration_option_cases() {
+            let target = Target::parse(&format!("etcd://127.0.0.1:1/svc{query}")).unwrap();
+            let got = NativeEtcdFormat::registration(&target, "127.0.0.1:9000").map(
+                |(_, instance, ttl)| {
+                    let value = NativeEtcdFormat::value(&instance);
+                    (NativeEtcdFormat::decode(value.as_bytes(), None), ttl)
+                },
+            );
+            match (want, got) {
+                (Ok(want), Ok((Ok(Some(e)), ttl))) => {
+                    assert!(
+                        want.matches(&e, ttl),
+                        "{query}: want {want:?}, got {e:?} {ttl:?}"
+                    );
+                }
+                (Err(needle), Err(e)) => {
+                    assert!(e.to_string().contains(needle), "{query}: {e}");
+                }
+                (want, got) => panic!("{query}: want {want:?}, got {got:?}"),
+            }
         }
     }
 }

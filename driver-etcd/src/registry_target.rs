@@ -31,10 +31,6 @@ pub const REGISTRY_SCHEME: &str = "registry";
 /// assert_eq!(to_etcd_target(&t).unwrap().as_str(), "etcd://127.0.0.1:2379/seed?group=blue");
 /// ```
 pub fn to_etcd_target(target: &Target) -> Result<Target> {
-    let bad = |reason: String| Error::BadTarget {
-        target: target.to_string(),
-        reason,
-    };
     let (authority_hosts, name) = match (target.hosts(), target.endpoint()) {
         ([name], "") => (None, name.as_str()),
         ([], name) => (None, name),
@@ -42,50 +38,46 @@ pub fn to_etcd_target(target: &Target) -> Result<Target> {
             (Some(hosts.join(",")), name)
         }
         _ => {
-            return Err(bad(
-                "write registry://NAME?registry=etcd://HOST:2379 or registry://HOST:2379/NAME"
-                    .into(),
+            return Err(Error::bad_target(
+                target,
+                "write registry://NAME?registry=etcd://HOST:2379 or registry://HOST:2379/NAME",
             ));
         }
     };
     if name.is_empty() {
-        return Err(bad(
-            "the service name is empty; write registry://NAME?registry=etcd://HOST:2379".into(),
+        return Err(Error::bad_target(
+            target,
+            "the service name is empty; write registry://NAME?registry=etcd://HOST:2379",
         ));
     }
-    let mut query: Vec<&str> = Vec::new();
-    let base = if let Some(registry) = target.query("registry") {
-        let parsed =
-            Target::parse(registry).map_err(|e| bad(format!("its ?registry= is unusable: {e}")))?;
-        if parsed.scheme() != "etcd" || parsed.hosts().is_empty() || !parsed.endpoint().is_empty() {
-            return Err(bad(format!(
-                "?registry=`{registry}` is not an etcd registry; write \
-                 registry=etcd://HOST:2379[,HOST2:2379] (percent-encoded inside a branch URI)"
-            )));
-        }
-        let (base, own_query) = registry.split_once('?').unwrap_or((registry, ""));
-        query.extend(own_query.split('&').filter(|p| !p.is_empty()));
-        base.trim_end_matches('/').to_string()
-    } else if let Some(hosts) = authority_hosts {
-        format!("etcd://{hosts}")
-    } else {
-        return Err(bad(format!(
-            "it names no etcd registry; append ?registry=etcd://HOST:2379 or write \
-             registry://HOST:2379/{name}"
-        )));
-    };
-    if let Some((_, raw)) = target.as_str().split_once('?') {
-        query.extend(
+    // Every other parameter of the target carries over.
+    let extra: Vec<&str> = target
+        .as_str()
+        .split_once('?')
+        .map(|(_, raw)| {
             raw.split('&')
-                .filter(|p| !p.is_empty() && p.split('=').next() != Some("registry")),
-        );
+                .filter(|p| !p.is_empty() && p.split('=').next() != Some("registry"))
+                .collect()
+        })
+        .unwrap_or_default();
+    let etcd = [(
+        "etcd",
+        "registry=etcd://HOST:2379[,HOST2:2379] (percent-encoded inside a branch URI)",
+    )];
+    if let Some(registry) = target.query("registry") {
+        return Target::in_registry(registry, name, &etcd, &extra)
+            .map_err(|e| Error::bad_target(target, format!("its ?registry= is unusable: {e}")));
     }
-    let full = if query.is_empty() {
-        format!("{base}/{name}")
-    } else {
-        format!("{base}/{name}?{}", query.join("&"))
-    };
-    Target::parse(&full)
+    match authority_hosts {
+        Some(hosts) => Target::in_registry(&format!("etcd://{hosts}"), name, &etcd, &extra),
+        None => Err(Error::bad_target(
+            target,
+            format!(
+                "it names no etcd registry; append ?registry=etcd://HOST:2379 or write \
+                 registry://HOST:2379/{name}"
+            ),
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -136,11 +128,11 @@ mod tests {
             ("registry://seed", "append ?registry=etcd://HOST:2379"),
             (
                 "registry:///seed?registry=consul://h:8500",
-                "not an etcd registry",
+                "registry scheme `consul` is not etcd; write registry=etcd://HOST:2379",
             ),
             (
                 "registry:///seed?registry=etcd://h:2379/x",
-                "not an etcd registry",
+                "a registry names no service; drop `/x`",
             ),
             (
                 "registry:///?registry=etcd://h:2379",

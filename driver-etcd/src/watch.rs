@@ -28,11 +28,12 @@
 //! instance is logged once, when it is written, shortened to its first bytes: garbage
 //! under a prefix cannot flood the logs of every process that watches it.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::collections::BTreeMap;
+use std::sync::{Arc, LazyLock};
 
 use bytes::Bytes;
 use driver_core::resolve::{Endpoint, SnapshotSender};
+use driver_core::shared::{SharedWatches, forward_snapshots};
 use tokio::sync::watch;
 
 use driver_core::backoff::Backoff;
@@ -66,13 +67,8 @@ pub struct PrefixState {
     pub changes: Option<Arc<[EntryChange]>>,
 }
 
-type Watchers = HashMap<(EtcdConfig, String), watch::Sender<PrefixState>>;
-
-static WATCHERS: LazyLock<Mutex<Watchers>> = LazyLock::new(|| Mutex::new(HashMap::new()));
-
-fn watchers() -> std::sync::MutexGuard<'static, Watchers> {
-    WATCHERS.lock().unwrap_or_else(|e| e.into_inner())
-}
+static WATCHERS: LazyLock<SharedWatches<(EtcdConfig, String), PrefixState>> =
+    LazyLock::new(|| SharedWatches::new("etcd prefix watcher"));
 
 /// The shared watch of one prefix in one cluster; see the [module docs](self).
 #[derive(Debug)]
@@ -84,14 +80,8 @@ impl PrefixWatcher {
     /// Subscribes to the process's watcher of `prefix` in `config`'s cluster, starting
     /// it if none runs. Must be called inside a tokio runtime.
     pub fn subscribe(config: &EtcdConfig, prefix: &str) -> Self {
-        let mut map = watchers();
         let key = (config.clone(), prefix.to_string());
-        if let Some(tx) = map.get(&key) {
-            return Self { rx: tx.subscribe() };
-        }
-        let (tx, rx) = watch::channel(PrefixState::default());
-        map.insert(key.clone(), tx.clone());
-        tokio::spawn(run(key, tx));
+        let rx = WATCHERS.subscribe(&key, |tx| run(key.clone(), tx));
         Self { rx }
     }
 
@@ -102,13 +92,13 @@ impl PrefixWatcher {
 
     /// How many watchers run in this process (for tests of the sharing).
     pub fn running() -> usize {
-        watchers().len()
+        WATCHERS.len()
     }
 
     /// How many watchers run for `prefix` in `config`'s cluster: 0 or 1 (for tests of
     /// the sharing that must not count other tests' watchers).
     pub fn running_for(config: &EtcdConfig, prefix: &str) -> usize {
-        usize::from(watchers().contains_key(&(config.clone(), prefix.to_string())))
+        usize::from(WATCHERS.contains(&(config.clone(), prefix.to_string())))
     }
 }
 
@@ -121,45 +111,23 @@ pub fn resolve_prefix(config: &EtcdConfig, prefix: &str, decode: Decode, updates
     tokio::spawn(publish_snapshots(rx, index, updates));
 }
 
-/// Follows a watcher's states into `updates` until `updates` is closed or the watcher
-/// is gone, holding an emptied set for [`EMPTY_GRACE`].
+/// Follows a watcher's states into `updates` (the shared forwarding loop), decoding
+/// them change by change with `index` and holding an emptied set for [`EMPTY_GRACE`].
 async fn publish_snapshots(
-    mut rx: watch::Receiver<PrefixState>,
+    rx: watch::Receiver<PrefixState>,
     mut index: DecodedIndex,
     updates: SnapshotSender,
 ) {
-    // The first state (possibly the shared watcher's current one) counts as changed.
-    rx.mark_changed();
-    // True while the last published set held instances.
-    let mut serving = false;
-    // When an emptied set is published unless instances come back first.
-    let mut empty_at: Option<tokio::time::Instant> = None;
-    loop {
-        tokio::select! {
-            () = updates.closed() => return,
-            changed = rx.changed() => if changed.is_err() { return },
-            () = sleep_until(empty_at) => {
-                empty_at = None;
-                serving = false;
-                updates.update(Vec::new());
-                continue;
-            }
+    forward_snapshots(rx, updates, Some(EMPTY_GRACE), move |state| {
+        if let Some(error) = &state.error {
+            Some(Err(error.clone()))
+        } else if index.follow(state) {
+            Some(Ok(index.endpoints()))
+        } else {
+            None
         }
-        let state = rx.borrow_and_update().clone();
-        if let Some(error) = state.error {
-            updates.error(error);
-        } else if index.follow(&state) {
-            let endpoints = index.endpoints();
-            if endpoints.is_empty() && serving {
-                // Hold the last set for a moment: see EMPTY_GRACE.
-                empty_at.get_or_insert_with(|| tokio::time::Instant::now() + EMPTY_GRACE);
-                continue;
-            }
-            empty_at = None;
-            serving = !endpoints.is_empty();
-            updates.update(endpoints);
-        }
-    }
+    })
+    .await;
 }
 
 /// How long a subscriber keeps publishing its last instances when every one of them is
@@ -173,14 +141,6 @@ async fn publish_snapshots(
 /// that is really emptied (every instance deregistered) reaches the channel this much
 /// later; a set that shrinks without emptying is published at once.
 pub const EMPTY_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Completes at `at`, or never when there is no `at`.
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
 
 /// One subscriber's decoded view of a prefix: every key's value as last decoded and
 /// the endpoint it gave, kept up to date change by change.
@@ -286,20 +246,7 @@ async fn run(key: (EtcdConfig, String), tx: watch::Sender<PrefixState>) {
         revision: None,
         tx: tx.clone(),
     };
-    loop {
-        tokio::select! {
-            () = tx.closed() => {
-                // Re-check under the map lock: a subscriber may have just arrived.
-                let mut map = watchers();
-                if tx.receiver_count() == 0 {
-                    map.remove(&key);
-                    tracing::debug!(%prefix, "etcd prefix watcher stopped: no subscribers");
-                    return;
-                }
-            }
-            () = follower.follow() => {}
-        }
-    }
+    follower.follow().await;
 }
 
 struct Follower {

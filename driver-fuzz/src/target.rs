@@ -115,8 +115,7 @@ fn getters(t: &Target) {
     }
     let ranges = [
         WAIT_RANGE,
-        NativeEtcdFormat::TTL_RANGE,
-        NativeConsulFormat::TTL_RANGE,
+        driver_core::registration_options::RegistrationOptions::TTL_RANGE,
         NativeConsulFormat::CHECK_RANGE,
         Duration::ZERO..=Duration::MAX,
         Duration::MAX..=Duration::MAX,

@@ -119,22 +119,13 @@ impl GoZeroConsulFormat {
     /// assert_eq!(limit, Some(2));
     /// ```
     pub fn query(target: &Target) -> Result<(HealthQuery, Option<usize>)> {
-        let bad = |reason: String| Error::BadTarget {
-            target: target.to_string(),
-            reason,
-        };
         let mut query = HealthQuery::from_target(target)?;
-        query.passing_only = match target.query("healthy") {
-            None | Some("" | "false" | "0") => false,
-            Some("true" | "1") => true,
-            Some(other) => return Err(bad(format!("healthy `{other}` is not true or false"))),
-        };
+        query.passing_only = target.query_flag("healthy")?;
         let limit = match target.query("limit") {
             None | Some("" | "0") => None,
-            Some(l) => Some(
-                l.parse::<usize>()
-                    .map_err(|_| bad(format!("limit `{l}` is not a whole number")))?,
-            ),
+            Some(l) => Some(l.parse::<usize>().map_err(|_| {
+                Error::bad_target(target, format!("limit `{l}` is not a whole number"))
+            })?),
         };
         Ok((query, limit))
     }
@@ -181,9 +172,6 @@ impl Registrar for GoZeroConsulRegistrar {
     async fn register(&self, target: &Target, endpoint: &str) -> Result<Registration> {
         let t = ConsulTarget::from_target(target)?;
         let published = routable_endpoint(endpoint)?;
-        if published != endpoint {
-            tracing::info!(listen = endpoint, published = %published, "publishing a routable address for a wildcard listen address");
-        }
         let registration = GoZeroConsulFormat::registration(&t.service, &published)?;
         ServiceKeeper::new(
             ConsulClient::new(t.config),

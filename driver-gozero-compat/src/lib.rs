@@ -1,8 +1,8 @@
 //! `dtm-driver-gozero`: go-zero's registry formats on the etcd engine of `driver-etcd`.
 //!
 //! This crate is thin: a driver name, scheme names, go-zero's branch-URI rule
-//! ([`parse_gozero`]) and go-zero's etcd format ([`GoZeroEtcdFormat`]). All lease, watch
-//! and retry work is done by the engine in `driver-etcd`.
+//! ([`parse_gozero`]) and go-zero's formats ([`GoZeroEtcdFormat`], [`consul`]). All
+//! lease, watch and retry work is done by the engines.
 //!
 //! | scheme | resolve | register |
 //! |---|---|---|
@@ -55,7 +55,7 @@ use driver_core::Registration;
 use driver_core::address::HostPort;
 #[cfg(not(all(feature = "etcd", feature = "consul")))]
 use driver_core::feature_off::FeatureOff;
-use driver_core::parse::parse_gozero;
+use driver_core::parse::parse_scheme_url;
 #[cfg(feature = "etcd")]
 use driver_core::resolve::Endpoint;
 use driver_core::resolve::{DirectResolver, Registrar, Resolver, SnapshotSender};
@@ -78,14 +78,31 @@ pub const SUBSET_SIZE: usize = 32;
 pub fn subset_size(target: &Target) -> Result<usize> {
     match target.query("subset") {
         None => Ok(SUBSET_SIZE),
-        Some(n) => n.parse().map_err(|_| Error::BadTarget {
-            target: target.to_string(),
-            reason: format!(
-                "subset=`{n}` is not a number; write subset=N to use at most N servers \
-                 (0 for all; default {SUBSET_SIZE})"
-            ),
+        Some(n) => n.parse().map_err(|_| {
+            let write = "write subset=N to use at most N servers (0 for all";
+            Error::bad_target(
+                target,
+                format!("subset=`{n}` is not a number; {write}; default {SUBSET_SIZE})"),
+            )
         }),
     }
+}
+
+/// go-zero's branch-URI rule: the shared scheme-URL rule ([`parse_scheme_url`]), except
+/// that for `consul` and `nacos` URIs the query up to the next `/` is dropped first, as
+/// go-zero's driver does: `consul://h:8500/busi.rpc?wait=14s/pb.S/M` →
+/// (`consul://h:8500/busi.rpc`, `/pb.S/M`).
+pub fn parse_gozero(uri: &str) -> Result<ServerMethod> {
+    let has_query_rule = uri.contains("//") && (uri.contains("consul") || uri.contains("nacos"));
+    let Some((head, tail)) = uri.split_once('?').filter(|_| has_query_rule) else {
+        return parse_scheme_url(uri);
+    };
+    let no_method = || Error::bad_uri(uri, "no method after the query; append /pkg.S/M");
+    let slash = tail.find('/').ok_or_else(no_method)?;
+    parse_scheme_url(&format!("{head}{}", &tail[slash..])).map_err(|e| match e {
+        Error::BadUri { reason, .. } => Error::bad_uri(uri, reason),
+        other => other,
+    })
 }
 
 /// go-zero's etcd layout.
@@ -246,9 +263,6 @@ impl Registrar for GoZeroEtcdRegistrar {
     async fn register(&self, target: &Target, endpoint: &str) -> Result<Registration> {
         let t = EtcdTarget::from_target(target)?;
         let published = routable_endpoint(endpoint)?;
-        if published != endpoint {
-            tracing::info!(listen = endpoint, published = %published, "publishing a routable address for a wildcard listen address");
-        }
         let client = shared_client(&t.config).await?;
         let key = t.key.clone();
         LeaseKeeper::new(
@@ -273,22 +287,20 @@ impl Registrar for GoZeroEtcdRegistrar {
 /// assert!(published.ends_with(":9000") && !published.starts_with("0.0.0.0"));
 /// ```
 pub fn routable_endpoint(endpoint: &str) -> Result<String> {
-    let bad = |reason: &str| Error::BadEndpoint {
-        endpoint: endpoint.to_string(),
-        reason: reason.to_string(),
-    };
     if let Some(("" | "0.0.0.0" | "[::]" | "::", port)) = endpoint.rsplit_once(':') {
         let port = HostPort::parse(&format!("0.0.0.0:{port}"))
-            .map_err(|reason| bad(&reason))?
+            .map_err(|reason| Error::bad_endpoint(endpoint, &reason))?
             .port();
-        return Ok(format!("{}:{port}", first_non_loopback_ipv4()));
+        let published = format!("{}:{port}", first_non_loopback_ipv4());
+        tracing::info!(listen = endpoint, %published, "publishing a routable address for a wildcard listen address");
+        return Ok(published);
     }
     Ok(HostPort::parse_endpoint(endpoint)?.to_string())
 }
 
 fn first_non_loopback_ipv4() -> Ipv4Addr {
-    let interfaces = if_addrs::get_if_addrs().unwrap_or_default();
-    interfaces
+    if_addrs::get_if_addrs()
+        .unwrap_or_default()
         .iter()
         .filter(|i| !i.is_loopback())
         .find_map(|i| match i.ip() {
@@ -334,6 +346,43 @@ mod tests {
             let err = GoZeroEtcdFormat::decode(garbage).expect_err(&format!("{garbage:.40?}"));
             assert!(err.contains(why), "{err}");
             assert!(err.len() < 400, "the error quotes the whole value");
+        }
+    }
+
+    #[test]
+    fn branch_uris_split_as_go_zero_splits_them() {
+        let split = |uri: &str| {
+            let sm = parse_gozero(uri).unwrap_or_else(|e| panic!("{uri}: {e}"));
+            (sm.server, sm.method)
+        };
+        for (uri, server, method) in [
+            (
+                "consul://127.0.0.1:8500/busi.rpc?wait=14s/pb.S/M",
+                "consul://127.0.0.1:8500/busi.rpc",
+                "/pb.S/M",
+            ),
+            // Elsewhere the shared rule: the query stays with the server.
+            (
+                "etcd://127.0.0.1:2379/trans/trans.TransSvc/TransOut",
+                "etcd://127.0.0.1:2379/trans",
+                "/trans.TransSvc/TransOut",
+            ),
+            (
+                "etcd://h:2379/trans?user=u/pb.S/M",
+                "etcd://h:2379/trans?user=u",
+                "/pb.S/M",
+            ),
+            ("localhost:8080/pb.S/M", "localhost:8080", "/pb.S/M"),
+        ] {
+            assert_eq!(split(uri), (server.to_string(), method.to_string()));
+        }
+        for uri in [
+            "consul://h:8500/busi?wait=1s",
+            "etcd://h:2379/trans",
+            "/pb.S/M",
+        ] {
+            let e = parse_gozero(uri).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{uri}`")), "{uri}: {e}");
         }
     }
 

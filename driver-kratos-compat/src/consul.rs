@@ -25,7 +25,6 @@
 //! are its `TaggedAddresses` (skipping consul's own `lan_ipv4`, `wan_ipv4`, `lan_ipv6`,
 //! `wan_ipv6`), else `http://Address:Port`; its version comes from the `version=` tag.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -83,12 +82,7 @@ impl KratosConsulFormat {
         let urls = instance
             .endpoints
             .iter()
-            .map(|e| {
-                EndpointUrl::parse(e).map_err(|reason| Error::BadEndpoint {
-                    endpoint: e.clone(),
-                    reason,
-                })
-            })
+            .map(|e| EndpointUrl::parse(e).map_err(|reason| Error::bad_endpoint(e, reason)))
             .collect::<Result<Vec<_>>>()?;
         let Some(first) = urls.first() else {
             return Err(Error::BadEndpoint {
@@ -103,11 +97,11 @@ impl KratosConsulFormat {
                 url.scheme.clone(),
                 ServiceAddress {
                     address: raw.clone(),
-                    port: url.port(),
+                    port: url.addr.port(),
                 },
             );
             extras.checks.push(AgentTcpCheck {
-                tcp: url.addr.clone(),
+                tcp: url.addr.to_string(),
                 interval: consul_duration(Self::CHECK_INTERVAL),
                 timeout: consul_duration(Self::CHECK_TIMEOUT),
                 status: "passing".into(),
@@ -118,8 +112,8 @@ impl KratosConsulFormat {
             id: instance.id.clone(),
             name: instance.name.clone(),
             tags: vec![format!("version={}", instance.version)],
-            address: first.host().to_string(),
-            port: first.port(),
+            address: first.addr.host().to_string(),
+            port: first.addr.port(),
             meta: instance.metadata.clone().unwrap_or_default(),
             weights: None,
             check: AgentServiceCheck {
@@ -210,23 +204,6 @@ pub(crate) async fn register(
     .await
 }
 
-/// Metadata consul accepts: keys of letters, digits, `_` and `-`, at most 64 of them.
-pub(crate) fn check_meta(metadata: &BTreeMap<String, String>) -> std::result::Result<(), String> {
-    for key in metadata.keys() {
-        let ok = !key.is_empty()
-            && key.len() <= 64
-            && key
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-        if !ok {
-            return Err(format!(
-                "metadata key `{key}` is not one consul accepts (letters, digits, _ and -, at most 64)"
-            ));
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,12 +279,5 @@ mod tests {
             ["http://127.0.0.1:9000"]
         );
         assert!(KratosConsulFormat::decode(&[gozero], Security::Plaintext).is_empty());
-    }
-
-    #[test]
-    fn meta_keys_consul_refuses_are_named() {
-        assert!(check_meta(&[("weight".to_string(), "1".to_string())].into()).is_ok());
-        let e = check_meta(&[("a.b".to_string(), "1".to_string())].into()).unwrap_err();
-        assert!(e.contains("`a.b`"), "{e}");
     }
 }

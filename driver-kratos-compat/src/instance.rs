@@ -49,54 +49,40 @@ pub enum Security {
     Tls,
 }
 
-/// One endpoint URL split into its parts.
+/// One endpoint URL as kratos reads it: `scheme://host:port[?query]`, parsed by
+/// [`http::Uri`] with the address checked by [`HostPort`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EndpointUrl {
     /// The scheme, lower-cased (`grpc`, `grpcs`, `http`, ...).
     pub scheme: String,
-    /// `host:port`.
-    pub addr: String,
+    /// The checked `host:port`.
+    pub addr: HostPort,
     /// The query string after `?`, if any.
     pub query: Option<String>,
 }
 
 impl EndpointUrl {
-    /// Parses `scheme://host:port[?query]`; the error says what is wrong.
+    /// Parses `scheme://host:port[?query]` (no user, no path); the error says what is
+    /// wrong.
     pub fn parse(url: &str) -> std::result::Result<Self, String> {
-        let Some((scheme, rest)) = url.split_once("://") else {
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| format!("`{url}` is not a URL ({e}); write grpc://host:port"))?;
+        let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
             return Err(format!("`{url}` has no scheme; write grpc://host:port"));
         };
-        let (addr, query) = match rest.split_once('?') {
-            Some((a, q)) => (a, Some(q.to_string())),
-            None => (rest, None),
-        };
-        let addr = addr.strip_suffix('/').unwrap_or(addr);
-        if let Err(why) = HostPort::parse(addr) {
-            return Err(format!(
-                "`{url}` does not name host:port ({why}); write {scheme}://host:port"
-            ));
+        let addr = match uri.path() {
+            "" | "/" => HostPort::parse(authority.as_str()),
+            path => Err(format!("it has a path (`{path}`)")),
         }
+        .map_err(|why| {
+            format!("`{url}` does not name host:port ({why}); write {scheme}://host:port")
+        })?;
         Ok(Self {
             scheme: scheme.to_ascii_lowercase(),
-            addr: addr.to_string(),
-            query,
+            addr,
+            query: uri.query().map(str::to_string),
         })
-    }
-
-    /// The port.
-    pub fn port(&self) -> u16 {
-        self.addr
-            .rsplit_once(':')
-            .and_then(|(_, p)| p.parse().ok())
-            .unwrap_or(0)
-    }
-
-    /// The host, without IPv6 brackets.
-    pub fn host(&self) -> &str {
-        let host = self.addr.rsplit_once(':').map_or(&*self.addr, |(h, _)| h);
-        host.strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host)
     }
 
     /// The security of a gRPC endpoint; `None` for other transports.
@@ -104,9 +90,9 @@ impl EndpointUrl {
         // kratos ≤ 2.2: `strconv.ParseBool(u.Query().Get("isSecure"))`, the first value
         // of the key as spelled, where 1, t, T, TRUE, true and True are true.
         let is_secure = self.query.as_deref().is_some_and(|q| {
-            form_urlencoded_pairs(q)
-                .find(|(k, _)| *k == "isSecure")
-                .is_some_and(|(_, v)| matches!(v, "1" | "t" | "T" | "TRUE" | "true" | "True"))
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "isSecure")
+                .is_some_and(|(_, v)| matches!(&*v, "1" | "t" | "T" | "TRUE" | "true" | "True"))
         });
         match self.scheme.as_str() {
             "grpcs" => Some(Security::Tls),
@@ -115,12 +101,6 @@ impl EndpointUrl {
             _ => None,
         }
     }
-}
-
-fn form_urlencoded_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
-    query
-        .split('&')
-        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
 }
 
 /// The endpoint URLs to register for `endpoint` as dtm's `EndPoint` setting gives it:
@@ -139,15 +119,12 @@ fn form_urlencoded_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
 /// assert!(endpoint_urls("0.0.0.0:9000").is_err());
 /// ```
 pub fn endpoint_urls(endpoint: &str) -> Result<Vec<String>> {
-    let bad = |reason: String| Error::BadEndpoint {
-        endpoint: endpoint.to_string(),
-        reason,
-    };
     let mut urls = Vec::new();
     for part in endpoint.split(',').map(str::trim) {
         if part.is_empty() {
-            return Err(bad(
-                "an endpoint is empty; write grpc://host:port[,grpcs://host:port]".into(),
+            return Err(Error::bad_endpoint(
+                endpoint,
+                "an endpoint is empty; write grpc://host:port[,grpcs://host:port]",
             ));
         }
         let url = if part.contains("://") {
@@ -159,19 +136,26 @@ pub fn endpoint_urls(endpoint: &str) -> Result<Vec<String>> {
             );
             format!("grpc://{part}")
         };
-        let parsed = EndpointUrl::parse(&url).map_err(bad)?;
+        let parsed =
+            EndpointUrl::parse(&url).map_err(|reason| Error::bad_endpoint(endpoint, reason))?;
         if !matches!(parsed.scheme.as_str(), "grpc" | "grpcs" | "http" | "https") {
-            return Err(bad(format!(
-                "scheme `{}` is not one kratos clients dial; use grpc://, grpcs:// \
+            return Err(Error::bad_endpoint(
+                endpoint,
+                format!(
+                    "scheme `{}` is not one kratos clients dial; use grpc://, grpcs:// \
                  (or grpc://host:port?isSecure=true), http:// or https://",
-                parsed.scheme
-            )));
+                    parsed.scheme
+                ),
+            ));
         }
-        if matches!(parsed.host(), "0.0.0.0" | "::") {
-            return Err(bad(format!(
-                "`{url}` is a wildcard listen address; register the address clients dial, \
+        if matches!(parsed.addr.host(), "0.0.0.0" | "::") {
+            return Err(Error::bad_endpoint(
+                endpoint,
+                format!(
+                    "`{url}` is a wildcard listen address; register the address clients dial, \
                  e.g. the machine's IP"
-            )));
+                ),
+            ));
         }
         urls.push(url);
     }
@@ -191,7 +175,7 @@ impl KratosInstance {
                 None
             }
         })?;
-        let mut endpoint = Endpoint::new(url.addr);
+        let mut endpoint = Endpoint::new(url.addr.to_string());
         let metadata = self.metadata.clone().unwrap_or_default();
         if let Some(w) = metadata.get("weight") {
             match w.trim().parse::<u32>() {
@@ -212,20 +196,7 @@ impl KratosInstance {
 
     /// A fresh instance id: a random (version 4) UUID, as kratos apps use.
     pub fn new_id() -> String {
-        let mut b: [u8; 16] = rand::random::<u128>().to_be_bytes();
-        b[6] = (b[6] & 0x0f) | 0x40; // version 4
-        b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
-        let hex = |r: std::ops::Range<usize>| -> String {
-            b[r].iter().map(|x| format!("{x:02x}")).collect()
-        };
-        format!(
-            "{}-{}-{}-{}-{}",
-            hex(0..4),
-            hex(4..6),
-            hex(6..8),
-            hex(8..10),
-            hex(10..16)
-        )
+        uuid::Uuid::new_v4().to_string()
     }
 }
 

@@ -25,6 +25,7 @@ mod etcd;
 pub mod grpc_testing;
 mod interop;
 mod logs;
+pub mod options;
 mod ports;
 mod process;
 pub mod streams;

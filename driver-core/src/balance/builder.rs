@@ -5,9 +5,8 @@
 //! driver name and resolver identity) and settings returns the same channel while any
 //! clone of it lives; a different setting gives a channel of its own.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use super::channel::{Channel, ChannelInner};
@@ -15,8 +14,9 @@ use super::policy::Policy;
 use super::transport::connection::DialSettings;
 use super::transport::tls::TlsConnector;
 use crate::driver::Driver;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::resolve::{self, Resolver, SnapshotSender};
+use crate::shared::SharedByKey;
 use crate::target::Target;
 
 /// Builds a [`Channel`]. Every setting has a documented default.
@@ -186,15 +186,11 @@ impl ChannelBuilder {
             wait_for_ready: self.wait_for_ready,
             dial: self.dial.clone(),
         };
-        let mut channels = CHANNELS.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(inner) = channels.get(&key).and_then(Weak::upgrade) {
-            return Ok(Channel { inner });
-        }
-        let (tx, rx) = SnapshotSender::channel();
-        resolver.resolve(&target, tx)?;
-        let inner = ChannelInner::start(self, rx, resolver);
-        channels.retain(|_, w| w.strong_count() > 0);
-        channels.insert(key, Arc::downgrade(&inner));
+        let inner = CHANNELS.get_or_try_insert_with(&key, || {
+            let (tx, rx) = SnapshotSender::channel();
+            resolver.resolve(&target, tx)?;
+            Ok::<_, Error>(ChannelInner::start(self, rx, resolver))
+        })?;
         Ok(Channel { inner })
     }
 }
@@ -219,8 +215,9 @@ struct ChannelKey {
     dial: DialSettings,
 }
 
-static CHANNELS: LazyLock<Mutex<HashMap<ChannelKey, Weak<ChannelInner>>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
+/// One channel per target and settings, while anyone holds it.
+static CHANNELS: LazyLock<SharedByKey<ChannelKey, ChannelInner>> =
+    LazyLock::new(SharedByKey::default);
 
 /// Dials `target` with default settings through the resolver installed for its
 /// scheme; the same target gives the same shared channel.

@@ -46,55 +46,16 @@ impl TlsConnector {
     /// certificate chain and its private key (PEM: PKCS#8, PKCS#1 or SEC1), presents
     /// them to servers that ask (etcd's `--client-cert-auth`, say).
     pub fn from_pem(ca_pem: &[u8], identity: Option<(&[u8], &[u8])>) -> Result<Self, crate::Error> {
-        use rustls::pki_types::PrivateKeyDer;
-        use rustls::pki_types::pem::PemObject;
-        let bad = |reason: String| crate::Error::BadTarget {
-            target: "<tls>".into(),
-            reason,
-        };
-        let mut roots = rustls::RootCertStore::empty();
-        let certs = rustls_pemfile_certs(ca_pem).map_err(|e| bad(format!("CA file is {e}")))?;
-        if certs.is_empty() {
-            return Err(bad("no PEM certificate found in the CA file".into()));
-        }
-        // A bundle (the system's, say) may hold certificates rustls cannot use; the
-        // others still count.
-        let (added, rejected) = roots.add_parsable_certificates(certs);
-        if added == 0 {
-            return Err(bad(format!(
-                "none of the {rejected} certificates in the CA file is usable as a CA"
-            )));
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| bad(e.to_string()))?
-            .with_root_certificates(roots);
-        let config = match identity {
-            None => builder.with_no_client_auth(),
-            Some((cert_pem, key_pem)) => {
-                let chain = rustls_pemfile_certs(cert_pem)
-                    .map_err(|e| bad(format!("client certificate file is {e}")))?;
-                if chain.is_empty() {
-                    return Err(bad(
-                        "no PEM certificate found in the client certificate file".into(),
-                    ));
-                }
-                let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| {
-                    bad(format!(
-                        "no usable private key in the client key file: {e}; give the PEM key \
-                         (PKCS#8, PKCS#1 or SEC1) of the client certificate"
-                    ))
-                })?;
-                builder.with_client_auth_cert(chain, key).map_err(|e| {
-                    bad(format!(
-                        "the client certificate and key cannot be used together: {e}; check \
-                         that the key belongs to the certificate"
-                    ))
-                })?
-            }
-        };
-        Ok(Self::new(config))
+        use crate::tls_files::{Pem, client_config};
+        let identity = identity.map(|(cert, key)| {
+            (
+                Pem::new(cert, "client certificate PEM"),
+                Pem::new(key, "client key PEM"),
+            )
+        });
+        client_config(Pem::new(ca_pem, "CA PEM"), identity)
+            .map(Self::new)
+            .map_err(|message| crate::Error::Tls { message })
     }
 
     /// Verifies the server certificate against `name` instead of the endpoint's host.
@@ -117,7 +78,7 @@ impl TlsConnector {
     ) -> Result<(TlsStream<TcpStream>, Arc<AtomicBool>), String> {
         let host = match &self.server_name {
             Some(n) => n.clone(),
-            None => host_of(addr).to_string(),
+            None => crate::address::host_of(addr).to_string(),
         };
         let name = ServerName::try_from(host.clone())
             .map_err(|e| format!("TLS server name `{host}`: {e}"))?;
@@ -160,23 +121,6 @@ impl rustls::client::ResolvesClientCert for NoteRequest {
     fn has_certs(&self) -> bool {
         false
     }
-}
-
-fn rustls_pemfile_certs(
-    pem: &[u8],
-) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
-    use rustls::pki_types::pem::PemObject;
-    rustls::pki_types::CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("not valid PEM: {e}"))
-}
-
-/// `host` of `host:port` / `[v6]:port`, without brackets.
-fn host_of(addr: &str) -> &str {
-    if let Some(rest) = addr.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    addr.rsplit_once(':').map_or(addr, |(h, _)| h)
 }
 
 impl std::fmt::Debug for TlsConnector {

@@ -1,0 +1,134 @@
+//! Why a request to a consul agent failed: [`ConsulError`]. Every message names the
+//! agent, the operation and what to do.
+
+use std::time::Duration;
+
+use driver_core::Error;
+
+/// Why a request to consul failed. Every message names the agent and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConsulError {
+    /// No connection: the agent is down or the address is wrong.
+    #[error(
+        "cannot reach the consul agent at {addr} ({what}): {reason}; is the agent running there?"
+    )]
+    Unreachable {
+        /// The agent.
+        addr: String,
+        /// The operation.
+        what: String,
+        /// The transport error.
+        reason: String,
+    },
+    /// HTTPS to the agent failed: a TLS file is unusable, the agent's certificate is not
+    /// trusted, or the agent does not speak TLS on that port.
+    #[error("TLS to the consul agent at {addr} failed ({what}): {reason}")]
+    Tls {
+        /// The agent.
+        addr: String,
+        /// The operation.
+        what: String,
+        /// The problem and the parameter that fixes it.
+        reason: String,
+    },
+    /// No answer in time.
+    #[error("the consul agent at {addr} did not answer {what} within {after:?}")]
+    Timeout {
+        /// The agent.
+        addr: String,
+        /// The operation.
+        what: String,
+        /// The bound.
+        after: Duration,
+    },
+    /// HTTP 403: the ACL token is missing, unknown or lacks a permission.
+    #[error(
+        "the consul agent at {addr} refused {what}: {message}; the ACL token was {token}: pass a \
+         token with the needed permission as ?token=... on the target or set CONSUL_HTTP_TOKEN"
+    )]
+    Refused {
+        /// The agent.
+        addr: String,
+        /// The operation.
+        what: String,
+        /// consul's message.
+        message: String,
+        /// "missing" or "refused".
+        token: &'static str,
+    },
+    /// Any other non-success status.
+    #[error("the consul agent at {addr} answered {what} with HTTP {code}: {message}")]
+    Status {
+        /// The agent.
+        addr: String,
+        /// The operation.
+        what: String,
+        /// The HTTP status code.
+        code: u16,
+        /// consul's message.
+        message: String,
+    },
+    /// A success status with a body we cannot read.
+    #[error(
+        "the consul agent at {addr} answered {what} with a body that is not what consul sends: {reason}"
+    )]
+    Decode {
+        /// The agent.
+        addr: String,
+        /// The operation.
+        what: String,
+        /// The parse error.
+        reason: String,
+    },
+}
+
+impl ConsulError {
+    /// True for HTTP 404, and for the 500 "unknown check / service" answers of older
+    /// agents: the thing addressed does not exist (e.g. the agent restarted).
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            Self::Status { code, message, .. } => {
+                *code == 404
+                    || (*code == 500 && {
+                        let m = message.to_ascii_lowercase();
+                        m.contains("unknown check")
+                            || m.contains("unknown service")
+                            || m.contains("does not have")
+                    })
+            }
+            _ => false,
+        }
+    }
+
+    /// True when the agent could not be reached or did not answer.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Unreachable { .. } | Self::Timeout { .. })
+    }
+
+    /// As a [`driver_core::Error`] about `target`.
+    pub fn into_registry_error(self, target: &str) -> Error {
+        Error::Registry {
+            target: target.to_string(),
+            message: self.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_found_covers_old_and_new_agents() {
+        let status = |code, message: &str| ConsulError::Status {
+            addr: "a".into(),
+            what: "w".into(),
+            code,
+            message: message.into(),
+        };
+        assert!(status(404, "").is_not_found());
+        assert!(status(500, "Unknown check ID \"x\"").is_not_found());
+        assert!(!status(500, "rpc error").is_not_found());
+    }
+}

@@ -1,0 +1,258 @@
+//! What one process shares by key and drops with its last user: [`SharedByKey`] (a
+//! value, e.g. a channel), [`SharedWatches`] (a task whose state every subscriber
+//! follows, e.g. a registry watch), and [`forward_snapshots`], the loop that follows
+//! such a state into a resolver's [`SnapshotSender`].
+//!
+//! Contract:
+//! * one value / one task per key at a time, however many callers ask concurrently;
+//! * a value lives while a caller holds it; a task runs while anyone subscribes, and is
+//!   dropped (its future cancelled) once the last receiver is gone, its key forgotten;
+//!   a caller arriving in between gets a fresh one;
+//! * the forwarding loop publishes the current state first, then every change, and
+//!   stops when the resolver's receiver or the task is gone.
+//!
+//! Why here: the etcd and consul watchers and the channel cache each had their own copy
+//! of these few lines, and they are easy to get subtly wrong (a subscriber arriving just
+//! as the last one leaves must not be left on a stopped task).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::resolve::{Endpoint, SnapshotSender};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Values shared by key while anyone holds them; see the [module docs](self).
+///
+/// ```
+/// use std::sync::{Arc, LazyLock};
+/// use driver_core::shared::SharedByKey;
+/// static NAMES: LazyLock<SharedByKey<u32, String>> = LazyLock::new(SharedByKey::default);
+/// let a = NAMES.get_or_try_insert_with(&1, || Ok::<_, ()>(Arc::new("one".into()))).unwrap();
+/// let b = NAMES.get_or_try_insert_with(&1, || Ok::<_, ()>(Arc::new("uno".into()))).unwrap();
+/// assert!(Arc::ptr_eq(&a, &b));
+/// drop((a, b));
+/// assert!(NAMES.get(&1).is_none());
+/// ```
+#[derive(Debug)]
+pub struct SharedByKey<K, V> {
+    map: Mutex<HashMap<K, Weak<V>>>,
+}
+
+impl<K, V> Default for SharedByKey<K, V> {
+    fn default() -> Self {
+        Self {
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K: Eq + Hash + Clone, V> SharedByKey<K, V> {
+    /// The live value of `key`, if any.
+    pub fn get(&self, key: &K) -> Option<Arc<V>> {
+        lock(&self.map).get(key).and_then(Weak::upgrade)
+    }
+
+    /// The live value of `key`, else the one `make` builds (under the map's lock, so
+    /// two callers never build two), kept while anyone holds it.
+    pub fn get_or_try_insert_with<E>(
+        &self,
+        key: &K,
+        make: impl FnOnce() -> Result<Arc<V>, E>,
+    ) -> Result<Arc<V>, E> {
+        let mut map = lock(&self.map);
+        if let Some(value) = map.get(key).and_then(Weak::upgrade) {
+            return Ok(value);
+        }
+        let value = make()?;
+        map.retain(|_, w| w.strong_count() > 0);
+        map.insert(key.clone(), Arc::downgrade(&value));
+        Ok(value)
+    }
+}
+
+/// Tasks shared by key while anyone subscribes; see the [module docs](self).
+#[derive(Debug)]
+pub struct SharedWatches<K, S> {
+    name: &'static str,
+    map: Mutex<HashMap<K, watch::Sender<S>>>,
+}
+
+impl<K, S> SharedWatches<K, S> {
+    /// No task yet; `name` (e.g. "etcd prefix watcher") labels the log line of a task
+    /// that stops.
+    pub fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K, S> SharedWatches<K, S>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    S: Default + Send + Sync + 'static,
+{
+    /// Subscribes to the task of `key`, spawning `work(sender)` (inside the current
+    /// tokio runtime) when none runs. `work` publishes on the sender; it is dropped when
+    /// the last receiver is, and should not end before (if it does, the key stays
+    /// taken, with its last state, until then).
+    pub fn subscribe<F, Fut>(&'static self, key: &K, work: F) -> watch::Receiver<S>
+    where
+        F: FnOnce(watch::Sender<S>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let mut map = lock(&self.map);
+        if let Some(tx) = map.get(key) {
+            return tx.subscribe();
+        }
+        let (tx, rx) = watch::channel(S::default());
+        map.insert(key.clone(), tx.clone());
+        let work = work(tx.clone());
+        let key = key.clone();
+        tokio::spawn(async move {
+            tokio::pin!(work);
+            let mut working = true;
+            loop {
+                tokio::select! {
+                    () = tx.closed() => {
+                        // Re-check under the lock: a subscriber may have just arrived.
+                        let mut map = lock(&self.map);
+                        if tx.receiver_count() == 0 {
+                            map.remove(&key);
+                            tracing::debug!(watch = self.name, "stopped: no subscribers");
+                            return;
+                        }
+                    }
+                    () = &mut work, if working => working = false,
+                }
+            }
+        });
+        rx
+    }
+
+    /// How many tasks run.
+    pub fn len(&self) -> usize {
+        lock(&self.map).len()
+    }
+
+    /// Whether none runs.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the task of `key` runs.
+    pub fn contains(&self, key: &K) -> bool {
+        lock(&self.map).contains_key(key)
+    }
+}
+
+/// What one state of a watch means for a resolver: nothing yet, the registry's error,
+/// or the set to publish.
+pub type Reading = Option<Result<Vec<Endpoint>, String>>;
+
+/// Follows `rx` into `updates`, the current state first, each state turned into a
+/// [`Reading`] by `read`, until `updates` is closed or the watch's sender is gone.
+///
+/// With `hold_empty`, a set that becomes empty while the last one held instances is
+/// published only after that long, unless instances come back first (an engine whose
+/// registry drops every instance at once for a moment, e.g. etcd expiring every lease
+/// after a pause); a set that shrinks without emptying is published at once.
+pub async fn forward_snapshots<S: Clone>(
+    mut rx: watch::Receiver<S>,
+    updates: SnapshotSender,
+    hold_empty: Option<Duration>,
+    mut read: impl FnMut(&S) -> Reading,
+) {
+    // The first state (possibly the shared watch's current one) counts as changed.
+    rx.mark_changed();
+    // True while the last published set held instances.
+    let mut serving = false;
+    // When an emptied set is published unless instances come back first.
+    let mut empty_at: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            () = updates.closed() => return,
+            changed = rx.changed() => if changed.is_err() { return },
+            () = sleep_until(empty_at) => {
+                empty_at = None;
+                serving = false;
+                updates.update(Vec::new());
+                continue;
+            }
+        }
+        // A copy, so that reading does not hold up the watch's sender.
+        let state = rx.borrow_and_update().clone();
+        let reading = read(&state);
+        match reading {
+            None => {}
+            Some(Err(error)) => updates.error(error),
+            Some(Ok(endpoints)) => {
+                if let Some(hold) = hold_empty
+                    && endpoints.is_empty()
+                    && serving
+                {
+                    empty_at.get_or_insert_with(|| tokio::time::Instant::now() + hold);
+                    continue;
+                }
+                empty_at = None;
+                serving = !endpoints.is_empty();
+                updates.update(endpoints);
+            }
+        }
+    }
+}
+
+/// Completes at `at`, or never when there is no `at`.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::LazyLock;
+
+    static WATCHES: LazyLock<SharedWatches<u8, u32>> = LazyLock::new(|| SharedWatches::new("test"));
+
+    #[tokio::test]
+    async fn a_watch_is_shared_and_ends_with_its_last_subscriber() {
+        let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
+        let start = |tx: watch::Sender<u32>| {
+            let started_tx = started_tx.clone();
+            async move {
+                started_tx.send(()).unwrap();
+                tx.send_replace(7);
+                std::future::pending::<()>().await;
+            }
+        };
+        let mut a = WATCHES.subscribe(&1, start);
+        let b = WATCHES.subscribe(&1, start);
+        a.changed().await.unwrap();
+        assert_eq!((*a.borrow(), *b.borrow()), (7, 7));
+        started.recv().await.unwrap();
+        assert!(WATCHES.contains(&1));
+        drop((a, b));
+        for _ in 0..200 {
+            if !WATCHES.contains(&1) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(!WATCHES.contains(&1), "the task outlived its subscribers");
+        assert!(started.try_recv().is_err(), "one task for two subscribers");
+        let _c = WATCHES.subscribe(&1, start);
+        started.recv().await.unwrap();
+    }
+}
