@@ -10,11 +10,12 @@
 //! | `discov` | alias of `etcd` | alias of `etcd` |
 //! | `direct` | the static list `direct:///a:1,b:2` | — |
 //! | `consul` | blocking health queries ([`consul`]) | zero-contrib's agent service + TTL check ([`consul`]) |
+//! | `k8s` | ready addresses of the service's EndpointSlices (`k8s` module, feature `k8s`) | — (the cluster does it) |
 //!
 //! Targets take both go-zero shapes: `etcd://h1:2379,h2:2379/KEY` (go-zero ≤ 1.10.1) and
 //! `etcd:///h1:2379,h2:2379?key=KEY` (≥ 1.10.2), with `?user=&password=` for etcd auth.
 //!
-//! Like go-zero's clients, `etcd`, `discov` and `direct` channels use at most
+//! Like go-zero's clients, `etcd`, `discov`, `direct` and `k8s` channels use at most
 //! [`SUBSET_SIZE`] (32) servers of a larger set, a random subset per channel; ours is
 //! sticky (see [`SnapshotSender::with_subset`]) where go-zero reshuffles on every change.
 //! `?subset=N` on the target sets another bound, `?subset=0` none.
@@ -49,6 +50,10 @@ use driver_etcd::{EtcdTarget, LeaseKeeper, resolve_prefix, shared_client};
 
 pub mod consul;
 pub use consul::{GoZeroConsulFormat, GoZeroConsulRegistrar, GoZeroConsulResolver};
+#[cfg(feature = "k8s")]
+pub mod k8s;
+#[cfg(feature = "k8s")]
+pub use k8s::GoZeroK8sResolver;
 
 /// The driver's name.
 pub const NAME: &str = "dtm-driver-gozero";
@@ -122,12 +127,15 @@ impl Driver for GoZeroDriver {
     }
 
     fn resolvers(&self) -> Vec<(&'static str, Arc<dyn Resolver>)> {
-        vec![
+        let mut resolvers: Vec<(&'static str, Arc<dyn Resolver>)> = vec![
             ("etcd", Arc::new(GoZeroEtcdResolver)),
             ("discov", Arc::new(GoZeroEtcdResolver)),
             ("direct", Arc::new(GoZeroDirectResolver)),
             ("consul", Arc::new(GoZeroConsulResolver)),
-        ]
+        ];
+        #[cfg(feature = "k8s")]
+        resolvers.push(("k8s", Arc::new(GoZeroK8sResolver)));
+        resolvers
     }
 
     fn registrars(&self) -> Vec<(&'static str, Arc<dyn Registrar>)> {

@@ -85,6 +85,7 @@ pub struct KubeApiServer {
     etcd: EtcdServer,
     pki: TestPki,
     port: u16,
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
@@ -104,6 +105,12 @@ impl KubeApiServer {
     /// Panics if the programs are not built (with the command that builds them) or the
     /// apiserver does not become ready; the message includes the end of its log.
     pub fn start() -> Self {
+        Self::start_with_args(&[])
+    }
+
+    /// [`start`](Self::start) with more apiserver flags, e.g. `--watch-cache=false` (so
+    /// that watches go to etcd and a [`compact`](Self::compact)ed revision is refused).
+    pub fn start_with_args(extra: &[&str]) -> Self {
         let binary = kube_apiserver_binary();
         let etcd = EtcdServer::start_binary(&built("kube-etcd"));
         let pki = TestPki::new(&["127.0.0.1", "localhost"]);
@@ -126,6 +133,7 @@ impl KubeApiServer {
             etcd,
             pki,
             port: 0,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
             child: None,
         };
         process::start_with_retries("kube-apiserver", || {
@@ -157,7 +165,7 @@ impl KubeApiServer {
 
     fn args(&self) -> Vec<String> {
         let file = |name: &str| self.pki.path(name).display().to_string();
-        vec![
+        let mut args = vec![
             format!("--etcd-servers={}", self.etcd.url()),
             "--bind-address=127.0.0.1".into(),
             "--advertise-address=127.0.0.1".into(),
@@ -178,7 +186,9 @@ impl KubeApiServer {
             "--etcd-compaction-interval=0".into(),
             "--enable-priority-and-fairness=false".into(),
             "--profiling=false".into(),
-        ]
+        ];
+        args.extend(self.extra.iter().cloned());
+        args
     }
 
     fn spawn(&mut self) {
@@ -382,13 +392,20 @@ impl KubeApiServer {
     /// Writes a kubeconfig for `user` (current context `test`, namespace `default`) and
     /// returns its path.
     pub fn kubeconfig(&self, user: KubeUser) -> PathBuf {
-        let path = self.pki.path(&format!("kubeconfig-{}", user.name()));
+        self.kubeconfig_via(user, &self.url())
+    }
+
+    /// [`kubeconfig`](Self::kubeconfig) with another server URL (a proxy to this server
+    /// on loopback, say; the serving certificate is for `127.0.0.1`).
+    pub fn kubeconfig_via(&self, user: KubeUser, url: &str) -> PathBuf {
+        let stem: String = url.chars().filter(char::is_ascii_digit).collect();
+        let path = self.pki.path(&format!("kubeconfig-{}-{stem}", user.name()));
         let text = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    \
              server: {}\n    certificate-authority: {}\nusers:\n- name: {}\n  user:\n    \
              token: {}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    \
              user: {}\ncurrent-context: test\n",
-            self.url(),
+            url,
             self.ca_path().display(),
             user.name(),
             user.token(),
