@@ -423,17 +423,19 @@ async fn the_watch_resumes_after_an_apiserver_restart_and_lists_again_after_410(
     // (410 Gone) and lists again, which brings the changes.
     gate.set(false);
     fails_with(&mut rx, &["faults"]).await;
-    server.put_slice("faults", "f-1", "f", "IPv4", &[("10.7.0.3", true)], &[80]);
-    server.put_slice("faults", "f-2", "f", "IPv4", &[("10.7.0.4", true)], &[80]);
+    server.delete_slice("faults", "f-1");
+    server.put_slice("faults", "f-2", "f", "IPv4", &[("10.7.0.3", true)], &[80]);
+    server.put_slice("faults", "f-3", "f", "IPv4", &[("10.7.0.4", true)], &[80]);
     server.compact();
     gate.set(true);
+    // The new list replaces the old index: the slice deleted meanwhile is gone.
     resolves_to(&mut rx, &set(&["10.7.0.3:80", "10.7.0.4:80"]), "after 410").await;
     assert_eq!(
         lists.borrow().lists,
         2,
         "410 Gone made the watch list again"
     );
-    server.put_slice("faults", "f-2", "f", "IPv4", &[("10.7.0.5", true)], &[80]);
+    server.put_slice("faults", "f-3", "f", "IPv4", &[("10.7.0.5", true)], &[80]);
     resolves_to(
         &mut rx,
         &set(&["10.7.0.3:80", "10.7.0.5:80"]),
