@@ -127,15 +127,14 @@ impl Driver for GoZeroDriver {
     }
 
     fn resolvers(&self) -> Vec<(&'static str, Arc<dyn Resolver>)> {
-        let mut resolvers: Vec<(&'static str, Arc<dyn Resolver>)> = vec![
+        vec![
             ("etcd", Arc::new(GoZeroEtcdResolver)),
             ("discov", Arc::new(GoZeroEtcdResolver)),
             ("direct", Arc::new(GoZeroDirectResolver)),
             ("consul", Arc::new(GoZeroConsulResolver)),
-        ];
-        #[cfg(feature = "k8s")]
-        resolvers.push(("k8s", Arc::new(GoZeroK8sResolver)));
-        resolvers
+            #[cfg(feature = "k8s")]
+            ("k8s", Arc::new(GoZeroK8sResolver)),
+        ]
     }
 
     fn registrars(&self) -> Vec<(&'static str, Arc<dyn Registrar>)> {

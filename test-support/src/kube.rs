@@ -77,9 +77,20 @@ pub fn kube_apiserver_binary() -> PathBuf {
     built("kube-apiserver")
 }
 
-/// A private kube-apiserver and its etcd on free loopback ports; see the
-/// [module docs](self). Dropping it SIGKILLs both and removes their files. All methods
-/// block for at most about a minute and can be called from async tests.
+/// A private kube-apiserver (v1.37.2, RBAC, HTTPS with a fresh CA, static tokens for
+/// [`KubeUser`]s, a service-account signing key, no controllers, no automatic
+/// compaction) and its etcd (`kube-etcd`, v3.7.0) on free loopback ports, both built by
+/// `bash interop/build.sh`. Dropping it SIGKILLs both and removes their files. All
+/// methods block for at most about a minute and can be called from async tests.
+///
+/// ```no_run
+/// use test_support::{KubeApiServer, KubeUser};
+/// let server = KubeApiServer::start();
+/// server.create_namespace("ns");
+/// server.put_slice("ns", "web-1", "web", "IPv4", &[("10.0.0.1", true)], &[8080]);
+/// let kubeconfig = server.kubeconfig(KubeUser::Admin);
+/// # drop(kubeconfig);
+/// ```
 pub struct KubeApiServer {
     binary: PathBuf,
     etcd: EtcdServer,
