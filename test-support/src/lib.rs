@@ -3,7 +3,9 @@
 //! Every test that needs a registry starts its own real server process on free loopback
 //! ports with a temporary data directory, and the process is killed (and reaped) when the
 //! handle is dropped. Nothing here is a mock: [`EtcdServer`] and [`EtcdCluster`] run the
-//! `etcd` binary from the Debian `etcd-server` package.
+//! `etcd` binary from the Debian `etcd-server` package; [`KubeApiServer`] runs the real
+//! kube-apiserver and a newer etcd, built from their Go modules by `bash interop/build.sh`
+//! (tests that leave it alone share one per test binary: [`KubeApiServer::shared`]).
 //!
 //! If a binary is missing, the helpers panic with the one command that installs it; they
 //! never skip. `bash scripts/test.sh` installs everything the tests need.
