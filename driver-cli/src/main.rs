@@ -192,13 +192,18 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+    let code = match runtime.block_on(run(cli)) {
+        Ok(()) => 0,
         Err(Failure(message, code)) => {
             eprintln!("dtmdriver: {message}");
-            ExitCode::from(code)
+            code
         }
-    }
+    };
+    // Exit with the runtime still up: tearing it down cancels the engines' tasks
+    // (watches, connections) while others still run, and those log what looks like a
+    // failure (a connection "retired", a watch interrupted) after the result.
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    std::process::exit(i32::from(code))
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
