@@ -10,11 +10,22 @@ for mod in "$here"/*/go.mod; do
   name=$(basename "$dir")
   echo "interop: building $name" >&2
   # A module may name the packages to build (e.g. a main package of a dependency, as
-  # interop/dtm does for the dtm coordinator) in build-packages, one a line.
+  # interop/dtm does for the dtm coordinator) in build-packages, one a line; a line
+  # NAME=PACKAGE builds PACKAGE as bin/NAME (for a package called e.g. `server`).
   if [ -f "$dir/build-packages" ]; then
-    mapfile -t pkgs < <(grep -v '^[[:space:]]*\(#\|$\)' "$dir/build-packages")
+    mapfile -t lines < <(grep -v '^[[:space:]]*\(#\|$\)' "$dir/build-packages")
   else
-    pkgs=(./...)
+    lines=(./...)
   fi
-  (cd "$dir" && go build -trimpath -o "$here/bin/" "${pkgs[@]}")
+  pkgs=()
+  for line in "${lines[@]}"; do
+    if [[ $line == *=* ]]; then
+      (cd "$dir" && go build -trimpath -o "$here/bin/${line%%=*}" "${line#*=}")
+    else
+      pkgs+=("$line")
+    fi
+  done
+  if [ ${#pkgs[@]} -gt 0 ]; then
+    (cd "$dir" && go build -trimpath -o "$here/bin/" "${pkgs[@]}")
+  fi
 done

@@ -30,8 +30,14 @@ cargo fmt --all -- --check
 banner "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+banner "etcd API stubs current (bash scripts/gen-etcd-proto.sh --check)"
+bash scripts/gen-etcd-proto.sh --check
+
 banner "cargo test --workspace"
 cargo test --workspace
+
+banner "outside builds: the library crates as a user builds them, without protoc (scripts/outside-build.sh)"
+bash scripts/outside-build.sh
 
 banner "fault suite, short scenarios (cargo run -p faults -- --short; docs/faults.md)"
 cargo run -q -p faults -- --short

@@ -82,6 +82,7 @@ pub mod discover;
 pub mod driver;
 pub mod duration;
 pub mod error;
+pub mod feature_off;
 pub mod health;
 pub mod invoke;
 pub mod parse;

@@ -10,8 +10,8 @@
 //! Credentials come from `user:password@` in the authority or from `?user=&password=`.
 //!
 //! Every registration and watch of a process that talks to the same hosts with the same
-//! credentials shares one [`etcd_client::Client`] (one set of HTTP/2 connections); it is
-//! closed once the last user is gone.
+//! credentials shares one [`EtcdClient`] (one set of HTTP/2 connections); it is closed
+//! once the last user is gone.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -21,9 +21,9 @@ use std::time::Duration;
 
 use driver_core::resolve::DirectResolver;
 use driver_core::{Channel, Error, Result, Target, TlsConnector};
-use etcd_client::{Client, ConnectOptions};
 use tokio::sync::Mutex;
 
+use crate::api::{EtcdClient, describe};
 use crate::request::{REQUEST_TIMEOUT, failure_hint, registry_error};
 
 /// How long connecting to one etcd member may take.
@@ -281,34 +281,31 @@ fn members_channel(config: &EtcdConfig) -> Result<Channel> {
         .map_err(|e| registry_error(&joined, format!("etcd hosts: {e}")))
 }
 
-type Clients = HashMap<EtcdConfig, Weak<Client>>;
+type Clients = HashMap<EtcdConfig, Weak<EtcdClient>>;
 
 static CLIENTS: LazyLock<Mutex<Clients>> = LazyLock::new(|| Mutex::new(HashMap::new()));
 
 /// The process's client for `config`, created on first use and shared while anyone
 /// holds it. Connecting is lazy: this fails only for unusable hosts or, with
 /// credentials, when etcd cannot be reached to log in.
-pub async fn shared_client(config: &EtcdConfig) -> Result<Arc<Client>> {
+pub async fn shared_client(config: &EtcdConfig) -> Result<Arc<EtcdClient>> {
     let mut clients = CLIENTS.lock().await;
     if let Some(client) = clients.get(config).and_then(Weak::upgrade) {
         return Ok(client);
     }
-    let mut options = ConnectOptions::new();
-    if let Some(user) = &config.user {
-        // etcd's tokens die with the process (simple tokens) and after
-        // `--auth-token-ttl` unused: unary calls refused for that log in again and are
-        // retried. Streams are not covered; see [`refresh_if_token_refused`].
-        options = options
-            .with_user(user.clone(), config.password.clone().unwrap_or_default())
-            .with_auto_token_refresh(true);
-    }
+    // etcd's tokens die with the process (simple tokens) and after `--auth-token-ttl`
+    // unused: unary calls refused for that log in again and are retried. Streams are not
+    // covered; see `request::refresh_if_token_refused`.
+    let credentials = config.user.as_ref().map(|user| {
+        let password = config.password.clone().unwrap_or_default();
+        (user.clone(), password)
+    });
     let channel = members_channel(config)?;
-    let channel = etcd_client::Channel::Custom(tower::util::BoxCloneSyncService::new(channel));
-    let connect = Client::from_channel(channel, Some(options));
+    let connect = EtcdClient::connect(channel, credentials);
     let client = match tokio::time::timeout(REQUEST_TIMEOUT, connect).await {
         Ok(Ok(client)) => Arc::new(client),
         Ok(Err(e)) => {
-            let message = format!("etcd connect failed: {e}");
+            let message = format!("etcd connect failed: {}", describe(&e));
             let hint = failure_hint(&message);
             return Err(registry_error(
                 &config.hosts.join(","),

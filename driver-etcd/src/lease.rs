@@ -11,8 +11,8 @@
 //! A registration is a key written with a lease of a few seconds' TTL. The keeper
 //!
 //! * grants the lease and puts the key, and only then hands out the [`Registration`];
-//! * renews the lease every TTL/3 on one keep-alive stream (etcd-client's
-//!   `LeaseKeeper::keep_alive` sends exactly one request per call, so the loop is ours);
+//! * renews the lease every TTL/3 on one keep-alive stream (one request per renewal,
+//!   sent by this loop);
 //! * watches its own key and puts it back when someone deletes it;
 //! * when etcd goes away it retries with a short bounded backoff (≤ 500 ms), and when
 //!   etcd is back it re-puts the key under the old lease if that is still alive, or
@@ -32,12 +32,13 @@ use std::time::Duration;
 
 use driver_core::health::{FailureEpisode, HealthReporter};
 use driver_core::{Registration, Result};
-use etcd_client::{Client, EventType, PutOptions, WatchOptions};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use driver_core::backoff::Backoff;
 
+use crate::api::{EtcdClient, describe, watch_key};
+use crate::proto::mvccpb::event::EventType;
 use crate::request::{
     bounded, failure_hint, refresh_if_token_refused, registry_error, write_retrying,
 };
@@ -61,7 +62,7 @@ pub type KeyFn = Arc<dyn Fn(i64) -> String + Send + Sync>;
 /// ```
 #[derive(Clone)]
 pub struct LeaseKeeper {
-    client: Arc<Client>,
+    client: Arc<EtcdClient>,
     key: KeyFn,
     value: String,
     ttl: Duration,
@@ -99,7 +100,7 @@ impl LeaseKeeper {
     /// A keeper writing `value` at `key(lease id)` through `client`, TTL
     /// [`DEFAULT_TTL`](Self::DEFAULT_TTL).
     pub fn new(
-        client: Arc<Client>,
+        client: Arc<EtcdClient>,
         key: impl Fn(i64) -> String + Send + Sync + 'static,
         value: impl Into<String>,
     ) -> Self {
@@ -142,12 +143,8 @@ impl LeaseKeeper {
 
     async fn grant_and_put(&self) -> std::result::Result<Held, String> {
         let ttl = self.ttl.as_secs() as i64;
-        let grant = write_retrying("lease grant", || {
-            let mut lease_client = self.client.lease_client();
-            async move { lease_client.grant(ttl, None).await }
-        })
-        .await?;
-        let lease = grant.id();
+        let grant = write_retrying("lease grant", || self.client.lease_grant(ttl)).await?;
+        let lease = grant.id;
         let key = (self.key)(lease);
         let revision = self.put(&key, lease).await?;
         Ok(Held {
@@ -159,13 +156,8 @@ impl LeaseKeeper {
 
     /// Puts the key under `lease`; returns the revision of the put.
     async fn put(&self, key: &str, lease: i64) -> std::result::Result<i64, String> {
-        let resp = write_retrying("put", || {
-            let mut kv = self.client.kv_client();
-            let options = Some(PutOptions::new().with_lease(lease));
-            async move { kv.put(key, self.value.as_str(), options).await }
-        })
-        .await?;
-        Ok(resp.header().map_or(0, |h| h.revision()))
+        let resp = write_retrying("put", || self.client.put(key, &self.value, lease)).await?;
+        Ok(resp.header.map_or(0, |h| h.revision))
     }
 
     async fn keep(
@@ -226,14 +218,13 @@ impl LeaseKeeper {
     /// one. The error says whether the lease is known to be gone.
     async fn recover(&self, held: &Held, lost: bool) -> std::result::Result<Held, (String, bool)> {
         if !lost {
-            let mut lease_client = self.client.lease_client();
             let ttl = bounded(
                 "lease time-to-live",
-                lease_client.time_to_live(held.lease, None),
+                self.client.lease_time_to_live(held.lease),
             )
             .await
             .map_err(|e| (e, false))?;
-            if ttl.ttl() > 0 {
+            if ttl.ttl > 0 {
                 match self.put(&held.key, held.lease).await {
                     Ok(revision) => {
                         return Ok(Held {
@@ -252,21 +243,14 @@ impl LeaseKeeper {
 
     /// Renews the lease and guards the key until something goes wrong or `stop`.
     async fn session(&self, held: &Held, stop: &CancellationToken) -> SessionEnd {
-        let mut lease_client = self.client.lease_client();
-        let (mut keeper, mut acks) =
-            match bounded("lease keep-alive", lease_client.keep_alive(held.lease)).await {
+        let (keeper, mut acks) =
+            match bounded("lease keep-alive", self.client.lease_keep_alive(held.lease)).await {
                 Ok(pair) => pair,
                 Err(e) if is_lease_not_found(&e) => return SessionEnd::LeaseLost(e),
                 Err(e) => return SessionEnd::Disconnected(e),
             };
-        let mut watch_client = self.client.watch_client();
-        let options = WatchOptions::new().with_start_revision(held.revision + 1);
-        let mut watch = match bounded(
-            "watch",
-            watch_client.watch(held.key.as_str(), Some(options)),
-        )
-        .await
-        {
+        let own_key = watch_key(&held.key, held.revision + 1);
+        let mut watch = match bounded("watch", self.client.watch(own_key)).await {
             Ok(w) => w,
             Err(e) => return SessionEnd::Disconnected(e),
         };
@@ -287,21 +271,21 @@ impl LeaseKeeper {
                     }
                 }
                 ack = acks.message() => match ack {
-                    Ok(Some(resp)) if resp.ttl() <= 0 => {
+                    Ok(Some(resp)) if resp.ttl <= 0 => {
                         return SessionEnd::LeaseLost("etcd says the lease expired".into());
                     }
                     Ok(Some(_)) => last_ack = Instant::now(),
                     Ok(None) => return SessionEnd::Disconnected("keep-alive stream closed".into()),
-                    Err(e) => return SessionEnd::Disconnected(format!("keep-alive stream: {e}")),
+                    Err(e) => return SessionEnd::Disconnected(format!("keep-alive stream: {}", describe(&e))),
                 },
                 event = watch.message() => match event {
                     Ok(Some(resp)) => {
-                        if resp.canceled() {
+                        if resp.canceled {
                             return SessionEnd::Disconnected(format!(
-                                "etcd cancelled the watch of our key: {}", resp.cancel_reason()
+                                "etcd cancelled the watch of our key: {}", resp.cancel_reason
                             ));
                         }
-                        let deleted = resp.events().iter().any(|e| e.event_type() == EventType::Delete);
+                        let deleted = resp.events.iter().any(|e| e.r#type() == EventType::Delete);
                         if deleted && !stop.is_cancelled() {
                             tracing::warn!(key = %held.key, "our registration key was deleted; putting it back");
                             match self.put(&held.key, held.lease).await {
@@ -312,7 +296,7 @@ impl LeaseKeeper {
                         }
                     }
                     Ok(None) => return SessionEnd::Disconnected("watch stream closed".into()),
-                    Err(e) => return SessionEnd::Disconnected(format!("watch stream: {e}")),
+                    Err(e) => return SessionEnd::Disconnected(format!("watch stream: {}", describe(&e))),
                 },
             }
         }
@@ -345,10 +329,7 @@ impl LeaseKeeper {
     }
 
     async fn revoke_once(&self, lease: i64) -> std::result::Result<(), String> {
-        let mut lease_client = self.client.lease_client();
-        bounded("lease revoke", lease_client.revoke(lease))
-            .await
-            .map(|_| ())
+        bounded("lease revoke", self.client.lease_revoke(lease)).await
     }
 }
 

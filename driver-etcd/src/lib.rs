@@ -4,11 +4,14 @@
 //! go-zero's in `driver-gozero-compat`) plug into it:
 //!
 //! * [`client`]: etcd targets in both shapes (`etcd://h1,h2/key`,
-//!   `etcd:///h1,h2?key=key`) and one shared [`etcd_client::Client`] per cluster and
+//!   `etcd:///h1,h2?key=key`) and one shared [`EtcdClient`] per cluster and
 //!   credentials ([`shared_client`]). The client talks to the members through this
 //!   workspace's own balancing [`Channel`](driver_core::Channel), so a dead member is
 //!   skipped without a failed request; registration writes lost with a killed leader
 //!   are tried again after the election;
+//! * [`api`]: the etcd calls the engine makes (auth token refresh, keep-alive and watch
+//!   streams) over etcd's gRPC API, whose stubs are generated once and committed
+//!   (`proto`), so building this crate needs no `protoc`;
 //! * [`lease`]: [`LeaseKeeper`] keeps a key alive under a lease (TTL/3 renewals, re-put
 //!   when deleted, re-grant after an outage, revoke on stop) behind a
 //!   [`Registration`](driver_core::Registration);
@@ -34,14 +37,17 @@
 //! # drop(channel); registration.deregister().await?; Ok(()) }
 //! ```
 
+pub mod api;
 pub mod client;
 pub mod lease;
 pub mod native;
+pub mod proto;
 pub mod registry_target;
 mod request;
 pub mod watch;
 pub mod watch_hub;
 
+pub use api::EtcdClient;
 pub use client::{EtcdConfig, EtcdTarget, EtcdTls, shared_client};
 pub use lease::{KeyFn, LeaseKeeper};
 pub use native::{EtcdDriver, Instance, NativeEtcdFormat};

@@ -11,7 +11,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use driver_core::Error;
-use etcd_client::Client;
+use tonic::Status;
+
+use crate::api::{EtcdClient, describe};
 
 /// How long one etcd request (get, put, grant, revoke) may take.
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
@@ -44,15 +46,15 @@ pub(crate) async fn write_retrying<T, F, Fut>(
 ) -> std::result::Result<T, String>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    Fut: Future<Output = std::result::Result<T, Status>>,
 {
     for n in 1..=WRITE_ATTEMPTS {
         let why = match tokio::time::timeout(WRITE_ATTEMPT_TIMEOUT, attempt()).await {
             Ok(Ok(v)) => return Ok(v),
             Ok(Err(e)) if leader_lost(&e) || member_lost(&e) => {
-                format!("etcd {what} failed: {e}")
+                format!("etcd {what} failed: {}", describe(&e))
             }
-            Ok(Err(e)) => return Err(format!("etcd {what} failed: {e}")),
+            Ok(Err(e)) => return Err(format!("etcd {what} failed: {}", describe(&e))),
             Err(_) => format!("etcd {what} timed out after {WRITE_ATTEMPT_TIMEOUT:?}"),
         };
         if n == WRITE_ATTEMPTS {
@@ -66,13 +68,8 @@ where
 
 /// A call that failed because its member went away (or none could be reached), as
 /// opposed to a refusal or a TLS failure, which a retry would only repeat.
-fn member_lost(e: &etcd_client::Error) -> bool {
-    match e {
-        etcd_client::Error::GRpcStatus(status) => {
-            status.code() == tonic::Code::Unavailable && tls_hint(status.message()).is_none()
-        }
-        _ => false,
-    }
+fn member_lost(status: &Status) -> bool {
+    status.code() == tonic::Code::Unavailable && tls_hint(status.message()).is_none()
 }
 
 /// What to do about a failure that is a TLS problem, if it is one: the server's
@@ -132,10 +129,10 @@ pub(crate) fn auth_hint(message: &str) -> Option<&'static str> {
 
 /// After a failure whose message says etcd refused the client's auth token, logs in
 /// again (bounded by [`REQUEST_TIMEOUT`]); a no-op for other failures and clients
-/// without credentials. etcd-client refreshes the token for unary calls itself, but not
-/// for streams: a watch created with a dead token is cancelled with `permission denied`.
+/// without credentials. The client logs in again for unary calls itself, but not for
+/// open streams: a watch created with a dead token is cancelled with `permission denied`.
 /// Returns whether a refresh was made and worked.
-pub(crate) async fn refresh_if_token_refused(client: &Client, why: &str) -> bool {
+pub(crate) async fn refresh_if_token_refused(client: &EtcdClient, why: &str) -> bool {
     if !(why.contains("invalid auth token") || why.contains("permission denied")) {
         return false;
     }
@@ -145,7 +142,7 @@ pub(crate) async fn refresh_if_token_refused(client: &Client, why: &str) -> bool
             true
         }
         Ok(Err(e)) => {
-            tracing::debug!(error = %e, "logging in to etcd again failed");
+            tracing::debug!(error = %describe(&e), "logging in to etcd again failed");
             false
         }
         Err(_) => false,
@@ -153,15 +150,14 @@ pub(crate) async fn refresh_if_token_refused(client: &Client, why: &str) -> bool
 }
 
 /// etcd's answers while it has no leader, or lost a proposal to a leader change.
-fn leader_lost(e: &etcd_client::Error) -> bool {
-    let text = e.to_string();
+fn leader_lost(status: &Status) -> bool {
     ["no leader", "leader changed", "request timed out"]
         .iter()
-        .any(|s| text.contains(s))
+        .any(|s| status.message().contains(s))
 }
 
-/// The largest response the engine reads from etcd: 256 MiB. etcd-client keeps tonic's
-/// 4 MiB default, which a listing of ~60,000 go-zero instances already passes (etcd
+/// The largest response the engine reads from etcd: 256 MiB. tonic's default is
+/// 4 MiB, which a listing of ~60,000 go-zero instances already passes (etcd
 /// itself serves ranges of any size); a listing past this is refused with an error that
 /// says so.
 pub const MAX_RESPONSE_BYTES: usize = 256 << 20;
@@ -182,11 +178,11 @@ pub(crate) fn explain_oversized(error: String, what: &str) -> String {
 /// Runs one etcd request with [`REQUEST_TIMEOUT`], flattening both failures into text.
 pub(crate) async fn bounded<T>(
     what: &str,
-    fut: impl Future<Output = std::result::Result<T, etcd_client::Error>>,
+    fut: impl Future<Output = std::result::Result<T, Status>>,
 ) -> std::result::Result<T, String> {
     match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(format!("etcd {what} failed: {e}")),
+        Ok(Err(e)) => Err(format!("etcd {what} failed: {}", describe(&e))),
         Err(_) => Err(format!("etcd {what} timed out after {REQUEST_TIMEOUT:?}")),
     }
 }
@@ -198,7 +194,7 @@ mod tests {
     #[test]
     fn failures_name_their_fix() {
         // etcd's own messages (etcdserver/api/v3rpc/rpctypes).
-        let empty = "etcd put failed: grpc request error: status: InvalidArgument, message: \"etcdserver: user name is empty\"";
+        let empty = "etcd put failed: etcdserver: user name is empty (InvalidArgument)";
         assert!(
             failure_hint(empty).contains("USER:PASSWORD@"),
             "{}",

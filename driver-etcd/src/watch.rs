@@ -1,7 +1,7 @@
 //! Following every key under a prefix: [`PrefixWatcher`].
 //!
 //! The watcher lists the prefix, then watches it from the listed revision + 1 and keeps
-//! a copy of the keys and values. Nothing in etcd-client resumes a watch, so this does:
+//! a copy of the keys and values. etcd does not resume a broken watch stream, so this does:
 //!
 //! * after any stream error it reconnects with a bounded backoff (≤ 500 ms) and resumes
 //!   from the last revision it saw, so changes made meanwhile arrive as events;
@@ -33,13 +33,13 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use bytes::Bytes;
 use driver_core::resolve::{Endpoint, SnapshotSender};
-use etcd_client::{EventType, GetOptions};
 use tokio::sync::watch;
 
 use driver_core::backoff::Backoff;
 
 use crate::client::{EtcdConfig, shared_client};
-use crate::request::{MAX_RESPONSE_BYTES, bounded, explain_oversized};
+use crate::proto::mvccpb::event::EventType;
+use crate::request::{bounded, explain_oversized};
 
 /// Turns one key/value under the prefix into an endpoint. `Ok(None)` leaves the entry
 /// out on purpose (e.g. another group); `Err` says why the value is garbage (it is
@@ -357,29 +357,18 @@ impl Follower {
         let revision = match self.revision {
             Some(r) => r,
             None => {
-                let mut kv = client
-                    .kv_client()
-                    .max_decoding_message_size(MAX_RESPONSE_BYTES);
-                let resp = bounded(
-                    "get",
-                    kv.get(self.prefix.as_str(), Some(GetOptions::new().with_prefix())),
-                )
-                .await
-                .map_err(|e| {
-                    let what = format!("the listing of `{}`", self.prefix);
-                    format!("{} (etcd at {hosts})", explain_oversized(e, &what))
-                })?;
+                let resp = bounded("get", client.get_prefix(&self.prefix))
+                    .await
+                    .map_err(|e| {
+                        let what = format!("the listing of `{}`", self.prefix);
+                        format!("{} (etcd at {hosts})", explain_oversized(e, &what))
+                    })?;
+                let r = resp.header.map_or(0, |h| h.revision);
                 self.entries = resp
-                    .kvs()
-                    .iter()
-                    .map(|kv| {
-                        (
-                            String::from_utf8_lossy(kv.key()).into_owned(),
-                            Bytes::copy_from_slice(kv.value()),
-                        )
-                    })
+                    .kvs
+                    .into_iter()
+                    .map(|kv| (String::from_utf8_lossy(&kv.key).into_owned(), kv.value))
                     .collect();
-                let r = resp.header().map_or(0, |h| h.revision());
                 self.revision = Some(r);
                 self.publish(None);
                 r
@@ -392,31 +381,29 @@ impl Follower {
                 Some(resp) => resp,
                 None => return Err(format!("the watch of etcd at {hosts} ended")),
             };
-            if resp.compact_revision() > 0 {
-                tracing::info!(prefix = %self.prefix, compacted = resp.compact_revision(), "etcd compacted past our revision; listing again");
+            if resp.compact_revision > 0 {
+                tracing::info!(prefix = %self.prefix, compacted = resp.compact_revision, "etcd compacted past our revision; listing again");
                 self.revision = None;
                 return Ok(());
             }
-            if resp.canceled() {
-                return Err(format!(
-                    "etcd cancelled the watch: {}",
-                    resp.cancel_reason()
-                ));
+            if resp.canceled {
+                return Err(format!("etcd cancelled the watch: {}", resp.cancel_reason));
             }
-            if resp.created() {
+            if resp.created {
                 backoff.reset();
                 // Connected again: clear a reported error without waiting for an event.
                 if self.tx.borrow().error.is_some() {
                     self.tx.send_modify(|s| s.error = None);
                 }
             }
-            let mut changes = Vec::with_capacity(resp.events().len());
-            for event in resp.events() {
-                let Some(kv) = event.kv() else { continue };
-                let key = String::from_utf8_lossy(kv.key()).into_owned();
-                let value = match event.event_type() {
+            let mut changes = Vec::with_capacity(resp.events.len());
+            for event in resp.events {
+                let kind = event.r#type();
+                let Some(kv) = event.kv else { continue };
+                let key = String::from_utf8_lossy(&kv.key).into_owned();
+                let value = match kind {
                     EventType::Put => {
-                        let value = Bytes::copy_from_slice(kv.value());
+                        let value = kv.value;
                         self.entries.insert_mut(key.clone(), value.clone());
                         Some(value)
                     }
@@ -426,7 +413,7 @@ impl Follower {
                     }
                 };
                 changes.push((key, value));
-                self.revision = Some(kv.mod_revision().max(self.revision.unwrap_or(0)));
+                self.revision = Some(kv.mod_revision.max(self.revision.unwrap_or(0)));
             }
             if !changes.is_empty() {
                 self.publish(Some(changes));

@@ -18,11 +18,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{LazyLock, Mutex};
 
-use etcd_client::{WatchOptions, WatchResponse, WatchStream};
 use tokio::sync::mpsc;
 
+use crate::api::{WatchStream, describe, watch_prefix};
 use crate::client::{EtcdConfig, shared_client};
-use crate::request::{MAX_RESPONSE_BYTES, bounded};
+use crate::proto::etcdserverpb::WatchResponse;
+use crate::request::bounded;
 
 /// What a watch's owner receives: a response, or why the stream broke.
 type Delivery = Result<WatchResponse, String>;
@@ -191,7 +192,7 @@ async fn run(config: EtcdConfig, number: i64, mut commands: mpsc::UnboundedRecei
                 }
                 Err(e) => {
                     stream = None;
-                    fail_all(&mut held, &format!("etcd watch stream from {hosts}: {e}"));
+                    fail_all(&mut held, &format!("etcd watch stream from {hosts}: {}", describe(&e)));
                 }
             },
         }
@@ -206,30 +207,16 @@ async fn open(config: &EtcdConfig, held: &HashMap<i64, Held>) -> Result<WatchStr
         return Err("nothing to watch".into());
     };
     let w = &held[&first];
-    let mut watch_client = client
-        .watch_client()
-        .max_decoding_message_size(MAX_RESPONSE_BYTES);
-    let mut stream = bounded(
+    let stream = bounded(
         "watch",
-        watch_client.watch(w.prefix.as_str(), Some(options(first, w.start))),
+        client.watch(watch_prefix(&w.prefix, w.start, first)),
     )
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     for id in ids {
         let w = &held[&id];
-        stream
-            .watch(w.prefix.as_str(), Some(options(id, w.start)))
-            .await
-            .map_err(|e| e.to_string())?;
+        stream.watch(watch_prefix(&w.prefix, w.start, id)).await?;
     }
     Ok(stream)
-}
-
-fn options(id: i64, start: i64) -> WatchOptions {
-    WatchOptions::new()
-        .with_prefix()
-        .with_start_revision(start)
-        .with_watch_id(id)
 }
 
 /// Applies a command; false if the stream broke on the way.
@@ -246,7 +233,7 @@ async fn apply(
             deliver,
         } => {
             let added = match stream.as_mut() {
-                Some(s) => s.watch(prefix.as_str(), Some(options(id, start))).await,
+                Some(s) => s.watch(watch_prefix(&prefix, start, id)).await,
                 None => Ok(()),
             };
             held.insert(
@@ -272,8 +259,8 @@ async fn apply(
 
 /// Hands a response to its watch; a cancelled or compacted watch is over.
 fn route(resp: WatchResponse, held: &mut HashMap<i64, Held>) {
-    let id = resp.watch_id();
-    let over = resp.canceled() || resp.compact_revision() > 0;
+    let id = resp.watch_id;
+    let over = resp.canceled || resp.compact_revision > 0;
     if let Some(w) = held.get(&id) {
         let delivered = w.deliver.send(Ok(resp)).is_ok();
         if over || !delivered {

@@ -24,6 +24,15 @@
 //! go-zero does: the machine's first non-loopback IPv4 address, or `127.0.0.1` when there
 //! is none (see [`routable_endpoint`]).
 //!
+//! # Features
+//!
+//! `etcd` (the `etcd` and `discov` schemes, on `driver-etcd`'s engine), `consul` (on
+//! `driver-consul`'s) and `k8s` (on `driver-k8s`'s: a Kubernetes client), all on by
+//! default: a service that uses one registry turns the others off
+//! (`default-features = false, features = ["consul"]`) and compiles no client of them. A target of a scheme whose feature is off is refused with an error naming the
+//! feature ([`FeatureOff`](driver_core::feature_off::FeatureOff)). `direct` is always
+//! there.
+//!
 //! Linking the crate registers the driver; a program that does not otherwise name the
 //! crate keeps it linked with `use driver_gozero_compat as _;`.
 //!
@@ -42,13 +51,22 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+#[cfg(feature = "etcd")]
+use driver_core::Registration;
 use driver_core::address::HostPort;
+#[cfg(not(all(feature = "etcd", feature = "consul", feature = "k8s")))]
+use driver_core::feature_off::FeatureOff;
 use driver_core::parse::parse_gozero;
-use driver_core::resolve::{DirectResolver, Endpoint, Registrar, Resolver, SnapshotSender};
-use driver_core::{Driver, Error, Registration, Result, ServerMethod, Target};
+#[cfg(feature = "etcd")]
+use driver_core::resolve::Endpoint;
+use driver_core::resolve::{DirectResolver, Registrar, Resolver, SnapshotSender};
+use driver_core::{Driver, Error, Result, ServerMethod, Target};
+#[cfg(feature = "etcd")]
 use driver_etcd::{EtcdTarget, LeaseKeeper, resolve_prefix, shared_client};
 
+#[cfg(feature = "consul")]
 pub mod consul;
+#[cfg(feature = "consul")]
 pub use consul::{GoZeroConsulFormat, GoZeroConsulRegistrar, GoZeroConsulResolver};
 #[cfg(feature = "k8s")]
 pub mod k8s;
@@ -76,6 +94,7 @@ pub fn subset_size(target: &Target) -> Result<usize> {
 }
 
 /// go-zero's etcd layout.
+#[cfg(feature = "etcd")]
 ///
 /// * key: `<Key>/<lease id as decimal>`, the key used as given (no leading slash);
 /// * value: the plain `host:port`;
@@ -84,6 +103,7 @@ pub fn subset_size(target: &Target) -> Result<usize> {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct GoZeroEtcdFormat;
 
+#[cfg(feature = "etcd")]
 impl GoZeroEtcdFormat {
     /// go-zero's lease TTL.
     pub const TTL: std::time::Duration = std::time::Duration::from_secs(10);
@@ -127,21 +147,22 @@ impl Driver for GoZeroDriver {
     }
 
     fn resolvers(&self) -> Vec<(&'static str, Arc<dyn Resolver>)> {
+        let etcd = etcd_resolver();
         vec![
-            ("etcd", Arc::new(GoZeroEtcdResolver)),
-            ("discov", Arc::new(GoZeroEtcdResolver)),
+            ("etcd", etcd.clone()),
+            ("discov", etcd),
             ("direct", Arc::new(GoZeroDirectResolver)),
-            ("consul", Arc::new(GoZeroConsulResolver)),
-            #[cfg(feature = "k8s")]
-            ("k8s", Arc::new(GoZeroK8sResolver)),
+            ("consul", consul_resolver()),
+            ("k8s", k8s_resolver()),
         ]
     }
 
     fn registrars(&self) -> Vec<(&'static str, Arc<dyn Registrar>)> {
+        let etcd = etcd_registrar();
         vec![
-            ("etcd", Arc::new(GoZeroEtcdRegistrar)),
-            ("discov", Arc::new(GoZeroEtcdRegistrar)),
-            ("consul", Arc::new(GoZeroConsulRegistrar)),
+            ("etcd", etcd.clone()),
+            ("discov", etcd),
+            ("consul", consul_registrar()),
         ]
     }
 
@@ -152,10 +173,56 @@ impl Driver for GoZeroDriver {
 
 driver_core::register_driver!(GoZeroDriver);
 
+/// This package's name, for the errors of features turned off.
+#[cfg(not(all(feature = "etcd", feature = "consul")))]
+const PACKAGE: &str = env!("CARGO_PKG_NAME");
+
+fn etcd_resolver() -> Arc<dyn Resolver> {
+    #[cfg(feature = "etcd")]
+    let resolver = Arc::new(GoZeroEtcdResolver);
+    #[cfg(not(feature = "etcd"))]
+    let resolver = Arc::new(FeatureOff::new(NAME, PACKAGE, "etcd"));
+    resolver
+}
+
+fn etcd_registrar() -> Arc<dyn Registrar> {
+    #[cfg(feature = "etcd")]
+    let registrar = Arc::new(GoZeroEtcdRegistrar);
+    #[cfg(not(feature = "etcd"))]
+    let registrar = Arc::new(FeatureOff::new(NAME, PACKAGE, "etcd"));
+    registrar
+}
+
+fn consul_resolver() -> Arc<dyn Resolver> {
+    #[cfg(feature = "consul")]
+    let resolver = Arc::new(GoZeroConsulResolver);
+    #[cfg(not(feature = "consul"))]
+    let resolver = Arc::new(FeatureOff::new(NAME, PACKAGE, "consul"));
+    resolver
+}
+
+fn k8s_resolver() -> Arc<dyn Resolver> {
+    #[cfg(feature = "k8s")]
+    let resolver = Arc::new(GoZeroK8sResolver);
+    #[cfg(not(feature = "k8s"))]
+    let resolver = Arc::new(FeatureOff::new(NAME, PACKAGE, "k8s"));
+    resolver
+}
+
+fn consul_registrar() -> Arc<dyn Registrar> {
+    #[cfg(feature = "consul")]
+    let registrar = Arc::new(GoZeroConsulRegistrar);
+    #[cfg(not(feature = "consul"))]
+    let registrar = Arc::new(FeatureOff::new(NAME, PACKAGE, "consul"));
+    registrar
+}
+
 /// Resolves go-zero etcd targets.
+#[cfg(feature = "etcd")]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct GoZeroEtcdResolver;
 
+#[cfg(feature = "etcd")]
 impl Resolver for GoZeroEtcdResolver {
     fn resolve(&self, target: &Target, updates: SnapshotSender) -> Result<()> {
         let t = EtcdTarget::from_target(target)?;
@@ -183,9 +250,11 @@ impl Resolver for GoZeroDirectResolver {
 }
 
 /// Registers instances the way a go-zero zrpc server does.
+#[cfg(feature = "etcd")]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct GoZeroEtcdRegistrar;
 
+#[cfg(feature = "etcd")]
 #[async_trait]
 impl Registrar for GoZeroEtcdRegistrar {
     async fn register(&self, target: &Target, endpoint: &str) -> Result<Registration> {
@@ -247,6 +316,7 @@ fn first_non_loopback_ipv4() -> Ipv4Addr {
 mod tests {
     use super::*;
 
+    #[cfg(feature = "etcd")]
     #[test]
     fn format_matches_go_zero() {
         assert_eq!(

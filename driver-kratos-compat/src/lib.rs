@@ -50,6 +50,15 @@
 //! a set that became empty is published (calls fail fast naming the target) instead of
 //! keeping the vanished instances.
 //!
+//! # Features
+//!
+//! `etcd` (on `driver-etcd`'s engine) and `consul` (on `driver-consul`'s), both on by
+//! default: a service that uses one registry turns the other off
+//! (`default-features = false, features = ["etcd"]`) and compiles no client of it. A
+//! target whose registry's feature is off (`consul://…`, or `discovery:///` on a consul
+//! registry) is refused with an error naming the feature
+//! ([`FeatureOff`](driver_core::feature_off::FeatureOff)).
+//!
 //! Linking the crate registers the driver; a program that does not otherwise name the
 //! crate keeps it linked with `use driver_kratos_compat as _;`.
 //!
@@ -76,11 +85,15 @@ use driver_core::{
     ChannelBuilder, Driver, Error, Registration, Result, ServerMethod, Target, TlsConnector,
 };
 
+#[cfg(feature = "consul")]
 pub mod consul;
+#[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod instance;
 
+#[cfg(feature = "consul")]
 pub use consul::KratosConsulFormat;
+#[cfg(feature = "etcd")]
 pub use etcd::KratosEtcdFormat;
 pub use instance::{KratosInstance, Security};
 
@@ -95,6 +108,19 @@ pub const REGISTRY_ENV: &str = "DTM_KRATOS_REGISTRY";
 enum Backend {
     Etcd,
     Consul,
+}
+
+impl Backend {
+    /// The error for a target on a registry this build left out.
+    #[cfg(not(all(feature = "etcd", feature = "consul")))]
+    fn feature_off(self, target: &Target, what: &'static str) -> Error {
+        let feature = match self {
+            Backend::Etcd => "etcd",
+            Backend::Consul => "consul",
+        };
+        driver_core::feature_off::FeatureOff::new(NAME, env!("CARGO_PKG_NAME"), feature)
+            .error(target, what)
+    }
 }
 
 /// `dtm-driver-kratos`; see the [crate docs](crate).
@@ -332,8 +358,12 @@ pub struct KratosResolver {
 impl Resolver for KratosResolver {
     fn resolve(&self, target: &Target, updates: SnapshotSender) -> Result<()> {
         match self.driver.locate(target)? {
+            #[cfg(feature = "etcd")]
             (Backend::Etcd, t) => etcd::resolve(&t, self.security, updates),
+            #[cfg(feature = "consul")]
             (Backend::Consul, t) => consul::resolve(&t, self.security, updates),
+            #[cfg(not(all(feature = "etcd", feature = "consul")))]
+            (off, _) => Err(off.feature_off(target, "resolve")),
         }
     }
 }
@@ -349,11 +379,13 @@ impl Registrar for KratosRegistrar {
     async fn register(&self, target: &Target, endpoint: &str) -> Result<Registration> {
         let (backend, engine) = self.driver.locate(target)?;
         match backend {
+            #[cfg(feature = "etcd")]
             Backend::Etcd => {
                 let name = driver_etcd::EtcdTarget::from_target(&engine)?.key;
                 let instance = self.driver.instance(target, &name, endpoint)?;
                 etcd::register(&engine, target.as_str(), endpoint, instance).await
             }
+            #[cfg(feature = "consul")]
             Backend::Consul => {
                 let name = driver_consul::ConsulTarget::from_target(&engine)?.service;
                 let instance = self.driver.instance(target, &name, endpoint)?;
@@ -365,6 +397,8 @@ impl Registrar for KratosRegistrar {
                 }
                 consul::register(&engine, target.as_str(), endpoint, instance).await
             }
+            #[cfg(not(all(feature = "etcd", feature = "consul")))]
+            off => Err(off.feature_off(target, "register a service at")),
         }
     }
 }

@@ -8,10 +8,12 @@
 //! (waiting for an endpoint, connecting, sending, the headers and the whole response
 //! body or stream): when it passes the stream is reset with `CANCEL` and the call ends
 //! `DEADLINE_EXCEEDED`, whichever side noticed first; a stream that fails otherwise
-//! gets the status gRPC over HTTP/2 maps its error to (`status`). The user-agent the
-//! application set is kept, ours added after it. Each call
-//! counts as pending on its connection until its response body ends (or is dropped),
-//! and under [`Policy::PeakEwma`] its latency and outcome feed the estimate: a
+//! gets the status gRPC over HTTP/2 maps its error to (`status`), and so does a
+//! response that is not gRPC or ends without trailers; a caller that drops the call's
+//! future or its response cancels the call: the stream is reset with `CANCEL`, a
+//! request stream still being sent included. The user-agent the application set is
+//! kept, ours added after it. Each call counts as pending on its connection until its
+//! response body ends (or is dropped), and under [`Policy::PeakEwma`] its latency and outcome feed the estimate: a
 //! grpc-status saying the endpoint is unwell (`DEADLINE_EXCEEDED`, `UNIMPLEMENTED`,
 //! `INTERNAL`, `UNAVAILABLE`, `DATA_LOSS`) counts as a failure, one about the request
 //! does not.
@@ -30,10 +32,12 @@ use tonic::Status;
 use super::BoxError;
 use super::channel::{Channel, ChannelInner};
 use super::policy::Policy;
-use super::status::stream_status;
+use super::status::{missing_trailers, non_grpc_response, stream_status};
 use super::table::Slot;
 use super::transport::connection::{Connection, OpenError};
-use super::transport::exchange::{self as transport, Exchange, Pump, RecvBody, ReqBody};
+use super::transport::exchange::{
+    self as transport, Exchange, Pump, PumpHandle, RecvBody, ReqBody,
+};
 use super::transport::replay;
 
 impl ChannelInner {
@@ -82,15 +86,27 @@ impl ChannelInner {
             match transport::exchange(&mut response, &mut pump).await {
                 Ok(resp) => {
                     slot.conn.activity.note_progress();
-                    if !pump.is_done() {
-                        pump.spawn_rest(deadline);
-                    }
                     let (parts, stream) = resp.into_parts();
-                    let failed = grpc_failed(&parts.headers);
+                    let what =
+                        || format!("target `{}`: call to {}", self.target, slot.endpoint.addr);
+                    if let Some(status) = non_grpc_response(&parts, what) {
+                        // Dropping the stream and the pump resets the stream.
+                        guard.finish(true);
+                        return Err(status);
+                    }
+                    let pump = (!pump.is_done()).then(|| pump.spawn_rest(deadline));
+                    // One lookup: a trailers-only response (status in the headers) has no
+                    // trailers to come; a non-200 one without a status is mapped by tonic
+                    // from its HTTP status.
+                    let status = parts.headers.get(&GRPC_STATUS);
+                    let failed = status.is_some_and(failure_code);
+                    let awaits_trailers = status.is_none() && parts.status == http::StatusCode::OK;
                     let body = ObservedBody {
                         inner: Some(RecvBody::new(stream)),
                         guard: Some(guard),
                         failed,
+                        awaits_trailers,
+                        _pump: pump,
                         deadline,
                         timer: deadline.map(|d| Box::pin(tokio::time::sleep_until(d.into()))),
                         channel: self.clone(),
@@ -181,9 +197,11 @@ static GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-time
 /// UNAVAILABLE, DATA_LOSS (go-zero's choice). A NOT_FOUND is the caller's business
 /// and must not steer traffic away.
 fn grpc_failed(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(&GRPC_STATUS)
-        .is_some_and(|v| matches!(v.as_bytes(), b"4" | b"12" | b"13" | b"14" | b"15"))
+    headers.get(&GRPC_STATUS).is_some_and(failure_code)
+}
+
+fn failure_code(status: &http::HeaderValue) -> bool {
+    matches!(status.as_bytes(), b"4" | b"12" | b"13" | b"14" | b"15")
 }
 
 /// Parses gRPC's `grpc-timeout` header: up to 8 digits and a unit (H M S m u n).
@@ -253,6 +271,11 @@ struct ObservedBody {
     inner: Option<RecvBody>,
     guard: Option<CallGuard>,
     failed: bool,
+    /// The call's status is yet to come in trailers: a body that ends without them
+    /// ends the call `INTERNAL`.
+    awaits_trailers: bool,
+    /// The request body still being sent, cancelled when this body is dropped.
+    _pump: Option<PumpHandle>,
     deadline: Option<Instant>,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// For the messages of failed calls.
@@ -308,12 +331,18 @@ impl http_body::Body for ObservedBody {
                 }
                 if let Some(trailers) = frame.trailers_ref() {
                     this.failed |= grpc_failed(trailers);
+                    this.awaits_trailers = false;
                 }
                 Some(Ok(frame))
             }
             Poll::Ready(Some(Err(e))) => {
                 this.failed = true;
                 Some(Err(stream_status(&e, this.deadline, &this.what())))
+            }
+            Poll::Ready(None) if this.awaits_trailers => {
+                this.failed = true;
+                this.awaits_trailers = false;
+                Some(Err(missing_trailers(&this.what())))
             }
             Poll::Ready(None) => None,
         };
@@ -326,7 +355,8 @@ impl http_body::Body for ObservedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(RecvBody::is_end_stream)
+        // Missing trailers are still to be reported.
+        !self.awaits_trailers && self.inner.as_ref().is_none_or(RecvBody::is_end_stream)
     }
 }
 

@@ -8,6 +8,14 @@
 //! `RESOURCE_EXHAUSTED`, `INADEQUATE_SECURITY` → `PERMISSION_DENIED`, the other codes
 //! → `INTERNAL`), and a lost connection or a `GOAWAY` is `UNAVAILABLE`.
 //!
+//! A response whose content-type is not gRPC's ([`non_grpc_response`]: a proxy's error
+//! page, a plain HTTP server) is not read as gRPC: its status is mapped from the HTTP
+//! status as http-grpc-status-mapping.md lists it (400 → `INTERNAL`, 401 →
+//! `UNAUTHENTICATED`, 403 → `PERMISSION_DENIED`, 404 → `UNIMPLEMENTED`, 429, 502,
+//! 503, 504 → `UNAVAILABLE`, any other, 200 included, → `UNKNOWN`), as grpc-go does.
+//! A gRPC response that ends without trailers never said how the call went:
+//! `INTERNAL` ([`missing_trailers`]), as grpc-go says.
+//!
 //! Why it matters: callers and dtm retry `UNAVAILABLE` as "nothing happened"; a call
 //! that timed out, or that a server cancelled, must not be reported that way.
 
@@ -44,8 +52,74 @@ pub(crate) fn stream_status(error: &h2::Error, deadline: Option<Instant>, what: 
     }
 }
 
+/// The status of a response that is not gRPC (see the [module docs](self)), or `None`
+/// when its content-type is `application/grpc`, alone or with a `+subtype` or
+/// `;parameters` (grpc-go's rule).
+/// `what` names the call for the message; it is built only for a failure.
+pub(crate) fn non_grpc_response(
+    head: &http::response::Parts,
+    what: impl FnOnce() -> String,
+) -> Option<Status> {
+    let content_type = head.headers.get(http::header::CONTENT_TYPE);
+    if content_type.is_some_and(|v| is_grpc_content_type(v.as_bytes())) {
+        return None;
+    }
+    let code = match head.status.as_u16() {
+        400 => tonic::Code::Internal,
+        401 => tonic::Code::Unauthenticated,
+        403 => tonic::Code::PermissionDenied,
+        404 => tonic::Code::Unimplemented,
+        429 | 502 | 503 | 504 => tonic::Code::Unavailable,
+        _ => tonic::Code::Unknown,
+    };
+    let content = match content_type {
+        Some(v) => format!(
+            "unexpected content-type {:?}",
+            String::from_utf8_lossy(v.as_bytes())
+        ),
+        None => "no content-type".to_string(),
+    };
+    Some(Status::new(
+        code,
+        format!(
+            "{}: not a gRPC response: HTTP status {} with {content}",
+            what(),
+            head.status
+        ),
+    ))
+}
+
+fn is_grpc_content_type(v: &[u8]) -> bool {
+    const GRPC: &[u8] = b"application/grpc";
+    v.strip_prefix(GRPC)
+        .is_some_and(|rest| matches!(rest.first(), None | Some(b'+' | b';')))
+}
+
+/// The status of a gRPC response whose body ended without trailers (and whose headers
+/// carried no status).
+pub(crate) fn missing_trailers(what: &str) -> Status {
+    Status::internal(format!(
+        "{what}: the server closed the stream without sending trailers (no grpc-status)"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn grpc_content_types() {
+        for (v, grpc) in [
+            ("application/grpc", true),
+            ("application/grpc+proto", true),
+            ("application/grpc;charset=utf-8", true),
+            ("application/grpcx", false),
+            ("application/json", false),
+            ("text/html", false),
+            ("application/grp", false),
+        ] {
+            assert_eq!(super::is_grpc_content_type(v.as_bytes()), grpc, "{v}");
+        }
+    }
+
     use super::*;
 
     #[test]

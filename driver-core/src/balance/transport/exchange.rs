@@ -158,25 +158,36 @@ impl Pump {
     }
 
     /// Pumps the rest of the body on a task of its own (a body still streaming when
-    /// the response arrived); at `deadline` the stream is reset with `CANCEL`.
-    pub(crate) fn spawn_rest(mut self, deadline: Option<std::time::Instant>) {
+    /// the response arrived). The stream is reset with `CANCEL` at `deadline`, or when
+    /// the returned handle is dropped (the caller dropped the response: the call is
+    /// cancelled, as grpc-go cancels a stream whose context ends, instead of being left
+    /// open at the server until the caller's request stream ends).
+    pub(crate) fn spawn_rest(mut self, deadline: Option<std::time::Instant>) -> PumpHandle {
+        let (handle, dropped) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             let pumped = poll_fn(|cx| self.poll_pump(cx));
-            match deadline {
-                None => {
-                    pumped.await;
+            let deadline = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
                 }
-                Some(deadline) => {
-                    tokio::select! {
-                        _ = pumped => {}
-                        () = tokio::time::sleep_until(deadline.into()) => {
-                            self.stream.send_reset(h2::Reason::CANCEL);
-                        }
-                    }
-                }
+            };
+            tokio::select! {
+                _ = pumped => {}
+                () = deadline => self.stream.send_reset(h2::Reason::CANCEL),
+                _ = dropped => self.stream.send_reset(h2::Reason::CANCEL),
             }
         });
+        PumpHandle {
+            _reset_on_drop: handle,
+        }
     }
+}
+
+/// Keeps a spawned [`Pump`] going; dropping it resets the stream (see
+/// [`Pump::spawn_rest`]).
+pub(crate) struct PumpHandle {
+    _reset_on_drop: tokio::sync::oneshot::Sender<()>,
 }
 
 fn clone_frame(frame: &Frame<Bytes>) -> Frame<Bytes> {

@@ -21,7 +21,9 @@
 //! gRPC over HTTP/2 protocol as grpc-go and tonic servers speak it: every stream shape
 //! (unary, client, server and bidirectional streaming), messages larger than the
 //! flow-control windows, trailers-only responses, `grpc-timeout`; the tests in
-//! `driver-core/tests/transport.rs` and the interop tests hold it to that.
+//! `driver-core/tests/transport.rs`, `stream_ends.rs` (every way a stream ends, and
+//! the line of transparent retry) and `interop_grpc.rs` (grpc's interop cases against
+//! grpc-go's interop server, tonic's channel as the control) hold it to that.
 //!
 //! Why it exists instead of tonic's channel over hyper: the balancer has to know
 //! whether an endpoint can take a request before handing it over (tonic's lazy
