@@ -18,6 +18,10 @@
 //! host. Under `dtm-driver-kratos` the channel takes the instances' TLS endpoints
 //! (`grpcs://`) and checks certificates against the service name, as kratos' Go client
 //! does.
+//!
+//! `k8s://NAMESPACE/SERVICE:PORT` (under `dtm-driver-gozero`) reads the cluster of the
+//! kubeconfig in `KUBECONFIG`, else `~/.kube/config`, or, inside a pod, its service
+//! account.
 
 #![allow(clippy::print_stdout)] // a CLI's output is its product
 
@@ -61,7 +65,8 @@ enum Command {
     },
     /// Print the endpoints a target resolves to.
     Resolve {
-        /// e.g. etcd://127.0.0.1:2379/trans or direct:///127.0.0.1:1,127.0.0.1:2
+        /// e.g. etcd://127.0.0.1:2379/trans, direct:///127.0.0.1:1,127.0.0.1:2 or
+        /// k8s://NAMESPACE/SERVICE:PORT (with KUBECONFIG)
         target: String,
         /// Print one JSON line per change until interrupted.
         #[arg(long)]
@@ -187,13 +192,18 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+    let code = match runtime.block_on(run(cli)) {
+        Ok(()) => 0,
         Err(Failure(message, code)) => {
             eprintln!("dtmdriver: {message}");
-            ExitCode::from(code)
+            code
         }
-    }
+    };
+    // Exit with the runtime still up: tearing it down cancels the engines' tasks
+    // (watches, connections) while others still run, and those log what looks like a
+    // failure (a connection "retired", a watch interrupted) after the result.
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    std::process::exit(i32::from(code))
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {

@@ -10,11 +10,12 @@
 //! | `discov` | alias of `etcd` | alias of `etcd` |
 //! | `direct` | the static list `direct:///a:1,b:2` | — |
 //! | `consul` | blocking health queries ([`consul`]) | zero-contrib's agent service + TTL check ([`consul`]) |
+//! | `k8s` | ready addresses of the service's EndpointSlices (`k8s` module, feature `k8s`) | — (the cluster does it) |
 //!
 //! Targets take both go-zero shapes: `etcd://h1:2379,h2:2379/KEY` (go-zero ≤ 1.10.1) and
 //! `etcd:///h1:2379,h2:2379?key=KEY` (≥ 1.10.2), with `?user=&password=` for etcd auth.
 //!
-//! Like go-zero's clients, `etcd`, `discov` and `direct` channels use at most
+//! Like go-zero's clients, `etcd`, `discov`, `direct` and `k8s` channels use at most
 //! [`SUBSET_SIZE`] (32) servers of a larger set, a random subset per channel; ours is
 //! sticky (see [`SnapshotSender::with_subset`]) where go-zero reshuffles on every change.
 //! `?subset=N` on the target sets another bound, `?subset=0` none.
@@ -25,10 +26,10 @@
 //!
 //! # Features
 //!
-//! `etcd` (the `etcd` and `discov` schemes, on `driver-etcd`'s engine) and `consul` (on
-//! `driver-consul`'s), both on by default: a service that uses one registry turns the
-//! other off (`default-features = false, features = ["consul"]`) and compiles no client
-//! of it. A target of a scheme whose feature is off is refused with an error naming the
+//! `etcd` (the `etcd` and `discov` schemes, on `driver-etcd`'s engine), `consul` (on
+//! `driver-consul`'s) and `k8s` (on `driver-k8s`'s: a Kubernetes client), all on by
+//! default: a service that uses one registry turns the others off
+//! (`default-features = false, features = ["consul"]`) and compiles no client of them. A target of a scheme whose feature is off is refused with an error naming the
 //! feature ([`FeatureOff`](driver_core::feature_off::FeatureOff)). `direct` is always
 //! there.
 //!
@@ -53,7 +54,7 @@ use async_trait::async_trait;
 #[cfg(feature = "etcd")]
 use driver_core::Registration;
 use driver_core::address::HostPort;
-#[cfg(not(all(feature = "etcd", feature = "consul")))]
+#[cfg(not(all(feature = "etcd", feature = "consul", feature = "k8s")))]
 use driver_core::feature_off::FeatureOff;
 use driver_core::parse::parse_scheme_url;
 #[cfg(feature = "etcd")]
@@ -67,6 +68,10 @@ use driver_etcd::{EtcdTarget, LeaseKeeper, resolve_prefix, shared_client};
 pub mod consul;
 #[cfg(feature = "consul")]
 pub use consul::{GoZeroConsulFormat, GoZeroConsulRegistrar, GoZeroConsulResolver};
+#[cfg(feature = "k8s")]
+pub mod k8s;
+#[cfg(feature = "k8s")]
+pub use k8s::GoZeroK8sResolver;
 
 /// The driver's name.
 pub const NAME: &str = "dtm-driver-gozero";
@@ -165,6 +170,7 @@ impl Driver for GoZeroDriver {
             ("discov", etcd),
             ("direct", Arc::new(GoZeroDirectResolver)),
             ("consul", consul_resolver()),
+            ("k8s", k8s_resolver()),
         ]
     }
 
@@ -209,6 +215,14 @@ fn consul_resolver() -> Arc<dyn Resolver> {
     let resolver = Arc::new(GoZeroConsulResolver);
     #[cfg(not(feature = "consul"))]
     let resolver = Arc::new(FeatureOff::new(NAME, PACKAGE, "consul"));
+    resolver
+}
+
+fn k8s_resolver() -> Arc<dyn Resolver> {
+    #[cfg(feature = "k8s")]
+    let resolver = Arc::new(GoZeroK8sResolver);
+    #[cfg(not(feature = "k8s"))]
+    let resolver = Arc::new(FeatureOff::new(NAME, PACKAGE, "k8s"));
     resolver
 }
 

@@ -347,7 +347,13 @@ impl EtcdServer {
     /// Panics if `etcd` is not installed (with the command that installs it) or does not
     /// become healthy; the panic message includes the end of etcd's log.
     pub fn start() -> EtcdServer {
-        Self::start_inner(None, Vec::new())
+        Self::start_inner(etcd_binary(), None, Vec::new())
+    }
+
+    /// Like [`start`](Self::start), running another etcd build: `binary` (e.g. the newer
+    /// etcd kube-apiserver wants, built into `interop/bin/kube-etcd`).
+    pub fn start_binary(binary: &Path) -> EtcdServer {
+        Self::start_inner(binary.to_owned(), None, Vec::new())
     }
 
     /// Like [`start`](Self::start), with authentication enabled: the user
@@ -371,7 +377,7 @@ impl EtcdServer {
         let extra = token_ttl
             .map(|ttl| vec![format!("--auth-token-ttl={}", ttl.as_secs().max(1))])
             .unwrap_or_default();
-        let server = Self::start_inner(None, extra);
+        let server = Self::start_inner(etcd_binary(), None, extra);
         let user = format!(
             r#"{{"name":"{}","password":"{root_password}"}}"#,
             Self::ROOT_USER
@@ -399,6 +405,7 @@ impl EtcdServer {
     /// ([`tls_endpoint`](Self::tls_endpoint)) with the given PEM certificate and key.
     pub fn start_with_tls(cert_pem: &Path, key_pem: &Path) -> EtcdServer {
         Self::start_inner(
+            etcd_binary(),
             Some((cert_pem.to_owned(), key_pem.to_owned(), None)),
             Vec::new(),
         )
@@ -412,6 +419,7 @@ impl EtcdServer {
         client_ca_pem: &Path,
     ) -> EtcdServer {
         Self::start_inner(
+            etcd_binary(),
             Some((
                 cert_pem.to_owned(),
                 key_pem.to_owned(),
@@ -430,10 +438,10 @@ impl EtcdServer {
     }
 
     fn start_inner(
+        binary: PathBuf,
         tls: Option<(PathBuf, PathBuf, Option<PathBuf>)>,
         extra_args: Vec<String>,
     ) -> EtcdServer {
-        let binary = etcd_binary();
         process::start_with_retries("etcd", || {
             let ports = free_ports(3);
             let (client_port, peer_port) = (ports[0], ports[1]);
@@ -519,6 +527,30 @@ impl EtcdServer {
         String::from_utf8_lossy(&response)
             .lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
+    /// Compacts the key space to the newest revision (physically): a watch from an
+    /// older revision is refused as compacted.
+    ///
+    /// # Panics
+    ///
+    /// Panics if etcd does not answer or refuses.
+    pub fn compact_to_head(&self) {
+        let range = http_request(self.port(), "POST", "/v3/kv/range", r#"{"key":"AA=="}"#)
+            .unwrap_or_default();
+        let revision: u64 = range
+            .split("\"revision\":\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .and_then(|r| r.parse().ok())
+            .unwrap_or_else(|| panic!("etcd gave no revision: {range}"));
+        let body = format!(r#"{{"revision":"{revision}","physical":true}}"#);
+        let response =
+            http_request(self.port(), "POST", "/v3/kv/compaction", &body).unwrap_or_default();
+        assert!(
+            response.starts_with("HTTP/1.1 200"),
+            "etcd refused to compact to {revision}: {response}"
+        );
     }
 
     /// SIGKILLs the process and reaps it, keeping the data directory and ports for

@@ -3,7 +3,9 @@
 //! Every test that needs a registry starts its own real server process on free loopback
 //! ports with a temporary data directory, and the process is killed (and reaped) when the
 //! handle is dropped. Nothing here is a mock: [`EtcdServer`] and [`EtcdCluster`] run the
-//! `etcd` binary from the Debian `etcd-server` package.
+//! `etcd` binary from the Debian `etcd-server` package; [`KubeApiServer`] runs the real
+//! kube-apiserver and a newer etcd, built from their Go modules by `bash interop/build.sh`
+//! (tests that leave it alone share one per test binary: [`KubeApiServer::shared`]).
 //!
 //! If a binary is missing, the helpers panic with the one command that installs it; they
 //! never skip. `bash scripts/test.sh` installs everything the tests need.
@@ -24,6 +26,7 @@ pub mod echo;
 mod etcd;
 pub mod grpc_testing;
 mod interop;
+mod kube;
 mod logs;
 pub mod options;
 mod ports;
@@ -40,6 +43,7 @@ pub use echo::{Behavior, EchoClient, EchoServer, SayReply, SayRequest};
 pub use etcd::{EtcdCluster, EtcdServer};
 pub use grpc_testing::{GrpcInteropServer, InteropServerKind};
 pub use interop::{InteropProcess, interop_binary, read_lines, run_interop, signal_and_wait};
+pub use kube::{KUBE_BUILD_HINT, KubeApiServer, KubeUser, kube_apiserver_binary};
 pub use logs::CapturedLogs;
 pub use ports::{free_port, free_ports};
 pub use streams::{Note, ProduceRequest, StreamsClient, Summary};

@@ -18,8 +18,14 @@ pub struct Running {
 impl Running {
     /// Starts `dtmdriver ARGS` with no driver, token or registry from the environment.
     pub fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    /// [`start`](Self::start) with these environment variables set.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_dtmdriver"))
             .args(args)
+            .envs(env.iter().copied())
             .env_remove("DTM_DRIVER")
             .env_remove("CONSUL_HTTP_TOKEN")
             .env_remove("DTM_KRATOS_REGISTRY")

@@ -1,11 +1,13 @@
 // gozero-consul-watcher runs zero-contrib's consul resolver (what a go-zero zrpc client
-// dialling a consul:// target uses) against a printing resolver.ClientConn and prints
-// the sorted address set as one line each time the resolver pushes a different one:
-// what gRPC's balancer would be handed, when it would be handed it. The first line
-// (possibly empty) means the first answer arrived. The consul propagation benchmark
-// compares it with the Rust resolver on the same agent.
+// dialling a consul:// target uses), or go-zero's own resolvers (k8s://, etcd://,
+// discov://, direct://, registered as a zrpc client registers them), against a printing
+// resolver.ClientConn and prints the sorted address set as one line each time the
+// resolver pushes a different one: what gRPC's balancer would be handed, when it would
+// be handed it. The first line (possibly empty) means the first answer arrived. The
+// propagation benchmarks compare it with the Rust resolvers on the same registry.
 //
 //	gozero-consul-watcher -target 'consul://127.0.0.1:8500/echo.rpc?wait=14s'
+//	gozero-consul-watcher -target 'k8s://ns/echo:8080'   (in-cluster credentials only, as go-zero)
 package main
 
 import (
@@ -18,6 +20,7 @@ import (
 	"sync"
 
 	"github.com/zeromicro/go-zero/core/logx"
+	zrpcresolver "github.com/zeromicro/go-zero/zrpc/resolver"
 	_ "github.com/zeromicro/zero-contrib/zrpc/registry/consul"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/serviceconfig"
@@ -58,6 +61,7 @@ func main() {
 	target := flag.String("target", "", "a go-zero consul target, e.g. consul://127.0.0.1:8500/echo.rpc?wait=14s")
 	flag.Parse()
 	logx.Disable()
+	zrpcresolver.Register()
 
 	u, err := url.Parse(*target)
 	if err != nil {
