@@ -4,7 +4,7 @@
 # protoc: PROTOC points nowhere and no protoc is on PATH. Three builds: every library
 # crate with default features, then the driver crates with only `etcd`, then only
 # `consul` (where `cargo tree` must show no etcd engine); and `cargo install --path
-# driver-cli`. All share one target directory ($CARGO_TARGET_DIR/outside, or
+# dtmdriver-cli`. All share one target directory ($CARGO_TARGET_DIR/outside, or
 # target/outside). Exits non-zero on the first failure.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -44,18 +44,19 @@ common="tokio = { version = \"1\", features = [\"rt-multi-thread\", \"macros\", 
 tokio-stream = { version = \"0.1\", features = [\"net\"] }
 tonic = { version = \"0.14\", default-features = false, features = [\"codegen\", \"transport\", \"router\"] }
 tonic-health = \"0.14\"
-driver-core = { path = \"$root/driver-core\" }"
+dtmdriver-core = { path = \"$root/driver-core\" }"
 
 # deps_for FEATURES: the driver crates with FEATURES ("" = their defaults).
 deps_for() {
   if [ -z "$1" ]; then
-    echo "driver-etcd = { path = \"$root/driver-etcd\" }"
-    echo "driver-consul = { path = \"$root/driver-consul\" }"
-    echo "driver-gozero-compat = { path = \"$root/driver-gozero-compat\" }"
-    echo "driver-kratos-compat = { path = \"$root/driver-kratos-compat\" }"
+    echo "dtmdriver-etcd = { path = \"$root/driver-etcd\" }"
+    echo "dtmdriver-consul = { path = \"$root/driver-consul\" }"
+    echo "dtmdriver-k8s = { path = \"$root/driver-k8s\" }"
+    echo "dtmdriver-gozero = { path = \"$root/driver-gozero-compat\" }"
+    echo "dtmdriver-kratos = { path = \"$root/driver-kratos-compat\" }"
   else
-    echo "driver-gozero-compat = { path = \"$root/driver-gozero-compat\", default-features = false, features = [\"$1\"] }"
-    echo "driver-kratos-compat = { path = \"$root/driver-kratos-compat\", default-features = false, features = [\"$1\"] }"
+    echo "dtmdriver-gozero = { path = \"$root/driver-gozero-compat\", default-features = false, features = [\"$1\"] }"
+    echo "dtmdriver-kratos = { path = \"$root/driver-kratos-compat\", default-features = false, features = [\"$1\"] }"
   fi
 }
 
@@ -74,8 +75,8 @@ run "driver crates with only the etcd feature" "etcd" "etcd"
 run "driver crates with only the consul feature" "consul" "consul"
 # The consul-only driver crates (the manifest of the last run) link no etcd engine, etcd
 # client or protobuf stubs.
-if (cd "$crate" && cargo tree -q -e normal -p driver-gozero-compat -p driver-kratos-compat) |
-  grep -E 'driver-etcd|etcd-client|prost'; then
+if (cd "$crate" && cargo tree -q -e normal -p dtmdriver-gozero -p dtmdriver-kratos) |
+  grep -E 'dtmdriver-etcd|etcd-client|prost'; then
   echo "outside-build: the consul-only build links the etcd engine (above)" >&2
   exit 1
 fi

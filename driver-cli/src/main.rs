@@ -26,18 +26,18 @@
 #![allow(clippy::print_stdout)] // a CLI's output is its product
 
 // Link every driver of the workspace so `--driver` finds them.
-use driver_consul as _;
-use driver_etcd as _;
-use driver_gozero_compat as _;
-use driver_kratos_compat as _;
+use dtmdriver_consul as _;
+use dtmdriver_etcd as _;
+use dtmdriver_gozero as _;
+use dtmdriver_kratos as _;
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
-use driver_core::target::redact;
-use driver_core::{Channel, ChannelBuilder, Endpoint, TlsConnector};
+use dtmdriver_core::target::redact;
+use dtmdriver_core::{Channel, ChannelBuilder, Endpoint, TlsConnector};
 use serde::Serialize;
 
 #[derive(Parser)]
@@ -123,7 +123,7 @@ impl TlsArgs {
     /// A channel builder for `target` under the driver named `driver`, with TLS if
     /// asked for.
     fn channel(&self, driver: &str, target: &str) -> Result<ChannelBuilder, Failure> {
-        let bad = |e: driver_core::Error| Failure(e.to_string(), 2);
+        let bad = |e: dtmdriver_core::Error| Failure(e.to_string(), 2);
         let Some(ca) = &self.tls_ca else {
             return Ok(Channel::builder(target));
         };
@@ -134,8 +134,8 @@ impl TlsArgs {
         if let Some(name) = &self.tls_server_name {
             tls = tls.with_server_name(name);
         }
-        if driver == driver_kratos_compat::NAME {
-            return driver_kratos_compat::KratosDriver::default()
+        if driver == dtmdriver_kratos::NAME {
+            return dtmdriver_kratos::KratosDriver::default()
                 .tls_channel(target, tls)
                 .map_err(bad);
         }
@@ -208,13 +208,13 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), Failure> {
     let chosen = || {
-        driver_core::use_driver(&cli.driver)
-            .map(|()| driver_core::get_driver())
+        dtmdriver_core::use_driver(&cli.driver)
+            .map(|()| dtmdriver_core::get_driver())
             .map_err(|e| Failure(e.to_string(), 2))
     };
     match cli.command {
         Command::Drivers => {
-            for name in driver_core::driver_names() {
+            for name in dtmdriver_core::driver_names() {
                 println!("{name}");
             }
             Ok(())
@@ -231,7 +231,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 )
             })?;
             // The server is shown, not dialled: without its secrets.
-            let shown = driver_core::ServerMethod {
+            let shown = dtmdriver_core::ServerMethod {
                 server: redact(&sm.server),
                 method: sm.method,
             };
@@ -293,7 +293,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 let Some((k, v)) = m.split_once('=') else {
                     return Err(Failure(format!("--metadata `{m}`: write KEY=VALUE"), 2));
                 };
-                driver_core::invoke::request_metadata(&[(k, v)])
+                dtmdriver_core::invoke::request_metadata(&[(k, v)])
                     .map_err(|e| Failure(format!("--metadata: {e}"), 2))?;
                 pairs.push((k, v));
             }
@@ -306,7 +306,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 .resolve_timeout(timeout)
                 .connect()
                 .map_err(|e| Failure(e.to_string(), 2))?;
-            let call = driver_core::call_raw(&channel, &sm.method, Bytes::from(payload), &pairs);
+            let call = dtmdriver_core::call_raw(&channel, &sm.method, Bytes::from(payload), &pairs);
             let reply = match tokio::time::timeout(timeout, call).await {
                 Ok(r) => r,
                 Err(_) => Err(tonic_deadline(timeout)),
@@ -345,13 +345,13 @@ const TIMEOUT_RANGE: std::ops::RangeInclusive<Duration> =
 
 /// A duration flag, read as targets write durations; a usage error (exit 2) otherwise.
 fn flag_duration(flag: &str, text: &str) -> Result<Duration, Failure> {
-    driver_core::duration::parse_duration(flag, text, &TIMEOUT_RANGE).map_err(|e| Failure(e, 2))
+    dtmdriver_core::duration::parse_duration(flag, text, &TIMEOUT_RANGE).map_err(|e| Failure(e, 2))
 }
 
 /// A library error as a failure: exit 2 when the input was wrong (a target, an
 /// endpoint, a driver name: fix the command), else 1.
-fn failure(e: driver_core::Error) -> Failure {
-    use driver_core::Error as E;
+fn failure(e: dtmdriver_core::Error) -> Failure {
+    use dtmdriver_core::Error as E;
     let code = match e {
         E::BadTarget { .. }
         | E::BadEndpoint { .. }

@@ -178,14 +178,14 @@ fn reply_hex(name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_with_tls_ca_takes_the_grpcs_endpoints_and_checks_the_service_name() {
-    use driver_core::Driver;
+    use dtmdriver_core::Driver;
     let server = EtcdServer::start();
     let ep = server.endpoint();
     // kratos' Go client checks the certificate against the service name; so do we.
     let pki = TestPki::new(&["secure"]);
     let tls = EchoServer::start_tls("tls", &pki).await;
     let plain = EchoServer::start("plain").await;
-    let driver = driver_kratos_compat::KratosDriver::default()
+    let driver = dtmdriver_kratos::KratosDriver::default()
         .with_registry(&format!("etcd://{ep}"))
         .unwrap();
     let _tls_reg = driver

@@ -18,7 +18,7 @@
 //! heartbeat refused) is logged at WARN with the agent's answer, again only when the
 //! cause changes or a minute passed, and the handle's
 //! [`health`](Registration::health) is
-//! [`Retrying`](driver_core::RegistrationState::Retrying) until the service is
+//! [`Retrying`](dtmdriver_core::RegistrationState::Retrying) until the service is
 //! registered and its heartbeat accepted again.
 //!
 //! If the process dies without deregistering, the check goes critical after its TTL
@@ -26,13 +26,13 @@
 
 use std::time::Duration;
 
-use driver_core::health::{FailureEpisode, HealthReporter};
-use driver_core::{Error, Registration, Result};
+use dtmdriver_core::health::{FailureEpisode, HealthReporter};
+use dtmdriver_core::{Error, Registration, Result};
 use http::Method;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use driver_core::backoff::Backoff;
+use dtmdriver_core::backoff::Backoff;
 
 use crate::client::{ConsulClient, escape};
 use crate::error::ConsulError;
@@ -54,9 +54,9 @@ enum Guard {
 /// Keeps one service registered; see the [module docs](self).
 ///
 /// ```no_run
-/// # async fn f(registration: driver_consul::AgentServiceRegistration) -> driver_core::Result<()> {
+/// # async fn f(registration: dtmdriver_consul::AgentServiceRegistration) -> dtmdriver_core::Result<()> {
 /// use std::time::Duration;
-/// use driver_consul::{ConsulClient, ConsulConfig, ServiceKeeper};
+/// use dtmdriver_consul::{ConsulClient, ConsulConfig, ServiceKeeper};
 /// let client = ConsulClient::new(ConsulConfig::new("127.0.0.1:8500"));
 /// let handle = ServiceKeeper::new(client, registration, Duration::from_secs(19))
 ///     .start("consul://127.0.0.1:8500/trans", "10.0.0.5:8080")
@@ -299,7 +299,7 @@ impl ServiceKeeper {
             tracing::warn!(%id, error = %e, "deregistering from consul failed");
             let ttl = &self.registration.check.ttl;
             let after = &self.registration.check.deregister_critical_service_after;
-            driver_core::Error::Registry {
+            dtmdriver_core::Error::Registry {
                 target,
                 message: format!(
                     "{e}; the service `{id}` turns critical after its {ttl} TTL and the agent \

@@ -17,7 +17,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
-use driver_core::address::host_of;
+use dtmdriver_core::address::host_of;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
@@ -27,7 +27,7 @@ use hyper_util::rt::TokioExecutor;
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 use crate::error::ConsulError;
-use driver_core::TlsFiles;
+use dtmdriver_core::TlsFiles;
 
 use crate::target::ConsulConfig;
 

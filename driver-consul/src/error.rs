@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use driver_core::Error;
+use dtmdriver_core::Error;
 
 /// Why a request to consul failed. Every message names the agent and what to do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -106,7 +106,7 @@ impl ConsulError {
         matches!(self, Self::Unreachable { .. } | Self::Timeout { .. })
     }
 
-    /// As a [`driver_core::Error`] about `target`.
+    /// As a [`dtmdriver_core::Error`] about `target`.
     pub fn into_registry_error(self, target: &str) -> Error {
         Error::Registry {
             target: target.to_string(),

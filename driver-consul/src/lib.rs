@@ -1,7 +1,7 @@
 //! The consul registry engine and the native `dtm-driver-consul` driver.
 //!
 //! The engine knows nothing about service layouts; formats (this crate's [`native`]
-//! one, go-zero's in `driver-gozero-compat`) plug into it:
+//! one, go-zero's in `dtmdriver-gozero`) plug into it:
 //!
 //! * [`target`]: consul targets (`consul://[user:pw@]host:8500/SERVICE?token=&dc=`), the
 //!   ACL token (`?token=` or `CONSUL_HTTP_TOKEN`) and HTTPS settings
@@ -13,7 +13,7 @@
 //!   for it;
 //! * [`agent`]: [`ServiceKeeper`] keeps an agent service with a TTL check registered
 //!   (heartbeat, re-registration as soon as the agent lost it, deregistration on stop)
-//!   behind a [`Registration`](driver_core::Registration);
+//!   behind a [`Registration`](dtmdriver_core::Registration);
 //! * [`watch`]: [`HealthWatcher`] follows a service with blocking health queries
 //!   (index + wait, reset when the index goes back, backoff, last answer kept while the
 //!   agent is away), one per query per process, and [`resolve_health`] turns it into
@@ -26,16 +26,16 @@
 //!
 //! Linking this crate registers the `dtm-driver-consul` driver (see [`native`] for its
 //! format); a program that does not otherwise name the crate keeps it linked with
-//! `use driver_consul as _;`.
+//! `use dtmdriver_consul as _;`.
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
-//! use driver_consul as _;
-//! driver_core::use_driver("dtm-driver-consul")?;
-//! let registration = driver_core::get_driver()
+//! use dtmdriver_consul as _;
+//! dtmdriver_core::use_driver("dtm-driver-consul")?;
+//! let registration = dtmdriver_core::get_driver()
 //!     .register_service("consul://127.0.0.1:8500/trans?weight=3&group=blue", "127.0.0.1:8080")
 //!     .await?;
-//! let channel = driver_core::connect("consul://127.0.0.1:8500/trans?group=blue")?;
+//! let channel = dtmdriver_core::connect("consul://127.0.0.1:8500/trans?group=blue")?;
 //! # drop(channel); registration.deregister().await?; Ok(()) }
 //! ```
 

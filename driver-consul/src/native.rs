@@ -30,14 +30,14 @@
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
-//! use driver_core::Driver as _;
+//! use dtmdriver_core::Driver as _;
 //! use tonic_health::ServingStatus;
 //! let (reporter, health) = tonic_health::server::health_reporter();
 //! let server = tonic::transport::Server::builder()
 //!     .add_service(health) // beside the service itself: .add_service(my_service)
 //!     .serve("127.0.0.1:8080".parse()?);
 //! tokio::spawn(server);
-//! let registration = driver_consul::ConsulDriver
+//! let registration = dtmdriver_consul::ConsulDriver
 //!     .register_service(
 //!         "consul://127.0.0.1:8500/trans?check=grpc&interval=1s",
 //!         "127.0.0.1:8080",
@@ -53,7 +53,7 @@
 //! * register: `consul://HOST:8500/NAME[?weight=N][&group=G][&tag=T...][&ttl=S][&meta.K=V...][&token=T]`
 //!   `[&check=grpc[&interval=D][&timeout=D][&grpc_tls=true][&grpc_service=S]]` (durations as
 //!   consul writes them, `1s`, `500ms`, or a bare number of seconds; see
-//!   [`driver_core::registration_options`] for `weight`, `group`, `ttl` and `meta.K`,
+//!   [`dtmdriver_core::registration_options`] for `weight`, `group`, `ttl` and `meta.K`,
 //!   read alike by every engine, and
 //!   [`CHECK_RANGE`](NativeConsulFormat::CHECK_RANGE) for the check's bounds);
 //! * resolve: `consul://HOST:8500/NAME[?group=G][&tag=T][&dc=DC][&near=_agent][&wait=55s][&token=T]`:
@@ -75,11 +75,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use driver_core::address::HostPort;
-use driver_core::parse::parse_scheme_url;
-use driver_core::registration_options::RegistrationOptions;
-use driver_core::resolve::{Endpoint, Registrar, Resolver, SnapshotSender};
-use driver_core::{Driver, Error, Registration, Result, ServerMethod, Target};
+use dtmdriver_core::address::HostPort;
+use dtmdriver_core::parse::parse_scheme_url;
+use dtmdriver_core::registration_options::RegistrationOptions;
+use dtmdriver_core::resolve::{Endpoint, Registrar, Resolver, SnapshotSender};
+use dtmdriver_core::{Driver, Error, Registration, Result, ServerMethod, Target};
 
 use crate::agent::ServiceKeeper;
 use crate::client::ConsulClient;
@@ -119,8 +119,8 @@ impl NativeOptions {
     /// that the fuzz targets reach the registrar's parsing without an agent.
     ///
     /// ```
-    /// use driver_consul::NativeOptions;
-    /// let t = driver_core::Target::parse("consul://h/svc?weight=3&tag=a&meta.zone=x").unwrap();
+    /// use dtmdriver_consul::NativeOptions;
+    /// let t = dtmdriver_core::Target::parse("consul://h/svc?weight=3&tag=a&meta.zone=x").unwrap();
     /// let o = NativeOptions::from_target(&t).unwrap();
     /// assert_eq!((o.common.weight, o.tags.as_slice()), (3, ["a".to_string()].as_slice()));
     /// ```
@@ -187,7 +187,7 @@ impl NativeConsulFormat {
     /// The registration of `name` at `endpoint` (`host:port`).
     ///
     /// ```
-    /// use driver_consul::{NativeConsulFormat, NativeOptions};
+    /// use dtmdriver_consul::{NativeConsulFormat, NativeOptions};
     /// let r = NativeConsulFormat::registration("trans", "10.0.0.5:8080", &NativeOptions::default()).unwrap();
     /// assert_eq!(r.id, "trans@10.0.0.5:8080");
     /// assert_eq!(r.check.check_id, "service:trans@10.0.0.5:8080");
@@ -232,7 +232,7 @@ impl NativeConsulFormat {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use driver_consul::{GrpcCheckOptions, NativeConsulFormat, NativeOptions};
+    /// use dtmdriver_consul::{GrpcCheckOptions, NativeConsulFormat, NativeOptions};
     /// let options = NativeOptions {
     ///     grpc_check: Some(GrpcCheckOptions { interval: Duration::from_secs(1), ..Default::default() }),
     ///     ..Default::default()
@@ -294,8 +294,8 @@ impl NativeConsulFormat {
 /// health check.
 ///
 /// ```
-/// use driver_core::Driver;
-/// let d = driver_consul::ConsulDriver;
+/// use dtmdriver_core::Driver;
+/// let d = dtmdriver_consul::ConsulDriver;
 /// assert_eq!(d.name(), "dtm-driver-consul");
 /// let sm = d.parse_server_method("consul://127.0.0.1:8500/trans/pb.Trans/TransOut").unwrap();
 /// assert_eq!(sm.server, "consul://127.0.0.1:8500/trans");
@@ -322,7 +322,7 @@ impl Driver for ConsulDriver {
     }
 }
 
-driver_core::register_driver!(ConsulDriver);
+dtmdriver_core::register_driver!(ConsulDriver);
 
 /// Resolves native targets: passing instances only.
 #[derive(Clone, Copy, Debug, Default)]
@@ -586,7 +586,7 @@ mod tests {
     }
 
     /// Issue #14: `weight`, `ttl`, `group` and `meta.K` mean on consul what they mean on
-    /// etcd (the same table runs in driver-etcd), read back through the decoder; consul's
+    /// etcd (the same table runs in dtmdriver-etcd), read back through the decoder; consul's
     /// own DNS weight stays within the 65535 the agent takes.
     #[test]
     fn registration_options_mean_what_they_mean_on_every_engine() {

@@ -177,7 +177,7 @@ impl ServiceExtras {
     /// The body of `PUT /v1/agent/service/register`: `registration` plus these extras.
     ///
     /// ```
-    /// use driver_consul::{AgentServiceRegistration, ServiceExtras};
+    /// use dtmdriver_consul::{AgentServiceRegistration, ServiceExtras};
     /// let registration = AgentServiceRegistration { id: "i".into(), name: "n".into(), ..Default::default() };
     /// let extras = ServiceExtras { check_name: "n".into(), ..Default::default() };
     /// let body = extras.register_body(&registration).unwrap();
@@ -211,7 +211,7 @@ impl ServiceExtras {
 /// whatever its format.
 ///
 /// ```
-/// use driver_consul::check_meta;
+/// use dtmdriver_consul::check_meta;
 /// assert!(check_meta(&[("zone".to_string(), "a".to_string())].into()).is_ok());
 /// assert!(check_meta(&[("a.b".to_string(), "1".to_string())].into()).unwrap_err().contains("`a.b`"));
 /// ```

@@ -16,7 +16,7 @@
 //!
 //! `?tls=true` or any of `?tls_ca=`, `?tls_cert=` + `?tls_key=`, `?tls_server_name=`
 //! talks HTTPS to the agent's HTTPS port (`ports { https = 8501 }` in consul's config),
-//! with the parameters and meaning every engine shares ([`driver_core::tls_files`]):
+//! with the parameters and meaning every engine shares ([`dtmdriver_core::tls_files`]):
 //! `tls_ca` (required), a client certificate for an agent with `verify_incoming = true`,
 //! a verification name when not the target's host.
 //!
@@ -28,8 +28,8 @@
 
 use std::fmt;
 
-use driver_core::address::with_default_port;
-use driver_core::{Error, Result, Target, TlsFiles};
+use dtmdriver_core::address::with_default_port;
+use dtmdriver_core::{Error, Result, Target, TlsFiles};
 
 /// The port of a consul agent's HTTP API when the target names none.
 pub const DEFAULT_PORT: u16 = 8500;
@@ -129,8 +129,8 @@ impl ConsulTarget {
     /// `CONSUL_HTTP_TOKEN`, the TLS settings to `CONSUL_HTTP_SSL` and friends.
     ///
     /// ```
-    /// use driver_core::Target;
-    /// use driver_consul::ConsulTarget;
+    /// use dtmdriver_core::Target;
+    /// use dtmdriver_consul::ConsulTarget;
     /// let t = ConsulTarget::from_target(&Target::parse("consul://127.0.0.1/trans?dc=dc2&token=abc").unwrap()).unwrap();
     /// assert_eq!(t.config.addr(), "127.0.0.1:8500");
     /// assert_eq!(t.service, "trans");
@@ -234,7 +234,7 @@ mod tests {
     #[test]
     fn tls_parameters_and_environment() {
         let tls = |t: &str, vars: &[(&str, &str)]| parse_env(t, vars).map(|t| t.config.tls);
-        // The parameters are driver-core's (tested there); here consul's fallbacks.
+        // The parameters are dtmdriver-core's (tested there); here consul's fallbacks.
         assert_eq!(tls("consul://h/s", &[]).unwrap(), None);
         // consul's variables: HTTPS on, files filled in; the target's own win.
         let env = [

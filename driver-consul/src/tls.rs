@@ -1,5 +1,5 @@
 //! HTTPS to a consul agent: the connector (`hyper-rustls`) over the rustls
-//! configuration of the target's TLS files ([`driver_core::tls_files`], the loader every
+//! configuration of the target's TLS files ([`dtmdriver_core::tls_files`], the loader every
 //! engine shares) and what a failed handshake means.
 //!
 //! Contract: every error names the file or name at fault and the query parameter that
@@ -7,8 +7,8 @@
 //! failure is told apart from an unreachable agent.
 //!
 //! Why `hyper-rustls`: it is the well-kept HTTPS connector for hyper 1's pooled client
-//! and uses the same rustls (ring) as driver-core's endpoint connections, so the process
-//! has one TLS stack. driver-core's own connector speaks HTTP/2 over its `h2`
+//! and uses the same rustls (ring) as dtmdriver-core's endpoint connections, so the process
+//! has one TLS stack. dtmdriver-core's own connector speaks HTTP/2 over its `h2`
 //! transport and cannot drive hyper's HTTP/1.1 pool.
 
 use std::io;
@@ -17,7 +17,7 @@ use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
 use hyper_util::client::legacy::connect::HttpConnector;
 use tokio_rustls::rustls::{self, CertificateError, pki_types::ServerName};
 
-use driver_core::TlsFiles;
+use dtmdriver_core::TlsFiles;
 
 /// The HTTPS connector for `tls` over `http`, reading the TLS files now. The error says
 /// which file or name is unusable and the parameter that fixes it.

@@ -33,11 +33,11 @@ use std::ops::RangeInclusive;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use driver_core::address::HostPort;
-use driver_core::backoff::Backoff;
-use driver_core::resolve::{Endpoint, SnapshotSender};
-use driver_core::shared::{SharedWatches, forward_snapshots};
-use driver_core::{Result, Target};
+use dtmdriver_core::address::HostPort;
+use dtmdriver_core::backoff::Backoff;
+use dtmdriver_core::resolve::{Endpoint, SnapshotSender};
+use dtmdriver_core::shared::{SharedWatches, forward_snapshots};
+use dtmdriver_core::{Result, Target};
 use http::Method;
 use serde::Deserialize;
 use tokio::sync::watch;
@@ -225,7 +225,7 @@ impl HealthQuery {
     /// The request path for the blocking query after `index`.
     ///
     /// ```
-    /// use driver_consul::{ConsulConfig, HealthQuery};
+    /// use dtmdriver_consul::{ConsulConfig, HealthQuery};
     /// let mut q = HealthQuery::new(ConsulConfig::new("h:8500"), "trans");
     /// q.passing_only = true;
     /// q.tag = Some("rpc".into());

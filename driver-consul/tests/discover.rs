@@ -1,7 +1,7 @@
-//! `driver_core::discover` over the consul engine (native driver) against a real, private
+//! `dtmdriver_core::discover` over the consul engine (native driver) against a real, private
 //! consul: the change stream and the feeder for tonic's balance channel.
 
-use driver_consul::ConsulDriver;
+use dtmdriver_consul::ConsulDriver;
 use test_support::ConsulAgent;
 use test_support::discover::{
     changes_arrive_in_order, tonic_feeder_keeps_the_set_current_while_idle,

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use driver_consul::ConsulDriver;
-use driver_consul::native::NativeResolver;
-use driver_core::resolve::{Resolver, SnapshotSender};
-use driver_core::{Channel, Driver, Policy, Registration, RegistrationState, Target};
+use dtmdriver_consul::ConsulDriver;
+use dtmdriver_consul::native::NativeResolver;
+use dtmdriver_core::resolve::{Resolver, SnapshotSender};
+use dtmdriver_core::{Channel, Driver, Policy, Registration, RegistrationState, Target};
 use serde_json::Value;
 use test_support::{ConsulAgent, EchoServer, addrs, say, wait_for};
 
@@ -450,7 +450,7 @@ async fn an_instance_nobody_reregisters_leaves_after_the_restart_grace() {
         back.elapsed()
     );
     assert!(
-        back.elapsed() >= driver_consul::watch::RESTART_GRACE - Duration::from_millis(500),
+        back.elapsed() >= dtmdriver_consul::watch::RESTART_GRACE - Duration::from_millis(500),
         "the empty answer was published after {:?}",
         back.elapsed()
     );

@@ -4,8 +4,8 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use driver_consul::ConsulDriver;
-use driver_core::{Channel, Driver};
+use dtmdriver_consul::ConsulDriver;
+use dtmdriver_core::{Channel, Driver};
 use serde_json::Value;
 use test_support::{ConsulAgent, EchoServer, addrs, say};
 

@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use driver_consul::ConsulDriver;
-use driver_core::{Channel, Driver};
+use dtmdriver_consul::ConsulDriver;
+use dtmdriver_core::{Channel, Driver};
 use test_support::{ConsulAgent, EchoServer, TestPki, say};
 
 /// A private CA with a server certificate for 127.0.0.1 / localhost, a client

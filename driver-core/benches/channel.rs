@@ -1,7 +1,7 @@
 //! Unary throughput and p99 latency of the balancing channel against tonic's own
 //! channels, over the same three in-process echo servers.
 //!
-//! `cargo bench -p driver-core --bench channel` prints one row per concurrency:
+//! `cargo bench -p dtmdriver-core --bench channel` prints one row per concurrency:
 //! (a) our [`Channel`] over the three endpoints, (b) a plain tonic channel to one
 //! endpoint, (c) tonic's `balance_channel` over the three, and the ratios a/b, a/c;
 //! also (a1) our channel to the one endpoint (b) uses, whose ratio a1/b isolates the
@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use driver_core::Channel;
+use dtmdriver_core::Channel;
 use test_support::{EchoClient, EchoServer, SayRequest};
 use tonic::transport::Endpoint;
 use tonic::transport::channel::Change;
@@ -138,7 +138,7 @@ async fn run() {
     ];
     let addrs: Vec<String> = servers.iter().map(|s| s.addr()).collect();
 
-    let policy = std::env::var("BENCH_POLICY").map_or(driver_core::Policy::default(), |p| {
+    let policy = std::env::var("BENCH_POLICY").map_or(dtmdriver_core::Policy::default(), |p| {
         p.parse().expect("BENCH_POLICY")
     });
     let ours = Channel::builder(&format!("direct:///{}", addrs.join(",")))

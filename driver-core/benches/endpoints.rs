@@ -1,6 +1,6 @@
 //! How the balancing channel scales with the size of its endpoint set.
 //!
-//! `cargo bench -p driver-core --bench endpoints` prints two tables, each row with the
+//! `cargo bench -p dtmdriver-core --bench endpoints` prints two tables, each row with the
 //! machine's load (`/proc/loadavg`, 1-minute figure) beside it:
 //!
 //! 1. **calls/s over N ready endpoints**, N = 1 / 32 / 1,000 / 4,000: one in-process
@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use driver_core::{Channel, Endpoint, Policy};
+use dtmdriver_core::{Channel, Endpoint, Policy};
 use test_support::{EchoClient, EchoServer, ManualResolver, SayRequest};
 
 fn env_list(name: &str, default: &[usize]) -> Vec<usize> {

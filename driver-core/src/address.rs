@@ -20,7 +20,7 @@
 //! fails every connection, or a 1 MiB host name that every log line repeats.
 //!
 //! ```
-//! use driver_core::address::HostPort;
+//! use dtmdriver_core::address::HostPort;
 //! let a = HostPort::parse("[::1]:9000").unwrap();
 //! assert_eq!((a.host(), a.port()), ("::1", 9000));
 //! assert_eq!(a.to_string(), "[::1]:9000");
@@ -123,7 +123,7 @@ impl std::str::FromStr for HostPort {
 /// error quotes the host.
 ///
 /// ```
-/// use driver_core::address::check_host;
+/// use dtmdriver_core::address::check_host;
 /// assert!(check_host("etcd-0.etcd:2379").is_ok());
 /// assert!(check_host("[::1]").is_ok());
 /// assert!(check_host("h:99999").unwrap_err().contains("`99999`"));
@@ -145,7 +145,7 @@ pub fn check_host(h: &str) -> std::result::Result<(), String> {
 /// addresses checked before, or use [`HostPort::parse`]).
 ///
 /// ```
-/// use driver_core::address::host_of;
+/// use dtmdriver_core::address::host_of;
 /// assert_eq!((host_of("[::1]:9000"), host_of("h:1"), host_of("h")), ("::1", "h", "h"));
 /// ```
 pub fn host_of(addr: &str) -> &str {
@@ -158,7 +158,7 @@ pub fn host_of(addr: &str) -> &str {
 /// A target host list's `host[:port]` with `port` added when it names none.
 ///
 /// ```
-/// use driver_core::address::with_default_port;
+/// use dtmdriver_core::address::with_default_port;
 /// assert_eq!(with_default_port("h", 8500), "h:8500");
 /// assert_eq!(with_default_port("[::1]", 8500), "[::1]:8500");
 /// assert_eq!(with_default_port("h:1", 8500), "h:1");

@@ -14,7 +14,7 @@ use std::time::Duration;
 ///
 /// ```
 /// use std::time::Duration;
-/// use driver_core::backoff::Backoff;
+/// use dtmdriver_core::backoff::Backoff;
 /// let mut b = Backoff::new(Duration::from_millis(50), Duration::from_millis(150));
 /// assert_eq!(b.next_delay(), Duration::from_millis(50));
 /// assert_eq!(b.next_delay(), Duration::from_millis(100));
@@ -53,7 +53,7 @@ impl Backoff {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use driver_core::backoff::Backoff;
+    /// use dtmdriver_core::backoff::Backoff;
     /// let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1)).factor(1.5);
     /// assert_eq!(b.next_delay(), Duration::from_millis(100));
     /// assert_eq!(b.next_delay(), Duration::from_millis(150));
@@ -73,7 +73,7 @@ impl Backoff {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use driver_core::backoff::Backoff;
+    /// use dtmdriver_core::backoff::Backoff;
     /// let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1)).jitter(0.2);
     /// let d = b.next_delay();
     /// assert!(d >= Duration::from_millis(80) && d <= Duration::from_millis(120));

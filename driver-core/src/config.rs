@@ -13,7 +13,7 @@
 //! misspelt `Endpoint`.
 //!
 //! ```
-//! use driver_core::MicroService;
+//! use dtmdriver_core::MicroService;
 //! let ms = MicroService::from_yaml_str(
 //!     "Store:\n  Driver: boltdb\nMicroService:\n  Driver: dtm-driver-gozero\n  Target: etcd://127.0.0.1:2379/dtmservice\n  EndPoint: 127.0.0.1:36790\n",
 //! ).unwrap();

@@ -28,9 +28,9 @@ use crate::target::Target;
 ///
 /// ```
 /// use std::sync::Arc;
-/// use driver_core::{Driver, Error, ServerMethod, parse::parse_scheme_url};
-/// use driver_core::resolve::{Resolver, SnapshotSender, Endpoint};
-/// use driver_core::Target;
+/// use dtmdriver_core::{Driver, Error, ServerMethod, parse::parse_scheme_url};
+/// use dtmdriver_core::resolve::{Resolver, SnapshotSender, Endpoint};
+/// use dtmdriver_core::Target;
 ///
 /// /// Resolves `static:///name` to one fixed address.
 /// struct Static;
@@ -54,7 +54,7 @@ use crate::target::Target;
 ///     }
 /// }
 /// // Linking is enough for `use_driver("my-driver")` to find it:
-/// driver_core::register_driver!(MyDriver);
+/// dtmdriver_core::register_driver!(MyDriver);
 /// ```
 #[async_trait]
 pub trait Driver: Send + Sync + 'static {
@@ -178,7 +178,7 @@ pub(crate) fn require_runtime(target: &str, what: &'static str) -> Result<()> {
 /// machine (a common mistake with containers). `None` when nothing looks wrong.
 ///
 /// ```
-/// use driver_core::{Target, driver::loopback_warning};
+/// use dtmdriver_core::{Target, driver::loopback_warning};
 /// let remote = Target::parse("etcd://10.0.0.7:2379/trans").unwrap();
 /// assert!(loopback_warning(&remote, "127.0.0.1:9000").is_some());
 /// assert!(loopback_warning(&remote, "10.0.0.5:9000").is_none());

@@ -16,7 +16,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use driver_core::duration::parse_duration;
+//! use dtmdriver_core::duration::parse_duration;
 //! let range = Duration::from_millis(1)..=Duration::from_secs(600);
 //! assert_eq!(parse_duration("wait", "14s", &range), Ok(Duration::from_secs(14)));
 //! assert_eq!(parse_duration("wait", "1.5", &range), Ok(Duration::from_millis(1500)));

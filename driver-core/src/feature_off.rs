@@ -21,11 +21,11 @@ use crate::target::Target;
 /// [module docs](self).
 ///
 /// ```
-/// use driver_core::feature_off::FeatureOff;
-/// use driver_core::resolve::{Resolver, SnapshotSender};
+/// use dtmdriver_core::feature_off::FeatureOff;
+/// use dtmdriver_core::resolve::{Resolver, SnapshotSender};
 /// let off = FeatureOff::new("dtm-driver-gozero", "dtmdriver-gozero", "consul");
 /// let (updates, _snapshots) = SnapshotSender::channel();
-/// let target = driver_core::Target::parse("consul://127.0.0.1:8500/svc").unwrap();
+/// let target = dtmdriver_core::Target::parse("consul://127.0.0.1:8500/svc").unwrap();
 /// let err = off.resolve(&target, updates).unwrap_err().to_string();
 /// assert!(err.contains("built without the `consul` feature of dtmdriver-gozero"), "{err}");
 /// ```

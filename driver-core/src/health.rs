@@ -21,7 +21,7 @@ use tokio::sync::watch;
 /// Where a registration stands; see the [module docs](self).
 ///
 /// ```
-/// use driver_core::{Registration, RegistrationState};
+/// use dtmdriver_core::{Registration, RegistrationState};
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let registration = Registration::noop("", "127.0.0.1:8080");
 /// match registration.health() {
@@ -65,7 +65,7 @@ impl RegistrationState {
 /// instead of once per retry:
 ///
 /// ```
-/// use driver_core::health::HealthReporter;
+/// use dtmdriver_core::health::HealthReporter;
 /// let health = HealthReporter::new();
 /// assert!(health.retrying("etcd unreachable"));   // a new episode: log it at WARN
 /// assert!(!health.retrying("etcd unreachable"));  // the same episode: stay quiet
@@ -155,7 +155,7 @@ impl HealthReporter {
 /// DEBUG. So an outage of any length logs a few lines, not one per retry.
 ///
 /// ```
-/// use driver_core::health::FailureEpisode;
+/// use dtmdriver_core::health::FailureEpisode;
 /// let mut episode = FailureEpisode::begin("unreachable"); // WARN: the episode starts
 /// assert!(!episode.failed("unreachable"));                // DEBUG: same cause
 /// assert!(episode.failed("refused: wrong token"));        // WARN: another fix applies

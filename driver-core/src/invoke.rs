@@ -8,7 +8,7 @@
 //! ```no_run
 //! # async fn f() -> Result<(), tonic::Status> {
 //! use bytes::Bytes;
-//! let reply = driver_core::invoke(
+//! let reply = dtmdriver_core::invoke(
 //!     "localhost:2379/etcdserverpb.Maintenance/Status",
 //!     Bytes::new(),
 //!     &[("dtm-gid", "gid-1")],
@@ -99,7 +99,7 @@ pub async fn invoke_with(
 /// binary metadata.
 ///
 /// ```
-/// use driver_core::invoke::request_metadata;
+/// use dtmdriver_core::invoke::request_metadata;
 /// let m = request_metadata(&[("dtm-gid", "g1"), ("trace-bin", "AAEC")]).unwrap();
 /// assert_eq!(m.get("dtm-gid").unwrap(), "g1");
 /// assert_eq!(m.get_bin("trace-bin").unwrap().to_bytes().unwrap().as_ref(), [0, 1, 2]);

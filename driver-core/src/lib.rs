@@ -33,9 +33,9 @@
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
-//! // use driver_gozero_compat as _;          // link the driver
-//! driver_core::use_driver("default")?;       // e.g. "dtm-driver-gozero"
-//! let channel = driver_core::connect("direct:///127.0.0.1:50051,127.0.0.1:50052")?;
+//! // use dtmdriver_gozero as _;          // link the driver
+//! dtmdriver_core::use_driver("default")?;       // e.g. "dtm-driver-gozero"
+//! let channel = dtmdriver_core::connect("direct:///127.0.0.1:50051,127.0.0.1:50052")?;
 //! // let mut client = GreeterClient::new(channel);
 //! # Ok(()) }
 //! ```
@@ -49,16 +49,16 @@
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
-//! use driver_core::discover::{Changes, balance_channel, http_endpoint};
+//! use dtmdriver_core::discover::{Changes, balance_channel, http_endpoint};
 //! use tower::load::{CompleteOnResponse, PendingRequests};
-//! driver_core::use_driver("default")?; // e.g. "dtm-driver-gozero", its crate linked
+//! dtmdriver_core::use_driver("default")?; // e.g. "dtm-driver-gozero", its crate linked
 //! let target = "direct:///127.0.0.1:50051,127.0.0.1:50052";
 //!
 //! // Ours (recommended): one shared channel per target.
-//! let ours = driver_core::connect(target)?;
+//! let ours = dtmdriver_core::connect(target)?;
 //!
 //! // tower: p2c over our Discover, a lazily connecting tonic channel per address.
-//! let discover = driver_core::discover(target, |e| {
+//! let discover = dtmdriver_core::discover(target, |e| {
 //!     let channel = http_endpoint(e)?.connect_lazy();
 //!     Ok::<_, tonic::transport::Error>(PendingRequests::new(channel, CompleteOnResponse::default()))
 //! })?;

@@ -8,7 +8,7 @@
 //!   first `/`: `localhost:8080/pb.S/M` → (`localhost:8080`, `/pb.S/M`). A URI with a
 //!   scheme is refused with an error that says to choose a driver first.
 //! * [`parse_scheme_url`]: the rule of the go-zero and kratos drivers (go-zero adds its
-//!   consul/nacos query rule on top, in `driver-gozero-compat`). A URI without
+//!   consul/nacos query rule on top, in `dtmdriver-gozero`). A URI without
 //!   `//` falls back to the plain rule; otherwise the server is `scheme://host` plus the
 //!   first path segment and the method is the rest:
 //!   `etcd://127.0.0.1:2379/trans/trans.TransSvc/TransOut` →
@@ -19,7 +19,7 @@
 //! path, `/package.Service/Method`, since anything else can only fail later.
 //!
 //! ```
-//! use driver_core::parse::{parse_plain, parse_scheme_url};
+//! use dtmdriver_core::parse::{parse_plain, parse_scheme_url};
 //! let sm = parse_plain("localhost:8080/pb.S/M").unwrap();
 //! assert_eq!((sm.server.as_str(), sm.method.as_str()), ("localhost:8080", "/pb.S/M"));
 //! let sm = parse_scheme_url("discovery:///busi/api.trans.v1.Trans/TransOut").unwrap();
@@ -54,7 +54,7 @@ pub fn parse_plain(uri: &str) -> Result<ServerMethod> {
         return Err(bad(
             uri,
             "it has a custom scheme but the `default` driver is in use; call \
-             driver_core::use_driver(\"dtm-driver-gozero\") (or the driver that owns the scheme) \
+             dtmdriver_core::use_driver(\"dtm-driver-gozero\") (or the driver that owns the scheme) \
              before using it, or pass --driver to dtmdriver",
         ));
     }

@@ -47,7 +47,7 @@ const NESTED: &AsciiSet = &NON_ALPHANUMERIC
 /// the string is too malformed to tell the authority apart, more is masked, not less.
 ///
 /// ```
-/// use driver_core::target::redact;
+/// use dtmdriver_core::target::redact;
 /// assert_eq!(
 ///     redact("consul://u:pw@h:8500/svc?token=s3cret&tag=x"),
 ///     "consul://u:***@h:8500/svc?token=***&tag=x"
@@ -67,7 +67,7 @@ pub fn redact(target: &str) -> String {
 /// leak what [`redact`] hides.
 ///
 /// ```
-/// use driver_core::target::redact_message;
+/// use dtmdriver_core::target::redact_message;
 /// assert_eq!(
 ///     redact_message("host `root:pa` has no port", "etcd://root:pa/ss@h:1/k"),
 ///     "host `root:***` has no port"

@@ -24,7 +24,7 @@ use crate::health::{HealthReporter, RegistrationState};
 /// instance (see [`RegistrationState`]): a keeper never fails silently.
 ///
 /// ```
-/// use driver_core::{Registration, RegistrationState};
+/// use dtmdriver_core::{Registration, RegistrationState};
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let registration = Registration::noop("", "127.0.0.1:8080");
 /// let mut health = registration.watch_health();
@@ -81,7 +81,7 @@ impl Registration {
     /// [`Stopped`](RegistrationState::Stopped) when `keep` returns.
     ///
     /// ```
-    /// use driver_core::{Registration, RegistrationState};
+    /// use dtmdriver_core::{Registration, RegistrationState};
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let registration = Registration::spawn_with_health("my://registry/svc", "10.0.0.5:80", |stop, health| async move {
     ///     health.retrying("the registry refused the heartbeat; retrying");

@@ -21,7 +21,7 @@ use crate::{Error, Result, Target};
 /// The registration options of a target; see the [module docs](self).
 ///
 /// ```
-/// use driver_core::{Target, registration_options::RegistrationOptions};
+/// use dtmdriver_core::{Target, registration_options::RegistrationOptions};
 /// let t = Target::parse("etcd://h:2379/svc?weight=3&group=blue&ttl=20s&meta.zone=a").unwrap();
 /// let o = RegistrationOptions::from_target(&t).unwrap();
 /// assert_eq!((o.weight, o.group.as_str()), (3, "blue"));

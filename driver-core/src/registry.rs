@@ -18,10 +18,10 @@
 //! mentions, so a program that never names the driver crate adds one line:
 //!
 //! ```no_run
-//! # mod driver_gozero_compat {} // stands in for the real crate in this doctest
-//! use driver_gozero_compat as _; // keeps the driver linked
-//! # fn main() -> Result<(), driver_core::Error> {
-//! driver_core::use_driver("dtm-driver-gozero")?;
+//! # mod dtmdriver_gozero {} // stands in for the real crate in this doctest
+//! use dtmdriver_gozero as _; // keeps the driver linked
+//! # fn main() -> Result<(), dtmdriver_core::Error> {
+//! dtmdriver_core::use_driver("dtm-driver-gozero")?;
 //! # Ok(()) }
 //! ```
 
@@ -52,18 +52,18 @@ inventory::collect!(DriverSubmission);
 ///
 /// ```
 /// # use std::sync::Arc;
-/// # use driver_core::{Driver, Error, ServerMethod};
+/// # use dtmdriver_core::{Driver, Error, ServerMethod};
 /// #[derive(Default)]
 /// struct Mine;
 /// #[async_trait::async_trait]
 /// impl Driver for Mine {
 ///     fn name(&self) -> &str { "mine" }
 ///     fn parse_server_method(&self, uri: &str) -> Result<ServerMethod, Error> {
-///         driver_core::parse::parse_plain(uri)
+///         dtmdriver_core::parse::parse_plain(uri)
 ///     }
 /// }
-/// driver_core::register_driver!(Mine::default());
-/// assert!(driver_core::driver_names().contains(&"mine".to_string()));
+/// dtmdriver_core::register_driver!(Mine::default());
+/// assert!(dtmdriver_core::driver_names().contains(&"mine".to_string()));
 /// ```
 #[macro_export]
 macro_rules! register_driver {

@@ -152,7 +152,7 @@ impl SnapshotSender {
     /// holds for this sender and its clones.
     ///
     /// ```
-    /// use driver_core::resolve::{Endpoint, SnapshotSender};
+    /// use dtmdriver_core::resolve::{Endpoint, SnapshotSender};
     /// let (tx, rx) = SnapshotSender::channel();
     /// let tx = tx.with_subset(2);
     /// tx.update((1..=5).map(|i| Endpoint::new(format!("10.0.0.{i}:80"))).collect());
@@ -310,7 +310,7 @@ pub fn resolver_schemes() -> Vec<String> {
 fn unknown(role: &'static str, target: &Target, t: &SchemeTables, known: Vec<String>) -> Error {
     let hint = match &t.driver {
         None => format!(
-            "; no driver is in use: call driver_core::use_driver(\"dtm-driver-gozero\") (or the driver \
+            "; no driver is in use: call dtmdriver_core::use_driver(\"dtm-driver-gozero\") (or the driver \
              that owns `{}`) first, with its crate linked",
             target.scheme()
         ),

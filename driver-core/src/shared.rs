@@ -33,7 +33,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 ///
 /// ```
 /// use std::sync::{Arc, LazyLock};
-/// use driver_core::shared::SharedByKey;
+/// use dtmdriver_core::shared::SharedByKey;
 /// static NAMES: LazyLock<SharedByKey<u32, String>> = LazyLock::new(SharedByKey::default);
 /// let a = NAMES.get_or_try_insert_with(&1, || Ok::<_, ()>(Arc::new("one".into()))).unwrap();
 /// let b = NAMES.get_or_try_insert_with(&1, || Ok::<_, ()>(Arc::new("uno".into()))).unwrap();

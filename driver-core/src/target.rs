@@ -17,7 +17,7 @@
 //! gRPC's `passthrough` does.
 //!
 //! ```
-//! use driver_core::Target;
+//! use dtmdriver_core::Target;
 //! let t = Target::parse("etcd://127.0.0.1:2379,127.0.0.1:22379/trans?user=root").unwrap();
 //! assert_eq!(t.scheme(), "etcd");
 //! assert_eq!(t.hosts(), ["127.0.0.1:2379", "127.0.0.1:22379"]);
@@ -211,7 +211,7 @@ impl Target {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use driver_core::Target;
+    /// use dtmdriver_core::Target;
     /// let t = Target::parse("consul://h/svc?wait=99999999999999999999s").unwrap();
     /// let range = Duration::from_millis(1)..=Duration::from_secs(600);
     /// assert_eq!(t.query_duration("tag", &range).unwrap(), None);
@@ -237,7 +237,7 @@ impl Target {
     /// (`discovery:///NAME?registry=…`, `registry://NAME?registry=…`) resolve through it.
     ///
     /// ```
-    /// use driver_core::Target;
+    /// use dtmdriver_core::Target;
     /// let etcd = [("etcd", "etcd://HOST:2379")];
     /// let t = Target::in_registry("etcd://h:2379?user=u", "busi", &etcd, &["group=blue"]).unwrap();
     /// assert_eq!(t.as_str(), "etcd://h:2379/busi?user=u&group=blue");
@@ -293,7 +293,7 @@ impl Target {
     /// The error names the parameter and the value.
     ///
     /// ```
-    /// let t = driver_core::Target::parse("consul://h/s?healthy=1&grpc_tls=maybe").unwrap();
+    /// let t = dtmdriver_core::Target::parse("consul://h/s?healthy=1&grpc_tls=maybe").unwrap();
     /// assert!(t.query_flag("healthy").unwrap() && !t.query_flag("absent").unwrap());
     /// let e = t.query_flag("grpc_tls").unwrap_err().to_string();
     /// assert!(e.contains("grpc_tls `maybe` is not true or false"), "{e}");

@@ -35,7 +35,7 @@ pub const PARAMS: [&str; 5] = ["tls", "tls_ca", "tls_cert", "tls_key", "tls_serv
 /// TLS file settings of a registry target; see the [module docs](self).
 ///
 /// ```
-/// use driver_core::{Target, tls_files::TlsFiles};
+/// use dtmdriver_core::{Target, tls_files::TlsFiles};
 /// let t = Target::parse("etcd://h:2379/k?tls_ca=/ca.pem&tls_server_name=etcd-0").unwrap();
 /// let tls = TlsFiles::from_target(&t).unwrap().unwrap();
 /// assert_eq!(tls.ca.as_deref(), Some(std::path::Path::new("/ca.pem")));

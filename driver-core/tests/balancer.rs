@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use driver_core::resolve::{Resolver, SnapshotSender};
-use driver_core::{Channel, Endpoint, Policy, Target};
+use dtmdriver_core::resolve::{Resolver, SnapshotSender};
+use dtmdriver_core::{Channel, Endpoint, Policy, Target};
 use test_support::{
     Behavior, EchoClient, EchoServer, ManualResolver, SayRequest, free_port, manual_channel, say,
     state_of, wait_status,
@@ -573,7 +573,11 @@ async fn channels_built_from_a_driver_value_are_shared() {
 
     struct CountingResolver(Arc<AtomicUsize>);
     impl Resolver for CountingResolver {
-        fn resolve(&self, _t: &Target, updates: SnapshotSender) -> Result<(), driver_core::Error> {
+        fn resolve(
+            &self,
+            _t: &Target,
+            updates: SnapshotSender,
+        ) -> Result<(), dtmdriver_core::Error> {
             self.0.fetch_add(1, Ordering::SeqCst);
             updates.update(vec![Endpoint::new("127.0.0.1:1")]);
             Ok(())
@@ -581,7 +585,7 @@ async fn channels_built_from_a_driver_value_are_shared() {
     }
     struct CountingDriver(Arc<AtomicUsize>, &'static str);
     #[async_trait::async_trait]
-    impl driver_core::Driver for CountingDriver {
+    impl dtmdriver_core::Driver for CountingDriver {
         fn name(&self) -> &str {
             "counting-driver"
         }
@@ -595,8 +599,8 @@ async fn channels_built_from_a_driver_value_are_shared() {
         fn parse_server_method(
             &self,
             uri: &str,
-        ) -> Result<driver_core::ServerMethod, driver_core::Error> {
-            driver_core::parse::parse_scheme_url(uri)
+        ) -> Result<dtmdriver_core::ServerMethod, dtmdriver_core::Error> {
+            dtmdriver_core::parse::parse_scheme_url(uri)
         }
     }
 

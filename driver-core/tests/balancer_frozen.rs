@@ -18,7 +18,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use driver_core::{Channel, Policy};
+use dtmdriver_core::{Channel, Policy};
 use http_body::Frame;
 use prost::Message;
 use test_support::{

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use driver_core::resolve::{Resolver, SnapshotSender};
-use driver_core::{Channel, Endpoint, Target, TlsConnector};
+use dtmdriver_core::resolve::{Resolver, SnapshotSender};
+use dtmdriver_core::{Channel, Endpoint, Target, TlsConnector};
 use test_support::{EchoServer, TestPki, say};
 use tonic::Code;
 
@@ -12,7 +12,7 @@ use tonic::Code;
 struct FixedResolver(String);
 
 impl Resolver for FixedResolver {
-    fn resolve(&self, _target: &Target, updates: SnapshotSender) -> driver_core::Result<()> {
+    fn resolve(&self, _target: &Target, updates: SnapshotSender) -> dtmdriver_core::Result<()> {
         updates.update(vec![Endpoint::new(self.0.clone())]);
         Ok(())
     }

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use driver_core::Channel;
+use dtmdriver_core::Channel;
 use test_support::{EchoServer, Note, ProduceRequest, SayRequest, StreamsClient};
 use tokio::net::TcpListener;
 

@@ -1,7 +1,7 @@
 //! The `default` driver: Go's rule, plus the built-in `direct://` scheme; registering
 //! at a real target is refused with a message that says to pick a driver.
 
-use driver_core::{DefaultDriver, Driver};
+use dtmdriver_core::{DefaultDriver, Driver};
 
 #[test]
 fn parses_plain_and_direct_but_refuses_other_schemes() {

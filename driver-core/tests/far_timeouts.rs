@@ -7,7 +7,7 @@ use std::time::Duration;
 use test_support::{EchoClient, EchoServer, SayRequest, manual_channel, say};
 
 /// A call bounded by its own deadline (`grpc-timeout`).
-async fn say_within(channel: &driver_core::Channel, within: Duration) -> tonic::Status {
+async fn say_within(channel: &dtmdriver_core::Channel, within: Duration) -> tonic::Status {
     let mut request = tonic::Request::new(SayRequest {
         message: "hi".into(),
     });

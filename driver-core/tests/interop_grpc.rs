@@ -12,7 +12,7 @@
 //! gzip server, which takes requests up to 32 MiB), and 1,000 concurrent calls.
 //!
 //! The table (case × channel × plaintext/TLS) is printed to stderr (`cargo test -p
-//! driver-core --test interop_grpc -- --nocapture`). The assertions are on our channel:
+//! dtmdriver-core --test interop_grpc -- --nocapture`). The assertions are on our channel:
 //! every case passes. tonic's results are recorded, and asserted only where tonic is
 //! known to be right (every case but the deadline ones: tonic's channel stops its
 //! deadline at the response headers and maps a server's RST_STREAM(CANCEL) to
@@ -20,7 +20,7 @@
 
 use std::time::{Duration, Instant};
 
-use driver_core::{Channel, TlsConnector};
+use dtmdriver_core::{Channel, TlsConnector};
 use futures_util::future::join_all;
 use test_support::grpc_testing::test_service_client::TestServiceClient;
 use test_support::grpc_testing::unimplemented_service_client::UnimplementedServiceClient;

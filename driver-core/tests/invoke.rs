@@ -18,7 +18,7 @@ async fn invoke_sends_raw_bytes_and_metadata_and_returns_raw_reply() {
         format!("{}/echo.Echo/Say", server.addr()),
         format!("direct:///{}/echo.Echo/Say", server.addr()),
     ] {
-        let reply = driver_core::invoke(
+        let reply = dtmdriver_core::invoke(
             &uri,
             Bytes::from(payload.clone()),
             &[("dtm-gid", "gid-42"), ("dtm-branch_id", "01")],
@@ -44,7 +44,7 @@ async fn invoke_returns_the_servers_status() {
         fail: Some(tonic::Code::Aborted),
         ..Behavior::default()
     });
-    let status = driver_core::invoke(
+    let status = dtmdriver_core::invoke(
         &format!("{}/echo.Echo/Say", server.addr()),
         Bytes::new(),
         &[],
@@ -57,13 +57,13 @@ async fn invoke_returns_the_servers_status() {
 
 #[tokio::test]
 async fn invoke_reports_bad_uris_and_methods_clearly() {
-    let status = driver_core::invoke("no-slash-here", Bytes::new(), &[])
+    let status = dtmdriver_core::invoke("no-slash-here", Bytes::new(), &[])
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().contains("no-slash-here"), "{status}");
 
-    let status = driver_core::invoke("etcd://127.0.0.1:2379/trans/pb.S/M", Bytes::new(), &[])
+    let status = dtmdriver_core::invoke("etcd://127.0.0.1:2379/trans/pb.S/M", Bytes::new(), &[])
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
@@ -71,7 +71,7 @@ async fn invoke_reports_bad_uris_and_methods_clearly() {
 
     // A method the server does not have: gRPC's UNIMPLEMENTED, not a hang.
     let server = EchoServer::start("echo").await;
-    let status = driver_core::invoke(
+    let status = dtmdriver_core::invoke(
         &format!("{}/echo.Echo/Shout", server.addr()),
         Bytes::new(),
         &[],

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use driver_core::Registration;
+use dtmdriver_core::Registration;
 
 fn spawn_flagging(removed: Arc<AtomicBool>) -> Registration {
     Registration::spawn("t://h/x", "127.0.0.1:1", move |stop| async move {
@@ -47,7 +47,7 @@ async fn drop_removes_in_the_background() {
 async fn a_failed_removal_is_reported_by_deregister() {
     let reg = Registration::spawn("t://h/x", "e", |stop| async move {
         stop.cancelled().await;
-        Err(driver_core::Error::Registry {
+        Err(dtmdriver_core::Error::Registry {
             target: "t://h/x".into(),
             message: "revoke failed".into(),
         })

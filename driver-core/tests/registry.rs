@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use driver_core::{Driver, Error, ServerMethod, parse::parse_plain};
+use dtmdriver_core::{Driver, Error, ServerMethod, parse::parse_plain};
 
 struct Counting {
     name: &'static str,
@@ -29,12 +29,12 @@ impl Driver for Counting {
 #[test]
 fn registry_semantics_match_dtmdriver() {
     // Nothing used yet: the default driver answers.
-    assert_eq!(driver_core::get_driver().name(), "default");
-    assert_eq!(driver_core::current_driver_name(), None);
-    assert!(driver_core::driver_names().contains(&"default".to_string()));
+    assert_eq!(dtmdriver_core::get_driver().name(), "default");
+    assert_eq!(dtmdriver_core::current_driver_name(), None);
+    assert!(dtmdriver_core::driver_names().contains(&"default".to_string()));
 
     // Unknown name: an error that lists what is registered and says how to link.
-    let err = driver_core::use_driver("dtm-driver-nosuch").unwrap_err();
+    let err = dtmdriver_core::use_driver("dtm-driver-nosuch").unwrap_err();
     assert!(matches!(err, Error::UnknownDriver { .. }), "{err}");
     let msg = err.to_string();
     assert!(
@@ -44,22 +44,22 @@ fn registry_semantics_match_dtmdriver() {
 
     let alpha_hook = Arc::new(AtomicUsize::new(0));
     let beta_hook = Arc::new(AtomicUsize::new(0));
-    driver_core::register(Counting {
+    dtmdriver_core::register(Counting {
         name: "alpha",
         hook_calls: alpha_hook.clone(),
     });
-    driver_core::register(Counting {
+    dtmdriver_core::register(Counting {
         name: "beta",
         hook_calls: beta_hook.clone(),
     });
 
     // Same name twice: the second replaces the first.
     let replacement_hook = Arc::new(AtomicUsize::new(0));
-    driver_core::register(Counting {
+    dtmdriver_core::register(Counting {
         name: "alpha",
         hook_calls: replacement_hook.clone(),
     });
-    let names = driver_core::driver_names();
+    let names = dtmdriver_core::driver_names();
     assert_eq!(
         names.iter().filter(|n| *n == "alpha").count(),
         1,
@@ -69,8 +69,8 @@ fn registry_semantics_match_dtmdriver() {
     // An unknown scheme's error says whether a driver is in use (the scheme tables
     // know it without asking the driver registry).
     let unknown = || {
-        let target = driver_core::Target::parse("nosuch://h:1/x").unwrap();
-        driver_core::resolve::resolver_for(&target)
+        let target = dtmdriver_core::Target::parse("nosuch://h:1/x").unwrap();
+        dtmdriver_core::resolve::resolver_for(&target)
             .err()
             .unwrap()
             .to_string()
@@ -78,7 +78,7 @@ fn registry_semantics_match_dtmdriver() {
     assert!(unknown().contains("no driver is in use"), "{}", unknown());
 
     // First use: becomes current, its hook runs exactly once (the replacement's).
-    driver_core::use_driver("alpha").unwrap();
+    dtmdriver_core::use_driver("alpha").unwrap();
     assert!(
         unknown().contains("the driver in use, `alpha`, does not handle this scheme"),
         "{}",
@@ -86,22 +86,25 @@ fn registry_semantics_match_dtmdriver() {
     );
     assert_eq!(replacement_hook.load(Ordering::SeqCst), 1);
     assert_eq!(alpha_hook.load(Ordering::SeqCst), 0);
-    assert_eq!(driver_core::get_driver().name(), "alpha");
-    assert_eq!(driver_core::current_driver_name().as_deref(), Some("alpha"));
+    assert_eq!(dtmdriver_core::get_driver().name(), "alpha");
+    assert_eq!(
+        dtmdriver_core::current_driver_name().as_deref(),
+        Some("alpha")
+    );
 
     // Same driver again: no-op, the hook does not run again.
-    driver_core::use_driver("alpha").unwrap();
+    dtmdriver_core::use_driver("alpha").unwrap();
     assert_eq!(replacement_hook.load(Ordering::SeqCst), 1);
 
     // Another driver: an error naming both; the current one stays.
-    let err = driver_core::use_driver("beta").unwrap_err();
+    let err = dtmdriver_core::use_driver("beta").unwrap_err();
     assert!(matches!(err, Error::DriverInUse { .. }), "{err}");
     let msg = err.to_string();
     assert!(msg.contains("alpha") && msg.contains("beta"), "{msg}");
     assert_eq!(beta_hook.load(Ordering::SeqCst), 0);
-    assert_eq!(driver_core::get_driver().name(), "alpha");
+    assert_eq!(dtmdriver_core::get_driver().name(), "alpha");
 
     // Drivers stay usable as values without the global.
-    assert_eq!(driver_core::find_driver("beta").unwrap().name(), "beta");
-    assert!(driver_core::find_driver("nope").is_err());
+    assert_eq!(dtmdriver_core::find_driver("beta").unwrap().name(), "beta");
+    assert!(dtmdriver_core::find_driver("nope").is_err());
 }

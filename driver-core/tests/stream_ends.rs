@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use driver_core::Channel;
+use dtmdriver_core::Channel;
 use test_support::{EchoClient, EchoServer, SayRequest, manual_channel, say};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use driver_core::Channel;
+use dtmdriver_core::Channel;
 use test_support::{
     EchoClient, EchoServer, Note, ProduceRequest, SayRequest, StreamsClient, free_port,
 };

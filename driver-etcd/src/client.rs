@@ -9,7 +9,7 @@
 //!
 //! Credentials come from `user:password@` in the authority or from `?user=&password=`;
 //! TLS from `?tls_ca=&tls_cert=&tls_key=&tls_server_name=&tls=`, the parameters every
-//! engine shares ([`driver_core::tls_files`]), or from `https://` hosts (which then
+//! engine shares ([`dtmdriver_core::tls_files`]), or from `https://` hosts (which then
 //! need `?tls_ca=`).
 //!
 //! Every registration and watch of a process that talks to the same hosts with the same
@@ -21,8 +21,8 @@ use std::fmt;
 use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
 
-use driver_core::resolve::DirectResolver;
-use driver_core::{Channel, Error, Result, Target, TlsConnector, TlsFiles};
+use dtmdriver_core::resolve::DirectResolver;
+use dtmdriver_core::{Channel, Error, Result, Target, TlsConnector, TlsFiles};
 use tokio::sync::Mutex;
 
 use crate::api::{EtcdClient, describe};
@@ -111,8 +111,8 @@ impl EtcdTarget {
     /// Splits `target` in either shape of the [module docs](self).
     ///
     /// ```
-    /// use driver_core::Target;
-    /// use driver_etcd::EtcdTarget;
+    /// use dtmdriver_core::Target;
+    /// use dtmdriver_etcd::EtcdTarget;
     /// let old = EtcdTarget::from_target(&Target::parse("etcd://h1:2379,h2:2379/trans").unwrap()).unwrap();
     /// let new = EtcdTarget::from_target(&Target::parse("etcd:///h1:2379,h2:2379?key=trans").unwrap()).unwrap();
     /// assert_eq!(old, new);
@@ -137,7 +137,7 @@ impl EtcdTarget {
             }
             // The authority's hosts were checked by `Target::parse`; these were not.
             for host in &hosts {
-                driver_core::address::check_host(host)
+                dtmdriver_core::address::check_host(host)
                     .map_err(|reason| Error::bad_target(target, reason))?;
             }
             let Some(key) = target.query("key") else {

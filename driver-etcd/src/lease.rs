@@ -5,7 +5,7 @@
 //! the client's auth token refused — and never silently: the first failure of an episode
 //! is logged at WARN with what to do about it (again when the cause changes, and once a
 //! minute while it lasts), the handle's [`health`](Registration::health) turns
-//! [`Retrying`](driver_core::RegistrationState::Retrying), and back to `Live` once the
+//! [`Retrying`](dtmdriver_core::RegistrationState::Retrying), and back to `Live` once the
 //! key holds again. Deregistering or dropping revokes the lease, which deletes the key.
 //!
 //! A registration is a key written with a lease of a few seconds' TTL. The keeper
@@ -30,12 +30,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use driver_core::health::{FailureEpisode, HealthReporter};
-use driver_core::{Registration, Result};
+use dtmdriver_core::health::{FailureEpisode, HealthReporter};
+use dtmdriver_core::{Registration, Result};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use driver_core::backoff::Backoff;
+use dtmdriver_core::backoff::Backoff;
 
 use crate::api::{EtcdClient, describe, watch_key};
 use crate::proto::mvccpb::event::EventType;
@@ -49,9 +49,9 @@ pub type KeyFn = Arc<dyn Fn(i64) -> String + Send + Sync>;
 /// Keeps a key alive under a lease; see the [module docs](self).
 ///
 /// ```no_run
-/// # async fn f() -> driver_core::Result<()> {
+/// # async fn f() -> dtmdriver_core::Result<()> {
 /// use std::time::Duration;
-/// use driver_etcd::{EtcdConfig, LeaseKeeper, shared_client};
+/// use dtmdriver_etcd::{EtcdConfig, LeaseKeeper, shared_client};
 /// let client = shared_client(&EtcdConfig::new(["127.0.0.1:2379"])).await?;
 /// let registration = LeaseKeeper::new(client, |lease| format!("trans/{lease}"), "10.0.0.5:8080")
 ///     .ttl(Duration::from_secs(10))

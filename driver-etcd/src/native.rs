@@ -45,7 +45,7 @@
 //!   every instance of `NAME`, only those of group `G` when given; weights feed
 //!   weighted round robin, group and metadata show up as endpoint metadata.
 //! * register: `etcd://h1:2379/NAME[?weight=N][&group=G][&ttl=S][&meta.K=V...]`, the
-//!   options every engine reads alike ([`driver_core::registration_options`]).
+//!   options every engine reads alike ([`dtmdriver_core::registration_options`]).
 //! * both, the seed's own form: `registry://NAME?registry=etcd://h1:2379,h2:2379[&…]`,
 //!   `registry:///NAME?registry=…` or `registry://h1:2379,h2:2379/NAME[?…]` mean the
 //!   `etcd://` target above (see [`crate::registry_target`]).
@@ -60,11 +60,11 @@ use crate::lease::LeaseKeeper;
 use crate::registry_target::{REGISTRY_SCHEME, to_etcd_target};
 use crate::watch::resolve_prefix;
 use async_trait::async_trait;
-use driver_core::address::HostPort;
-use driver_core::parse::parse_scheme_url;
-use driver_core::registration_options::RegistrationOptions;
-use driver_core::resolve::{Endpoint, Registrar, Resolver, SnapshotSender};
-use driver_core::{Driver, Registration, Result, ServerMethod, Target};
+use dtmdriver_core::address::HostPort;
+use dtmdriver_core::parse::parse_scheme_url;
+use dtmdriver_core::registration_options::RegistrationOptions;
+use dtmdriver_core::resolve::{Endpoint, Registrar, Resolver, SnapshotSender};
+use dtmdriver_core::{Driver, Registration, Result, ServerMethod, Target};
 
 mod instance;
 
@@ -105,8 +105,8 @@ impl NativeEtcdFormat {
     /// targets reach the registrar's parsing without etcd.
     ///
     /// ```
-    /// use driver_etcd::NativeEtcdFormat;
-    /// let t = driver_core::Target::parse("etcd://h:2379/svc?weight=3&group=blue&ttl=20s").unwrap();
+    /// use dtmdriver_etcd::NativeEtcdFormat;
+    /// let t = dtmdriver_core::Target::parse("etcd://h:2379/svc?weight=3&group=blue&ttl=20s").unwrap();
     /// let (_, instance, ttl) = NativeEtcdFormat::registration(&t, "10.0.0.5:9000").unwrap();
     /// assert_eq!((instance.weight, instance.group.as_str()), (3, "blue"));
     /// assert_eq!(ttl, std::time::Duration::from_secs(20));
@@ -162,8 +162,8 @@ impl NativeEtcdFormat {
 /// `dtm-driver-etcd`: our own etcd format with weights, groups and metadata.
 ///
 /// ```
-/// use driver_core::Driver;
-/// let d = driver_etcd::EtcdDriver;
+/// use dtmdriver_core::Driver;
+/// let d = dtmdriver_etcd::EtcdDriver;
 /// assert_eq!(d.name(), "dtm-driver-etcd");
 /// let sm = d.parse_server_method("etcd://127.0.0.1:2379/trans/pb.Trans/TransOut").unwrap();
 /// assert_eq!(sm.server, "etcd://127.0.0.1:2379/trans");
@@ -196,7 +196,7 @@ impl Driver for EtcdDriver {
     }
 }
 
-driver_core::register_driver!(EtcdDriver);
+dtmdriver_core::register_driver!(EtcdDriver);
 
 /// `target` as an `etcd://` target: itself, or what a `registry://` one stands for.
 fn etcd_form(target: &Target) -> Result<Target> {
@@ -254,7 +254,7 @@ impl Registrar for NativeRegistrar {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use driver_core::Error;
+    use dtmdriver_core::Error;
 
     #[test]
     fn value_round_trips_and_filters_groups() {
@@ -359,7 +359,7 @@ mod tests {
     }
 
     /// Issue #14: `weight`, `ttl`, `group` and `meta.K` mean on etcd what they mean on
-    /// consul (the same table runs in driver-consul), read back through the decoder.
+    /// consul (the same table runs in dtmdriver-consul), read back through the decoder.
     #[test]
     fn registration_options_mean_what_they_mean_on_every_engine() {
         for (query, want) in test_support::options::registration_option_cases() {

@@ -16,7 +16,7 @@
 //! resolver in code; a target string has to carry it, and kratos users already spell it
 //! `?registry=`.
 
-use driver_core::{Error, Result, Target};
+use dtmdriver_core::{Error, Result, Target};
 
 /// The seed's scheme.
 pub const REGISTRY_SCHEME: &str = "registry";
@@ -25,8 +25,8 @@ pub const REGISTRY_SCHEME: &str = "registry";
 /// [module docs](self).
 ///
 /// ```
-/// use driver_core::Target;
-/// use driver_etcd::registry_target::to_etcd_target;
+/// use dtmdriver_core::Target;
+/// use dtmdriver_etcd::registry_target::to_etcd_target;
 /// let t = Target::parse("registry://seed?registry=etcd://127.0.0.1:2379&group=blue").unwrap();
 /// assert_eq!(to_etcd_target(&t).unwrap().as_str(), "etcd://127.0.0.1:2379/seed?group=blue");
 /// ```

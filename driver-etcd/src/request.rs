@@ -10,7 +10,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use driver_core::Error;
+use dtmdriver_core::Error;
 use tonic::Status;
 
 use crate::api::{EtcdClient, describe};

@@ -32,11 +32,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
 
 use bytes::Bytes;
-use driver_core::resolve::{Endpoint, SnapshotSender};
-use driver_core::shared::{SharedWatches, forward_snapshots};
+use dtmdriver_core::resolve::{Endpoint, SnapshotSender};
+use dtmdriver_core::shared::{SharedWatches, forward_snapshots};
 use tokio::sync::watch;
 
-use driver_core::backoff::Backoff;
+use dtmdriver_core::backoff::Backoff;
 
 use crate::client::{EtcdConfig, shared_client};
 use crate::proto::mvccpb::event::EventType;

@@ -4,8 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use driver_core::{Driver, Registration, RegistrationState};
-use driver_etcd::{EtcdConfig, EtcdDriver, LeaseKeeper, PrefixState, PrefixWatcher, shared_client};
+use dtmdriver_core::{Driver, Registration, RegistrationState};
+use dtmdriver_etcd::{
+    EtcdConfig, EtcdDriver, LeaseKeeper, PrefixState, PrefixWatcher, shared_client,
+};
 use etcd_client::{Client, ConnectOptions};
 use test_support::{EtcdServer, wait_for};
 

@@ -1,7 +1,7 @@
-//! `driver_core::discover` over the etcd engine (native driver) against a real, private
+//! `dtmdriver_core::discover` over the etcd engine (native driver) against a real, private
 //! etcd: the change stream and the feeder for tonic's balance channel.
 
-use driver_etcd::EtcdDriver;
+use dtmdriver_etcd::EtcdDriver;
 use test_support::EtcdServer;
 use test_support::discover::{
     changes_arrive_in_order, tonic_feeder_keeps_the_set_current_while_idle,

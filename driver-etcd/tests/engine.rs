@@ -3,8 +3,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use driver_core::{Channel, Driver, Policy};
-use driver_etcd::{EtcdConfig, EtcdDriver, PrefixWatcher};
+use dtmdriver_core::{Channel, Driver, Policy};
+use dtmdriver_etcd::{EtcdConfig, EtcdDriver, PrefixWatcher};
 use etcd_client::{Client, CompactionOptions};
 use test_support::{EchoServer, EtcdCluster, EtcdServer, addrs, say, wait_for};
 
@@ -360,7 +360,7 @@ async fn changes_while_disconnected_and_compaction_are_caught_up() {
 /// emptied for good reaches them after the grace.
 #[tokio::test]
 async fn an_emptied_set_is_held_for_a_grace_unless_instances_return() {
-    use driver_core::resolve::{Resolver, SnapshotSender};
+    use dtmdriver_core::resolve::{Resolver, SnapshotSender};
     let server = EtcdServer::start();
     let ep = server.endpoint();
     let mut client = etcd(std::slice::from_ref(&ep)).await;
@@ -371,10 +371,10 @@ async fn an_emptied_set_is_held_for_a_grace_unless_instances_return() {
         .await
         .unwrap();
     let (tx, mut rx) = SnapshotSender::channel();
-    driver_etcd::native::NativeResolver
-        .resolve(&driver_core::Target::parse(&target).unwrap(), tx)
+    dtmdriver_etcd::native::NativeResolver
+        .resolve(&dtmdriver_core::Target::parse(&target).unwrap(), tx)
         .unwrap();
-    let sizes = |rx: &tokio::sync::watch::Receiver<driver_core::resolve::ResolverState>| {
+    let sizes = |rx: &tokio::sync::watch::Receiver<dtmdriver_core::resolve::ResolverState>| {
         rx.borrow().endpoints.as_ref().map(|e| e.len())
     };
     wait_for("the instance", Duration::from_secs(3), || {
@@ -409,7 +409,7 @@ async fn an_emptied_set_is_held_for_a_grace_unless_instances_return() {
     .await;
     let took = took.max(gone.elapsed());
     assert!(
-        took >= driver_etcd::EMPTY_GRACE.saturating_sub(Duration::from_millis(100)),
+        took >= dtmdriver_etcd::EMPTY_GRACE.saturating_sub(Duration::from_millis(100)),
         "emptied after {took:?}"
     );
 }

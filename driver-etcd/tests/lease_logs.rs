@@ -6,14 +6,14 @@
 
 use std::time::Duration;
 
-use driver_etcd::{EtcdConfig, LeaseKeeper, shared_client};
+use dtmdriver_etcd::{EtcdConfig, LeaseKeeper, shared_client};
 use test_support::{CapturedLogs, EtcdServer};
 
 /// The captured lines of the lease keeper at `level` that hold `text`.
 fn lines(logs: &CapturedLogs, level: &str, text: &str) -> Vec<String> {
     logs.text()
         .lines()
-        .filter(|l| l.contains(level) && l.contains("driver_etcd::lease") && l.contains(text))
+        .filter(|l| l.contains(level) && l.contains("dtmdriver_etcd::lease") && l.contains(text))
         .map(str::to_string)
         .collect()
 }

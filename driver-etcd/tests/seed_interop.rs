@@ -8,8 +8,8 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use driver_core::{Channel, Driver, Policy};
-use driver_etcd::EtcdDriver;
+use dtmdriver_core::{Channel, Driver, Policy};
+use dtmdriver_etcd::EtcdDriver;
 use etcd_client::{Client, GetOptions};
 use test_support::{
     EchoServer, EtcdServer, InteropProcess, addrs, free_port, interop_binary, run_interop, say,

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use driver_core::{Channel, Driver};
-use driver_etcd::EtcdDriver;
+use dtmdriver_core::{Channel, Driver};
+use dtmdriver_etcd::EtcdDriver;
 use test_support::{EchoServer, EtcdServer, TestPki, say};
 
 /// A CA and a server certificate for 127.0.0.1 / localhost.

@@ -7,8 +7,8 @@
 
 use std::time::{Duration, Instant};
 
-use driver_core::Channel;
-use driver_etcd::EtcdDriver;
+use dtmdriver_core::Channel;
+use dtmdriver_etcd::EtcdDriver;
 use test_support::{CapturedLogs, EtcdServer};
 
 /// Waits (bounded) until `f` holds.

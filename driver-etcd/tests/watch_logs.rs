@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use driver_core::{Channel, Driver, Policy};
-use driver_etcd::EtcdDriver;
+use dtmdriver_core::{Channel, Driver, Policy};
+use dtmdriver_etcd::EtcdDriver;
 use etcd_client::Client;
 use test_support::{CapturedLogs, EchoServer, EtcdServer, addrs, wait_for};
 
@@ -98,7 +98,7 @@ async fn garbage_values_are_logged_once_and_shortened() {
     // every dependency).
     let ours: usize = text
         .lines()
-        .filter(|l| l.contains("driver_etcd") && (l.contains(" WARN ") || l.contains(" INFO ")))
+        .filter(|l| l.contains("dtmdriver_etcd") && (l.contains(" WARN ") || l.contains(" INFO ")))
         .map(str::len)
         .sum();
     assert!(ours < 64 * 1024, "{ours} bytes of log for 40 changes");

@@ -5,13 +5,13 @@
 //! Consul bodies read the input as the JSON array of `/v1/health/service/NAME`, as the
 //! engine does (`serde_json` into [`ServiceEntry`]), then decode it.
 
-use driver_consul::{NativeConsulFormat, ServiceEntry};
-use driver_core::Endpoint;
-use driver_core::address::HostPort;
-use driver_etcd::{Instance, NativeEtcdFormat};
-use driver_gozero_compat::{GoZeroConsulFormat, GoZeroEtcdFormat};
-use driver_kratos_compat::instance::{EndpointUrl, endpoint_urls};
-use driver_kratos_compat::{KratosConsulFormat, KratosEtcdFormat, KratosInstance, Security};
+use dtmdriver_consul::{NativeConsulFormat, ServiceEntry};
+use dtmdriver_core::Endpoint;
+use dtmdriver_core::address::HostPort;
+use dtmdriver_etcd::{Instance, NativeEtcdFormat};
+use dtmdriver_gozero::{GoZeroConsulFormat, GoZeroEtcdFormat};
+use dtmdriver_kratos::instance::{EndpointUrl, endpoint_urls};
+use dtmdriver_kratos::{KratosConsulFormat, KratosEtcdFormat, KratosInstance, Security};
 
 /// Asserts that a decoder gave a usable address.
 fn dialable(what: &str, e: &Endpoint) {

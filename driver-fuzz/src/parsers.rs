@@ -1,10 +1,10 @@
 //! Bodies for the small parsers: `host:port`, branch URIs and dtm's `MicroService` YAML.
 
-use driver_core::address::{HostPort, check_host};
-use driver_core::{DefaultDriver, Driver, MicroService, Target};
-use driver_etcd::EtcdDriver;
-use driver_gozero_compat::GoZeroDriver;
-use driver_kratos_compat::KratosDriver;
+use dtmdriver_core::address::{HostPort, check_host};
+use dtmdriver_core::{DefaultDriver, Driver, MicroService, Target};
+use dtmdriver_etcd::EtcdDriver;
+use dtmdriver_gozero::GoZeroDriver;
+use dtmdriver_kratos::KratosDriver;
 
 /// [`HostPort::parse`], [`HostPort::new`] and [`check_host`]: an accepted address has a
 /// port from 1 to 65535, prints back to itself, and is what `new` builds from its parts;
@@ -50,7 +50,7 @@ pub fn server_method(data: &[u8]) {
         (&GoZeroDriver, !uri.contains('?')),
         (&KratosDriver::default(), true),
         (&EtcdDriver, true),
-        (&driver_consul::ConsulDriver, true),
+        (&dtmdriver_consul::ConsulDriver, true),
     ];
     for (driver, concatenates) in drivers {
         let Ok(sm) = driver.parse_server_method(&uri) else {

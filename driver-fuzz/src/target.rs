@@ -25,15 +25,15 @@
 use std::ops::Range;
 use std::time::Duration;
 
-use driver_consul::watch::WAIT_RANGE;
-use driver_consul::{ConsulTarget, HealthQuery, NativeConsulFormat, NativeOptions};
-use driver_core::Target;
-use driver_core::driver::loopback_warning;
-use driver_core::target::{redact, redact_message};
-use driver_etcd::registry_target::to_etcd_target;
-use driver_etcd::{EtcdTarget, NativeEtcdFormat};
-use driver_gozero_compat::{GoZeroConsulFormat, subset_size};
-use driver_kratos_compat::KratosDriver;
+use dtmdriver_consul::watch::WAIT_RANGE;
+use dtmdriver_consul::{ConsulTarget, HealthQuery, NativeConsulFormat, NativeOptions};
+use dtmdriver_core::Target;
+use dtmdriver_core::driver::loopback_warning;
+use dtmdriver_core::target::{redact, redact_message};
+use dtmdriver_etcd::registry_target::to_etcd_target;
+use dtmdriver_etcd::{EtcdTarget, NativeEtcdFormat};
+use dtmdriver_gozero::{GoZeroConsulFormat, subset_size};
+use dtmdriver_kratos::KratosDriver;
 
 /// What replaces a secret (as [`redact`] writes it).
 const MASK: &str = "***";
@@ -111,11 +111,11 @@ fn getters(t: &Target) {
     let _ = (t.as_str(), t.user(), t.password(), t.endpoint_list());
     assert_eq!(t.scheme(), t.scheme().to_ascii_lowercase());
     for h in t.hosts() {
-        assert!(driver_core::address::check_host(h).is_ok(), "{h:?}");
+        assert!(dtmdriver_core::address::check_host(h).is_ok(), "{h:?}");
     }
     let ranges = [
         WAIT_RANGE,
-        driver_core::registration_options::RegistrationOptions::TTL_RANGE,
+        dtmdriver_core::registration_options::RegistrationOptions::TTL_RANGE,
         NativeConsulFormat::CHECK_RANGE,
         Duration::ZERO..=Duration::MAX,
         Duration::MAX..=Duration::MAX,
@@ -135,7 +135,7 @@ fn getters(t: &Target) {
 
 /// The outputs (values' `Debug`, errors' `Display`) of everything derived from `t`.
 fn derived(t: &Target) -> Vec<String> {
-    fn show<T: std::fmt::Debug>(r: driver_core::Result<T>) -> String {
+    fn show<T: std::fmt::Debug>(r: dtmdriver_core::Result<T>) -> String {
         match r {
             Ok(v) => format!("{v:?}"),
             Err(e) => e.to_string(),

@@ -2,7 +2,7 @@
 //! `dtm-driver-gozero` beside go-zero's own `discov.Subscriber` (interop/bin/
 //! gozero-subscriber), on the same etcd, in the same run, for the same writes.
 //!
-//! `cargo bench -p driver-gozero-compat --bench propagation` prints median and p99 of the
+//! `cargo bench -p dtmdriver-gozero --bench propagation` prints median and p99 of the
 //! time from the start of each write to each side seeing the new set.
 
 #![allow(clippy::print_stdout)] // a bench prints its table
@@ -12,7 +12,7 @@ mod stats;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use driver_gozero_compat as _;
+use dtmdriver_gozero as _;
 use stats::{channel_sets, read_sets, report, time_to};
 use test_support::{EtcdServer, InteropProcess};
 
@@ -34,9 +34,9 @@ async fn main() {
         .expect("go-zero subscriber ready");
 
     // The Rust channel.
-    driver_core::use_driver("dtm-driver-gozero").expect("driver linked");
+    dtmdriver_core::use_driver("dtm-driver-gozero").expect("driver linked");
     let channel =
-        driver_core::connect(&format!("etcd://{}/{key}", etcd.endpoint())).expect("connect");
+        dtmdriver_core::connect(&format!("etcd://{}/{key}", etcd.endpoint())).expect("connect");
     let rs_rx = channel_sets(channel);
 
     let mut client = etcd_client::Client::connect([etcd.endpoint()], None)

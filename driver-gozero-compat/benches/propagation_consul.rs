@@ -8,7 +8,7 @@
 //! (`PUT /v1/agent/service/register`) or deregister the oldest. Both sides hold blocking
 //! health queries with `wait=14s`.
 //!
-//! `cargo bench -p driver-gozero-compat --bench propagation_consul` prints median and p99
+//! `cargo bench -p dtmdriver-gozero --bench propagation_consul` prints median and p99
 //! of the time from the start of each agent call to each side seeing the new set.
 
 #![allow(clippy::print_stdout)] // a bench prints its table
@@ -18,7 +18,7 @@ mod stats;
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use driver_gozero_compat::GoZeroConsulFormat;
+use dtmdriver_gozero::GoZeroConsulFormat;
 use stats::{channel_sets, read_sets, report, time_to};
 use test_support::{ConsulAgent, InteropProcess};
 
@@ -34,8 +34,8 @@ async fn main() {
     let go_sets = read_sets(go.child().stdout.take().expect("stdout"));
     time_to(&go_sets, &BTreeSet::new(), Instant::now());
 
-    driver_core::use_driver("dtm-driver-gozero").expect("driver linked");
-    let rust_sets = channel_sets(driver_core::connect(&target).expect("connect"));
+    dtmdriver_core::use_driver("dtm-driver-gozero").expect("driver linked");
+    let rust_sets = channel_sets(dtmdriver_core::connect(&target).expect("connect"));
     time_to(&rust_sets, &BTreeSet::new(), Instant::now());
 
     let mut expected = BTreeSet::new();

@@ -13,7 +13,7 @@
 //! Each change is one server-side apply of the service's one slice (an instance added, or
 //! every other step the newest but one removed), as the EndpointSlice controller writes.
 //!
-//! `cargo bench -p driver-gozero-compat --bench propagation_k8s` prints median and p99 of
+//! `cargo bench -p dtmdriver-gozero --bench propagation_k8s` prints median and p99 of
 //! the time from the start of each apply to each side seeing the new set.
 
 #![allow(clippy::print_stdout)] // a bench prints its table
@@ -24,8 +24,8 @@ use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use driver_gozero_compat as _;
-use driver_k8s::{Credentials, use_credentials};
+use dtmdriver_gozero as _;
+use dtmdriver_k8s::{Credentials, use_credentials};
 use stats::{channel_sets, read_sets, report, time_to};
 use test_support::{KubeApiServer, KubeUser, interop_binary};
 
@@ -75,8 +75,8 @@ async fn main() {
     use_credentials(Credentials::Kubeconfig(Some(
         server.kubeconfig(KubeUser::Admin),
     )));
-    driver_core::use_driver("dtm-driver-gozero").expect("driver linked");
-    let rust_sets = channel_sets(driver_core::connect(&target).expect("connect"));
+    dtmdriver_core::use_driver("dtm-driver-gozero").expect("driver linked");
+    let rust_sets = channel_sets(dtmdriver_core::connect(&target).expect("connect"));
     time_to(&rust_sets, &expected(&live), Instant::now());
 
     let (mut rust, mut gozero) = (Vec::new(), Vec::new());

@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! bash interop/build.sh   # once: builds interop/bin/gozero-scale (go-zero's side)
-//! cargo bench -p driver-gozero-compat --bench scale
+//! cargo bench -p dtmdriver-gozero --bench scale
 //! # SCALE_SIZES=100,1000,10000,100000  SCALE_CHANGES=60  SCALE_ROUNDS=3  SCALE_TARGETS=1000
 //! ```
 //!
@@ -42,9 +42,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use driver_core::resolve::{SnapshotSender, resolver_for};
-use driver_core::{Target, use_driver};
-use driver_gozero_compat as _;
+use dtmdriver_core::resolve::{SnapshotSender, resolver_for};
+use dtmdriver_core::{Target, use_driver};
+use dtmdriver_gozero as _;
 use etcd_client::{Client, Txn, TxnOp};
 use test_support::EtcdServer;
 use test_support::{interop_binary, read_lines};
@@ -215,7 +215,7 @@ fn say(line: &str) {
 }
 
 /// Resolves `target` with its scheme's resolver; the receiver of its snapshots.
-fn resolve(target: &str) -> driver_core::resolve::SnapshotReceiver {
+fn resolve(target: &str) -> dtmdriver_core::resolve::SnapshotReceiver {
     let target = Target::parse(target).expect("target");
     let (tx, rx) = SnapshotSender::channel();
     resolver_for(&target)
@@ -235,7 +235,7 @@ async fn follow_one(mode: &str, target: &str) {
         }
     };
     if mode == "channel" {
-        let channel = driver_core::connect(target).expect("connect");
+        let channel = dtmdriver_core::connect(target).expect("connect");
         let snapshots = channel.snapshots();
         let mut updates = channel.updates();
         loop {
@@ -268,7 +268,7 @@ async fn follow_many(mode: &str, target: &str, count: usize, expect: usize) {
     for i in 0..count {
         let target = format!("{base}.{i}{query}");
         let (snapshots, updates) = if mode == "channel" {
-            let channel = driver_core::connect(&target).expect("connect");
+            let channel = dtmdriver_core::connect(&target).expect("connect");
             let pair = (channel.snapshots(), Some(channel.updates()));
             keep.push(Some(channel));
             pair

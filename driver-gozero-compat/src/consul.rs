@@ -1,5 +1,5 @@
 //! go-zero's consul format (zero-contrib `zrpc/registry/consul`, as dtm's go-zero driver
-//! registers) on the consul engine of `driver-consul`: [`GoZeroConsulFormat`].
+//! registers) on the consul engine of `dtmdriver-consul`: [`GoZeroConsulFormat`].
 //!
 //! # Registration
 //!
@@ -37,13 +37,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use driver_consul::{
+use dtmdriver_consul::{
     AgentServiceCheck, AgentServiceRegistration, ConsulClient, ConsulTarget, HealthQuery,
     ServiceEntry, ServiceExtras, ServiceKeeper, consul_duration, resolve_health,
 };
-use driver_core::address::HostPort;
-use driver_core::resolve::{Endpoint, Registrar, Resolver, SnapshotSender};
-use driver_core::{Error, Registration, Result, Target};
+use dtmdriver_core::address::HostPort;
+use dtmdriver_core::resolve::{Endpoint, Registrar, Resolver, SnapshotSender};
+use dtmdriver_core::{Error, Registration, Result, Target};
 
 use crate::routable_endpoint;
 
@@ -69,7 +69,7 @@ impl GoZeroConsulFormat {
     /// The registration of `key` at `endpoint` (`host:port`).
     ///
     /// ```
-    /// use driver_gozero_compat::GoZeroConsulFormat;
+    /// use dtmdriver_gozero::GoZeroConsulFormat;
     /// let r = GoZeroConsulFormat::registration("dtmservice", "localhost:36790").unwrap();
     /// assert_eq!(r.id, "dtmservice-localhost-36790");
     /// assert_eq!(r.check.check_id, r.id);
@@ -112,8 +112,8 @@ impl GoZeroConsulFormat {
     /// parsing without an agent.
     ///
     /// ```
-    /// use driver_gozero_compat::GoZeroConsulFormat;
-    /// let t = driver_core::Target::parse("consul://h:8500/svc?healthy=true&limit=2").unwrap();
+    /// use dtmdriver_gozero::GoZeroConsulFormat;
+    /// let t = dtmdriver_core::Target::parse("consul://h:8500/svc?healthy=true&limit=2").unwrap();
     /// let (query, limit) = GoZeroConsulFormat::query(&t).unwrap();
     /// assert!(query.passing_only);
     /// assert_eq!(limit, Some(2));

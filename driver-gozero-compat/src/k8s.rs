@@ -1,4 +1,4 @@
-//! go-zero's `k8s://` targets on the Kubernetes engine of `driver-k8s` (cargo feature
+//! go-zero's `k8s://` targets on the Kubernetes engine of `dtmdriver-k8s` (cargo feature
 //! `k8s`, on by default).
 //!
 //! | target | namespace | service | port |
@@ -24,14 +24,14 @@
 //! * a service with no slice yet resolves to an empty set and follows it, where go-zero
 //!   fails the dial when the port is left out;
 //! * credentials: in a pod the service account, as go-zero; elsewhere, beyond go-zero, a
-//!   kubeconfig (`KUBECONFIG`, else `~/.kube/config`). See [`driver_k8s::credentials`].
+//!   kubeconfig (`KUBECONFIG`, else `~/.kube/config`). See [`dtmdriver_k8s::credentials`].
 //!
 //! The namespace and service must be DNS labels (lower-case letters, digits and `-`, at
 //! most 63), as Kubernetes names them.
 
-use driver_core::resolve::{Resolver, SnapshotSender};
-use driver_core::{Error, Result, Target};
-use driver_k8s::{Credentials, ServiceKey, resolve_service};
+use dtmdriver_core::resolve::{Resolver, SnapshotSender};
+use dtmdriver_core::{Error, Result, Target};
+use dtmdriver_k8s::{Credentials, ServiceKey, resolve_service};
 
 /// The namespace of a target without one, as go-zero's.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -51,8 +51,8 @@ impl K8sTarget {
     /// Parses go-zero's `k8s://[NAMESPACE]/SERVICE[:PORT]`.
     ///
     /// ```
-    /// use driver_core::Target;
-    /// use driver_gozero_compat::k8s::K8sTarget;
+    /// use dtmdriver_core::Target;
+    /// use dtmdriver_gozero::k8s::K8sTarget;
     /// let t = K8sTarget::from_target(&Target::parse("k8s://ns1/my-svc:8080").unwrap()).unwrap();
     /// assert_eq!((t.namespace.as_str(), t.service.as_str(), t.port), ("ns1", "my-svc", Some(8080)));
     /// let t = K8sTarget::from_target(&Target::parse("k8s:///my-svc").unwrap()).unwrap();

@@ -1,4 +1,4 @@
-//! `dtm-driver-gozero`: go-zero's registry formats on the etcd engine of `driver-etcd`.
+//! `dtm-driver-gozero`: go-zero's registry formats on the etcd engine of `dtmdriver-etcd`.
 //!
 //! This crate is thin: a driver name, scheme names, go-zero's branch-URI rule
 //! ([`parse_gozero`]) and go-zero's formats ([`GoZeroEtcdFormat`], [`consul`]). All
@@ -26,24 +26,24 @@
 //!
 //! # Features
 //!
-//! `etcd` (the `etcd` and `discov` schemes, on `driver-etcd`'s engine), `consul` (on
-//! `driver-consul`'s) and `k8s` (on `driver-k8s`'s: a Kubernetes client), all on by
+//! `etcd` (the `etcd` and `discov` schemes, on `dtmdriver-etcd`'s engine), `consul` (on
+//! `dtmdriver-consul`'s) and `k8s` (on `dtmdriver-k8s`'s: a Kubernetes client), all on by
 //! default: a service that uses one registry turns the others off
 //! (`default-features = false, features = ["consul"]`) and compiles no client of them. A target of a scheme whose feature is off is refused with an error naming the
-//! feature ([`FeatureOff`](driver_core::feature_off::FeatureOff)). `direct` is always
+//! feature ([`FeatureOff`](dtmdriver_core::feature_off::FeatureOff)). `direct` is always
 //! there.
 //!
 //! Linking the crate registers the driver; a program that does not otherwise name the
-//! crate keeps it linked with `use driver_gozero_compat as _;`.
+//! crate keeps it linked with `use dtmdriver_gozero as _;`.
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
-//! use driver_gozero_compat as _;
-//! driver_core::use_driver("dtm-driver-gozero")?;
-//! let registration = driver_core::get_driver()
+//! use dtmdriver_gozero as _;
+//! dtmdriver_core::use_driver("dtm-driver-gozero")?;
+//! let registration = dtmdriver_core::get_driver()
 //!     .register_service("etcd://127.0.0.1:2379/trans.rpc", "127.0.0.1:9000")
 //!     .await?;
-//! let channel = driver_core::connect("etcd://127.0.0.1:2379/trans.rpc")?;
+//! let channel = dtmdriver_core::connect("etcd://127.0.0.1:2379/trans.rpc")?;
 //! # drop(channel); registration.deregister().await?; Ok(()) }
 //! ```
 
@@ -52,17 +52,17 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 #[cfg(feature = "etcd")]
-use driver_core::Registration;
-use driver_core::address::HostPort;
+use dtmdriver_core::Registration;
+use dtmdriver_core::address::HostPort;
 #[cfg(not(all(feature = "etcd", feature = "consul", feature = "k8s")))]
-use driver_core::feature_off::FeatureOff;
-use driver_core::parse::parse_scheme_url;
+use dtmdriver_core::feature_off::FeatureOff;
+use dtmdriver_core::parse::parse_scheme_url;
 #[cfg(feature = "etcd")]
-use driver_core::resolve::Endpoint;
-use driver_core::resolve::{DirectResolver, Registrar, Resolver, SnapshotSender};
-use driver_core::{Driver, Error, Result, ServerMethod, Target};
+use dtmdriver_core::resolve::Endpoint;
+use dtmdriver_core::resolve::{DirectResolver, Registrar, Resolver, SnapshotSender};
+use dtmdriver_core::{Driver, Error, Result, ServerMethod, Target};
 #[cfg(feature = "etcd")]
-use driver_etcd::{EtcdTarget, LeaseKeeper, resolve_prefix, shared_client};
+use dtmdriver_etcd::{EtcdTarget, LeaseKeeper, resolve_prefix, shared_client};
 
 #[cfg(feature = "consul")]
 pub mod consul;
@@ -148,8 +148,8 @@ impl GoZeroEtcdFormat {
 /// `dtm-driver-gozero`; see the [crate docs](crate).
 ///
 /// ```
-/// use driver_core::Driver;
-/// let d = driver_gozero_compat::GoZeroDriver;
+/// use dtmdriver_core::Driver;
+/// let d = dtmdriver_gozero::GoZeroDriver;
 /// assert_eq!(d.name(), "dtm-driver-gozero");
 /// let sm = d.parse_server_method("etcd://127.0.0.1:2379/trans/trans.TransSvc/TransOut").unwrap();
 /// assert_eq!((sm.server.as_str(), sm.method.as_str()), ("etcd://127.0.0.1:2379/trans", "/trans.TransSvc/TransOut"));
@@ -188,7 +188,7 @@ impl Driver for GoZeroDriver {
     }
 }
 
-driver_core::register_driver!(GoZeroDriver);
+dtmdriver_core::register_driver!(GoZeroDriver);
 
 /// This package's name, for the errors of features turned off.
 #[cfg(not(all(feature = "etcd", feature = "consul")))]
@@ -295,7 +295,7 @@ impl Registrar for GoZeroEtcdRegistrar {
 /// or `127.0.0.1:PORT` when the machine has none; other addresses stay as they are.
 ///
 /// ```
-/// use driver_gozero_compat::routable_endpoint;
+/// use dtmdriver_gozero::routable_endpoint;
 /// assert_eq!(routable_endpoint("127.0.0.1:9000").unwrap(), "127.0.0.1:9000");
 /// let published = routable_endpoint("0.0.0.0:9000").unwrap();
 /// assert!(published.ends_with(":9000") && !published.starts_with("0.0.0.0"));

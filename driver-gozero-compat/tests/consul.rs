@@ -3,9 +3,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use driver_core::resolve::{Resolver, SnapshotSender};
-use driver_core::{Channel, Driver, Policy, Target};
-use driver_gozero_compat::{GoZeroConsulResolver, GoZeroDriver};
+use dtmdriver_core::resolve::{Resolver, SnapshotSender};
+use dtmdriver_core::{Channel, Driver, Policy, Target};
+use dtmdriver_gozero::{GoZeroConsulResolver, GoZeroDriver};
 use serde_json::{Value, json};
 use test_support::{ConsulAgent, EchoClient, EchoServer, SayRequest};
 

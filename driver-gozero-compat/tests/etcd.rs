@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use driver_core::{Channel, Driver};
-use driver_gozero_compat::GoZeroDriver;
+use dtmdriver_core::{Channel, Driver};
+use dtmdriver_gozero::GoZeroDriver;
 use etcd_client::{Client, GetOptions, LeaseTimeToLiveOptions};
 use test_support::{EchoServer, EtcdCluster, EtcdServer, addrs, say, wait_for};
 

@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use driver_core::{Channel, Driver};
-use driver_gozero_compat::GoZeroDriver;
+use dtmdriver_core::{Channel, Driver};
+use dtmdriver_gozero::GoZeroDriver;
 use serde_json::Value;
 use test_support::{
     ConsulAgent, EchoClient, EchoServer, InteropProcess, SayRequest, free_port, run_interop,
@@ -187,7 +187,7 @@ async fn rust_client_calls_a_go_zero_server_registered_by_zero_contrib() {
         .unwrap();
     assert_eq!(say(channel).await, "go1");
     // ... and the process-wide driver, as dtm uses it.
-    driver_core::use_driver("dtm-driver-gozero").unwrap();
-    let channel = driver_core::connect(&format!("consul://{addr}/go.rpc?healthy=true")).unwrap();
+    dtmdriver_core::use_driver("dtm-driver-gozero").unwrap();
+    let channel = dtmdriver_core::connect(&format!("consul://{addr}/go.rpc?healthy=true")).unwrap();
     assert_eq!(say(channel).await, "go1");
 }

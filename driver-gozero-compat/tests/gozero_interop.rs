@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use driver_core::{Channel, Driver};
-use driver_gozero_compat::GoZeroDriver;
+use dtmdriver_core::{Channel, Driver};
+use dtmdriver_gozero::GoZeroDriver;
 use etcd_client::{Client, GetOptions};
 use test_support::{
     EchoClient, EchoServer, EtcdServer, InteropProcess, SayRequest, free_port, run_interop,

@@ -7,10 +7,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use driver_core::resolve::{Resolver, SnapshotReceiver, SnapshotSender};
-use driver_core::{Channel, Target};
-use driver_gozero_compat::{GoZeroDriver, GoZeroK8sResolver};
-use driver_k8s::{Credentials, ServiceKey, ServiceWatch, resolve_service, use_credentials};
+use dtmdriver_core::resolve::{Resolver, SnapshotReceiver, SnapshotSender};
+use dtmdriver_core::{Channel, Target};
+use dtmdriver_gozero::{GoZeroDriver, GoZeroK8sResolver};
+use dtmdriver_k8s::{Credentials, ServiceKey, ServiceWatch, resolve_service, use_credentials};
 use test_support::{EchoServer, KubeApiServer, KubeUser, say};
 use tokio::io::copy_bidirectional;
 use tokio::net::{TcpListener, TcpStream};

@@ -3,8 +3,8 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use driver_core::use_driver;
-use driver_gozero_compat as _;
+use dtmdriver_core::use_driver;
+use dtmdriver_gozero as _;
 use etcd_client::{Client, GetOptions, Txn, TxnOp};
 use test_support::EtcdServer;
 
@@ -36,7 +36,7 @@ async fn etcd_set(client: &mut Client, key: &str) -> BTreeSet<String> {
         .collect()
 }
 
-fn channel_set(channel: &driver_core::Channel) -> BTreeSet<String> {
+fn channel_set(channel: &dtmdriver_core::Channel) -> BTreeSet<String> {
     channel
         .status()
         .endpoints
@@ -45,7 +45,7 @@ fn channel_set(channel: &driver_core::Channel) -> BTreeSet<String> {
         .collect()
 }
 
-async fn wait_for_set(channel: &driver_core::Channel, expect: &BTreeSet<String>, what: &str) {
+async fn wait_for_set(channel: &dtmdriver_core::Channel, expect: &BTreeSet<String>, what: &str) {
     let until = Instant::now() + Duration::from_secs(30);
     loop {
         let set = channel_set(channel);
@@ -73,7 +73,7 @@ async fn ten_thousand_instances_removed_one_by_one_end_with_the_exact_set_etcd_h
     let key = "many.rpc";
     use_driver("dtm-driver-gozero").expect("driver linked");
     let channel =
-        driver_core::connect(&format!("etcd://{}/{key}?subset=0", etcd.endpoint())).unwrap();
+        dtmdriver_core::connect(&format!("etcd://{}/{key}?subset=0", etcd.endpoint())).unwrap();
 
     // Registered in batches while the channel already watches.
     for batch in (0..INSTANCES).collect::<Vec<_>>().chunks(128) {

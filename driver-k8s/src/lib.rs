@@ -5,7 +5,7 @@
 //!
 //! * [`resolve_service`] publishes the ready addresses of a service's
 //!   `discovery.k8s.io/v1` EndpointSlices (label `kubernetes.io/service-name`) with a
-//!   port, as full snapshots through driver-core's resolver contract, following every
+//!   port, as full snapshots through dtmdriver-core's resolver contract, following every
 //!   change: [`watch`] (list, then watch from the list's resourceVersion; resume from the
 //!   last resourceVersion after a broken watch; a new list after 410 Gone; one watch per
 //!   credentials, namespace and service in a process);
@@ -15,7 +15,7 @@
 //!   say which was tried and what is missing; a refusal names the Role to bind.
 //!
 //! The target syntax is a format's business (go-zero's `k8s://NAMESPACE/SERVICE:PORT`
-//! lives in `driver-gozero-compat`). The Role a reader needs:
+//! lives in `dtmdriver-gozero`). The Role a reader needs:
 //!
 //! ```yaml
 //! apiVersion: rbac.authorization.k8s.io/v1

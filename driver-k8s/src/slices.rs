@@ -20,8 +20,8 @@
 
 use std::sync::Arc;
 
-use driver_core::address::HostPort;
-use driver_core::resolve::Endpoint;
+use dtmdriver_core::address::HostPort;
+use dtmdriver_core::resolve::Endpoint;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 /// The part of one EndpointSlice a resolver uses.
@@ -49,7 +49,7 @@ impl ServiceSlice {
     ///     ports: Some(vec![EndpointPort { port: Some(8080), ..Default::default() }]),
     ///     ..Default::default()
     /// };
-    /// let decoded = driver_k8s::ServiceSlice::decode(&slice);
+    /// let decoded = dtmdriver_k8s::ServiceSlice::decode(&slice);
     /// assert_eq!(decoded.ready, ["10.0.0.1", "10.0.0.3"]);
     /// assert_eq!(decoded.ports, [Some(8080)]);
     /// ```

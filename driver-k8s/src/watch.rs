@@ -23,8 +23,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 
-use driver_core::backoff::Backoff;
-use driver_core::resolve::SnapshotSender;
+use dtmdriver_core::backoff::Backoff;
+use dtmdriver_core::resolve::SnapshotSender;
 use futures_util::StreamExt;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;

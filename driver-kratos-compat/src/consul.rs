@@ -1,5 +1,5 @@
 //! kratos' consul format (`contrib/registry/consul`) on the consul engine of
-//! `driver-consul`: [`KratosConsulFormat`].
+//! `dtmdriver-consul`: [`KratosConsulFormat`].
 //!
 //! # Registration
 //!
@@ -28,13 +28,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use driver_consul::{
+use dtmdriver_consul::{
     AgentServiceCheck, AgentServiceRegistration, AgentTcpCheck, ConsulClient, ConsulTarget,
     HealthQuery, ServiceAddress, ServiceEntry, ServiceExtras, ServiceKeeper, consul_duration,
     resolve_health,
 };
-use driver_core::resolve::{Endpoint, SnapshotSender};
-use driver_core::{Error, Registration, Result, Target};
+use dtmdriver_core::resolve::{Endpoint, SnapshotSender};
+use dtmdriver_core::{Error, Registration, Result, Target};
 
 use crate::instance::{EndpointUrl, KratosInstance, Security};
 
@@ -64,7 +64,7 @@ impl KratosConsulFormat {
     /// checks).
     ///
     /// ```
-    /// use driver_kratos_compat::{KratosConsulFormat, KratosInstance};
+    /// use dtmdriver_kratos::{KratosConsulFormat, KratosInstance};
     /// let i = KratosInstance {
     ///     id: "7c1e".into(), name: "busi".into(), version: "v1".into(), metadata: None,
     ///     endpoints: vec!["grpc://127.0.0.1:9000".into()],

@@ -1,4 +1,4 @@
-//! kratos' etcd format (`contrib/registry/etcd`) on the etcd engine of `driver-etcd`:
+//! kratos' etcd format (`contrib/registry/etcd`) on the etcd engine of `dtmdriver-etcd`:
 //! [`KratosEtcdFormat`].
 //!
 //! | item | value |
@@ -14,9 +14,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use driver_core::resolve::{Endpoint, SnapshotSender};
-use driver_core::{Registration, Result, Target};
-use driver_etcd::{EtcdTarget, LeaseKeeper, resolve_prefix, shared_client};
+use dtmdriver_core::resolve::{Endpoint, SnapshotSender};
+use dtmdriver_core::{Registration, Result, Target};
+use dtmdriver_etcd::{EtcdTarget, LeaseKeeper, resolve_prefix, shared_client};
 
 use crate::instance::{KratosInstance, Security};
 

@@ -14,9 +14,9 @@
 
 use std::collections::BTreeMap;
 
-use driver_core::address::HostPort;
-use driver_core::resolve::Endpoint;
-use driver_core::{Error, Result};
+use dtmdriver_core::address::HostPort;
+use dtmdriver_core::resolve::Endpoint;
+use dtmdriver_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 /// One kratos service instance, as kratos marshals `registry.ServiceInstance`.
@@ -109,7 +109,7 @@ impl EndpointUrl {
 /// `host:port` is taken as `grpc://host:port`, with a log line.
 ///
 /// ```
-/// use driver_kratos_compat::instance::endpoint_urls;
+/// use dtmdriver_kratos::instance::endpoint_urls;
 /// assert_eq!(endpoint_urls("127.0.0.1:9000").unwrap(), ["grpc://127.0.0.1:9000"]);
 /// assert_eq!(
 ///     endpoint_urls("grpc://127.0.0.1:9000,grpcs://127.0.0.1:9443").unwrap(),

@@ -4,7 +4,7 @@
 //! ([`parse_scheme_url`]) and kratos' formats — the instance JSON and endpoint choice
 //! ([`instance`]), the etcd layout ([`KratosEtcdFormat`]) and the consul registration
 //! ([`KratosConsulFormat`]). Leases, watches, heartbeats and retries are the engines'
-//! (`driver-etcd`, `driver-consul`).
+//! (`dtmdriver-etcd`, `dtmdriver-consul`).
 //!
 //! | scheme | resolve | register |
 //! |---|---|---|
@@ -56,26 +56,26 @@
 //!
 //! # Features
 //!
-//! `etcd` (on `driver-etcd`'s engine) and `consul` (on `driver-consul`'s), both on by
+//! `etcd` (on `dtmdriver-etcd`'s engine) and `consul` (on `dtmdriver-consul`'s), both on by
 //! default: a service that uses one registry turns the other off
 //! (`default-features = false, features = ["etcd"]`) and compiles no client of it. A
 //! target whose registry's feature is off (`consul://…`, or `discovery:///` on a consul
 //! registry) is refused with an error naming the feature
-//! ([`FeatureOff`](driver_core::feature_off::FeatureOff)).
+//! ([`FeatureOff`](dtmdriver_core::feature_off::FeatureOff)).
 //!
 //! Linking the crate registers the driver; a program that does not otherwise name the
-//! crate keeps it linked with `use driver_kratos_compat as _;`.
+//! crate keeps it linked with `use dtmdriver_kratos as _;`.
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
-//! use driver_kratos_compat::KratosDriver;
+//! use dtmdriver_kratos::KratosDriver;
 //! // Choose the registry of discovery:/// targets in code (or DTM_KRATOS_REGISTRY).
-//! driver_core::register(KratosDriver::default().with_registry("etcd://127.0.0.1:2379")?);
-//! driver_core::use_driver("dtm-driver-kratos")?;
-//! let registration = driver_core::get_driver()
+//! dtmdriver_core::register(KratosDriver::default().with_registry("etcd://127.0.0.1:2379")?);
+//! dtmdriver_core::use_driver("dtm-driver-kratos")?;
+//! let registration = dtmdriver_core::get_driver()
 //!     .register_service("discovery:///busi", "grpc://127.0.0.1:9000")
 //!     .await?;
-//! let channel = driver_core::connect("discovery:///busi")?;
+//! let channel = dtmdriver_core::connect("discovery:///busi")?;
 //! # drop(channel); registration.deregister().await?; Ok(()) }
 //! ```
 
@@ -83,10 +83,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use driver_core::parse::parse_scheme_url;
-use driver_core::registration_options::RegistrationOptions;
-use driver_core::resolve::{Registrar, Resolver, SnapshotSender};
-use driver_core::{
+use dtmdriver_core::parse::parse_scheme_url;
+use dtmdriver_core::registration_options::RegistrationOptions;
+use dtmdriver_core::resolve::{Registrar, Resolver, SnapshotSender};
+use dtmdriver_core::{
     ChannelBuilder, Driver, Error, Registration, Result, ServerMethod, Target, TlsConnector,
 };
 
@@ -123,7 +123,7 @@ impl Backend {
             Backend::Etcd => "etcd",
             Backend::Consul => "consul",
         };
-        driver_core::feature_off::FeatureOff::new(NAME, env!("CARGO_PKG_NAME"), feature)
+        dtmdriver_core::feature_off::FeatureOff::new(NAME, env!("CARGO_PKG_NAME"), feature)
             .error(target, what)
     }
 }
@@ -131,8 +131,8 @@ impl Backend {
 /// `dtm-driver-kratos`; see the [crate docs](crate).
 ///
 /// ```
-/// use driver_core::Driver;
-/// use driver_kratos_compat::KratosDriver;
+/// use dtmdriver_core::Driver;
+/// use dtmdriver_kratos::KratosDriver;
 /// let d = KratosDriver::default().version("v2").metadata("zone", "a");
 /// assert_eq!(d.name(), "dtm-driver-kratos");
 /// let sm = d.parse_server_method("discovery:///busi/api.trans.v1.Trans/TransOut").unwrap();
@@ -178,7 +178,7 @@ impl KratosDriver {
 
     /// A channel builder for `target` that dials with `tls` and so takes the instances'
     /// TLS endpoints (`grpcs://`, `grpc://…?isSecure=true`); plaintext channels
-    /// (`driver_core::connect`, [`Driver::resolvers`]) take the `grpc://` ones.
+    /// (`dtmdriver_core::connect`, [`Driver::resolvers`]) take the `grpc://` ones.
     ///
     /// As kratos' Go client does, servers' certificates are checked against the
     /// service's name (`busi` for `discovery:///busi`), not the endpoint's host: kratos'
@@ -191,7 +191,7 @@ impl KratosDriver {
             Some(_) => tls,
             None => tls.with_server_name(parsed.endpoint()),
         };
-        Ok(driver_core::Channel::builder(target)
+        Ok(dtmdriver_core::Channel::builder(target)
             .resolver(Arc::new(self.resolver(Security::Tls)))
             .tls(tls))
     }
@@ -317,7 +317,7 @@ impl Driver for KratosDriver {
     }
 }
 
-driver_core::register_driver!(KratosDriver::default());
+dtmdriver_core::register_driver!(KratosDriver::default());
 
 /// Resolves kratos targets for plaintext or TLS clients; see the [crate docs](crate).
 #[derive(Clone, Debug)]
@@ -352,13 +352,13 @@ impl Registrar for KratosRegistrar {
         match backend {
             #[cfg(feature = "etcd")]
             Backend::Etcd => {
-                let name = driver_etcd::EtcdTarget::from_target(&engine)?.key;
+                let name = dtmdriver_etcd::EtcdTarget::from_target(&engine)?.key;
                 let instance = self.driver.instance(target, &name, endpoint)?;
                 etcd::register(&engine, target.as_str(), endpoint, instance).await
             }
             #[cfg(feature = "consul")]
             Backend::Consul => {
-                let name = driver_consul::ConsulTarget::from_target(&engine)?.service;
+                let name = dtmdriver_consul::ConsulTarget::from_target(&engine)?.service;
                 let instance = self.driver.instance(target, &name, endpoint)?;
                 consul::register(&engine, target.as_str(), endpoint, instance).await
             }

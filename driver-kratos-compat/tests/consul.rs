@@ -6,8 +6,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{GoProcess, SteadyTraffic, kratos_client, say_eventually, tls_interop_both_ways};
-use driver_core::{Channel, Driver};
-use driver_kratos_compat::KratosDriver;
+use dtmdriver_core::{Channel, Driver};
+use dtmdriver_kratos::KratosDriver;
 use serde_json::Value;
 use test_support::{ConsulAgent, EchoServer, free_port};
 

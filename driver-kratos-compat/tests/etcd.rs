@@ -8,9 +8,9 @@ use std::time::{Duration, Instant, SystemTime};
 use common::{
     GoProcess, SteadyTraffic, kratos_client, median_p99, start_tls_echo, tls_interop_both_ways,
 };
-use driver_core::resolve::{Resolver, SnapshotSender};
-use driver_core::{Channel, Driver, Target, TlsConnector};
-use driver_kratos_compat::{KratosDriver, Security};
+use dtmdriver_core::resolve::{Resolver, SnapshotSender};
+use dtmdriver_core::{Channel, Driver, Target, TlsConnector};
+use dtmdriver_kratos::{KratosDriver, Security};
 use etcd_client::{Client, GetOptions, PutOptions};
 use serde_json::Value;
 use test_support::{EchoServer, EtcdServer, free_port, say};
@@ -431,7 +431,7 @@ async fn change_propagation_of_discovery_over_etcd_beside_the_kratos_go_client()
 
     let lease = client.lease_grant(60, None).await.unwrap().id();
     // A steady instance beside the measured ones: a change that empties the set is held
-    // for driver_etcd::EMPTY_GRACE on purpose, and is not what this measures.
+    // for dtmdriver_etcd::EMPTY_GRACE on purpose, and is not what this measures.
     client
         .put(
             "/microservices/prop/steady",

@@ -10,11 +10,11 @@
 
 #![allow(clippy::print_stdout)] // an example talks to its user
 
-use driver_gozero_compat as _; // links dtm-driver-gozero, the driver the file names
+use dtmdriver_gozero as _; // links dtm-driver-gozero, the driver the file names
 
 use std::time::Duration;
 
-use driver_core::MicroService;
+use dtmdriver_core::MicroService;
 use test_support::EtcdServer;
 
 const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/dtm.yml");
@@ -51,7 +51,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     print_keys(&etcd, &key, "while registered").await?;
 
     // What a client of the coordinator (a dtm SDK) sees through the same driver.
-    let channel = driver_core::connect(&config.target)?;
+    let channel = dtmdriver_core::connect(&config.target)?;
     let mut updates = channel.updates();
     for _ in 0..50 {
         if !channel.status().endpoints.is_empty() {

@@ -19,9 +19,9 @@ use test_support::{EchoClient, EchoServer, SayReply, SayRequest};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    println!("linked drivers: {:?}", driver_core::driver_names());
-    driver_core::use_driver("example-dir")?;
-    let driver = driver_core::get_driver();
+    println!("linked drivers: {:?}", dtmdriver_core::driver_names());
+    dtmdriver_core::use_driver("example-dir")?;
+    let driver = dtmdriver_core::get_driver();
 
     let registry = tempfile::tempdir()?;
     let target = format!("dir://{}/echo", registry.path().display());
@@ -33,7 +33,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         list(&registry.path().join("echo"))?
     );
 
-    let channel = driver_core::connect(&target)?;
+    let channel = dtmdriver_core::connect(&target)?;
     let reply = EchoClient::new(channel)
         .say(SayRequest {
             message: "hello through example-dir".into(),
@@ -47,7 +47,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let request = SayRequest {
         message: "raw bytes".into(),
     };
-    let bytes = driver_core::invoke(&uri, request.encode_to_vec().into(), &[]).await?;
+    let bytes = dtmdriver_core::invoke(&uri, request.encode_to_vec().into(), &[]).await?;
     let raw = SayReply::decode(bytes)?;
     println!("invoke {uri}: reply from {}: {}", raw.server, raw.message);
 

@@ -11,7 +11,7 @@
 
 #![allow(clippy::print_stdout)] // an example talks to its user
 
-use driver_gozero_compat as _; // links dtm-driver-gozero
+use dtmdriver_gozero as _; // links dtm-driver-gozero
 
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ use axum::extract::{Json, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use bytes::Bytes;
-use driver_core::Channel;
+use dtmdriver_core::Channel;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -68,9 +68,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let etcd = EtcdServer::start();
     let target = format!("etcd://{}/user.rpc", etcd.endpoint());
 
-    driver_core::use_driver("dtm-driver-gozero")?;
+    dtmdriver_core::use_driver("dtm-driver-gozero")?;
     let user_service = EchoServer::start("user-1").await;
-    let registration = driver_core::get_driver()
+    let registration = dtmdriver_core::get_driver()
         .register_service(&target, &user_service.addr())
         .await?;
     println!(
@@ -79,7 +79,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     // The gateway: one channel per target, shared by every request.
-    let users = EchoClient::new(driver_core::connect(&target)?);
+    let users = EchoClient::new(dtmdriver_core::connect(&target)?);
     let app = axum::Router::new()
         .route("/user/login", post(login))
         .with_state(users);

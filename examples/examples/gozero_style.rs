@@ -10,7 +10,7 @@
 
 #![allow(clippy::print_stdout)] // an example talks to its user
 
-use driver_gozero_compat as _; // links dtm-driver-gozero
+use dtmdriver_gozero as _; // links dtm-driver-gozero
 
 use std::collections::BTreeMap;
 
@@ -23,7 +23,7 @@ const KEY: &str = "user.rpc";
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let etcd = EtcdServer::start();
     let host = etcd.endpoint();
-    driver_core::use_driver("dtm-driver-gozero")?;
+    dtmdriver_core::use_driver("dtm-driver-gozero")?;
 
     // Service side: what `zrpc.MustNewServer(c)` does with `Etcd.Key: user.rpc`.
     let register_target = format!("etcd://{host}/{KEY}");
@@ -31,7 +31,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut registrations = Vec::new();
     for name in ["user-a", "user-b"] {
         let server = EchoServer::start(name).await;
-        let registration = driver_core::get_driver()
+        let registration = dtmdriver_core::get_driver()
             .register_service(&register_target, &server.addr())
             .await?;
         println!("{name} ({}) registered at {register_target}", server.addr());
@@ -56,7 +56,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         format!("etcd://{host}/{KEY}"),
         format!("etcd:///{host}?key={KEY}"),
     ] {
-        let mut client = EchoClient::new(driver_core::connect(&target)?);
+        let mut client = EchoClient::new(dtmdriver_core::connect(&target)?);
         let mut served = BTreeMap::<String, u32>::new();
         for i in 0..10 {
             let request = SayRequest {
@@ -78,7 +78,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let payload = SayRequest {
         message: "branch payload".into(),
     };
-    let reply = driver_core::invoke(
+    let reply = dtmdriver_core::invoke(
         &uri,
         payload.encode_to_vec().into(),
         &[("dtm-gid", "gid-example"), ("dtm-op", "action")],

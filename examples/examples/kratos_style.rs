@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use driver_kratos_compat::KratosDriver;
+use dtmdriver_kratos::KratosDriver;
 use prost::Message;
 use test_support::{EchoClient, EchoServer, EtcdServer, SayReply, SayRequest};
 
@@ -24,19 +24,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // kratos clients bring their registry; here the driver value carries it. Registering
     // the value replaces the link-time one of the same name.
-    driver_core::register(
+    dtmdriver_core::register(
         KratosDriver::default()
             .with_registry(&registry)?
             .version("v1.0.0"),
     );
-    driver_core::use_driver("dtm-driver-kratos")?;
+    dtmdriver_core::use_driver("dtm-driver-kratos")?;
 
     let mut servers = Vec::new();
     let mut registrations = Vec::new();
     for name in ["echo-a", "echo-b"] {
         let server = EchoServer::start(name).await;
         let endpoint = format!("grpc://{}", server.addr());
-        let registration = driver_core::get_driver()
+        let registration = dtmdriver_core::get_driver()
             .register_service("discovery:///echo", &endpoint)
             .await?;
         println!("{name} registered as {endpoint} in {registry}");
@@ -61,7 +61,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "discovery:///echo".to_string(),
         format!("discovery:///echo?registry={registry}"),
     ] {
-        let mut client = EchoClient::new(driver_core::connect(&target)?);
+        let mut client = EchoClient::new(dtmdriver_core::connect(&target)?);
         let mut served = BTreeMap::<String, u32>::new();
         for i in 0..10 {
             let request = SayRequest {
@@ -83,7 +83,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let payload = SayRequest {
         message: "branch payload".into(),
     };
-    let reply = driver_core::invoke(uri, payload.encode_to_vec().into(), &[]).await?;
+    let reply = dtmdriver_core::invoke(uri, payload.encode_to_vec().into(), &[]).await?;
     let reply = SayReply::decode(reply)?;
     println!(
         "invoke {uri}: {} answered {:?}",

@@ -18,12 +18,12 @@
 
 #![allow(clippy::print_stdout)] // an example talks to its user
 
-use driver_gozero_compat as _; // links dtm-driver-gozero
+use dtmdriver_gozero as _; // links dtm-driver-gozero
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use driver_core::Channel;
+use dtmdriver_core::Channel;
 use test_support::{EchoClient, EchoServer, EtcdServer, SayRequest};
 
 const SERVICE: &str = "echo.rpc";
@@ -34,8 +34,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let target = format!("etcd://{}/{SERVICE}", etcd.endpoint());
     println!("private etcd at {}; target {target}", etcd.endpoint());
 
-    driver_core::use_driver("dtm-driver-gozero")?;
-    let driver = driver_core::get_driver();
+    dtmdriver_core::use_driver("dtm-driver-gozero")?;
+    let driver = dtmdriver_core::get_driver();
 
     let mut servers = Vec::new();
     let mut registrations = Vec::new();
@@ -52,7 +52,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     print_keys(&etcd, "registered").await?;
 
-    let channel = driver_core::connect(&target)?;
+    let channel = dtmdriver_core::connect(&target)?;
     let watcher = tokio::spawn(print_changes(channel.clone(), names));
     let mut caller = Caller::new(channel.clone());
 

@@ -12,19 +12,19 @@
 //!    calling it, since tonic's channel has no failover from a dead endpoint), then stops
 //!    it: no call fails.
 //!
-//! Both ways are for users of tower middleware or tonic's channel; `driver_core::connect`
+//! Both ways are for users of tower middleware or tonic's channel; `dtmdriver_core::connect`
 //! gives our `Channel`, which needs neither and handles what these do not (see the
-//! `driver_core::discover` docs). The program ends on its own and exits non-zero if a
+//! `dtmdriver_core::discover` docs). The program ends on its own and exits non-zero if a
 //! call failed.
 
 #![allow(clippy::print_stdout)] // an example talks to its user
 
-use driver_gozero_compat as _; // links dtm-driver-gozero
+use dtmdriver_gozero as _; // links dtm-driver-gozero
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use driver_core::discover::{Changes, balance_channel, http_endpoint};
+use dtmdriver_core::discover::{Changes, balance_channel, http_endpoint};
 use test_support::{EchoClient, EchoServer, EtcdServer, SayRequest};
 use tower::balance::p2c::Balance;
 use tower::buffer::Buffer;
@@ -37,8 +37,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let etcd = EtcdServer::start();
     let target = format!("etcd://{}/{SERVICE}", etcd.endpoint());
     println!("private etcd at {}; target {target}", etcd.endpoint());
-    driver_core::use_driver("dtm-driver-gozero")?;
-    let driver = driver_core::get_driver();
+    dtmdriver_core::use_driver("dtm-driver-gozero")?;
+    let driver = dtmdriver_core::get_driver();
 
     let mut a = EchoServer::start("echo-a").await;
     let b = EchoServer::start("echo-b").await;
@@ -49,7 +49,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // tower: p2c over our Discover, a lazily connecting tonic channel per address
     // (p2c compares loads: each counts its calls in flight). Buffer makes it `Clone`,
     // as generated clients need.
-    let discover = driver_core::discover(&target, |e| {
+    let discover = dtmdriver_core::discover(&target, |e| {
         let channel = http_endpoint(e)?.connect_lazy();
         Ok::<_, tonic::transport::Error>(PendingRequests::new(
             channel,

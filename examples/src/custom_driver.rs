@@ -5,16 +5,16 @@
 //! the file and removes it when the [`Registration`] ends; resolving lists the
 //! directory every 200 ms and publishes the set when it changes. It shows every piece
 //! a driver needs: a [`Resolver`], a [`Registrar`], a parse rule and link-time
-//! registration with [`register_driver!`](driver_core::register_driver).
+//! registration with [`register_driver!`](dtmdriver_core::register_driver).
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
 //! use examples as _; // links the driver
-//! driver_core::use_driver("example-dir")?;
-//! let registration = driver_core::get_driver()
+//! dtmdriver_core::use_driver("example-dir")?;
+//! let registration = dtmdriver_core::get_driver()
 //!     .register_service("dir:///tmp/registry/trans", "127.0.0.1:50051")
 //!     .await?;
-//! let channel = driver_core::connect("dir:///tmp/registry/trans")?;
+//! let channel = dtmdriver_core::connect("dir:///tmp/registry/trans")?;
 //! # drop(channel); registration.deregister().await?; Ok(()) }
 //! ```
 
@@ -23,10 +23,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use driver_core::resolve::{Registrar, Resolver, SnapshotSender};
-use driver_core::{Driver, Endpoint, Error, Registration, ServerMethod, Target, parse};
+use dtmdriver_core::resolve::{Registrar, Resolver, SnapshotSender};
+use dtmdriver_core::{Driver, Endpoint, Error, Registration, ServerMethod, Target, parse};
 
-/// The driver's name for [`use_driver`](driver_core::use_driver).
+/// The driver's name for [`use_driver`](dtmdriver_core::use_driver).
 pub const NAME: &str = "example-dir";
 
 /// How often the resolver lists the directory.
@@ -36,7 +36,7 @@ const POLL: Duration = Duration::from_millis(200);
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DirDriver;
 
-driver_core::register_driver!(DirDriver);
+dtmdriver_core::register_driver!(DirDriver);
 
 #[async_trait]
 impl Driver for DirDriver {

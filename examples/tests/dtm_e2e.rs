@@ -10,9 +10,9 @@
 
 use std::time::{Duration, Instant};
 
-use driver_core::Driver;
-use driver_gozero_compat as _;
-use driver_kratos_compat::KratosDriver;
+use dtmdriver_core::Driver;
+use dtmdriver_gozero as _;
+use dtmdriver_kratos::KratosDriver;
 use examples::dtm::busi_pb::BusiReq;
 use examples::dtm::{BranchCall, BusiLog, BusiMethod, BusiServer, DtmClient, Msg, Saga};
 use test_support::{ConsulAgent, DtmEndpoint, DtmServer, EtcdServer};
@@ -117,7 +117,7 @@ async fn msg_round(client: &mut DtmClient, dtm: &DtmServer, log: &BusiLog, busi:
 /// client finds dtm through the registry and dtm calls both branches through it.
 async fn gozero_msg_through(registry: &str, instance: &str) -> BusiLog {
     init_tracing();
-    driver_core::use_driver("dtm-driver-gozero").expect("use dtm-driver-gozero");
+    dtmdriver_core::use_driver("dtm-driver-gozero").expect("use dtm-driver-gozero");
     let dtm_target = format!("{registry}/dtmservice");
     let dtm = DtmServer::start_with_config(
         "dtm-driver-gozero",
@@ -128,7 +128,7 @@ async fn gozero_msg_through(registry: &str, instance: &str) -> BusiLog {
     let log = BusiLog::new();
     let busi = BusiServer::start(instance, &log).expect("start busi");
     let busi_target = format!("{registry}/trans.rpc");
-    let registration = driver_core::get_driver()
+    let registration = dtmdriver_core::get_driver()
         .register_service(&busi_target, &busi.addr())
         .await
         .unwrap_or_else(|e| panic!("register busi at {busi_target}: {e}"));
@@ -151,7 +151,7 @@ async fn gozero_etcd_msg_dtm_calls_both_rust_branches() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gozero_etcd_saga_with_aborted_trans_in_compensates_in_reverse() {
     init_tracing();
-    driver_core::use_driver("dtm-driver-gozero").expect("use dtm-driver-gozero");
+    dtmdriver_core::use_driver("dtm-driver-gozero").expect("use dtm-driver-gozero");
     let etcd = EtcdServer::start();
     let dtm_target = format!("etcd://{}/dtmservice", etcd.endpoint());
     let dtm = DtmServer::start_with_config(
@@ -164,7 +164,7 @@ async fn gozero_etcd_saga_with_aborted_trans_in_compensates_in_reverse() {
     log.set_limit(BusiMethod::TransIn, Some(100));
     let busi = BusiServer::start("a", &log).expect("start busi");
     let busi_target = format!("etcd://{}/trans.rpc", etcd.endpoint());
-    let _registration = driver_core::get_driver()
+    let _registration = dtmdriver_core::get_driver()
         .register_service(&busi_target, &busi.addr())
         .await
         .expect("register busi");
@@ -251,7 +251,7 @@ async fn gozero_consul_msg_dtm_calls_both_rust_branches() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_one_of_two_instances_during_a_batch_leaves_every_msg_succeed() {
     init_tracing();
-    driver_core::use_driver("dtm-driver-gozero").expect("use dtm-driver-gozero");
+    dtmdriver_core::use_driver("dtm-driver-gozero").expect("use dtm-driver-gozero");
     let etcd = EtcdServer::start();
     let dtm_target = format!("etcd://{}/dtmservice", etcd.endpoint());
     let dtm = DtmServer::start_with_config(
@@ -264,7 +264,7 @@ async fn killing_one_of_two_instances_during_a_batch_leaves_every_msg_succeed() 
     let mut a = BusiServer::start("a", &log).expect("start busi a");
     let mut b = BusiServer::start("b", &log).expect("start busi b");
     let busi_target = format!("etcd://{}/trans.rpc", etcd.endpoint());
-    let driver = driver_core::get_driver();
+    let driver = dtmdriver_core::get_driver();
     // Both registrations outlive the kill: the dead instance stays in etcd, as a
     // crashed process's key does until its lease expires.
     let _reg_a = driver

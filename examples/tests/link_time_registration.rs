@@ -11,12 +11,12 @@ use test_support::{EchoClient, EchoServer, SayRequest};
 #[tokio::test]
 async fn a_linked_driver_is_found_by_name_and_works_end_to_end() {
     assert!(
-        driver_core::driver_names().contains(&"example-dir".to_string()),
+        dtmdriver_core::driver_names().contains(&"example-dir".to_string()),
         "linked drivers: {:?}",
-        driver_core::driver_names()
+        dtmdriver_core::driver_names()
     );
-    driver_core::use_driver("example-dir").unwrap();
-    let driver = driver_core::get_driver();
+    dtmdriver_core::use_driver("example-dir").unwrap();
+    let driver = dtmdriver_core::get_driver();
     assert_eq!(driver.name(), "example-dir");
 
     let registry = tempfile::tempdir().unwrap();
@@ -28,7 +28,7 @@ async fn a_linked_driver_is_found_by_name_and_works_end_to_end() {
         .unwrap();
 
     // The driver's resolver was installed for its scheme by use_driver.
-    let channel = driver_core::connect(&target).unwrap();
+    let channel = dtmdriver_core::connect(&target).unwrap();
     let reply = EchoClient::new(channel)
         .say(SayRequest {
             message: "hi".into(),

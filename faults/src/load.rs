@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use driver_core::Channel;
+use dtmdriver_core::Channel;
 use test_support::{EchoClient, SayRequest};
 use tokio::task::JoinHandle;
 

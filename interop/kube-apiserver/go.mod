@@ -1,5 +1,5 @@
 // Builds the real kube-apiserver (k8s.io/kubernetes/cmd/kube-apiserver) and an etcd of the
-// version it is built against (cmd/kube-etcd) for driver-k8s tests. k8s.io/kubernetes is not
+// version it is built against (cmd/kube-etcd) for dtmdriver-k8s tests. k8s.io/kubernetes is not
 // meant to be used as a module: its go.mod requires its staging modules (k8s.io/api, ...) at
 // v0.0.0 with replace lines into its own tree, so we pin each to its published v0.37.x here.
 module dtmdriver-rs/interop/kube-apiserver

@@ -1,4 +1,4 @@
-//! Channel tests' helpers: echo calls through a [`driver_core::Channel`], what a channel
+//! Channel tests' helpers: echo calls through a [`dtmdriver_core::Channel`], what a channel
 //! holds, and a resolver the test feeds by hand.
 
 use std::collections::BTreeSet;
@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use driver_core::resolve::{Resolver, SnapshotSender};
-use driver_core::{Channel, ChannelBuilder, ChannelStatus, Endpoint, Target};
+use dtmdriver_core::resolve::{Resolver, SnapshotSender};
+use dtmdriver_core::{Channel, ChannelBuilder, ChannelStatus, Endpoint, Target};
 
 use crate::{EchoClient, SayRequest};
 
@@ -53,7 +53,7 @@ pub struct ManualResolver {
 }
 
 impl Resolver for ManualResolver {
-    fn resolve(&self, _target: &Target, updates: SnapshotSender) -> driver_core::Result<()> {
+    fn resolve(&self, _target: &Target, updates: SnapshotSender) -> dtmdriver_core::Result<()> {
         self.resolves.fetch_add(1, Ordering::SeqCst);
         *self.sender.lock().unwrap_or_else(|e| e.into_inner()) = Some(updates);
         Ok(())

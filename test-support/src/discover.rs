@@ -1,4 +1,4 @@
-//! Scenarios for `driver_core::discover` against a real registry, shared by the etcd
+//! Scenarios for `dtmdriver_core::discover` against a real registry, shared by the etcd
 //! and consul tests: the same contract must hold on every engine.
 //!
 //! The registration targets take `?weight=N`, as the native drivers' do.
@@ -6,8 +6,8 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use driver_core::Driver;
-use driver_core::discover::{Change, Changes, feed, http_endpoint};
+use dtmdriver_core::Driver;
+use dtmdriver_core::discover::{Change, Changes, feed, http_endpoint};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt as _;
 
@@ -78,7 +78,7 @@ async fn say(channel: &tonic::transport::Channel) -> String {
 
 /// Slots of tonic's change queue in use: changes queued plus the one the feeder holds
 /// reserved for its next change.
-fn in_use(probe: &mpsc::Sender<driver_core::discover::TonicChange>) -> usize {
+fn in_use(probe: &mpsc::Sender<dtmdriver_core::discover::TonicChange>) -> usize {
     probe.max_capacity() - probe.capacity()
 }
 

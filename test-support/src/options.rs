@@ -19,7 +19,7 @@ pub struct ReadBack {
 impl ReadBack {
     /// Whether `endpoint`, read back with `ttl`, is what this says: its weight, its
     /// `group` metadata and its other metadata.
-    pub fn matches(&self, endpoint: &driver_core::Endpoint, ttl: Duration) -> bool {
+    pub fn matches(&self, endpoint: &dtmdriver_core::Endpoint, ttl: Duration) -> bool {
         let group = endpoint.metadata.get("group").map_or("", String::as_str);
         let meta: Vec<(&str, &str)> = endpoint
             .metadata

@@ -22,9 +22,9 @@ use crate::target::Target;
 /// Builds a [`Channel`]. Every setting has a documented default.
 ///
 /// ```no_run
-/// # async fn f() -> Result<(), driver_core::Error> {
+/// # async fn f() -> Result<(), dtmdriver_core::Error> {
 /// use std::time::Duration;
-/// use driver_core::{Channel, Policy};
+/// use dtmdriver_core::{Channel, Policy};
 /// let channel = Channel::builder("direct:///127.0.0.1:50051,127.0.0.1:50052")
 ///     .policy(Policy::PeakEwma)
 ///     .resolve_timeout(Duration::from_secs(2))
@@ -224,8 +224,8 @@ static CHANNELS: LazyLock<SharedByKey<ChannelKey, ChannelInner>> =
 ///
 /// ```no_run
 /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
-/// driver_core::use_driver("default")?;
-/// let channel = driver_core::connect("direct:///127.0.0.1:50051")?;
+/// dtmdriver_core::use_driver("default")?;
+/// let channel = dtmdriver_core::connect("direct:///127.0.0.1:50051")?;
 /// // let mut client = GreeterClient::new(channel);
 /// # Ok(()) }
 /// ```

@@ -29,8 +29,8 @@ pub fn http_endpoint(
 ///
 /// ```no_run
 /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
-/// use driver_core::discover::{Changes, feed, http_endpoint};
-/// driver_core::use_driver("default")?; // e.g. "dtm-driver-gozero", its crate linked
+/// use dtmdriver_core::discover::{Changes, feed, http_endpoint};
+/// dtmdriver_core::use_driver("default")?; // e.g. "dtm-driver-gozero", its crate linked
 /// let (channel, sender) = tonic::transport::Channel::balance_channel(1024);
 /// let changes = Changes::from_target("direct:///127.0.0.1:50051,127.0.0.1:50052")?;
 /// feed(changes, sender, |e| {
@@ -78,9 +78,9 @@ where
 ///
 /// ```no_run
 /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
-/// driver_core::use_driver("default")?; // e.g. "dtm-driver-gozero", its crate linked
-/// let changes = driver_core::discover::Changes::from_target("direct:///127.0.0.1:50051")?;
-/// let (channel, _feeder) = driver_core::discover::balance_channel(changes, 1024)?;
+/// dtmdriver_core::use_driver("default")?; // e.g. "dtm-driver-gozero", its crate linked
+/// let changes = dtmdriver_core::discover::Changes::from_target("direct:///127.0.0.1:50051")?;
+/// let (channel, _feeder) = dtmdriver_core::discover::balance_channel(changes, 1024)?;
 /// // let mut client = GreeterClient::new(channel);
 /// # Ok(()) }
 /// ```

@@ -124,8 +124,8 @@ struct Yielded {
 /// ```no_run
 /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
 /// use futures_util::StreamExt;
-/// use driver_core::discover::{Change, Changes};
-/// driver_core::use_driver("default")?; // e.g. "dtm-driver-gozero", its crate linked
+/// use dtmdriver_core::discover::{Change, Changes};
+/// dtmdriver_core::use_driver("default")?; // e.g. "dtm-driver-gozero", its crate linked
 /// let mut changes = Changes::from_target("direct:///127.0.0.1:50051,127.0.0.1:50052")?;
 /// while let Some(change) = changes.next().await {
 ///     match change {
@@ -394,9 +394,9 @@ where
 /// ```no_run
 /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
 /// use tower::load::{CompleteOnResponse, PendingRequests};
-/// driver_core::use_driver("default")?; // e.g. "dtm-driver-gozero", its crate linked
-/// let discover = driver_core::discover("direct:///127.0.0.1:50051,127.0.0.1:50052", |e| {
-///     let channel = driver_core::discover::http_endpoint(e)?.connect_lazy();
+/// dtmdriver_core::use_driver("default")?; // e.g. "dtm-driver-gozero", its crate linked
+/// let discover = dtmdriver_core::discover("direct:///127.0.0.1:50051,127.0.0.1:50052", |e| {
+///     let channel = dtmdriver_core::discover::http_endpoint(e)?.connect_lazy();
 ///     // p2c compares loads: count each channel's calls in flight.
 ///     Ok::<_, tonic::transport::Error>(PendingRequests::new(channel, CompleteOnResponse::default()))
 /// })?;

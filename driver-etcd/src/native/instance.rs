@@ -38,7 +38,7 @@ use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 ///   gives it the default share rather than hiding a serving instance.
 ///
 /// ```
-/// let go: driver_etcd::Instance =
+/// let go: dtmdriver_etcd::Instance =
 ///     serde_json::from_str(r#"{"Name":"seed","Address":"127.0.0.1:7001","Weight":5,"Group":"blue"}"#)
 ///         .unwrap();
 /// assert_eq!((go.address.as_str(), go.weight, go.group.as_str()), ("127.0.0.1:7001", 5, "blue"));

@@ -50,7 +50,7 @@ pub fn read_sets(stdout: impl std::io::Read + Send + 'static) -> Sets {
 }
 
 /// Time-stamps the endpoint sets of a Rust channel once it has resolved, in a task.
-pub fn channel_sets(channel: driver_core::Channel) -> Sets {
+pub fn channel_sets(channel: dtmdriver_core::Channel) -> Sets {
     let (tx, rx) = std::sync::mpsc::channel();
     tokio::spawn(async move {
         let mut updates = channel.updates();

@@ -6,7 +6,7 @@
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use driver_core::{Channel, TlsConnector};
+use dtmdriver_core::{Channel, TlsConnector};
 use test_support::{EchoServer, InteropProcess, TestPki, run_interop, say};
 
 /// Runs kratos-echo-client with `args` (bounded to 40 s) and returns the server names
@@ -149,10 +149,10 @@ pub async fn answers(channel: Channel, n: usize, within: Duration) -> (Vec<Strin
 /// the service name, and so must our kratos TLS channel by default.
 pub async fn tls_interop_both_ways(
     registry: [&str; 2],
-    driver: &driver_kratos_compat::KratosDriver,
+    driver: &dtmdriver_kratos::KratosDriver,
     target: impl Fn(&str) -> String,
 ) {
-    use driver_core::Driver;
+    use dtmdriver_core::Driver;
     let pki = TestPki::new(&["gosec", "rustsec"]);
 
     // kratos servers, our clients.

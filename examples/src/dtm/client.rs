@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use driver_core::{Channel, Driver};
+use dtmdriver_core::{Channel, Driver};
 use prost::Message;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -33,7 +33,7 @@ use super::dtm_pb::{DtmRequest, DtmTransOptions};
 pub enum DtmError {
     /// The target could not be dialled (no driver for its scheme, bad target).
     #[error("cannot dial dtm: {0}")]
-    Dial(#[from] driver_core::Error),
+    Dial(#[from] dtmdriver_core::Error),
     /// dtm answered a gRPC call with an error.
     #[error("dtm refused {call}: {status}")]
     Rpc {
@@ -274,9 +274,9 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 ///
 /// ```no_run
 /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
-/// use driver_gozero_compat as _;
+/// use dtmdriver_gozero as _;
 /// use examples::dtm::{DtmClient, Msg};
-/// driver_core::use_driver("dtm-driver-gozero")?;
+/// dtmdriver_core::use_driver("dtm-driver-gozero")?;
 /// let mut dtm = DtmClient::connect("etcd://127.0.0.1:2379/dtmservice")?
 ///     .with_http("127.0.0.1:36789");
 /// let gid = dtm.new_gid().await?;
@@ -293,13 +293,13 @@ pub struct DtmClient {
 
 impl DtmClient {
     /// Dials dtm's registered gRPC endpoint at `target` through the driver in use
-    /// (`driver_core::use_driver`).
+    /// (`dtmdriver_core::use_driver`).
     ///
     /// # Errors
     ///
     /// [`DtmError::Dial`] if the target is malformed or no resolver serves its scheme.
     pub fn connect(target: &str) -> Result<Self, DtmError> {
-        Ok(Self::from_channel(driver_core::connect(target)?))
+        Ok(Self::from_channel(dtmdriver_core::connect(target)?))
     }
 
     /// Dials `target` through `driver`, a driver value, without the global registry.

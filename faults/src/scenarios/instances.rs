@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use driver_core::{Channel, Driver, Policy, TlsConnector};
-use driver_gozero_compat::GoZeroDriver;
+use dtmdriver_core::{Channel, Driver, Policy, TlsConnector};
+use dtmdriver_gozero::GoZeroDriver;
 use test_support::{EchoServer, EtcdServer, InteropProcess, TestPki, free_port, signal_and_wait};
 
 use super::{Kind, WORKERS, blocking, channel, etcd_client, signal, until};

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use driver_core::{Channel, Driver};
+use dtmdriver_core::{Channel, Driver};
 use etcd_client::{Client, GetOptions};
 
 use crate::report::Row;
@@ -93,17 +93,17 @@ pub fn all() -> Vec<Scenario> {
         Scenario {
             name: "instance-frozen-rr",
             short: true,
-            run: || Box::pin(instance_frozen(driver_core::Policy::RoundRobin)),
+            run: || Box::pin(instance_frozen(dtmdriver_core::Policy::RoundRobin)),
         },
         Scenario {
             name: "instance-frozen-wrr",
             short: true,
-            run: || Box::pin(instance_frozen(driver_core::Policy::WeightedRoundRobin)),
+            run: || Box::pin(instance_frozen(dtmdriver_core::Policy::WeightedRoundRobin)),
         },
         Scenario {
             name: "instance-frozen-p2c",
             short: true,
-            run: || Box::pin(instance_frozen(driver_core::Policy::PeakEwma)),
+            run: || Box::pin(instance_frozen(dtmdriver_core::Policy::PeakEwma)),
         },
         Scenario {
             name: "soak",
@@ -135,9 +135,9 @@ impl Kind {
 
     fn driver(self) -> Arc<dyn Driver> {
         match self {
-            Kind::GoZero => Arc::new(driver_gozero_compat::GoZeroDriver),
-            Kind::Kratos => Arc::new(driver_kratos_compat::KratosDriver::default()),
-            Kind::Native => Arc::new(driver_etcd::EtcdDriver),
+            Kind::GoZero => Arc::new(dtmdriver_gozero::GoZeroDriver),
+            Kind::Kratos => Arc::new(dtmdriver_kratos::KratosDriver::default()),
+            Kind::Native => Arc::new(dtmdriver_etcd::EtcdDriver),
         }
     }
 

@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use driver_core::{Channel, Driver, Registration};
-use driver_gozero_compat::GoZeroDriver;
+use dtmdriver_core::{Channel, Driver, Registration};
+use dtmdriver_gozero::GoZeroDriver;
 use test_support::{ConsulAgent, EchoServer, EtcdCluster, EtcdServer};
 
 use super::{Kind, WORKERS, blocking, channel, count_keys, etcd_client, signal, until};
@@ -163,7 +163,7 @@ pub async fn etcd_auth_restart() -> Row {
         served
             .registrations
             .iter()
-            .all(|r| r.health() == driver_core::RegistrationState::Live)
+            .all(|r| r.health() == dtmdriver_core::RegistrationState::Live)
             && count_keys(&client, "authsvc/").await == 3
     })
     .await;

@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use driver_core::{Channel, Target};
-use driver_gozero_compat as _;
-use driver_kratos_compat as _;
+use dtmdriver_core::{Channel, Target};
+use dtmdriver_gozero as _;
+use dtmdriver_kratos as _;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -16,15 +16,15 @@ type Error = Box<dyn std::error::Error>;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    driver_core::use_driver("dtm-driver-gozero")?;
+    dtmdriver_core::use_driver("dtm-driver-gozero")?;
     let target = Target::parse("etcd:///127.0.0.1:2379?key=trans.rpc")?;
     check(target.query("key") == Some("trans.rpc"), "Target::parse lost ?key=")?;
     #[cfg(feature = "engines")]
     {
-        let etcd = driver_etcd::EtcdTarget::from_target(&target)?;
+        let etcd = dtmdriver_etcd::EtcdTarget::from_target(&target)?;
         check(etcd.key == "trans.rpc", "EtcdTarget::from_target")?;
         let consul = Target::parse("consul://127.0.0.1:8500/trans")?;
-        let consul = driver_consul::ConsulTarget::from_target(&consul)?;
+        let consul = dtmdriver_consul::ConsulTarget::from_target(&consul)?;
         check(consul.service == "trans", "ConsulTarget::from_target")?;
     }
 
@@ -38,7 +38,7 @@ async fn main() -> Result<(), Error> {
             .add_service(health)
             .serve_with_incoming(incoming),
     );
-    let channel = driver_core::connect(&format!("direct:///{addr}"))?;
+    let channel = dtmdriver_core::connect(&format!("direct:///{addr}"))?;
     let request = HealthCheckRequest {
         service: String::new(),
     };
@@ -52,12 +52,12 @@ async fn main() -> Result<(), Error> {
         "the health check through direct:/// did not answer SERVING",
     )?;
 
-    let kratos = driver_core::find_driver("dtm-driver-kratos")?;
+    let kratos = dtmdriver_core::find_driver("dtm-driver-kratos")?;
     for (feature, on) in [("etcd", cfg!(feature = "etcd")), ("consul", cfg!(feature = "consul"))] {
         let target = format!("{feature}://127.0.0.1:1/svc");
         for (package, driver) in [
-            ("driver-gozero-compat", driver_core::get_driver()),
-            ("driver-kratos-compat", kratos.clone()),
+            ("dtmdriver-gozero", dtmdriver_core::get_driver()),
+            ("dtmdriver-kratos", kratos.clone()),
         ] {
             let channel = Channel::builder(&target)
                 .driver(driver.as_ref())

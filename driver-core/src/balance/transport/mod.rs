@@ -29,7 +29,7 @@
 //! whether an endpoint can take a request before handing it over (tonic's lazy
 //! channels only find out inside the call), and a call here costs one task hop less
 //! than hyper's client, which spawns a dispatcher task per request (see `exchange`).
-//! Measured with `cargo bench -p driver-core --bench channel` (three in-process echo
+//! Measured with `cargo bench -p dtmdriver-core --bench channel` (three in-process echo
 //! servers): 1.14–1.48× the calls/s of tonic's own channels (a plain one and
 //! `balance_channel`) depending on concurrency; after the balancer's split into files
 //! (#12), 1.43 / 1.40 / 1.08× a plain tonic channel and 1.48 / 1.48 / 1.18× tonic's

@@ -13,7 +13,7 @@ use tokio_rustls::rustls::{self, pki_types::ServerName};
 ///
 /// ```
 /// # let pem = std::fs::read("/nonexistent").unwrap_or_default();
-/// use driver_core::{Channel, TlsConnector};
+/// use dtmdriver_core::{Channel, TlsConnector};
 /// if let Ok(tls) = TlsConnector::from_ca_pem(&pem) {
 ///     let _builder = Channel::builder("direct:///127.0.0.1:8443").tls(tls.with_server_name("localhost"));
 /// }
