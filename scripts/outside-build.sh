@@ -4,7 +4,7 @@
 # protoc: PROTOC points nowhere and no protoc is on PATH. Three builds: every library
 # crate with default features, then the driver crates with only `etcd`, then only
 # `consul` (where `cargo tree` must show no etcd engine); and `cargo install --path
-# dtmdriver-cli`. All share one target directory ($CARGO_TARGET_DIR/outside, or
+# driver-cli`. All share one target directory ($CARGO_TARGET_DIR/outside, or
 # target/outside). Exits non-zero on the first failure.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
