@@ -298,13 +298,16 @@ impl Follower {
     /// One connection: list if needed, watch until the stream breaks.
     async fn attempt(&mut self, backoff: &mut Backoff) -> Result<(), String> {
         let hosts = self.config.hosts().join(",");
-        let client = shared_client(&self.config)
+        // The connecting and listing futures are boxed: they are large, and inline they
+        // would size this task for its whole life, while it spends that life waiting on
+        // the watch stream (one task a watched prefix: 1,000 targets, 1,000 tasks).
+        let client = Box::pin(shared_client(&self.config))
             .await
             .map_err(|e| e.to_string())?;
         let revision = match self.revision {
             Some(r) => r,
             None => {
-                let resp = bounded("get", client.get_prefix(&self.prefix))
+                let resp = Box::pin(bounded("get", client.get_prefix(&self.prefix)))
                     .await
                     .map_err(|e| {
                         let what = format!("the listing of `{}`", self.prefix);
@@ -519,5 +522,32 @@ mod tests {
         let s = shown(&long);
         assert!(s.len() < 200, "{}", s.len());
         assert!(s.ends_with("(10000 bytes)"), "{s}");
+    }
+}
+/// One watcher task runs per watched prefix for as long as the prefix is followed, so its
+/// size is paid once per target (1,000 targets: 1,000 tasks).
+#[cfg(test)]
+mod task_size {
+    #[test]
+    fn a_watcher_task_stays_small_while_it_waits() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _in_runtime = rt.enter();
+        let config = crate::client::EtcdConfig::new(["127.0.0.1:1"]);
+        let (tx, rx) = tokio::sync::watch::channel(super::PrefixState::default());
+        let watcher = super::run((config, "x".into()), tx);
+        // With the connecting and listing futures inline it was 5,880 bytes (a debug build).
+        assert!(
+            std::mem::size_of_val(&watcher) <= 2048,
+            "the watcher task is {} bytes",
+            std::mem::size_of_val(&watcher)
+        );
+        let (updates, _rx) = dtmdriver_core::resolve::SnapshotSender::channel();
+        let index =
+            super::DecodedIndex::new("x", std::sync::Arc::new(|_: &str, _: &[u8]| Ok(None)));
+        let subscriber = super::publish_snapshots(rx, index, updates);
+        assert!(std::mem::size_of_val(&subscriber) <= 2048);
     }
 }
