@@ -4,14 +4,17 @@
 //! such a state into a resolver's [`SnapshotSender`].
 //!
 //! Contract:
-//! * one value / one task per key at a time, however many callers ask concurrently;
+//! * one value / one task per key at a time, however many callers ask concurrently,
+//!   also when the value is created by a future (a client that logs in first): the
+//!   other callers for that key wait for it, without a lock held across the wait;
 //! * a value lives while a caller holds it; a task runs while anyone subscribes, and is
 //!   dropped (its future cancelled) once the last receiver is gone, its key forgotten;
 //!   a caller arriving in between gets a fresh one;
 //! * the forwarding loop publishes the current state first, then every change, and
 //!   stops when the resolver's receiver or the task is gone.
 //!
-//! Why here: the etcd and consul watchers and the channel cache each had their own copy
+//! Why here: the etcd and consul watchers, the channel cache, the connection pool and
+//! etcd's client map each had their own copy
 //! of these few lines, and they are easy to get subtly wrong (a subscriber arriving just
 //! as the last one leaves must not be left on a stopped task).
 
@@ -31,6 +34,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Values shared by key while anyone holds them; see the [module docs](self).
 ///
+/// A value is created either at once under the map's lock
+/// ([`get_or_try_insert_with`](Self::get_or_try_insert_with)), or by a future
+/// ([`get_or_try_insert_async`](Self::get_or_try_insert_async), e.g. a client that logs
+/// in), during which the other callers for that key wait for it, and callers for other
+/// keys do not. The map keeps weak references: a value whose last holder is gone is
+/// removed at once if its `Drop` calls [`remove_dead`](Self::remove_dead), else swept
+/// away as the map grows (amortised, never a scan per lookup).
+///
 /// ```
 /// use std::sync::{Arc, LazyLock};
 /// use dtmdriver_core::shared::SharedByKey;
@@ -43,21 +54,75 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// ```
 #[derive(Debug)]
 pub struct SharedByKey<K, V> {
-    map: Mutex<HashMap<K, Weak<V>>>,
+    map: Mutex<Slots<K, V>>,
 }
+
+#[derive(Debug)]
+struct Slots<K, V> {
+    slots: HashMap<K, Slot<V>>,
+    /// The size at which dead slots are swept next.
+    sweep_at: usize,
+}
+
+/// One key's value, and the turn its asynchronous creators take.
+#[derive(Debug)]
+struct Slot<V> {
+    value: Weak<V>,
+    /// Held (locked) by the caller creating the value asynchronously; the others
+    /// wait for it, then find the value or take their own turn.
+    making: Option<Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl<V> Slot<V> {
+    /// Nobody holds the value, and nobody is creating or waiting for one.
+    fn is_dead(&self) -> bool {
+        self.value.strong_count() == 0
+            && self
+                .making
+                .as_ref()
+                .is_none_or(|m| Arc::strong_count(m) == 1)
+    }
+}
+
+/// The fewest slots at which a sweep is worth it.
+const SWEEP_MIN: usize = 16;
 
 impl<K, V> Default for SharedByKey<K, V> {
     fn default() -> Self {
         Self {
-            map: Mutex::new(HashMap::new()),
+            map: Mutex::new(Slots {
+                slots: HashMap::new(),
+                sweep_at: SWEEP_MIN,
+            }),
         }
+    }
+}
+
+impl<K: Eq + Hash + Clone, V> Slots<K, V> {
+    fn live(&self, key: &K) -> Option<Arc<V>> {
+        self.slots.get(key).and_then(|s| s.value.upgrade())
+    }
+
+    /// Stores `value` as the live value of `key`, sweeping dead slots once the map
+    /// has doubled since the last sweep.
+    fn store(&mut self, key: &K, value: &Arc<V>) {
+        if self.slots.len() >= self.sweep_at {
+            self.slots.retain(|_, s| !s.is_dead());
+            self.sweep_at = (self.slots.len() * 2).max(SWEEP_MIN);
+        }
+        let slot = self.slots.entry(key.clone()).or_insert_with(|| Slot {
+            value: Weak::new(),
+            making: None,
+        });
+        slot.value = Arc::downgrade(value);
+        slot.making = None;
     }
 }
 
 impl<K: Eq + Hash + Clone, V> SharedByKey<K, V> {
     /// The live value of `key`, if any.
     pub fn get(&self, key: &K) -> Option<Arc<V>> {
-        lock(&self.map).get(key).and_then(Weak::upgrade)
+        lock(&self.map).live(key)
     }
 
     /// The live value of `key`, else the one `make` builds (under the map's lock, so
@@ -68,13 +133,57 @@ impl<K: Eq + Hash + Clone, V> SharedByKey<K, V> {
         make: impl FnOnce() -> Result<Arc<V>, E>,
     ) -> Result<Arc<V>, E> {
         let mut map = lock(&self.map);
-        if let Some(value) = map.get(key).and_then(Weak::upgrade) {
+        if let Some(value) = map.live(key) {
             return Ok(value);
         }
         let value = make()?;
-        map.retain(|_, w| w.strong_count() > 0);
-        map.insert(key.clone(), Arc::downgrade(&value));
+        map.store(key, &value);
         Ok(value)
+    }
+
+    /// The live value of `key`, else the one the future of `make` builds, kept while
+    /// anyone holds it. Concurrent callers for `key` wait for that one creation (no
+    /// lock of the map is held meanwhile); if it fails (or its caller gives up), the
+    /// next waiter tries in turn.
+    pub async fn get_or_try_insert_async<E, F, Fut>(&self, key: &K, make: F) -> Result<Arc<V>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Arc<V>, E>>,
+    {
+        let making = {
+            let mut map = lock(&self.map);
+            if let Some(value) = map.live(key) {
+                return Ok(value);
+            }
+            let slot = map.slots.entry(key.clone()).or_insert_with(|| Slot {
+                value: Weak::new(),
+                making: None,
+            });
+            slot.making.get_or_insert_with(Default::default).clone()
+        };
+        let _turn = making.lock().await;
+        // The caller before us may have created it.
+        if let Some(value) = self.get(key) {
+            return Ok(value);
+        }
+        let value = make().await?;
+        lock(&self.map).store(key, &value);
+        Ok(value)
+    }
+
+    /// Forgets `key` if its value is gone and nobody is creating one: for a value's
+    /// `Drop`, so that its entry leaves with it (the map never drops a value under its
+    /// lock, so a `Drop` may call this).
+    pub fn remove_dead(&self, key: &K) {
+        let mut map = lock(&self.map);
+        if map.slots.get(key).is_some_and(Slot::is_dead) {
+            map.slots.remove(key);
+        }
+    }
+
+    /// Whether the map has an entry for `key`, live or not yet forgotten.
+    pub fn has_entry(&self, key: &K) -> bool {
+        lock(&self.map).slots.contains_key(key)
     }
 }
 
@@ -223,6 +332,82 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 mod tests {
     use super::*;
     use std::sync::LazyLock;
+
+    static CLIENTS: LazyLock<SharedByKey<u8, String>> = LazyLock::new(SharedByKey::default);
+
+    /// Issue #14: etcd's clients are created asynchronously (login); concurrent
+    /// callers for one key get one value, created once, and the entry leaves with its
+    /// last holder.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_async_value_is_created_once_and_leaves_with_its_last_holder() {
+        let made = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let get = |key: u8| {
+            let made = made.clone();
+            tokio::spawn(async move {
+                CLIENTS
+                    .get_or_try_insert_async(&key, || async move {
+                        made.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        // Long enough for every caller to arrive meanwhile.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Ok::<_, ()>(Arc::new(format!("client {key}")))
+                    })
+                    .await
+                    .unwrap()
+            })
+        };
+        let callers: Vec<_> = (0..8).map(|_| get(1)).collect();
+        let mut values = Vec::new();
+        for caller in callers {
+            values.push(caller.await.unwrap());
+        }
+        assert_eq!(
+            made.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "created more than once"
+        );
+        assert!(values.iter().all(|v| Arc::ptr_eq(v, &values[0])));
+        assert!(CLIENTS.has_entry(&1));
+        drop(values);
+        assert!(CLIENTS.get(&1).is_none());
+        CLIENTS.remove_dead(&1);
+        assert!(!CLIENTS.has_entry(&1), "the entry outlived its last holder");
+        let again = get(1).await.unwrap();
+        assert_eq!(
+            made.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "not created anew"
+        );
+        drop(again);
+    }
+
+    /// A failed creation leaves the next caller to try, and no value behind.
+    #[tokio::test]
+    async fn a_failed_async_creation_is_tried_again() {
+        let failed = CLIENTS
+            .get_or_try_insert_async(&2, || async { Err::<Arc<String>, _>("down") })
+            .await;
+        assert_eq!(failed.unwrap_err(), "down");
+        assert!(CLIENTS.get(&2).is_none());
+        let value = CLIENTS
+            .get_or_try_insert_async(&2, || async { Ok::<_, ()>(Arc::new("up".to_string())) })
+            .await
+            .unwrap();
+        assert_eq!(*value, "up");
+    }
+
+    /// Dead entries are swept as the map grows, without a `remove_dead`.
+    #[test]
+    fn dead_entries_are_swept_as_the_map_grows() {
+        let map: SharedByKey<u32, u32> = SharedByKey::default();
+        for key in 0..1000 {
+            drop(
+                map.get_or_try_insert_with(&key, || Ok::<_, ()>(Arc::new(key)))
+                    .unwrap(),
+            );
+        }
+        let len = lock(&map.map).slots.len();
+        assert!(len <= 2 * SWEEP_MIN, "{len} dead entries kept");
+    }
 
     static WATCHES: LazyLock<SharedWatches<u8, u32>> = LazyLock::new(|| SharedWatches::new("test"));
 

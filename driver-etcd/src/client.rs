@@ -14,16 +14,16 @@
 //!
 //! Every registration and watch of a process that talks to the same hosts with the same
 //! credentials shares one [`EtcdClient`] (one set of HTTP/2 connections); it is closed
-//! once the last user is gone.
+//! once the last user is gone (a [`SharedByKey`]: the first users of a config wait for
+//! its one login; users of other configs do not).
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, LazyLock, Weak};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use dtmdriver_core::resolve::DirectResolver;
+use dtmdriver_core::shared::SharedByKey;
 use dtmdriver_core::{Channel, Error, Result, Target, TlsConnector, TlsFiles};
-use tokio::sync::Mutex;
 
 use crate::api::{EtcdClient, describe};
 use crate::request::{REQUEST_TIMEOUT, failure_hint, registry_error};
@@ -222,18 +222,20 @@ fn members_channel(config: &EtcdConfig) -> Result<Channel> {
         .map_err(|e| registry_error(&joined, format!("etcd hosts: {e}")))
 }
 
-type Clients = HashMap<EtcdConfig, Weak<EtcdClient>>;
-
-static CLIENTS: LazyLock<Mutex<Clients>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+/// One client per config; concurrent first users wait for its one login.
+static CLIENTS: LazyLock<SharedByKey<EtcdConfig, EtcdClient>> = LazyLock::new(SharedByKey::default);
 
 /// The process's client for `config`, created on first use and shared while anyone
 /// holds it. Connecting is lazy: this fails only for unusable hosts or, with
 /// credentials, when etcd cannot be reached to log in.
 pub async fn shared_client(config: &EtcdConfig) -> Result<Arc<EtcdClient>> {
-    let mut clients = CLIENTS.lock().await;
-    if let Some(client) = clients.get(config).and_then(Weak::upgrade) {
-        return Ok(client);
-    }
+    CLIENTS
+        .get_or_try_insert_async(config, || new_client(config))
+        .await
+}
+
+/// A new client for `config` (logged in, with credentials).
+async fn new_client(config: &EtcdConfig) -> Result<Arc<EtcdClient>> {
     // etcd's tokens die with the process (simple tokens) and after `--auth-token-ttl`
     // unused: unary calls refused for that log in again and are retried. Streams are not
     // covered; see `request::refresh_if_token_refused`.
@@ -260,8 +262,6 @@ pub async fn shared_client(config: &EtcdConfig) -> Result<Arc<EtcdClient>> {
             ));
         }
     };
-    clients.retain(|_, w| w.strong_count() > 0);
-    clients.insert(config.clone(), Arc::downgrade(&client));
     tracing::debug!(hosts = ?config.hosts, "created etcd client");
     Ok(client)
 }
