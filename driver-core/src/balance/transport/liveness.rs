@@ -47,7 +47,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use super::connection::{Activity, StateCell};
+use super::state::{Activity, StateCell};
 
 /// How long a connection with calls pending may go without any response frame before
 /// it is asked for a ping.

@@ -3,9 +3,10 @@
 //!
 //! Contract, what the balancer above relies on:
 //!
-//! - a [`Connection`](connection::Connection) publishes its state (`idle`, `connecting`,
-//!   `ready`, `unresponsive`, `ejected`) *before* a request is handed over, with a
-//!   lock-free ready flag for the pick (`connection`);
+//! - a [`Connection`](connection::Connection), one per address in a process-wide pool
+//!   (`connection`), publishes its state (`idle`, `connecting`, `ready`, `unresponsive`,
+//!   `ejected`) *before* a request is handed over, with a lock-free ready flag for the
+//!   pick (`state`), kept up by its own task (`task`);
 //! - a request either opens a stream, or is refused without reaching the server
 //!   (`NotReady`, `Refused`: safe to send elsewhere), or cannot be carried at all
 //!   (`Rejected`);
@@ -40,4 +41,6 @@ pub(crate) mod connection;
 pub(crate) mod exchange;
 pub(crate) mod liveness;
 pub(crate) mod replay;
+pub(crate) mod state;
+pub(crate) mod task;
 pub(crate) mod tls;

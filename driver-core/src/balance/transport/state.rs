@@ -1,0 +1,225 @@
+//! What a connection publishes: its state ([`ConnState`], in a [`StateCell`] with a
+//! lock-free ready flag and the handle calls open their streams through) and its
+//! traffic ([`Activity`]).
+//!
+//! Contract: the ready flag, the handle and the published state change together (the
+//! flag never says ready without a handle), and every channel watching the connection
+//! has its counter ticked when the flag changes, after the flag's store, so that a
+//! channel keeps its list of ready endpoints without scanning. The connection task
+//! (`task`) writes these; the pick, the calls (`connection`) and the liveness watch
+//! (`liveness`) read them.
+//!
+//! Why apart: the hot path reads this on every call; keeping it free of the dialling
+//! and pooling code makes what a call touches easy to see.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, Weak};
+use std::time::Instant;
+
+use bytes::Bytes;
+use h2::client::SendRequest;
+use tokio::sync::Notify;
+use tokio::sync::watch;
+
+/// What the connection task says about an address.
+#[derive(Clone, Debug)]
+pub(crate) enum ConnState {
+    /// Nobody asked for it yet: no dial until the first call (lazy).
+    Idle,
+    /// Dialling, or handshaking.
+    Connecting,
+    /// Connected; takes requests.
+    Ready,
+    /// Connected, but the peer left a ping unanswered (a frozen process, a deadlock, a
+    /// VM paused): out of rotation, calls already on it stay; `Ready` again when the
+    /// ping is answered.
+    Unresponsive {
+        /// When the unanswered ping was sent.
+        since: Instant,
+    },
+    /// The last dial failed; ejected from rotation until the next try succeeds.
+    Failed {
+        /// Why, for error messages and the status view.
+        error: String,
+        /// When the next dial starts.
+        retry_at: Instant,
+    },
+}
+
+impl ConnState {
+    pub(crate) fn label(&self) -> &'static str {
+        match self {
+            ConnState::Idle => "idle",
+            ConnState::Connecting => "connecting",
+            ConnState::Ready => "ready",
+            ConnState::Unresponsive { .. } => "unresponsive",
+            ConnState::Failed { .. } => "ejected",
+        }
+    }
+}
+
+/// A connection's published state, with a lock-free "ready" flag for the hot path
+/// (the pick reads it for every endpoint on every call).
+#[derive(Debug)]
+pub(super) struct StateCell {
+    pub(super) tx: watch::Sender<ConnState>,
+    pub(super) ready: AtomicBool,
+    /// The ready connection's handle, which calls open their streams through under a
+    /// short lock (a clone per call would cost two more locks of the connection).
+    pub(super) sender: Mutex<Option<SendRequest<Bytes>>>,
+    /// Connections established so far.
+    pub(super) connects: AtomicU64,
+    /// Counts requests to replace the connection (it refused new streams, or used
+    /// up its stream ids); the task serves a connection until the count moves on from
+    /// the value it had when the connection was published.
+    pub(super) retired: watch::Sender<u64>,
+    /// Streams opened on the current connection.
+    pub(super) opened: AtomicU64,
+    /// Counters of the channels using this connection, bumped whenever the ready flag
+    /// changes, so that each keeps its list of ready endpoints without scanning.
+    pub(super) watchers: Mutex<Vec<Weak<AtomicU64>>>,
+}
+
+impl StateCell {
+    pub(super) fn new() -> Self {
+        Self {
+            tx: watch::channel(ConnState::Idle).0,
+            ready: AtomicBool::new(false),
+            sender: Mutex::new(None),
+            connects: AtomicU64::new(0),
+            retired: watch::channel(0).0,
+            opened: AtomicU64::new(0),
+            watchers: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Sets the hot path's ready flag and, if it changed, tells the watchers.
+    pub(super) fn set_ready_flag(&self, ready: bool) {
+        if self.ready.swap(ready, Ordering::AcqRel) != ready {
+            let mut watchers = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+            // The flag's store comes first: a watcher that sees the new count sees
+            // the new flag.
+            watchers.retain(|w| match w.upgrade() {
+                Some(count) => {
+                    count.fetch_add(1, Ordering::AcqRel);
+                    true
+                }
+                None => false,
+            });
+        }
+    }
+
+    /// Publishes a state other than `Ready`.
+    pub(super) fn set(&self, state: ConnState) {
+        self.set_sender(None);
+        self.tx.send_replace(state);
+    }
+
+    /// Publishes a new connection (and counts it); returns the retire count it
+    /// starts from.
+    pub(super) fn set_ready(&self, sender: SendRequest<Bytes>) -> u64 {
+        self.connects.fetch_add(1, Ordering::Relaxed);
+        let generation = *self.retired.borrow();
+        self.opened.store(0, Ordering::Relaxed);
+        self.set_sender(Some(sender));
+        self.tx.send_replace(ConnState::Ready);
+        generation
+    }
+
+    /// Updates the hot path's view: the sender and the ready flag together.
+    pub(super) fn set_sender(&self, sender: Option<SendRequest<Bytes>>) {
+        let mut slot = self.sender.lock().unwrap_or_else(|e| e.into_inner());
+        self.set_ready_flag(sender.is_some());
+        *slot = sender;
+    }
+
+    /// Takes a ready connection out of rotation without closing it: its peer left the
+    /// ping sent at `since` unanswered. True if it was ready.
+    pub(super) fn stall(&self, since: Instant) -> bool {
+        // The ready flag changes under the state's lock, as in `retire`.
+        self.tx.send_if_modified(|s| match s {
+            ConnState::Ready => {
+                *s = ConnState::Unresponsive { since };
+                self.set_ready_flag(false);
+                true
+            }
+            _ => false,
+        })
+    }
+
+    /// Puts an unresponsive connection back in rotation (its peer answered). True if
+    /// it was unresponsive and still connected.
+    pub(super) fn unstall(&self) -> bool {
+        self.tx.send_if_modified(|s| match s {
+            ConnState::Unresponsive { .. } => {
+                let sender = self.sender.lock().unwrap_or_else(|e| e.into_inner());
+                if sender.is_none() {
+                    return false;
+                }
+                *s = ConnState::Ready;
+                self.set_ready_flag(true);
+                true
+            }
+            _ => false,
+        })
+    }
+}
+
+/// What the liveness watch and the policies read of a connection's traffic: calls
+/// pending, response frames received, pings sent.
+#[derive(Debug, Default)]
+pub(crate) struct Activity {
+    /// Calls in flight on this connection (all channels of the process).
+    pub pending: AtomicU32,
+    /// Ticks for every response frame received (headers, data, trailers): the
+    /// liveness watch's evidence that the peer is working.
+    progress: AtomicU64,
+    /// Woken when the first call starts on an idle connection, so the liveness watch
+    /// sleeps while nothing is pending.
+    busy: Notify,
+    /// Liveness pings sent so far.
+    probes: AtomicU64,
+}
+
+impl Activity {
+    /// Counts a call as started on this connection.
+    pub fn call_started(&self) {
+        if self.pending.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.busy.notify_one();
+        }
+    }
+
+    /// Counts a call as ended.
+    pub fn call_ended(&self) {
+        self.pending.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Notes a response frame from the peer.
+    pub fn note_progress(&self) {
+        self.progress.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn progress(&self) -> u64 {
+        self.progress.load(Ordering::Relaxed)
+    }
+
+    /// Calls in flight now.
+    pub fn pending(&self) -> u32 {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Waits until a call starts on an idle connection (or returns at once if one
+    /// started since the last wait).
+    pub(super) async fn became_busy(&self) {
+        self.busy.notified().await;
+    }
+
+    pub(super) fn count_probe(&self) {
+        self.probes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Liveness pings sent to this address so far.
+    pub fn probes(&self) -> u64 {
+        self.probes.load(Ordering::Relaxed)
+    }
+}
