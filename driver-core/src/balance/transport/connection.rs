@@ -22,8 +22,6 @@ use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
-#[cfg(test)]
-use std::time::Instant;
 
 use bytes::Bytes;
 use h2::client::ResponseFuture;
@@ -257,6 +255,7 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     #[test]
     fn the_pool_shares_by_address_and_forgets_dropped_connections() {
