@@ -38,7 +38,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// ([`get_or_try_insert_with`](Self::get_or_try_insert_with)), or by a future
 /// ([`get_or_try_insert_async`](Self::get_or_try_insert_async), e.g. a client that logs
 /// in), during which the other callers for that key wait for it, and callers for other
-/// keys do not. The map keeps weak references: a value whose last holder is gone is
+/// keys do not (a map is meant to be used one way: a synchronous creation does not wait
+/// for an asynchronous one under way). The map keeps weak references: a value whose last holder is gone is
 /// removed at once if its `Drop` calls [`remove_dead`](Self::remove_dead), else swept
 /// away as the map grows (amortised, never a scan per lookup).
 ///
