@@ -219,12 +219,11 @@ impl NativeConsulFormat {
                 passing: common.effective_weight().min(65535),
                 warning: 1,
             }),
-            check: AgentServiceCheck {
-                check_id: format!("service:{id}"),
-                ttl: consul_duration(common.ttl()),
-                status: "passing".into(),
-                deregister_critical_service_after: consul_duration(Self::DEREGISTER_AFTER),
-            },
+            check: AgentServiceCheck::passing_ttl(
+                format!("service:{id}"),
+                common.ttl(),
+                Self::DEREGISTER_AFTER,
+            ),
         })
     }
 
@@ -268,13 +267,7 @@ impl NativeConsulFormat {
         if group.is_some_and(|g| g != instance_group) {
             return None;
         }
-        let addr = match entry.addr() {
-            Ok(addr) => addr,
-            Err(why) => {
-                tracing::warn!(id = %entry.service.id, %why, "skipping a consul instance that cannot be dialled");
-                return None;
-            }
-        };
+        let addr = entry.dialable_addr()?;
         let weight = entry
             .meta("weight")
             .and_then(|w| w.parse().ok())

@@ -64,6 +64,22 @@ pub struct AgentServiceCheck {
     pub deregister_critical_service_after: String,
 }
 
+impl AgentServiceCheck {
+    /// A TTL check `check_id` that starts `passing`, as every format registers it.
+    pub fn passing_ttl(
+        check_id: String,
+        ttl: std::time::Duration,
+        deregister_after: std::time::Duration,
+    ) -> Self {
+        Self {
+            check_id,
+            ttl: consul_duration(ttl),
+            status: "passing".into(),
+            deregister_critical_service_after: consul_duration(deregister_after),
+        }
+    }
+}
+
 /// One of a service's addresses by tag (`TaggedAddresses`): kratos keys its endpoints
 /// by URL scheme there (`"grpc": {"Address": "grpc://10.0.0.5:9000", "Port": 9000}`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -145,6 +145,26 @@ impl ServiceEntry {
             .map_err(|why| format!("Address and Port do not form host:port: {why}"))
     }
 
+    /// [`addr`](Self::addr), or `None` with a warning naming the instance and why it
+    /// cannot be dialled: what every format's decoder does with such an entry.
+    pub fn dialable_addr(&self) -> Option<String> {
+        self.addr()
+            .inspect_err(|why| tracing::warn!(id = %self.service.id, %why, "skipping a consul instance that cannot be dialled"))
+            .ok()
+    }
+
+    /// The tagged addresses the registrant wrote, by tag: all but those consul fills in
+    /// itself (`lan_ipv4`, `wan_ipv4`, `lan_ipv6`, `wan_ipv6`).
+    pub fn registered_tagged_addresses(&self) -> impl Iterator<Item = (&str, &ServiceAddress)> {
+        const CONSUL_OWN: [&str; 4] = ["lan_ipv4", "wan_ipv4", "lan_ipv6", "wan_ipv6"];
+        self.service
+            .tagged_addresses
+            .iter()
+            .flatten()
+            .filter(|(tag, _)| !CONSUL_OWN.contains(&tag.as_str()))
+            .map(|(tag, a)| (tag.as_str(), a))
+    }
+
     /// The tags, empty when consul sent none.
     pub fn tags(&self) -> &[String] {
         self.service.tags.as_deref().unwrap_or_default()

@@ -297,6 +297,20 @@ fn check_host_name(host: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// This machine's first IPv4 address that is not loopback, unspecified or link-local
+/// (the one other machines are most likely to reach), or `127.0.0.1` when it has none.
+pub fn first_non_loopback_ipv4() -> Ipv4Addr {
+    if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .iter()
+        .filter(|i| !i.is_loopback())
+        .find_map(|i| match i.ip() {
+            std::net::IpAddr::V4(v4) if !v4.is_unspecified() && !v4.is_link_local() => Some(v4),
+            _ => None,
+        })
+        .unwrap_or(Ipv4Addr::LOCALHOST)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -74,3 +74,29 @@ impl Registrar for FeatureOff {
         Err(self.error(target, "register a service at"))
     }
 }
+
+/// `Arc::new($engine)` when the calling crate's cargo feature `$feature` is on, else an
+/// `Arc` of a [`FeatureOff`] of driver `$driver` refusing the scheme naming the feature:
+/// the one way a driver crate lists the engines behind its features.
+///
+/// ```
+/// use std::sync::Arc;
+/// use dtmdriver_core::resolve::{DirectResolver, Resolver};
+/// // In a crate without a `consul` feature this is the FeatureOff.
+/// let r: Arc<dyn Resolver> = dtmdriver_core::engine_or_feature_off!("my-driver", "consul", DirectResolver);
+/// # drop(r);
+/// ```
+#[macro_export]
+macro_rules! engine_or_feature_off {
+    ($driver:expr, $feature:literal, $engine:expr) => {{
+        #[cfg(feature = $feature)]
+        let engine = ::std::sync::Arc::new($engine);
+        #[cfg(not(feature = $feature))]
+        let engine = ::std::sync::Arc::new($crate::feature_off::FeatureOff::new(
+            $driver,
+            env!("CARGO_PKG_NAME"),
+            $feature,
+        ));
+        engine
+    }};
+}

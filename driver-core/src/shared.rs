@@ -259,6 +259,13 @@ where
         self.len() == 0
     }
 
+    /// How many receivers follow the task of `key` (0 when none runs).
+    pub fn receivers(&self, key: &K) -> usize {
+        lock(&self.map)
+            .get(key)
+            .map_or(0, watch::Sender::receiver_count)
+    }
+
     /// Whether the task of `key` runs.
     pub fn contains(&self, key: &K) -> bool {
         lock(&self.map).contains_key(key)

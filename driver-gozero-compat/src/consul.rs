@@ -1,37 +1,11 @@
 //! go-zero's consul format (zero-contrib `zrpc/registry/consul`, as dtm's go-zero driver
 //! registers) on the consul engine of `dtmdriver-consul`: [`GoZeroConsulFormat`].
 //!
-//! # Registration
-//!
-//! `consul://[user:pw@]host:8500/KEY[?token=T]` with endpoint `HOST:PORT` registers
-//!
-//! | field | value |
-//! |---|---|
-//! | `ID` | `KEY-HOST-PORT`, e.g. `dtmservice-localhost-36790` |
-//! | `Name` / `Address` / `Port` | `KEY` / `HOST` / `PORT` |
-//! | `Tags` / `Meta` | `["tag","rpc"]` / `{"Protocol":"grpc"}` |
-//! | check | TTL check, `CheckID` = the service ID, `Name` = `KEY`, TTL `20s`, status `passing`, `DeregisterCriticalServiceAfter` `60s` (3×TTL) |
-//!
-//! kept passing every 19 s (TTL − 1 s) and deregistered on stop. zero-contrib registers
-//! the check a second time through `/v1/agent/check/register` (which is how it gets its
-//! `Name`); we send the same fields in the one service registration, so the agent holds
-//! the same service and check (its `Interval`/`Timeout` read `0s` there and empty here:
-//! both mean none). A wildcard listen
-//! address (`0.0.0.0:PORT`) is published as a routable one, as go-zero does
-//! ([`routable_endpoint`]).
-//!
-//! # Resolution
-//!
-//! `consul://[user:pw@]host:8500/KEY?wait=14s&tag=&healthy=&token=&dc=&near=&limit=`:
-//! blocking health queries; the address is `Service.Address`, else `Node.Address`, plus
-//! the port. As in go-zero, `healthy` defaults to `false`: instances whose check is
-//! critical are returned too unless `?healthy=true`. `limit` keeps at most that many
-//! instances. The token falls back to `CONSUL_HTTP_TOKEN`.
-//!
-//! zero-contrib's resolver as built with go-zero v1.10.3 rejects `?healthy=true`
-//! ("type mismatch for field healthy": go-zero's mapping no longer turns the query's
-//! strings into booleans), so a Go client can only resolve with `healthy` unset, i.e.
-//! critical instances included; ours accepts it.
+//! Registering `consul://[user:pw@]host:8500/KEY[?token=T]` at `HOST:PORT` keeps service
+//! `KEY-HOST-PORT` with a 20 s TTL check passing every 19 s and deregisters it on stop;
+//! resolving runs blocking health queries (`?wait=&tag=&healthy=&dc=&near=&limit=`,
+//! `healthy` false by default as in go-zero). The field-by-field layout and the
+//! differences from zero-contrib: `docs/gozero.md`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use dtmdriver_consul::{
     AgentServiceCheck, AgentServiceRegistration, ConsulClient, ConsulTarget, HealthQuery,
-    ServiceEntry, ServiceExtras, ServiceKeeper, consul_duration, resolve_health,
+    ServiceEntry, ServiceExtras, ServiceKeeper, resolve_health,
 };
 use dtmdriver_core::address::HostPort;
 use dtmdriver_core::resolve::{Endpoint, Registrar, Resolver, SnapshotSender};
@@ -87,12 +61,7 @@ impl GoZeroConsulFormat {
             port,
             meta: [("Protocol".to_string(), "grpc".to_string())].into(),
             weights: None,
-            check: AgentServiceCheck {
-                check_id: id,
-                ttl: consul_duration(Self::TTL),
-                status: "passing".into(),
-                deregister_critical_service_after: consul_duration(Self::TTL * 3),
-            },
+            check: AgentServiceCheck::passing_ttl(id, Self::TTL, Self::TTL * 3),
         })
     }
 
@@ -131,18 +100,12 @@ impl GoZeroConsulFormat {
     }
 
     /// The endpoints of a health answer: one per instance with a usable address
-    /// ([`ServiceEntry::addr`]; the others are skipped with a warning), at most `limit`
+    /// ([`ServiceEntry::dialable_addr`]), at most `limit`
     /// of them when given.
     pub fn decode(entries: &[ServiceEntry], limit: Option<usize>) -> Vec<Endpoint> {
         entries
             .iter()
-            .filter_map(|e| match e.addr() {
-                Ok(addr) => Some(Endpoint::new(addr)),
-                Err(why) => {
-                    tracing::warn!(id = %e.service.id, %why, "skipping a consul instance that cannot be dialled");
-                    None
-                }
-            })
+            .filter_map(|e| e.dialable_addr().map(Endpoint::new))
             .take(limit.unwrap_or(usize::MAX))
             .collect()
     }

@@ -1,33 +1,9 @@
-//! go-zero's `k8s://` targets on the Kubernetes engine of `dtmdriver-k8s` (cargo feature
-//! `k8s`, on by default).
-//!
-//! | target | namespace | service | port |
-//! |---|---|---|---|
-//! | `k8s://NAMESPACE/SERVICE:PORT` | `NAMESPACE` | `SERVICE` | `PORT` |
-//! | `k8s:///SERVICE:PORT` | `default` | `SERVICE` | `PORT` |
-//! | `k8s://NAMESPACE/SERVICE` | `NAMESPACE` | `SERVICE` | the first port of the first EndpointSlice |
-//!
-//! As go-zero v1.10.3 (`zrpc/resolver/internal/kube`): the instances are the addresses in
-//! the service's `discovery.k8s.io/v1` EndpointSlices (label
-//! `kubernetes.io/service-name=SERVICE`), each dialled at `ADDRESS:PORT`, at most
-//! [`SUBSET_SIZE`](crate::SUBSET_SIZE) of them per channel (`?subset=N` as for the other
-//! schemes); a port of `0` counts as none, as in go-zero. Where we differ, on purpose:
-//!
-//! * only ready endpoints (`conditions.ready` true or absent) are dialled; go-zero dials
-//!   every address, also of pods that are not ready or are terminating. `serving` and
-//!   `terminating` are not read (a terminating endpoint is never ready);
-//! * every slice counts, always: go-zero replaces its whole set with the one slice that
-//!   changed, so a service with several slices (dual-stack, or over 100 endpoints) loses
-//!   the others' addresses on the first change;
-//! * IPv6 addresses are dialled as `[ADDRESS]:PORT` (go-zero writes `ADDRESS:PORT`,
-//!   which does not parse);
-//! * a service with no slice yet resolves to an empty set and follows it, where go-zero
-//!   fails the dial when the port is left out;
-//! * credentials: in a pod the service account, as go-zero; elsewhere, beyond go-zero, a
-//!   kubeconfig (`KUBECONFIG`, else `~/.kube/config`). See [`dtmdriver_k8s::credentials`].
-//!
-//! The namespace and service must be DNS labels (lower-case letters, digits and `-`, at
-//! most 63), as Kubernetes names them.
+//! go-zero's `k8s://[NAMESPACE]/SERVICE[:PORT]` targets on the Kubernetes engine of
+//! `dtmdriver-k8s` (cargo feature `k8s`, on by default): [`K8sTarget`] parses them,
+//! [`GoZeroK8sResolver`] follows the ready addresses of the service's EndpointSlices, at
+//! most [`SUBSET_SIZE`](crate::SUBSET_SIZE) per channel (`?subset=N`). Where we differ
+//! from go-zero v1.10.3 (ready endpoints only, every slice counts, IPv6, kubeconfig
+//! outside a pod), and why: `docs/gozero.md`.
 
 use dtmdriver_core::resolve::{Resolver, SnapshotSender};
 use dtmdriver_core::{Error, Result, Target};
@@ -74,7 +50,8 @@ impl K8sTarget {
             [ns] => ns.clone(),
             _ => return Err(bad("only one namespace may be named".into())),
         };
-        check_label(&namespace).map_err(|why| bad(format!("namespace `{namespace}`: {why}")))?;
+        ServiceKey::check_name(&namespace)
+            .map_err(|why| bad(format!("namespace `{namespace}`: {why}")))?;
         let (service, port) = match target.endpoint().split_once(':') {
             None => (target.endpoint(), None),
             Some((service, port)) => match port.parse::<u16>() {
@@ -88,34 +65,14 @@ impl K8sTarget {
                 }
             },
         };
-        check_label(service).map_err(|why| bad(format!("service `{service}`: {why}")))?;
+        ServiceKey::check_name(service)
+            .map_err(|why| bad(format!("service `{service}`: {why}")))?;
         Ok(Self {
             namespace,
             service: service.to_string(),
             port,
         })
     }
-}
-
-/// Whether `name` is a DNS label (RFC 1123), as namespace and service names are.
-fn check_label(name: &str) -> std::result::Result<(), &'static str> {
-    if name.is_empty() {
-        return Err("it is empty");
-    }
-    if name.len() > 63 {
-        return Err("it is longer than 63 characters");
-    }
-    let ok = name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
-    if !ok {
-        return Err(
-            "it must hold only lower-case letters, digits and '-', and start and end with a letter or digit",
-        );
-    }
-    Ok(())
 }
 
 /// Resolves go-zero `k8s://` targets; see the [module docs](self).

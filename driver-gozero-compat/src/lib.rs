@@ -1,40 +1,17 @@
-//! `dtm-driver-gozero`: go-zero's registry formats on the etcd engine of `dtmdriver-etcd`.
+//! `dtm-driver-gozero`: go-zero's registry formats on the engines of `dtmdriver-etcd`,
+//! `dtmdriver-consul` and `dtmdriver-k8s`.
 //!
-//! This crate is thin: a driver name, scheme names, go-zero's branch-URI rule
-//! ([`parse_gozero`]) and go-zero's formats ([`GoZeroEtcdFormat`], [`consul`]). All
-//! lease, watch and retry work is done by the engines.
+//! Contract: a driver name ([`NAME`]), its schemes (`etcd`/`discov`, `direct`, `consul`,
+//! `k8s`), go-zero's branch-URI rule ([`parse_gozero`]) and go-zero's formats
+//! ([`GoZeroEtcdFormat`], [`consul`], `k8s`); leases, watches and retries are the
+//! engines'. Channels keep go-zero's subset of at most [`SUBSET_SIZE`] servers
+//! (`?subset=N`, sticky, see [`SnapshotSender::with_subset`]); a wildcard listen address
+//! is registered as a routable one ([`routable_endpoint`]). Cargo features `etcd`,
+//! `consul`, `k8s` (all default); a target of a scheme whose feature is off is refused
+//! naming the feature ([`FeatureOff`](dtmdriver_core::feature_off::FeatureOff)).
+//! Linking the crate registers the driver (`use dtmdriver_gozero as _;`).
 //!
-//! | scheme | resolve | register |
-//! |---|---|---|
-//! | `etcd` | every value under `KEY/` | `KEY/<lease id>` = `host:port` under a 10 s lease |
-//! | `discov` | alias of `etcd` | alias of `etcd` |
-//! | `direct` | the static list `direct:///a:1,b:2` | — |
-//! | `consul` | blocking health queries ([`consul`]) | zero-contrib's agent service + TTL check ([`consul`]) |
-//! | `k8s` | ready addresses of the service's EndpointSlices (`k8s` module, feature `k8s`) | — (the cluster does it) |
-//!
-//! Targets take both go-zero shapes: `etcd://h1:2379,h2:2379/KEY` (go-zero ≤ 1.10.1) and
-//! `etcd:///h1:2379,h2:2379?key=KEY` (≥ 1.10.2), with `?user=&password=` for etcd auth.
-//!
-//! Like go-zero's clients, `etcd`, `discov`, `direct` and `k8s` channels use at most
-//! [`SUBSET_SIZE`] (32) servers of a larger set, a random subset per channel; ours is
-//! sticky (see [`SnapshotSender::with_subset`]) where go-zero reshuffles on every change.
-//! `?subset=N` on the target sets another bound, `?subset=0` none.
-//!
-//! Registering `0.0.0.0:PORT` or `[::]:PORT` publishes a routable address instead, as
-//! go-zero does: the machine's first non-loopback IPv4 address, or `127.0.0.1` when there
-//! is none (see [`routable_endpoint`]).
-//!
-//! # Features
-//!
-//! `etcd` (the `etcd` and `discov` schemes, on `dtmdriver-etcd`'s engine), `consul` (on
-//! `dtmdriver-consul`'s) and `k8s` (on `dtmdriver-k8s`'s: a Kubernetes client), all on by
-//! default: a service that uses one registry turns the others off
-//! (`default-features = false, features = ["consul"]`) and compiles no client of them. A target of a scheme whose feature is off is refused with an error naming the
-//! feature ([`FeatureOff`](dtmdriver_core::feature_off::FeatureOff)). `direct` is always
-//! there.
-//!
-//! Linking the crate registers the driver; a program that does not otherwise name the
-//! crate keeps it linked with `use dtmdriver_gozero as _;`.
+//! The formats, target shapes and where we differ from go-zero, and why: `docs/gozero.md`.
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
@@ -47,15 +24,12 @@
 //! # drop(channel); registration.deregister().await?; Ok(()) }
 //! ```
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 #[cfg(feature = "etcd")]
 use dtmdriver_core::Registration;
 use dtmdriver_core::address::HostPort;
-#[cfg(not(all(feature = "etcd", feature = "consul", feature = "k8s")))]
-use dtmdriver_core::feature_off::FeatureOff;
 use dtmdriver_core::parse::parse_scheme_url;
 #[cfg(feature = "etcd")]
 use dtmdriver_core::resolve::Endpoint;
@@ -164,23 +138,27 @@ impl Driver for GoZeroDriver {
     }
 
     fn resolvers(&self) -> Vec<(&'static str, Arc<dyn Resolver>)> {
-        let etcd = etcd_resolver();
+        let etcd: Arc<dyn Resolver> =
+            dtmdriver_core::engine_or_feature_off!(NAME, "etcd", GoZeroEtcdResolver);
+        let consul: Arc<dyn Resolver> =
+            dtmdriver_core::engine_or_feature_off!(NAME, "consul", GoZeroConsulResolver);
+        let k8s: Arc<dyn Resolver> =
+            dtmdriver_core::engine_or_feature_off!(NAME, "k8s", GoZeroK8sResolver);
         vec![
             ("etcd", etcd.clone()),
             ("discov", etcd),
             ("direct", Arc::new(GoZeroDirectResolver)),
-            ("consul", consul_resolver()),
-            ("k8s", k8s_resolver()),
+            ("consul", consul),
+            ("k8s", k8s),
         ]
     }
 
     fn registrars(&self) -> Vec<(&'static str, Arc<dyn Registrar>)> {
-        let etcd = etcd_registrar();
-        vec![
-            ("etcd", etcd.clone()),
-            ("discov", etcd),
-            ("consul", consul_registrar()),
-        ]
+        let etcd: Arc<dyn Registrar> =
+            dtmdriver_core::engine_or_feature_off!(NAME, "etcd", GoZeroEtcdRegistrar);
+        let consul: Arc<dyn Registrar> =
+            dtmdriver_core::engine_or_feature_off!(NAME, "consul", GoZeroConsulRegistrar);
+        vec![("etcd", etcd.clone()), ("discov", etcd), ("consul", consul)]
     }
 
     fn parse_server_method(&self, uri: &str) -> Result<ServerMethod> {
@@ -189,50 +167,6 @@ impl Driver for GoZeroDriver {
 }
 
 dtmdriver_core::register_driver!(GoZeroDriver);
-
-/// This package's name, for the errors of features turned off.
-#[cfg(not(all(feature = "etcd", feature = "consul")))]
-const PACKAGE: &str = env!("CARGO_PKG_NAME");
-
-fn etcd_resolver() -> Arc<dyn Resolver> {
-    #[cfg(feature = "etcd")]
-    let resolver = Arc::new(GoZeroEtcdResolver);
-    #[cfg(not(feature = "etcd"))]
-    let resolver = Arc::new(FeatureOff::new(NAME, PACKAGE, "etcd"));
-    resolver
-}
-
-fn etcd_registrar() -> Arc<dyn Registrar> {
-    #[cfg(feature = "etcd")]
-    let registrar = Arc::new(GoZeroEtcdRegistrar);
-    #[cfg(not(feature = "etcd"))]
-    let registrar = Arc::new(FeatureOff::new(NAME, PACKAGE, "etcd"));
-    registrar
-}
-
-fn consul_resolver() -> Arc<dyn Resolver> {
-    #[cfg(feature = "consul")]
-    let resolver = Arc::new(GoZeroConsulResolver);
-    #[cfg(not(feature = "consul"))]
-    let resolver = Arc::new(FeatureOff::new(NAME, PACKAGE, "consul"));
-    resolver
-}
-
-fn k8s_resolver() -> Arc<dyn Resolver> {
-    #[cfg(feature = "k8s")]
-    let resolver = Arc::new(GoZeroK8sResolver);
-    #[cfg(not(feature = "k8s"))]
-    let resolver = Arc::new(FeatureOff::new(NAME, PACKAGE, "k8s"));
-    resolver
-}
-
-fn consul_registrar() -> Arc<dyn Registrar> {
-    #[cfg(feature = "consul")]
-    let registrar = Arc::new(GoZeroConsulRegistrar);
-    #[cfg(not(feature = "consul"))]
-    let registrar = Arc::new(FeatureOff::new(NAME, PACKAGE, "consul"));
-    registrar
-}
 
 /// Resolves go-zero etcd targets.
 #[cfg(feature = "etcd")]
@@ -305,28 +239,20 @@ pub fn routable_endpoint(endpoint: &str) -> Result<String> {
         let port = HostPort::parse(&format!("0.0.0.0:{port}"))
             .map_err(|reason| Error::bad_endpoint(endpoint, &reason))?
             .port();
-        let published = format!("{}:{port}", first_non_loopback_ipv4());
+        let published = format!(
+            "{}:{port}",
+            dtmdriver_core::address::first_non_loopback_ipv4()
+        );
         tracing::info!(listen = endpoint, %published, "publishing a routable address for a wildcard listen address");
         return Ok(published);
     }
     Ok(HostPort::parse_endpoint(endpoint)?.to_string())
 }
 
-fn first_non_loopback_ipv4() -> Ipv4Addr {
-    if_addrs::get_if_addrs()
-        .unwrap_or_default()
-        .iter()
-        .filter(|i| !i.is_loopback())
-        .find_map(|i| match i.ip() {
-            IpAddr::V4(v4) if !v4.is_unspecified() && !v4.is_link_local() => Some(v4),
-            _ => None,
-        })
-        .unwrap_or(Ipv4Addr::LOCALHOST)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     #[cfg(feature = "etcd")]
     #[test]

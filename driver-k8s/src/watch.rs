@@ -20,11 +20,11 @@
 //! * one watch runs per (credentials, namespace, service) in a process, however many
 //!   targets resolve it; it stops when its last subscriber is gone.
 
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock};
 
 use dtmdriver_core::backoff::Backoff;
 use dtmdriver_core::resolve::SnapshotSender;
+use dtmdriver_core::shared::SharedWatches;
 use futures_util::StreamExt;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
@@ -48,6 +48,30 @@ pub struct ServiceKey {
     pub service: String,
 }
 
+impl ServiceKey {
+    /// Whether `name` is a DNS label (RFC 1123), as Kubernetes namespace and service
+    /// names are; the error says what is wrong.
+    pub fn check_name(name: &str) -> std::result::Result<(), &'static str> {
+        if name.is_empty() {
+            return Err("it is empty");
+        }
+        if name.len() > 63 {
+            return Err("it is longer than 63 characters");
+        }
+        let ok = name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !name.starts_with('-')
+            && !name.ends_with('-');
+        if !ok {
+            return Err(
+                "it must hold only lower-case letters, digits and '-', and start and end with a letter or digit",
+            );
+        }
+        Ok(())
+    }
+}
+
 /// What a watch knows about its service.
 #[derive(Clone, Debug, Default)]
 pub struct ServiceState {
@@ -59,13 +83,8 @@ pub struct ServiceState {
     pub lists: u64,
 }
 
-type Watches = HashMap<ServiceKey, watch::Sender<ServiceState>>;
-
-static WATCHES: LazyLock<Mutex<Watches>> = LazyLock::new(|| Mutex::new(HashMap::new()));
-
-fn watches() -> std::sync::MutexGuard<'static, Watches> {
-    WATCHES.lock().unwrap_or_else(|e| e.into_inner())
-}
+static WATCHES: LazyLock<SharedWatches<ServiceKey, ServiceState>> =
+    LazyLock::new(|| SharedWatches::new("EndpointSlice watch"));
 
 /// The shared list-and-watch of one [`ServiceKey`]; see the [module docs](self).
 #[derive(Debug)]
@@ -77,13 +96,8 @@ impl ServiceWatch {
     /// Subscribes to the process's watch of `key`, starting it if none runs. Must be
     /// called inside a tokio runtime.
     pub fn subscribe(key: &ServiceKey) -> Self {
-        let mut map = watches();
-        if let Some(tx) = map.get(key) {
-            return Self { rx: tx.subscribe() };
-        }
-        let (tx, rx) = watch::channel(ServiceState::default());
-        map.insert(key.clone(), tx.clone());
-        tokio::spawn(run(key.clone(), tx));
+        let key = key.clone();
+        let rx = WATCHES.subscribe(&key, |tx| run(key.clone(), tx));
         Self { rx }
     }
 
@@ -94,13 +108,13 @@ impl ServiceWatch {
 
     /// How many watches run in this process.
     pub fn running() -> usize {
-        watches().len()
+        WATCHES.len()
     }
 
     /// How many subscribers the watch of `key` has (0 when none runs), for tests of the
     /// sharing.
     pub fn subscribers(key: &ServiceKey) -> usize {
-        watches().get(key).map_or(0, |tx| tx.receiver_count())
+        WATCHES.receivers(key)
     }
 }
 
@@ -144,21 +158,10 @@ pub fn resolve_service(key: &ServiceKey, port: Option<u16>, updates: SnapshotSen
     });
 }
 
-/// The watch task: list and watch until nobody listens.
+/// The watch task: list and watch until the shared map drops it (no subscriber left).
 async fn run(key: ServiceKey, tx: watch::Sender<ServiceState>) {
     loop {
-        tokio::select! {
-            () = tx.closed() => {
-                // Re-check under the map lock: a subscriber may have just arrived.
-                let mut map = watches();
-                if tx.receiver_count() == 0 {
-                    map.remove(&key);
-                    tracing::debug!(namespace = %key.namespace, service = %key.service, "EndpointSlice watch stopped: no subscribers");
-                    return;
-                }
-            }
-            () = follow(&key, &tx) => {}
-        }
+        follow(&key, &tx).await;
     }
 }
 

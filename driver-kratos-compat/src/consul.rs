@@ -1,29 +1,8 @@
 //! kratos' consul format (`contrib/registry/consul`) on the consul engine of
-//! `dtmdriver-consul`: [`KratosConsulFormat`].
-//!
-//! # Registration
-//!
-//! | field | value |
-//! |---|---|
-//! | `ID` / `Name` / `Meta` | instance id / name / metadata |
-//! | `Tags` | `["version=<version>"]` |
-//! | `TaggedAddresses` | per endpoint URL scheme: `{"Address": "<the whole URL>", "Port": <port>}` |
-//! | `Address` / `Port` | host and port of the first endpoint |
-//! | checks | a TCP check per endpoint (interval 10 s, timeout 5 s, deregister after 600 s) and a TTL check `service:<id>` (TTL 20 s, deregister after 600 s) |
-//!
-//! The TTL check is marked passing every 10 s and the service deregistered on stop (the
-//! engine's [`ServiceKeeper`]). One deliberate difference: our checks start `passing`,
-//! where kratos' start critical until the first heartbeat (1 s) and the first TCP probe
-//! (consul waits a random part of the 10 s interval for it), so a kratos instance is
-//! invisible to passing-only clients for up to 10 s after it registers, and again after
-//! every agent restart; ours is visible at once. A dead endpoint still turns critical
-//! at its first probe.
-//!
-//! # Resolution
-//!
-//! Blocking health queries for passing instances (wait 55 s). An instance's endpoints
-//! are its `TaggedAddresses` (skipping consul's own `lan_ipv4`, `wan_ipv4`, `lan_ipv6`,
-//! `wan_ipv6`), else `http://Address:Port`; its version comes from the `version=` tag.
+//! `dtmdriver-consul`: [`KratosConsulFormat`]. Registers the instance with its endpoints
+//! as tagged addresses, a TCP check per endpoint and a TTL check kept passing every
+//! 10 s; resolves passing instances by blocking health queries. The field-by-field
+//! layout and our one deliberate difference (checks start passing): `docs/kratos.md`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,9 +20,6 @@ use crate::instance::{EndpointUrl, KratosInstance, Security};
 /// kratos' consul layout; see the [module docs](self).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct KratosConsulFormat;
-
-/// Tagged addresses consul fills in itself; kratos does not take them for endpoints.
-const CONSUL_OWN_TAGS: [&str; 4] = ["lan_ipv4", "wan_ipv4", "lan_ipv6", "wan_ipv6"];
 
 impl KratosConsulFormat {
     /// Interval of the TCP checks and of the TTL heartbeat.
@@ -116,12 +92,11 @@ impl KratosConsulFormat {
             port: first.addr.port(),
             meta: instance.metadata.clone().unwrap_or_default(),
             weights: None,
-            check: AgentServiceCheck {
-                check_id: Self::ttl_check_id(&instance.id),
-                ttl: consul_duration(Self::TTL),
-                status: "passing".into(),
-                deregister_critical_service_after: consul_duration(Self::DEREGISTER_AFTER),
-            },
+            check: AgentServiceCheck::passing_ttl(
+                Self::ttl_check_id(&instance.id),
+                Self::TTL,
+                Self::DEREGISTER_AFTER,
+            ),
         };
         Ok((registration, extras))
     }
@@ -137,11 +112,7 @@ impl KratosConsulFormat {
             .next_back()
             .unwrap_or_default();
         let mut endpoints: Vec<String> = entry
-            .service
-            .tagged_addresses
-            .iter()
-            .flatten()
-            .filter(|(tag, _)| !CONSUL_OWN_TAGS.contains(&tag.as_str()))
+            .registered_tagged_addresses()
             .map(|(_, a)| a.address.clone())
             .collect();
         if endpoints.is_empty() && !entry.service.address.is_empty() && entry.service.port != 0 {

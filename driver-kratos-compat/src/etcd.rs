@@ -1,15 +1,7 @@
 //! kratos' etcd format (`contrib/registry/etcd`) on the etcd engine of `dtmdriver-etcd`:
-//! [`KratosEtcdFormat`].
-//!
-//! | item | value |
-//! |---|---|
-//! | key | `/microservices/<name>/<id>` |
-//! | value | the [`KratosInstance`] JSON |
-//! | lease | 15 s TTL, renewed at TTL/3, re-granted and re-put after an outage, revoked on stop |
-//! | watch | every key under `/microservices/<name>` (no trailing slash), kept only when its `name` is `<name>` |
-//!
-//! Unlike kratos' watcher, which fails the whole read on one value it cannot unmarshal,
-//! a garbage value is skipped with a warning and the other instances are served.
+//! [`KratosEtcdFormat`]: `/microservices/<name>/<id>` = the [`KratosInstance`] JSON under
+//! a 15 s lease; a garbage value is skipped with a warning (kratos fails the whole read).
+//! Details: `docs/kratos.md`.
 
 use std::sync::Arc;
 use std::time::Duration;

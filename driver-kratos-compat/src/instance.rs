@@ -1,16 +1,7 @@
 //! kratos' service instance and its endpoint URLs: [`KratosInstance`], [`Security`].
-//!
-//! A kratos app publishes one instance per process:
-//!
-//! ```json
-//! {"id":"<uuid>","name":"busi","version":"v1","metadata":{"weight":"3"},"endpoints":["grpc://10.0.0.5:9000"]}
-//! ```
-//!
-//! Each endpoint is a URL whose scheme says the transport and its security: `grpc://`
-//! plaintext, `grpcs://` TLS (kratos ≥ 2.3), or `grpc://…?isSecure=true` TLS (kratos
-//! 2.2, what dtm builds with). A client takes the first endpoint of an instance whose
-//! transport is gRPC and whose security matches its own; instances without one are
-//! left out.
+//! A client takes an instance's first gRPC endpoint whose security (`grpc://`
+//! plaintext; `grpcs://` or `grpc://…?isSecure=true` TLS) matches its own; instances
+//! without one are left out. The JSON and the kratos versions: `docs/kratos.md`.
 
 use std::collections::BTreeMap;
 

@@ -1,70 +1,29 @@
 //! `dtm-driver-kratos`: kratos' registry formats on the etcd and consul engines.
 //!
-//! This crate is thin: a driver name, scheme names, the shared branch-URI rule
-//! ([`parse_scheme_url`]) and kratos' formats — the instance JSON and endpoint choice
-//! ([`instance`]), the etcd layout ([`KratosEtcdFormat`]) and the consul registration
-//! ([`KratosConsulFormat`]). Leases, watches, heartbeats and retries are the engines'
-//! (`dtmdriver-etcd`, `dtmdriver-consul`).
+//! Contract: a driver name ([`NAME`]), the schemes `discovery`, `etcd` and `consul`, the
+//! shared branch-URI rule ([`parse_scheme_url`]) and kratos' formats: the instance JSON
+//! and endpoint choice ([`instance`]), the etcd layout ([`KratosEtcdFormat`]) and the
+//! consul registration ([`KratosConsulFormat`]). Leases, watches, heartbeats and retries
+//! are the engines' (`dtmdriver-etcd`, `dtmdriver-consul`).
 //!
-//! | scheme | resolve | register |
-//! |---|---|---|
-//! | `discovery` | `discovery:///NAME` in the configured registry (below) | same |
-//! | `etcd` | `etcd://h1:2379,h2:2379/NAME`: every instance under `/microservices/NAME` | `/microservices/NAME/<uuid>` = instance JSON, 15 s lease |
-//! | `consul` | `consul://h:8500/NAME[?token=&dc=]`: passing instances | agent service with tagged addresses, TCP checks and a TTL check |
+//! * `discovery:///NAME` lives in the registry named by, first match wins: the target's
+//!   `?registry=etcd://H:2379` (or `consul://H:8500`), hosts in its authority (etcd),
+//!   [`KratosDriver::with_registry`], then [`REGISTRY_ENV`]; none is an error saying how
+//!   to name one.
+//! * `register_service(target, endpoint)` publishes one instance with a fresh UUID for
+//!   dtm's `EndPoint` (`grpc://`, `grpcs://`, `grpc://…?isSecure=true`, comma separated;
+//!   a bare `host:port` is `grpc://`), version and metadata from the driver value and the
+//!   target's `?version=`, `?meta.K=`, `?weight=`.
+//! * Plaintext clients dial an instance's first plaintext gRPC endpoint, TLS clients
+//!   ([`KratosDriver::tls_channel`]) its first TLS one, checking certificates against the
+//!   service name; an emptied set is published (calls fail fast).
+//! * Cargo features `etcd` and `consul` (both default); a target on a registry whose
+//!   feature is off is refused naming it
+//!   ([`FeatureOff`](dtmdriver_core::feature_off::FeatureOff)). Linking the crate
+//!   registers the driver (`use dtmdriver_kratos as _;`).
 //!
-//! # Which registry `discovery:///NAME` uses
-//!
-//! kratos clients bring their registry in code (`discovery.NewBuilder(registry)`); here
-//! it comes from, first match wins:
-//!
-//! 1. the target's query: `discovery:///busi?registry=etcd://127.0.0.1:2379` (or
-//!    `consul://127.0.0.1:8500`; percent-encode it, `registry=etcd%3A%2F%2F127.0.0.1%3A2379`,
-//!    inside a dtm branch URI so that its `/` do not end the server part; that works
-//!    only where our code splits the URI: dtm's Go kratos driver (v0.0.10) cuts it at
-//!    the `?`, so branches the Go coordinator calls are written
-//!    `discovery:///NAME/pkg.S/M` or `etcd://HOST:2379/NAME/pkg.S/M`, see
-//!    `docs/targets.md`);
-//! 2. hosts in the authority: `discovery://127.0.0.1:2379/busi` is etcd at those
-//!    hosts (what dtm's kratos driver does when registering);
-//! 3. the driver value: [`KratosDriver::with_registry`];
-//! 4. the environment: `DTM_KRATOS_REGISTRY=etcd://127.0.0.1:2379` ([`REGISTRY_ENV`]).
-//!
-//! A registry is `etcd://[user:pw@]h1:2379,h2:2379[?user=&password=]` or
-//! `consul://[user:pw@]h:8500[?token=&dc=]`, the engines' target syntax without a name.
-//!
-//! # Registering
-//!
-//! `register_service(target, endpoint)` publishes one instance with a fresh UUID. The
-//! endpoint is dtm's `EndPoint`: `grpc://host:port`, `grpcs://host:port`,
-//! `grpc://host:port?isSecure=true`, several comma separated; a bare `host:port` is
-//! taken as `grpc://host:port`. Version and metadata come from the driver value
-//! ([`KratosDriver::version`], [`KratosDriver::metadata`]) and, overriding it, from the
-//! target's query: `etcd://127.0.0.1:2379/busi?version=v2&meta.zone=a&weight=3`
-//! (`weight=N` is metadata `weight`, which kratos' balancer and ours weigh by).
-//!
-//! # Resolving
-//!
-//! A plaintext client takes each instance's first `grpc://` endpoint (without
-//! `isSecure=true`); a TLS client ([`KratosDriver::tls_channel`]) its first `grpcs://` or
-//! `grpc://…?isSecure=true` one, and like kratos' Go client checks server certificates
-//! against the service name. Register TLS endpoints as `grpcs://` for kratos ≥ 2.3
-//! clients: they read `grpc://…?isSecure=true` (the kratos ≤ 2.2 form) as plaintext. Instances without one are left out; values that are not
-//! kratos instances are skipped with a warning. Endpoint metadata holds the instance's
-//! metadata plus `version` and `id`; `weight` feeds weighted round robin. Unlike kratos,
-//! a set that became empty is published (calls fail fast naming the target) instead of
-//! keeping the vanished instances.
-//!
-//! # Features
-//!
-//! `etcd` (on `dtmdriver-etcd`'s engine) and `consul` (on `dtmdriver-consul`'s), both on by
-//! default: a service that uses one registry turns the other off
-//! (`default-features = false, features = ["etcd"]`) and compiles no client of it. A
-//! target whose registry's feature is off (`consul://…`, or `discovery:///` on a consul
-//! registry) is refused with an error naming the feature
-//! ([`FeatureOff`](dtmdriver_core::feature_off::FeatureOff)).
-//!
-//! Linking the crate registers the driver; a program that does not otherwise name the
-//! crate keeps it linked with `use dtmdriver_kratos as _;`.
+//! The details, the branch URIs dtm's Go coordinator accepts, and where we differ from
+//! kratos and why: `docs/kratos.md`.
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
