@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dtmdriver_core::{Channel, Endpoint, Policy};
-use test_support::{EchoClient, EchoServer, ManualResolver, SayRequest};
+use test_support::{EchoClient, EchoServer, ManualResolver, SayRequest, synthetic_addr};
 
 fn env_list(name: &str, default: &[usize]) -> Vec<usize> {
     match std::env::var(name) {
@@ -259,17 +259,7 @@ async fn apply_table() {
     );
     for n in sizes {
         // Loopback addresses that are never dialled: the channel is never called.
-        let all: Vec<Endpoint> = (0..n)
-            .map(|i| {
-                Endpoint::new(format!(
-                    "127.{}.{}.{}:{}",
-                    1 + i / 65_536 % 250,
-                    i / 256 % 256,
-                    i % 256,
-                    10_000 + i % 50_000
-                ))
-            })
-            .collect();
+        let all: Vec<Endpoint> = (0..n).map(|i| Endpoint::new(synthetic_addr(i))).collect();
         let resolver = Arc::new(ManualResolver::default());
         let channel = Channel::builder(&format!("bench:///apply-{n}"))
             .resolver(resolver.clone())

@@ -47,7 +47,7 @@ use dtmdriver_core::{Target, use_driver};
 use dtmdriver_gozero as _;
 use etcd_client::{Client, Txn, TxnOp};
 use test_support::EtcdServer;
-use test_support::{interop_binary, read_lines};
+use test_support::{interop_binary, read_lines, synthetic_addr as addr};
 
 /// How long any one step may take before the bench gives up on a side.
 const STEP_LIMIT: Duration = Duration::from_secs(120);
@@ -308,16 +308,6 @@ async fn follow_many(mode: &str, target: &str, count: usize, expect: usize) {
 
 // ---------------------------------------------------------------------------------
 // The bench
-
-fn addr(i: usize) -> String {
-    let n = i + 1;
-    format!(
-        "127.{}.{}.{}:8080",
-        (n >> 16) & 255,
-        (n >> 8) & 255,
-        n & 255
-    )
-}
 
 /// Writes `keys` (key, value) with etcd's default limit of 128 operations a transaction.
 async fn put_all(client: &mut Client, keys: impl Iterator<Item = (String, String)>) {

@@ -6,22 +6,12 @@ use std::time::{Duration, Instant};
 use dtmdriver_core::use_driver;
 use dtmdriver_gozero as _;
 use etcd_client::{Client, GetOptions, Txn, TxnOp};
-use test_support::EtcdServer;
+use test_support::{EtcdServer, addrs, synthetic_addr as addr};
 
 const INSTANCES: usize = 10_000;
 const LEFT: usize = 10;
 /// Deletions in flight at once, so that events arrive in bursts as well as alone.
 const DELETERS: usize = 8;
-
-fn addr(i: usize) -> String {
-    let n = i + 1;
-    format!(
-        "127.{}.{}.{}:8080",
-        (n >> 16) & 255,
-        (n >> 8) & 255,
-        n & 255
-    )
-}
 
 /// What etcd holds under `key/` now: the set of values.
 async fn etcd_set(client: &mut Client, key: &str) -> BTreeSet<String> {
@@ -36,19 +26,10 @@ async fn etcd_set(client: &mut Client, key: &str) -> BTreeSet<String> {
         .collect()
 }
 
-fn channel_set(channel: &dtmdriver_core::Channel) -> BTreeSet<String> {
-    channel
-        .status()
-        .endpoints
-        .into_iter()
-        .map(|e| e.endpoint.addr)
-        .collect()
-}
-
 async fn wait_for_set(channel: &dtmdriver_core::Channel, expect: &BTreeSet<String>, what: &str) {
     let until = Instant::now() + Duration::from_secs(30);
     loop {
-        let set = channel_set(channel);
+        let set = addrs(channel);
         if set == *expect {
             return;
         }
@@ -113,5 +94,5 @@ async fn ten_thousand_instances_removed_one_by_one_end_with_the_exact_set_etcd_h
     wait_for_set(&channel, &left, "after the removals").await;
     // And it stays so (past the engine's grace period for an emptied set).
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(channel_set(&channel), left);
+    assert_eq!(addrs(&channel), left);
 }

@@ -45,7 +45,7 @@ pub use grpc_testing::{GrpcInteropServer, InteropServerKind};
 pub use interop::{InteropProcess, interop_binary, read_lines, run_interop, signal_and_wait};
 pub use kube::{KUBE_BUILD_HINT, KubeApiServer, KubeUser, kube_apiserver_binary};
 pub use logs::CapturedLogs;
-pub use ports::{free_port, free_ports};
+pub use ports::{free_port, free_ports, synthetic_addr};
 pub use streams::{Note, ProduceRequest, StreamsClient, Summary};
 pub use tls::TestPki;
 pub use wait::wait_for;

@@ -1,4 +1,4 @@
-//! Free loopback ports.
+//! Free loopback ports, and loopback addresses for instances that are never dialled.
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, TcpListener};
@@ -67,6 +67,19 @@ pub fn free_ports(n: usize) -> Vec<u16> {
     );
     drop(held);
     ports
+}
+
+/// A distinct loopback address for the `i`-th made-up instance of a large set
+/// (`127.X.Y.Z:8080`, distinct for `i` below 16,777,215), for sets whose endpoints are
+/// resolved, counted and compared but never dialled.
+pub fn synthetic_addr(i: usize) -> String {
+    let n = i + 1;
+    format!(
+        "127.{}.{}.{}:8080",
+        (n >> 16) & 255,
+        (n >> 8) & 255,
+        n & 255
+    )
 }
 
 #[cfg(test)]

@@ -68,6 +68,21 @@ pub(crate) struct DialSettings {
     pub tls: Option<TlsConnector>,
 }
 
+#[cfg(test)]
+impl DialSettings {
+    /// Short timeouts and no TLS or pings, for tests of connections that are not dialled.
+    pub fn for_tests() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(1),
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(1),
+            keepalive: None,
+            keepalive_while_idle: false,
+            tls: None,
+        }
+    }
+}
+
 /// A pooled connection to one address.
 #[derive(Debug)]
 pub(crate) struct Connection {
@@ -137,15 +152,7 @@ impl Connection {
     /// A connection outside the pool that is never dialled, for tests.
     #[cfg(test)]
     pub fn detached(addr: &str) -> Arc<Self> {
-        let settings = DialSettings {
-            connect_timeout: Duration::from_secs(1),
-            backoff_base: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(1),
-            keepalive: None,
-            keepalive_while_idle: false,
-            tls: None,
-        };
-        Arc::new(Self::new(addr, &settings, STREAM_BUDGET))
+        Arc::new(Self::new(addr, &DialSettings::for_tests(), STREAM_BUDGET))
     }
 
     fn new(addr: &str, settings: &DialSettings, stream_budget: u64) -> Self {
@@ -259,14 +266,7 @@ mod tests {
 
     #[test]
     fn the_pool_shares_by_address_and_forgets_dropped_connections() {
-        let settings = DialSettings {
-            connect_timeout: Duration::from_secs(1),
-            backoff_base: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(1),
-            keepalive: None,
-            keepalive_while_idle: false,
-            tls: None,
-        };
+        let settings = DialSettings::for_tests();
         let addr = "10.5.0.1:80";
         let a = Connection::pooled(addr, &settings);
         assert!(Arc::ptr_eq(&a, &Connection::pooled(addr, &settings)));
