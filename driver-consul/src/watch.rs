@@ -322,7 +322,7 @@ pub fn resolve_health(query: &HealthQuery, decode: Decode, updates: SnapshotSend
     tokio::spawn(forward_snapshots(rx, updates, None, move |state| {
         match (&state.entries, &state.error) {
             (_, Some(error)) => Some(Err(error.clone())),
-            (Some(entries), None) => Some(Ok(decode(entries))),
+            (Some(entries), None) => Some(Ok(decode(entries).into())),
             (None, None) => None,
         }
     }));

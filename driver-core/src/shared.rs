@@ -273,66 +273,53 @@ where
 }
 
 /// What one state of a watch means for a resolver: nothing yet, the registry's error,
-/// or the set to publish.
-pub type Reading = Option<Result<Vec<Endpoint>, String>>;
+/// or what to publish.
+pub type Reading = Option<Result<Publish, String>>;
+
+/// What a resolver publishes for one state of a watch.
+pub enum Publish {
+    /// The whole set ([`SnapshotSender::update`]).
+    Set(Vec<Endpoint>),
+    /// Changes of the resolver's entries by key ([`SnapshotSender::apply`]).
+    Keyed(Vec<(String, Option<Endpoint>)>),
+}
+
+impl From<Vec<Endpoint>> for Publish {
+    fn from(set: Vec<Endpoint>) -> Self {
+        Self::Set(set)
+    }
+}
 
 /// Follows `rx` into `updates`, the current state first, each state turned into a
 /// [`Reading`] by `read`, until `updates` is closed or the watch's sender is gone.
 ///
 /// With `hold_empty`, a set that becomes empty while the last one held instances is
-/// published only after that long, unless instances come back first (an engine whose
-/// registry drops every instance at once for a moment, e.g. etcd expiring every lease
-/// after a pause); a set that shrinks without emptying is published at once.
+/// published only after that long, unless instances come back first
+/// ([`SnapshotSender::hold_empty`]).
 pub async fn forward_snapshots<S: Clone>(
     mut rx: watch::Receiver<S>,
     updates: SnapshotSender,
     hold_empty: Option<Duration>,
     mut read: impl FnMut(&S) -> Reading,
 ) {
+    if let Some(grace) = hold_empty {
+        updates.hold_empty(grace);
+    }
     // The first state (possibly the shared watch's current one) counts as changed.
     rx.mark_changed();
-    // True while the last published set held instances.
-    let mut serving = false;
-    // When an emptied set is published unless instances come back first.
-    let mut empty_at: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             () = updates.closed() => return,
             changed = rx.changed() => if changed.is_err() { return },
-            () = sleep_until(empty_at) => {
-                empty_at = None;
-                serving = false;
-                updates.update(Vec::new());
-                continue;
-            }
         }
         // A copy, so that reading does not hold up the watch's sender.
         let state = rx.borrow_and_update().clone();
-        let reading = read(&state);
-        match reading {
+        match read(&state) {
             None => {}
             Some(Err(error)) => updates.error(error),
-            Some(Ok(endpoints)) => {
-                if let Some(hold) = hold_empty
-                    && endpoints.is_empty()
-                    && serving
-                {
-                    empty_at.get_or_insert_with(|| tokio::time::Instant::now() + hold);
-                    continue;
-                }
-                empty_at = None;
-                serving = !endpoints.is_empty();
-                updates.update(endpoints);
-            }
+            Some(Ok(Publish::Set(endpoints))) => updates.update(endpoints),
+            Some(Ok(Publish::Keyed(changes))) => updates.apply(changes),
         }
-    }
-}
-
-/// Completes at `at`, or never when there is no `at`.
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -21,7 +21,9 @@
 //! What an event costs: the copy is a persistent map ([`rpds`]), so publishing it after
 //! an event shares every untouched entry instead of copying the prefix; each published
 //! state also carries the changes that made it ([`PrefixState::changes`]), so a
-//! subscriber that kept up decodes only the keys that changed. A subscriber that fell
+//! subscriber that kept up decodes only the keys that changed and hands just those keys'
+//! endpoints to its resolver's sender ([`SnapshotSender::apply`]), so a change costs
+//! O(log N) from etcd's event to the balancer's table. A subscriber that fell
 //! behind (the state cell keeps only the newest state, so a slow reader never holds the
 //! watcher back) compares the whole copy with what it decoded last and decodes only the
 //! values that differ. A value is decoded once per change, and a value that is not an
@@ -33,7 +35,7 @@ use std::sync::{Arc, LazyLock};
 
 use bytes::Bytes;
 use dtmdriver_core::resolve::{Endpoint, SnapshotSender};
-use dtmdriver_core::shared::{SharedWatches, forward_snapshots};
+use dtmdriver_core::shared::{Publish, SharedWatches, forward_snapshots};
 use tokio::sync::watch;
 
 use dtmdriver_core::backoff::Backoff;
@@ -121,10 +123,10 @@ async fn publish_snapshots(
     forward_snapshots(rx, updates, Some(EMPTY_GRACE), move |state| {
         if let Some(error) = &state.error {
             Some(Err(error.clone()))
-        } else if index.follow(state) {
-            Some(Ok(index.endpoints()))
         } else {
-            None
+            index
+                .follow(state)
+                .map(|changes| Ok(Publish::Keyed(changes)))
         }
     })
     .await;
@@ -165,40 +167,46 @@ impl DecodedIndex {
         }
     }
 
-    /// Brings the index up to `state`; true if `state` holds a listing to publish.
-    fn follow(&mut self, state: &PrefixState) -> bool {
-        let Some(entries) = &state.entries else {
-            return false;
-        };
+    /// Brings the index up to `state`; the keys whose endpoint changed (`None`: the
+    /// key is gone or no longer gives one), or `None` if `state` holds no listing yet.
+    fn follow(&mut self, state: &PrefixState) -> Option<Vec<(String, Option<Endpoint>)>> {
+        let entries = state.entries.as_ref()?;
+        let mut out = Vec::new();
         if self.seq == Some(state.seq) {
             // An error cleared with nothing changed: publish the set again.
-            return true;
+            return Some(out);
         }
         match &state.changes {
             Some(changes) if self.seq.is_some_and(|s| s + 1 == state.seq) => {
                 for (key, value) in changes.iter() {
                     match value {
-                        Some(value) => self.put(key, value),
-                        None => {
-                            self.entries.remove(key);
-                        }
+                        Some(value) => self.put(key, value, &mut out),
+                        None => self.remove(key, &mut out),
                     }
                 }
             }
             // A listing, or states skipped: compare the whole copy.
             _ => {
-                self.entries.retain(|key, _| entries.contains_key(key));
+                let gone: Vec<String> = self
+                    .entries
+                    .keys()
+                    .filter(|key| !entries.contains_key(*key))
+                    .cloned()
+                    .collect();
+                for key in gone {
+                    self.remove(&key, &mut out);
+                }
                 for (key, value) in entries.iter() {
-                    self.put(key, value);
+                    self.put(key, value, &mut out);
                 }
             }
         }
         self.seq = Some(state.seq);
-        true
+        Some(out)
     }
 
-    /// Decodes `value` unless `key` already holds exactly it.
-    fn put(&mut self, key: &str, value: &Bytes) {
+    /// Decodes `value` unless `key` already holds exactly it; notes a changed endpoint.
+    fn put(&mut self, key: &str, value: &Bytes, out: &mut Vec<(String, Option<Endpoint>)>) {
         if self.entries.get(key).is_some_and(|(old, _)| old == value) {
             return;
         }
@@ -212,10 +220,21 @@ impl DecodedIndex {
                 None
             }
         };
-        self.entries
-            .insert(key.to_string(), (value.clone(), endpoint));
+        let old = self
+            .entries
+            .insert(key.to_string(), (value.clone(), endpoint.clone()));
+        if old.map(|(_, e)| e) != Some(endpoint.clone()) {
+            out.push((key.to_string(), endpoint));
+        }
     }
 
+    fn remove(&mut self, key: &str, out: &mut Vec<(String, Option<Endpoint>)>) {
+        if let Some((_, Some(_))) = self.entries.remove(key) {
+            out.push((key.to_string(), None));
+        }
+    }
+
+    #[cfg(test)]
     fn endpoints(&self) -> Vec<Endpoint> {
         self.entries
             .values()
@@ -424,7 +443,7 @@ mod tests {
             );
         }
         put(&mut entries, "p/junk", "bad");
-        assert!(index.follow(&state(&entries, 1, None)));
+        assert!(index.follow(&state(&entries, 1, None)).is_some());
         assert_eq!(calls.load(Ordering::Relaxed), 101);
         assert_eq!(addrs(&index).len(), 100);
 
@@ -432,7 +451,7 @@ mod tests {
         let change = put(&mut entries, "p/new", "10.0.0.2:1");
         entries.remove_mut("p/000");
         let changes = vec![change, ("p/000".to_string(), None)];
-        assert!(index.follow(&state(&entries, 2, Some(changes))));
+        assert!(index.follow(&state(&entries, 2, Some(changes))).is_some());
         assert_eq!(calls.load(Ordering::Relaxed), 102);
         let now = addrs(&index);
         assert_eq!(now.len(), 100);
@@ -444,16 +463,20 @@ mod tests {
         put(&mut entries, "p/001", "10.0.0.3:1");
         put(&mut entries, "p/002", "10.0.0.3:2");
         entries.remove_mut("p/junk");
-        assert!(index.follow(&state(&entries, 4, Some(Vec::new()))));
+        assert!(
+            index
+                .follow(&state(&entries, 4, Some(Vec::new())))
+                .is_some()
+        );
         assert_eq!(calls.load(Ordering::Relaxed), 104);
         assert_eq!(addrs(&index).len(), 100);
 
         // The same version again (an error cleared): published, nothing decoded.
-        assert!(index.follow(&state(&entries, 4, None)));
+        assert!(index.follow(&state(&entries, 4, None)).is_some());
         assert_eq!(calls.load(Ordering::Relaxed), 104);
 
         // A re-listing with identical values decodes nothing.
-        assert!(index.follow(&state(&entries, 5, None)));
+        assert!(index.follow(&state(&entries, 5, None)).is_some());
         assert_eq!(calls.load(Ordering::Relaxed), 104);
     }
 
@@ -512,7 +535,7 @@ mod tests {
     #[test]
     fn nothing_listed_yet_publishes_nothing() {
         let (mut index, _) = counting_index();
-        assert!(!index.follow(&PrefixState::default()));
+        assert!(index.follow(&PrefixState::default()).is_none());
     }
 
     #[test]

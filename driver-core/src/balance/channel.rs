@@ -212,7 +212,7 @@ impl ChannelInner {
             wait_for_ready: b.wait_for_ready,
             dial: b.dial,
             authority_scheme,
-            table: ArcSwap::from_pointee(Table::new(false, None, Vec::new())),
+            table: ArcSwap::from_pointee(Table::new(false, None, Default::default())),
             table_tx: watch::channel(0).0,
             snapshots: snapshots.clone(),
             active: AtomicBool::new(false),

@@ -88,6 +88,7 @@ mod call;
 mod channel;
 mod gate;
 mod policy;
+mod slots;
 mod status;
 mod table;
 mod transport;

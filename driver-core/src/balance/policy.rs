@@ -392,11 +392,7 @@ mod tests {
     /// ready.
     fn ready_channel(policy: Policy, endpoints: Vec<Endpoint>) -> Arc<ChannelInner> {
         let inner = test_channel(policy);
-        inner.apply(&ResolverState {
-            endpoints: Some(Arc::new(endpoints)),
-            last_error: None,
-            version: 1,
-        });
+        inner.apply(&ResolverState::with_endpoints(endpoints));
         for s in &inner.table().slots {
             s.conn.force_ready(true);
         }
@@ -492,8 +488,10 @@ mod tests {
                 .collect(),
         );
         let table = inner.table();
-        for (i, s) in table.slots.iter().enumerate() {
-            s.conn.force_ready(i == 10 || i == 700);
+        for s in table.slots.iter() {
+            let addr = s.endpoint.addr.as_str();
+            s.conn
+                .force_ready(addr == "10.4.0.10:80" || addr == "10.4.2.200:80");
         }
         let m = picks(&inner, 200);
         assert_eq!(

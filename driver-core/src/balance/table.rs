@@ -1,6 +1,7 @@
 //! The endpoint table in service, and applying a resolver snapshot to it.
 //!
-//! Contract: a snapshot's endpoints become the table's slots in the snapshot's order;
+//! Contract: the table holds one slot per endpoint of the resolver's newest set, in
+//! the order they arrived (an endpoint that leaves takes the last slot into its place);
 //! an address already in service keeps its connection (and its load numbers), one new
 //! to the channel takes the process-wide pooled connection for that address; an
 //! endpoint whose weight or metadata changed gets a fresh slot on the same connection;
@@ -10,22 +11,23 @@
 //!
 //! Cost, for a set of N endpoints of which C changed:
 //!
-//! - the very snapshot applied before (the same `Arc`, as a resolver error or a
-//!   re-sent set carries it): nothing, one pointer comparison;
-//! - any other snapshot: one pass comparing each endpoint with the slot at the same
-//!   place in the old table (a string comparison, no hashing, no allocation), and one
-//!   hash lookup for each of the C endpoints that moved, appeared, changed or vanished,
-//!   in the channel's index of slots by address ([`Index`]), and in the connection pool
-//!   for each new address. After an insertion or removal the pass finds its place in
-//!   the old table again from the index (each slot remembers its position), so one
-//!   change costs one lookup, not a shift of everything after it. A snapshot equal to
-//!   the table publishes nothing.
+//! - the very set applied before (the same tree, as a resolver error carries it):
+//!   nothing, one pointer comparison;
+//! - the state right after the one applied last: its [`SetChange`]s alone, one hash
+//!   lookup in the channel's index of slots by address ([`Index`]) each (and one in
+//!   the connection pool for each new address), and a new table sharing every chunk of
+//!   slots the changes did not touch ([`Slots`]): O(C + N / 64);
+//! - a state after skipped ones (the resolver's cell keeps only the newest): the whole
+//!   set compared with the index, one hash lookup an endpoint, then as above.
+//!
+//! A set equal to the table publishes nothing.
 //!
 //! The table also keeps what the policies read on every call: the list of ready slots
 //! ([`Table::ready`]), rebuilt only when one of the channel's connections enters or
 //! leaves the rotation (each connection ticks the channel's counter when its ready flag
-//! changes), and the weighted round robin schedule, built at the first weighted pick
-//! after a change (see `policy`).
+//! changes) or the set changed, and the weighted round robin schedule, built at the
+//! first weighted pick after a change (see `policy`). Both are O(N) once per change,
+//! at the first call after it: what is left of the set's size in a change's cost.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -35,8 +37,9 @@ use arc_swap::ArcSwap;
 use http::uri::Authority;
 
 use super::channel::ChannelInner;
+use super::slots::Slots;
 use super::transport::connection::Connection;
-use crate::resolve::{Endpoint, ResolverState};
+use crate::resolve::{Endpoint, EndpointSet, ResolverState, SetChange};
 
 pub(super) struct Slot {
     pub(super) endpoint: Endpoint,
@@ -46,20 +49,21 @@ pub(super) struct Slot {
     pub(super) conn: Arc<Connection>,
     /// Smooth-WRR running weight (the fallback of the weighted schedule).
     pub(super) wrr_current: AtomicI64,
-    /// The apply that last kept this slot ([`Index::stamp`]); only the updater writes it.
-    seen: AtomicU64,
-    /// The slot's place in the newest table.
+    /// The slot's place in the newest table; only the updater reads and writes it.
     pos: AtomicUsize,
 }
 
 impl Slot {
-    fn new(endpoint: Endpoint, authority: Option<Authority>, conn: Arc<Connection>) -> Self {
+    pub(super) fn new(
+        endpoint: Endpoint,
+        authority: Option<Authority>,
+        conn: Arc<Connection>,
+    ) -> Self {
         Self {
             endpoint,
             authority,
             conn,
             wrr_current: AtomicI64::new(0),
-            seen: AtomicU64::new(0),
             pos: AtomicUsize::new(0),
         }
     }
@@ -69,7 +73,7 @@ impl Slot {
 pub(super) struct Table {
     pub(super) resolved: bool,
     pub(super) last_error: Option<String>,
-    pub(super) slots: Vec<Arc<Slot>>,
+    pub(super) slots: Slots,
     /// The ready slots as of a count of the channel's readiness changes.
     ready: ArcSwap<Ready>,
     /// Held while `ready` is rebuilt, so concurrent calls rebuild it once.
@@ -85,7 +89,7 @@ pub(super) struct Ready {
 }
 
 impl Table {
-    pub(super) fn new(resolved: bool, last_error: Option<String>, slots: Vec<Arc<Slot>>) -> Self {
+    pub(super) fn new(resolved: bool, last_error: Option<String>, slots: Slots) -> Self {
         Self {
             resolved,
             last_error,
@@ -131,16 +135,14 @@ impl Table {
 #[derive(Default)]
 pub(super) struct Index {
     by_addr: HashMap<String, Arc<Slot>>,
-    /// Counts applies; the slots kept by the current one carry its value in `seen`.
-    stamp: u64,
-    /// The snapshot the table was built from.
-    source: Option<Arc<Vec<Endpoint>>>,
+    /// The version of the resolver state applied last, and its set.
+    applied: Option<(u64, EndpointSet)>,
 }
 
 /// What an apply changed.
 pub(super) struct Diff {
     /// The new slots, or `None` if the table already holds exactly these endpoints.
-    pub(super) slots: Option<Vec<Arc<Slot>>>,
+    pub(super) slots: Option<Slots>,
     /// Slots of addresses new to the channel.
     pub(super) added: Vec<Arc<Slot>>,
     /// Slots of addresses gone from the set.
@@ -148,74 +150,50 @@ pub(super) struct Diff {
 }
 
 impl Index {
-    /// Diffs `endpoints` against the table `old` (which this index describes), taking a
-    /// connection from `connect` for each new address. See the module docs for the cost.
-    pub(super) fn diff(
+    /// Applies `changes` to the table `old` (which this index describes), taking a
+    /// connection from `connect` for each new address.
+    pub(super) fn apply_changes(
         &mut self,
-        old: &[Arc<Slot>],
-        endpoints: &[Endpoint],
+        old: &Slots,
+        changes: &[SetChange],
         mut connect: impl FnMut(&Endpoint) -> Arc<Connection>,
     ) -> Diff {
-        self.stamp += 1;
-        let stamp = self.stamp;
-        let mut slots = Vec::with_capacity(endpoints.len());
-        let mut added = Vec::new();
-        let mut changed = old.len() != endpoints.len();
-        // Where the old table is expected to continue.
-        let mut next = 0;
-        for (i, ep) in endpoints.iter().enumerate() {
-            let found = match old.get(next) {
-                Some(s) if s.endpoint.addr == ep.addr => {
-                    next += 1;
-                    Some(s)
-                }
-                _ => {
-                    changed = true;
-                    let s = self.by_addr.get(ep.addr.as_str());
-                    if let Some(s) = s
-                        && s.seen.load(Ordering::Relaxed) != stamp
-                    {
-                        next = s.pos.load(Ordering::Relaxed) + 1;
+        let mut slots = old.clone();
+        let (mut added, mut removed) = (Vec::new(), Vec::new());
+        let mut changed = false;
+        for change in changes {
+            match change {
+                SetChange::Put(ep) => match self.by_addr.get(ep.addr.as_str()) {
+                    Some(s) if s.endpoint == *ep => {}
+                    Some(s) => {
+                        // Weight or metadata changed: a fresh slot on the same connection.
+                        let pos = s.pos.load(Ordering::Relaxed);
+                        let slot =
+                            Arc::new(Slot::new(ep.clone(), s.authority.clone(), s.conn.clone()));
+                        slot.pos.store(pos, Ordering::Relaxed);
+                        slots.set(pos, slot.clone());
+                        self.by_addr.insert(ep.addr.clone(), slot);
+                        changed = true;
                     }
-                    s
-                }
-            };
-            let slot = match found {
-                Some(s) if s.endpoint == *ep => s.clone(),
-                Some(s) => {
-                    // Weight or metadata changed: a fresh slot on the same connection.
-                    changed = true;
-                    let slot = Arc::new(Slot::new(ep.clone(), s.authority.clone(), s.conn.clone()));
-                    self.by_addr.insert(ep.addr.clone(), slot.clone());
-                    slot
-                }
-                None => {
-                    changed = true;
-                    let slot = Arc::new(Slot::new(ep.clone(), ep.addr.parse().ok(), connect(ep)));
-                    self.by_addr.insert(ep.addr.clone(), slot.clone());
-                    added.push(slot.clone());
-                    slot
-                }
-            };
-            slot.seen.store(stamp, Ordering::Relaxed);
-            slot.pos.store(i, Ordering::Relaxed);
-            slots.push(slot);
-        }
-        let mut removed = Vec::new();
-        if changed {
-            for s in old {
-                if s.seen.load(Ordering::Relaxed) == stamp {
-                    continue;
-                }
-                // Not kept: replaced by a fresh slot for the same address, or gone.
-                let addr = s.endpoint.addr.as_str();
-                if self
-                    .by_addr
-                    .get(addr)
-                    .is_some_and(|cur| cur.seen.load(Ordering::Relaxed) != stamp)
-                    && let Some(gone) = self.by_addr.remove(addr)
-                {
-                    removed.push(gone);
+                    None => {
+                        let slot =
+                            Arc::new(Slot::new(ep.clone(), ep.addr.parse().ok(), connect(ep)));
+                        slot.pos.store(slots.len(), Ordering::Relaxed);
+                        slots.push(slot.clone());
+                        self.by_addr.insert(ep.addr.clone(), slot.clone());
+                        added.push(slot);
+                        changed = true;
+                    }
+                },
+                SetChange::Remove(addr) => {
+                    if let Some(gone) = self.by_addr.remove(addr.as_str()) {
+                        let pos = gone.pos.load(Ordering::Relaxed);
+                        if let (_, Some(moved)) = slots.swap_remove(pos) {
+                            moved.pos.store(pos, Ordering::Relaxed);
+                        }
+                        removed.push(gone);
+                        changed = true;
+                    }
                 }
             }
         }
@@ -225,37 +203,64 @@ impl Index {
             removed,
         }
     }
+
+    /// Brings the table `old` to `set`, comparing the whole set with the index: for a
+    /// state whose changes cannot be applied (the first, or one after skipped ones).
+    pub(super) fn resync(
+        &mut self,
+        old: &Slots,
+        set: &EndpointSet,
+        connect: impl FnMut(&Endpoint) -> Arc<Connection>,
+    ) -> Diff {
+        let mut changes: Vec<SetChange> = self
+            .by_addr
+            .keys()
+            .filter(|addr| !set.contains(addr))
+            .map(|addr| SetChange::Remove(addr.clone()))
+            .collect();
+        changes.extend(
+            set.iter()
+                .filter(|ep| {
+                    self.by_addr
+                        .get(ep.addr.as_str())
+                        .is_none_or(|s| s.endpoint != **ep)
+                })
+                .map(|ep| SetChange::Put(ep.clone())),
+        );
+        self.apply_changes(old, &changes, connect)
+    }
 }
 
 impl ChannelInner {
-    /// Applies a resolver snapshot: diff into slots, reuse connections by address.
+    /// Applies a resolver snapshot: its changes, or the whole set compared with the
+    /// index; connections reused by address. See the module docs for the cost.
     pub(super) fn apply(&self, state: &ResolverState) {
         let old = self.table();
         let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(endpoints) = &state.endpoints else {
+        let Some(set) = &state.endpoints else {
             if state.last_error != old.last_error {
                 *index = Index::default();
-                self.publish(Table::new(false, state.last_error.clone(), Vec::new()));
+                self.publish(Table::new(
+                    false,
+                    state.last_error.clone(),
+                    Slots::default(),
+                ));
             }
             return;
         };
         if let Some(err) = &state.last_error {
-            tracing::warn!(target = %self.target, error = %err, endpoints = endpoints.len(),
+            tracing::warn!(target = %self.target, error = %err, endpoints = set.len(),
                 "resolver error; keeping the last endpoint set");
         }
-        let same_source = old.resolved
-            && index
-                .source
-                .as_ref()
-                .is_some_and(|s| Arc::ptr_eq(s, endpoints));
-        let diff = if same_source {
-            None
-        } else {
-            index.source = Some(endpoints.clone());
-            Some(index.diff(&old.slots, endpoints, |ep| {
-                Connection::pooled(&ep.addr, &self.dial)
-            }))
+        let connect = |ep: &Endpoint| Connection::pooled(&ep.addr, &self.dial);
+        let diff = match (&index.applied, &state.changes) {
+            (Some((_, applied)), _) if old.resolved && applied.ptr_eq(set) => None,
+            (Some((version, _)), Some(changes)) if old.resolved && version + 1 == state.version => {
+                Some(index.apply_changes(&old.slots, changes, connect))
+            }
+            _ => Some(index.resync(&old.slots, set, connect)),
         };
+        index.applied = Some((state.version, set.clone()));
         drop(index);
         let (slots, added) = match diff {
             Some(diff) => {
@@ -293,23 +298,19 @@ mod tests {
     use crate::balance::channel::test_channel;
     use crate::balance::policy::Policy;
 
-    fn eps(addrs: &[&str]) -> Vec<Endpoint> {
+    fn eps(addrs: &[&str]) -> EndpointSet {
         addrs.iter().map(|a| Endpoint::new(*a)).collect()
     }
 
-    fn addrs(slots: &[Arc<Slot>]) -> Vec<&str> {
-        slots.iter().map(|s| s.endpoint.addr.as_str()).collect()
+    fn addrs(slots: impl IntoIterator<Item = impl std::ops::Deref<Target = Slot>>) -> Vec<String> {
+        slots.into_iter().map(|s| s.endpoint.addr.clone()).collect()
     }
 
-    /// Applies `endpoints` to `(index, table)` and returns the diff and the number of
-    /// connections asked for.
-    fn step(
-        index: &mut Index,
-        table: &mut Vec<Arc<Slot>>,
-        endpoints: &[Endpoint],
-    ) -> (Diff, usize) {
+    /// Brings `(index, table)` to `set` by comparing it whole; returns the diff and
+    /// the number of connections asked for.
+    fn step(index: &mut Index, table: &mut Slots, set: &EndpointSet) -> (Diff, usize) {
         let mut dialled = 0;
-        let diff = index.diff(table, endpoints, |ep| {
+        let diff = index.resync(table, set, |ep| {
             dialled += 1;
             Connection::detached(&ep.addr)
         });
@@ -319,118 +320,110 @@ mod tests {
         (diff, dialled)
     }
 
+    fn slot_of<'a>(table: &'a Slots, addr: &str) -> &'a Arc<Slot> {
+        table.iter().find(|s| s.endpoint.addr == addr).unwrap()
+    }
+
     #[test]
     fn diff_keeps_slots_by_address_and_touches_only_changes() {
-        let (mut index, mut table) = (Index::default(), Vec::new());
+        let (mut index, mut table) = (Index::default(), Slots::default());
         let (d, dialled) = step(&mut index, &mut table, &eps(&["a:1", "b:1", "c:1", "d:1"]));
         assert_eq!((d.added.len(), d.removed.len(), dialled), (4, 0, 4));
         let first = table.clone();
 
-        // The same set again (a new Vec): nothing changes, nothing is published.
+        // The same set again (built anew): nothing changes, nothing is published.
         let (d, dialled) = step(&mut index, &mut table, &eps(&["a:1", "b:1", "c:1", "d:1"]));
         assert!(d.slots.is_none());
         assert_eq!((d.added.len(), d.removed.len(), dialled), (0, 0, 0));
 
-        // A weight change: a fresh slot on the same connection, the others kept.
+        // A weight change: a fresh slot on the same connection in the same place.
         let mut changed = eps(&["a:1", "b:1", "c:1", "d:1"]);
-        changed[1] = Endpoint::new("b:1").with_weight(5);
+        changed.insert(Endpoint::new("b:1").with_weight(5));
         let (d, dialled) = step(&mut index, &mut table, &changed);
         assert_eq!((d.added.len(), d.removed.len(), dialled), (0, 0, 0));
-        assert!(!Arc::ptr_eq(&table[1], &first[1]));
-        assert!(Arc::ptr_eq(&table[1].conn, &first[1].conn));
-        assert_eq!(table[1].endpoint.weight, 5);
-        for i in [0, 2, 3] {
-            assert!(Arc::ptr_eq(&table[i], &first[i]));
+        let b = slot_of(&table, "b:1");
+        assert!(!Arc::ptr_eq(b, slot_of(&first, "b:1")));
+        assert!(Arc::ptr_eq(&b.conn, &slot_of(&first, "b:1").conn));
+        assert_eq!(b.endpoint.weight, 5);
+        for a in ["a:1", "c:1", "d:1"] {
+            assert!(Arc::ptr_eq(slot_of(&table, a), slot_of(&first, a)));
         }
 
-        // A removal in the middle.
-        let (d, dialled) = step(
-            &mut index,
-            &mut table,
-            &changed[..1]
-                .iter()
-                .chain(&changed[2..])
-                .cloned()
-                .collect::<Vec<_>>(),
-        );
-        assert_eq!(addrs(&d.removed), ["b:1"]);
+        // A removal: the last slot takes its place, every other slot is kept.
+        let (d, dialled) = step(&mut index, &mut table, &eps(&["a:1", "c:1", "d:1"]));
+        assert_eq!(addrs(d.removed.iter().map(|s| &**s)), ["b:1"]);
         assert_eq!((d.added.len(), dialled), (0, 0));
-        assert_eq!(addrs(&table), ["a:1", "c:1", "d:1"]);
-        assert!(Arc::ptr_eq(&table[2], &first[3]));
+        assert_eq!(addrs(table.iter().map(|s| &**s)), ["a:1", "d:1", "c:1"]);
+        assert!(Arc::ptr_eq(slot_of(&table, "d:1"), slot_of(&first, "d:1")));
 
-        // Re-added in front: a new connection for it alone, the rest kept in place.
+        // Re-added: a new connection for it alone, the rest kept.
         let (d, dialled) = step(&mut index, &mut table, &eps(&["b:1", "a:1", "c:1", "d:1"]));
         assert_eq!(
-            (addrs(&d.added), d.removed.len(), dialled),
-            (vec!["b:1"], 0, 1)
+            (
+                addrs(d.added.iter().map(|s| &**s)),
+                d.removed.len(),
+                dialled
+            ),
+            (vec!["b:1".to_string()], 0, 1)
         );
-        assert!(!Arc::ptr_eq(&table[0].conn, &first[1].conn));
-        assert!(Arc::ptr_eq(&table[1], &first[0]) && Arc::ptr_eq(&table[3], &first[3]));
-
-        // Reordered: same slots, new order, nothing added or removed.
-        let (d, dialled) = step(&mut index, &mut table, &eps(&["d:1", "c:1", "b:1", "a:1"]));
-        assert!(d.slots.is_some());
-        assert_eq!((d.added.len(), d.removed.len(), dialled), (0, 0, 0));
-        assert_eq!(addrs(&table), ["d:1", "c:1", "b:1", "a:1"]);
-        assert!(Arc::ptr_eq(&table[3], &first[0]));
+        assert!(!Arc::ptr_eq(
+            &slot_of(&table, "b:1").conn,
+            &slot_of(&first, "b:1").conn
+        ));
 
         // Everything replaced.
         let (d, dialled) = step(&mut index, &mut table, &eps(&["x:1"]));
         assert_eq!((d.added.len(), d.removed.len(), dialled), (1, 4, 1));
         assert_eq!(index.by_addr.len(), 1);
-    }
-
-    #[test]
-    fn diff_with_duplicate_addresses_keeps_one_slot_per_address() {
-        let (mut index, mut table) = (Index::default(), Vec::new());
-        let (d, dialled) = step(&mut index, &mut table, &eps(&["a:1", "a:1", "b:1"]));
-        assert_eq!((d.added.len(), dialled), (2, 2));
-        assert!(Arc::ptr_eq(&table[0], &table[1]));
-        // The duplicate goes: nothing is removed, the connections stay.
-        let (d, dialled) = step(&mut index, &mut table, &eps(&["a:1", "b:1"]));
-        assert_eq!((d.added.len(), d.removed.len(), dialled), (0, 0, 0));
-        assert_eq!(addrs(&table), ["a:1", "b:1"]);
-        // The address goes: removed once.
-        let (d, _) = step(&mut index, &mut table, &eps(&["b:1"]));
-        assert_eq!(addrs(&d.removed), ["a:1"]);
+        assert_eq!(addrs(table.iter().map(|s| &**s)), ["x:1"]);
     }
 
     #[test]
     fn one_change_in_a_large_set_dials_and_hashes_only_the_change() {
-        let (mut index, mut table) = (Index::default(), Vec::new());
-        let all: Vec<Endpoint> = (0..5000)
+        let (mut index, mut table) = (Index::default(), Slots::default());
+        let all: EndpointSet = (0..5000)
             .map(|i| Endpoint::new(format!("10.0.{}.{}:80", i / 250, i % 250)))
             .collect();
         step(&mut index, &mut table, &all);
         let before = table.clone();
-        // One removed in the middle, one added at the end.
-        let mut next = all.clone();
-        next.remove(2500);
-        next.push(Endpoint::new("10.9.9.9:80"));
-        let (d, dialled) = step(&mut index, &mut table, &next);
+        // One removed in the middle, one added: applied as changes.
+        let gone = before[2500].endpoint.addr.clone();
+        let changes = [
+            SetChange::Remove(gone.clone()),
+            SetChange::Put(Endpoint::new("10.9.9.9:80")),
+        ];
+        let mut dialled = 0;
+        let d = index.apply_changes(&table, &changes, |ep| {
+            dialled += 1;
+            Connection::detached(&ep.addr)
+        });
+        let table = d.slots.unwrap();
         assert_eq!((d.added.len(), d.removed.len(), dialled), (1, 1, 1));
         assert_eq!(table.len(), 5000);
-        assert!(
-            table[..2500]
-                .iter()
-                .zip(&before[..2500])
-                .all(|(a, b)| Arc::ptr_eq(a, b))
-        );
-        assert!(
-            table[2500..4999]
-                .iter()
-                .zip(&before[2501..])
-                .all(|(a, b)| Arc::ptr_eq(a, b))
-        );
+        assert_eq!(table[2500].endpoint.addr, before[4999].endpoint.addr);
+        assert_eq!(table[4999].endpoint.addr, "10.9.9.9:80");
+        let kept = (0..4999)
+            .filter(|&i| i != 2500)
+            .all(|i| Arc::ptr_eq(&table[i], &before[i]));
+        assert!(kept);
+        assert!(!table.iter().any(|s| s.endpoint.addr == gone));
         assert_eq!(index.by_addr.len(), 5000);
+        // Every slot knows its place, for the next change.
+        assert!(
+            table
+                .iter()
+                .enumerate()
+                .all(|(i, s)| s.pos.load(Ordering::Relaxed) == i)
+        );
     }
 
     #[tokio::test]
     async fn an_unchanged_snapshot_publishes_nothing() {
         let inner = test_channel(Policy::RoundRobin);
-        let set = Arc::new(eps(&["10.1.0.1:80", "10.1.0.2:80"]));
+        let set = eps(&["10.1.0.1:80", "10.1.0.2:80"]);
         let mut state = ResolverState {
             endpoints: Some(set.clone()),
+            changes: None,
             last_error: None,
             version: 1,
         };
@@ -439,19 +432,22 @@ mod tests {
         let version = *inner.table_tx.borrow();
         // The same snapshot, and an equal one built anew: the table stays.
         inner.apply(&state);
-        state.endpoints = Some(Arc::new((*set).clone()));
+        state.endpoints = Some(set.to_vec().into_iter().collect());
+        state.version = 3;
         inner.apply(&state);
         assert!(Arc::ptr_eq(&table, &inner.table()));
         assert_eq!(*inner.table_tx.borrow(), version);
         // An error keeps the set and is shown.
         state.last_error = Some("registry down".into());
+        state.changes = Some(Arc::new([]));
+        state.version = 4;
         inner.apply(&state);
         let now = inner.table();
         assert_eq!(now.last_error.as_deref(), Some("registry down"));
         assert!(
             now.slots
                 .iter()
-                .zip(&table.slots)
+                .zip(table.slots.iter())
                 .all(|(a, b)| Arc::ptr_eq(a, b))
         );
         assert_eq!(*inner.table_tx.borrow(), version + 1);

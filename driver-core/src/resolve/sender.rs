@@ -1,0 +1,671 @@
+//! [`SnapshotSender`]: how a resolver publishes; [`ResolverState`]: what its
+//! subscribers read.
+//!
+//! Contract:
+//!
+//! * A resolver says what it knows in one of two ways: [`SnapshotSender::update`], the
+//!   whole set (each address once; of duplicates the first entry counts), or
+//!   [`SnapshotSender::apply`], the changes of its own entries by key (an etcd key, a
+//!   consul service ID): `(key, Some(endpoint))` when the key holds that endpoint now,
+//!   `(key, None)` when it is gone. Of several keys giving one address, the smallest
+//!   key's entry counts. `update` replaces every entry, keyed or not.
+//! * Each published [`ResolverState`] holds the whole set, a persistent
+//!   [`EndpointSet`] (cloning it is free, and it shares its entries with the set
+//!   before), and the [`SetChange`]s that turned the previous version's set into this
+//!   one. A subscriber that applied version `v - 1` may apply `changes` alone; one that
+//!   skipped versions (the cell keeps only the newest state) compares the whole set.
+//! * A change that leaves the published set as it was publishes nothing, unless an
+//!   error is shown (then it is cleared, and the set published again).
+//! * [`with_subset`](SnapshotSender::with_subset) and
+//!   [`hold_empty`](SnapshotSender::hold_empty) shape what is published; see each.
+//!
+//! Cost: [`apply`](SnapshotSender::apply) costs O(C log N) for C changed keys in a set
+//! of N, subset and de-duplication included (both are kept as indexes, not recomputed);
+//! [`update`](SnapshotSender::update) costs O(N) hashing, for resolvers whose registry
+//! answers with whole sets anyway (consul's blocking queries, Kubernetes slices,
+//! static lists).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::watch;
+
+use super::Endpoint;
+use super::set::{EndpointSet, SetChange};
+
+/// What a resolver has said so far.
+#[derive(Clone, Debug, Default)]
+pub struct ResolverState {
+    /// The newest endpoint set; `None` until the first successful resolution.
+    pub endpoints: Option<EndpointSet>,
+    /// The changes that turned version `version - 1`'s set into this one, in order
+    /// (empty when only the error changed); `None` when unknown (compare the sets).
+    pub changes: Option<Arc<[SetChange]>>,
+    /// The newest error, cleared by the next successful resolution.
+    pub last_error: Option<String>,
+    /// Counts published states, so readers can tell one from the next.
+    pub version: u64,
+}
+
+impl ResolverState {
+    /// A state holding `endpoints` (for tests and hand-fed resolvers); no changes known.
+    pub fn with_endpoints(endpoints: impl IntoIterator<Item = Endpoint>) -> Self {
+        Self {
+            endpoints: Some(endpoints.into_iter().collect()),
+            ..Self::default()
+        }
+    }
+}
+
+/// The receiving side of a resolver's snapshots.
+pub type SnapshotReceiver = watch::Receiver<ResolverState>;
+
+/// The sending side a resolver publishes snapshots into. Cheap to clone; clones share
+/// one book (entries, subset, hold), so their changes combine.
+#[derive(Clone, Debug)]
+pub struct SnapshotSender {
+    tx: Arc<watch::Sender<ResolverState>>,
+    book: Arc<Mutex<Book>>,
+}
+
+/// The entries giving one address: the one that counts first (smallest key; `None`,
+/// an entry of a whole-set `update`, before any key), then the others in key order.
+#[derive(Debug)]
+struct Holders {
+    first: (Option<Box<str>>, Endpoint),
+    more: Vec<(Option<Box<str>>, Endpoint)>,
+}
+
+impl Holders {
+    fn winner(&self) -> &Endpoint {
+        &self.first.1
+    }
+
+    fn insert(&mut self, key: Option<Box<str>>, endpoint: Endpoint) {
+        if key < self.first.0 {
+            let old = std::mem::replace(&mut self.first, (key, endpoint));
+            self.more.insert(0, old);
+        } else if key == self.first.0 {
+            self.first.1 = endpoint;
+        } else {
+            match self.more.binary_search_by(|(k, _)| k.cmp(&key)) {
+                Ok(i) => self.more[i].1 = endpoint,
+                Err(i) => self.more.insert(i, (key, endpoint)),
+            }
+        }
+    }
+
+    /// Takes `key`'s entry off; false if none is left.
+    fn remove(&mut self, key: &Option<Box<str>>) -> bool {
+        if *key == self.first.0 {
+            if self.more.is_empty() {
+                return false;
+            }
+            self.first = self.more.remove(0);
+        } else if let Ok(i) = self.more.binary_search_by(|(k, _)| k.cmp(key)) {
+            self.more.remove(i);
+        }
+        true
+    }
+}
+
+/// What a sender knows, behind its lock: every step of a publication happens under it.
+#[derive(Debug, Default)]
+struct Book {
+    /// For keyed changes: the address each key gives.
+    keys: HashMap<Box<str>, Box<str>>,
+    /// Every address of the whole set and the entries that give it.
+    addrs: HashMap<Box<str>, Holders>,
+    subset: Option<Subset>,
+    /// How long an emptied set is held back ([`SnapshotSender::hold_empty`]).
+    grace: Option<Duration>,
+    /// The set as last published; `None` until the first.
+    published: Option<EndpointSet>,
+    /// While an emptied set is held back: the changes not passed on yet.
+    held: Option<Held>,
+    /// Counts holds, so a timer releases only its own.
+    holds: u64,
+}
+
+#[derive(Debug)]
+struct Held {
+    id: u64,
+    changes: Vec<SetChange>,
+}
+
+/// A sticky random subset of at most `limit` addresses: the chosen ones stay while
+/// they are in the set; a place that frees up is filled at random from the `pool` of
+/// the others.
+#[derive(Debug)]
+struct Subset {
+    limit: usize,
+    chosen: HashSet<Box<str>>,
+    pool: Vec<Box<str>>,
+    /// Where each pool address is in `pool`.
+    in_pool: HashMap<Box<str>, usize>,
+}
+
+impl Subset {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            chosen: HashSet::new(),
+            pool: Vec::new(),
+            in_pool: HashMap::new(),
+        }
+    }
+
+    fn pool_remove(&mut self, addr: &str) -> Option<Box<str>> {
+        let at = self.in_pool.remove(addr)?;
+        let taken = self.pool.swap_remove(at);
+        if let Some(moved) = self.pool.get(at) {
+            self.in_pool.insert(moved.clone(), at);
+        }
+        Some(taken)
+    }
+
+    /// Turns changes of the whole set into changes of the subset.
+    fn pass(
+        &mut self,
+        changes: Vec<SetChange>,
+        addrs: &HashMap<Box<str>, Holders>,
+    ) -> Vec<SetChange> {
+        let mut out = Vec::new();
+        for change in changes {
+            match change {
+                SetChange::Put(endpoint) => {
+                    if self.chosen.contains(endpoint.addr.as_str()) {
+                        out.push(SetChange::Put(endpoint));
+                    } else if !self.in_pool.contains_key(endpoint.addr.as_str()) {
+                        let addr: Box<str> = endpoint.addr.into();
+                        self.in_pool.insert(addr.clone(), self.pool.len());
+                        self.pool.push(addr);
+                    }
+                }
+                SetChange::Remove(addr) => {
+                    if self.chosen.remove(addr.as_str()) {
+                        out.push(SetChange::Remove(addr));
+                    } else {
+                        self.pool_remove(&addr);
+                    }
+                }
+            }
+        }
+        let mut rng = rand::rng();
+        while self.chosen.len() < self.limit && !self.pool.is_empty() {
+            let addr = self.pool[rng.random_range(0..self.pool.len())].clone();
+            self.pool_remove(&addr);
+            if let Some(holders) = addrs.get(&addr) {
+                out.push(SetChange::Put(holders.winner().clone()));
+                self.chosen.insert(addr);
+            }
+        }
+        out
+    }
+}
+
+/// What a change of the book leads to.
+enum Next {
+    Publish(Vec<SetChange>),
+    /// The set emptied: held back; the timer of this hold releases it.
+    Hold(u64, Duration),
+    Nothing,
+}
+
+impl Book {
+    /// Notes the winner of `addr` before a change, once per change.
+    fn touch(
+        &self,
+        addr: &str,
+        before: &mut Vec<(Box<str>, Option<Endpoint>)>,
+        seen: &mut HashSet<Box<str>>,
+    ) {
+        if seen.insert(addr.into()) {
+            let winner = self.addrs.get(addr).map(|h| h.winner().clone());
+            before.push((addr.into(), winner));
+        }
+    }
+
+    /// Applies keyed changes; the changes of the whole set they make.
+    fn apply_keyed(
+        &mut self,
+        changes: impl IntoIterator<Item = (Box<str>, Option<Endpoint>)>,
+    ) -> Vec<SetChange> {
+        let mut before = Vec::new();
+        let mut seen = HashSet::new();
+        for (key, endpoint) in changes {
+            if let Some(old) = self.keys.remove(&key) {
+                self.touch(&old, &mut before, &mut seen);
+                let key = Some(key.clone());
+                if let Some(holders) = self.addrs.get_mut(&old)
+                    && !holders.remove(&key)
+                {
+                    self.addrs.remove(&old);
+                }
+            }
+            if let Some(endpoint) = endpoint {
+                self.touch(&endpoint.addr, &mut before, &mut seen);
+                let addr: Box<str> = endpoint.addr.as_str().into();
+                self.keys.insert(key.clone(), addr.clone());
+                match self.addrs.get_mut(&addr) {
+                    Some(holders) => holders.insert(Some(key), endpoint),
+                    None => {
+                        self.addrs.insert(
+                            addr,
+                            Holders {
+                                first: (Some(key), endpoint),
+                                more: Vec::new(),
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        before
+            .into_iter()
+            .filter_map(|(addr, old)| {
+                let now = self.addrs.get(&addr).map(Holders::winner);
+                match (old, now) {
+                    (Some(old), Some(now)) if old == *now => None,
+                    (_, Some(now)) => Some(SetChange::Put(now.clone())),
+                    (Some(_), None) => Some(SetChange::Remove(addr.into())),
+                    (None, None) => None,
+                }
+            })
+            .collect()
+    }
+
+    /// Replaces every entry with `endpoints`; the changes of the whole set.
+    fn replace(&mut self, endpoints: Vec<Endpoint>) -> Vec<SetChange> {
+        self.keys.clear();
+        let mut next: HashMap<Box<str>, Holders> = HashMap::with_capacity(endpoints.len());
+        for endpoint in endpoints {
+            next.entry(endpoint.addr.as_str().into())
+                .or_insert(Holders {
+                    first: (None, endpoint),
+                    more: Vec::new(),
+                });
+        }
+        let mut changes: Vec<SetChange> = self
+            .addrs
+            .keys()
+            .filter(|addr| !next.contains_key(*addr))
+            .map(|addr| SetChange::Remove(addr.to_string()))
+            .collect();
+        for (addr, holders) in &next {
+            match self.addrs.get(addr) {
+                Some(old) if old.winner() == holders.winner() => {}
+                _ => changes.push(SetChange::Put(holders.winner().clone())),
+            }
+        }
+        self.addrs = next;
+        changes
+    }
+
+    /// Passes changes of the whole set on, holding back an emptied set.
+    fn pass(&mut self, changes: Vec<SetChange>) -> Next {
+        let changes = if let Some(held) = &mut self.held {
+            held.changes.extend(changes);
+            if self.addrs.is_empty() {
+                return Next::Nothing;
+            }
+            // Instances are back before the hold ran out.
+            self.held.take().map(|h| h.changes).unwrap_or_default()
+        } else if let Some(grace) = self.grace
+            && self.addrs.is_empty()
+            && self.published.as_ref().is_some_and(|p| !p.is_empty())
+        {
+            self.holds += 1;
+            self.held = Some(Held {
+                id: self.holds,
+                changes,
+            });
+            return Next::Hold(self.holds, grace);
+        } else {
+            changes
+        };
+        match &mut self.subset {
+            Some(subset) => Next::Publish(subset.pass(changes, &self.addrs)),
+            None => Next::Publish(changes),
+        }
+    }
+
+    /// Publishes the published set's `changes` (those that change it), or the set
+    /// again to clear an error.
+    fn publish(&mut self, changes: Vec<SetChange>, tx: &watch::Sender<ResolverState>) {
+        let first = self.published.is_none();
+        let mut set = self.published.take().unwrap_or_default();
+        let effective: Vec<SetChange> = changes.into_iter().filter(|c| set.apply(c)).collect();
+        self.published = Some(set.clone());
+        if effective.is_empty() && !first && tx.borrow().last_error.is_none() {
+            return;
+        }
+        tx.send_modify(|s| {
+            s.endpoints = Some(set);
+            s.changes = Some(effective.into());
+            s.last_error = None;
+            s.version += 1;
+        });
+    }
+}
+
+impl SnapshotSender {
+    /// A new sender/receiver pair with nothing resolved yet.
+    pub fn channel() -> (Self, SnapshotReceiver) {
+        let (tx, rx) = watch::channel(ResolverState::default());
+        (
+            Self {
+                tx: Arc::new(tx),
+                book: Arc::default(),
+            },
+            rx,
+        )
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, Book> {
+        self.book.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// This sender, publishing at most `limit` endpoints of each set (0: no limit), as
+    /// go-zero's clients keep a random subset of at most 32 servers. Unlike go-zero,
+    /// which reshuffles on every change, the subset is sticky: endpoints chosen before
+    /// stay while they are in the set, and only the places of vanished ones are filled,
+    /// at random, so a change elsewhere in a large set moves no connection (and
+    /// publishes nothing). The limit holds for this sender and its clones.
+    ///
+    /// ```
+    /// use dtmdriver_core::resolve::{Endpoint, SnapshotSender};
+    /// let (tx, rx) = SnapshotSender::channel();
+    /// let tx = tx.with_subset(2);
+    /// tx.update((1..=5).map(|i| Endpoint::new(format!("10.0.0.{i}:80"))).collect());
+    /// let first = rx.borrow().endpoints.clone().unwrap();
+    /// assert_eq!(first.len(), 2);
+    /// // A sixth endpoint appears: the two chosen ones stay.
+    /// tx.update((1..=6).map(|i| Endpoint::new(format!("10.0.0.{i}:80"))).collect());
+    /// assert_eq!(rx.borrow().endpoints.as_ref(), Some(&first));
+    /// ```
+    pub fn with_subset(self, limit: usize) -> Self {
+        self.book().subset = (limit > 0).then(|| Subset::new(limit));
+        self
+    }
+
+    /// Holds back a set that becomes empty while the published one holds endpoints for
+    /// `grace`, unless endpoints come back first (an engine whose registry drops every
+    /// instance at once for a moment, e.g. etcd expiring every lease after a pause); a
+    /// set that shrinks without emptying is published at once. Holds for the clones.
+    pub fn hold_empty(&self, grace: Duration) {
+        self.book().grace = Some(grace);
+    }
+
+    /// Publishes a full endpoint set. Duplicate addresses keep their first entry.
+    pub fn update(&self, endpoints: Vec<Endpoint>) {
+        let mut book = self.book();
+        let changes = book.replace(endpoints);
+        self.pass(book, changes);
+    }
+
+    /// Publishes keyed changes: each key now gives this endpoint, or none. See the
+    /// [module docs](self).
+    pub fn apply<K: Into<Box<str>>>(
+        &self,
+        changes: impl IntoIterator<Item = (K, Option<Endpoint>)>,
+    ) {
+        let mut book = self.book();
+        let changes = book.apply_keyed(changes.into_iter().map(|(k, e)| (k.into(), e)));
+        self.pass(book, changes);
+    }
+
+    fn pass(&self, mut book: std::sync::MutexGuard<'_, Book>, changes: Vec<SetChange>) {
+        match book.pass(changes) {
+            Next::Publish(changes) => book.publish(changes, &self.tx),
+            Next::Nothing => {}
+            Next::Hold(id, grace) => {
+                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                    // No runtime to time the hold: publish at once.
+                    drop(book);
+                    return self.release(id);
+                };
+                let sender = self.clone();
+                runtime.spawn(async move {
+                    tokio::select! {
+                        () = tokio::time::sleep(grace) => sender.release(id),
+                        () = sender.closed() => {}
+                    }
+                });
+            }
+        }
+    }
+
+    /// Ends hold `id` if it still runs: publishes what it held back.
+    fn release(&self, id: u64) {
+        let mut book = self.book();
+        if book.held.as_ref().is_some_and(|h| h.id == id) {
+            let changes = book.held.take().map(|h| h.changes).unwrap_or_default();
+            let Book { subset, addrs, .. } = &mut *book;
+            let changes = match subset {
+                Some(subset) => subset.pass(changes, addrs),
+                None => changes,
+            };
+            book.publish(changes, &self.tx);
+        }
+    }
+
+    /// Reports an error; the last endpoint set stays in service.
+    pub fn error(&self, error: impl std::fmt::Display) {
+        let message = error.to_string();
+        let _book = self.book();
+        self.tx.send_modify(|s| {
+            s.last_error = Some(message);
+            s.changes = Some(Arc::new([]));
+            s.version += 1;
+        });
+    }
+
+    /// A new receiver of this sender's snapshots.
+    pub fn subscribe(&self) -> SnapshotReceiver {
+        self.tx.subscribe()
+    }
+
+    /// True once every receiver is gone: the resolver should stop.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// Completes once every receiver is gone.
+    pub async fn closed(&self) {
+        self.tx.closed().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(ports: impl IntoIterator<Item = u16>) -> Vec<Endpoint> {
+        ports
+            .into_iter()
+            .map(|p| Endpoint::new(format!("10.0.0.1:{p}")))
+            .collect()
+    }
+
+    fn published(rx: &SnapshotReceiver) -> Vec<String> {
+        let state = rx.borrow();
+        state
+            .endpoints
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|e| e.addr.clone())
+            .collect()
+    }
+
+    /// Follows `rx` by applying each state's changes to a copy of the first set: what a
+    /// subscriber that keeps up sees must be the published set.
+    fn replay(copy: &mut EndpointSet, rx: &mut SnapshotReceiver) {
+        let state = rx.borrow_and_update();
+        for change in state.changes.as_deref().unwrap_or_default() {
+            copy.apply(change);
+        }
+        assert_eq!(Some(&*copy), state.endpoints.as_ref());
+    }
+
+    #[test]
+    fn subset_is_random_bounded_and_sticky() {
+        let (tx, mut rx) = SnapshotSender::channel();
+        let tx = tx.with_subset(32);
+        let mut copy = EndpointSet::new();
+        tx.update(set(1..=40));
+        replay(&mut copy, &mut rx);
+        let first = published(&rx);
+        assert_eq!(first.len(), 32);
+        let version = rx.borrow().version;
+
+        // An endpoint outside the subset leaves: nothing is published.
+        let outside: u16 = (1..=40)
+            .find(|p| !first.contains(&format!("10.0.0.1:{p}")))
+            .unwrap();
+        tx.update(set((1..=40).filter(|&p| p != outside)));
+        assert_eq!(published(&rx), first);
+        assert_eq!(rx.borrow().version, version);
+
+        // A chosen one leaves: the other 31 stay, one newcomer fills its place.
+        let gone = first[0].clone();
+        let rest: Vec<Endpoint> = set(1..=40)
+            .into_iter()
+            .filter(|e| e.addr != gone && e.addr != format!("10.0.0.1:{outside}"))
+            .collect();
+        tx.update(rest);
+        replay(&mut copy, &mut rx);
+        let second = published(&rx);
+        assert_eq!(second.len(), 32);
+        assert!(!second.contains(&gone));
+        assert_eq!(second.iter().filter(|a| first.contains(a)).count(), 31);
+        assert_eq!(rx.borrow().changes.as_ref().unwrap().len(), 2);
+
+        // The set shrinks under the limit: all of it.
+        tx.update(set(1..=5));
+        replay(&mut copy, &mut rx);
+        assert_eq!(published(&rx).len(), 5);
+
+        // Another client picks another subset (the chance of the same 32 of 100 is
+        // 1 in C(100, 32) ≈ 1.4e26).
+        let picks: Vec<Vec<String>> = (0..2)
+            .map(|_| {
+                let (tx, rx) = SnapshotSender::channel();
+                tx.with_subset(32).update(set(1..=100));
+                published(&rx)
+            })
+            .collect();
+        assert_ne!(picks[0], picks[1]);
+
+        // Without a limit (or limit 0) every endpoint is published.
+        let (tx, rx) = SnapshotSender::channel();
+        tx.with_subset(0).update(set(1..=100));
+        assert_eq!(published(&rx).len(), 100);
+    }
+
+    #[test]
+    fn keyed_changes_publish_only_what_changed_and_the_smallest_key_wins() {
+        let (tx, mut rx) = SnapshotSender::channel();
+        let mut copy = EndpointSet::new();
+        let ep = |addr: &str, weight: u32| Some(Endpoint::new(addr).with_weight(weight));
+        tx.apply([
+            ("k/1", ep("a:1", 1)),
+            ("k/2", ep("b:1", 1)),
+            ("k/3", ep("a:1", 7)),
+        ]);
+        replay(&mut copy, &mut rx);
+        assert_eq!(published(&rx), ["a:1", "b:1"]);
+        assert_eq!(copy.get("a:1").unwrap().weight, 1, "k/1 counts, not k/3");
+
+        // The winning key goes: the other key's entry counts now.
+        tx.apply([("k/1", None::<Endpoint>)]);
+        replay(&mut copy, &mut rx);
+        assert_eq!(
+            rx.borrow().changes.as_deref().unwrap(),
+            [SetChange::Put(Endpoint::new("a:1").with_weight(7))]
+        );
+        // A key moves to another address; the last key of an address goes.
+        tx.apply([("k/2", ep("c:1", 1)), ("k/3", None)]);
+        replay(&mut copy, &mut rx);
+        assert_eq!(published(&rx), ["c:1"]);
+        // Nothing changed: nothing published.
+        let version = rx.borrow().version;
+        tx.apply([("k/2", ep("c:1", 1))]);
+        assert_eq!(rx.borrow().version, version);
+        // An error, then the same set again: the error is cleared.
+        tx.error("registry down");
+        tx.apply(Vec::<(String, Option<Endpoint>)>::new());
+        assert!(rx.borrow().last_error.is_none());
+        assert_eq!(rx.borrow().version, version + 2);
+        // A whole set replaces the keyed entries.
+        tx.update(set([9]));
+        replay(&mut copy, &mut rx);
+        assert_eq!(published(&rx), ["10.0.0.1:9"]);
+    }
+
+    #[test]
+    fn duplicates_keep_their_first_entry() {
+        let (tx, rx) = SnapshotSender::channel();
+        tx.update(vec![
+            Endpoint::new("a:1").with_weight(2),
+            Endpoint::new("b:1"),
+            Endpoint::new("a:1").with_weight(9),
+            Endpoint::new("c:1"),
+            Endpoint::new("b:1"),
+        ]);
+        let state = rx.borrow();
+        let shown: Vec<(&str, u32)> = state
+            .endpoints
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|e| (e.addr.as_str(), e.weight))
+            .collect();
+        assert_eq!(shown, [("a:1", 2), ("b:1", 1), ("c:1", 1)]);
+    }
+
+    #[test]
+    fn errors_keep_the_last_set() {
+        let (tx, rx) = SnapshotSender::channel();
+        tx.update(vec![Endpoint::new("a:1")]);
+        tx.error("registry down");
+        let s = rx.borrow().clone();
+        assert_eq!(s.endpoints.unwrap().iter().next().unwrap().addr, "a:1");
+        assert_eq!(s.last_error.as_deref(), Some("registry down"));
+        tx.update(vec![]);
+        assert!(rx.borrow().last_error.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_emptied_set_is_held_back_for_the_grace() {
+        let (tx, rx) = SnapshotSender::channel();
+        let grace = Duration::from_secs(1);
+        tx.hold_empty(grace);
+        let size = || rx.borrow().endpoints.as_ref().map(EndpointSet::len);
+        tx.apply([("k/a", Some(Endpoint::new("a:1")))]);
+        assert_eq!(size(), Some(1));
+        // Emptied, then back within the grace: never published empty.
+        tx.apply([("k/a", None)]);
+        tokio::time::sleep(grace / 2).await;
+        assert_eq!(size(), Some(1));
+        tx.apply([("k/b", Some(Endpoint::new("b:1")))]);
+        assert_eq!(
+            rx.borrow().endpoints.as_ref().unwrap().to_vec(),
+            [Endpoint::new("b:1")]
+        );
+        tokio::time::sleep(grace * 2).await;
+        assert_eq!(size(), Some(1));
+        // Emptied for good: published once the grace is over.
+        tx.apply([("k/b", None)]);
+        tokio::time::sleep(grace - Duration::from_millis(10)).await;
+        assert_eq!(size(), Some(1));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(size(), Some(0));
+        // A set that was empty is published at once.
+        tx.apply([("k/c", Some(Endpoint::new("c:1")))]);
+        assert_eq!(size(), Some(1));
+    }
+}

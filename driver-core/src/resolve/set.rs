@@ -1,0 +1,203 @@
+//! [`EndpointSet`]: the endpoint set a resolver publishes, and [`SetChange`], one step
+//! from one published set to the next.
+//!
+//! Contract: an `EndpointSet` holds each address once, iterates in address order
+//! (byte order of the `host:port` string), and is persistent: cloning it is one
+//! reference count, and a set made from another by one insertion or removal shares
+//! every untouched entry with it (a red-black tree from [`rpds`], O(log N) an
+//! insertion or removal). Two sets are equal when they hold the same endpoints.
+//!
+//! Why persistent: a resolver publishes a whole set on every change, and every
+//! subscriber keeps the one it last read. With a `Vec` each change copied the set
+//! (10,000 instances: about 1.3 ms of CPU a change, issue #12); with a shared tree
+//! publishing costs the change, and the [`SetChange`]s beside it let a subscriber that
+//! kept up apply only those.
+
+use std::borrow::Borrow;
+use std::cmp::Ordering;
+use std::fmt;
+
+use super::Endpoint;
+
+/// One step between two published sets: an address now holding this endpoint (new,
+/// or with another weight or metadata), or an address gone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SetChange {
+    /// The endpoint of this address is added or replaced.
+    Put(Endpoint),
+    /// The address left the set.
+    Remove(String),
+}
+
+impl SetChange {
+    /// The address this change is about.
+    pub fn addr(&self) -> &str {
+        match self {
+            Self::Put(e) => &e.addr,
+            Self::Remove(addr) => addr,
+        }
+    }
+}
+
+/// An endpoint ordered and looked up by its address alone.
+#[derive(Clone, Debug)]
+struct ByAddr(Endpoint);
+
+impl PartialEq for ByAddr {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.addr == other.0.addr
+    }
+}
+impl Eq for ByAddr {}
+impl PartialOrd for ByAddr {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for ByAddr {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.addr.cmp(&other.0.addr)
+    }
+}
+impl Borrow<str> for ByAddr {
+    fn borrow(&self) -> &str {
+        &self.0.addr
+    }
+}
+
+/// A persistent set of endpoints, one per address; see the [module docs](self).
+#[derive(Clone, Default)]
+pub struct EndpointSet {
+    tree: rpds::RedBlackTreeSetSync<ByAddr>,
+}
+
+impl EndpointSet {
+    /// The empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many endpoints the set holds.
+    pub fn len(&self) -> usize {
+        self.tree.size()
+    }
+
+    /// Whether the set holds no endpoint.
+    pub fn is_empty(&self) -> bool {
+        self.tree.is_empty()
+    }
+
+    /// The endpoints in address order.
+    pub fn iter(&self) -> impl Iterator<Item = &Endpoint> + '_ {
+        self.tree.iter().map(|e| &e.0)
+    }
+
+    /// The endpoint of `addr`, if the set holds it.
+    pub fn get(&self, addr: &str) -> Option<&Endpoint> {
+        self.tree.get(addr).map(|e| &e.0)
+    }
+
+    /// Whether the set holds `addr`.
+    pub fn contains(&self, addr: &str) -> bool {
+        self.tree.contains(addr)
+    }
+
+    /// The endpoints in address order, copied into a `Vec` (O(N): for display and
+    /// tests, not for a path that runs per change).
+    pub fn to_vec(&self) -> Vec<Endpoint> {
+        self.iter().cloned().collect()
+    }
+
+    /// Whether `other` is this very set (the same tree, not just equal contents).
+    pub fn ptr_eq(&self, other: &Self) -> bool {
+        self.tree.ptr_eq(&other.tree)
+    }
+
+    /// Applies `change`, returning whether it changed the set (a `Put` of the
+    /// endpoint already held, or a `Remove` of an address not held, changes nothing).
+    pub fn apply(&mut self, change: &SetChange) -> bool {
+        match change {
+            SetChange::Put(endpoint) => {
+                if self.get(&endpoint.addr) == Some(endpoint) {
+                    return false;
+                }
+                self.tree.insert_mut(ByAddr(endpoint.clone()));
+                true
+            }
+            SetChange::Remove(addr) => self.tree.remove_mut(addr.as_str()),
+        }
+    }
+
+    /// Puts `endpoint`, replacing the one of its address.
+    pub fn insert(&mut self, endpoint: Endpoint) {
+        self.tree.insert_mut(ByAddr(endpoint));
+    }
+}
+
+impl FromIterator<Endpoint> for EndpointSet {
+    /// The set of these endpoints; of two with one address, the later one stays.
+    fn from_iter<I: IntoIterator<Item = Endpoint>>(iter: I) -> Self {
+        let mut set = Self::new();
+        for endpoint in iter {
+            set.insert(endpoint);
+        }
+        set
+    }
+}
+
+impl PartialEq for EndpointSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.ptr_eq(other) || (self.len() == other.len() && self.iter().eq(other.iter()))
+    }
+}
+impl Eq for EndpointSet {}
+
+impl fmt::Debug for EndpointSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl serde::Serialize for EndpointSet {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.iter())
+    }
+}
+
+impl<'a> IntoIterator for &'a EndpointSet {
+    type Item = &'a Endpoint;
+    type IntoIter = Box<dyn Iterator<Item = &'a Endpoint> + 'a>;
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_set_is_ordered_by_address_and_shares_its_entries() {
+        let set: EndpointSet = ["b:1", "a:1", "c:1"]
+            .into_iter()
+            .map(Endpoint::new)
+            .collect();
+        let addrs: Vec<&str> = set.iter().map(|e| e.addr.as_str()).collect();
+        assert_eq!(addrs, ["a:1", "b:1", "c:1"]);
+
+        let mut next = set.clone();
+        assert!(next.ptr_eq(&set));
+        assert!(!next.apply(&SetChange::Put(Endpoint::new("a:1"))));
+        assert!(next.ptr_eq(&set), "an unchanged put copies nothing");
+        assert!(next.apply(&SetChange::Put(Endpoint::new("a:1").with_weight(3))));
+        assert!(next.apply(&SetChange::Remove("b:1".into())));
+        assert!(!next.apply(&SetChange::Remove("b:1".into())));
+        assert_eq!(next.get("a:1").map(|e| e.weight), Some(3));
+        assert!(!next.contains("b:1") && set.contains("b:1"));
+        assert_eq!(set.len(), 3);
+        assert_eq!(next.len(), 2);
+        assert_ne!(next, set);
+        let rebuilt: EndpointSet = next.to_vec().into_iter().collect();
+        assert_eq!(rebuilt, next);
+    }
+}
