@@ -15,9 +15,12 @@
 //!    100,000: a channel on a hand-fed resolver (nothing dialled: the channel is never
 //!    called), one endpoint removed or added back per change, `BENCH_CHANGES` changes
 //!    (default 21) per size, on a single-threaded runtime; the median time of the
-//!    resolver's `update` call (its de-duplication, in `resolve`), of the channel's
-//!    apply (from the end of `update` until the channel publishes the new table, task
-//!    switch included), and of the two together.
+//!    resolver's keyed `apply` call (what the etcd engine publishes: the changed key;
+//!    de-duplication, subset bookkeeping and the new persistent set, in `resolve`), of
+//!    the channel's apply (from the end of that call until the channel publishes the
+//!    new table, task switch included), of the two together, and, beside them, of a
+//!    whole-set `update` with the same change (what a resolver that only knows whole
+//!    sets pays: consul, Kubernetes).
 //!
 //! `BENCH_SIZES` (e.g. `1,32`) and `BENCH_APPLY_SIZES` (e.g. `100,1000`) choose the
 //! sizes; `BENCH_PART` (`calls` or `apply`) runs one table only.
@@ -27,6 +30,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use dtmdriver_core::resolve::SnapshotSender;
 use dtmdriver_core::{Channel, Endpoint, Policy};
 use test_support::{EchoClient, EchoServer, ManualResolver, SayRequest, synthetic_addr};
 
@@ -254,12 +258,13 @@ async fn apply_table() {
     let changes = env_num("BENCH_CHANGES", 21.0) as usize;
     println!("applying one change to a channel's set of N endpoints (median of {changes} changes)");
     println!(
-        "{:>7} | {:>12} | {:>12} | {:>12} | {:>5}",
-        "N", "update µs", "apply µs", "total µs", "load"
+        "{:>7} | {:>12} | {:>12} | {:>12} | {:>16} | {:>5}",
+        "N", "keyed µs", "apply µs", "total µs", "whole set µs", "load"
     );
     for n in sizes {
         // Loopback addresses that are never dialled: the channel is never called.
         let all: Vec<Endpoint> = (0..n).map(|i| Endpoint::new(synthetic_addr(i))).collect();
+        let key = |i: usize| format!("svc/{i:08}");
         let resolver = Arc::new(ManualResolver::default());
         let channel = Channel::builder(&format!("bench:///apply-{n}"))
             .resolver(resolver.clone())
@@ -268,34 +273,45 @@ async fn apply_table() {
         let sender = resolver.sender();
         let mut updates = channel.updates();
         updates.borrow_and_update();
-        sender.update(all.clone());
+        sender.apply(
+            all.iter()
+                .enumerate()
+                .map(|(i, e)| (key(i), Some(e.clone()))),
+        );
         updates.changed().await.expect("channel alive");
-        let (mut update, mut apply, mut total) = (Vec::new(), Vec::new(), Vec::new());
+        // A resolver that publishes whole sets, on its own (no channel behind it).
+        let (whole, _whole_rx) = SnapshotSender::channel();
+        whole.update(all.clone());
+        let (mut keyed, mut apply, mut total, mut set) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for k in 0..changes {
             // Alternately remove an endpoint from the middle and put it back.
-            let next: Vec<Endpoint> = if k % 2 == 0 {
-                let mut v = all.clone();
-                v.remove(n / 2);
-                v
-            } else {
-                all.clone()
-            };
+            let middle = (key(n / 2), (k % 2 == 1).then(|| all[n / 2].clone()));
             updates.borrow_and_update();
             let started = Instant::now();
-            sender.update(next);
+            sender.apply([middle]);
             let updated = Instant::now();
             updates.changed().await.expect("channel alive");
             let done = Instant::now();
-            update.push(updated - started);
+            keyed.push(updated - started);
             apply.push(done - updated);
             total.push(done - started);
+
+            let mut next = all.clone();
+            if k % 2 == 0 {
+                next.remove(n / 2);
+            }
+            let started = Instant::now();
+            whole.update(next);
+            set.push(started.elapsed());
         }
         println!(
-            "{:>7} | {:>12} | {:>12} | {:>12} | {:>5}",
+            "{:>7} | {:>12} | {:>12} | {:>12} | {:>16} | {:>5}",
             n,
-            us(median(&mut update)),
+            us(median(&mut keyed)),
             us(median(&mut apply)),
             us(median(&mut total)),
+            us(median(&mut set)),
             load()
         );
     }

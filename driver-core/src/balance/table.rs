@@ -23,11 +23,13 @@
 //! A set equal to the table publishes nothing.
 //!
 //! The table also keeps what the policies read on every call: the list of ready slots
-//! ([`Table::ready`]), rebuilt only when one of the channel's connections enters or
-//! leaves the rotation (each connection ticks the channel's counter when its ready flag
-//! changes) or the set changed, and the weighted round robin schedule, built at the
-//! first weighted pick after a change (see `policy`). Both are O(N) once per change,
-//! at the first call after it: what is left of the set's size in a change's cost.
+//! ([`Table::ready`]), rebuilt (reading every slot's connection) only when one of the
+//! channel's connections enters or leaves the rotation (each connection ticks the
+//! channel's counter when its ready flag changes), and carried over to the next table
+//! by the apply's moves otherwise (a scan of a list of integers per move); and the
+//! weighted round robin schedule, built at the first weighted pick after a change (see
+//! `policy`): O(total weight) once per change, what is left of the set's size in the
+//! cost of a change under weighted traffic.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -90,18 +92,61 @@ pub(super) struct Ready {
 
 impl Table {
     pub(super) fn new(resolved: bool, last_error: Option<String>, slots: Slots) -> Self {
+        // No count ever reaches this epoch: the first pick builds the list.
+        Self::with_ready(
+            resolved,
+            last_error,
+            slots,
+            Ready {
+                epoch: u64::MAX,
+                slots: Vec::new(),
+            },
+        )
+    }
+
+    fn with_ready(resolved: bool, last_error: Option<String>, slots: Slots, ready: Ready) -> Self {
         Self {
             resolved,
             last_error,
             slots,
-            // No count ever reaches this: the first pick builds the list.
-            ready: ArcSwap::from_pointee(Ready {
-                epoch: u64::MAX,
-                slots: Vec::new(),
-            }),
+            ready: ArcSwap::from_pointee(ready),
             rebuilding: Mutex::new(()),
             schedule: OnceLock::new(),
         }
+    }
+
+    /// This table's ready list carried over to a table made from it by `moves`, if
+    /// the list is current (`epoch` of the channel's readiness counter): O(ready × moves)
+    /// scanning of a small integer list instead of reading every slot's connection.
+    fn ready_after(&self, moves: &[Move], slots: &Slots, epoch: u64) -> Option<Ready> {
+        let current = self.ready.load();
+        if current.epoch != epoch {
+            return None;
+        }
+        let mut ready = current.slots.clone();
+        for m in moves {
+            match *m {
+                Move::Removed { pos, moved_from } => {
+                    if let Some(at) = ready.iter().position(|&i| i == pos) {
+                        ready.swap_remove(at);
+                    }
+                    if let Some(from) = moved_from
+                        && let Some(at) = ready.iter().position(|&i| i == from)
+                    {
+                        ready[at] = pos;
+                    }
+                }
+                Move::Added { pos } => {
+                    if slots[pos as usize].conn.is_ready() {
+                        ready.push(pos);
+                    }
+                }
+            }
+        }
+        Some(Ready {
+            epoch,
+            slots: ready,
+        })
     }
 
     /// The ready slots, rebuilt (one pass over the slots) if a connection entered or
@@ -147,6 +192,18 @@ pub(super) struct Diff {
     pub(super) added: Vec<Arc<Slot>>,
     /// Slots of addresses gone from the set.
     pub(super) removed: Vec<Arc<Slot>>,
+    /// How slots moved, in order (for carrying the ready list over).
+    moves: Vec<Move>,
+}
+
+/// One move of slots in an apply.
+#[derive(Clone, Copy, Debug)]
+enum Move {
+    /// The slot at `pos` left; the last slot (at `moved_from`) took its place, if
+    /// another one was last.
+    Removed { pos: u32, moved_from: Option<u32> },
+    /// A slot was appended at `pos`.
+    Added { pos: u32 },
 }
 
 impl Index {
@@ -159,7 +216,7 @@ impl Index {
         mut connect: impl FnMut(&Endpoint) -> Arc<Connection>,
     ) -> Diff {
         let mut slots = old.clone();
-        let (mut added, mut removed) = (Vec::new(), Vec::new());
+        let (mut added, mut removed, mut moves) = (Vec::new(), Vec::new(), Vec::new());
         let mut changed = false;
         for change in changes {
             match change {
@@ -179,6 +236,9 @@ impl Index {
                         let slot =
                             Arc::new(Slot::new(ep.clone(), ep.addr.parse().ok(), connect(ep)));
                         slot.pos.store(slots.len(), Ordering::Relaxed);
+                        moves.push(Move::Added {
+                            pos: slots.len() as u32,
+                        });
                         slots.push(slot.clone());
                         self.by_addr.insert(ep.addr.clone(), slot.clone());
                         added.push(slot);
@@ -188,9 +248,15 @@ impl Index {
                 SetChange::Remove(addr) => {
                     if let Some(gone) = self.by_addr.remove(addr.as_str()) {
                         let pos = gone.pos.load(Ordering::Relaxed);
-                        if let (_, Some(moved)) = slots.swap_remove(pos) {
+                        let last = slots.len() - 1;
+                        let (_, moved) = slots.swap_remove(pos);
+                        if let Some(moved) = &moved {
                             moved.pos.store(pos, Ordering::Relaxed);
                         }
+                        moves.push(Move::Removed {
+                            pos: pos as u32,
+                            moved_from: moved.map(|_| last as u32),
+                        });
                         removed.push(gone);
                         changed = true;
                     }
@@ -201,6 +267,7 @@ impl Index {
             slots: changed.then_some(slots),
             added,
             removed,
+            moves,
         }
     }
 
@@ -262,7 +329,7 @@ impl ChannelInner {
         };
         index.applied = Some((state.version, set.clone()));
         drop(index);
-        let (slots, added) = match diff {
+        let (slots, added, moves) = match diff {
             Some(diff) => {
                 for s in &diff.added {
                     s.conn.watch_ready(&self.ready_changes);
@@ -271,16 +338,21 @@ impl ChannelInner {
                 for s in &diff.removed {
                     tracing::info!(target = %self.target, addr = %s.endpoint.addr, "endpoint removed");
                 }
-                (diff.slots, diff.added)
+                (diff.slots, diff.added, diff.moves)
             }
-            None => (None, Vec::new()),
+            None => (None, Vec::new(), Vec::new()),
         };
         let slots = match slots {
             Some(slots) => slots,
             None if old.resolved && old.last_error == state.last_error => return,
             None => old.slots.clone(),
         };
-        self.publish(Table::new(true, state.last_error.clone(), slots));
+        let epoch = self.ready_changes.load(Ordering::Acquire);
+        let table = match old.ready_after(&moves, &slots, epoch) {
+            Some(ready) => Table::with_ready(true, state.last_error.clone(), slots, ready),
+            None => Table::new(true, state.last_error.clone(), slots),
+        };
+        self.publish(table);
         // Dial new endpoints now if the channel is in use, so changes apply without
         // traffic; an unused channel stays lazy. (The slots kept were dialled when they
         // were added, or by `activate`.)
@@ -451,5 +523,57 @@ mod tests {
                 .all(|(a, b)| Arc::ptr_eq(a, b))
         );
         assert_eq!(*inner.table_tx.borrow(), version + 1);
+    }
+
+    #[tokio::test]
+    async fn a_change_carries_the_ready_list_over_without_reading_every_slot() {
+        let inner = test_channel(Policy::RoundRobin);
+        let all: Vec<Endpoint> = (0..300)
+            .map(|i| Endpoint::new(format!("10.7.{}.{}:80", i / 250, i % 250)))
+            .collect();
+        let mut state = ResolverState::with_endpoints(all.clone());
+        state.version = 1;
+        inner.apply(&state);
+        for s in inner.table().slots.iter() {
+            s.conn.force_ready(true);
+        }
+        let epoch = inner.ready_changes.load(Ordering::Acquire);
+        assert_eq!(inner.table().ready(&inner.ready_changes).slots.len(), 300);
+
+        // One removed from the middle, one added (its new connection is not ready).
+        let gone = all[17].addr.clone();
+        let mut set = state.endpoints.clone().unwrap();
+        let changes = vec![
+            SetChange::Remove(gone.clone()),
+            SetChange::Put(Endpoint::new("10.9.9.9:80")),
+        ];
+        for c in &changes {
+            set.apply(c);
+        }
+        inner.apply(&ResolverState {
+            endpoints: Some(set),
+            changes: Some(changes.into()),
+            last_error: None,
+            version: 2,
+        });
+        let table = inner.table();
+        let carried = table.ready.load();
+        assert_eq!(
+            carried.epoch, epoch,
+            "the list was carried over, not dropped"
+        );
+        let mut ready: Vec<&str> = carried
+            .slots
+            .iter()
+            .map(|&i| table.slots[i as usize].endpoint.addr.as_str())
+            .collect();
+        ready.sort_unstable();
+        let mut expected: Vec<&str> = all
+            .iter()
+            .map(|e| e.addr.as_str())
+            .filter(|a| *a != gone)
+            .collect();
+        expected.sort_unstable();
+        assert_eq!(ready, expected);
     }
 }
