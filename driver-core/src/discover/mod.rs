@@ -24,9 +24,11 @@
 //! * the stream ends once the resolver is gone (every [`SnapshotSender`] dropped), after
 //!   the rest of the difference; dropping the stream lets the resolver stop its watch.
 //!
-//! A snapshot costs one pass over it and one over the yielded set, with hashed lookups
-//! by address (never a search of the old set), and only when the stream is polled: an
-//! idle consumer costs nothing, however often the set changes.
+//! A snapshot that follows the last one taken, with everything before it yielded, costs
+//! its changes alone ([`ResolverState::changes`]); any other costs one pass over it and
+//! one over the yielded set, with hashed lookups by address (never a search of the old
+//! set). Either only when the stream is polled: an idle consumer costs nothing, however
+//! often the set changes.
 //!
 //! [`discover`] (or [`Changes::discover`]) turns the stream into a
 //! [`tower::discover::Discover`] whose services the caller builds per endpoint, e.g. a
@@ -85,7 +87,7 @@
 
 mod feed;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
 use std::fmt;
 use std::pin::Pin;
@@ -102,7 +104,8 @@ pub use tower::discover::Change;
 use crate::driver::{Driver, require_runtime, resolver_of};
 use crate::error::Result;
 use crate::resolve::{
-    self, Endpoint, EndpointSet, Resolver, ResolverState, SnapshotReceiver, SnapshotSender,
+    self, Endpoint, EndpointSet, Resolver, ResolverState, SetChange, SnapshotReceiver,
+    SnapshotSender,
 };
 use crate::target::Target;
 
@@ -141,6 +144,8 @@ pub struct Changes {
     /// Waits for the next snapshot; `None` once the resolver is gone.
     wait: Option<Wait>,
     newest: Option<EndpointSet>,
+    /// The version of the state `newest` came from.
+    version: u64,
     last_error: Option<String>,
     yielded: HashMap<String, Yielded>,
     next_seq: u64,
@@ -165,6 +170,7 @@ impl Changes {
         let mut changes = Self {
             wait: Some(ReusableBoxFuture::new(next_snapshot(rx))),
             newest: None,
+            version: 0,
             last_error: None,
             yielded: HashMap::new(),
             next_seq: 0,
@@ -232,44 +238,73 @@ impl Changes {
     }
 
     /// Notes a snapshot: a new endpoint set replaces what is pending with the
-    /// difference between what was yielded and it.
+    /// difference between what was yielded and it. When everything was yielded and the
+    /// state is the next one, that difference comes from its changes alone (O(changes));
+    /// otherwise from comparing the whole set.
     fn take(&mut self, state: &ResolverState) {
         self.last_error.clone_from(&state.last_error);
         let Some(set) = &state.endpoints else { return };
         if self.newest.as_ref().is_some_and(|n| n.ptr_eq(set)) {
             return;
         }
+        let follows =
+            self.newest.is_some() && self.pending.is_empty() && self.version + 1 == state.version;
         self.newest = Some(set.clone());
-        self.pending.clear();
-        let mut present: HashSet<&str> = HashSet::with_capacity(set.len());
+        self.version = state.version;
+        let mut inserts = Vec::new();
         let mut changed = Vec::new();
-        for endpoint in set.iter() {
-            if !present.insert(&endpoint.addr) {
-                continue; // a duplicate address: the first entry counts, as in `update`
+        let mut gone: Vec<(u64, String)> = Vec::new();
+        let mut note = |endpoint: &Endpoint, yielded: &HashMap<String, Yielded>| match yielded
+            .get(&endpoint.addr)
+        {
+            None => inserts.push(Change::Insert(endpoint.addr.clone(), endpoint.clone())),
+            Some(old) if !self.by_address && old.endpoint != *endpoint => {
+                changed.push(Change::Remove(endpoint.addr.clone()));
+                changed.push(Change::Insert(endpoint.addr.clone(), endpoint.clone()));
             }
-            match self.yielded.get(&endpoint.addr) {
-                None => self
-                    .pending
-                    .push_back(Change::Insert(endpoint.addr.clone(), endpoint.clone())),
-                Some(old) if !self.by_address && old.endpoint != *endpoint => {
-                    changed.push(Change::Remove(endpoint.addr.clone()));
-                    changed.push(Change::Insert(endpoint.addr.clone(), endpoint.clone()));
+            Some(_) => {}
+        };
+        match &state.changes {
+            Some(changes) if follows => {
+                // An address may change twice in one state (gone and back): its last
+                // change counts.
+                let mut last: BTreeMap<&str, Option<&Endpoint>> = BTreeMap::new();
+                for change in changes.iter() {
+                    let endpoint = match change {
+                        SetChange::Put(endpoint) => Some(endpoint),
+                        SetChange::Remove(_) => None,
+                    };
+                    last.insert(change.addr(), endpoint);
                 }
-                Some(_) => {}
+                for (addr, endpoint) in last {
+                    match endpoint {
+                        Some(endpoint) => note(endpoint, &self.yielded),
+                        None => {
+                            if let Some(y) = self.yielded.get(addr) {
+                                gone.push((y.seq, addr.to_string()));
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {
+                for endpoint in set.iter() {
+                    note(endpoint, &self.yielded);
+                }
+                gone.extend(
+                    self.yielded
+                        .iter()
+                        .filter(|(addr, _)| !set.contains(addr))
+                        .map(|(addr, y)| (y.seq, addr.clone())),
+                );
             }
         }
-        self.pending.extend(changed);
-        let mut gone: Vec<(u64, &String)> = self
-            .yielded
-            .iter()
-            .filter(|(addr, _)| !present.contains(addr.as_str()))
-            .map(|(addr, y)| (y.seq, addr))
-            .collect();
         gone.sort_unstable();
-        self.pending.extend(
-            gone.into_iter()
-                .map(|(_, addr)| Change::Remove(addr.clone())),
-        );
+        self.pending.clear();
+        self.pending.extend(inserts);
+        self.pending.extend(changed);
+        self.pending
+            .extend(gone.into_iter().map(|(_, addr)| Change::Remove(addr)));
     }
 
     /// Records a change as yielded.
@@ -559,6 +594,45 @@ mod tests {
         assert_eq!(drain(&mut changes), [format!("+{}/1", a(1))]);
         tx.update(vec![ep(1).with_weight(9).with_metadata("k", "v"), ep(2)]);
         assert_eq!(drain(&mut changes), [format!("+{}/1", a(2))]);
+    }
+
+    #[test]
+    fn an_address_gone_and_back_in_one_state_counts_once() {
+        let (tx, rx) = tokio::sync::watch::channel(ResolverState::default());
+        let mut changes = Changes::new(rx);
+        let state = |version: u64, set: Vec<Endpoint>, changes: Vec<SetChange>| ResolverState {
+            endpoints: Some(set.into_iter().collect()),
+            changes: Some(changes.into()),
+            last_error: None,
+            version,
+        };
+        tx.send_replace(state(1, vec![ep(1), ep(2)], vec![]));
+        assert_eq!(drain(&mut changes).len(), 2);
+        // 2 left and came back with another weight, 3 came and left: one change.
+        tx.send_replace(state(
+            2,
+            vec![ep(1), ep(2).with_weight(4)],
+            vec![
+                SetChange::Remove(a(2)),
+                SetChange::Put(ep(3)),
+                SetChange::Put(ep(2).with_weight(4)),
+                SetChange::Remove(a(3)),
+            ],
+        ));
+        assert_eq!(
+            drain(&mut changes),
+            [format!("-{}", a(2)), format!("+{}/4", a(2))]
+        );
+        // A state skipped: the whole set is compared.
+        tx.send_replace(state(9, vec![ep(5)], vec![SetChange::Put(ep(7))]));
+        assert_eq!(
+            drain(&mut changes),
+            [
+                format!("+{}/1", a(5)),
+                format!("-{}", a(1)),
+                format!("-{}", a(2))
+            ]
+        );
     }
 
     #[test]
