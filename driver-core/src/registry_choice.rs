@@ -34,7 +34,7 @@ use crate::target::Target;
 /// assert_eq!(choice.locate(&t, "busi", &[]).unwrap().unwrap().as_str(), "etcd://u:pw@h:2379/busi?user=u");
 /// let t = Target::parse("discovery:///busi").unwrap();
 /// assert!(choice.locate(&t, "busi", &[]).unwrap().is_none());
-/// let e = choice.locate(&t, "busi", &[("MY_REGISTRY", "zk://h:1")]).unwrap_err().to_string();
+/// let e = choice.locate(&t, "busi", &[("MY_REGISTRY", Some("zk://h:1"))]).unwrap_err().to_string();
 /// assert!(e.contains("MY_REGISTRY is unusable") && e.contains("`zk` is not etcd"), "{e}");
 /// ```
 #[derive(Clone, Copy, Debug)]
@@ -49,13 +49,13 @@ pub struct RegistryChoice<'a> {
 
 impl RegistryChoice<'_> {
     /// The engine target of service `name` of `target`, or `None` when neither the
-    /// target nor `defaults` (each `(where it comes from, registry)`, the first used)
-    /// names a registry.
+    /// target nor `defaults` (each `(where it comes from, registry if set)`, the first
+    /// set one used) names a registry.
     pub fn locate(
         &self,
         target: &Target,
         name: &str,
-        defaults: &[(&str, &str)],
+        defaults: &[(&str, Option<&str>)],
     ) -> Result<Option<Target>> {
         let raw = target.as_str();
         let others: Vec<&str> = raw
@@ -80,7 +80,10 @@ impl RegistryChoice<'_> {
             let registry = format!("{}://{authority}", self.schemes[0].0);
             return Target::in_registry(&registry, name, self.schemes, &others).map(Some);
         }
-        match defaults.first() {
+        match defaults
+            .iter()
+            .find_map(|(source, r)| Some((source, (*r)?)))
+        {
             Some((source, registry)) => Target::in_registry(registry, name, self.schemes, &[])
                 .map(Some)
                 .map_err(|e| unusable(source, e)),

@@ -102,6 +102,11 @@ mod tests {
             etcd("registry://seed?registry=etcd%3A%2F%2Fh%3A2379%3Fuser%3Droot&weight=3").unwrap(),
             "etcd://h:2379/seed?user=root&weight=3"
         );
+        // Credentials in the authority go with its hosts (they were dropped).
+        assert_eq!(
+            etcd("registry://root:pw@h:2379/seed?group=blue").unwrap(),
+            "etcd://root:pw@h:2379/seed?group=blue"
+        );
         // ?registry= wins over hosts in the authority, as in dtm-driver-kratos.
         assert_eq!(
             etcd("registry://a:2379/seed?registry=etcd://b:2379").unwrap(),

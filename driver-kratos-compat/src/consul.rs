@@ -83,7 +83,7 @@ impl KratosConsulFormat {
     /// The kratos instance of one health entry, as kratos' consul registry reads it.
     pub fn instance(entry: &ServiceEntry) -> KratosInstance {
         let service = &entry.service;
-        let version = entry
+        let mut version = entry
             .tags()
             .iter()
             .filter_map(|t| t.strip_prefix("version="));
@@ -97,7 +97,7 @@ impl KratosConsulFormat {
         KratosInstance {
             id: service.id.clone(),
             name: service.service.clone(),
-            version: version.last().unwrap_or_default().to_string(),
+            version: version.next_back().unwrap_or_default().to_string(),
             metadata: service.meta.clone(),
             endpoints,
         }

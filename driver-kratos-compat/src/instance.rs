@@ -10,23 +10,20 @@ use dtmdriver_core::resolve::Endpoint;
 use dtmdriver_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-/// One kratos service instance, as kratos marshals `registry.ServiceInstance`.
+/// One kratos service instance, as kratos marshals `registry.ServiceInstance`; a
+/// missing field reads as empty.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct KratosInstance {
     /// The instance id (a UUID; dtm's kratos driver v0.0.10 leaves it empty).
-    #[serde(default)]
     pub id: String,
     /// The service name clients resolve.
-    #[serde(default)]
     pub name: String,
     /// The version (`""` when unset).
-    #[serde(default)]
     pub version: String,
     /// Free-form metadata; `null` when unset, as Go marshals a nil map.
-    #[serde(default)]
     pub metadata: Option<BTreeMap<String, String>>,
     /// Endpoint URLs, e.g. `grpc://10.0.0.5:9000`.
-    #[serde(default)]
     pub endpoints: Vec<String>,
 }
 
@@ -60,12 +57,6 @@ impl Security {
 /// `grpc://host:port`, `grpcs://host:port`, `grpc://host:port?isSecure=true` (or
 /// `http(s)://` for a kratos HTTP server); a bare `host:port` is `grpc://host:port`,
 /// with a log line. A wildcard host is refused.
-///
-/// ```
-/// use dtmdriver_kratos::instance::endpoint_urls;
-/// assert_eq!(endpoint_urls("127.0.0.1:9000").unwrap(), ["grpc://127.0.0.1:9000"]);
-/// assert!(endpoint_urls("0.0.0.0:9000").is_err());
-/// ```
 pub fn endpoint_urls(endpoint: &str) -> Result<Vec<String>> {
     let refuse = |why: String| Error::bad_endpoint(endpoint, why);
     let mut urls = Vec::new();
@@ -120,20 +111,16 @@ impl KratosInstance {
             tracing::debug!(%id, endpoints = ?self.endpoints, ?security, "kratos instance has no gRPC endpoint for this client");
             return None;
         };
-        let mut endpoint = Endpoint::new(url.addr.to_string());
-        let metadata = self.metadata.clone().unwrap_or_default();
-        match metadata.get("weight").map(|w| (w, w.trim().parse::<u32>())) {
-            Some((_, Ok(w))) => endpoint = endpoint.with_weight(w),
-            Some((w, Err(_))) => {
-                tracing::warn!(%id, %name, weight = %w, "instance metadata weight is not a whole number; using 1")
-            }
-            None => {}
+        let mut metadata = self.metadata.clone().unwrap_or_default();
+        let weight = metadata.get("weight").map(|w| (w.trim().parse::<u32>(), w));
+        if let Some((Err(_), w)) = weight {
+            tracing::warn!(%id, %name, weight = %w, "instance metadata weight is not a whole number; using 1");
         }
+        let weight = weight.and_then(|(w, _)| w.ok()).unwrap_or(1);
+        metadata.insert("version".into(), self.version.clone());
+        metadata.insert("id".into(), id.clone());
+        let mut endpoint = Endpoint::new(url.addr.to_string()).with_weight(weight);
         endpoint.metadata = metadata;
-        endpoint
-            .metadata
-            .insert("version".into(), self.version.clone());
-        endpoint.metadata.insert("id".into(), id.clone());
         Some(endpoint)
     }
 
@@ -263,6 +250,7 @@ mod tests {
             "a:1,,b:2",
             "tcp://h:1",
             "grpc://[::]:1",
+            "0.0.0.0:9000",
             "grpc://h:0",
             "grpc://127.0.0.1:99999",
             "grpc://::1:7014",

@@ -4,22 +4,16 @@
 //! shared branch-URI rule ([`parse_scheme_url`]) and kratos' formats: the instance JSON
 //! and endpoint choice ([`instance`]), the etcd layout ([`KratosEtcdFormat`]) and the
 //! consul registration ([`KratosConsulFormat`]). Leases, watches, heartbeats and retries
-//! are the engines' (`dtmdriver-etcd`, `dtmdriver-consul`).
+//! are the engines' (`dtmdriver-etcd`, `dtmdriver-consul`). `discovery:///NAME` lives in
+//! the registry of its `?registry=`, its authority's hosts (etcd),
+//! [`KratosDriver::with_registry`] or [`REGISTRY_ENV`] ([`RegistryChoice`]). Plaintext
+//! clients dial an instance's first plaintext gRPC endpoint, TLS clients
+//! ([`KratosDriver::tls_channel`]) its first TLS one. Cargo features `etcd` and `consul`
+//! (default); a registry whose feature is off is refused naming it ([`FeatureOff`]).
+//! Linking the crate registers the driver (`use dtmdriver_kratos as _;`).
 //!
-//! * `discovery:///NAME` lives in the registry named by the target's `?registry=`, hosts
-//!   in its authority (etcd), [`KratosDriver::with_registry`], then [`REGISTRY_ENV`]
-//!   ([`RegistryChoice`]); none is an error saying how to name one.
-//! * `register_service(target, endpoint)` publishes one instance with a fresh UUID for
-//!   dtm's `EndPoint` ([`instance::endpoint_urls`]), version and metadata from the driver
-//!   value and the target's `?version=`, `?meta.K=`, `?weight=`.
-//! * Plaintext clients dial an instance's first plaintext gRPC endpoint, TLS clients
-//!   ([`KratosDriver::tls_channel`]) its first TLS one; an emptied set is published.
-//! * Cargo features `etcd` and `consul` (both default); a target on a registry whose
-//!   feature is off is refused naming it ([`FeatureOff`]). Linking the crate registers
-//!   the driver (`use dtmdriver_kratos as _;`).
-//!
-//! The details, the branch URIs dtm's Go coordinator accepts, and where we differ from
-//! kratos and why: `docs/kratos.md`.
+//! Registering, resolving, the branch URIs dtm's Go coordinator accepts, and where we
+//! differ from kratos and why: `docs/kratos.md`.
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
@@ -74,17 +68,7 @@ const REGISTRIES: RegistryChoice = RegistryChoice {
     carry_query: false,
 };
 
-/// `dtm-driver-kratos`, the resolvers' and registrars' settings; see the
-/// [crate docs](crate).
-///
-/// ```
-/// use dtmdriver_core::Driver;
-/// use dtmdriver_kratos::KratosDriver;
-/// let d = KratosDriver::default().version("v2").metadata("zone", "a");
-/// assert_eq!(d.name(), "dtm-driver-kratos");
-/// let sm = d.parse_server_method("discovery:///busi/api.trans.v1.Trans/TransOut").unwrap();
-/// assert_eq!((sm.server.as_str(), sm.method.as_str()), ("discovery:///busi", "/api.trans.v1.Trans/TransOut"));
-/// ```
+/// `dtm-driver-kratos` with its settings; see the [crate docs](crate).
 #[derive(Clone, Debug, Default)]
 pub struct KratosDriver {
     registry: Option<String>,
@@ -123,12 +107,9 @@ impl KratosDriver {
         }
     }
 
-    /// A channel builder for `target` that dials with `tls` and so takes the instances'
-    /// TLS endpoints; plaintext channels (`dtmdriver_core::connect`) take the others.
-    /// As kratos' Go client (whose resolver gives every address the service name as
-    /// its `ServerName`), certificates are checked against the service's name (`busi`
-    /// for `discovery:///busi`) unless `tls` names another
-    /// ([`TlsConnector::with_server_name`]).
+    /// A channel builder for `target` that dials the instances' TLS endpoints with `tls`,
+    /// checking certificates against the service's name (`busi` for `discovery:///busi`)
+    /// as kratos' Go client does, unless `tls` names another.
     pub fn tls_channel(&self, target: &str, tls: TlsConnector) -> Result<ChannelBuilder> {
         let parsed = Target::parse(target)?;
         let tls = match tls.server_name() {
@@ -161,21 +142,20 @@ impl KratosDriver {
             return Err(Error::bad_target(target, why));
         }
         let env = env.as_deref().map(str::trim).filter(|r| !r.is_empty());
-        let defaults: Vec<(&str, &str)> = [
+        let defaults = [
             ("KratosDriver::with_registry", self.registry.as_deref()),
             (REGISTRY_ENV, env),
-        ]
-        .into_iter()
-        .filter_map(|(source, registry)| Some((source, registry?)))
-        .collect();
-        REGISTRIES.locate(target, name, &defaults)?.ok_or_else(|| {
-            let write = format!(
-                "set {REGISTRY_ENV}=etcd://127.0.0.1:2379 (or consul://127.0.0.1:8500), append \
-                 ?registry=etcd://HOST:2379, write discovery://HOST:2379/{name} for etcd, or \
-                 build the driver with KratosDriver::default().with_registry(\"etcd://HOST:2379\")"
-            );
-            Error::bad_target(target, format!("it names no registry; {write}"))
-        })
+        ];
+        let write = |name| {
+            format!(
+                "it names no registry; set {REGISTRY_ENV}=etcd://127.0.0.1:2379 (or \
+                 consul://127.0.0.1:8500), append ?registry=etcd://HOST:2379, write \
+                 discovery://HOST:2379/{name} for etcd, or build the driver with \
+                 KratosDriver::default().with_registry(\"etcd://HOST:2379\")"
+            )
+        };
+        let located = REGISTRIES.locate(target, name, &defaults)?;
+        located.ok_or_else(|| Error::bad_target(target, write(name)))
     }
 
     /// The instance to register at `target` for dtm's `endpoint`: `?weight=` and
@@ -199,11 +179,10 @@ impl KratosDriver {
 
 /// The refusal of `target`, whose registry (`engine`'s scheme) this build left out.
 fn feature_off(engine: &Target, target: &Target, what: &'static str) -> Error {
-    let feature = if engine.scheme() == "consul" {
-        "consul"
-    } else {
-        "etcd"
-    };
+    let feature = ["consul", "etcd"]
+        .into_iter()
+        .find(|f| *f == engine.scheme());
+    let feature = feature.unwrap_or("etcd");
     FeatureOff::new(NAME, env!("CARGO_PKG_NAME"), feature).error(target, what)
 }
 
@@ -278,6 +257,19 @@ mod tests {
     fn locate(d: &KratosDriver, t: &str) -> Result<String> {
         d.locate(&Target::parse(t).unwrap())
             .map(|t| t.as_str().to_string())
+    }
+
+    #[test]
+    fn name_and_branch_uris() {
+        let d = KratosDriver::default();
+        assert_eq!(d.name(), "dtm-driver-kratos");
+        let sm = d
+            .parse_server_method("discovery:///busi/api.trans.v1.Trans/TransOut")
+            .unwrap();
+        assert_eq!(
+            (sm.server.as_str(), sm.method.as_str()),
+            ("discovery:///busi", "/api.trans.v1.Trans/TransOut")
+        );
     }
 
     #[test]
