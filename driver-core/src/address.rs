@@ -1,4 +1,5 @@
-//! Addresses to dial: [`HostPort`], the one check every endpoint goes through.
+//! Addresses to dial: [`HostPort`], the one check every endpoint goes through, and
+//! [`EndpointUrl`], a `scheme://host:port` URL around one.
 //!
 //! An endpoint address is `host:port`, and nothing else, where
 //!
@@ -115,6 +116,60 @@ impl std::str::FromStr for HostPort {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         Self::parse(s)
+    }
+}
+
+/// An endpoint URL, `scheme://host:port[?query]`, as registries that publish URLs hold
+/// them (kratos' `grpc://10.0.0.5:9000`): parsed by [`http::Uri`], the address checked
+/// by [`HostPort`].
+///
+/// ```
+/// use dtmdriver_core::address::EndpointUrl;
+/// let u = EndpointUrl::parse("GRPC://[::1]:9000?isSecure=true").unwrap();
+/// assert_eq!((u.scheme.as_str(), u.addr.to_string()), ("grpc", "[::1]:9000".to_string()));
+/// assert_eq!(u.query_value("isSecure").as_deref(), Some("true"));
+/// assert!(EndpointUrl::parse("grpc://h:1/path").unwrap_err().contains("path"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointUrl {
+    /// The scheme, lower-cased (`grpc`, `grpcs`, `http`, ...).
+    pub scheme: String,
+    /// The checked `host:port`.
+    pub addr: HostPort,
+    /// The query string after `?`, if any.
+    pub query: Option<String>,
+}
+
+impl EndpointUrl {
+    /// Parses `scheme://host:port[?query]` (no user, no path); the error quotes the URL
+    /// and says what is wrong.
+    pub fn parse(url: &str) -> std::result::Result<Self, String> {
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| format!("`{url}` is not a URL ({e}); write grpc://host:port"))?;
+        let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+            return Err(format!("`{url}` has no scheme; write grpc://host:port"));
+        };
+        let addr = match uri.path() {
+            "" | "/" => HostPort::parse(authority.as_str()),
+            path => Err(format!("it has a path (`{path}`)")),
+        }
+        .map_err(|why| {
+            format!("`{url}` does not name host:port ({why}); write {scheme}://host:port")
+        })?;
+        Ok(Self {
+            scheme: scheme.to_ascii_lowercase(),
+            addr,
+            query: uri.query().map(str::to_string),
+        })
+    }
+
+    /// The first value of query parameter `key` (spelled exactly so), percent-decoded.
+    pub fn query_value(&self, key: &str) -> Option<String> {
+        let query = self.query.as_deref()?;
+        form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.into_owned())
     }
 }
 

@@ -14,6 +14,8 @@
 //! * [`registry`]: the process-wide driver registry and link-time registration;
 //! * [`parse`]: splitting branch URIs, the rules the Go drivers use;
 //! * [`target`]: parsing dial and registration targets;
+//! * [`registry_choice`]: which registry a name-only target (`discovery:///NAME`)
+//!   lives in;
 //! * [`address`]: the `host:port` check every endpoint goes through;
 //! * [`duration`]: durations written in targets and flags, deadlines that never overflow;
 //! * [`resolve`]: resolvers, registrars and the scheme tables (`direct://` built in);
@@ -98,6 +100,7 @@ mod redact;
 pub mod registration;
 pub mod registration_options;
 pub mod registry;
+pub mod registry_choice;
 pub mod resolve;
 pub mod shared;
 pub mod target;

@@ -1,8 +1,8 @@
 //! The seed registry's own target form, `registry://NAME`, in `dtm-driver-etcd`.
 //!
 //! Contract: these name the instances of `etcd://h1:2379,h2:2379/NAME` (the native
-//! format), first match of the etcd hosts wins, as for `discovery:///` in
-//! `dtm-driver-kratos`:
+//! format), the registry chosen as for `discovery:///` in `dtm-driver-kratos`
+//! ([`RegistryChoice`], etcd only, first match wins):
 //!
 //! 1. `?registry=etcd://[user:pw@]h1:2379,h2:2379[?q]` on the target (percent-encode it
 //!    inside a dtm branch URI: `registry=etcd%3A%2F%2F127.0.0.1%3A2379`), with the
@@ -16,6 +16,7 @@
 //! resolver in code; a target string has to carry it, and kratos users already spell it
 //! `?registry=`.
 
+use dtmdriver_core::registry_choice::RegistryChoice;
 use dtmdriver_core::{Error, Result, Target};
 
 /// The seed's scheme.
@@ -31,12 +32,10 @@ pub const REGISTRY_SCHEME: &str = "registry";
 /// assert_eq!(to_etcd_target(&t).unwrap().as_str(), "etcd://127.0.0.1:2379/seed?group=blue");
 /// ```
 pub fn to_etcd_target(target: &Target) -> Result<Target> {
-    let (authority_hosts, name) = match (target.hosts(), target.endpoint()) {
-        ([name], "") => (None, name.as_str()),
-        ([], name) => (None, name),
-        (hosts, name) if !hosts.is_empty() && !name.contains(['/', ',']) => {
-            (Some(hosts.join(",")), name)
-        }
+    let name = match (target.hosts(), target.endpoint()) {
+        ([name], "") => name.as_str(),
+        ([], name) => name,
+        (_, name) if !name.contains(['/', ',']) => name,
         _ => {
             return Err(Error::bad_target(
                 target,
@@ -50,34 +49,22 @@ pub fn to_etcd_target(target: &Target) -> Result<Target> {
             "the service name is empty; write registry://NAME?registry=etcd://HOST:2379",
         ));
     }
-    // Every other parameter of the target carries over.
-    let extra: Vec<&str> = target
-        .as_str()
-        .split_once('?')
-        .map(|(_, raw)| {
-            raw.split('&')
-                .filter(|p| !p.is_empty() && p.split('=').next() != Some("registry"))
-                .collect()
-        })
-        .unwrap_or_default();
-    let etcd = [(
-        "etcd",
-        "registry=etcd://HOST:2379[,HOST2:2379] (percent-encoded inside a branch URI)",
-    )];
-    if let Some(registry) = target.query("registry") {
-        return Target::in_registry(registry, name, &etcd, &extra)
-            .map_err(|e| Error::bad_target(target, format!("its ?registry= is unusable: {e}")));
-    }
-    match authority_hosts {
-        Some(hosts) => Target::in_registry(&format!("etcd://{hosts}"), name, &etcd, &extra),
-        None => Err(Error::bad_target(
+    let choice = RegistryChoice {
+        schemes: &[(
+            "etcd",
+            "registry=etcd://HOST:2379[,HOST2:2379] (percent-encoded inside a branch URI)",
+        )],
+        carry_query: true,
+    };
+    choice.locate(target, name, &[])?.ok_or_else(|| {
+        Error::bad_target(
             target,
             format!(
                 "it names no etcd registry; append ?registry=etcd://HOST:2379 or write \
                  registry://HOST:2379/{name}"
             ),
-        )),
-    }
+        )
+    })
 }
 
 #[cfg(test)]
@@ -114,6 +101,11 @@ mod tests {
         assert_eq!(
             etcd("registry://seed?registry=etcd%3A%2F%2Fh%3A2379%3Fuser%3Droot&weight=3").unwrap(),
             "etcd://h:2379/seed?user=root&weight=3"
+        );
+        // Credentials in the authority go with its hosts (they were dropped).
+        assert_eq!(
+            etcd("registry://root:pw@h:2379/seed?group=blue").unwrap(),
+            "etcd://root:pw@h:2379/seed?group=blue"
         );
         // ?registry= wins over hosts in the authority, as in dtm-driver-kratos.
         assert_eq!(

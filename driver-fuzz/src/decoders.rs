@@ -85,7 +85,7 @@ fn kratos_urls(instance: &KratosInstance) {
     for url in &instance.endpoints {
         if let Ok(u) = EndpointUrl::parse(url) {
             assert!(HostPort::parse(&u.addr.to_string()).is_ok(), "{url:?}");
-            let _ = u.grpc_security();
+            let _ = Security::of(&u);
         }
         let _ = endpoint_urls(url);
     }

@@ -37,45 +37,19 @@ impl KratosConsulFormat {
     }
 
     /// The agent registration of `instance` and its extras (tagged addresses, TCP
-    /// checks).
-    ///
-    /// ```
-    /// use dtmdriver_kratos::{KratosConsulFormat, KratosInstance};
-    /// let i = KratosInstance {
-    ///     id: "7c1e".into(), name: "busi".into(), version: "v1".into(), metadata: None,
-    ///     endpoints: vec!["grpc://127.0.0.1:9000".into()],
-    /// };
-    /// let (r, extras) = KratosConsulFormat::registration(&i).unwrap();
-    /// assert_eq!((r.address.as_str(), r.port), ("127.0.0.1", 9000));
-    /// assert_eq!(r.tags, ["version=v1"]);
-    /// assert_eq!(r.check.check_id, "service:7c1e");
-    /// assert_eq!(extras.tagged_addresses["grpc"].address, "grpc://127.0.0.1:9000");
-    /// assert_eq!(extras.checks[0].tcp, "127.0.0.1:9000");
-    /// ```
+    /// checks); the error names an endpoint that is not `scheme://host:port`.
     pub fn registration(
         instance: &KratosInstance,
     ) -> Result<(AgentServiceRegistration, ServiceExtras)> {
-        let urls = instance
-            .endpoints
-            .iter()
-            .map(|e| EndpointUrl::parse(e).map_err(|reason| Error::bad_endpoint(e, reason)))
-            .collect::<Result<Vec<_>>>()?;
-        let Some(first) = urls.first() else {
-            return Err(Error::BadEndpoint {
-                endpoint: String::new(),
-                reason: "a kratos instance needs at least one endpoint, e.g. grpc://host:port"
-                    .into(),
-            });
-        };
         let mut extras = ServiceExtras::default();
-        for (url, raw) in urls.iter().zip(&instance.endpoints) {
-            extras.tagged_addresses.insert(
-                url.scheme.clone(),
-                ServiceAddress {
-                    address: raw.clone(),
-                    port: url.addr.port(),
-                },
-            );
+        let mut first = None;
+        for raw in &instance.endpoints {
+            let url = EndpointUrl::parse(raw).map_err(|reason| Error::bad_endpoint(raw, reason))?;
+            let port = url.addr.port();
+            let address = raw.clone();
+            extras
+                .tagged_addresses
+                .insert(url.scheme.clone(), ServiceAddress { address, port });
             extras.checks.push(AgentTcpCheck {
                 tcp: url.addr.to_string(),
                 interval: consul_duration(Self::CHECK_INTERVAL),
@@ -83,13 +57,18 @@ impl KratosConsulFormat {
                 status: "passing".into(),
                 deregister_critical_service_after: consul_duration(Self::DEREGISTER_AFTER),
             });
+            first.get_or_insert(url.addr);
         }
+        let Some(first) = first else {
+            let why = "a kratos instance needs at least one endpoint, e.g. grpc://host:port";
+            return Err(Error::bad_endpoint("", why));
+        };
         let registration = AgentServiceRegistration {
             id: instance.id.clone(),
             name: instance.name.clone(),
             tags: vec![format!("version={}", instance.version)],
-            address: first.addr.host().to_string(),
-            port: first.addr.port(),
+            address: first.host().to_string(),
+            port: first.port(),
             meta: instance.metadata.clone().unwrap_or_default(),
             weights: None,
             check: AgentServiceCheck::passing_ttl(
@@ -103,29 +82,23 @@ impl KratosConsulFormat {
 
     /// The kratos instance of one health entry, as kratos' consul registry reads it.
     pub fn instance(entry: &ServiceEntry) -> KratosInstance {
-        let version = entry
+        let service = &entry.service;
+        let mut version = entry
             .tags()
             .iter()
-            .filter_map(|t| t.split_once('='))
-            .filter(|(k, _)| *k == "version")
-            .map(|(_, v)| v.to_string())
-            .next_back()
-            .unwrap_or_default();
+            .filter_map(|t| t.strip_prefix("version="));
         let mut endpoints: Vec<String> = entry
             .registered_tagged_addresses()
             .map(|(_, a)| a.address.clone())
             .collect();
-        if endpoints.is_empty() && !entry.service.address.is_empty() && entry.service.port != 0 {
-            endpoints.push(format!(
-                "http://{}:{}",
-                entry.service.address, entry.service.port
-            ));
+        if endpoints.is_empty() && !service.address.is_empty() && service.port != 0 {
+            endpoints.push(format!("http://{}:{}", service.address, service.port));
         }
         KratosInstance {
-            id: entry.service.id.clone(),
-            name: entry.service.service.clone(),
-            version,
-            metadata: entry.service.meta.clone(),
+            id: service.id.clone(),
+            name: service.service.clone(),
+            version: version.next_back().unwrap_or_default().to_string(),
+            metadata: service.meta.clone(),
             endpoints,
         }
     }
@@ -134,14 +107,7 @@ impl KratosConsulFormat {
     pub fn decode(entries: &[ServiceEntry], security: Security) -> Vec<Endpoint> {
         entries
             .iter()
-            .filter_map(|entry| {
-                let instance = Self::instance(entry);
-                let endpoint = instance.endpoint(security);
-                if endpoint.is_none() {
-                    tracing::debug!(id = %instance.id, endpoints = ?instance.endpoints, ?security, "kratos instance has no gRPC endpoint for this client");
-                }
-                endpoint
-            })
+            .filter_map(|entry| Self::instance(entry).endpoint(security))
             .collect()
     }
 }
@@ -156,23 +122,20 @@ pub(crate) fn resolve(target: &Target, security: Security, updates: SnapshotSend
     Ok(())
 }
 
-/// Registers `instance` with the agent of `target`, heartbeating every 10 s.
+/// Registers `instance(name)` with the agent of `target`, heartbeating every 10 s.
 pub(crate) async fn register(
     target: &Target,
     label: &str,
     endpoint: &str,
-    instance: KratosInstance,
+    instance: impl FnOnce(&str) -> Result<KratosInstance>,
 ) -> Result<Registration> {
     let t = ConsulTarget::from_target(target)?;
-    let (registration, extras) = KratosConsulFormat::registration(&instance)?;
-    ServiceKeeper::new(
-        ConsulClient::new(t.config),
-        registration,
-        KratosConsulFormat::CHECK_INTERVAL,
-    )
-    .extras(extras)
-    .start(label, endpoint)
-    .await
+    let (registration, extras) = KratosConsulFormat::registration(&instance(&t.service)?)?;
+    let client = ConsulClient::new(t.config);
+    ServiceKeeper::new(client, registration, KratosConsulFormat::CHECK_INTERVAL)
+        .extras(extras)
+        .start(label, endpoint)
+        .await
 }
 
 #[cfg(test)]

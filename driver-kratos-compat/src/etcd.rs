@@ -48,50 +48,39 @@ impl KratosEtcdFormat {
     ) -> std::result::Result<Option<Endpoint>, String> {
         let instance: KratosInstance = serde_json::from_slice(value)
             .map_err(|e| format!("not a kratos instance JSON: {e}"))?;
-        if instance.name != name {
-            return Ok(None);
-        }
-        let endpoint = instance.endpoint(security);
-        if endpoint.is_none() {
-            tracing::debug!(id = %instance.id, endpoints = ?instance.endpoints, ?security, "kratos instance has no gRPC endpoint for this client");
-        }
-        Ok(endpoint)
+        Ok((instance.name == name)
+            .then(|| instance.endpoint(security))
+            .flatten())
     }
 }
 
 /// Follows `name` in the etcd cluster of `target` (an `etcd://hosts/name` target).
 pub(crate) fn resolve(target: &Target, security: Security, updates: SnapshotSender) -> Result<()> {
     let t = EtcdTarget::from_target(target)?;
-    let name = t.key.clone();
-    let decode =
-        Arc::new(move |_key: &str, value: &[u8]| KratosEtcdFormat::decode(&name, value, security));
-    resolve_prefix(
-        &t.config,
-        &KratosEtcdFormat::prefix(&t.key),
-        decode,
-        updates,
-    );
+    let prefix = KratosEtcdFormat::prefix(&t.key);
+    let decode = Arc::new(move |_: &str, v: &[u8]| KratosEtcdFormat::decode(&t.key, v, security));
+    resolve_prefix(&t.config, &prefix, decode, updates);
     Ok(())
 }
 
-/// Registers `instance` in the etcd cluster of `target` under a 15 s lease.
+/// Registers `instance(name)` in the etcd cluster of `target` under a 15 s lease.
 pub(crate) async fn register(
     target: &Target,
     label: &str,
     endpoint: &str,
-    instance: KratosInstance,
+    instance: impl FnOnce(&str) -> Result<KratosInstance>,
 ) -> Result<Registration> {
     let t = EtcdTarget::from_target(target)?;
-    let client = shared_client(&t.config).await?;
-    let key = KratosEtcdFormat::key(&instance);
-    LeaseKeeper::new(
-        client,
-        move |_| key.clone(),
+    let instance = instance(&t.key)?;
+    let (key, value) = (
+        KratosEtcdFormat::key(&instance),
         KratosEtcdFormat::value(&instance),
-    )
-    .ttl(KratosEtcdFormat::TTL)
-    .start(label, endpoint)
-    .await
+    );
+    let client = shared_client(&t.config).await?;
+    LeaseKeeper::new(client, move |_| key.clone(), value)
+        .ttl(KratosEtcdFormat::TTL)
+        .start(label, endpoint)
+        .await
 }
 
 #[cfg(test)]

@@ -5,28 +5,25 @@
 
 use std::collections::BTreeMap;
 
-use dtmdriver_core::address::HostPort;
+pub use dtmdriver_core::address::EndpointUrl;
 use dtmdriver_core::resolve::Endpoint;
 use dtmdriver_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-/// One kratos service instance, as kratos marshals `registry.ServiceInstance`.
+/// One kratos service instance, as kratos marshals `registry.ServiceInstance`; a
+/// missing field reads as empty.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct KratosInstance {
     /// The instance id (a UUID; dtm's kratos driver v0.0.10 leaves it empty).
-    #[serde(default)]
     pub id: String,
     /// The service name clients resolve.
-    #[serde(default)]
     pub name: String,
     /// The version (`""` when unset).
-    #[serde(default)]
     pub version: String,
     /// Free-form metadata; `null` when unset, as Go marshals a nil map.
-    #[serde(default)]
     pub metadata: Option<BTreeMap<String, String>>,
     /// Endpoint URLs, e.g. `grpc://10.0.0.5:9000`.
-    #[serde(default)]
     pub endpoints: Vec<String>,
 }
 
@@ -40,113 +37,56 @@ pub enum Security {
     Tls,
 }
 
-/// One endpoint URL as kratos reads it: `scheme://host:port[?query]`, parsed by
-/// [`http::Uri`] with the address checked by [`HostPort`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EndpointUrl {
-    /// The scheme, lower-cased (`grpc`, `grpcs`, `http`, ...).
-    pub scheme: String,
-    /// The checked `host:port`.
-    pub addr: HostPort,
-    /// The query string after `?`, if any.
-    pub query: Option<String>,
-}
-
-impl EndpointUrl {
-    /// Parses `scheme://host:port[?query]` (no user, no path); the error says what is
-    /// wrong.
-    pub fn parse(url: &str) -> std::result::Result<Self, String> {
-        let uri: http::Uri = url
-            .parse()
-            .map_err(|e| format!("`{url}` is not a URL ({e}); write grpc://host:port"))?;
-        let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
-            return Err(format!("`{url}` has no scheme; write grpc://host:port"));
-        };
-        let addr = match uri.path() {
-            "" | "/" => HostPort::parse(authority.as_str()),
-            path => Err(format!("it has a path (`{path}`)")),
-        }
-        .map_err(|why| {
-            format!("`{url}` does not name host:port ({why}); write {scheme}://host:port")
-        })?;
-        Ok(Self {
-            scheme: scheme.to_ascii_lowercase(),
-            addr,
-            query: uri.query().map(str::to_string),
-        })
-    }
-
-    /// The security of a gRPC endpoint; `None` for other transports.
-    pub fn grpc_security(&self) -> Option<Security> {
+impl Security {
+    /// The security of a gRPC endpoint URL; `None` for other transports.
+    pub fn of(url: &EndpointUrl) -> Option<Self> {
         // kratos ≤ 2.2: `strconv.ParseBool(u.Query().Get("isSecure"))`, the first value
         // of the key as spelled, where 1, t, T, TRUE, true and True are true.
-        let is_secure = self.query.as_deref().is_some_and(|q| {
-            form_urlencoded::parse(q.as_bytes())
-                .find(|(k, _)| k == "isSecure")
-                .is_some_and(|(_, v)| matches!(&*v, "1" | "t" | "T" | "TRUE" | "true" | "True"))
-        });
-        match self.scheme.as_str() {
-            "grpcs" => Some(Security::Tls),
-            "grpc" if is_secure => Some(Security::Tls),
-            "grpc" => Some(Security::Plaintext),
+        let is_secure = url
+            .query_value("isSecure")
+            .is_some_and(|v| matches!(&*v, "1" | "t" | "T" | "TRUE" | "true" | "True"));
+        match (url.scheme.as_str(), is_secure) {
+            ("grpcs", _) | ("grpc", true) => Some(Self::Tls),
+            ("grpc", false) => Some(Self::Plaintext),
             _ => None,
         }
     }
 }
 
-/// The endpoint URLs to register for `endpoint` as dtm's `EndPoint` setting gives it:
-/// one or more comma-separated `grpc://host:port`, `grpcs://host:port`,
-/// `grpc://host:port?isSecure=true` (or `http(s)://` for a kratos HTTP server). A bare
-/// `host:port` is taken as `grpc://host:port`, with a log line.
-///
-/// ```
-/// use dtmdriver_kratos::instance::endpoint_urls;
-/// assert_eq!(endpoint_urls("127.0.0.1:9000").unwrap(), ["grpc://127.0.0.1:9000"]);
-/// assert_eq!(
-///     endpoint_urls("grpc://127.0.0.1:9000,grpcs://127.0.0.1:9443").unwrap(),
-///     ["grpc://127.0.0.1:9000", "grpcs://127.0.0.1:9443"]
-/// );
-/// assert!(endpoint_urls("tcp://127.0.0.1:9000").is_err());
-/// assert!(endpoint_urls("0.0.0.0:9000").is_err());
-/// ```
+/// The endpoint URLs to register for dtm's `EndPoint`: one or more comma-separated
+/// `grpc://host:port`, `grpcs://host:port`, `grpc://host:port?isSecure=true` (or
+/// `http(s)://` for a kratos HTTP server); a bare `host:port` is `grpc://host:port`,
+/// with a log line. A wildcard host is refused.
 pub fn endpoint_urls(endpoint: &str) -> Result<Vec<String>> {
+    let refuse = |why: String| Error::bad_endpoint(endpoint, why);
     let mut urls = Vec::new();
     for part in endpoint.split(',').map(str::trim) {
-        if part.is_empty() {
-            return Err(Error::bad_endpoint(
-                endpoint,
-                "an endpoint is empty; write grpc://host:port[,grpcs://host:port]",
-            ));
-        }
-        let url = if part.contains("://") {
-            part.to_string()
-        } else {
-            tracing::info!(
-                endpoint = part,
-                "kratos endpoints carry a scheme; registering grpc://{part}"
-            );
-            format!("grpc://{part}")
+        let url = match part {
+            "" => {
+                return Err(refuse(
+                    "an endpoint is empty; write grpc://host:port[,grpcs://host:port]".into(),
+                ));
+            }
+            url if url.contains("://") => url.to_string(),
+            addr => {
+                tracing::info!(
+                    endpoint = addr,
+                    "kratos endpoints carry a scheme; registering grpc://{addr}"
+                );
+                format!("grpc://{addr}")
+            }
         };
-        let parsed =
-            EndpointUrl::parse(&url).map_err(|reason| Error::bad_endpoint(endpoint, reason))?;
+        let parsed = EndpointUrl::parse(&url).map_err(refuse)?;
         if !matches!(parsed.scheme.as_str(), "grpc" | "grpcs" | "http" | "https") {
-            return Err(Error::bad_endpoint(
-                endpoint,
-                format!(
-                    "scheme `{}` is not one kratos clients dial; use grpc://, grpcs:// \
-                 (or grpc://host:port?isSecure=true), http:// or https://",
-                    parsed.scheme
-                ),
-            ));
+            let scheme = parsed.scheme;
+            return Err(refuse(format!(
+                "scheme `{scheme}` is not one kratos clients dial; use grpc://, grpcs:// (or grpc://host:port?isSecure=true), http:// or https://"
+            )));
         }
         if matches!(parsed.addr.host(), "0.0.0.0" | "::") {
-            return Err(Error::bad_endpoint(
-                endpoint,
-                format!(
-                    "`{url}` is a wildcard listen address; register the address clients dial, \
-                 e.g. the machine's IP"
-                ),
-            ));
+            return Err(refuse(format!(
+                "`{url}` is a wildcard listen address; register the address clients dial, e.g. the machine's IP"
+            )));
         }
         urls.push(url);
     }
@@ -159,29 +99,28 @@ impl KratosInstance {
     /// with a warning), with weight from metadata `weight` and the metadata,
     /// `version` and `id` as endpoint metadata. `None` when no endpoint matches.
     pub fn endpoint(&self, security: Security) -> Option<Endpoint> {
+        let (id, name) = (&self.id, &self.name);
         let url = self.endpoints.iter().find_map(|e| match EndpointUrl::parse(e) {
-            Ok(u) => (u.grpc_security() == Some(security)).then_some(u),
+            Ok(u) => (Security::of(&u) == Some(security)).then_some(u),
             Err(why) => {
-                tracing::warn!(id = %self.id, name = %self.name, %why, "skipping a kratos endpoint URL that cannot be dialled");
+                tracing::warn!(%id, %name, %why, "skipping a kratos endpoint URL that cannot be dialled");
                 None
             }
-        })?;
-        let mut endpoint = Endpoint::new(url.addr.to_string());
-        let metadata = self.metadata.clone().unwrap_or_default();
-        if let Some(w) = metadata.get("weight") {
-            match w.trim().parse::<u32>() {
-                Ok(w) => endpoint = endpoint.with_weight(w),
-                Err(_) => tracing::warn!(
-                    id = %self.id, name = %self.name, weight = %w,
-                    "instance metadata weight is not a whole number; using 1"
-                ),
-            }
+        });
+        let Some(url) = url else {
+            tracing::debug!(%id, endpoints = ?self.endpoints, ?security, "kratos instance has no gRPC endpoint for this client");
+            return None;
+        };
+        let mut metadata = self.metadata.clone().unwrap_or_default();
+        let weight = metadata.get("weight").map(|w| (w.trim().parse::<u32>(), w));
+        if let Some((Err(_), w)) = weight {
+            tracing::warn!(%id, %name, weight = %w, "instance metadata weight is not a whole number; using 1");
         }
+        let weight = weight.and_then(|(w, _)| w.ok()).unwrap_or(1);
+        metadata.insert("version".into(), self.version.clone());
+        metadata.insert("id".into(), id.clone());
+        let mut endpoint = Endpoint::new(url.addr.to_string()).with_weight(weight);
         endpoint.metadata = metadata;
-        endpoint
-            .metadata
-            .insert("version".into(), self.version.clone());
-        endpoint.metadata.insert("id".into(), self.id.clone());
         Some(endpoint)
     }
 
@@ -297,6 +236,10 @@ mod tests {
     #[test]
     fn endpoint_urls_accept_kratos_forms_and_refuse_others() {
         assert_eq!(
+            endpoint_urls("grpc://127.0.0.1:9000, grpcs://127.0.0.1:9443").unwrap(),
+            ["grpc://127.0.0.1:9000", "grpcs://127.0.0.1:9443"]
+        );
+        assert_eq!(
             endpoint_urls("grpc://127.0.0.1:9000?isSecure=true").unwrap(),
             ["grpc://127.0.0.1:9000?isSecure=true"]
         );
@@ -307,6 +250,7 @@ mod tests {
             "a:1,,b:2",
             "tcp://h:1",
             "grpc://[::]:1",
+            "0.0.0.0:9000",
             "grpc://h:0",
             "grpc://127.0.0.1:99999",
             "grpc://::1:7014",

@@ -4,26 +4,16 @@
 //! shared branch-URI rule ([`parse_scheme_url`]) and kratos' formats: the instance JSON
 //! and endpoint choice ([`instance`]), the etcd layout ([`KratosEtcdFormat`]) and the
 //! consul registration ([`KratosConsulFormat`]). Leases, watches, heartbeats and retries
-//! are the engines' (`dtmdriver-etcd`, `dtmdriver-consul`).
+//! are the engines' (`dtmdriver-etcd`, `dtmdriver-consul`). `discovery:///NAME` lives in
+//! the registry of its `?registry=`, its authority's hosts (etcd),
+//! [`KratosDriver::with_registry`] or [`REGISTRY_ENV`] ([`RegistryChoice`]). Plaintext
+//! clients dial an instance's first plaintext gRPC endpoint, TLS clients
+//! ([`KratosDriver::tls_channel`]) its first TLS one. Cargo features `etcd` and `consul`
+//! (default); a registry whose feature is off is refused naming it ([`FeatureOff`]).
+//! Linking the crate registers the driver (`use dtmdriver_kratos as _;`).
 //!
-//! * `discovery:///NAME` lives in the registry named by, first match wins: the target's
-//!   `?registry=etcd://H:2379` (or `consul://H:8500`), hosts in its authority (etcd),
-//!   [`KratosDriver::with_registry`], then [`REGISTRY_ENV`]; none is an error saying how
-//!   to name one.
-//! * `register_service(target, endpoint)` publishes one instance with a fresh UUID for
-//!   dtm's `EndPoint` (`grpc://`, `grpcs://`, `grpc://…?isSecure=true`, comma separated;
-//!   a bare `host:port` is `grpc://`), version and metadata from the driver value and the
-//!   target's `?version=`, `?meta.K=`, `?weight=`.
-//! * Plaintext clients dial an instance's first plaintext gRPC endpoint, TLS clients
-//!   ([`KratosDriver::tls_channel`]) its first TLS one, checking certificates against the
-//!   service name; an emptied set is published (calls fail fast).
-//! * Cargo features `etcd` and `consul` (both default); a target on a registry whose
-//!   feature is off is refused naming it
-//!   ([`FeatureOff`](dtmdriver_core::feature_off::FeatureOff)). Linking the crate
-//!   registers the driver (`use dtmdriver_kratos as _;`).
-//!
-//! The details, the branch URIs dtm's Go coordinator accepts, and where we differ from
-//! kratos and why: `docs/kratos.md`.
+//! Registering, resolving, the branch URIs dtm's Go coordinator accepts, and where we
+//! differ from kratos and why: `docs/kratos.md`.
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
@@ -42,8 +32,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use dtmdriver_core::feature_off::FeatureOff;
 use dtmdriver_core::parse::parse_scheme_url;
 use dtmdriver_core::registration_options::RegistrationOptions;
+use dtmdriver_core::registry_choice::RegistryChoice;
 use dtmdriver_core::resolve::{Registrar, Resolver, SnapshotSender};
 use dtmdriver_core::{
     ChannelBuilder, Driver, Error, Registration, Result, ServerMethod, Target, TlsConnector,
@@ -67,36 +59,16 @@ pub const NAME: &str = "dtm-driver-kratos";
 /// The environment variable naming the registry of `discovery:///` targets.
 pub const REGISTRY_ENV: &str = "DTM_KRATOS_REGISTRY";
 
-/// The registry behind a target.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Backend {
-    Etcd,
-    Consul,
-}
+/// The registries of `discovery:///NAME`; the target's other parameters stay with it.
+const REGISTRIES: RegistryChoice = RegistryChoice {
+    schemes: &[
+        ("etcd", "etcd://HOST:2379"),
+        ("consul", "consul://HOST:8500"),
+    ],
+    carry_query: false,
+};
 
-impl Backend {
-    /// The error for a target on a registry this build left out.
-    #[cfg(not(all(feature = "etcd", feature = "consul")))]
-    fn feature_off(self, target: &Target, what: &'static str) -> Error {
-        let feature = match self {
-            Backend::Etcd => "etcd",
-            Backend::Consul => "consul",
-        };
-        dtmdriver_core::feature_off::FeatureOff::new(NAME, env!("CARGO_PKG_NAME"), feature)
-            .error(target, what)
-    }
-}
-
-/// `dtm-driver-kratos`; see the [crate docs](crate).
-///
-/// ```
-/// use dtmdriver_core::Driver;
-/// use dtmdriver_kratos::KratosDriver;
-/// let d = KratosDriver::default().version("v2").metadata("zone", "a");
-/// assert_eq!(d.name(), "dtm-driver-kratos");
-/// let sm = d.parse_server_method("discovery:///busi/api.trans.v1.Trans/TransOut").unwrap();
-/// assert_eq!((sm.server.as_str(), sm.method.as_str()), ("discovery:///busi", "/api.trans.v1.Trans/TransOut"));
-/// ```
+/// `dtm-driver-kratos` with its settings; see the [crate docs](crate).
 #[derive(Clone, Debug, Default)]
 pub struct KratosDriver {
     registry: Option<String>,
@@ -108,7 +80,7 @@ impl KratosDriver {
     /// The registry of `discovery:///` targets that name none themselves:
     /// `etcd://h1:2379,h2:2379` or `consul://h:8500`. Default: [`REGISTRY_ENV`].
     pub fn with_registry(mut self, registry: &str) -> Result<Self> {
-        engine_target(registry, "check")?;
+        Target::in_registry(registry, "check", REGISTRIES.schemes, &[])?;
         self.registry = Some(registry.to_string());
         Ok(self)
     }
@@ -135,15 +107,9 @@ impl KratosDriver {
         }
     }
 
-    /// A channel builder for `target` that dials with `tls` and so takes the instances'
-    /// TLS endpoints (`grpcs://`, `grpc://…?isSecure=true`); plaintext channels
-    /// (`dtmdriver_core::connect`, [`Driver::resolvers`]) take the `grpc://` ones.
-    ///
-    /// As kratos' Go client does, servers' certificates are checked against the
-    /// service's name (`busi` for `discovery:///busi`), not the endpoint's host: kratos'
-    /// resolver gives every address the service name as its `ServerName`, and grpc-go
-    /// verifies that. A connector naming another with
-    /// [`TlsConnector::with_server_name`] keeps its name.
+    /// A channel builder for `target` that dials the instances' TLS endpoints with `tls`,
+    /// checking certificates against the service's name (`busi` for `discovery:///busi`)
+    /// as kratos' Go client does, unless `tls` names another.
     pub fn tls_channel(&self, target: &str, tls: TlsConnector) -> Result<ChannelBuilder> {
         let parsed = Target::parse(target)?;
         let tls = match tls.server_name() {
@@ -155,63 +121,41 @@ impl KratosDriver {
             .tls(tls))
     }
 
-    /// Where `target` lives: the backend and the engine's target (`etcd://hosts/NAME`,
-    /// `consul://agent/NAME`).
-    fn locate(&self, target: &Target) -> Result<(Backend, Target)> {
+    /// The engine's target behind `target` (`etcd://hosts/NAME`, `consul://agent/NAME`).
+    fn locate(&self, target: &Target) -> Result<Target> {
         self.locate_with_env(target, std::env::var(REGISTRY_ENV).ok())
     }
 
-    fn locate_with_env(
-        &self,
-        target: &Target,
-        env_registry: Option<String>,
-    ) -> Result<(Backend, Target)> {
+    fn locate_with_env(&self, target: &Target, env: Option<String>) -> Result<Target> {
         match target.scheme() {
-            "etcd" => return Ok((Backend::Etcd, target.clone())),
-            "consul" => return Ok((Backend::Consul, target.clone())),
+            "etcd" | "consul" => return Ok(target.clone()),
             "discovery" => {}
             other => {
-                return Err(Error::bad_target(
-                    target,
-                    format!(
-                        "scheme `{other}` is not one of dtm-driver-kratos' (discovery, etcd, consul)"
-                    ),
-                ));
+                let why =
+                    format!("scheme `{other}` is not one of {NAME}'s (discovery, etcd, consul)");
+                return Err(Error::bad_target(target, why));
             }
         }
         let name = target.endpoint();
         if name.is_empty() || name.contains('/') {
-            return Err(Error::bad_target(
-                target,
-                "the service name must be one path segment; write discovery:///NAME",
-            ));
+            let why = "the service name must be one path segment; write discovery:///NAME";
+            return Err(Error::bad_target(target, why));
         }
-        if let Some(registry) = target.query("registry") {
-            return engine_target(registry, name).map_err(|e| {
-                Error::bad_target(target, format!("its ?registry= is unusable: {e}"))
-            });
-        }
-        if !target.hosts().is_empty() {
-            let raw = target.as_str();
-            let rest = &raw[raw.find("://").map_or(0, |i| i + 3)..];
-            return Ok((Backend::Etcd, Target::parse(&format!("etcd://{rest}"))?));
-        }
-        if let Some(registry) = &self.registry {
-            return engine_target(registry, name);
-        }
-        match env_registry {
-            Some(registry) if !registry.trim().is_empty() => engine_target(registry.trim(), name)
-                .map_err(|e| Error::bad_target(target, format!("{REGISTRY_ENV} is unusable: {e}"))),
-            _ => Err(Error::bad_target(
-                target,
-                format!(
-                    "it names no registry; set {REGISTRY_ENV}=etcd://127.0.0.1:2379 (or \
+        let env = env.as_deref().map(str::trim).filter(|r| !r.is_empty());
+        let defaults = [
+            ("KratosDriver::with_registry", self.registry.as_deref()),
+            (REGISTRY_ENV, env),
+        ];
+        let write = |name| {
+            format!(
+                "it names no registry; set {REGISTRY_ENV}=etcd://127.0.0.1:2379 (or \
                  consul://127.0.0.1:8500), append ?registry=etcd://HOST:2379, write \
                  discovery://HOST:2379/{name} for etcd, or build the driver with \
                  KratosDriver::default().with_registry(\"etcd://HOST:2379\")"
-                ),
-            )),
-        }
+            )
+        };
+        let located = REGISTRIES.locate(target, name, &defaults)?;
+        located.ok_or_else(|| Error::bad_target(target, write(name)))
     }
 
     /// The instance to register at `target` for dtm's `endpoint`: `?weight=` and
@@ -233,19 +177,13 @@ impl KratosDriver {
     }
 }
 
-/// Builds the engine target for service `name` in `registry` (`etcd://hosts[?q]` or
-/// `consul://agent[?q]`).
-fn engine_target(registry: &str, name: &str) -> Result<(Backend, Target)> {
-    let schemes = [
-        ("etcd", "etcd://HOST:2379"),
-        ("consul", "consul://HOST:8500"),
-    ];
-    let target = Target::in_registry(registry, name, &schemes, &[])?;
-    let backend = match target.scheme() {
-        "consul" => Backend::Consul,
-        _ => Backend::Etcd,
-    };
-    Ok((backend, target))
+/// The refusal of `target`, whose registry (`engine`'s scheme) this build left out.
+fn feature_off(engine: &Target, target: &Target, what: &'static str) -> Error {
+    let feature = ["consul", "etcd"]
+        .into_iter()
+        .find(|f| *f == engine.scheme());
+    let feature = feature.unwrap_or("etcd");
+    FeatureOff::new(NAME, env!("CARGO_PKG_NAME"), feature).error(target, what)
 }
 
 #[async_trait]
@@ -265,9 +203,7 @@ impl Driver for KratosDriver {
     }
 
     fn registrars(&self) -> Vec<(&'static str, Arc<dyn Registrar>)> {
-        let r: Arc<dyn Registrar> = Arc::new(KratosRegistrar {
-            driver: self.clone(),
-        });
+        let r: Arc<dyn Registrar> = Arc::new(self.clone());
         vec![("discovery", r.clone()), ("etcd", r.clone()), ("consul", r)]
     }
 
@@ -287,42 +223,29 @@ pub struct KratosResolver {
 
 impl Resolver for KratosResolver {
     fn resolve(&self, target: &Target, updates: SnapshotSender) -> Result<()> {
-        match self.driver.locate(target)? {
+        let engine = self.driver.locate(target)?;
+        match engine.scheme() {
             #[cfg(feature = "etcd")]
-            (Backend::Etcd, t) => etcd::resolve(&t, self.security, updates),
+            "etcd" => etcd::resolve(&engine, self.security, updates),
             #[cfg(feature = "consul")]
-            (Backend::Consul, t) => consul::resolve(&t, self.security, updates),
-            #[cfg(not(all(feature = "etcd", feature = "consul")))]
-            (off, _) => Err(off.feature_off(target, "resolve")),
+            "consul" => consul::resolve(&engine, self.security, updates),
+            _ => Err(feature_off(&engine, target, "resolve")),
         }
     }
 }
 
 /// Registers kratos instances; see the [crate docs](crate).
-#[derive(Clone, Debug)]
-pub struct KratosRegistrar {
-    driver: KratosDriver,
-}
-
 #[async_trait]
-impl Registrar for KratosRegistrar {
+impl Registrar for KratosDriver {
     async fn register(&self, target: &Target, endpoint: &str) -> Result<Registration> {
-        let (backend, engine) = self.driver.locate(target)?;
-        match backend {
+        let engine = self.locate(target)?;
+        let instance = |name: &str| self.instance(target, name, endpoint);
+        match engine.scheme() {
             #[cfg(feature = "etcd")]
-            Backend::Etcd => {
-                let name = dtmdriver_etcd::EtcdTarget::from_target(&engine)?.key;
-                let instance = self.driver.instance(target, &name, endpoint)?;
-                etcd::register(&engine, target.as_str(), endpoint, instance).await
-            }
+            "etcd" => etcd::register(&engine, target.as_str(), endpoint, instance).await,
             #[cfg(feature = "consul")]
-            Backend::Consul => {
-                let name = dtmdriver_consul::ConsulTarget::from_target(&engine)?.service;
-                let instance = self.driver.instance(target, &name, endpoint)?;
-                consul::register(&engine, target.as_str(), endpoint, instance).await
-            }
-            #[cfg(not(all(feature = "etcd", feature = "consul")))]
-            off => Err(off.feature_off(target, "register a service at")),
+            "consul" => consul::register(&engine, target.as_str(), endpoint, instance).await,
+            _ => Err(feature_off(&engine, target, "register a service at")),
         }
     }
 }
@@ -331,49 +254,59 @@ impl Registrar for KratosRegistrar {
 mod tests {
     use super::*;
 
-    fn locate(d: &KratosDriver, t: &str) -> Result<(Backend, String)> {
+    fn locate(d: &KratosDriver, t: &str) -> Result<String> {
         d.locate(&Target::parse(t).unwrap())
-            .map(|(b, t)| (b, t.as_str().to_string()))
+            .map(|t| t.as_str().to_string())
+    }
+
+    #[test]
+    fn name_and_branch_uris() {
+        let d = KratosDriver::default();
+        assert_eq!(d.name(), "dtm-driver-kratos");
+        let sm = d
+            .parse_server_method("discovery:///busi/api.trans.v1.Trans/TransOut")
+            .unwrap();
+        assert_eq!(
+            (sm.server.as_str(), sm.method.as_str()),
+            ("discovery:///busi", "/api.trans.v1.Trans/TransOut")
+        );
     }
 
     #[test]
     fn discovery_targets_find_their_registry() {
         let d = KratosDriver::default();
-        assert_eq!(
-            locate(
-                &d,
-                "discovery:///busi?registry=etcd://127.0.0.1:2379,127.0.0.1:22379"
-            )
-            .unwrap(),
-            (
-                Backend::Etcd,
-                "etcd://127.0.0.1:2379,127.0.0.1:22379/busi".into()
-            )
-        );
-        assert_eq!(
-            locate(
-                &d,
-                "discovery:///busi?registry=consul%3A%2F%2F127.0.0.1%3A8500%3Ftoken%3Dt"
-            )
-            .unwrap(),
-            (
-                Backend::Consul,
-                "consul://127.0.0.1:8500/busi?token=t".into()
-            )
-        );
-        assert_eq!(
-            locate(&d, "discovery://127.0.0.1:2379/busi?user=u").unwrap(),
-            (Backend::Etcd, "etcd://127.0.0.1:2379/busi?user=u".into())
-        );
         let configured = d.clone().with_registry("consul://127.0.0.1:8500").unwrap();
-        assert_eq!(
-            locate(&configured, "discovery:///busi").unwrap(),
-            (Backend::Consul, "consul://127.0.0.1:8500/busi".into())
-        );
-        assert_eq!(
-            locate(&d, "etcd://h:2379/busi").unwrap(),
-            (Backend::Etcd, "etcd://h:2379/busi".into())
-        );
+        for (driver, target, engine) in [
+            (
+                &d,
+                "discovery:///busi?registry=etcd://127.0.0.1:2379,127.0.0.1:22379",
+                "etcd://127.0.0.1:2379,127.0.0.1:22379/busi",
+            ),
+            (
+                &d,
+                "discovery:///busi?registry=consul%3A%2F%2F127.0.0.1%3A8500%3Ftoken%3Dt&version=v2",
+                "consul://127.0.0.1:8500/busi?token=t",
+            ),
+            (
+                &d,
+                "discovery://127.0.0.1:2379/busi?user=u",
+                "etcd://127.0.0.1:2379/busi?user=u",
+            ),
+            (
+                &d,
+                "discovery://root:pw@127.0.0.1:2379/busi",
+                "etcd://root:pw@127.0.0.1:2379/busi",
+            ),
+            (
+                &configured,
+                "discovery:///busi",
+                "consul://127.0.0.1:8500/busi",
+            ),
+            (&d, "etcd://h:2379/busi", "etcd://h:2379/busi"),
+            (&d, "consul://h:8500/busi", "consul://h:8500/busi"),
+        ] {
+            assert_eq!(locate(driver, target).unwrap(), engine, "{target}");
+        }
     }
 
     #[test]
@@ -382,18 +315,17 @@ mod tests {
         let target = Target::parse("discovery:///busi").unwrap();
         let e = d.locate_with_env(&target, None).unwrap_err().to_string();
         assert!(e.contains(REGISTRY_ENV) && e.contains("?registry="), "{e}");
-        let (backend, t) = d
-            .locate_with_env(&target, Some("consul://127.0.0.1:8500".into()))
+        let t = d
+            .locate_with_env(&target, Some(" consul://127.0.0.1:8500 ".into()))
             .unwrap();
-        assert_eq!(
-            (backend, t.as_str()),
-            (Backend::Consul, "consul://127.0.0.1:8500/busi")
-        );
+        assert_eq!(t.as_str(), "consul://127.0.0.1:8500/busi");
         let e = d
             .locate_with_env(&target, Some("zk://h:1".into()))
             .unwrap_err()
             .to_string();
         assert!(e.contains(REGISTRY_ENV) && e.contains("zk"), "{e}");
+        let e = locate(&d, "discovery:///busi?registry=zk://h:1").unwrap_err();
+        assert!(e.to_string().contains("?registry= is unusable"), "{e}");
         for (registry, needle) in [
             (
                 "nacos://h:8848",
@@ -405,8 +337,13 @@ mod tests {
             let e = d.clone().with_registry(registry).unwrap_err().to_string();
             assert!(e.contains(needle), "{registry}: {e}");
         }
-        let e = locate(&d, "discovery:///").unwrap_err().to_string();
-        assert!(e.contains("discovery:///NAME"), "{e}");
+        for bad in ["discovery:///", "discovery:///a/b", "zk://h/busi"] {
+            let e = locate(&d, bad).unwrap_err().to_string();
+            assert!(
+                e.contains("discovery:///NAME") || e.contains("not one of"),
+                "{e}"
+            );
+        }
     }
 
     #[test]
