@@ -42,5 +42,6 @@ pub(crate) mod exchange;
 pub(crate) mod liveness;
 pub(crate) mod replay;
 pub(crate) mod state;
+pub(crate) mod sweeper;
 pub(crate) mod task;
 pub(crate) mod tls;
