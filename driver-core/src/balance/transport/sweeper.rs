@@ -230,3 +230,74 @@ fn keep_watching(activity: &Activity) -> bool {
     activity.watched.store(false, Ordering::SeqCst);
     activity.pending.load(Ordering::SeqCst) > 0 && !activity.watched.swap(true, Ordering::SeqCst)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Waits up to 2 s (40 sweeps) for every activity's flag to say `watched`.
+    fn settles(activities: &[Arc<Activity>], watched: impl Fn(&Activity) -> bool) -> bool {
+        let until = Instant::now() + Duration::from_secs(2);
+        loop {
+            if activities
+                .iter()
+                .all(|a| a.watched.load(Ordering::SeqCst) == watched(a))
+            {
+                return true;
+            }
+            if Instant::now() > until {
+                return false;
+            }
+            std::thread::sleep(CHECK);
+        }
+    }
+
+    #[test]
+    fn a_busy_connection_is_always_watched_and_an_idle_one_let_go() {
+        let activities: Vec<Arc<Activity>> = (0..8).map(|_| Arc::default()).collect();
+        // Calls starting and ending as fast as four threads can, racing the sweeps;
+        // each thread leaves a call pending on one activity of two.
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let activities = &activities;
+                s.spawn(move || {
+                    let until = Instant::now() + Duration::from_millis(600);
+                    let mut i = t;
+                    while Instant::now() < until {
+                        let a = &activities[i % activities.len()];
+                        a.call_started();
+                        a.call_ended();
+                        i += 1;
+                    }
+                    activities[2 * t].call_started();
+                });
+            }
+        });
+        // Lost: a connection with a call pending that the sweeper does not watch.
+        assert!(
+            settles(&activities, |a| a.pending() > 0),
+            "pending: {:?}, watched: {:?}",
+            activities.iter().map(|a| a.pending()).collect::<Vec<_>>(),
+            activities
+                .iter()
+                .map(|a| a.watched.load(Ordering::SeqCst))
+                .collect::<Vec<_>>()
+        );
+        // Stuck: an idle connection that stays flagged (and so never queued again).
+        for t in 0..4 {
+            activities[2 * t].call_ended();
+        }
+        assert!(settles(&activities, |_| false), "{activities:?}");
+    }
+
+    #[test]
+    fn connections_used_once_leave_the_watch() {
+        let activities: Vec<Arc<Activity>> = (0..2000).map(|_| Arc::default()).collect();
+        for a in &activities {
+            a.call_started();
+            a.call_ended();
+        }
+        assert!(settles(&activities, |_| false));
+    }
+}
