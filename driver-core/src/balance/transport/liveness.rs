@@ -6,7 +6,8 @@
 //!   trailers) for [`SILENCE`] sends one HTTP/2 PING; a PING unanswered for
 //!   [`PROBE_TIMEOUT`] makes the connection `Unresponsive`: out of rotation (no new call
 //!   picks it), still connected. The peer is found about [`SILENCE`] + [`PROBE_TIMEOUT`]
-//!   (+ two checks of [`CHECK`]) after it froze: under a second;
+//!   (+ up to one check of [`CHECK`] to see its last response) after it froze: under a
+//!   second;
 //! - the PING's answer puts it back in rotation at once: a process resumed from a
 //!   freeze serves again without a redial;
 //! - calls already handed to it stay bound to it (their deadline, or the caller's
@@ -22,6 +23,17 @@
 //! - with [`keepalive`](crate::balance::ChannelBuilder::keepalive) the same watch also pings at
 //!   the configured interval and closes the connection when a ping stays unanswered for
 //!   `min(interval, 20 s)`.
+//!
+//! Who checks: a [`Probe`] per live connection holds what the watch remembers (the
+//! pinger, the ping on its way, the ping policy's counts); the process's one sweeper
+//! thread (`sweeper`) checks the probes of the connections with calls pending, a ping
+//! on its way or an idle keepalive, every [`CHECK`] and whenever a ping or a ping's
+//! timeout is due, and is woken at once by a ping's answer. A call only counts itself
+//! (`Activity::call_started`): it wakes no task, and a connection with nothing
+//! pending costs nothing. Before the sweeper each connection had a watch task of its
+//! own, which every call on an idle connection woke and which then armed a timer: with
+//! calls spread over thousands of connections, that was the largest cost a call had
+//! beyond the transport's own (`docs/performance.md`).
 //!
 //! Why a ping, and only then: a frozen process (SIGSTOP, a VM paused, a GC pause, a
 //! deadlock in its I/O) leaves its TCP connection open, so nothing fails — calls just

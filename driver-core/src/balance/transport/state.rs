@@ -6,8 +6,8 @@
 //! flag never says ready without a handle), and every channel watching the connection
 //! has its counter ticked when the flag changes, after the flag's store, so that a
 //! channel keeps its list of ready endpoints without scanning. The connection task
-//! (`task`) writes these; the pick, the calls (`connection`) and the liveness watch
-//! (`liveness`) read them.
+//! (`task`) writes these; the pick, the calls (`connection`) and the liveness sweeper
+//! (`sweeper`, `liveness`) read them.
 //!
 //! Why apart: the hot path reads this on every call; keeping it free of the dialling
 //! and pooling code makes what a call touches easy to see.
