@@ -8,7 +8,9 @@
 //!    HTTP/2 connection each), a closed loop of `BENCH_CONC` callers (default 32) for
 //!    `BENCH_SECS` seconds (default 4) per cell, under each policy, split over
 //!    `BENCH_ROUNDS` rounds (default 4) in which the cells take turns. The last row is
-//!    the figure at 4,000 over the one at 32. Every endpoint takes three file
+//!    the figure at 4,000 over the one at 32. A second table gives the CPU time of the
+//!    whole process (callers, channel and servers) per call, which a busy machine
+//!    disturbs less than the rate. Every endpoint takes three file
 //!    descriptors (listener, client and server side of its connection); sizes that do
 //!    not fit the process's open-file limit are skipped, saying so.
 //! 2. **applying one change to a set of N endpoints**, N = 100 / 1,000 / 10,000 /
@@ -115,8 +117,52 @@ async fn ready_channel(name: &str, addrs: &[String], policy: Policy) -> Channel 
     }
 }
 
-/// Calls per second of `concurrency` closed-loop callers on `channel` for `secs`.
-async fn calls_per_sec(channel: &Channel, concurrency: usize, secs: Duration) -> f64 {
+/// CPU time this process used so far (user and system, all threads), from
+/// `/proc/self/stat` (in clock ticks of 10 ms).
+fn cpu_used() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name, which is in parentheses: utime and stime are
+    // the 12th and 13th.
+    let ticks: u64 = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|f| f.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+/// One cell's result: calls, and the process's CPU time while they ran.
+#[derive(Clone, Copy, Default)]
+struct Cell {
+    calls: f64,
+    secs: f64,
+    cpu: f64,
+}
+
+impl Cell {
+    fn add(&mut self, other: Cell) {
+        self.calls += other.calls;
+        self.secs += other.secs;
+        self.cpu += other.cpu;
+    }
+
+    fn per_sec(&self) -> f64 {
+        self.calls / self.secs
+    }
+
+    /// CPU µs of the whole process (client and servers) per call.
+    fn cpu_us(&self) -> f64 {
+        self.cpu * 1e6 / self.calls
+    }
+}
+
+/// Calls of `concurrency` closed-loop callers on `channel` for `secs`.
+async fn calls_per_sec(channel: &Channel, concurrency: usize, secs: Duration) -> Cell {
     let recording = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let calls = Arc::new(AtomicU64::new(0));
@@ -148,9 +194,11 @@ async fn calls_per_sec(channel: &Channel, concurrency: usize, secs: Duration) ->
     tokio::time::sleep(Duration::from_millis(200)).await;
     recording.store(true, Ordering::Relaxed);
     let started = Instant::now();
+    let cpu_before = cpu_used();
     tokio::time::sleep(secs).await;
     recording.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed();
+    let cpu = cpu_used().saturating_sub(cpu_before);
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await.expect("bench task");
@@ -160,7 +208,11 @@ async fn calls_per_sec(channel: &Channel, concurrency: usize, secs: Duration) ->
         0,
         "calls failed during the benchmark"
     );
-    calls.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64()
+    Cell {
+        calls: calls.load(Ordering::Relaxed) as f64,
+        secs: elapsed.as_secs_f64(),
+        cpu: cpu.as_secs_f64(),
+    }
 }
 
 async fn calls_table() {
@@ -208,19 +260,19 @@ async fn calls_table() {
         }
     }
     let rounds = env_num("BENCH_ROUNDS", 4.0) as usize;
-    let mut totals = vec![0.0; channels.len()];
+    let mut totals = vec![Cell::default(); channels.len()];
     for round in 0..rounds {
         let mut order: Vec<usize> = (0..channels.len()).collect();
         if round % 2 == 1 {
             order.reverse();
         }
         for i in order {
-            totals[i] += calls_per_sec(&channels[i], concurrency, secs / rounds as u32).await;
+            totals[i].add(calls_per_sec(&channels[i], concurrency, secs / rounds as u32).await);
         }
     }
     let mut rows = Vec::new();
     for (k, &n) in sizes.iter().enumerate() {
-        let rates: Vec<f64> = (0..3).map(|p| totals[k * 3 + p] / rounds as f64).collect();
+        let rates: Vec<f64> = (0..3).map(|p| totals[k * 3 + p].per_sec()).collect();
         println!(
             "{:>6} | {:>10.0} | {:>10.0} | {:>10.0} | {:>8.0} | {:>5}",
             n,
@@ -240,6 +292,15 @@ async fn calls_table() {
             large[0] / small[0],
             large[1] / small[1],
             large[2] / small[2]
+        );
+    }
+    println!("CPU µs per call (the whole process: callers, channel, servers; /proc/self/stat)");
+    println!("{:>6} | {:>10} | {:>10} | {:>10}", "N", "rr", "wrr", "p2c");
+    for (k, &n) in sizes.iter().enumerate() {
+        let us: Vec<f64> = (0..3).map(|p| totals[k * 3 + p].cpu_us()).collect();
+        println!(
+            "{:>6} | {:>10.1} | {:>10.1} | {:>10.1}",
+            n, us[0], us[1], us[2]
         );
     }
 }

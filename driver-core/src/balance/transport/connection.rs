@@ -14,9 +14,9 @@
 //! owns the connection: a task (`task`) dials, performs the HTTP/2 handshake and
 //! publishes the state (`Connecting`, `Ready`, `Failed` with the error and the time of
 //! the next try). When the connection drops the task dials again, with exponential
-//! backoff after a failure. While connected, the task also watches that the peer still
-//! answers (see `liveness`): one that stops answering is `Unresponsive`, out of
-//! rotation but still connected, until it answers.
+//! backoff after a failure. While connected, the process's liveness sweeper watches
+//! that the peer still answers (see `liveness`, `sweeper`): one that stops answering is
+//! `Unresponsive`, out of rotation but still connected, until it answers.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

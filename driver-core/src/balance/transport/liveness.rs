@@ -6,7 +6,8 @@
 //!   trailers) for [`SILENCE`] sends one HTTP/2 PING; a PING unanswered for
 //!   [`PROBE_TIMEOUT`] makes the connection `Unresponsive`: out of rotation (no new call
 //!   picks it), still connected. The peer is found about [`SILENCE`] + [`PROBE_TIMEOUT`]
-//!   (+ two checks of [`CHECK`]) after it froze: under a second;
+//!   (+ up to one check of [`CHECK`] to see its last response) after it froze: under a
+//!   second;
 //! - the PING's answer puts it back in rotation at once: a process resumed from a
 //!   freeze serves again without a redial;
 //! - calls already handed to it stay bound to it (their deadline, or the caller's
@@ -22,6 +23,17 @@
 //! - with [`keepalive`](crate::balance::ChannelBuilder::keepalive) the same watch also pings at
 //!   the configured interval and closes the connection when a ping stays unanswered for
 //!   `min(interval, 20 s)`.
+//!
+//! Who checks: a [`Probe`] per live connection holds what the watch remembers (the
+//! pinger, the ping on its way, the ping policy's counts); the process's one sweeper
+//! thread (`sweeper`) checks the probes of the connections with calls pending, a ping
+//! on its way or an idle keepalive, every [`CHECK`] and whenever a ping or a ping's
+//! timeout is due, and is woken at once by a ping's answer. A call only counts itself
+//! (`Activity::call_started`): it wakes no task, and a connection with nothing
+//! pending costs nothing. Before the sweeper each connection had a watch task of its
+//! own, which every call on an idle connection woke and which then armed a timer: with
+//! calls spread over thousands of connections, that was the largest cost a call had
+//! beyond the transport's own (`docs/performance.md`).
 //!
 //! Why a ping, and only then: a frozen process (SIGSTOP, a VM paused, a GC pause, a
 //! deadlock in its I/O) leaves its TCP connection open, so nothing fails — calls just
@@ -45,7 +57,11 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
 
 use super::state::{Activity, StateCell};
 
@@ -55,8 +71,8 @@ pub(super) const SILENCE: Duration = Duration::from_millis(200);
 /// How long a ping may go unanswered before the connection leaves the rotation. A
 /// healthy server answers within a millisecond; this leaves room for a loaded host.
 pub(super) const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
-/// How often a busy connection is checked.
-const CHECK: Duration = Duration::from_millis(50);
+/// How often a busy connection is checked (by the sweeper, `sweeper`).
+pub(super) const CHECK: Duration = Duration::from_millis(50);
 /// grpc-go's default `EnforcementPolicy.MinTime`: a ping this long after the last one
 /// is never a strike.
 const PING_POLICY_MIN_TIME: Duration = Duration::from_secs(5 * 60);
@@ -73,15 +89,25 @@ fn send_ping(mut pinger: h2::PingPong) -> InFlight {
     })
 }
 
-/// The liveness watch of one live connection.
-pub(super) struct Liveness<'a> {
-    pub addr: &'a str,
-    pub state: &'a StateCell,
-    pub activity: &'a Activity,
+/// The liveness watch of one live connection: what the sweeper checks, kept in the
+/// connection's [`Activity`] while the connection lives.
+pub(super) struct Probe {
+    addr: String,
+    state: Arc<StateCell>,
     /// Keepalive ping interval, if configured.
-    pub keepalive: Option<Duration>,
+    keepalive: Option<Duration>,
     /// Keepalive pings idle connections too.
-    pub keepalive_while_idle: bool,
+    keepalive_while_idle: bool,
+    mem: Memory,
+    /// `None` while a ping is on its way.
+    pinger: Option<h2::PingPong>,
+    in_flight: Option<(Instant, InFlight)>,
+    /// Out of rotation: a ping went unanswered for [`PROBE_TIMEOUT`].
+    stalled: bool,
+    /// Tells the connection task to close the connection, and why.
+    close: Option<oneshot::Sender<String>>,
+    /// Wakes the sweeper for this connection when its ping is answered.
+    waker: Waker,
 }
 
 /// What the watch remembers between checks.
@@ -98,108 +124,185 @@ struct Memory {
     last_unprogressed: bool,
 }
 
-impl Liveness<'_> {
-    /// Watches until the connection must be closed; returns why.
-    pub(super) async fn run(self, pinger: h2::PingPong) -> String {
+/// What a check found.
+pub(super) enum Verdict {
+    /// Keep checking; the next check is due by this instant at the latest (the
+    /// sweeper checks every [`CHECK`] anyway).
+    Watch(Option<Instant>),
+    /// Nothing pending, no ping on its way: nothing to watch until a call starts.
+    Idle,
+    /// The connection is to be closed (its task was told why).
+    Closed,
+}
+
+/// How a connection is watched, from its dial settings.
+pub(super) struct ProbeSettings {
+    /// Keepalive ping interval, if configured.
+    pub keepalive: Option<Duration>,
+    /// Keepalive pings idle connections too.
+    pub keepalive_while_idle: bool,
+}
+
+impl Probe {
+    /// The watch of a connection just established (its handshake ping answered now),
+    /// which closes it through `close`; `waker` brings a ping's answer to the sweeper.
+    pub(super) fn new(
+        addr: &str,
+        state: Arc<StateCell>,
+        activity: &Activity,
+        pinger: h2::PingPong,
+        settings: ProbeSettings,
+        close: oneshot::Sender<String>,
+        waker: Waker,
+    ) -> Self {
         let now = Instant::now();
-        let mut mem = Memory {
-            seen: self.activity.progress(),
-            quiet_since: now,
-            last_ping: now,
-            progress_at_pong: self.activity.progress(),
-            last_unprogressed: false,
-        };
-        let mut pinger = Some(pinger);
-        let mut in_flight: Option<(Instant, InFlight)> = None;
-        let mut stalled = false;
-        loop {
-            if in_flight.is_none() && self.activity.pending() == 0 {
-                // Nothing to watch: sleep until a call starts, or an idle keepalive
-                // ping is due.
-                let idle_ping_due = self
-                    .keepalive
-                    .filter(|_| self.keepalive_while_idle)
-                    .and_then(|interval| mem.last_ping.checked_add(interval));
-                match idle_ping_due {
-                    None => self.activity.became_busy().await,
-                    Some(due) => {
-                        tokio::select! {
-                            _ = self.activity.became_busy() => {}
-                            _ = tokio::time::sleep_until(due.into()) => {}
-                        }
-                    }
-                }
-                mem.seen = self.activity.progress();
-                mem.quiet_since = Instant::now();
-            }
-            let answered = match in_flight.as_mut() {
-                Some((_, ping)) => tokio::select! {
-                    answer = ping.as_mut() => Some(answer),
-                    _ = tokio::time::sleep(CHECK) => None,
-                },
-                None => {
-                    tokio::time::sleep(CHECK).await;
-                    None
-                }
-            };
-            if let Some((returned, answer)) = answered {
-                let sent = in_flight.take().map_or_else(Instant::now, |(sent, _)| sent);
-                if let Err(e) = answer {
-                    return format!("ping failed: {e}");
-                }
-                pinger = Some(returned);
-                mem.progress_at_pong = self.activity.progress();
-                if stalled {
-                    stalled = false;
-                    if self.state.unstall() {
-                        tracing::info!(addr = %self.addr, silent_ms = sent.elapsed().as_millis() as u64,
-                            "endpoint answers again; back in rotation");
-                    }
-                }
-                continue;
-            }
-            let now = Instant::now();
-            let progress = self.activity.progress();
-            let pending = self.activity.pending();
-            if progress != mem.seen || pending == 0 {
-                mem.seen = progress;
-                mem.quiet_since = now;
-            }
-            if let Some((sent, _)) = &in_flight {
-                let waited = now.saturating_duration_since(*sent);
-                if !stalled && waited >= PROBE_TIMEOUT {
-                    stalled = true;
-                    if self.state.stall(*sent) {
-                        tracing::warn!(addr = %self.addr, waited_ms = waited.as_millis() as u64, pending,
-                            "endpoint not answering (a ping went unanswered); out of rotation until it answers");
-                    }
-                }
-                if let Some(interval) = self.keepalive {
-                    let limit = interval.min(KEEPALIVE_TIMEOUT_MAX);
-                    if waited >= limit {
-                        return format!("keepalive ping unanswered for {} ms", limit.as_millis());
-                    }
-                }
-                continue;
-            }
-            if self.should_ping(&mem, now, progress, pending) {
-                mem.last_unprogressed = progress == mem.progress_at_pong;
-                mem.last_ping = now;
-                if let Some(p) = pinger.take() {
-                    self.activity.count_probe();
-                    in_flight = Some((now, send_ping(p)));
-                }
-            }
+        Self {
+            addr: addr.to_string(),
+            state,
+            keepalive: settings.keepalive,
+            keepalive_while_idle: settings.keepalive.is_some() && settings.keepalive_while_idle,
+            mem: Memory {
+                seen: activity.progress(),
+                quiet_since: now,
+                last_ping: now,
+                progress_at_pong: activity.progress(),
+                last_unprogressed: false,
+            },
+            pinger: Some(pinger),
+            in_flight: None,
+            stalled: false,
+            close: Some(close),
+            waker,
         }
     }
 
-    fn should_ping(&self, mem: &Memory, now: Instant, progress: u64, pending: u32) -> bool {
-        let since_ping = now.saturating_duration_since(mem.last_ping);
+    /// Whether the connection is watched even with nothing pending.
+    pub(super) fn watched_while_idle(&self) -> bool {
+        self.keepalive_while_idle
+    }
+
+    /// A call started at `at` on the connection while it was not watched: its silence
+    /// counts from then.
+    pub(super) fn busy_since(&mut self, at: Instant, activity: &Activity) {
+        self.mem.seen = activity.progress();
+        self.mem.quiet_since = at;
+    }
+
+    /// Takes in the answer to the ping on its way, if it came: back in rotation if
+    /// it was out. `None` if no answer came (or no ping is on its way); `Some(false)`
+    /// if the connection is to be closed.
+    pub(super) fn take_answer(&mut self, activity: &Activity) -> Option<bool> {
+        let (_, ping) = self.in_flight.as_mut()?;
+        let mut cx = Context::from_waker(&self.waker);
+        let Poll::Ready((returned, answer)) = ping.as_mut().poll(&mut cx) else {
+            return None;
+        };
+        let sent = self
+            .in_flight
+            .take()
+            .map_or_else(Instant::now, |(sent, _)| sent);
+        if let Err(e) = answer {
+            self.close(format!("ping failed: {e}"));
+            return Some(false);
+        }
+        self.pinger = Some(returned);
+        self.mem.progress_at_pong = activity.progress();
+        if self.stalled {
+            self.stalled = false;
+            if self.state.unstall() {
+                tracing::info!(addr = %self.addr, silent_ms = sent.elapsed().as_millis() as u64,
+                    "endpoint answers again; back in rotation");
+            }
+        }
+        Some(true)
+    }
+
+    /// One check at `now` (the sweeper's, every [`CHECK`] while the connection is
+    /// busy): stalls a connection whose ping went unanswered, pings a silent one.
+    pub(super) fn check(&mut self, now: Instant, activity: &Activity) -> Verdict {
+        match self.take_answer(activity) {
+            Some(false) => return Verdict::Closed,
+            // As after any answer, the next ping waits for a check to come.
+            Some(true) => return Verdict::Watch(None),
+            None => {}
+        }
+        if self.close.is_none() {
+            return Verdict::Closed;
+        }
+        let progress = activity.progress();
+        let pending = activity.pending();
+        if progress != self.mem.seen || pending == 0 {
+            self.mem.seen = progress;
+            self.mem.quiet_since = now;
+        }
+        if let Some((sent, _)) = &self.in_flight {
+            let sent = *sent;
+            let waited = now.saturating_duration_since(sent);
+            if !self.stalled && waited >= PROBE_TIMEOUT {
+                self.stalled = true;
+                if self.state.stall(sent) {
+                    tracing::warn!(addr = %self.addr, waited_ms = waited.as_millis() as u64, pending,
+                        "endpoint not answering (a ping went unanswered); out of rotation until it answers");
+                }
+            }
+            let mut due = (!self.stalled).then(|| sent + PROBE_TIMEOUT);
+            if let Some(interval) = self.keepalive {
+                let limit = interval.min(KEEPALIVE_TIMEOUT_MAX);
+                if waited >= limit {
+                    self.close(format!(
+                        "keepalive ping unanswered for {} ms",
+                        limit.as_millis()
+                    ));
+                    return Verdict::Closed;
+                }
+                due = earliest(due, sent.checked_add(limit));
+            }
+            return Verdict::Watch(due);
+        }
+        if self.should_ping(now, progress, pending) {
+            self.mem.last_unprogressed = progress == self.mem.progress_at_pong;
+            self.mem.last_ping = now;
+            if let Some(p) = self.pinger.take() {
+                activity.count_probe();
+                self.in_flight = Some((now, send_ping(p)));
+                // The first poll sends it.
+                if self.take_answer(activity) == Some(false) {
+                    return Verdict::Closed;
+                }
+            }
+            return Verdict::Watch(None);
+        }
+        if pending == 0 && !self.keepalive_while_idle {
+            return Verdict::Idle;
+        }
+        let keepalive_due = self
+            .keepalive
+            .and_then(|interval| self.mem.last_ping.checked_add(interval));
+        let silence_due = (pending > 0).then(|| self.mem.quiet_since + SILENCE);
+        Verdict::Watch(earliest(keepalive_due, silence_due))
+    }
+
+    fn should_ping(&self, now: Instant, progress: u64, pending: u32) -> bool {
+        let since_ping = now.saturating_duration_since(self.mem.last_ping);
         let keepalive_due = self.keepalive.is_some_and(|interval| {
             (pending > 0 || self.keepalive_while_idle) && since_ping >= interval
         });
-        let overdue = pending > 0 && now.saturating_duration_since(mem.quiet_since) >= SILENCE;
-        keepalive_due || (overdue && policy_allows(mem, progress, since_ping))
+        let overdue = pending > 0 && now.saturating_duration_since(self.mem.quiet_since) >= SILENCE;
+        keepalive_due || (overdue && policy_allows(&self.mem, progress, since_ping))
+    }
+
+    fn close(&mut self, reason: String) {
+        if let Some(close) = self.close.take() {
+            let _ = close.send(reason);
+        }
+    }
+}
+
+/// The earlier of two optional instants.
+pub(super) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

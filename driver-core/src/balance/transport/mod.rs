@@ -16,6 +16,8 @@
 //! - a peer that stops answering with its connection open leaves the rotation within
 //!   about a second and comes back when it answers (`liveness`), within grpc-go's ping
 //!   policy, so grpc-go servers (go-zero, kratos, dtm) never send "too_many_pings";
+//!   one thread per process checks the busy connections (`sweeper`), a call only
+//!   counts itself;
 //! - TLS by rustls with ALPN `h2` (`tls`).
 //!
 //! It must stay conformant to HTTP/2 (RFC 9113, through the `h2` crate) and to the
@@ -42,5 +44,6 @@ pub(crate) mod exchange;
 pub(crate) mod liveness;
 pub(crate) mod replay;
 pub(crate) mod state;
+pub(crate) mod sweeper;
 pub(crate) mod task;
 pub(crate) mod tls;

@@ -6,20 +6,22 @@
 //! flag never says ready without a handle), and every channel watching the connection
 //! has its counter ticked when the flag changes, after the flag's store, so that a
 //! channel keeps its list of ready endpoints without scanning. The connection task
-//! (`task`) writes these; the pick, the calls (`connection`) and the liveness watch
-//! (`liveness`) read them.
+//! (`task`) writes these; the pick, the calls (`connection`) and the liveness sweeper
+//! (`sweeper`, `liveness`) read them.
 //!
 //! Why apart: the hot path reads this on every call; keeping it free of the dialling
 //! and pooling code makes what a call touches easy to see.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Mutex, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use bytes::Bytes;
 use h2::client::SendRequest;
-use tokio::sync::Notify;
 use tokio::sync::watch;
+
+use super::liveness::Probe;
+use super::sweeper;
 
 /// What the connection task says about an address.
 #[derive(Clone, Debug)]
@@ -165,28 +167,43 @@ impl StateCell {
     }
 }
 
-/// What the liveness watch and the policies read of a connection's traffic: calls
-/// pending, response frames received, pings sent.
-#[derive(Debug, Default)]
+/// What the liveness sweeper and the policies read of a connection's traffic: calls
+/// pending, response frames received, pings sent; and the liveness probe of its
+/// current connection.
+#[derive(Default)]
 pub(crate) struct Activity {
     /// Calls in flight on this connection (all channels of the process).
-    pub pending: AtomicU32,
+    pub(super) pending: AtomicU32,
     /// Ticks for every response frame received (headers, data, trailers): the
-    /// liveness watch's evidence that the peer is working.
+    /// liveness check's evidence that the peer is working.
     progress: AtomicU64,
-    /// Woken when the first call starts on an idle connection, so the liveness watch
-    /// sleeps while nothing is pending.
-    busy: Notify,
+    /// Set while the liveness sweeper watches the connection (or is told to); see
+    /// `sweeper`.
+    pub(super) watched: AtomicBool,
+    /// The liveness probe of the live connection, if any: set and cleared by the
+    /// connection task, checked by the sweeper; never touched by a call.
+    pub(super) probe: Mutex<Option<Probe>>,
     /// Liveness pings sent so far.
     probes: AtomicU64,
 }
 
+impl std::fmt::Debug for Activity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Activity")
+            .field("pending", &self.pending())
+            .field("progress", &self.progress())
+            .field("probes", &self.probes())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Activity {
-    /// Counts a call as started on this connection.
-    pub fn call_started(&self) {
-        if self.pending.fetch_add(1, Ordering::Relaxed) == 0 {
-            self.busy.notify_one();
-        }
+    /// Counts a call as started on this connection, and has the liveness sweeper
+    /// watch the connection if it does not already: O(1), no lock, no task woken.
+    pub fn call_started(self: &Arc<Self>) {
+        // SeqCst: see `sweeper::keep_watching`.
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        sweeper::enlist(self);
     }
 
     /// Counts a call as ended.
@@ -206,12 +223,6 @@ impl Activity {
     /// Calls in flight now.
     pub fn pending(&self) -> u32 {
         self.pending.load(Ordering::Relaxed)
-    }
-
-    /// Waits until a call starts on an idle connection (or returns at once if one
-    /// started since the last wait).
-    pub(super) async fn became_busy(&self) {
-        self.busy.notified().await;
     }
 
     pub(super) fn count_probe(&self) {

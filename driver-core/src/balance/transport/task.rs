@@ -21,8 +21,9 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::connection::DialSettings;
-use super::liveness::Liveness;
+use super::liveness::{Probe, ProbeSettings};
 use super::state::{Activity, ConnState, StateCell};
+use super::sweeper;
 use crate::backoff::Backoff;
 
 /// How long a dropped connection may keep serving its in-flight calls.
@@ -111,19 +112,31 @@ impl ConnectionTask {
         // The connection runs as a task of its own: it wakes for every frame, and a
         // select here would poll the stop token on each of those wake-ups too.
         let mut running = tokio::spawn(conn);
+        // The sweeper (`sweeper`) watches the connection while this guard lives, and
+        // says through `close` when the connection must be closed.
+        let (close, closing) = tokio::sync::oneshot::channel::<String>();
+        let _watching = pinger.map(|pinger| {
+            sweeper::watch(&self.activity, |waker| {
+                let settings = ProbeSettings {
+                    keepalive: self.settings.keepalive,
+                    keepalive_while_idle: self.settings.keepalive_while_idle,
+                };
+                Probe::new(
+                    &self.addr,
+                    self.state.clone(),
+                    &self.activity,
+                    pinger,
+                    settings,
+                    close,
+                    waker,
+                )
+            })
+        });
         let liveness = async {
-            match pinger {
-                Some(pinger) => {
-                    let watch = Liveness {
-                        addr: &self.addr,
-                        state: &self.state,
-                        activity: &self.activity,
-                        keepalive: self.settings.keepalive,
-                        keepalive_while_idle: self.settings.keepalive_while_idle,
-                    };
-                    watch.run(pinger).await
-                }
-                None => std::future::pending().await,
+            match closing.await {
+                Ok(reason) => reason,
+                // No pinger: nothing watches this connection.
+                Err(_) => std::future::pending().await,
             }
         };
         let drain = |running: tokio::task::JoinHandle<_>| {
