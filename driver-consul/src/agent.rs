@@ -351,5 +351,6 @@ fn cause(e: &ConsulError) -> String {
         ConsulError::Refused { token, .. } => format!("token {token}"),
         ConsulError::Status { code, .. } => format!("HTTP {code}"),
         ConsulError::Decode { .. } => "decode".into(),
+        ConsulError::TooLarge { .. } => "too large".into(),
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! Contract: one request is one bounded exchange (a timeout per call); a non-2xx answer
 //! is a [`ConsulError`] naming the agent, the operation and the fix (a 403 names the
-//! ACL token, a 400 from an HTTPS port names `?tls_ca=`); the ACL token goes in
+//! ACL token, a 400 from an HTTPS port names `?tls_ca=`); an answer is read whole up to
+//! a size limit ([`MAX_ANSWER`] unless the caller sets one), a larger one is
+//! [`ConsulError::TooLarge`] carrying its `X-Consul-Index`; the ACL token goes in
 //! `X-Consul-Token`, `user:password@` as HTTP basic auth.
 //!
 //! Plain agents are reached through one pooled HTTP/1.1 client (hyper), so a process
@@ -19,7 +21,7 @@ use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use dtmdriver_core::address::host_of;
 use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Client, ResponseFuture};
@@ -30,6 +32,11 @@ use crate::error::ConsulError;
 use dtmdriver_core::TlsFiles;
 
 use crate::target::ConsulConfig;
+
+/// The largest answer read unless the caller sets a limit: 1 GiB, about a million
+/// instances in a health answer (consul sends about 1 KB an instance). There is no
+/// lower limit on the way: a health answer of any size consul serves below it is read.
+pub const MAX_ANSWER: usize = 1 << 30;
 
 /// How long a plain (non-blocking) request may take.
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -66,14 +73,20 @@ pub(crate) struct Reply {
 impl Reply {
     /// `X-Consul-Index`, 0 when missing or garbled.
     pub(crate) fn index(&self) -> u64 {
-        self.header("x-consul-index")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+        index_of(&self.headers)
     }
 
     pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
+}
+
+/// `X-Consul-Index` of `headers`, 0 when missing or garbled.
+fn index_of(headers: &HeaderMap) -> u64 {
+    headers
+        .get("x-consul-index")
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// A pooled HTTP/1.1 client to agents: plain, or HTTPS for one set of TLS settings.
@@ -158,6 +171,21 @@ impl ConsulClient {
         timeout: Duration,
         what: &str,
     ) -> std::result::Result<Reply, ConsulError> {
+        self.send_limited(method, path_and_query, body, timeout, what, MAX_ANSWER)
+            .await
+    }
+
+    /// [`send`](Self::send), reading at most `max_answer` bytes of the answer: a
+    /// larger one is [`ConsulError::TooLarge`].
+    pub(crate) async fn send_limited(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+        what: &str,
+        max_answer: usize,
+    ) -> std::result::Result<Reply, ConsulError> {
         let addr = &self.config.addr;
         let (client, scheme) = match &self.config.tls {
             None => (HTTP.clone(), "http"),
@@ -229,13 +257,23 @@ impl ConsulClient {
                 }
             })?;
             let (parts, body) = response.into_parts();
-            let body = body
+            let body = Limited::new(body, max_answer)
                 .collect()
                 .await
-                .map_err(|e| ConsulError::Unreachable {
-                    addr: addr.clone(),
-                    what: what.to_string(),
-                    reason: format!("reading the answer: {e}"),
+                .map_err(|e| {
+                    if e.is::<LengthLimitError>() {
+                        return ConsulError::TooLarge {
+                            addr: addr.clone(),
+                            what: what.to_string(),
+                            limit: max_answer,
+                            index: index_of(&parts.headers),
+                        };
+                    }
+                    ConsulError::Unreachable {
+                        addr: addr.clone(),
+                        what: what.to_string(),
+                        reason: format!("reading the answer: {e}"),
+                    }
                 })?
                 .to_bytes();
             Ok::<_, ConsulError>((parts.status, parts.headers, body))

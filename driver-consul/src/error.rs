@@ -69,6 +69,25 @@ pub enum ConsulError {
         /// consul's message.
         message: String,
     },
+    /// A success status with a body larger than the client reads
+    /// ([`HealthQuery::max_answer`](crate::HealthQuery::max_answer), else
+    /// [`MAX_ANSWER`](crate::MAX_ANSWER)).
+    #[error(
+        "the consul agent at {addr} answered {what} with more than {limit} bytes, more than \
+         this client reads; ask for less (e.g. ?tag= or ?healthy=true on the target) or split \
+         the service"
+    )]
+    TooLarge {
+        /// The agent.
+        addr: String,
+        /// The operation.
+        what: String,
+        /// The limit, in bytes.
+        limit: usize,
+        /// The answer's `X-Consul-Index` (0 if none): a watcher waits on it for a change
+        /// rather than reading the same answer again.
+        index: u64,
+    },
     /// A success status with a body we cannot read.
     #[error(
         "the consul agent at {addr} answered {what} with a body that is not what consul sends: {reason}"

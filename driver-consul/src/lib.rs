@@ -49,7 +49,7 @@ pub mod tls;
 pub mod watch;
 
 pub use agent::ServiceKeeper;
-pub use client::ConsulClient;
+pub use client::{ConsulClient, MAX_ANSWER};
 pub use error::ConsulError;
 pub use native::{ConsulDriver, GrpcCheckOptions, NativeConsulFormat, NativeOptions};
 pub use registration::{

@@ -11,7 +11,16 @@
 //!   backoff (≤ 500 ms), so a returning agent is read within half a second;
 //! * while the agent cannot be reached the watcher reports an error and keeps the last
 //!   answer (a balancer keeps serving the last endpoint set);
-//! * each request may take the wait plus consul's jitter (wait/16) plus 5 s;
+//! * an answer is read whole, whatever its size, up to [`HealthQuery::max_answer`]
+//!   ([`MAX_ANSWER`], 1 GiB, about a million instances, unless set): a larger one is
+//!   an error that says so, published once, the last answer kept; the next query waits
+//!   on that answer's index, so it is read again when the service changes or the wait
+//!   ends, never in a loop;
+//! * each request may take the wait plus consul's jitter (wait/16) plus 5 s plus twice
+//!   the time the last answer took once it was due (consul needs seconds to build an
+//!   answer of 100,000 instances, so a fixed bound would cut big answers off after a
+//!   wait forever); a request that times out doubles that allowance for the next one
+//!   (up to [`MAX_SLACK`]), so an answer of any size is read in the end;
 //! * an agent that comes back (after an error, or with its index gone back) has often
 //!   restarted and lost its services until their registrants register them again (ours
 //!   do within a second): for [`RESTART_GRACE`] an empty answer from it is not
@@ -43,7 +52,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::client::{ConsulClient, escape};
+use crate::client::{ConsulClient, MAX_ANSWER, REQUEST_TIMEOUT, escape};
 use crate::error::ConsulError;
 use crate::registration::{ServiceAddress, Weights, consul_duration};
 use crate::target::{ConsulConfig, ConsulTarget};
@@ -59,6 +68,10 @@ pub const WAIT_RANGE: RangeInclusive<Duration> =
 /// answer "no instances" before that is believed: a restarted dev or client agent has
 /// lost its services until their registrants register them again.
 pub const RESTART_GRACE: Duration = Duration::from_secs(3);
+
+/// The most a query's timeout grows beyond its wait, jitter and 5 s when answers are
+/// slow to come (see the [module docs](self)).
+pub const MAX_SLACK: Duration = Duration::from_secs(600);
 
 /// One instance in a health answer (the fields we use).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -205,6 +218,9 @@ pub struct HealthQuery {
     pub near: Option<String>,
     /// How long one query blocks.
     pub wait: Duration,
+    /// The largest answer read, in bytes ([`MAX_ANSWER`] by default); a larger one is
+    /// an error (see the [module docs](self)).
+    pub max_answer: usize,
 }
 
 impl HealthQuery {
@@ -218,6 +234,7 @@ impl HealthQuery {
             dc: None,
             near: None,
             wait: DEFAULT_WAIT,
+            max_answer: MAX_ANSWER,
         }
     }
 
@@ -339,10 +356,12 @@ async fn run(query: HealthQuery, tx: watch::Sender<HealthState>) {
 /// Runs blocking queries forever; cancelled by dropping.
 async fn follow(query: &HealthQuery, tx: &watch::Sender<HealthState>) {
     let client = ConsulClient::new(query.config.clone());
-    let timeout = query.wait + query.wait / 16 + crate::client::REQUEST_TIMEOUT;
     let what = format!("the health query of service `{}`", query.service);
     let mut backoff = Backoff::for_engine();
     let mut index = 0u64;
+    // Twice the time the last answer took once it was due: a big answer takes consul
+    // seconds to build, and the timeout must not cut it off.
+    let mut slack = Duration::ZERO;
     // Set while an agent that came back may still be missing re-registrations.
     let mut grace_until: Option<Instant> = None;
     let mut failed = false;
@@ -353,13 +372,16 @@ async fn follow(query: &HealthQuery, tx: &watch::Sender<HealthState>) {
                 .max(Duration::from_millis(10))
                 .min(query.wait)
         });
+        let timeout = query.wait + query.wait / 16 + REQUEST_TIMEOUT + slack;
+        let asked = index;
         let result = client
-            .send(
+            .send_limited(
                 Method::GET,
                 &query.path_waiting(index, wait),
                 None,
                 timeout,
                 &what,
+                query.max_answer,
             )
             .await
             .and_then(|reply| {
@@ -371,6 +393,14 @@ async fn follow(query: &HealthQuery, tx: &watch::Sender<HealthState>) {
                 backoff.reset();
                 let new_index = reply.index();
                 let unchanged = new_index == index;
+                // Due at once when not blocking, else when the wait ended; an answer
+                // to a change came at an unknown time after it and says nothing.
+                let took = started.elapsed();
+                if asked == 0 {
+                    slack = (took * 2).min(MAX_SLACK);
+                } else if unchanged {
+                    slack = (took.saturating_sub(wait) * 2).min(MAX_SLACK);
+                }
                 if (failed || new_index < index) && grace_until.is_none() {
                     grace_until = Some(started + RESTART_GRACE);
                 }
@@ -422,14 +452,27 @@ async fn follow(query: &HealthQuery, tx: &watch::Sender<HealthState>) {
                     tokio::time::sleep(backoff.next_delay()).await;
                 }
             }
+            Err(e @ ConsulError::TooLarge { index: at, .. }) if at != 0 => {
+                // Said once; read again when the service changes (or the wait ends).
+                publish_error(tx, query, e.to_string());
+                index = at;
+            }
             Err(e) => {
+                if matches!(e, ConsulError::Timeout { .. }) {
+                    slack = (slack * 2).max(REQUEST_TIMEOUT).min(MAX_SLACK);
+                }
                 // The next answer, from wherever, is read in full at once.
                 index = 0;
                 failed = true;
                 publish_error(tx, query, e.to_string());
-                if matches!(e, ConsulError::Refused { .. } | ConsulError::Tls { .. }) {
-                    // A refused token or an untrusted certificate stays so for a while;
-                    // do not spin.
+                if matches!(
+                    e,
+                    ConsulError::Refused { .. }
+                        | ConsulError::Tls { .. }
+                        | ConsulError::TooLarge { .. }
+                ) {
+                    // A refused token, an untrusted certificate or a too-large answer
+                    // (without an index to wait on) stays so for a while; do not spin.
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 } else {
                     tokio::time::sleep(backoff.next_delay()).await;

@@ -30,43 +30,25 @@
 //! and etcd's own count of Watch streams and watchers while the side runs.
 //!
 //! The bench binary is also the Rust side's program: run with `SCALE_PROBE=resolver|
-//! channel|subset` it follows a target and speaks the same line protocol as
-//! gozero-scale (`hello`, `set N`, `ready`; it exits when its stdin closes).
+//! channel` it follows a target and speaks the same line protocol as gozero-scale
+//! (`hello`, `set N`, `ready`; it exits when its stdin closes); see `sides`, which the
+//! consul bench (`scale_consul`) shares.
 
 #![allow(clippy::print_stdout)] // a bench prints its table
 
-use std::io::Write;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::Receiver;
-use std::time::{Duration, Instant};
+mod sides;
 
-use dtmdriver_core::resolve::{SnapshotSender, resolver_for};
-use dtmdriver_core::{Target, use_driver};
+use std::time::Duration;
+
 use dtmdriver_gozero as _;
 use etcd_client::{Client, Txn, TxnOp};
+use sides::{Side, env_list, env_num, load, measure, ms, print_table};
 use test_support::EtcdServer;
-use test_support::{interop_binary, read_lines, synthetic_addr as addr};
-
-/// How long any one step may take before the bench gives up on a side.
-const STEP_LIMIT: Duration = Duration::from_secs(120);
-
-fn env_list(name: &str, default: &str) -> Vec<usize> {
-    std::env::var(name)
-        .unwrap_or_else(|_| default.into())
-        .split(',')
-        .map(|s| s.trim().parse().unwrap_or_else(|_| panic!("{name}: `{s}`")))
-        .collect()
-}
-
-fn env_num(name: &str, default: usize) -> usize {
-    env_list(name, &default.to_string())[0]
-}
+use test_support::synthetic_addr as addr;
 
 fn main() {
     if let Ok(mode) = std::env::var("SCALE_PROBE") {
-        return probe(&mode);
+        return sides::probe(&mode);
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -75,239 +57,10 @@ fn main() {
     rt.block_on(orchestrate());
 }
 
-// ---------------------------------------------------------------------------------
-// The sides
-
-/// One side's process and its time-stamped stdout lines.
-struct Side {
-    name: &'static str,
-    child: Child,
-    lines: Receiver<(Instant, String)>,
-    timed: bool,
+/// go-zero's side: `interop/bin/gozero-scale ARGS`.
+fn go(args: &[&str]) -> Side {
+    Side::go("go-zero", "gozero-scale", args)
 }
-
-impl Side {
-    fn go(args: &[&str]) -> Side {
-        Side::spawn(
-            "go-zero",
-            Command::new(interop_binary("gozero-scale")),
-            args,
-            true,
-        )
-    }
-
-    fn rust(name: &'static str, mode: &str, args: &[&str], timed: bool) -> Side {
-        let mut cmd = Command::new(std::env::current_exe().expect("own path"));
-        cmd.env("SCALE_PROBE", mode).env("RUST_LOG", "off");
-        Side::spawn(name, cmd, args, timed)
-    }
-
-    fn spawn(name: &'static str, mut cmd: Command, args: &[&str], timed: bool) -> Side {
-        let mut child = cmd
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {name}: {e}"));
-        let lines = read_lines(child.stdout.take().expect("stdout"));
-        Side {
-            name,
-            child,
-            lines,
-            timed,
-        }
-    }
-
-    /// Waits for a line satisfying `want`; the instant it was read.
-    fn wait(&self, what: &str, want: impl Fn(&str) -> bool) -> Instant {
-        let until = Instant::now() + STEP_LIMIT;
-        loop {
-            let left = until.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok((at, line)) if want(&line) => return at,
-                Ok(_) => {}
-                Err(e) => panic!("{}: no `{what}` within {STEP_LIMIT:?}: {e}", self.name),
-            }
-        }
-    }
-
-    fn wait_set(&self, n: usize) -> Instant {
-        let want = format!("set {n}");
-        self.wait(&want, |l| l == want)
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// CPU time of all its threads so far, in ns.
-    fn cpu_ns(&self) -> u64 {
-        let dir = format!("/proc/{}/task", self.pid());
-        std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("{dir}: {e}"))
-            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
-            .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-            .sum()
-    }
-
-    /// Resident memory in KiB.
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .expect("/proc/PID/status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .expect("VmRSS")
-    }
-}
-
-impl Drop for Side {
-    fn drop(&mut self) {
-        drop(self.child.stdin.take()); // the polite way: the side exits on EOF
-        let until = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < until {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-// ---------------------------------------------------------------------------------
-// The Rust side's program
-
-fn probe(mode: &str) {
-    // Exit when the bench closes our stdin.
-    std::thread::spawn(|| {
-        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
-        std::process::exit(0);
-    });
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let target = args.first().expect("target").clone();
-    let count: usize = args.get(1).map_or(0, |c| c.parse().expect("count"));
-    let expect: usize = args.get(2).map_or(1, |c| c.parse().expect("expect"));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async move {
-        use_driver("dtm-driver-gozero").expect("driver linked");
-        say("hello");
-        if count == 0 {
-            follow_one(mode, &target).await;
-        } else {
-            follow_many(mode, &target, count, expect).await;
-        }
-        std::future::pending::<()>().await;
-    });
-}
-
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
-}
-
-/// Resolves `target` with its scheme's resolver; the receiver of its snapshots.
-fn resolve(target: &str) -> dtmdriver_core::resolve::SnapshotReceiver {
-    let target = Target::parse(target).expect("target");
-    let (tx, rx) = SnapshotSender::channel();
-    resolver_for(&target)
-        .expect("resolver")
-        .resolve(&target, tx)
-        .expect("resolve");
-    rx
-}
-
-/// Reports the size of the set each time it changes.
-async fn follow_one(mode: &str, target: &str) {
-    let mut last = usize::MAX;
-    let mut report = |n: Option<usize>| {
-        if let Some(n) = n.filter(|&n| n != last) {
-            last = n;
-            say(&format!("set {n}"));
-        }
-    };
-    if mode == "channel" {
-        let channel = dtmdriver_core::connect(target).expect("connect");
-        let snapshots = channel.snapshots();
-        let mut updates = channel.updates();
-        loop {
-            // `updates` ticks once the balancer's table holds the resolver's newest set.
-            report(snapshots.borrow().endpoints.as_ref().map(|e| e.len()));
-            if updates.changed().await.is_err() {
-                return;
-            }
-        }
-    }
-    let mut rx = resolve(target);
-    loop {
-        report(rx.borrow_and_update().endpoints.as_ref().map(|e| e.len()));
-        if rx.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
-/// Follows `count` targets `TARGET.i` and says `ready` once each has `expect` endpoints.
-async fn follow_many(mode: &str, target: &str, count: usize, expect: usize) {
-    let pending = Arc::new(AtomicUsize::new(count));
-    let (base, query) = target.split_once('?').unwrap_or((target, ""));
-    let query = if query.is_empty() {
-        String::new()
-    } else {
-        format!("?{query}")
-    };
-    let mut keep = Vec::with_capacity(count);
-    for i in 0..count {
-        let target = format!("{base}.{i}{query}");
-        let (snapshots, updates) = if mode == "channel" {
-            let channel = dtmdriver_core::connect(&target).expect("connect");
-            let pair = (channel.snapshots(), Some(channel.updates()));
-            keep.push(Some(channel));
-            pair
-        } else {
-            keep.push(None);
-            (resolve(&target), None)
-        };
-        let pending = pending.clone();
-        tokio::spawn(async move {
-            let mut snapshots = snapshots;
-            let mut updates = updates;
-            loop {
-                let n = snapshots
-                    .borrow_and_update()
-                    .endpoints
-                    .as_ref()
-                    .map_or(0, |e| e.len());
-                if n >= expect {
-                    if pending.fetch_sub(1, Ordering::AcqRel) == 1 {
-                        say("ready");
-                    }
-                    // Keep the receiver (and so the watch) alive.
-                    std::future::pending::<()>().await;
-                }
-                let changed = match updates.as_mut() {
-                    Some(u) => u.changed().await.is_ok(),
-                    None => snapshots.changed().await.is_ok(),
-                };
-                if !changed {
-                    return;
-                }
-            }
-        });
-    }
-    std::mem::forget(keep); // the channels live as long as the process
-}
-
-// ---------------------------------------------------------------------------------
-// The bench
 
 /// Writes `keys` (key, value) with etcd's default limit of 128 operations a transaction.
 async fn put_all(client: &mut Client, keys: impl Iterator<Item = (String, String)>) {
@@ -319,37 +72,6 @@ async fn put_all(client: &mut Client, keys: impl Iterator<Item = (String, String
             .collect();
         client.txn(Txn::new().and_then(ops)).await.expect("txn");
     }
-}
-
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_string))
-        .unwrap_or_else(|| "?".into())
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
-/// One side's figures for one N.
-struct Row {
-    side: &'static str,
-    first_ms: f64,
-    lat_med_ms: Option<f64>,
-    lat_p99_ms: Option<f64>,
-    cpu_us: f64,
-    rss_kib: u64,
 }
 
 async fn orchestrate() {
@@ -372,26 +94,16 @@ async fn orchestrate() {
         let target = format!("etcd://{ep}/{key}");
         let full = format!("{target}?subset=0");
         let sides = [
-            Side::go(&["-etcd", &ep, "-key", &key]),
+            go(&["-etcd", &ep, "-key", &key]),
             Side::rust("rs-resolver", "resolver", &[&full], true),
             Side::rust("rs-channel", "channel", &[&full], true),
             Side::rust("rs-subset", "resolver", &[&target], false),
         ];
-        let mut first = Vec::new();
-        for side in &sides {
-            let hello = side.wait("hello", |l| l == "hello");
-            let expected = if side.timed { n } else { n.min(32) };
-            first.push(ms(side.wait_set(expected) - hello));
-        }
         let extra = format!("{key}/extra");
-        let mut lat: Vec<Vec<f64>> = vec![Vec::new(); sides.len()];
-        let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); sides.len()];
-        for _ in 0..rounds {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            let before: Vec<u64> = sides.iter().map(Side::cpu_ns).collect();
-            for c in 0..changes {
-                let start = Instant::now();
-                let size = if c % 2 == 0 {
+        let client = &mut client;
+        table.extend(
+            measure(&sides, n, rounds, changes, async |c| {
+                if c % 2 == 0 {
                     client
                         .put(extra.as_str(), addr(n), None)
                         .await
@@ -400,62 +112,15 @@ async fn orchestrate() {
                 } else {
                     client.delete(extra.as_str(), None).await.expect("delete");
                     n
-                };
-                for (i, side) in sides.iter().enumerate().filter(|(_, s)| s.timed) {
-                    lat[i].push(ms(side.wait_set(size) - start));
                 }
-            }
-            // Let the untimed side finish its last change before reading its CPU.
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            for (i, side) in sides.iter().enumerate() {
-                let spent = side.cpu_ns() - before[i];
-                cpu[i].push(spent as f64 / 1e3 / changes as f64);
-            }
-        }
-        for (i, side) in sides.iter().enumerate() {
-            table.push((
-                n,
-                Row {
-                    side: side.name,
-                    first_ms: first[i],
-                    lat_med_ms: side.timed.then(|| median(lat[i].clone())),
-                    lat_p99_ms: side.timed.then(|| percentile(lat[i].clone(), 0.99)),
-                    cpu_us: median(cpu[i].clone()),
-                    rss_kib: side.rss_kib(),
-                },
-            ));
-        }
+            })
+            .await,
+        );
         drop(sides);
         println!("N = {n} done, load {}", load());
     }
     println!();
-    println!(
-        "| N | side | first set ms | change→set median ms | p99 ms | CPU µs/change | RSS KiB | CPU vs go-zero | median vs go-zero |"
-    );
-    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|");
-    for (n, row) in &table {
-        let go = table
-            .iter()
-            .find(|(m, r)| m == n && r.side == "go-zero")
-            .map(|(_, r)| r)
-            .expect("go-zero row");
-        let opt = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.3}"));
-        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
-            _ => "–".into(),
-        };
-        println!(
-            "| {n} | {} | {:.1} | {} | {} | {:.0} | {} | {} | {} |",
-            row.side,
-            row.first_ms,
-            opt(row.lat_med_ms),
-            opt(row.lat_p99_ms),
-            row.cpu_us,
-            row.rss_kib,
-            ratio(Some(row.cpu_us), Some(go.cpu_us)),
-            ratio(row.lat_med_ms, go.lat_med_ms),
-        );
-    }
+    print_table(&table, "go-zero");
     println!("load at end of part 1: {}", load());
 
     if targets == 0 {
@@ -488,7 +153,7 @@ async fn orchestrate() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let (s0, w0) = (streams(), watchers());
         let side = match which {
-            "go-zero" => Side::go(&[
+            "go-zero" => go(&[
                 "-etcd", &ep, "-key", prefix, "-count", &count, "-expect", "3",
             ]),
             "rs-resolver" => Side::rust("rs-resolver", "resolver", &[&target, &count, "3"], true),

@@ -1,18 +1,25 @@
 //! dtm-driver-gozero over consul against a real, private consul agent.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use dtmdriver_core::resolve::{Resolver, SnapshotSender};
+use dtmdriver_core::resolve::{Resolver, ResolverState, SnapshotReceiver, SnapshotSender};
 use dtmdriver_core::{Channel, Driver, Policy, Target};
-use dtmdriver_gozero::{GoZeroConsulResolver, GoZeroDriver};
+use dtmdriver_gozero::{GoZeroConsulFormat, GoZeroConsulResolver, GoZeroDriver};
 use serde_json::{Value, json};
-use test_support::{ConsulAgent, EchoClient, EchoServer, SayRequest};
+use test_support::{ConsulAgent, EchoClient, EchoServer, SayRequest, synthetic_addr};
 
 fn get(agent: &ConsulAgent, path: &str) -> Value {
     let (code, body) = agent.api("GET", path, "");
     assert_eq!(code, 200, "GET {path}: {body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+}
+
+/// The addresses of a snapshot, `None` before the first resolution: the one place this
+/// file reads `ResolverState::endpoints`.
+fn addr_set(state: &ResolverState) -> Option<BTreeSet<String>> {
+    let endpoints = state.endpoints.as_ref()?;
+    Some(endpoints.iter().map(|e| e.addr.clone()).collect())
 }
 
 /// The endpoint set `target` resolves to once it has resolved and matches `expect`
@@ -22,11 +29,7 @@ async fn resolves_to(target: &str, expect: &BTreeSet<String>) {
     GoZeroConsulResolver
         .resolve(&Target::parse(target).unwrap(), tx)
         .unwrap();
-    let wait = rx.wait_for(|s| {
-        s.endpoints
-            .as_ref()
-            .is_some_and(|e| e.iter().map(|e| e.addr.clone()).collect::<BTreeSet<_>>() == *expect)
-    });
+    let wait = rx.wait_for(|s| addr_set(s).as_ref() == Some(expect));
     if tokio::time::timeout(Duration::from_secs(5), wait)
         .await
         .is_err()
@@ -109,13 +112,13 @@ async fn critical_instances_resolve_unless_healthy_true_and_limit_caps() {
         .unwrap();
     let state = tokio::time::timeout(
         Duration::from_secs(5),
-        rx.wait_for(|s| s.endpoints.is_some()),
+        rx.wait_for(|s| addr_set(s).is_some()),
     )
     .await
     .unwrap()
     .unwrap()
     .clone();
-    assert_eq!(state.endpoints.unwrap().len(), 1);
+    assert_eq!(addr_set(&state).unwrap().len(), 1);
 
     // End to end through the driver's channel: calls reach the passing instance only.
     let ch = Channel::builder(&format!("consul://{addr}/k?healthy=true"))
@@ -134,6 +137,65 @@ async fn critical_instances_resolve_unless_healthy_true_and_limit_caps() {
             .unwrap();
         assert_eq!(reply.into_inner().server, "a");
     }
+}
+
+/// zero-contrib's catalog entry of instance `i` of `key` (the fields its registration
+/// writes), as `ConsulAgent::catalog_services` takes it.
+fn catalog_entry(key: &str, i: usize) -> String {
+    let registration = GoZeroConsulFormat::registration(key, &synthetic_addr(i)).unwrap();
+    json!({
+        "ID": registration.id, "Service": registration.name, "Address": registration.address,
+        "Port": registration.port, "Tags": registration.tags, "Meta": registration.meta,
+    })
+    .to_string()
+}
+
+/// Waits up to `within` until `rx` holds exactly `expect`.
+async fn wait_for_set(rx: &mut SnapshotReceiver, expect: &BTreeSet<String>, within: Duration) {
+    let started = Instant::now();
+    let found = tokio::time::timeout(
+        within,
+        rx.wait_for(|s| addr_set(s).as_ref() == Some(expect)),
+    );
+    if found.await.is_err() {
+        let state = rx.borrow().clone();
+        let held = addr_set(&state).unwrap_or_default();
+        panic!(
+            "after {:?} the resolver holds {} endpoints ({} missing, {} extra; error {:?}), \
+             consul {}",
+            started.elapsed(),
+            held.len(),
+            expect.difference(&held).count(),
+            held.difference(expect).count(),
+            state.last_error,
+            expect.len(),
+        );
+    }
+}
+
+/// Issue #12: a service with 10,000 instances is one blocking-query answer of about
+/// 10 MB; it resolves whole, and a removal arrives as the next answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_instances_resolve_in_one_answer_and_a_removal_arrives() {
+    const INSTANCES: usize = 10_000;
+    let agent = ConsulAgent::start();
+    let key = "big.rpc";
+    let node = "many-instances";
+    let entries: Vec<String> = (0..INSTANCES).map(|i| catalog_entry(key, i)).collect();
+    agent.catalog_services(node, "set", &entries);
+    let mut all: BTreeSet<String> = (0..INSTANCES).map(synthetic_addr).collect();
+
+    let (tx, mut rx) = SnapshotSender::channel();
+    let target = format!("consul://{}/{key}?wait=14s", agent.http_addr());
+    GoZeroConsulResolver
+        .resolve(&Target::parse(&target).unwrap(), tx)
+        .unwrap();
+    wait_for_set(&mut rx, &all, Duration::from_secs(10)).await;
+
+    let gone = INSTANCES / 2;
+    agent.catalog_services(node, "delete", &[catalog_entry(key, gone)]);
+    all.remove(&synthetic_addr(gone));
+    wait_for_set(&mut rx, &all, Duration::from_secs(5)).await;
 }
 
 #[tokio::test]

@@ -241,6 +241,39 @@ impl ConsulAgent {
         })
     }
 
+    /// Sets (`verb` `"set"`) or deletes (`"delete"`) `services` (each a JSON object as
+    /// consul's catalog takes it: `ID`, `Service`, `Address`, `Port`, `Tags`, `Meta`; for
+    /// a delete `ID` and `Service` are enough) on `node`, through the transaction API in batches of
+    /// 128 operations (consul's limit), creating the node with a set. `node` must not be
+    /// the agent's own node, whose anti-entropy would remove what it did not register.
+    /// Fast: 10,000 instances take about a second, one agent registration a call would
+    /// take far longer.
+    ///
+    /// # Panics
+    ///
+    /// Panics if a transaction is refused, naming consul's answer.
+    pub fn catalog_services(&self, node: &str, verb: &str, services: &[String]) {
+        assert_ne!(node, self.node, "use a node the agent does not run");
+        let node_op = (verb == "set").then(|| {
+            format!(
+                r#"{{"Node":{{"Verb":"set","Node":{{"Node":"{node}","Address":"127.0.0.1"}}}}}}"#
+            )
+        });
+        for batch in services.chunks(128 - usize::from(node_op.is_some())) {
+            let ops: Vec<String> = node_op
+                .iter()
+                .cloned()
+                .chain(batch.iter().map(|service| {
+                    format!(
+                        r#"{{"Service":{{"Verb":"{verb}","Node":"{node}","Service":{service}}}}}"#
+                    )
+                }))
+                .collect();
+            let (code, body) = self.api("PUT", "/v1/txn", &format!("[{}]", ops.join(",")));
+            assert_eq!(code, 200, "consul refused a catalog transaction: {body}");
+        }
+    }
+
     fn log_path(&self) -> PathBuf {
         self.dir.path().join("consul.log")
     }

@@ -6,11 +6,18 @@
 // be handed it. The first line (possibly empty) means the first answer arrived. The
 // propagation benchmarks compare it with the Rust resolvers on the same registry.
 //
+// With -sizes it speaks the scale benchmark's line protocol instead
+// (driver-gozero-compat/benches/scale_consul.rs): `hello` once before the resolver is
+// built, then `set N` each time the number of addresses pushed changes, and it exits
+// when its stdin closes; the benchmark reads its CPU time and RSS from /proc.
+//
 //	gozero-consul-watcher -target 'consul://127.0.0.1:8500/echo.rpc?wait=14s'
+//	gozero-consul-watcher -sizes -target 'consul://127.0.0.1:8500/big.rpc?wait=14s'
 //	gozero-consul-watcher -target 'k8s://ns/echo:8080'   (in-cluster credentials only, as go-zero)
 package main
 
 import (
+	"bufio"
 	"flag"
 	"fmt"
 	"net/url"
@@ -49,6 +56,30 @@ func (p *printer) UpdateState(s resolver.State) error {
 	return nil
 }
 
+// sizer is the resolver's ClientConn with -sizes: it prints the size of each new set.
+type sizer struct {
+	mu   sync.Mutex
+	last int
+}
+
+func (z *sizer) UpdateState(s resolver.State) error {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	if n := len(s.Addresses); n != z.last {
+		z.last = n
+		fmt.Printf("set %d\n", n)
+	}
+	return nil
+}
+
+func (z *sizer) ReportError(err error) { fmt.Fprintln(os.Stderr, "resolver:", err) }
+
+func (z *sizer) NewAddress(addrs []resolver.Address) {
+	_ = z.UpdateState(resolver.State{Addresses: addrs})
+}
+
+func (z *sizer) ParseServiceConfig(string) *serviceconfig.ParseResult { return nil }
+
 func (p *printer) ReportError(err error) { fmt.Fprintln(os.Stderr, "resolver:", err) }
 
 func (p *printer) NewAddress(addrs []resolver.Address) {
@@ -59,6 +90,7 @@ func (p *printer) ParseServiceConfig(string) *serviceconfig.ParseResult { return
 
 func main() {
 	target := flag.String("target", "", "a go-zero consul target, e.g. consul://127.0.0.1:8500/echo.rpc?wait=14s")
+	sizes := flag.Bool("sizes", false, "print `hello` and `set N` lines (the scale benchmark's protocol); exit when stdin closes")
 	flag.Parse()
 	logx.Disable()
 	zrpcresolver.Register()
@@ -73,11 +105,21 @@ func main() {
 		fmt.Fprintln(os.Stderr, "no resolver for scheme", u.Scheme)
 		os.Exit(2)
 	}
-	r, err := builder.Build(resolver.Target{URL: *u}, &printer{}, resolver.BuildOptions{})
+	var cc resolver.ClientConn = &printer{}
+	if *sizes {
+		fmt.Println("hello")
+		cc = &sizer{last: -1}
+	}
+	r, err := builder.Build(resolver.Target{URL: *u}, cc, resolver.BuildOptions{})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "build:", err)
 		os.Exit(1)
 	}
 	defer r.Close()
+	if *sizes {
+		// Until the benchmark closes our stdin.
+		_, _ = bufio.NewReader(os.Stdin).ReadString(0)
+		return
+	}
 	select {} // until killed
 }

@@ -1,0 +1,408 @@
+//! What the scale benches (`scale`, `scale_consul`) share: the sides under measurement,
+//! each its own process, and the Rust side's program.
+//!
+//! A side speaks one line protocol on stdout: `hello` once it starts, `set N` each time
+//! the size of the set it follows changes, `ready` once all of many targets resolved;
+//! it exits when its stdin closes. Its CPU is the sum of its threads' run time from
+//! `/proc/PID/task/*/schedstat` (ns), its memory `VmRSS`. The bench binary is also the
+//! Rust side's program: run with `SCALE_PROBE=resolver|channel` (see [`probe`]).
+
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use dtmdriver_core::resolve::{ResolverState, SnapshotSender, resolver_for};
+use dtmdriver_core::{Target, use_driver};
+use test_support::read_lines;
+
+/// How long any one step may take before the bench gives up on a side.
+pub const STEP_LIMIT: Duration = Duration::from_secs(120);
+
+/// A comma-separated list of numbers from the environment.
+pub fn env_list(name: &str, default: &str) -> Vec<usize> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .map(|s| s.trim().parse().unwrap_or_else(|_| panic!("{name}: `{s}`")))
+        .collect()
+}
+
+/// One number from the environment.
+pub fn env_num(name: &str, default: usize) -> usize {
+    env_list(name, &default.to_string())[0]
+}
+
+/// The 1-minute load average.
+pub fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Milliseconds.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// The median.
+pub fn median(v: Vec<f64>) -> f64 {
+    percentile(v, 0.5)
+}
+
+/// The `p` percentile (nearest rank).
+pub fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+// ---------------------------------------------------------------------------------
+// The sides
+
+/// One side's process and its time-stamped stdout lines.
+pub struct Side {
+    /// Its name in the tables.
+    pub name: &'static str,
+    child: Child,
+    lines: Receiver<(Instant, String)>,
+    /// Whether its changes are timed (else only its CPU is read).
+    pub timed: bool,
+}
+
+impl Side {
+    /// A Go side: `interop/bin/BINARY ARGS`.
+    pub fn go(name: &'static str, binary: &str, args: &[&str]) -> Side {
+        Side::spawn(
+            name,
+            Command::new(test_support::interop_binary(binary)),
+            args,
+            true,
+        )
+    }
+
+    /// A Rust side: this bench binary as [`probe`] in `mode`.
+    pub fn rust(name: &'static str, mode: &str, args: &[&str], timed: bool) -> Side {
+        let mut cmd = Command::new(std::env::current_exe().expect("own path"));
+        cmd.env("SCALE_PROBE", mode).env("RUST_LOG", "off");
+        Side::spawn(name, cmd, args, timed)
+    }
+
+    fn spawn(name: &'static str, mut cmd: Command, args: &[&str], timed: bool) -> Side {
+        let mut child = cmd
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        let lines = read_lines(child.stdout.take().expect("stdout"));
+        Side {
+            name,
+            child,
+            lines,
+            timed,
+        }
+    }
+
+    /// Waits for a line satisfying `want`; the instant it was read.
+    pub fn wait(&self, what: &str, want: impl Fn(&str) -> bool) -> Instant {
+        let until = Instant::now() + STEP_LIMIT;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok((at, line)) if want(&line) => return at,
+                Ok(_) => {}
+                Err(e) => panic!("{}: no `{what}` within {STEP_LIMIT:?}: {e}", self.name),
+            }
+        }
+    }
+
+    /// Waits for `set n`.
+    pub fn wait_set(&self, n: usize) -> Instant {
+        let want = format!("set {n}");
+        self.wait(&want, |l| l == want)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// CPU time of all its threads so far, in ns.
+    pub fn cpu_ns(&self) -> u64 {
+        let dir = format!("/proc/{}/task", self.pid());
+        std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{dir}: {e}"))
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+            .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .sum()
+    }
+
+    /// Resident memory in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("/proc/PID/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .expect("VmRSS")
+    }
+}
+
+impl Drop for Side {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take()); // the polite way: the side exits on EOF
+        let until = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < until {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// One key with N instances: the figures and the table
+
+/// One side's figures for one N.
+pub struct Row {
+    /// N.
+    pub n: usize,
+    /// The side.
+    pub side: &'static str,
+    /// From `hello` to the first full set.
+    pub first_ms: f64,
+    /// Change → set changed, median (timed sides).
+    pub lat_med_ms: Option<f64>,
+    /// Change → set changed, p99 (timed sides).
+    pub lat_p99_ms: Option<f64>,
+    /// CPU per change, median of the rounds.
+    pub cpu_us: f64,
+    /// RSS at the end.
+    pub rss_kib: u64,
+}
+
+/// Measures `sides`, all following one set of `n` instances: the time from each side's
+/// `hello` to its first full set (`n`, or `min(n, 32)` for an untimed subset side), then
+/// `rounds` rounds of `changes` changes. `change(c)` makes change `c` in the registry
+/// and returns the size of the set after it; each timed side's latency runs from just
+/// before the call to its `set` line.
+pub async fn measure(
+    sides: &[Side],
+    n: usize,
+    rounds: usize,
+    changes: usize,
+    mut change: impl AsyncFnMut(usize) -> usize,
+) -> Vec<Row> {
+    let mut first = Vec::new();
+    for side in sides {
+        let hello = side.wait("hello", |l| l == "hello");
+        let expected = if side.timed { n } else { n.min(32) };
+        first.push(ms(side.wait_set(expected) - hello));
+    }
+    let mut lat: Vec<Vec<f64>> = vec![Vec::new(); sides.len()];
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); sides.len()];
+    for _ in 0..rounds {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let before: Vec<u64> = sides.iter().map(Side::cpu_ns).collect();
+        for c in 0..changes {
+            let start = Instant::now();
+            let size = change(c).await;
+            for (i, side) in sides.iter().enumerate().filter(|(_, s)| s.timed) {
+                lat[i].push(ms(side.wait_set(size) - start));
+            }
+        }
+        // Let an untimed side finish its last change before reading its CPU.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for (i, side) in sides.iter().enumerate() {
+            let spent = side.cpu_ns() - before[i];
+            cpu[i].push(spent as f64 / 1e3 / changes as f64);
+        }
+    }
+    sides
+        .iter()
+        .enumerate()
+        .map(|(i, side)| Row {
+            n,
+            side: side.name,
+            first_ms: first[i],
+            lat_med_ms: side.timed.then(|| median(lat[i].clone())),
+            lat_p99_ms: side.timed.then(|| percentile(lat[i].clone(), 0.99)),
+            cpu_us: median(cpu[i].clone()),
+            rss_kib: side.rss_kib(),
+        })
+        .collect()
+}
+
+/// Prints `table` as markdown, with each side's ratios to the side named `base` at the
+/// same N.
+#[allow(clippy::print_stdout)] // a bench prints its table
+pub fn print_table(table: &[Row], base: &str) {
+    println!(
+        "| N | side | first set ms | change→set median ms | p99 ms | CPU µs/change | RSS KiB | CPU vs {base} | median vs {base} |"
+    );
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    for row in table {
+        let go = table
+            .iter()
+            .find(|r| r.n == row.n && r.side == base)
+            .unwrap_or_else(|| panic!("no {base} row"));
+        let opt = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.3}"));
+        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+            _ => "–".into(),
+        };
+        println!(
+            "| {} | {} | {:.1} | {} | {} | {:.0} | {} | {} | {} |",
+            row.n,
+            row.side,
+            row.first_ms,
+            opt(row.lat_med_ms),
+            opt(row.lat_p99_ms),
+            row.cpu_us,
+            row.rss_kib,
+            ratio(Some(row.cpu_us), Some(go.cpu_us)),
+            ratio(row.lat_med_ms, go.lat_med_ms),
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The Rust side's program
+
+/// Runs the Rust side in `mode` (`resolver`: the scheme's resolver; `channel`: our
+/// balancing `Channel`, reporting once its table holds the set) with the arguments
+/// `TARGET [COUNT EXPECT]`: one target, reporting `set N`; or COUNT targets
+/// `TARGET.i`, reporting `ready` once each has EXPECT endpoints.
+pub fn probe(mode: &str) {
+    // Exit when the bench closes our stdin.
+    std::thread::spawn(|| {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        std::process::exit(0);
+    });
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let target = args.first().expect("target").clone();
+    let count: usize = args.get(1).map_or(0, |c| c.parse().expect("count"));
+    let expect: usize = args.get(2).map_or(1, |c| c.parse().expect("expect"));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        use_driver("dtm-driver-gozero").expect("driver linked");
+        say("hello");
+        if count == 0 {
+            follow_one(mode, &target).await;
+        } else {
+            follow_many(mode, &target, count, expect).await;
+        }
+        std::future::pending::<()>().await;
+    });
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// The size of a snapshot's set, `None` before the first resolution: the one place
+/// the scale benches read `ResolverState::endpoints`.
+fn set_size(state: &ResolverState) -> Option<usize> {
+    state.endpoints.as_ref().map(|e| e.len())
+}
+
+/// Resolves `target` with its scheme's resolver; the receiver of its snapshots.
+fn resolve(target: &str) -> dtmdriver_core::resolve::SnapshotReceiver {
+    let target = Target::parse(target).expect("target");
+    let (tx, rx) = SnapshotSender::channel();
+    resolver_for(&target)
+        .expect("resolver")
+        .resolve(&target, tx)
+        .expect("resolve");
+    rx
+}
+
+/// Reports the size of the set each time it changes.
+async fn follow_one(mode: &str, target: &str) {
+    let mut last = usize::MAX;
+    let mut report = |n: Option<usize>| {
+        if let Some(n) = n.filter(|&n| n != last) {
+            last = n;
+            say(&format!("set {n}"));
+        }
+    };
+    if mode == "channel" {
+        let channel = dtmdriver_core::connect(target).expect("connect");
+        let snapshots = channel.snapshots();
+        let mut updates = channel.updates();
+        loop {
+            // `updates` ticks once the balancer's table holds the resolver's newest set.
+            report(set_size(&snapshots.borrow()));
+            if updates.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+    let mut rx = resolve(target);
+    loop {
+        report(set_size(&rx.borrow_and_update()));
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Follows `count` targets `TARGET.i` and says `ready` once each has `expect` endpoints.
+async fn follow_many(mode: &str, target: &str, count: usize, expect: usize) {
+    let pending = Arc::new(AtomicUsize::new(count));
+    let (base, query) = target.split_once('?').unwrap_or((target, ""));
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{query}")
+    };
+    let mut keep = Vec::with_capacity(count);
+    for i in 0..count {
+        let target = format!("{base}.{i}{query}");
+        let (snapshots, updates) = if mode == "channel" {
+            let channel = dtmdriver_core::connect(&target).expect("connect");
+            let pair = (channel.snapshots(), Some(channel.updates()));
+            keep.push(Some(channel));
+            pair
+        } else {
+            keep.push(None);
+            (resolve(&target), None)
+        };
+        let pending = pending.clone();
+        tokio::spawn(async move {
+            let mut snapshots = snapshots;
+            let mut updates = updates;
+            loop {
+                let n = set_size(&snapshots.borrow_and_update()).unwrap_or(0);
+                if n >= expect {
+                    if pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+                        say("ready");
+                    }
+                    // Keep the receiver (and so the watch) alive.
+                    std::future::pending::<()>().await;
+                }
+                let changed = match updates.as_mut() {
+                    Some(u) => u.changed().await.is_ok(),
+                    None => snapshots.changed().await.is_ok(),
+                };
+                if !changed {
+                    return;
+                }
+            }
+        });
+    }
+    std::mem::forget(keep); // the channels live as long as the process
+}
