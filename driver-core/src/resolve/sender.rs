@@ -35,6 +35,10 @@ use tokio::sync::watch;
 use super::Endpoint;
 use super::set::{EndpointSet, SetChange};
 
+/// The hasher of the sender's indexes: foldhash, seeded per process (addresses come
+/// from the registry; std's SipHash cost a third of a whole-set update at 100,000).
+type Fast = foldhash::fast::RandomState;
+
 /// What a resolver has said so far.
 #[derive(Clone, Debug, Default)]
 pub struct ResolverState {
@@ -74,8 +78,8 @@ pub struct SnapshotSender {
 /// an entry of a whole-set `update`, before any key), then the others in key order.
 #[derive(Debug)]
 struct Holders {
-    first: (Option<Box<str>>, Endpoint),
-    more: Vec<(Option<Box<str>>, Endpoint)>,
+    first: (Option<Arc<str>>, Endpoint),
+    more: Vec<(Option<Arc<str>>, Endpoint)>,
 }
 
 impl Holders {
@@ -83,7 +87,7 @@ impl Holders {
         &self.first.1
     }
 
-    fn insert(&mut self, key: Option<Box<str>>, endpoint: Endpoint) {
+    fn insert(&mut self, key: Option<Arc<str>>, endpoint: Endpoint) {
         if key < self.first.0 {
             let old = std::mem::replace(&mut self.first, (key, endpoint));
             self.more.insert(0, old);
@@ -98,7 +102,7 @@ impl Holders {
     }
 
     /// Takes `key`'s entry off; false if none is left.
-    fn remove(&mut self, key: &Option<Box<str>>) -> bool {
+    fn remove(&mut self, key: &Option<Arc<str>>) -> bool {
         if *key == self.first.0 {
             if self.more.is_empty() {
                 return false;
@@ -115,9 +119,9 @@ impl Holders {
 #[derive(Debug, Default)]
 struct Book {
     /// For keyed changes: the address each key gives.
-    keys: HashMap<Box<str>, Box<str>>,
+    keys: HashMap<Arc<str>, Arc<str>, Fast>,
     /// For keyed changes: every address of the whole set and the entries giving it.
-    addrs: HashMap<Box<str>, Holders>,
+    addrs: HashMap<Arc<str>, Holders, Fast>,
     /// For whole sets: the last one, each address once, in the resolver's order.
     whole: Vec<Endpoint>,
     subset: Option<Subset>,
@@ -143,19 +147,19 @@ struct Held {
 #[derive(Debug)]
 struct Subset {
     limit: usize,
-    chosen: HashSet<Box<str>>,
+    chosen: HashSet<Box<str>, Fast>,
     pool: Vec<Endpoint>,
     /// Where each pool address is in `pool`.
-    in_pool: HashMap<Box<str>, usize>,
+    in_pool: HashMap<Box<str>, usize, Fast>,
 }
 
 impl Subset {
     fn new(limit: usize) -> Self {
         Self {
             limit,
-            chosen: HashSet::new(),
+            chosen: HashSet::default(),
             pool: Vec::new(),
-            in_pool: HashMap::new(),
+            in_pool: HashMap::default(),
         }
     }
 
@@ -215,54 +219,50 @@ enum Next {
 }
 
 impl Book {
-    /// Notes the winner of `addr` before a change, once per change.
-    fn touch(
-        &self,
-        addr: &str,
-        before: &mut Vec<(Box<str>, Option<Endpoint>)>,
-        seen: &mut HashSet<Box<str>>,
-    ) {
-        if seen.insert(addr.into()) {
-            let winner = self.addrs.get(addr).map(|h| h.winner().clone());
-            before.push((addr.into(), winner));
-        }
-    }
-
     /// Applies keyed changes; the changes of the whole set they make.
     fn apply_keyed(
         &mut self,
-        changes: impl IntoIterator<Item = (Box<str>, Option<Endpoint>)>,
+        changes: impl IntoIterator<Item = (Arc<str>, Option<Endpoint>)>,
     ) -> Vec<SetChange> {
         // A whole set gives way to keyed entries: start from nothing.
         let mut out: Vec<SetChange> = (self.whole.drain(..))
             .map(|e| SetChange::Remove(e.addr))
             .collect();
-        let mut before = Vec::new();
-        let mut seen = HashSet::new();
+        // The winner of each address touched, before the changes.
+        let mut before: HashMap<Arc<str>, Option<Endpoint>, Fast> = HashMap::default();
         for (key, endpoint) in changes {
             if let Some(old) = self.keys.remove(&key) {
-                self.touch(&old, &mut before, &mut seen);
-                let key = Some(key.clone());
-                if let Some(holders) = self.addrs.get_mut(&old)
-                    && !holders.remove(&key)
+                let holders = self.addrs.get_mut(&old);
+                before
+                    .entry(old.clone())
+                    .or_insert_with(|| holders.as_ref().map(|h| h.winner().clone()));
+                if let Some(holders) = holders
+                    && !holders.remove(&Some(key.clone()))
                 {
                     self.addrs.remove(&old);
                 }
             }
             if let Some(endpoint) = endpoint {
-                self.touch(&endpoint.addr, &mut before, &mut seen);
-                let addr: Box<str> = endpoint.addr.as_str().into();
-                self.keys.insert(key.clone(), addr.clone());
-                match self.addrs.get_mut(&addr) {
-                    Some(holders) => holders.insert(Some(key), endpoint),
+                match self.addrs.get_key_value(endpoint.addr.as_str()) {
+                    Some((addr, holders)) => {
+                        let addr = addr.clone();
+                        before
+                            .entry(addr.clone())
+                            .or_insert_with(|| Some(holders.winner().clone()));
+                        self.keys.insert(key.clone(), addr.clone());
+                        if let Some(holders) = self.addrs.get_mut(&addr) {
+                            holders.insert(Some(key), endpoint);
+                        }
+                    }
                     None => {
-                        self.addrs.insert(
-                            addr,
-                            Holders {
-                                first: (Some(key), endpoint),
-                                more: Vec::new(),
-                            },
-                        );
+                        let addr: Arc<str> = endpoint.addr.as_str().into();
+                        before.entry(addr.clone()).or_insert(None);
+                        self.keys.insert(key.clone(), addr.clone());
+                        let holders = Holders {
+                            first: (Some(key), endpoint),
+                            more: Vec::new(),
+                        };
+                        self.addrs.insert(addr, holders);
                     }
                 }
             }
@@ -272,7 +272,7 @@ impl Book {
             match (old, now) {
                 (Some(old), Some(now)) if old == *now => None,
                 (_, Some(now)) => Some(SetChange::Put(now.clone())),
-                (Some(_), None) => Some(SetChange::Remove(addr.into())),
+                (Some(_), None) => Some(SetChange::Remove(addr.to_string())),
                 (None, None) => None,
             }
         });
@@ -293,7 +293,7 @@ impl Book {
         // Keyed entries give way to the whole set: start from nothing.
         self.keys.clear();
         let mut changes: Vec<SetChange> = (self.addrs.drain())
-            .map(|(addr, _)| SetChange::Remove(addr.into()))
+            .map(|(addr, _)| SetChange::Remove(addr.to_string()))
             .collect();
         if endpoints == self.whole {
             return changes; // the last set, which had no duplicates
@@ -453,7 +453,7 @@ impl SnapshotSender {
 
     /// Publishes keyed changes: each key now gives this endpoint, or none. See the
     /// [module docs](self).
-    pub fn apply<K: Into<Box<str>>>(
+    pub fn apply<K: Into<Arc<str>>>(
         &self,
         changes: impl IntoIterator<Item = (K, Option<Endpoint>)>,
     ) {
