@@ -47,14 +47,7 @@ use test_support::EtcdServer;
 use test_support::synthetic_addr as addr;
 
 fn main() {
-    if let Ok(mode) = std::env::var("SCALE_PROBE") {
-        return sides::probe(&mode);
-    }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(orchestrate());
+    sides::main(orchestrate);
 }
 
 /// go-zero's side: `interop/bin/gozero-scale ARGS`.

@@ -41,14 +41,7 @@ use test_support::{ConsulAgent, synthetic_addr as addr};
 const NODE: &str = "scale-node";
 
 fn main() {
-    if let Ok(mode) = std::env::var("SCALE_PROBE") {
-        return sides::probe(&mode);
-    }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(orchestrate());
+    sides::main(orchestrate);
 }
 
 /// zero-contrib's catalog entry of instance `i` of `key`.

@@ -280,6 +280,19 @@ pub fn print_table(table: &[Row], base: &str) {
 /// balancing `Channel`, reporting once its table holds the set) with the arguments
 /// `TARGET [COUNT EXPECT]`: one target, reporting `set N`; or COUNT targets
 /// `TARGET.i`, reporting `ready` once each has EXPECT endpoints.
+/// A scale bench's `main`: the Rust side's program when run with `SCALE_PROBE`, else
+/// `orchestrate` on a single-threaded runtime.
+pub fn main<F: std::future::Future<Output = ()>>(orchestrate: impl FnOnce() -> F) {
+    if let Ok(mode) = std::env::var("SCALE_PROBE") {
+        return probe(&mode);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(orchestrate());
+}
+
 pub fn probe(mode: &str) {
     // Exit when the bench closes our stdin.
     std::thread::spawn(|| {
