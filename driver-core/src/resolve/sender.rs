@@ -45,7 +45,8 @@ pub struct ResolverState {
     /// The newest endpoint set; `None` until the first successful resolution.
     pub endpoints: Option<EndpointSet>,
     /// The changes that turned version `version - 1`'s set into this one, in order
-    /// (empty when only the error changed); `None` when unknown (compare the sets).
+    /// (empty when only the error changed); `None` for the first set, or when unknown
+    /// (compare the sets).
     pub changes: Option<Arc<[SetChange]>>,
     /// The newest error, cleared by the next successful resolution.
     pub last_error: Option<String>,
@@ -389,7 +390,9 @@ impl Book {
         }
         tx.send_modify(|s| {
             s.endpoints = Some(set);
-            s.changes = Some(effective.into());
+            // The first set has no previous one to apply changes to: subscribers read it
+            // whole, and a resolved target does not keep its first list twice.
+            s.changes = (!first).then(|| effective.into());
             s.last_error = None;
             s.version += 1;
         });
@@ -545,12 +548,15 @@ mod tests {
             .collect()
     }
 
-    /// Follows `rx` by applying each state's changes to a copy of the first set: what a
-    /// subscriber that keeps up sees must be the published set.
+    /// Follows `rx` as a subscriber that keeps up: the first set read whole, then each
+    /// state's changes applied to a copy, which must be the published set.
     fn replay(copy: &mut EndpointSet, rx: &mut SnapshotReceiver) {
         let state = rx.borrow_and_update();
-        for change in state.changes.as_deref().unwrap_or_default() {
-            copy.apply(change);
+        match state.changes.as_deref() {
+            Some(changes) => changes.iter().for_each(|c| {
+                copy.apply(c);
+            }),
+            None => *copy = state.endpoints.clone().unwrap_or_default(),
         }
         assert_eq!(Some(&*copy), state.endpoints.as_ref());
     }
@@ -771,8 +777,11 @@ mod tests {
                     }
                 };
                 let state = rx.borrow_and_update().clone();
-                for change in state.changes.as_deref().unwrap_or_default() {
-                    copy.apply(change);
+                match state.changes.as_deref() {
+                    Some(changes) => changes.iter().for_each(|c| {
+                        copy.apply(c);
+                    }),
+                    None => copy = state.endpoints.clone().unwrap_or_default(),
                 }
                 proptest::prop_assert_eq!(state.endpoints.as_ref(), Some(&expected));
                 proptest::prop_assert_eq!(&copy, &expected);
