@@ -124,25 +124,31 @@ impl Table {
             return None;
         }
         let mut ready = current.slots.clone();
+        // Slots added by this apply, followed through the later moves; whether each is
+        // ready is read once all moves are done, at its final place.
+        let mut added: Vec<u32> = Vec::new();
         for m in moves {
             match *m {
                 Move::Removed { pos, moved_from } => {
-                    if let Some(at) = ready.iter().position(|&i| i == pos) {
-                        ready.swap_remove(at);
-                    }
-                    if let Some(from) = moved_from
-                        && let Some(at) = ready.iter().position(|&i| i == from)
-                    {
-                        ready[at] = pos;
-                    }
-                }
-                Move::Added { pos } => {
-                    if slots[pos as usize].conn.is_ready() {
-                        ready.push(pos);
+                    for list in [&mut ready, &mut added] {
+                        if let Some(at) = list.iter().position(|&i| i == pos) {
+                            list.swap_remove(at);
+                        }
+                        if let Some(from) = moved_from
+                            && let Some(at) = list.iter().position(|&i| i == from)
+                        {
+                            list[at] = pos;
+                        }
                     }
                 }
+                Move::Added { pos } => added.push(pos),
             }
         }
+        ready.extend(
+            added
+                .into_iter()
+                .filter(|&pos| slots[pos as usize].conn.is_ready()),
+        );
         Some(Ready {
             epoch,
             slots: ready,
@@ -574,6 +580,39 @@ mod tests {
             .filter(|a| *a != gone)
             .collect();
         expected.sort_unstable();
+        assert_eq!(ready, expected);
+
+        // An endpoint added and then moved by a removal in the same change: the list
+        // follows it to its final place (it is not ready, so it stays out).
+        let second = all[40].addr.clone();
+        let mut set = table
+            .slots
+            .iter()
+            .map(|s| s.endpoint.clone())
+            .collect::<EndpointSet>();
+        let changes = vec![
+            SetChange::Put(Endpoint::new("10.9.9.10:80")),
+            SetChange::Remove(second.clone()),
+        ];
+        for c in &changes {
+            set.apply(c);
+        }
+        inner.apply(&ResolverState {
+            endpoints: Some(set),
+            changes: Some(changes.into()),
+            last_error: None,
+            version: 3,
+        });
+        let table = inner.table();
+        let carried = table.ready.load();
+        assert_eq!(carried.epoch, epoch);
+        let mut ready: Vec<&str> = carried
+            .slots
+            .iter()
+            .map(|&i| table.slots[i as usize].endpoint.addr.as_str())
+            .collect();
+        ready.sort_unstable();
+        expected.retain(|a| **a != *second);
         assert_eq!(ready, expected);
     }
 }
