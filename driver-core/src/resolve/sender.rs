@@ -1,29 +1,7 @@
 //! [`SnapshotSender`]: how a resolver publishes; [`ResolverState`]: what its
 //! subscribers read.
 //!
-//! Contract:
-//!
-//! * A resolver says what it knows in one of two ways: [`SnapshotSender::update`], the
-//!   whole set (each address once; of duplicates the first entry counts), or
-//!   [`SnapshotSender::apply`], the changes of its own entries by key (an etcd key, a
-//!   consul service ID): `(key, Some(endpoint))` when the key holds that endpoint now,
-//!   `(key, None)` when it is gone. Of several keys giving one address, the smallest
-//!   key's entry counts. `update` replaces every entry, keyed or not.
-//! * Each published [`ResolverState`] holds the whole set, a persistent
-//!   [`EndpointSet`] (cloning it is free, and it shares its entries with the set
-//!   before), and the [`SetChange`]s that turned the previous version's set into this
-//!   one. A subscriber that applied version `v - 1` may apply `changes` alone; one that
-//!   skipped versions (the cell keeps only the newest state) compares the whole set.
-//! * A change that leaves the published set as it was publishes nothing, unless an
-//!   error is shown (then it is cleared, and the set published again).
-//! * [`with_subset`](SnapshotSender::with_subset) and
-//!   [`hold_empty`](SnapshotSender::hold_empty) shape what is published; see each.
-//!
-//! Cost: [`apply`](SnapshotSender::apply) costs O(C log N) for C changed keys in a set
-//! of N, subset and de-duplication included (both are kept as indexes, not recomputed);
-//! [`update`](SnapshotSender::update) costs O(N) hashing, for resolvers whose registry
-//! answers with whole sets anyway (consul's blocking queries, Kubernetes slices,
-//! static lists).
+//! The contract is on [`SnapshotSender`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -69,6 +47,30 @@ pub type SnapshotReceiver = watch::Receiver<ResolverState>;
 
 /// The sending side a resolver publishes snapshots into. Cheap to clone; clones share
 /// one book (entries, subset, hold), so their changes combine.
+///
+/// Contract:
+///
+/// * A resolver says what it knows in one of two ways: [`SnapshotSender::update`], the
+///   whole set (each address once; of duplicates the first entry counts), or
+///   [`SnapshotSender::apply`], the changes of its own entries by key (an etcd key, a
+///   consul service ID): `(key, Some(endpoint))` when the key holds that endpoint now,
+///   `(key, None)` when it is gone. Of several keys giving one address, the smallest
+///   key's entry counts. `update` replaces every entry, keyed or not.
+/// * Each published [`ResolverState`] holds the whole set, a persistent
+///   [`EndpointSet`] (cloning it is free, and it shares its entries with the set
+///   before), and the [`SetChange`]s that turned the previous version's set into this
+///   one. A subscriber that applied version `v - 1` may apply `changes` alone; one that
+///   skipped versions (the cell keeps only the newest state) compares the whole set.
+/// * A change that leaves the published set as it was publishes nothing, unless an
+///   error is shown (then it is cleared, and the set published again).
+/// * [`with_subset`](SnapshotSender::with_subset) and
+///   [`hold_empty`](SnapshotSender::hold_empty) shape what is published; see each.
+///
+/// Cost: [`apply`](SnapshotSender::apply) costs O(C log N) for C changed keys in a set
+/// of N, subset and de-duplication included (both are kept as indexes, not recomputed);
+/// [`update`](SnapshotSender::update) costs O(N) hashing, for resolvers whose registry
+/// answers with whole sets anyway (consul's blocking queries, Kubernetes slices,
+/// static lists).
 #[derive(Clone, Debug)]
 pub struct SnapshotSender {
     tx: Arc<watch::Sender<ResolverState>>,
@@ -454,8 +456,8 @@ impl SnapshotSender {
         self.pass(book, changes);
     }
 
-    /// Publishes keyed changes: each key now gives this endpoint, or none. See the
-    /// [module docs](self).
+    /// Publishes keyed changes: each key now gives this endpoint, or none. See
+    /// [`SnapshotSender`].
     pub fn apply<K: Into<Arc<str>>>(
         &self,
         changes: impl IntoIterator<Item = (K, Option<Endpoint>)>,

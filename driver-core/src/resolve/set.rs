@@ -1,17 +1,7 @@
 //! [`EndpointSet`]: the endpoint set a resolver publishes, and [`SetChange`], one step
 //! from one published set to the next.
 //!
-//! Contract: an `EndpointSet` holds each address once, iterates in address order
-//! (byte order of the `host:port` string), and is persistent: cloning it is one
-//! reference count, and a set made from another by one insertion or removal shares
-//! every untouched entry with it (a red-black tree from [`rpds`], O(log N) an
-//! insertion or removal). Two sets are equal when they hold the same endpoints.
-//!
-//! Why persistent: a resolver publishes a whole set on every change, and every
-//! subscriber keeps the one it last read. With a `Vec` each change copied the set
-//! (10,000 instances: about 1.3 ms of CPU a change, issue #12); with a shared tree
-//! publishing costs the change, and the [`SetChange`]s beside it let a subscriber that
-//! kept up apply only those.
+//! The contract is on [`EndpointSet`].
 
 use std::borrow::Borrow;
 use std::cmp::Ordering;
@@ -65,7 +55,19 @@ impl Borrow<str> for ByAddr {
     }
 }
 
-/// A persistent set of endpoints, one per address; see the [module docs](self).
+/// A persistent set of endpoints, one per address.
+///
+/// Contract: an `EndpointSet` holds each address once, iterates in address order
+/// (byte order of the `host:port` string), and is persistent: cloning it is one
+/// reference count, and a set made from another by one insertion or removal shares
+/// every untouched entry with it (a red-black tree from [`rpds`], O(log N) an
+/// insertion or removal). Two sets are equal when they hold the same endpoints.
+///
+/// Why persistent: a resolver publishes a whole set on every change, and every
+/// subscriber keeps the one it last read. With a `Vec` each change copied the set
+/// (10,000 instances: about 1.3 ms of CPU a change, issue #12); with a shared tree
+/// publishing costs the change, and the [`SetChange`]s beside it let a subscriber that
+/// kept up apply only those.
 #[derive(Clone, Default)]
 pub struct EndpointSet {
     tree: rpds::RedBlackTreeSetSync<ByAddr>,
