@@ -7,15 +7,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rand::Rng;
 use tokio::sync::watch;
 
-use super::Endpoint;
 use super::set::{EndpointSet, SetChange};
-
-/// The hasher of the sender's indexes: foldhash, seeded per process (addresses come
-/// from the registry; std's SipHash cost a third of a whole-set update at 100,000).
-type Fast = foldhash::fast::RandomState;
+use super::subset::Subset;
+use super::{Endpoint, Fast};
 
 /// What a resolver has said so far.
 #[derive(Clone, Debug, Default)]
@@ -77,12 +73,12 @@ pub struct SnapshotSender {
     book: Arc<Mutex<Book>>,
 }
 
-/// The entries giving one address: the one that counts first (smallest key; `None`,
-/// an entry of a whole-set `update`, before any key), then the others in key order.
+/// The keyed entries giving one address: the one that counts (smallest key) first,
+/// then the others in key order.
 #[derive(Debug)]
 struct Holders {
-    first: (Option<Arc<str>>, Endpoint),
-    more: Vec<(Option<Arc<str>>, Endpoint)>,
+    first: (Arc<str>, Endpoint),
+    more: Vec<(Arc<str>, Endpoint)>,
 }
 
 impl Holders {
@@ -90,7 +86,7 @@ impl Holders {
         &self.first.1
     }
 
-    fn insert(&mut self, key: Option<Arc<str>>, endpoint: Endpoint) {
+    fn insert(&mut self, key: Arc<str>, endpoint: Endpoint) {
         if key < self.first.0 {
             let old = std::mem::replace(&mut self.first, (key, endpoint));
             self.more.insert(0, old);
@@ -105,7 +101,7 @@ impl Holders {
     }
 
     /// Takes `key`'s entry off; false if none is left.
-    fn remove(&mut self, key: &Option<Arc<str>>) -> bool {
+    fn remove(&mut self, key: &Arc<str>) -> bool {
         if *key == self.first.0 {
             if self.more.is_empty() {
                 return false;
@@ -144,75 +140,6 @@ struct Held {
     changes: Vec<SetChange>,
 }
 
-/// A sticky random subset of at most `limit` addresses: the chosen ones stay while
-/// they are in the set; a place that frees up is filled at random from the `pool` of
-/// the others.
-#[derive(Debug)]
-struct Subset {
-    limit: usize,
-    chosen: HashSet<Box<str>, Fast>,
-    pool: Vec<Endpoint>,
-    /// Where each pool address is in `pool`.
-    in_pool: HashMap<Box<str>, usize, Fast>,
-}
-
-impl Subset {
-    fn new(limit: usize) -> Self {
-        Self {
-            limit,
-            chosen: HashSet::default(),
-            pool: Vec::new(),
-            in_pool: HashMap::default(),
-        }
-    }
-
-    fn pool_remove(&mut self, addr: &str) -> Option<Endpoint> {
-        let at = self.in_pool.remove(addr)?;
-        let taken = self.pool.swap_remove(at);
-        if let Some(moved) = self.pool.get(at) {
-            self.in_pool.insert(moved.addr.as_str().into(), at);
-        }
-        Some(taken)
-    }
-
-    /// Turns changes of the whole set into changes of the subset.
-    fn pass(&mut self, changes: Vec<SetChange>) -> Vec<SetChange> {
-        let mut out = Vec::new();
-        for change in changes {
-            match change {
-                SetChange::Put(endpoint) => {
-                    if self.chosen.contains(endpoint.addr.as_str()) {
-                        out.push(SetChange::Put(endpoint));
-                    } else if let Some(&at) = self.in_pool.get(endpoint.addr.as_str()) {
-                        self.pool[at] = endpoint;
-                    } else {
-                        self.in_pool
-                            .insert(endpoint.addr.as_str().into(), self.pool.len());
-                        self.pool.push(endpoint);
-                    }
-                }
-                SetChange::Remove(addr) => {
-                    if self.chosen.remove(addr.as_str()) {
-                        out.push(SetChange::Remove(addr));
-                    } else {
-                        self.pool_remove(&addr);
-                    }
-                }
-            }
-        }
-        let mut rng = rand::rng();
-        while self.chosen.len() < self.limit && !self.pool.is_empty() {
-            let at = rng.random_range(0..self.pool.len());
-            let addr = self.pool[at].addr.clone();
-            if let Some(endpoint) = self.pool_remove(&addr) {
-                self.chosen.insert(addr.into());
-                out.push(SetChange::Put(endpoint));
-            }
-        }
-        out
-    }
-}
-
 /// What a change of the book leads to.
 enum Next {
     Publish(Vec<SetChange>),
@@ -240,7 +167,7 @@ impl Book {
                     .entry(old.clone())
                     .or_insert_with(|| holders.as_ref().map(|h| h.winner().clone()));
                 if let Some(holders) = holders
-                    && !holders.remove(&Some(key.clone()))
+                    && !holders.remove(&key)
                 {
                     self.addrs.remove(&old);
                 }
@@ -254,7 +181,7 @@ impl Book {
                             .or_insert_with(|| Some(holders.winner().clone()));
                         self.keys.insert(key.clone(), addr.clone());
                         if let Some(holders) = self.addrs.get_mut(&addr) {
-                            holders.insert(Some(key), endpoint);
+                            holders.insert(key, endpoint);
                         }
                     }
                     None => {
@@ -262,7 +189,7 @@ impl Book {
                         before.entry(addr.clone()).or_insert(None);
                         self.keys.insert(key.clone(), addr.clone());
                         let holders = Holders {
-                            first: (Some(key), endpoint),
+                            first: (key, endpoint),
                             more: Vec::new(),
                         };
                         self.addrs.insert(addr, holders);
@@ -347,6 +274,15 @@ impl Book {
         changes
     }
 
+    /// Changes of the whole set as changes of what is published: the subset's, if
+    /// one is kept.
+    fn through_subset(&mut self, changes: Vec<SetChange>) -> Vec<SetChange> {
+        match &mut self.subset {
+            Some(subset) => subset.pass(changes),
+            None => changes,
+        }
+    }
+
     /// How many addresses the whole set holds.
     fn size(&self) -> usize {
         self.addrs.len() + self.whole.len()
@@ -374,10 +310,7 @@ impl Book {
         } else {
             changes
         };
-        match &mut self.subset {
-            Some(subset) => Next::Publish(subset.pass(changes)),
-            None => Next::Publish(changes),
-        }
+        Next::Publish(self.through_subset(changes))
     }
 
     /// Publishes the published set's `changes` (those that change it), or the set
@@ -493,10 +426,7 @@ impl SnapshotSender {
         let mut book = self.book();
         if book.held.as_ref().is_some_and(|h| h.id == id) {
             let changes = book.held.take().map(|h| h.changes).unwrap_or_default();
-            let changes = match &mut book.subset {
-                Some(subset) => subset.pass(changes),
-                None => changes,
-            };
+            let changes = book.through_subset(changes);
             book.publish(changes, &self.tx);
         }
     }
