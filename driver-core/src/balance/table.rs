@@ -531,6 +531,35 @@ mod tests {
         assert_eq!(*inner.table_tx.borrow(), version + 1);
     }
 
+    /// Applies `changes` to the channel's table as the state after `version - 1`.
+    fn apply_changes(inner: &ChannelInner, version: u64, changes: Vec<SetChange>) {
+        let table = inner.table();
+        let mut set: EndpointSet = table.slots.iter().map(|s| s.endpoint.clone()).collect();
+        for c in &changes {
+            set.apply(c);
+        }
+        inner.apply(&ResolverState {
+            endpoints: Some(set),
+            changes: Some(changes.into()),
+            last_error: None,
+            version,
+        });
+    }
+
+    /// The table's ready list as it stands (not rebuilt), by address, sorted, with the
+    /// epoch it is current for.
+    fn carried_ready(inner: &ChannelInner) -> (u64, Vec<String>) {
+        let table = inner.table();
+        let carried = table.ready.load();
+        let mut ready: Vec<String> = carried
+            .slots
+            .iter()
+            .map(|&i| table.slots[i as usize].endpoint.addr.clone())
+            .collect();
+        ready.sort_unstable();
+        (carried.epoch, ready)
+    }
+
     #[tokio::test]
     async fn a_change_carries_the_ready_list_over_without_reading_every_slot() {
         let inner = test_channel(Policy::RoundRobin);
@@ -548,71 +577,32 @@ mod tests {
 
         // One removed from the middle, one added (its new connection is not ready).
         let gone = all[17].addr.clone();
-        let mut set = state.endpoints.clone().unwrap();
         let changes = vec![
             SetChange::Remove(gone.clone()),
             SetChange::Put(Endpoint::new("10.9.9.9:80")),
         ];
-        for c in &changes {
-            set.apply(c);
-        }
-        inner.apply(&ResolverState {
-            endpoints: Some(set),
-            changes: Some(changes.into()),
-            last_error: None,
-            version: 2,
-        });
-        let table = inner.table();
-        let carried = table.ready.load();
-        assert_eq!(
-            carried.epoch, epoch,
-            "the list was carried over, not dropped"
-        );
-        let mut ready: Vec<&str> = carried
-            .slots
+        apply_changes(&inner, 2, changes);
+        let mut expected: Vec<String> = all
             .iter()
-            .map(|&i| table.slots[i as usize].endpoint.addr.as_str())
-            .collect();
-        ready.sort_unstable();
-        let mut expected: Vec<&str> = all
-            .iter()
-            .map(|e| e.addr.as_str())
+            .map(|e| e.addr.clone())
             .filter(|a| *a != gone)
             .collect();
         expected.sort_unstable();
-        assert_eq!(ready, expected);
+        assert_eq!(
+            carried_ready(&inner),
+            (epoch, expected.clone()),
+            "the list was carried over, not dropped"
+        );
 
         // An endpoint added and then moved by a removal in the same change: the list
         // follows it to its final place (it is not ready, so it stays out).
         let second = all[40].addr.clone();
-        let mut set = table
-            .slots
-            .iter()
-            .map(|s| s.endpoint.clone())
-            .collect::<EndpointSet>();
         let changes = vec![
             SetChange::Put(Endpoint::new("10.9.9.10:80")),
             SetChange::Remove(second.clone()),
         ];
-        for c in &changes {
-            set.apply(c);
-        }
-        inner.apply(&ResolverState {
-            endpoints: Some(set),
-            changes: Some(changes.into()),
-            last_error: None,
-            version: 3,
-        });
-        let table = inner.table();
-        let carried = table.ready.load();
-        assert_eq!(carried.epoch, epoch);
-        let mut ready: Vec<&str> = carried
-            .slots
-            .iter()
-            .map(|&i| table.slots[i as usize].endpoint.addr.as_str())
-            .collect();
-        ready.sort_unstable();
-        expected.retain(|a| **a != *second);
-        assert_eq!(ready, expected);
+        apply_changes(&inner, 3, changes);
+        expected.retain(|a| *a != second);
+        assert_eq!(carried_ready(&inner), (epoch, expected));
     }
 }
