@@ -171,6 +171,32 @@ impl Record {
         ok as f64 / (BUCKET.as_secs_f64() * (b - a) as f64)
     }
 
+    /// The median of the successful calls per second over consecutive `window`s in
+    /// each of the `spans` (from, to): one slow window (a GC pause of a peer, a
+    /// neighbour's burst on a shared machine) moves it little, while a channel that
+    /// stalls on a fault lowers most windows and so the median. `0.0` if the spans hold
+    /// no whole window.
+    pub fn median_rate(&self, spans: &[(Duration, Duration)], window: Duration) -> f64 {
+        let mut rates = Vec::new();
+        for &(from, to) in spans {
+            let mut t = from;
+            while t + window <= to {
+                rates.push(self.rate(t, t + window));
+                t += window;
+            }
+        }
+        if rates.is_empty() {
+            return 0.0;
+        }
+        rates.sort_by(f64::total_cmp);
+        let mid = rates.len() / 2;
+        if rates.len() % 2 == 1 {
+            rates[mid]
+        } else {
+            (rates[mid - 1] + rates[mid]) / 2.0
+        }
+    }
+
     /// How long after `event` the throughput, over 250 ms windows, first came back to
     /// 90% of `baseline` calls/s; `None` if it never did before `until`.
     pub fn recovered_after(
@@ -188,5 +214,38 @@ impl Record {
             t += BUCKET;
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(per_bucket: &[u32]) -> Record {
+        Record {
+            buckets: per_bucket.iter().map(|&ok| [ok, 0]).collect(),
+            errors: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_median_rate_shrugs_off_one_slow_window_but_not_a_stall() {
+        let window = Duration::from_millis(500);
+        let span = Duration::from_secs(5);
+        // 10 calls a bucket is 200 calls/s; one half-second window at a tenth of that.
+        let mut buckets = vec![10; 100];
+        buckets[20..30].fill(1);
+        let steady = record(&buckets);
+        assert_eq!(steady.median_rate(&[(Duration::ZERO, span)], window), 200.0);
+        assert!(steady.rate(Duration::ZERO, span) < 190.0);
+        // A channel stalling in three windows out of five: the median sees it.
+        let stalled: Vec<u32> = (0..100)
+            .map(|i| if (i / 10) % 5 < 3 { 1 } else { 10 })
+            .collect();
+        assert!(record(&stalled).median_rate(&[(Duration::ZERO, span)], window) <= 20.0);
+        assert_eq!(
+            record(&[]).median_rate(&[(Duration::ZERO, span)], window),
+            0.0
+        );
     }
 }
