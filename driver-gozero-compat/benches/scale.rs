@@ -20,11 +20,13 @@
 //! - `rs-subset`: the resolver with go-zero's default 32-server subset (CPU only: a change
 //!   outside its subset publishes nothing, so it has no latency to time).
 //!
-//! Part 1, one key with N instances (go-zero's format, `KEY/ID` → `HOST:PORT`): the time
-//! from a side's start to its first full set, then SCALE_ROUNDS rounds of SCALE_CHANGES
-//! changes (one instance added, then removed again), each timed from the start of the
-//! etcd write to the line in which a side reports the new size; CPU per change is the
-//! side's CPU over a round divided by its changes (median of the rounds); RSS at the end.
+//! Part 1, one key with N instances (go-zero's format, `KEY/ID` → `HOST:PORT`), a key of
+//! its own for each side: the time from a side's start to its first full set, then
+//! SCALE_ROUNDS rounds in which each side in turn sees SCALE_CHANGES changes of its key
+//! (one instance added, then removed again) while the others idle, each timed from the
+//! start of the etcd write to the line in which the side reports the new size; CPU per
+//! change is the side's CPU over its changes of a round divided by their number (median
+//! of the rounds); RSS at the end.
 //! Part 2, SCALE_TARGETS keys of 3 instances each, one side at a time: time to resolve
 //! them all, RSS per target (growth from start to all resolved, divided by the targets),
 //! and etcd's own count of Watch streams and watchers while the side runs.
@@ -82,20 +84,24 @@ async fn orchestrate() {
     println!("load at start: {}", load());
     let mut table = Vec::new();
     for &n in &sizes {
-        let key = format!("scale{n}.rpc");
-        put_all(&mut client, (0..n).map(|i| (format!("{key}/{i}"), addr(i)))).await;
-        let target = format!("etcd://{ep}/{key}");
-        let full = format!("{target}?subset=0");
+        // Each side follows its own key of n instances (see `sides::measure`).
+        let key = |side: usize| format!("scale{n}-{side}.rpc");
+        for side in 0..4 {
+            let key = key(side);
+            put_all(&mut client, (0..n).map(|i| (format!("{key}/{i}"), addr(i)))).await;
+        }
+        let target = |side: usize| format!("etcd://{ep}/{}", key(side));
+        let full = |side: usize| format!("{}?subset=0", target(side));
         let sides = [
-            go(&["-etcd", &ep, "-key", &key]),
-            Side::rust("rs-resolver", "resolver", &[&full], true),
-            Side::rust("rs-channel", "channel", &[&full], true),
-            Side::rust("rs-subset", "resolver", &[&target], false),
+            go(&["-etcd", &ep, "-key", &key(0)]),
+            Side::rust("rs-resolver", "resolver", &[&full(1)], true),
+            Side::rust("rs-channel", "channel", &[&full(2)], true),
+            Side::rust("rs-subset", "resolver", &[&target(3)], false),
         ];
-        let extra = format!("{key}/extra");
         let client = &mut client;
         table.extend(
-            measure(&sides, n, rounds, changes, async |c| {
+            measure(&sides, n, rounds, changes, async |side, c| {
+                let extra = format!("{}/extra", key(side));
                 if c % 2 == 0 {
                     client
                         .put(extra.as_str(), addr(n), None)

@@ -8,7 +8,8 @@
 //! ```
 //!
 //! One consul agent (`-dev`); every side is its own process, measured as the etcd scale
-//! bench measures them (see `sides`). The sides, all following the same target
+//! bench measures them (see `sides`: each side follows a service of its own, and sees
+//! its changes while the others idle). The sides, each following a target
 //! `consul://AGENT/KEY?wait=55s&near=_agent` (zero-contrib always asks for
 //! `near=_agent`; ours is told to, so the agent answers both the same query):
 //!
@@ -19,14 +20,14 @@
 //! - `rs-channel`: our balancing `Channel` on it (the resolver plus the balancer's
 //!   table, the set a call is picked from).
 //!
-//! For each N the bench writes N instances of one service (zero-contrib's fields) to the
-//! catalog of a node the agent does not run, through consul's transaction API; then,
-//! after every side reported the full set, SCALE_ROUNDS rounds of SCALE_CHANGES changes
-//! (one instance added, then removed again), each timed from the start of the catalog
-//! write to the line in which a side reports the new size. Every change wakes each
-//! side's blocking query, and each side reads the whole answer again (consul has no
-//! delta), so the per-change figures include decoding an answer of about 1 KB an
-//! instance.
+//! For each N the bench writes N instances of each side's service (zero-contrib's
+//! fields) to the catalog of a node the agent does not run, through consul's transaction
+//! API; then, after every side reported its full set, SCALE_ROUNDS rounds in which each
+//! side in turn sees SCALE_CHANGES changes (one instance added, then removed again), each
+//! timed from the start of the catalog write to the line in which the side reports the
+//! new size. Every change wakes the side's blocking query, and the side reads the whole
+//! answer again (consul has no delta), so the per-change figures include decoding an
+//! answer of about 1 KB an instance.
 
 #![allow(clippy::print_stdout)] // a bench prints its table
 
@@ -64,23 +65,32 @@ async fn orchestrate() {
     println!("load at start: {}", load());
     let mut table = Vec::new();
     for &n in &sizes {
-        let key = format!("scale{n}.rpc");
-        let all: Vec<String> = (0..n).map(|i| entry(&key, i)).collect();
-        agent.catalog_services(NODE, "set", &all);
-        let target = format!("consul://{}/{key}?wait=55s&near=_agent", agent.http_addr());
+        // Each side follows its own service of n instances (see `sides::measure`).
+        let key = |side: usize| format!("scale{n}-{side}.rpc");
+        let target = |side: usize| {
+            format!(
+                "consul://{}/{}?wait=55s&near=_agent",
+                agent.http_addr(),
+                key(side)
+            )
+        };
+        for side in 0..3 {
+            let all: Vec<String> = (0..n).map(|i| entry(&key(side), i)).collect();
+            agent.catalog_services(NODE, "set", &all);
+        }
         let sides = [
             Side::go(
                 "go-zero",
                 "gozero-consul-watcher",
-                &["-sizes", "-target", &target],
+                &["-sizes", "-target", &target(0)],
             ),
-            Side::rust("rs-resolver", "resolver", &[&target], true),
-            Side::rust("rs-channel", "channel", &[&target], true),
+            Side::rust("rs-resolver", "resolver", &[&target(1)], true),
+            Side::rust("rs-channel", "channel", &[&target(2)], true),
         ];
-        let extra = entry(&key, n);
         let agent = &agent;
         table.extend(
-            measure(&sides, n, rounds, changes, async |c| {
+            measure(&sides, n, rounds, changes, async |side, c| {
+                let extra = entry(&key(side), n);
                 if c % 2 == 0 {
                     agent.catalog_services(NODE, "set", std::slice::from_ref(&extra));
                     n + 1
