@@ -39,6 +39,7 @@
 
 pub mod api;
 pub mod client;
+mod codec;
 pub mod lease;
 pub mod native;
 pub mod proto;

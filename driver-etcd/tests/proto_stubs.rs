@@ -26,8 +26,8 @@ fn generate(out: &Path) {
         .build_server(false)
         .build_transport(false)
         .emit_rerun_if_changed(false)
-        // Values are handed on without a copy (the watch keeps them as `Bytes`).
-        .bytes(".mvccpb.KeyValue.value")
+        // Small first buffers per call (see `src/codec.rs`).
+        .codec_path("crate::codec::SmallBuffers")
         .out_dir(out)
         .compile_protos(&files, &[proto])
         .unwrap_or_else(|e| {

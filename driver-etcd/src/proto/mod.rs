@@ -4,7 +4,7 @@
 //! Generated from etcd's `.proto` files in `driver-etcd/proto/` (`rpc.proto`, `kv.proto`,
 //! `auth.proto`, etcd 3.7's API as the `etcd-client` 0.21.1 crate ships it) by
 //! `bash scripts/gen-etcd-proto.sh`, which runs `protoc` through `tonic-prost-build`
-//! (clients only, no transport; `mvccpb.KeyValue.value` as `Bytes`). The test command
+//! (clients only, no transport, with `src/codec.rs`'s codec: small first buffers). The test command
 //! checks that they are current (`bash scripts/gen-etcd-proto.sh --check`).
 //!
 //! Why committed: generating them at build time needs `protoc` on every machine that

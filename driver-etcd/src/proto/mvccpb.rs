@@ -17,8 +17,8 @@ pub struct KeyValue {
     #[prost(int64, tag = "4")]
     pub version: i64,
     /// value is the value held by the key, in bytes.
-    #[prost(bytes = "bytes", tag = "5")]
-    pub value: ::prost::bytes::Bytes,
+    #[prost(bytes = "vec", tag = "5")]
+    pub value: ::prost::alloc::vec::Vec<u8>,
     /// lease is the ID of the lease that attached to key.
     /// When the attached lease expires, the key will be deleted.
     /// If lease is 0, then no lease is attached to the key.
