@@ -42,6 +42,9 @@ enum Answer {
     Trailers(&'static str),
     /// Trailers-only: grpc-status and grpc-message in the headers, END_STREAM.
     TrailersOnly(&'static str, &'static str),
+    /// INTERNAL "boom" with this `grpc-status-details-bin`, in the trailers of a full
+    /// response, or in the headers of a trailers-only one (`true`).
+    Details(&'static str, bool),
     /// A complete OK response, then RST_STREAM(NO_ERROR): the server needs no more
     /// of the request (allowed by RFC 9113 §8.1).
     OkThenResetNoError,
@@ -145,6 +148,19 @@ async fn respond_with(
                 .body(())
                 .unwrap();
             let _ = respond.send_response(head, true);
+        }
+        Answer::Details(details, trailers_only) => {
+            let mut status = trailers("13");
+            status.insert("grpc-message", "boom".parse().unwrap());
+            status.insert("grpc-status-details-bin", details.parse().unwrap());
+            let mut head = grpc_head(200).body(()).unwrap();
+            if trailers_only {
+                head.headers_mut().extend(status);
+                let _ = respond.send_response(head, true);
+            } else if let Ok(mut send) = respond.send_response(head, false) {
+                let _ = send.send_data(message, false);
+                let _ = send.send_trailers(status);
+            }
         }
         Answer::OkThenResetNoError => {
             let head = grpc_head(200).body(()).unwrap();
@@ -398,6 +414,29 @@ async fn a_trailers_only_response_carries_its_status() {
     let (addr, _) = h2_server(Answer::TrailersOnly("5", "no%20such%20thing")).await;
     let (code, message) = unary(&addr).await;
     assert_eq!((code, message.as_str()), (Code::NotFound, "no such thing"));
+}
+
+/// tonic panics on a `grpc-status-details-bin` that is not base64 ("Invalid status
+/// header, expected base64 encoded value"), inside the caller's call: a buggy or
+/// hostile server could crash the caller's task. The channel drops such details; the
+/// code and message arrive, and valid details still do.
+#[tokio::test]
+async fn status_details_that_are_not_base64_are_dropped_not_a_panic() {
+    for trailers_only in [false, true] {
+        for bad in ["!!not base64!!", "A", "AA=A"] {
+            let (addr, _) = h2_server(Answer::Details(bad, trailers_only)).await;
+            let (code, message) = unary(&addr).await;
+            assert_eq!((code, message.as_str()), (Code::Internal, "boom"), "{bad}");
+        }
+        // Valid details (padded or not, as tonic accepts them) arrive whole.
+        for good in ["AAEC", "AAE=", "AAE"] {
+            let (addr, _) = h2_server(Answer::Details(good, trailers_only)).await;
+            let mut client = EchoClient::new(channel(&addr));
+            let status = client.say(SayRequest::default()).await.unwrap_err();
+            assert_eq!(status.code(), Code::Internal, "{good}");
+            assert!(!status.details().is_empty(), "{good}: {status:?}");
+        }
+    }
 }
 
 /// Two endpoints: `bad` (raw, counting `arrivals`) and a real echo server. Calls go

@@ -32,7 +32,7 @@ use tonic::Status;
 use super::BoxError;
 use super::channel::{Channel, ChannelInner};
 use super::policy::Policy;
-use super::status::{missing_trailers, non_grpc_response, stream_status};
+use super::status::{drop_undecodable_details, missing_trailers, non_grpc_response, stream_status};
 use super::table::Slot;
 use super::transport::connection::{Connection, OpenError};
 use super::transport::exchange::{
@@ -86,9 +86,10 @@ impl ChannelInner {
             match transport::exchange(&mut response, &mut pump).await {
                 Ok(resp) => {
                     slot.conn.activity.note_progress();
-                    let (parts, stream) = resp.into_parts();
+                    let (mut parts, stream) = resp.into_parts();
                     let what =
                         || format!("target `{}`: call to {}", self.target, slot.endpoint.addr);
+                    drop_undecodable_details(&mut parts.headers, what);
                     if let Some(status) = non_grpc_response(&parts, what) {
                         // Dropping the stream and the pump resets the stream.
                         guard.finish(true);
@@ -325,13 +326,14 @@ impl http_body::Body for ObservedBody {
         }
         let polled = match inner.poll_frame(cx) {
             Poll::Pending => return Poll::Pending,
-            Poll::Ready(Some(Ok(frame))) => {
+            Poll::Ready(Some(Ok(mut frame))) => {
                 if let Some(g) = &this.guard {
                     g.conn.activity.note_progress();
                 }
-                if let Some(trailers) = frame.trailers_ref() {
+                if let Some(trailers) = frame.trailers_mut() {
                     this.failed |= grpc_failed(trailers);
                     this.awaits_trailers = false;
+                    drop_undecodable_details(trailers, || this.what());
                 }
                 Some(Ok(frame))
             }

@@ -16,11 +16,20 @@
 //! A gRPC response that ends without trailers never said how the call went:
 //! `INTERNAL` ([`missing_trailers`]), as grpc-go says.
 //!
+//! A `grpc-status-details-bin` that is not base64 is dropped, said once at WARN
+//! ([`drop_undecodable_details`]): tonic's `Status::from_header_map` panics on one
+//! ("Invalid status header, expected base64 encoded value", tonic 0.14), inside the
+//! caller's call, so a buggy or hostile server could crash the caller's task. The code
+//! and message still arrive.
+//!
 //! Why it matters: callers and dtm retry `UNAVAILABLE` as "nothing happened"; a call
 //! that timed out, or that a server cancelled, must not be reported that way.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use tonic::Status;
 
 /// How far before our deadline a failure still counts as the deadline's: the server's
@@ -101,6 +110,40 @@ pub(crate) fn missing_trailers(what: &str) -> Status {
     Status::internal(format!(
         "{what}: the server closed the stream without sending trailers (no grpc-status)"
     ))
+}
+
+/// What tonic decodes `grpc-status-details-bin` with: the standard alphabet, padding
+/// optional.
+const DETAILS_BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// Whether an undecodable `grpc-status-details-bin` was reported at WARN already.
+static UNDECODABLE_SAID: AtomicBool = AtomicBool::new(false);
+
+/// Removes `grpc-status-details-bin` from the status headers (trailers, or the headers
+/// of a trailers-only response) of a call to `what` when tonic could not decode it;
+/// see the [module docs](self).
+pub(crate) fn drop_undecodable_details(
+    headers: &mut http::HeaderMap,
+    what: impl FnOnce() -> String,
+) {
+    const DETAILS: &str = "grpc-status-details-bin";
+    let Some(details) = headers.get(DETAILS) else {
+        return;
+    };
+    if DETAILS_BASE64.decode(details.as_bytes()).is_ok() {
+        return;
+    }
+    headers.remove(DETAILS);
+    let what = what();
+    if UNDECODABLE_SAID.swap(true, Ordering::Relaxed) {
+        tracing::debug!(call = %what, "dropped grpc-status-details-bin: not base64");
+    } else {
+        tracing::warn!(call = %what, "the server sent a grpc-status-details-bin that is not base64; \
+            dropped (the status code and message are kept); said once, then at DEBUG");
+    }
 }
 
 #[cfg(test)]
