@@ -148,6 +148,9 @@ enum Next {
     Nothing,
 }
 
+/// A batch of more changes than this goes into the published set in address order.
+const SORTED_BATCH: usize = 64;
+
 impl Book {
     /// Applies keyed changes; the changes of the whole set they make.
     fn apply_keyed(
@@ -158,6 +161,9 @@ impl Book {
         let mut out: Vec<SetChange> = (self.whole.drain(..))
             .map(|e| SetChange::Remove(e.addr))
             .collect();
+        // From nothing (a first listing), every address ends as a put of its winner:
+        // no need to note what each held before, one map entry per endpoint.
+        let fresh = self.keys.is_empty();
         // The winner of each address touched, before the changes.
         let mut before: HashMap<Arc<str>, Option<Endpoint>, Fast> = HashMap::default();
         for (key, endpoint) in changes {
@@ -186,7 +192,9 @@ impl Book {
                     }
                     None => {
                         let addr: Arc<str> = endpoint.addr.as_str().into();
-                        before.entry(addr.clone()).or_insert(None);
+                        if !fresh {
+                            before.entry(addr.clone()).or_insert(None);
+                        }
                         self.keys.insert(key.clone(), addr.clone());
                         let holders = Holders {
                             first: (key, endpoint),
@@ -196,6 +204,14 @@ impl Book {
                     }
                 }
             }
+        }
+        if fresh {
+            out.extend(
+                self.addrs
+                    .values()
+                    .map(|h| SetChange::Put(h.winner().clone())),
+            );
+            return out;
         }
         let changes = before.into_iter().filter_map(|(addr, old)| {
             let now = self.addrs.get(&addr).map(Holders::winner);
@@ -315,7 +331,13 @@ impl Book {
 
     /// Publishes the published set's `changes` (those that change it), or the set
     /// again to clear an error.
-    fn publish(&mut self, changes: Vec<SetChange>, tx: &watch::Sender<ResolverState>) {
+    fn publish(&mut self, mut changes: Vec<SetChange>, tx: &watch::Sender<ResolverState>) {
+        if changes.len() > SORTED_BATCH {
+            // Into the tree in address order: each insertion then walks the path the
+            // last one warmed, where in key order each missed the cache at every level.
+            // Stable: the changes of one address keep their order.
+            changes.sort_by(|a, b| a.addr().cmp(b.addr()));
+        }
         let first = self.published.is_none();
         let mut set = self.published.take().unwrap_or_default();
         let effective: Vec<SetChange> = changes.into_iter().filter(|c| set.apply(c)).collect();
