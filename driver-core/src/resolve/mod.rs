@@ -33,7 +33,7 @@ mod subset;
 /// The hasher of the sender's and the subset's indexes: foldhash, seeded per process
 /// (addresses come from the registry; std's SipHash cost a third of a whole-set update
 /// at 100,000).
-type Fast = foldhash::fast::RandomState;
+pub(crate) type Fast = foldhash::fast::RandomState;
 
 pub use sender::{ResolverState, SnapshotReceiver, SnapshotSender};
 pub use set::{EndpointSet, SetChange};
