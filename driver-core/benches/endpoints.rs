@@ -25,7 +25,10 @@
 //!    sets pays: consul, Kubernetes).
 //!
 //! `BENCH_SIZES` (e.g. `1,32`) and `BENCH_APPLY_SIZES` (e.g. `100,1000`) choose the
-//! sizes; `BENCH_PART` (`calls` or `apply`) runs one table only.
+//! sizes; `BENCH_PART` (`calls` or `apply`) runs one table only. With
+//! `BENCH_SERVERS=apart` the echo servers run on a runtime of their own (two threads
+//! named `bench-server`) and a third table gives the CPU per call of everything else:
+//! the callers, the channel and its connections, the client side alone.
 #![allow(clippy::print_stdout)] // a bench binary: its output is the table
 
 use std::sync::Arc;
@@ -136,12 +139,42 @@ fn cpu_used() -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
-/// One cell's result: calls, and the process's CPU time while they ran.
+/// The thread-name prefix of the servers' runtime with `BENCH_SERVERS=apart`.
+const SERVER_THREADS: &str = "bench-server";
+
+/// CPU time of this process's threads not named [`SERVER_THREADS`]: the client side
+/// when the servers run apart (`/proc/self/task/*/stat`, clock ticks of 10 ms).
+fn client_cpu_used() -> Duration {
+    let ticks: u64 = std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("stat")).ok())
+        .filter_map(|stat| {
+            let (head, rest) = stat.rsplit_once(')')?;
+            let comm = head.split_once('(')?.1;
+            if comm.starts_with(SERVER_THREADS) {
+                return None;
+            }
+            Some(
+                rest.split_whitespace()
+                    .skip(11)
+                    .take(2)
+                    .filter_map(|f| f.parse::<u64>().ok())
+                    .sum::<u64>(),
+            )
+        })
+        .sum();
+    Duration::from_millis(ticks * 10)
+}
+
+/// One cell's result: calls, and the process's CPU time (and the client side's) while
+/// they ran.
 #[derive(Clone, Copy, Default)]
 struct Cell {
     calls: f64,
     secs: f64,
     cpu: f64,
+    client_cpu: f64,
 }
 
 impl Cell {
@@ -149,6 +182,7 @@ impl Cell {
         self.calls += other.calls;
         self.secs += other.secs;
         self.cpu += other.cpu;
+        self.client_cpu += other.client_cpu;
     }
 
     fn per_sec(&self) -> f64 {
@@ -158,6 +192,11 @@ impl Cell {
     /// CPU µs of the whole process (client and servers) per call.
     fn cpu_us(&self) -> f64 {
         self.cpu * 1e6 / self.calls
+    }
+
+    /// CPU µs of the client side per call (meaningful with the servers apart).
+    fn client_cpu_us(&self) -> f64 {
+        self.client_cpu * 1e6 / self.calls
     }
 }
 
@@ -195,10 +234,12 @@ async fn calls_per_sec(channel: &Channel, concurrency: usize, secs: Duration) ->
     recording.store(true, Ordering::Relaxed);
     let started = Instant::now();
     let cpu_before = cpu_used();
+    let client_before = client_cpu_used();
     tokio::time::sleep(secs).await;
     recording.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed();
     let cpu = cpu_used().saturating_sub(cpu_before);
+    let client_cpu = client_cpu_used().saturating_sub(client_before);
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await.expect("bench task");
@@ -212,10 +253,12 @@ async fn calls_per_sec(channel: &Channel, concurrency: usize, secs: Duration) ->
         calls: calls.load(Ordering::Relaxed) as f64,
         secs: elapsed.as_secs_f64(),
         cpu: cpu.as_secs_f64(),
+        client_cpu: client_cpu.as_secs_f64(),
     }
 }
 
-async fn calls_table() {
+/// `servers`: the runtime the echo servers run on (this one when `None`).
+async fn calls_table(servers_on: Option<tokio::runtime::Handle>) {
     let mut sizes = env_list("BENCH_SIZES", &[1, 32, 1000, 4000]);
     let concurrency = env_num("BENCH_CONC", 32.0) as usize;
     let secs = Duration::from_secs_f64(env_num("BENCH_SECS", 4.0));
@@ -233,7 +276,12 @@ async fn calls_table() {
     let ports = test_support::free_ports(most);
     let mut servers = Vec::with_capacity(most);
     for (i, port) in ports.iter().enumerate() {
-        servers.push(EchoServer::start_on(&format!("ep-{i}"), *port).await);
+        let (name, port) = (format!("ep-{i}"), *port);
+        let start = async move { EchoServer::start_on(&name, port).await };
+        servers.push(match &servers_on {
+            Some(rt) => rt.spawn(start).await.expect("server start"),
+            None => start.await,
+        });
     }
     let addrs: Vec<String> = servers.iter().map(EchoServer::addr).collect();
     println!(
@@ -303,6 +351,20 @@ async fn calls_table() {
             n, us[0], us[1], us[2]
         );
     }
+    if servers_on.is_some() {
+        println!(
+            "client-side CPU µs per call (callers, channel, its connections; the servers' threads apart)"
+        );
+        println!("{:>6} | {:>10} | {:>10} | {:>10}", "N", "rr", "wrr", "p2c");
+        for (k, &n) in sizes.iter().enumerate() {
+            let us: Vec<f64> = (0..3).map(|p| totals[k * 3 + p].client_cpu_us()).collect();
+            println!(
+                "{:>6} | {:>10.1} | {:>10.1} | {:>10.1}",
+                n, us[0], us[1], us[2]
+            );
+        }
+    }
+    drop(servers);
 }
 
 fn median(v: &mut [Duration]) -> Duration {
@@ -406,10 +468,21 @@ fn main() {
         println!();
     }
     if part.is_empty() || part == "calls" {
+        let apart = std::env::var("BENCH_SERVERS").is_ok_and(|v| v == "apart");
+        let servers = apart.then(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name(SERVER_THREADS)
+                .enable_all()
+                .build()
+                .expect("servers' runtime")
+        });
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .expect("tokio runtime")
-            .block_on(calls_table());
+            .block_on(calls_table(servers.as_ref().map(|rt| rt.handle().clone())));
+        // The servers' runtime ends here, outside any runtime.
+        drop(servers);
     }
 }
