@@ -254,7 +254,7 @@ impl Connection {
         });
         if retired {
             tracing::debug!(addr = %self.addr, error, "connection retired, redialling");
-            self.state.retired.send_modify(|g| *g += 1);
+            self.state.retire();
         }
     }
 }

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use h2::client::SendRequest;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use super::liveness::Probe;
 use super::sweeper;
@@ -73,8 +73,11 @@ pub(super) struct StateCell {
     pub(super) connects: AtomicU64,
     /// Counts requests to replace the connection (it refused new streams, or used
     /// up its stream ids); the task serves a connection until the count moves on from
-    /// the value it had when the connection was published.
-    pub(super) retired: watch::Sender<u64>,
+    /// the value it had when the connection was published ([`Self::retired_since`]).
+    /// A counter and a `Notify` rather than a watch channel: nothing to allocate for
+    /// each of the (often never dialled) connections of a large set.
+    retired: AtomicU64,
+    retired_wake: Notify,
     /// Streams opened on the current connection.
     pub(super) opened: AtomicU64,
     /// Counters of the channels using this connection, bumped whenever the ready flag
@@ -89,7 +92,8 @@ impl StateCell {
             ready: AtomicBool::new(false),
             sender: Mutex::new(None),
             connects: AtomicU64::new(0),
-            retired: watch::channel(0).0,
+            retired: AtomicU64::new(0),
+            retired_wake: Notify::new(),
             opened: AtomicU64::new(0),
             watchers: Mutex::new(Vec::new()),
         }
@@ -121,11 +125,32 @@ impl StateCell {
     /// starts from.
     pub(super) fn set_ready(&self, sender: SendRequest<Bytes>) -> u64 {
         self.connects.fetch_add(1, Ordering::Relaxed);
-        let generation = *self.retired.borrow();
+        let generation = self.retired.load(Ordering::Acquire);
         self.opened.store(0, Ordering::Relaxed);
         self.set_sender(Some(sender));
         self.tx.send_replace(ConnState::Ready);
         generation
+    }
+
+    /// Asks the task to replace the connection it serves.
+    pub(super) fn retire(&self) {
+        self.retired.fetch_add(1, Ordering::AcqRel);
+        self.retired_wake.notify_waiters();
+    }
+
+    /// Returns once the connection published at retire count `generation` is to be
+    /// replaced.
+    pub(super) async fn retired_since(&self, generation: u64) {
+        loop {
+            // Registered before the count is read: a retire in between still wakes it.
+            let woken = self.retired_wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if self.retired.load(Ordering::Acquire) != generation {
+                return;
+            }
+            woken.await;
+        }
     }
 
     /// Updates the hot path's view: the sender and the ready flag together.

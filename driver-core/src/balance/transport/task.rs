@@ -148,14 +148,13 @@ impl ConnectionTask {
                 }
             });
         };
-        let mut retired = self.state.retired.subscribe();
         tokio::select! {
             _ = self.stop.cancelled() => {
                 self.state.set(ConnState::Idle);
                 drain(running);
                 None
             }
-            _ = retired.wait_for(|g| *g != generation) => {
+            () = self.state.retired_since(generation) => {
                 drain(running);
                 Some("retired: it refused new streams or used up its stream ids".to_string())
             }
