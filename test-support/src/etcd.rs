@@ -317,6 +317,13 @@ fn http_request(port: u16, method: &str, path: &str, body: &str) -> Option<Strin
     Some(String::from_utf8_lossy(&response).into_owned())
 }
 
+/// True if `response` (from [`http_request`]) has status 200, whatever HTTP version
+/// etcd answers with (it answers an HTTP/1.0 request as HTTP/1.0).
+fn answered_ok(response: &str) -> bool {
+    let mut status_line = response.split_whitespace();
+    status_line.next().is_some_and(|v| v.starts_with("HTTP/")) && status_line.next() == Some("200")
+}
+
 /// A private single-member etcd server on free loopback ports.
 ///
 /// The server runs the real `etcd` binary with a temporary data directory; its output
@@ -392,7 +399,7 @@ impl EtcdServer {
         ] {
             let response = http_request(server.port(), "POST", path, body).unwrap_or_default();
             assert!(
-                response.starts_with("HTTP/1.1 200"),
+                answered_ok(&response),
                 "etcd refused {path} while enabling authentication: {response}\n{}",
                 server.member.log_tail()
             );
@@ -550,7 +557,7 @@ impl EtcdServer {
         let response =
             http_request(self.port(), "POST", "/v3/kv/compaction", &body).unwrap_or_default();
         assert!(
-            response.starts_with("HTTP/1.1 200"),
+            answered_ok(&response),
             "etcd refused to compact to {revision}: {response}"
         );
     }
@@ -708,5 +715,21 @@ impl EtcdCluster {
     /// Panics if `i` is out of range or the member does not become healthy in time.
     pub fn restart_member(&mut self, i: usize) {
         self.members[i].respawn(CLUSTER_READY_TIMEOUT);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::answered_ok;
+
+    #[test]
+    fn a_200_counts_in_either_http_version() {
+        assert!(answered_ok(
+            "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+        ));
+        assert!(answered_ok("HTTP/1.1 200 OK\r\n\r\n"));
+        assert!(!answered_ok("HTTP/1.0 400 Bad Request\r\n\r\n"));
+        assert!(!answered_ok(""));
+        assert!(!answered_ok("200 HTTP/1.0"));
     }
 }
