@@ -23,6 +23,11 @@
 //!    new table, task switch included), of the two together, and, beside them, of a
 //!    whole-set `update` with the same change (what a resolver that only knows whole
 //!    sets pays: consul, Kubernetes).
+//! 3. **one connection entering or leaving the rotation**, same sizes (part `apply`):
+//!    the median time (`BENCH_CHANGES` changes) of the next pick's update of the list of
+//!    ready endpoints, caught up from the channel's log of what changed, beside reading
+//!    every endpoint's flag (what the list did before the log), caches cooled before
+//!    each (`dtmdriver_core::__private::ready_list_costs`).
 //!
 //! `BENCH_SIZES` (e.g. `1,32`) and `BENCH_APPLY_SIZES` (e.g. `100,1000`) choose the
 //! sizes; `BENCH_PART` (`calls` or `apply`) runs one table only. With
@@ -455,6 +460,29 @@ async fn apply_table() {
     }
 }
 
+async fn ready_table() {
+    let sizes = env_list("BENCH_APPLY_SIZES", &[100, 1000, 10_000, 100_000]);
+    let changes = env_num("BENCH_CHANGES", 21.0) as usize;
+    println!(
+        "one connection entering or leaving the rotation: the ready list's update (median of {changes})"
+    );
+    println!(
+        "{:>7} | {:>14} | {:>18} | {:>7} | {:>5}",
+        "N", "caught up µs", "every flag read µs", "ratio", "load"
+    );
+    for n in sizes {
+        let (caught_up, every) = dtmdriver_core::__private::ready_list_costs(n, changes).await;
+        println!(
+            "{:>7} | {:>14} | {:>18} | {:>7.3} | {:>5}",
+            n,
+            us(caught_up),
+            us(every),
+            caught_up.as_secs_f64() / every.as_secs_f64().max(1e-9),
+            load()
+        );
+    }
+}
+
 fn main() {
     let part = std::env::var("BENCH_PART").unwrap_or_default();
     if part.is_empty() || part == "apply" {
@@ -465,6 +493,12 @@ fn main() {
             .build()
             .expect("tokio runtime")
             .block_on(apply_table());
+        println!();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+            .block_on(ready_table());
         println!();
     }
     if part.is_empty() || part == "calls" {

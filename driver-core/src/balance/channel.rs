@@ -7,7 +7,7 @@
 //! endpoint's connection state.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,7 @@ use super::gate::unresponsive_error;
 use super::policy::Policy;
 use super::table::{Index, Table};
 use super::transport::connection::{ConnState, DialSettings};
+use super::transport::ready_log::ReadyLog;
 use crate::resolve::{Endpoint, Resolver, SnapshotReceiver};
 
 /// A balanced, discovery-fed channel; cheap to clone. See the [module docs](super).
@@ -174,9 +175,9 @@ pub(super) struct ChannelInner {
     pub(super) wrr_lock: Mutex<()>,
     /// Where the weighted round robin schedule continues.
     pub(super) wrr_cursor: AtomicUsize,
-    /// Ticked by every connection of the channel when it enters or leaves the
-    /// rotation; the table's list of ready slots follows it.
-    pub(super) ready_changes: Arc<AtomicU64>,
+    /// Where every connection of the channel records its address when it enters or
+    /// leaves the rotation; the table's list of ready slots follows it.
+    pub(super) ready_log: Arc<ReadyLog>,
     /// The slots by address, for the updater's diffs.
     pub(super) index: Mutex<Index>,
     pub(super) updater: OnceLock<tokio::task::AbortHandle>,
@@ -219,7 +220,7 @@ impl ChannelInner {
             rr: AtomicUsize::new(0),
             wrr_lock: Mutex::new(()),
             wrr_cursor: AtomicUsize::new(0),
-            ready_changes: Arc::new(AtomicU64::new(0)),
+            ready_log: Arc::default(),
             index: Mutex::new(Index::default()),
             updater: OnceLock::new(),
             _resolver: resolver,

@@ -83,6 +83,7 @@
 //!   account its load, read its grpc headers;
 //! * `transport`: the HTTP/2 connections under it all (pooled per address).
 
+pub(crate) mod bench_hooks;
 mod builder;
 mod call;
 mod channel;

@@ -8,8 +8,8 @@
 //! second (go-zero's p2c).
 //!
 //! Cost of a pick, whatever the number of ready endpoints: O(1) for round robin and
-//! p2c, which index the table's list of ready slots (kept by `table`, rebuilt in one
-//! pass only when a connection enters or leaves the rotation); O(1) amortised for
+//! p2c, which index the table's list of ready slots (kept by `table`, brought up to
+//! date by the connections that entered or left the rotation); O(1) amortised for
 //! weighted round robin, which steps along a precomputed schedule ([`wrr_schedule`]:
 //! one cycle of the weights, evenly interleaved, exact shares) built once per
 //! endpoint set at the first weighted pick, and skips the entries of slots out of
@@ -62,9 +62,9 @@ impl std::str::FromStr for Policy {
 
 impl ChannelInner {
     /// Picks one ready slot by the channel's policy, without allocating (but for the
-    /// rebuild of the ready list after a readiness change, see `table`).
+    /// update of the ready list after a readiness change, see `table`).
     pub(super) fn choose(&self, table: &Table) -> Option<Arc<Slot>> {
-        let ready = table.ready(&self.ready_changes);
+        let ready = table.ready(&self.ready_log, &self.index);
         let n = ready.slots.len();
         let at = |k: usize| &table.slots[ready.slots[k] as usize];
         let chosen = match n {
@@ -91,7 +91,7 @@ impl ChannelInner {
                 }
             },
         };
-        // A connection may leave the rotation between the list's rebuild and the
+        // A connection may leave the rotation between the list's update and the
         // pick: take any ready one.
         match chosen {
             Some(s) if s.conn.is_ready() => Some(s.clone()),
@@ -394,7 +394,7 @@ mod tests {
         let inner = test_channel(policy);
         inner.apply(&ResolverState::with_endpoints(endpoints));
         for s in &inner.table().slots {
-            s.conn.force_ready(true);
+            s.conn.set_ready_by_hand(true);
         }
         inner
     }
@@ -418,27 +418,27 @@ mod tests {
         );
         // Three ready, then the fourth joins: each gets its exact share.
         let table = inner.table();
-        table.slots[3].conn.force_ready(false);
+        table.slots[3].conn.set_ready_by_hand(false);
         let m = picks(&inner, 300);
         assert_eq!(m.get(&addrs[3]), None);
         assert!(m.values().all(|&n| n == 100), "{m:?}");
-        table.slots[3].conn.force_ready(true);
+        table.slots[3].conn.set_ready_by_hand(true);
         let m = picks(&inner, 400);
         assert!(m.len() == 4 && m.values().all(|&n| n == 100), "{m:?}");
         // One leaves the rotation: the others share its turns exactly.
-        table.slots[1].conn.force_ready(false);
+        table.slots[1].conn.set_ready_by_hand(false);
         let m = picks(&inner, 300);
         assert_eq!(m.get(&addrs[1]), None);
         assert!(m.values().all(|&n| n == 100), "{m:?}");
         // It comes back; another leaves.
-        table.slots[1].conn.force_ready(true);
-        table.slots[3].conn.force_ready(false);
+        table.slots[1].conn.set_ready_by_hand(true);
+        table.slots[3].conn.set_ready_by_hand(false);
         let m = picks(&inner, 300);
         assert_eq!(m.get(&addrs[3]), None);
         assert!(m.values().all(|&n| n == 100), "{m:?}");
         // None ready: no pick.
         for s in &table.slots {
-            s.conn.force_ready(false);
+            s.conn.set_ready_by_hand(false);
         }
         assert!(inner.choose(&table).is_none());
     }
@@ -463,7 +463,7 @@ mod tests {
         let m = picks(&inner, 400);
         assert_eq!(m.values().copied().collect::<Vec<_>>(), [300, 100]);
         // The heavy one leaves the rotation: everything goes to the other.
-        table.slots[0].conn.force_ready(false);
+        table.slots[0].conn.set_ready_by_hand(false);
         assert_eq!(picks(&inner, 50).get("10.3.0.2:80"), Some(&50));
         // Ready slots keep their exact shares when others are out: 1:2 of 1:2:6.
         let inner = ready_channel(
@@ -474,7 +474,7 @@ mod tests {
                 Endpoint::new("10.3.1.3:80").with_weight(6),
             ],
         );
-        inner.table().slots[2].conn.force_ready(false);
+        inner.table().slots[2].conn.set_ready_by_hand(false);
         let m = picks(&inner, 300);
         assert_eq!(m.values().copied().collect::<Vec<_>>(), [100, 200]);
     }
@@ -491,7 +491,7 @@ mod tests {
         for s in table.slots.iter() {
             let addr = s.endpoint.addr.as_str();
             s.conn
-                .force_ready(addr == "10.4.0.10:80" || addr == "10.4.2.200:80");
+                .set_ready_by_hand(addr == "10.4.0.10:80" || addr == "10.4.2.200:80");
         }
         let m = picks(&inner, 200);
         assert_eq!(

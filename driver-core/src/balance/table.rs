@@ -23,16 +23,21 @@
 //! A set equal to the table publishes nothing.
 //!
 //! The table also keeps what the policies read on every call: the list of ready slots
-//! ([`Table::ready`]), rebuilt (reading every slot's connection) only when one of the
-//! channel's connections enters or leaves the rotation (each connection ticks the
-//! channel's counter when its ready flag changes), and carried over to the next table
-//! by the apply's moves otherwise (a scan of a list of integers per move); and the
-//! weighted round robin schedule, built at the first weighted pick after a change (see
-//! `policy`): O(total weight) once per change, what is left of the set's size in the
-//! cost of a change under weighted traffic.
+//! ([`Table::ready`]). When connections enter or leave the rotation, each records its
+//! address in the channel's [`ReadyLog`], and the next pick brings the list up to date
+//! from those addresses alone (their slots found through the [`Index`], their flags
+//! read again, the list rewritten in one pass over its integers): O(ready + changed),
+//! no other slot's connection read. Only a list that fell further behind than the
+//! log keeps (1/16 of the set) is rebuilt by reading every slot's flag. An apply
+//! carries the list over to the next table by its moves (a scan of a list of
+//! integers per move). Measured (`BENCH_PART=apply cargo bench -p dtmdriver-core
+//! --bench endpoints`, `docs/performance.md`): see the table there. The weighted round
+//! robin schedule is built at the first weighted pick after a change (see `policy`):
+//! O(total weight) once per change, what is left of the set's size in the cost of a
+//! change under weighted traffic.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwap;
@@ -41,6 +46,7 @@ use http::uri::Authority;
 use super::channel::ChannelInner;
 use super::slots::Slots;
 use super::transport::connection::Connection;
+use super::transport::ready_log::ReadyLog;
 use crate::resolve::{Endpoint, EndpointSet, ResolverState, SetChange};
 
 pub(super) struct Slot {
@@ -76,15 +82,15 @@ pub(super) struct Table {
     pub(super) resolved: bool,
     pub(super) last_error: Option<String>,
     pub(super) slots: Slots,
-    /// The ready slots as of a count of the channel's readiness changes.
+    /// The ready slots as of a count of the channel's [`ReadyLog`].
     ready: ArcSwap<Ready>,
-    /// Held while `ready` is rebuilt, so concurrent calls rebuild it once.
+    /// Held while `ready` is brought up to date, so concurrent calls do it once.
     rebuilding: Mutex<()>,
     /// The weighted round robin schedule, built at the first weighted pick.
     pub(super) schedule: OnceLock<Vec<u32>>,
 }
 
-/// The indices of the ready slots, as of `epoch` of the channel's readiness counter.
+/// The indices of the ready slots, as of count `epoch` of the channel's [`ReadyLog`].
 pub(super) struct Ready {
     epoch: u64,
     pub(super) slots: Vec<u32>,
@@ -98,7 +104,7 @@ impl Table {
             last_error,
             slots,
             Ready {
-                epoch: u64::MAX,
+                epoch: NEVER,
                 slots: Vec::new(),
             },
         )
@@ -115,12 +121,13 @@ impl Table {
         }
     }
 
-    /// This table's ready list carried over to a table made from it by `moves`, if
-    /// the list is current (`epoch` of the channel's readiness counter): O(ready × moves)
-    /// scanning of a small integer list instead of reading every slot's connection.
-    fn ready_after(&self, moves: &[Move], slots: &Slots, epoch: u64) -> Option<Ready> {
+    /// This table's ready list carried over to a table made from it by `moves`, as of
+    /// the same count of the channel's [`ReadyLog`] (the next pick catches up from
+    /// there): O(ready × moves) scanning of a small integer list instead of reading
+    /// every slot's connection. `None` if this table's list was never built.
+    fn ready_after(&self, moves: &[Move], slots: &Slots) -> Option<Ready> {
         let current = self.ready.load();
-        if current.epoch != epoch {
+        if current.epoch == NEVER {
             return None;
         }
         let mut ready = current.slots.clone();
@@ -150,36 +157,110 @@ impl Table {
                 .filter(|&pos| slots[pos as usize].conn.is_ready()),
         );
         Some(Ready {
-            epoch,
+            epoch: current.epoch,
             slots: ready,
         })
     }
 
-    /// The ready slots, rebuilt (one pass over the slots) if a connection entered or
-    /// left the rotation since the last call; `changes` is the channel's counter that
-    /// every connection of the table ticks.
-    pub(super) fn ready(&self, changes: &AtomicU64) -> arc_swap::Guard<Arc<Ready>> {
-        let now = changes.load(Ordering::Acquire);
+    /// The ready slots, brought up to date if a connection entered or left the
+    /// rotation since the list was made: by the connections `log` names (see
+    /// [`Self::caught_up`]), or, if the log no longer holds them all, by reading
+    /// every slot's flag.
+    pub(super) fn ready(
+        &self,
+        log: &ReadyLog,
+        index: &Mutex<Index>,
+    ) -> arc_swap::Guard<Arc<Ready>> {
         let current = self.ready.load();
-        if current.epoch == now {
+        if current.epoch == log.count() {
             return current;
         }
         drop(current);
         let _rebuilding = self.rebuilding.lock().unwrap_or_else(|e| e.into_inner());
-        // Read the count before the flags: a change during the pass ticks it again,
-        // so the next call rebuilds.
-        let now = changes.load(Ordering::Acquire);
         let current = self.ready.load();
+        let now = log.count();
         if current.epoch == now {
             return current;
         }
-        let slots = (0..self.slots.len() as u32)
-            .filter(|&i| self.slots[i as usize].conn.is_ready())
-            .collect();
-        self.ready.store(Arc::new(Ready { epoch: now, slots }));
+        let ready = match log.since(current.epoch) {
+            Some((now, changed)) => self
+                .caught_up(&current.slots, &changed, index)
+                .map(|slots| Ready { epoch: now, slots }),
+            None => None,
+        };
+        // The count is read before the flags: a change during the pass comes after
+        // it, and the next pick catches up with it.
+        let ready = ready.unwrap_or_else(|| Ready {
+            epoch: now,
+            slots: self.read_every_flag(),
+        });
+        self.ready.store(Arc::new(ready));
         self.ready.load()
     }
+
+    /// The ready slots, read from every slot's connection.
+    pub(super) fn read_every_flag(&self) -> Vec<u32> {
+        (0..self.slots.len() as u32)
+            .filter(|&i| self.slots[i as usize].conn.is_ready())
+            .collect()
+    }
+
+    /// `ready` (this table's list) brought up to date for the connections to the
+    /// addresses `changed`: each one's slot found through the index, its flag read
+    /// again, and the list rewritten in one pass over its integers; O(ready +
+    /// changed), with no slot's connection read but the changed ones. `None` if the
+    /// index has moved on to a newer table than this one (then every flag is read).
+    fn caught_up(
+        &self,
+        ready: &[u32],
+        changed: &[Arc<str>],
+        index: &Mutex<Index>,
+    ) -> Option<Vec<u32>> {
+        let mut positions: Vec<u32> = {
+            let index = index.lock().unwrap_or_else(|e| e.into_inner());
+            let mut positions = Vec::with_capacity(changed.len());
+            for addr in changed {
+                // An address the set no longer holds has no slot to update.
+                let Some(slot) = index.by_addr.get(&**addr) else {
+                    continue;
+                };
+                let pos = slot.pos.load(Ordering::Relaxed);
+                if pos >= self.slots.len() || self.slots[pos].endpoint.addr != **addr {
+                    return None;
+                }
+                positions.push(pos as u32);
+            }
+            positions
+        };
+        if positions.is_empty() {
+            return Some(ready.to_vec());
+        }
+        positions.sort_unstable();
+        positions.dedup();
+        let mut listed = vec![false; positions.len()];
+        let mut slots = Vec::with_capacity(ready.len() + positions.len());
+        for &pos in ready {
+            match positions.binary_search(&pos) {
+                Ok(k) => {
+                    listed[k] = true;
+                    if self.slots[pos as usize].conn.is_ready() {
+                        slots.push(pos);
+                    }
+                }
+                Err(_) => slots.push(pos),
+            }
+        }
+        for (k, &pos) in positions.iter().enumerate() {
+            if !listed[k] && self.slots[pos as usize].conn.is_ready() {
+                slots.push(pos);
+            }
+        }
+        Some(slots)
+    }
 }
+
+/// The count no [`ReadyLog`] reaches: a list never built.
+const NEVER: u64 = u64::MAX;
 
 /// The channel's index of its slots by address, kept by the updater across applies so
 /// that an apply hashes only what changed.
@@ -338,7 +419,7 @@ impl ChannelInner {
         let (slots, added, moves) = match diff {
             Some(diff) => {
                 for s in &diff.added {
-                    s.conn.watch_ready(&self.ready_changes);
+                    s.conn.watch_ready(&self.ready_log);
                     tracing::info!(target = %self.target, addr = %s.endpoint.addr, weight = s.endpoint.weight, "endpoint added");
                 }
                 for s in &diff.removed {
@@ -353,8 +434,8 @@ impl ChannelInner {
             None if old.resolved && old.last_error == state.last_error => return,
             None => old.slots.clone(),
         };
-        let epoch = self.ready_changes.load(Ordering::Acquire);
-        let table = match old.ready_after(&moves, &slots, epoch) {
+        self.ready_log.set_capacity(slots.len() / 16);
+        let table = match old.ready_after(&moves, &slots) {
             Some(ready) => Table::with_ready(true, state.last_error.clone(), slots, ready),
             None => Table::new(true, state.last_error.clone(), slots),
         };
@@ -570,10 +651,10 @@ mod tests {
         state.version = 1;
         inner.apply(&state);
         for s in inner.table().slots.iter() {
-            s.conn.force_ready(true);
+            s.conn.set_ready_by_hand(true);
         }
-        let epoch = inner.ready_changes.load(Ordering::Acquire);
-        assert_eq!(inner.table().ready(&inner.ready_changes).slots.len(), 300);
+        let epoch = inner.ready_log.count();
+        assert_eq!(ready_now(&inner).len(), 300);
 
         // One removed from the middle, one added (its new connection is not ready).
         let gone = all[17].addr.clone();
@@ -604,5 +685,113 @@ mod tests {
         apply_changes(&inner, 3, changes);
         expected.retain(|a| *a != second);
         assert_eq!(carried_ready(&inner), (epoch, expected));
+    }
+
+    /// The channel's ready list as a pick sees it (brought up to date), by address,
+    /// sorted.
+    fn ready_now(inner: &ChannelInner) -> Vec<String> {
+        let table = inner.table();
+        let ready = table.ready(&inner.ready_log, &inner.index);
+        let mut listed: Vec<String> = ready
+            .slots
+            .iter()
+            .map(|&i| table.slots[i as usize].endpoint.addr.clone())
+            .collect();
+        listed.sort_unstable();
+        listed
+    }
+
+    /// The addresses whose connection is ready, read from every slot, sorted.
+    fn ready_truth(inner: &ChannelInner) -> Vec<String> {
+        let mut ready: Vec<String> = inner
+            .table()
+            .slots
+            .iter()
+            .filter(|s| s.conn.is_ready())
+            .map(|s| s.endpoint.addr.clone())
+            .collect();
+        ready.sort_unstable();
+        ready
+    }
+
+    #[tokio::test]
+    async fn a_readiness_change_updates_the_list_without_reading_every_slot() {
+        let inner = test_channel(Policy::RoundRobin);
+        let all: Vec<Endpoint> = (0..300)
+            .map(|i| Endpoint::new(format!("10.8.{}.{}:80", i / 250, i % 250)))
+            .collect();
+        let mut state = ResolverState::with_endpoints(all.clone());
+        state.version = 1;
+        inner.apply(&state);
+        let table = inner.table();
+        for s in table.slots.iter() {
+            s.conn.set_ready_by_hand(true);
+        }
+        assert_eq!(ready_now(&inner).len(), 300);
+        // A flag changed behind the log's back, then one the log records: only the
+        // recorded one is read again (a pass over every slot would drop both).
+        let (unrecorded, recorded) = (&table.slots[10], &table.slots[20]);
+        unrecorded.conn.force_ready_unrecorded(false);
+        recorded.conn.set_ready_by_hand(false);
+        let listed = ready_now(&inner);
+        assert_eq!(listed.len(), 299);
+        assert!(listed.contains(&unrecorded.endpoint.addr));
+        assert!(!listed.contains(&recorded.endpoint.addr));
+        // Back in rotation: listed again, once.
+        recorded.conn.set_ready_by_hand(true);
+        recorded.conn.set_ready_by_hand(false);
+        recorded.conn.set_ready_by_hand(true);
+        assert_eq!(ready_now(&inner).len(), 300);
+        // The pick still checks the flag it reads: the unrecorded one gets no call.
+        for _ in 0..600 {
+            let chosen = inner.choose(&inner.table()).expect("a ready slot");
+            assert_ne!(chosen.endpoint.addr, unrecorded.endpoint.addr);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_ready_list_follows_the_flags_through_changes_flips_and_a_full_log() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+        let inner = test_channel(Policy::RoundRobin);
+        let addr = |i: usize| format!("10.6.{}.{}:80", i / 250, i % 250);
+        let mut present: Vec<usize> = (0..200).collect();
+        let mut state =
+            ResolverState::with_endpoints(present.iter().map(|&i| Endpoint::new(addr(i))));
+        state.version = 1;
+        inner.apply(&state);
+        let mut version = 1;
+        let mut next = 200;
+        for round in 0..300 {
+            let table = inner.table();
+            // A few flips, now and then more than the log keeps.
+            let flips = if round % 50 == 49 {
+                40
+            } else {
+                rng.random_range(0..4)
+            };
+            for _ in 0..flips {
+                let s = &table.slots[rng.random_range(0..table.slots.len())];
+                s.conn.set_ready_by_hand(rng.random_bool(0.6));
+            }
+            if round % 3 == 0 {
+                // A change: one endpoint removed, one added (ready or not).
+                let gone = present.swap_remove(rng.random_range(0..present.len()));
+                present.push(next);
+                let added = Connection::pooled(&addr(next), &inner.dial);
+                added.set_ready_by_hand(rng.random_bool(0.5));
+                next += 1;
+                version += 1;
+                let changes = vec![
+                    SetChange::Remove(addr(gone)),
+                    SetChange::Put(Endpoint::new(addr(next - 1))),
+                ];
+                apply_changes(&inner, version, changes);
+            }
+            if round % 2 == 0 {
+                assert_eq!(ready_now(&inner), ready_truth(&inner), "round {round}");
+            }
+        }
+        assert_eq!(ready_now(&inner), ready_truth(&inner));
     }
 }

@@ -19,7 +19,7 @@
 //! `Unresponsive`, out of rotation but still connected, until it answers.
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -29,6 +29,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::exchange as transport;
+use super::ready_log::ReadyLog;
 use super::state::StateCell;
 pub(crate) use super::state::{Activity, ConnState};
 use super::task::ConnectionTask;
@@ -125,9 +126,10 @@ impl Connection {
         }
     }
 
-    /// Has `count` ticked whenever this connection enters or leaves the rotation (its
-    /// ready flag changes), for as long as `count` lives. Registering twice is once.
-    pub fn watch_ready(&self, count: &Arc<AtomicU64>) {
+    /// Has `log` record this connection's address whenever it enters or leaves the
+    /// rotation (its ready flag changes), for as long as `log` lives. Registering
+    /// twice is once.
+    pub fn watch_ready(&self, log: &Arc<ReadyLog>) {
         let mut watchers = self
             .state
             .watchers
@@ -136,17 +138,23 @@ impl Connection {
         watchers.retain(|w| w.strong_count() > 0);
         if !watchers
             .iter()
-            .any(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(count)))
+            .any(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(log)))
         {
-            watchers.push(Arc::downgrade(count));
+            watchers.push(Arc::downgrade(log));
         }
     }
 
     /// Sets the ready flag alone, as a connection coming up or going down does, for
-    /// tests of what reads it.
-    #[cfg(test)]
-    pub fn force_ready(&self, ready: bool) {
+    /// tests and benches of what reads it.
+    pub fn set_ready_by_hand(&self, ready: bool) {
         self.state.set_ready_flag(ready);
+    }
+
+    /// Sets the ready flag without telling the channels, for tests that show which
+    /// flags a channel reads.
+    #[cfg(test)]
+    pub fn force_ready_unrecorded(&self, ready: bool) {
+        self.state.ready.store(ready, Ordering::Release);
     }
 
     /// A connection outside the pool that is never dialled, for tests.
@@ -158,7 +166,7 @@ impl Connection {
     fn new(addr: &str, settings: &DialSettings, stream_budget: u64) -> Self {
         Self {
             addr: addr.to_string(),
-            state: Arc::new(StateCell::new()),
+            state: Arc::new(StateCell::new(addr.into())),
             started: AtomicBool::new(false),
             stop: CancellationToken::new(),
             settings: settings.clone(),

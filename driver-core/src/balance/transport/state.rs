@@ -4,8 +4,8 @@
 //!
 //! Contract: the ready flag, the handle and the published state change together (the
 //! flag never says ready without a handle), and every channel watching the connection
-//! has its counter ticked when the flag changes, after the flag's store, so that a
-//! channel keeps its list of ready endpoints without scanning. The connection task
+//! has the address recorded in its [`ReadyLog`] when the flag changes, after the flag's
+//! store, so that a channel keeps its list of ready endpoints without scanning. The connection task
 //! (`task`) writes these; the pick, the calls (`connection`) and the liveness sweeper
 //! (`sweeper`, `liveness`) read them.
 //!
@@ -21,6 +21,7 @@ use h2::client::SendRequest;
 use tokio::sync::{Notify, watch};
 
 use super::liveness::Probe;
+use super::ready_log::ReadyLog;
 use super::sweeper;
 
 /// What the connection task says about an address.
@@ -64,6 +65,8 @@ impl ConnState {
 /// (the pick reads it for every endpoint on every call).
 #[derive(Debug)]
 pub(super) struct StateCell {
+    /// The address, as the channels' [`ReadyLog`]s record it.
+    pub(super) addr: Arc<str>,
     pub(super) tx: watch::Sender<ConnState>,
     pub(super) ready: AtomicBool,
     /// The ready connection's handle, which calls open their streams through under a
@@ -80,14 +83,16 @@ pub(super) struct StateCell {
     retired_wake: Notify,
     /// Streams opened on the current connection.
     pub(super) opened: AtomicU64,
-    /// Counters of the channels using this connection, bumped whenever the ready flag
-    /// changes, so that each keeps its list of ready endpoints without scanning.
-    pub(super) watchers: Mutex<Vec<Weak<AtomicU64>>>,
+    /// The logs of the channels using this connection, which record the address
+    /// whenever the ready flag changes, so that each keeps its list of ready endpoints
+    /// without scanning.
+    pub(super) watchers: Mutex<Vec<Weak<ReadyLog>>>,
 }
 
 impl StateCell {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(addr: Arc<str>) -> Self {
         Self {
+            addr,
             tx: watch::channel(ConnState::Idle).0,
             ready: AtomicBool::new(false),
             sender: Mutex::new(None),
@@ -103,11 +108,11 @@ impl StateCell {
     pub(super) fn set_ready_flag(&self, ready: bool) {
         if self.ready.swap(ready, Ordering::AcqRel) != ready {
             let mut watchers = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
-            // The flag's store comes first: a watcher that sees the new count sees
-            // the new flag.
+            // The flag's store comes first: a watcher that reads the entry reads the
+            // new flag.
             watchers.retain(|w| match w.upgrade() {
-                Some(count) => {
-                    count.fetch_add(1, Ordering::AcqRel);
+                Some(log) => {
+                    log.record(&self.addr);
                     true
                 }
                 None => false,

@@ -1,0 +1,65 @@
+//! Entry points for `benches/endpoints.rs` into the balancer's internals; not part of
+//! the API (re-exported hidden as `dtmdriver_core::__private`).
+//!
+//! Contract: [`ready_list_costs`] measures, on a channel over `n` endpoints that are
+//! never dialled (their ready flags set by hand), what bringing the list of ready
+//! endpoints up to date costs after one connection left or re-entered the rotation,
+//! both ways the table can do it. Why a hook: a flag can only change through the
+//! transport, and a bench over 100,000 real connections does not fit one machine.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::builder::ChannelBuilder;
+use super::channel::ChannelInner;
+use crate::resolve::{DirectResolver, Endpoint, ResolverState, SnapshotSender};
+
+/// The median time, over `rounds` changes of one connection's ready flag, of the next
+/// pick's update of the ready list (caught up from the channel's log of changes), and
+/// of reading every slot's flag instead (what the list did before the log). Caches
+/// are cooled before each timing (a pass over 64 MiB), as between calls far apart.
+pub async fn ready_list_costs(n: usize, rounds: usize) -> (Duration, Duration) {
+    let (_tx, rx) = SnapshotSender::channel();
+    let inner = ChannelInner::start(
+        ChannelBuilder::new("bench:///ready-list"),
+        rx,
+        Arc::new(DirectResolver),
+    );
+    let mut state = ResolverState::with_endpoints(
+        (0..n).map(|i| Endpoint::new(format!("127.{}.{}.{}:1", i >> 16, (i >> 8) & 255, i & 255))),
+    );
+    state.version = 1;
+    inner.apply(&state);
+    let table = inner.table();
+    for s in table.slots.iter() {
+        s.conn.set_ready_by_hand(true);
+    }
+    table.ready(&inner.ready_log, &inner.index);
+    let mut cool = vec![0u64; 8 << 20];
+    let (mut caught_up, mut every) = (Vec::new(), Vec::new());
+    for k in 0..rounds {
+        let s = &table.slots[(k * 7919) % n];
+        s.conn.set_ready_by_hand(k % 2 == 1);
+        cool_caches(&mut cool);
+        let started = Instant::now();
+        std::hint::black_box(table.ready(&inner.ready_log, &inner.index).slots.len());
+        caught_up.push(started.elapsed());
+        cool_caches(&mut cool);
+        let started = Instant::now();
+        std::hint::black_box(table.read_every_flag().len());
+        every.push(started.elapsed());
+    }
+    (median(&mut caught_up), median(&mut every))
+}
+
+fn cool_caches(buffer: &mut [u64]) {
+    for (i, x) in buffer.iter_mut().enumerate().step_by(8) {
+        *x = x.wrapping_add(i as u64);
+    }
+    std::hint::black_box(&buffer);
+}
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
