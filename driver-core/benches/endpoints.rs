@@ -27,7 +27,10 @@
 //!    the median time (`BENCH_CHANGES` changes) of the next pick's update of the list of
 //!    ready endpoints, caught up from the channel's log of what changed, beside reading
 //!    every endpoint's flag (what the list did before the log), caches cooled before
-//!    each (`dtmdriver_core::__private::ready_list_costs`).
+//!    each (`dtmdriver_core::__private::ready_list_costs`); and the carrying of that
+//!    list over one apply of `BENCH_BATCH` changes (default 1,000, at most N / 2; half
+//!    removals, half new endpoints) with every endpoint ready, by a scan of the list
+//!    per move and by one bit per slot (`carry_costs`).
 //!
 //! `BENCH_SIZES` (e.g. `1,32`) and `BENCH_APPLY_SIZES` (e.g. `100,1000`) choose the
 //! sizes; `BENCH_PART` (`calls` or `apply`) runs one table only. With
@@ -478,6 +481,26 @@ async fn ready_table() {
             us(caught_up),
             us(every),
             caught_up.as_secs_f64() / every.as_secs_f64().max(1e-9),
+            load()
+        );
+    }
+    let batch = env_num("BENCH_BATCH", 1000.0) as usize;
+    println!();
+    println!("carrying the ready list over one apply of a batch of changes (median of {changes})");
+    println!(
+        "{:>7} | {:>6} | {:>12} | {:>12} | {:>7} | {:>5}",
+        "N", "batch", "by scans µs", "by bits µs", "ratio", "load"
+    );
+    for n in env_list("BENCH_APPLY_SIZES", &[100, 1000, 10_000, 100_000]) {
+        let batch = batch.min(n / 2).max(1);
+        let (scans, bits) = dtmdriver_core::__private::carry_costs(n, batch, changes).await;
+        println!(
+            "{:>7} | {:>6} | {:>12} | {:>12} | {:>7.3} | {:>5}",
+            n,
+            batch,
+            us(scans),
+            us(bits),
+            bits.as_secs_f64() / scans.as_secs_f64().max(1e-9),
             load()
         );
     }

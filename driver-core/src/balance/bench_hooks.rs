@@ -1,9 +1,10 @@
 //! Entry points for `benches/endpoints.rs` into the balancer's internals; not part of
 //! the API (re-exported hidden as `dtmdriver_core::__private`).
 //!
-//! Contract: [`ready_list_costs`] measures, on a channel over `n` endpoints that are
-//! never dialled (their ready flags set by hand), what bringing the list of ready
+//! Contract: on a channel over `n` endpoints that are never dialled (their ready flags
+//! set by hand), [`ready_list_costs`] measures what bringing the list of ready
 //! endpoints up to date costs after one connection left or re-entered the rotation,
+//! and [`carry_costs`] what carrying that list over a batch of changes costs; each
 //! both ways the table can do it. Why a hook: a flag can only change through the
 //! transport, and a bench over 100,000 real connections does not fit one machine.
 
@@ -12,13 +13,48 @@ use std::time::{Duration, Instant};
 
 use super::builder::ChannelBuilder;
 use super::channel::ChannelInner;
-use crate::resolve::{DirectResolver, Endpoint, ResolverState, SnapshotSender};
+use crate::resolve::{DirectResolver, Endpoint, ResolverState, SetChange, SnapshotSender};
 
-/// The median time, over `rounds` changes of one connection's ready flag, of the next
-/// pick's update of the ready list (caught up from the channel's log of changes), and
-/// of reading every slot's flag instead (what the list did before the log). Caches
-/// are cooled before each timing (a pass over 64 MiB), as between calls far apart.
-pub async fn ready_list_costs(n: usize, rounds: usize) -> (Duration, Duration) {
+/// The time to carry the ready list of a table of `n` endpoints, all ready, over one
+/// apply of `batch` changes (half of them removals spread over the set, half new
+/// endpoints): by a scan of the list per move (what every apply did before), and by
+/// one bit per slot (what an apply of more than a few moves does now); the median
+/// of `rounds` timings of each.
+pub async fn carry_costs(n: usize, batch: usize, rounds: usize) -> (Duration, Duration) {
+    let inner = ready_channel(n);
+    let table = inner.table();
+    let addr = |i: usize| format!("127.{}.{}.{}:1", i >> 16, (i >> 8) & 255, i & 255);
+    let changes: Vec<SetChange> = (0..batch)
+        .map(|k| match k % 2 {
+            0 => SetChange::Remove(addr((k * 7919) % n)),
+            _ => SetChange::Put(Endpoint::new(addr(n + k))),
+        })
+        .collect();
+    let diff = inner
+        .index
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .apply_changes(&table.slots, &changes, |ep| {
+            super::transport::connection::Connection::pooled(&ep.addr, &inner.dial)
+        });
+    let slots = diff.slots.expect("the batch changes the set");
+    let mut cool = vec![0u64; 8 << 20];
+    let (mut scans, mut bits) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        for (by_bits, times) in [(false, &mut scans), (true, &mut bits)] {
+            cool_caches(&mut cool);
+            let started = Instant::now();
+            let carried = table.carried(&diff.moves, &slots, by_bits);
+            times.push(started.elapsed());
+            std::hint::black_box(carried.map(|r| r.slots.len()));
+        }
+    }
+    (median(&mut scans), median(&mut bits))
+}
+
+/// A channel over `n` never-dialled endpoints, every one in rotation, its ready list
+/// built.
+fn ready_channel(n: usize) -> Arc<ChannelInner> {
     let (_tx, rx) = SnapshotSender::channel();
     let inner = ChannelInner::start(
         ChannelBuilder::new("bench:///ready-list"),
@@ -35,6 +71,16 @@ pub async fn ready_list_costs(n: usize, rounds: usize) -> (Duration, Duration) {
         s.conn.set_ready_by_hand(true);
     }
     table.ready(&inner.ready_log, &inner.index);
+    inner
+}
+
+/// The median time, over `rounds` changes of one connection's ready flag, of the next
+/// pick's update of the ready list (caught up from the channel's log of changes), and
+/// of reading every slot's flag instead (what the list did before the log). Caches
+/// are cooled before each timing (a pass over 64 MiB), as between calls far apart.
+pub async fn ready_list_costs(n: usize, rounds: usize) -> (Duration, Duration) {
+    let inner = ready_channel(n);
+    let table = inner.table();
     let mut cool = vec![0u64; 8 << 20];
     let (mut caught_up, mut every) = (Vec::new(), Vec::new());
     for k in 0..rounds {

@@ -123,34 +123,27 @@ impl Table {
 
     /// This table's ready list carried over to a table made from it by `moves`, as of
     /// the same count of the channel's [`ReadyLog`] (the next pick catches up from
-    /// there): O(ready × moves) scanning of a small integer list instead of reading
-    /// every slot's connection. `None` if this table's list was never built.
+    /// there), without reading any slot's connection but the added ones': for a few
+    /// moves, a scan of the list of integers per move; for more, one bit per slot
+    /// ([`carry_by_bits`]), O(N / 64 + ready + moves). `None` if this table's list was
+    /// never built.
     fn ready_after(&self, moves: &[Move], slots: &Slots) -> Option<Ready> {
+        self.carried(moves, slots, moves.len() > SCAN_MOVES)
+    }
+
+    /// [`Self::ready_after`], by bits or by scans as `by_bits` says.
+    pub(super) fn carried(&self, moves: &[Move], slots: &Slots, by_bits: bool) -> Option<Ready> {
         let current = self.ready.load();
         if current.epoch == NEVER {
             return None;
         }
-        let mut ready = current.slots.clone();
-        // Slots added by this apply, followed through the later moves; whether each is
-        // ready is read once all moves are done, at its final place.
-        let mut added: Vec<u32> = Vec::new();
-        for m in moves {
-            match *m {
-                Move::Removed { pos, moved_from } => {
-                    for list in [&mut ready, &mut added] {
-                        if let Some(at) = list.iter().position(|&i| i == pos) {
-                            list.swap_remove(at);
-                        }
-                        if let Some(from) = moved_from
-                            && let Some(at) = list.iter().position(|&i| i == from)
-                        {
-                            list[at] = pos;
-                        }
-                    }
-                }
-                Move::Added { pos } => added.push(pos),
-            }
-        }
+        let (mut ready, added) = if by_bits {
+            carry_by_bits(&current.slots, moves, self.slots.len() + moves.len() + 1)
+        } else {
+            carry_by_scan(&current.slots, moves)
+        };
+        // Whether an added slot is ready is read once all moves are done, at its
+        // final place.
         ready.extend(
             added
                 .into_iter()
@@ -259,6 +252,77 @@ impl Table {
     }
 }
 
+/// Moves an apply may make before its ready list is carried over by bits, not scans.
+const SCAN_MOVES: usize = 8;
+
+/// The ready list `ready` and the slots added, followed through `moves`, one scan of
+/// each list per move: O((ready + added) × moves).
+fn carry_by_scan(ready: &[u32], moves: &[Move]) -> (Vec<u32>, Vec<u32>) {
+    let mut ready = ready.to_vec();
+    let mut added: Vec<u32> = Vec::new();
+    for m in moves {
+        match *m {
+            Move::Removed { pos, moved_from } => {
+                for list in [&mut ready, &mut added] {
+                    if let Some(at) = list.iter().position(|&i| i == pos) {
+                        list.swap_remove(at);
+                    }
+                    if let Some(from) = moved_from
+                        && let Some(at) = list.iter().position(|&i| i == from)
+                    {
+                        list[at] = pos;
+                    }
+                }
+            }
+            Move::Added { pos } => added.push(pos),
+        }
+    }
+    (ready, added)
+}
+
+/// As [`carry_by_scan`], with one bit per slot position below `bound` for each list:
+/// O(bound / 64 + ready + moves). The lists come out in position order.
+fn carry_by_bits(ready: &[u32], moves: &[Move], bound: usize) -> (Vec<u32>, Vec<u32>) {
+    fn set(bits: &mut [u64], i: u32, on: bool) {
+        let (w, b) = ((i / 64) as usize, i % 64);
+        bits[w] = (bits[w] & !(1 << b)) | (u64::from(on) << b);
+    }
+    fn get(bits: &[u64], i: u32) -> bool {
+        bits[(i / 64) as usize] >> (i % 64) & 1 == 1
+    }
+    fn listed(bits: &[u64]) -> Vec<u32> {
+        let mut out = Vec::new();
+        for (w, &word) in bits.iter().enumerate() {
+            let mut word = word;
+            while word != 0 {
+                out.push(w as u32 * 64 + word.trailing_zeros());
+                word &= word - 1;
+            }
+        }
+        out
+    }
+    let words = bound.div_ceil(64);
+    let (mut ready_bits, mut added_bits) = (vec![0u64; words], vec![0u64; words]);
+    for &pos in ready {
+        set(&mut ready_bits, pos, true);
+    }
+    for m in moves {
+        match *m {
+            Move::Removed { pos, moved_from } => {
+                for bits in [&mut ready_bits, &mut added_bits] {
+                    let kept = moved_from.is_some_and(|from| get(bits, from));
+                    set(bits, pos, kept);
+                    if let Some(from) = moved_from {
+                        set(bits, from, false);
+                    }
+                }
+            }
+            Move::Added { pos } => set(&mut added_bits, pos, true),
+        }
+    }
+    (listed(&ready_bits), listed(&added_bits))
+}
+
 /// The count no [`ReadyLog`] reaches: a list never built.
 const NEVER: u64 = u64::MAX;
 
@@ -280,12 +344,12 @@ pub(super) struct Diff {
     /// Slots of addresses gone from the set.
     pub(super) removed: Vec<Arc<Slot>>,
     /// How slots moved, in order (for carrying the ready list over).
-    moves: Vec<Move>,
+    pub(super) moves: Vec<Move>,
 }
 
 /// One move of slots in an apply.
 #[derive(Clone, Copy, Debug)]
-enum Move {
+pub(super) enum Move {
     /// The slot at `pos` left; the last slot (at `moved_from`) took its place, if
     /// another one was last.
     Removed { pos: u32, moved_from: Option<u32> },
@@ -793,5 +857,41 @@ mod tests {
             }
         }
         assert_eq!(ready_now(&inner), ready_truth(&inner));
+    }
+
+    #[test]
+    fn carrying_by_bits_ends_where_carrying_by_scans_does() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for round in 0..200 {
+            let mut len: u32 = rng.random_range(1..300);
+            let ready: Vec<u32> = (0..len).filter(|_| rng.random_bool(0.7)).collect();
+            let mut moves = Vec::new();
+            for _ in 0..rng.random_range(0..40) {
+                if len > 0 && rng.random_bool(0.5) {
+                    let pos = rng.random_range(0..len);
+                    let last = len - 1;
+                    moves.push(Move::Removed {
+                        pos,
+                        moved_from: (pos != last).then_some(last),
+                    });
+                    len -= 1;
+                } else {
+                    moves.push(Move::Added { pos: len });
+                    len += 1;
+                }
+            }
+            let sorted = |(mut a, mut b): (Vec<u32>, Vec<u32>)| {
+                a.sort_unstable();
+                b.sort_unstable();
+                (a, b)
+            };
+            let bound = ready.len().max(300) + moves.len() + 1;
+            assert_eq!(
+                sorted(carry_by_bits(&ready, &moves, bound)),
+                sorted(carry_by_scan(&ready, &moves)),
+                "round {round}: {moves:?}"
+            );
+        }
     }
 }
