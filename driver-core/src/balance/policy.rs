@@ -13,7 +13,10 @@
 //! weighted round robin, which steps along a precomputed schedule ([`wrr_schedule`]:
 //! one cycle of the weights, evenly interleaved, exact shares) built once per
 //! endpoint set at the first weighted pick, and skips the entries of slots out of
-//! rotation, which keeps the ready slots' shares exact. Why a schedule rather than
+//! rotation, which keeps the ready slots' shares exact. When every endpoint has the
+//! same weight (the channel's index counts the weights as changes come, so knowing
+//! it costs nothing) weighted round robin is round robin: no schedule is built, and a
+//! change costs a weighted channel no more than any other. Why a schedule rather than
 //! nginx's smooth WRR (what this used before, and still the fallback when slots out of
 //! rotation hold most of the weight): smooth WRR visits every ready endpoint on every
 //! pick, so its cost grows with the set; the schedule pays that once per set change,
@@ -99,9 +102,15 @@ impl ChannelInner {
         }
     }
 
-    /// Weighted round robin: the next ready slot of the table's schedule, or, when
-    /// most of the weight is out of rotation, smooth WRR over the ready slots.
+    /// Weighted round robin: with equal weights, the next ready slot; otherwise the
+    /// next ready slot of the table's schedule, or, when most of the weight is out of
+    /// rotation, smooth WRR over the ready slots.
     fn choose_scheduled<'a>(&self, table: &'a Table, ready: &[u32]) -> Option<&'a Arc<Slot>> {
+        if table.uniform_weight {
+            // Equal weights: each ready slot in turn, no schedule to build.
+            let k = self.wrr_cursor.fetch_add(1, Ordering::Relaxed) % ready.len();
+            return Some(&table.slots[ready[k] as usize]);
+        }
         let schedule = table
             .schedule
             .get_or_init(|| wrr_schedule(table.slots.iter().map(|s| s.endpoint.weight)));
@@ -477,6 +486,42 @@ mod tests {
         inner.table().slots[2].conn.set_ready_by_hand(false);
         let m = picks(&inner, 300);
         assert_eq!(m.values().copied().collect::<Vec<_>>(), [100, 200]);
+    }
+
+    #[tokio::test]
+    async fn equal_weights_need_no_schedule_until_one_differs() {
+        let all: Vec<Endpoint> = (0..40)
+            .map(|i| Endpoint::new(format!("10.5.0.{i}:80")).with_weight(100))
+            .collect();
+        let inner = ready_channel(Policy::WeightedRoundRobin, all.clone());
+        let m = picks(&inner, 400);
+        assert!(m.len() == 40 && m.values().all(|&n| n == 10), "{m:?}");
+        assert!(inner.table().schedule.get().is_none(), "no schedule built");
+        // One out of rotation: the others share its turns.
+        inner.table().slots[7].conn.set_ready_by_hand(false);
+        let m = picks(&inner, 390);
+        assert!(m.len() == 39 && m.values().all(|&n| n == 10), "{m:?}");
+        // One weight differs: the schedule gives it its share.
+        let mut changed = all.clone();
+        changed[7] = Endpoint::new("10.5.0.7:80").with_weight(4100);
+        inner.apply(&ResolverState {
+            version: 5,
+            ..ResolverState::with_endpoints(changed)
+        });
+        let table = inner.table();
+        assert!(!table.uniform_weight);
+        table.slots[7].conn.set_ready_by_hand(true);
+        let m = picks(&inner, 8000);
+        assert_eq!(m.get("10.5.0.7:80"), Some(&4100), "{m:?}");
+        assert!(table.schedule.get().is_some());
+        // Back to equal weights: no schedule again.
+        inner.apply(&ResolverState {
+            version: 7,
+            ..ResolverState::with_endpoints(all)
+        });
+        assert!(inner.table().uniform_weight);
+        picks(&inner, 40);
+        assert!(inner.table().schedule.get().is_none());
     }
 
     #[tokio::test]

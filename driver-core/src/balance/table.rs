@@ -35,9 +35,11 @@
 //! bench -p dtmdriver-core --bench endpoints` (`docs/performance.md`): at 100,000
 //! endpoints a readiness change costs the next pick 160–181 µs (4.9–10.4 ms reading
 //! every flag), a batch of 1,000 changes carries the list in 0.43 ms (43 ms by
-//! scans). The weighted round robin schedule is built at the first weighted pick after a change (see `policy`):
-//! O(total weight) once per change, what is left of the set's size in the cost of a
-//! change under weighted traffic.
+//! scans). The index also counts the slots of each weight: when they are all equal,
+//! weighted round robin is round robin (see `policy`); otherwise its schedule is built
+//! at the first weighted pick after a change, O(total weight) once per change, what is
+//! left of the set's size in the cost of a change under weighted traffic with unequal
+//! weights.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
@@ -91,6 +93,8 @@ pub(super) struct Table {
     rebuilding: Mutex<()>,
     /// The weighted round robin schedule, built at the first weighted pick.
     pub(super) schedule: OnceLock<Vec<u32>>,
+    /// Every slot has the same weight: weighted round robin needs no schedule.
+    pub(super) uniform_weight: bool,
 }
 
 /// The indices of the ready slots, as of count `epoch` of the channel's [`ReadyLog`].
@@ -121,6 +125,7 @@ impl Table {
             ready: ArcSwap::from_pointee(ready),
             rebuilding: Mutex::new(()),
             schedule: OnceLock::new(),
+            uniform_weight: false,
         }
     }
 
@@ -334,6 +339,9 @@ const NEVER: u64 = u64::MAX;
 #[derive(Default)]
 pub(super) struct Index {
     by_addr: HashMap<String, Arc<Slot>>,
+    /// How many slots have each weight (0 counted as 1, as the schedule counts it):
+    /// one key means weighted round robin is plain round robin.
+    weights: HashMap<u32, usize>,
     /// The version of the resolver state applied last, and its set.
     applied: Option<(u64, EndpointSet)>,
 }
@@ -361,6 +369,23 @@ pub(super) enum Move {
 }
 
 impl Index {
+    /// True if every slot has the same weight (or there are none).
+    pub(super) fn uniform_weight(&self) -> bool {
+        self.weights.len() <= 1
+    }
+
+    fn count_weight(&mut self, weight: u32, added: bool) {
+        let weight = weight.max(1);
+        if added {
+            *self.weights.entry(weight).or_default() += 1;
+        } else if let Some(n) = self.weights.get_mut(&weight) {
+            *n -= 1;
+            if *n == 0 {
+                self.weights.remove(&weight);
+            }
+        }
+    }
+
     /// Applies `changes` to the table `old` (which this index describes), taking a
     /// connection from `connect` for each new address.
     pub(super) fn apply_changes(
@@ -382,7 +407,10 @@ impl Index {
                         let slot =
                             Arc::new(Slot::new(ep.clone(), s.authority.clone(), s.conn.clone()));
                         slot.pos.store(pos, Ordering::Relaxed);
+                        let old_weight = s.endpoint.weight;
                         slots.set(pos, slot.clone());
+                        self.count_weight(old_weight, false);
+                        self.count_weight(ep.weight, true);
                         self.by_addr.insert(ep.addr.clone(), slot);
                         changed = true;
                     }
@@ -394,6 +422,7 @@ impl Index {
                             pos: slots.len() as u32,
                         });
                         slots.push(slot.clone());
+                        self.count_weight(ep.weight, true);
                         self.by_addr.insert(ep.addr.clone(), slot.clone());
                         added.push(slot);
                         changed = true;
@@ -401,6 +430,7 @@ impl Index {
                 },
                 SetChange::Remove(addr) => {
                     if let Some(gone) = self.by_addr.remove(addr.as_str()) {
+                        self.count_weight(gone.endpoint.weight, false);
                         let pos = gone.pos.load(Ordering::Relaxed);
                         let last = slots.len() - 1;
                         let (_, moved) = slots.swap_remove(pos);
@@ -482,6 +512,7 @@ impl ChannelInner {
             _ => Some(index.resync(&old.slots, set, connect)),
         };
         index.applied = Some((state.version, set.clone()));
+        let uniform_weight = index.uniform_weight();
         drop(index);
         let (slots, added, moves) = match diff {
             Some(diff) => {
@@ -502,10 +533,11 @@ impl ChannelInner {
             None => old.slots.clone(),
         };
         self.ready_log.set_capacity(slots.len() / 16);
-        let table = match old.ready_after(&moves, &slots) {
+        let mut table = match old.ready_after(&moves, &slots) {
             Some(ready) => Table::with_ready(true, state.last_error.clone(), slots, ready),
             None => Table::new(true, state.last_error.clone(), slots),
         };
+        table.uniform_weight = uniform_weight;
         self.publish(table);
         // Dial new endpoints now if the channel is in use, so changes apply without
         // traffic; an unused channel stays lazy. (The slots kept were dialled when they
