@@ -5,8 +5,8 @@
 //!
 //! * [`resolve_service`] publishes the ready addresses of a service's
 //!   `discovery.k8s.io/v1` EndpointSlices (label `kubernetes.io/service-name`) with a
-//!   port, as full snapshots through dtmdriver-core's resolver contract, following every
-//!   change: [`watch`] (list, then watch from the list's resourceVersion; resume from the
+//!   port, as keyed changes through dtmdriver-core's resolver contract (those of the
+//!   slices that changed), following every change: [`watch`] (list, then watch from the list's resourceVersion; resume from the
 //!   last resourceVersion after a broken watch; a new list after 410 Gone; one watch per
 //!   credentials, namespace and service in a process);
 //! * [`slices`]: which addresses count (ready or unknown; `serving` and `terminating`

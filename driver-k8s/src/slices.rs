@@ -16,7 +16,11 @@
 //!   apiserver lists, which lists by name).
 //! * a slice is decoded once when it changes; the index is keyed by slice name and
 //!   shared between snapshots (a persistent map), so a change costs the size of the slice
-//!   that changed plus a logarithm of the number of slices.
+//!   that changed plus a logarithm of the number of slices;
+//! * what a resolver publishes is keyed by slice and address ([`keyed_changes`]): from
+//!   one index to the next, only the slices that changed (a slice left as it was is the
+//!   same `Arc`) give changes, so a change costs the changed slices' sizes plus one
+//!   step per slice (about N / 100), never a pass over every address.
 
 use std::sync::Arc;
 
@@ -84,15 +88,77 @@ pub fn default_port(index: &SliceIndex) -> Option<u16> {
     index.values().find_map(|s| s.first_port())
 }
 
-/// The endpoints of `index` on `port`: each ready address once, in slice-name order.
-/// Addresses that do not form `host:port` are left out and named in the second value.
-pub fn endpoints(index: &SliceIndex, port: u16) -> (Vec<Endpoint>, Vec<String>) {
+/// Keyed changes (`SnapshotSender::apply`) of the endpoints on `port`: one key per
+/// slice and ready address (`SLICE/ADDRESS`).
+pub type KeyedChanges = Vec<(String, Option<Endpoint>)>;
+
+/// The keyed changes that turn the endpoints of `old` (the index and port published
+/// last; `None` if nothing was) into those of `new` on `port`, and the addresses of
+/// changed slices that do not form `host:port` (left out). With the port unchanged,
+/// the two indexes are walked side by side by slice name and only slices that are not
+/// the same `Arc` in both are read; a new port changes every key.
+pub fn keyed_changes(
+    old: Option<(&SliceIndex, u16)>,
+    new: &SliceIndex,
+    port: u16,
+) -> (KeyedChanges, Vec<String>) {
+    use std::cmp::Ordering::{Equal, Greater, Less};
+    use std::collections::HashSet;
+
+    let key = |slice: &str, address: &str| format!("{slice}/{address}");
+    let mut out = KeyedChanges::new();
     let mut bad = Vec::new();
-    let mut out = Vec::with_capacity(index.values().map(|s| s.ready.len()).sum());
-    for address in index.values().flat_map(|s| s.ready.iter()) {
-        match HostPort::new(address, port) {
-            Ok(a) => out.push(Endpoint::new(a.to_string())),
-            Err(why) => bad.push(format!("`{address}`: {why}")),
+    let mut put = |out: &mut KeyedChanges, slice: &str, address: &String| match HostPort::new(
+        address, port,
+    ) {
+        Ok(a) => out.push((key(slice, address), Some(Endpoint::new(a.to_string())))),
+        Err(why) => bad.push(format!("`{address}`: {why}")),
+    };
+    let gone = |out: &mut KeyedChanges, slice: &str, address: &String| {
+        out.push((key(slice, address), None));
+    };
+    let old = match old {
+        Some((old, old_port)) if old_port == port => old,
+        Some((old, _)) => {
+            for (name, slice) in old.iter() {
+                slice.ready.iter().for_each(|a| gone(&mut out, name, a));
+            }
+            &SliceIndex::new_sync()
+        }
+        None => &SliceIndex::new_sync(),
+    };
+    let (mut was, mut now) = (old.iter().peekable(), new.iter().peekable());
+    loop {
+        let order = match (was.peek(), now.peek()) {
+            (None, None) => break,
+            (Some(_), None) => Less,
+            (None, Some(_)) => Greater,
+            (Some((a, _)), Some((b, _))) => a.cmp(b),
+        };
+        match order {
+            Less => {
+                let (name, slice) = was.next().expect("peeked");
+                slice.ready.iter().for_each(|a| gone(&mut out, name, a));
+            }
+            Greater => {
+                let (name, slice) = now.next().expect("peeked");
+                slice.ready.iter().for_each(|a| put(&mut out, name, a));
+            }
+            Equal => {
+                let ((name, before), (_, after)) =
+                    (was.next().expect("peeked"), now.next().expect("peeked"));
+                if Arc::ptr_eq(before, after) {
+                    continue;
+                }
+                let kept: HashSet<&String> = after.ready.iter().collect();
+                let had: HashSet<&String> = before.ready.iter().collect();
+                for a in before.ready.iter().filter(|a| !kept.contains(a)) {
+                    gone(&mut out, name, a);
+                }
+                for a in after.ready.iter().filter(|a| !had.contains(a)) {
+                    put(&mut out, name, a);
+                }
+            }
         }
     }
     (out, bad)
@@ -132,11 +198,13 @@ mod tests {
         }
     }
 
+    /// The addresses `index` gives on `port`, as its first publication puts them, in
+    /// slice-name order.
     fn addrs(index: &SliceIndex, port: u16) -> Vec<String> {
-        endpoints(index, port)
+        keyed_changes(None, index, port)
             .0
             .into_iter()
-            .map(|e| e.addr)
+            .filter_map(|(_, e)| e.map(|e| e.addr))
             .collect()
     }
 
@@ -181,8 +249,100 @@ mod tests {
                 &[],
             ))),
         );
-        let (ok, bad) = endpoints(&index, 80);
+        let (ok, bad) = keyed_changes(None, &index, 80);
         assert_eq!(ok.len(), 1);
         assert!(bad[0].contains("not a host"), "{bad:?}");
+    }
+
+    fn decoded(ips: &[&str]) -> Arc<ServiceSlice> {
+        let ips: Vec<(&str, Option<bool>)> = ips.iter().map(|ip| (*ip, None)).collect();
+        Arc::new(ServiceSlice::decode(&slice(&ips, &[Some(80)])))
+    }
+
+    /// The changes, sorted, as `key=addr` or `key gone`.
+    fn shown(changes: KeyedChanges) -> Vec<String> {
+        let mut shown: Vec<String> = changes
+            .into_iter()
+            .map(|(k, e)| match e {
+                Some(e) => format!("{k}={}", e.addr),
+                None => format!("{k} gone"),
+            })
+            .collect();
+        shown.sort_unstable();
+        shown
+    }
+
+    #[test]
+    fn changes_come_from_the_changed_slices_alone() {
+        let mut old = SliceIndex::new_sync();
+        old.insert_mut("a".into(), decoded(&["10.0.0.1", "10.0.0.2"]));
+        old.insert_mut("b".into(), decoded(&["10.0.1.1"]));
+        old.insert_mut("c".into(), decoded(&["10.0.2.1"]));
+        let mut new = old.clone();
+        // Nothing changed: no change, whatever the slices hold.
+        assert!(keyed_changes(Some((&old, 80)), &new, 80).0.is_empty());
+        // One slice replaced (one address gone, one new), one removed, one added.
+        new.insert_mut("a".into(), decoded(&["10.0.0.2", "10.0.0.3"]));
+        new.remove_mut("c");
+        new.insert_mut("d".into(), decoded(&["10.0.3.1"]));
+        let (changes, bad) = keyed_changes(Some((&old, 80)), &new, 80);
+        assert!(bad.is_empty());
+        assert_eq!(
+            shown(changes),
+            [
+                "a/10.0.0.1 gone",
+                "a/10.0.0.3=10.0.0.3:80",
+                "c/10.0.2.1 gone",
+                "d/10.0.3.1=10.0.3.1:80",
+            ]
+        );
+        // A slice whose content is equal but decoded anew (a re-list) changes nothing.
+        let mut relisted = new.clone();
+        relisted.insert_mut("b".into(), decoded(&["10.0.1.1"]));
+        assert!(keyed_changes(Some((&new, 80)), &relisted, 80).0.is_empty());
+        // Another port: every key changes.
+        let (changes, _) = keyed_changes(Some((&new, 80)), &new, 81);
+        let shown = shown(changes);
+        assert_eq!(shown.len(), 8, "{shown:?}");
+        assert!(shown.contains(&"b/10.0.1.1=10.0.1.1:81".to_string()));
+        assert!(shown.contains(&"b/10.0.1.1 gone".to_string()));
+    }
+
+    #[test]
+    fn published_through_a_sender_the_changes_give_the_index_s_set() {
+        use dtmdriver_core::resolve::SnapshotSender;
+        let (tx, rx) = SnapshotSender::channel();
+        let mut index = SliceIndex::new_sync();
+        let mut published: Option<SliceIndex> = None;
+        let step = |index: &SliceIndex, published: &mut Option<SliceIndex>| {
+            tx.apply(keyed_changes(published.as_ref().map(|p| (p, 80)), index, 80).0);
+            *published = Some(index.clone());
+            let mut got: Vec<String> = rx
+                .borrow()
+                .endpoints
+                .as_ref()
+                .expect("resolved")
+                .iter()
+                .map(|e| e.addr.clone())
+                .collect();
+            got.sort_unstable();
+            let mut want = addrs(index, 80);
+            want.sort_unstable();
+            want.dedup();
+            assert_eq!(got, want);
+        };
+        for round in 0..40u32 {
+            let name = format!("s{}", round % 7);
+            let ips: Vec<String> = (0..(round % 5))
+                .map(|i| format!("10.1.{}.{}", (round + i) % 3, i))
+                .collect();
+            let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
+            if round % 6 == 5 {
+                index.remove_mut(&name);
+            } else {
+                index.insert_mut(name, decoded(&ips));
+            }
+            step(&index, &mut published);
+        }
     }
 }

@@ -16,7 +16,8 @@
 //!   needs: get, list and watch on `endpointslices` in `discovery.k8s.io`;
 //! * each change decodes the one slice that changed ([`ServiceSlice`]) and, when what
 //!   the resolvers use of it changed, publishes the new index ([`SliceIndex`], shared
-//!   between snapshots);
+//!   between snapshots); each resolver passes on the keyed changes from the index it
+//!   published last ([`keyed_changes`]): the changed slices' addresses alone;
 //! * one watch runs per (credentials, namespace, service) in a process, however many
 //!   targets resolve it; it stops when its last subscriber is gone.
 
@@ -32,7 +33,7 @@ use kube::runtime::watcher;
 use tokio::sync::watch;
 
 use crate::credentials::Credentials;
-use crate::slices::{ServiceSlice, SliceIndex, default_port, endpoints};
+use crate::slices::{ServiceSlice, SliceIndex, default_port, keyed_changes};
 
 /// The label the EndpointSlice controller puts on a service's slices.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -126,6 +127,8 @@ pub fn resolve_service(key: &ServiceKey, port: Option<u16>, updates: SnapshotSen
     let (namespace, service) = (key.namespace.clone(), key.service.clone());
     tokio::spawn(async move {
         rx.mark_changed();
+        // The index and port published last, which the next changes start from.
+        let mut published: Option<(SliceIndex, u16)> = None;
         loop {
             tokio::select! {
                 () = updates.closed() => return,
@@ -139,7 +142,13 @@ pub fn resolve_service(key: &ServiceKey, port: Option<u16>, updates: SnapshotSen
             let Some(slices) = state.slices else { continue };
             let Some(port) = port.or_else(|| default_port(&slices)) else {
                 if slices.is_empty() {
-                    updates.update(Vec::new());
+                    // Every slice gone: so is every key published.
+                    let (gone, _) = match &published {
+                        Some((old, port)) => keyed_changes(Some((old, *port)), &slices, *port),
+                        None => (Vec::new(), Vec::new()),
+                    };
+                    updates.apply(gone);
+                    published = Some((slices, 0));
                 } else {
                     updates.error(format!(
                         "no EndpointSlice of service `{service}` in namespace `{namespace}` \
@@ -149,11 +158,13 @@ pub fn resolve_service(key: &ServiceKey, port: Option<u16>, updates: SnapshotSen
                 }
                 continue;
             };
-            let (found, bad) = endpoints(&slices, port);
+            let old = published.as_ref().map(|(index, port)| (index, *port));
+            let (changes, bad) = keyed_changes(old, &slices, port);
             if !bad.is_empty() {
                 tracing::warn!(%namespace, %service, skipped = ?bad, "EndpointSlice addresses that are not hosts were left out");
             }
-            updates.update(found);
+            updates.apply(changes);
+            published = Some((slices, port));
         }
     });
 }
