@@ -10,7 +10,11 @@
 //!    `BENCH_ROUNDS` rounds (default 4) in which the cells take turns. The last row is
 //!    the figure at 4,000 over the one at 32. A second table gives the CPU time of the
 //!    whole process (callers, channel and servers) per call, which a busy machine
-//!    disturbs less than the rate. Every endpoint takes three file
+//!    disturbs less than the rate. Then the Go peer, `interop/bin/grpcgo-spread`
+//!    (grpc-go's `round_robin` over the same number of in-process echo servers, same
+//!    callers and cells; `bash interop/build.sh` builds it), runs after the Rust cells
+//!    and prints its own table, so the two ratios come from one run
+//!    (`BENCH_GO=0` leaves it out). Every endpoint takes three file
 //!    descriptors (listener, client and server side of its connection); sizes that do
 //!    not fit the process's open-file limit are skipped, saying so.
 //! 2. **applying one change to a set of N endpoints**, N = 100 / 1,000 / 10,000 /
@@ -266,6 +270,27 @@ async fn calls_per_sec(channel: &Channel, concurrency: usize, secs: Duration) ->
 }
 
 /// `servers`: the runtime the echo servers run on (this one when `None`).
+/// Runs the Go peer (grpc-go's round_robin) over the same sizes and cells, printing its
+/// table; see the module docs.
+fn go_peer(sizes: &[usize], concurrency: usize, secs: Duration, rounds: usize) {
+    let sizes: Vec<String> = sizes.iter().map(usize::to_string).collect();
+    let args = [
+        "-sizes".to_string(),
+        sizes.join(","),
+        "-conc".to_string(),
+        concurrency.to_string(),
+        "-secs".to_string(),
+        secs.as_secs_f64().to_string(),
+        "-rounds".to_string(),
+        rounds.to_string(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let limit = secs * (sizes.len() as u32 + 2) + Duration::from_secs(180);
+    for line in test_support::run_interop("grpcgo-spread", &args, limit) {
+        println!("{line}");
+    }
+}
+
 async fn calls_table(servers_on: Option<tokio::runtime::Handle>) {
     let mut sizes = env_list("BENCH_SIZES", &[1, 32, 1000, 4000]);
     let concurrency = env_num("BENCH_CONC", 32.0) as usize;
@@ -372,7 +397,12 @@ async fn calls_table(servers_on: Option<tokio::runtime::Handle>) {
             );
         }
     }
+    drop(channels);
     drop(servers);
+    if std::env::var("BENCH_GO").map_or(true, |v| v != "0") {
+        println!();
+        tokio::task::block_in_place(|| go_peer(&sizes, concurrency, secs, rounds));
+    }
 }
 
 fn median(v: &mut [Duration]) -> Duration {
