@@ -65,7 +65,9 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(21);
-    println!("one EndpointSlice change in a service of N addresses (slices of {PER_SLICE}), median of {changes}");
+    println!(
+        "one EndpointSlice change in a service of N addresses (slices of {PER_SLICE}), median of {changes}"
+    );
     println!(
         "{:>7} | {:>7} | {:>9} | {:>14} | {:>7} | {:>5}",
         "N", "slices", "keyed µs", "whole set µs", "ratio", "load"
@@ -73,7 +75,10 @@ fn main() {
     for n in sizes {
         let mut index = SliceIndex::new_sync();
         for (k, first) in (0..n).step_by(PER_SLICE).enumerate() {
-            index.insert_mut(format!("svc-{k:05}"), slice(first, PER_SLICE.min(n - first), None));
+            index.insert_mut(
+                format!("svc-{k:05}"),
+                slice(first, PER_SLICE.min(n - first), None),
+            );
         }
         let (keyed_tx, _keyed_rx) = SnapshotSender::channel();
         let (whole_tx, _whole_rx) = SnapshotSender::channel();
