@@ -4,7 +4,8 @@
 //! waits up to the resolve timeout, then fails `UNAVAILABLE` with the resolver's last
 //! error; an empty set fails at once naming the target (or waits, with
 //! wait-for-ready); endpoints still connecting are waited for up to the connect timeout;
-//! every endpoint failing fails at once listing each one's error; a call's own deadline
+//! every endpoint failing fails at once naming the first five with their errors and
+//! counting the rest (a status stays small whatever the set's size); a call's own deadline
 //! bounds every wait and ends it with `DEADLINE_EXCEEDED`. Each wait wakes on a table
 //! change or any connection's state change, never by polling.
 
@@ -64,10 +65,10 @@ impl ChannelInner {
             if let Some(slot) = self.choose(&table) {
                 return Ok(slot);
             }
-            let (pending, failures) = summarize(&table);
-            let fail_now = table.slots.is_empty() || pending.is_empty();
+            let summary = Summary::of(&table);
+            let fail_now = table.slots.is_empty() || summary.pending == 0;
             if fail_now && !self.wait_for_ready {
-                return Err(no_endpoint_status(&self.target, &table, &failures));
+                return Err(no_endpoint_status(&self.target, &table, &summary));
             }
             // Wait for a connection to change state or the set to change.
             let until = if self.wait_for_ready {
@@ -80,8 +81,7 @@ impl ChannelInner {
             };
             if !wait_until(&mut table_rx, until, Some(&mut conn_rxs)).await {
                 let table = self.table();
-                let (_, failures) = summarize(&table);
-                let status = no_endpoint_status(&self.target, &table, &failures);
+                let status = no_endpoint_status(&self.target, &table, &Summary::of(&table));
                 return Err(self.gave_up(deadline, &status));
             }
         }
@@ -115,28 +115,44 @@ impl ChannelInner {
     }
 }
 
-fn summarize(table: &Table) -> (Vec<String>, Vec<String>) {
-    let mut pending = Vec::new();
-    let mut failures = Vec::new();
-    for s in &table.slots {
-        match s.conn.state() {
-            ConnState::Failed { error, .. } => {
-                failures.push(format!("{}: {error}", s.endpoint.addr))
+/// Endpoints whose errors a status names; the others are counted. A set of thousands
+/// of failing endpoints would otherwise make a message of megabytes for every call.
+const NAMED_FAILURES: usize = 5;
+
+/// The state of a table's connections, as a failing call reports it.
+#[derive(Default)]
+struct Summary {
+    /// Connections worth waiting for (connecting, idle, unresponsive).
+    pending: usize,
+    /// Connections failing (their dial failed, or they stopped answering).
+    failing: usize,
+    /// The first [`NAMED_FAILURES`] failing ones: address and error.
+    named: Vec<String>,
+}
+
+impl Summary {
+    /// One pass over the slots, reading each state in place (no copy of it).
+    fn of(table: &Table) -> Self {
+        let mut summary = Summary::default();
+        for s in &table.slots {
+            let name = summary.named.len() < NAMED_FAILURES;
+            let (failing, pending, error) = s.conn.with_state(|state| match state {
+                ConnState::Failed { error, .. } => (true, false, name.then(|| error.clone())),
+                // Worth waiting for (it answers again, or another endpoint takes over),
+                // and worth naming if nothing else turns up.
+                ConnState::Unresponsive { since } => {
+                    (true, true, name.then(|| unresponsive_error(*since)))
+                }
+                _ => (false, true, None),
+            });
+            summary.pending += usize::from(pending);
+            summary.failing += usize::from(failing);
+            if let Some(error) = error {
+                summary.named.push(format!("{}: {error}", s.endpoint.addr));
             }
-            // Worth waiting for (it answers again, or another endpoint takes over),
-            // and worth naming if nothing else turns up.
-            ConnState::Unresponsive { since } => {
-                failures.push(format!(
-                    "{}: {}",
-                    s.endpoint.addr,
-                    unresponsive_error(since)
-                ));
-                pending.push(s.endpoint.addr.clone());
-            }
-            _ => pending.push(s.endpoint.addr.clone()),
         }
+        summary
     }
-    (pending, failures)
 }
 
 pub(super) fn unresponsive_error(since: Instant) -> String {
@@ -146,7 +162,7 @@ pub(super) fn unresponsive_error(since: Instant) -> String {
     )
 }
 
-fn no_endpoint_status(target: &str, table: &Table, failures: &[String]) -> Status {
+fn no_endpoint_status(target: &str, table: &Table, summary: &Summary) -> Status {
     if table.slots.is_empty() {
         let cause = match &table.last_error {
             Some(e) => format!("; the resolver also reports: {e}"),
@@ -156,16 +172,20 @@ fn no_endpoint_status(target: &str, table: &Table, failures: &[String]) -> Statu
             "target `{target}` resolved to no endpoints: nothing is registered under it{cause} \
              (inspect it with `dtmdriver resolve {target}`)"
         ))
-    } else if failures.is_empty() {
+    } else if summary.failing == 0 {
         Status::unavailable(format!(
             "target `{target}`: none of its {} endpoints connected in time",
             table.slots.len()
         ))
     } else {
+        let more = match summary.failing - summary.named.len() {
+            0 => String::new(),
+            n => format!("; and {n} more failing"),
+        };
         Status::unavailable(format!(
-            "target `{target}`: all {} endpoints are unreachable: {}",
+            "target `{target}`: all {} endpoints are unreachable: {}{more}",
             table.slots.len(),
-            failures.join("; ")
+            summary.named.join("; ")
         ))
     }
 }

@@ -19,7 +19,7 @@
 //! | nothing resolved yet | waits up to [`ChannelBuilder::resolve_timeout`], then `UNAVAILABLE` with the resolver's last error |
 //! | resolved, empty set | `UNAVAILABLE` naming the target at once, or waits with [`ChannelBuilder::wait_for_ready`] |
 //! | endpoints, none connected yet | waits for the first to connect (bounded by the connect timeout) |
-//! | every endpoint failing | `UNAVAILABLE` listing each endpoint's error |
+//! | every endpoint failing | `UNAVAILABLE` naming the first five endpoints with their errors, counting the rest |
 //! | an endpoint stops answering, connection open | out of rotation within about a second, under every policy; back when it answers |
 //! | every endpoint unresponsive | waits as for a connecting one (bounded by the connect timeout or the deadline), then `UNAVAILABLE` naming them |
 //! | resolver error after a good set | the last set keeps serving |

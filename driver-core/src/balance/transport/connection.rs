@@ -195,6 +195,11 @@ impl Connection {
         self.state.tx.borrow().clone()
     }
 
+    /// `f` of the state, read in place (no copy of it).
+    pub fn with_state<R>(&self, f: impl FnOnce(&ConnState) -> R) -> R {
+        f(&self.state.tx.borrow())
+    }
+
     /// How many connections to the address were established: 1 + reconnects.
     pub fn connects(&self) -> u64 {
         self.state.connects.load(Ordering::Relaxed)
