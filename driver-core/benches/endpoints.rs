@@ -35,6 +35,12 @@
 //!    list over one apply of `BENCH_BATCH` changes (default 1,000, at most N / 2; half
 //!    removals, half new endpoints) with every endpoint ready, by a scan of the list
 //!    per move and by one bit per slot (`carry_costs`).
+//! 4. **calls failing in a total outage** (`BENCH_PART=outage`, not run by default), N =
+//!    100 / 1,000 / 10,000 (`BENCH_OUTAGE_SIZES`): a channel over N addresses nobody
+//!    listens on (`127.0.x.y:1`, refused at once), dialled until every one is ejected,
+//!    then `BENCH_OUTAGE_CALLS` (default 200) calls one after another, each failing
+//!    `UNAVAILABLE` at once: the median time of a call, the process CPU per call, and the
+//!    length of the status message.
 //!
 //! `BENCH_SIZES` (e.g. `1,32`) and `BENCH_APPLY_SIZES` (e.g. `100,1000`) choose the
 //! sizes; `BENCH_PART` (`calls` or `apply`) runs one table only. With
@@ -536,8 +542,78 @@ async fn ready_table() {
     }
 }
 
+async fn outage_table() {
+    let sizes = env_list("BENCH_OUTAGE_SIZES", &[100, 1000, 10_000]);
+    let calls = env_num("BENCH_OUTAGE_CALLS", 200.0) as usize;
+    println!(
+        "calls failing while every one of N endpoints is unreachable ({calls} calls one after another)"
+    );
+    println!(
+        "{:>7} | {:>12} | {:>14} | {:>14} | {:>5}",
+        "N", "call µs", "CPU µs/call", "message bytes", "load"
+    );
+    for n in sizes {
+        let addrs: Vec<String> = (0..n)
+            .map(|i| format!("127.0.{}.{}:1", 1 + i / 250, 1 + i % 250))
+            .collect();
+        let resolver = Arc::new(ManualResolver::default());
+        let channel = Channel::builder(&format!("bench:///outage-{n}"))
+            .resolver(resolver.clone())
+            .connect()
+            .expect("channel");
+        resolver.push(&addrs.iter().map(String::as_str).collect::<Vec<_>>());
+        channel.warm_up();
+        let until = Instant::now() + Duration::from_secs(120);
+        loop {
+            let status = channel.status();
+            if status.endpoints.len() == n && status.endpoints.iter().all(|e| e.state == "ejected")
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "the {n} endpoints were not all ejected in 120 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut client = EchoClient::new(channel.clone());
+        let mut times = Vec::with_capacity(calls);
+        let mut length = 0;
+        let cpu_before = cpu_used();
+        for _ in 0..calls {
+            let started = Instant::now();
+            let err = client
+                .say(SayRequest {
+                    message: "outage".into(),
+                })
+                .await
+                .expect_err("nothing is reachable");
+            times.push(started.elapsed());
+            assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+            length = err.message().len();
+        }
+        let cpu = cpu_used().saturating_sub(cpu_before);
+        println!(
+            "{:>7} | {:>12} | {:>14.1} | {:>14} | {:>5}",
+            n,
+            us(median(&mut times)),
+            cpu.as_secs_f64() * 1e6 / calls as f64,
+            length,
+            load()
+        );
+    }
+}
+
 fn main() {
     let part = std::env::var("BENCH_PART").unwrap_or_default();
+    if part == "outage" {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+            .block_on(outage_table());
+        return;
+    }
     if part.is_empty() || part == "apply" {
         // One thread: the channel's updater runs only once `update` has returned and
         // the bench waits, so the two times do not overlap.

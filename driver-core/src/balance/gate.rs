@@ -7,12 +7,20 @@
 //! every endpoint failing fails at once naming the first five with their errors and
 //! counting the rest (a status stays small whatever the set's size); a call's own deadline
 //! bounds every wait and ends it with `DEADLINE_EXCEEDED`. Each wait wakes on a table
-//! change or any connection's state change, never by polling.
+//! change or any connection's state change, never by polling: one wait on the
+//! channel's [`ReadyLog`](super::transport::ready_log::ReadyLog), which every
+//! connection of the channel wakes when it publishes a state, not a subscription per
+//! connection. A waiting or failing call costs one pass over the states, read in place
+//! (`BENCH_PART=outage cargo bench -p dtmdriver-core --bench endpoints`: a failing call
+//! at 10,000 endpoints 3.7 ms and a 767 KB message before, 0.3 ms and 470 bytes now).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::stream::{FuturesUnordered, StreamExt};
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::futures::Notified;
 use tokio::sync::watch;
 use tonic::Status;
 
@@ -57,11 +65,17 @@ impl ChannelInner {
                 }
                 continue;
             }
-            // Slots published after `activate` ran were built idle: start them here.
-            for s in &table.slots {
-                s.conn.start();
+            // Slots published after `activate` ran were built idle: start them here,
+            // once per table.
+            if !table.started.swap(true, Ordering::AcqRel) {
+                for s in &table.slots {
+                    s.conn.start();
+                }
             }
-            let mut conn_rxs: Vec<_> = table.slots.iter().map(|s| s.conn.subscribe()).collect();
+            // Enabled before the states are read: a change in between still wakes it.
+            let conn_change = self.ready_log.state_changed();
+            tokio::pin!(conn_change);
+            conn_change.as_mut().enable();
             if let Some(slot) = self.choose(&table) {
                 return Ok(slot);
             }
@@ -79,7 +93,7 @@ impl ChannelInner {
                     deadline,
                 )
             };
-            if !wait_until(&mut table_rx, until, Some(&mut conn_rxs)).await {
+            if !wait_until(&mut table_rx, until, Some(conn_change)).await {
                 let table = self.table();
                 let status = no_endpoint_status(&self.target, &table, &Summary::of(&table));
                 return Err(self.gave_up(deadline, &status));
@@ -197,18 +211,20 @@ fn min_deadline(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     }
 }
 
-/// Waits for a table change or any connection change until `until`; false on timeout.
+/// Waits for a table change or (with `conn_change`, the channel's wait on its
+/// connections' states) any connection's change until `until`; false on timeout.
 async fn wait_until(
     table_rx: &mut watch::Receiver<u64>,
     until: Option<Instant>,
-    conns: Option<&mut Vec<watch::Receiver<ConnState>>>,
+    conn_change: Option<Pin<&mut Notified<'_>>>,
 ) -> bool {
     let any_change = async {
-        let mut futs: FuturesUnordered<_> =
-            conns.into_iter().flatten().map(|rx| rx.changed()).collect();
-        tokio::select! {
-            r = table_rx.changed() => r.is_ok(),
-            Some(r) = futs.next() => r.is_ok(),
+        match conn_change {
+            Some(conn_change) => tokio::select! {
+                r = table_rx.changed() => r.is_ok(),
+                () = conn_change => true,
+            },
+            None => table_rx.changed().await.is_ok(),
         }
     };
     let Some(until) = until else {
@@ -217,4 +233,72 @@ async fn wait_until(
     tokio::time::timeout_at(until.into(), any_change)
         .await
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use tokio::net::TcpListener;
+
+    use crate::balance::channel::test_channel;
+    use crate::balance::policy::Policy;
+    use crate::resolve::{Endpoint, ResolverState};
+
+    #[tokio::test]
+    async fn a_waiting_call_subscribes_to_no_connection_and_wakes_when_one_is_ready() {
+        // Servers that accept and never answer: each connection stays connecting
+        // (the HTTP/2 handshake waits) for the connect timeout (3 s).
+        let mut listeners = Vec::new();
+        for _ in 0..20 {
+            listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
+        }
+        let addrs: Vec<String> = listeners
+            .iter()
+            .map(|l| l.local_addr().unwrap().to_string())
+            .collect();
+        let held = tokio::spawn(async move {
+            let mut sockets = Vec::new();
+            loop {
+                for l in &listeners {
+                    if let Ok(Ok((s, _))) =
+                        tokio::time::timeout(Duration::from_millis(5), l.accept()).await
+                    {
+                        sockets.push(s);
+                    }
+                }
+            }
+        });
+        let inner = test_channel(Policy::RoundRobin);
+        inner.apply(&ResolverState::with_endpoints(
+            addrs.iter().map(Endpoint::new),
+        ));
+        let waiting = {
+            let inner = inner.clone();
+            tokio::spawn(async move {
+                let deadline = Instant::now() + Duration::from_secs(2);
+                inner
+                    .pick(Some(deadline))
+                    .await
+                    .map(|s| s.endpoint.addr.clone())
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished(), "nothing is ready: the call waits");
+        let table = inner.table();
+        // One wait on the channel, not one subscription per connection.
+        assert!(
+            table.slots.iter().all(|s| s.conn.state_receivers() == 0),
+            "a waiting call subscribed to the connections"
+        );
+        // A connection coming up wakes it at once.
+        table.slots[7].conn.set_ready_by_hand(true);
+        let picked = tokio::time::timeout(Duration::from_millis(500), waiting)
+            .await
+            .expect("woken by the connection's change")
+            .unwrap()
+            .expect("a ready endpoint");
+        assert_eq!(picked, table.slots[7].endpoint.addr);
+        held.abort();
+    }
 }

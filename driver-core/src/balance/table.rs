@@ -42,7 +42,7 @@
 //! weights.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwap;
@@ -95,6 +95,8 @@ pub(super) struct Table {
     pub(super) schedule: OnceLock<Vec<u32>>,
     /// Every slot has the same weight: weighted round robin needs no schedule.
     pub(super) uniform_weight: bool,
+    /// Set once a waiting call has started every slot's connection (see `gate`).
+    pub(super) started: AtomicBool,
 }
 
 /// The indices of the ready slots, as of count `epoch` of the channel's [`ReadyLog`].
@@ -126,6 +128,7 @@ impl Table {
             rebuilding: Mutex::new(()),
             schedule: OnceLock::new(),
             uniform_weight: false,
+            started: AtomicBool::new(false),
         }
     }
 

@@ -25,7 +25,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use h2::client::ResponseFuture;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::exchange as transport;
@@ -148,6 +147,13 @@ impl Connection {
     /// tests and benches of what reads it.
     pub fn set_ready_by_hand(&self, ready: bool) {
         self.state.set_ready_flag(ready);
+        self.state.announce();
+    }
+
+    /// Receivers of the published state, for tests of who watches it.
+    #[cfg(test)]
+    pub fn state_receivers(&self) -> usize {
+        self.state.tx.receiver_count()
     }
 
     /// Sets the ready flag without telling the channels, for tests that show which
@@ -249,10 +255,6 @@ impl Connection {
         }
     }
 
-    pub fn subscribe(&self) -> watch::Receiver<ConnState> {
-        self.state.tx.subscribe()
-    }
-
     /// Takes the connection out of rotation now (it refused a stream: the server is
     /// going away, or the connection failed) and has the task replace it; calls in
     /// flight on it finish.
@@ -266,6 +268,7 @@ impl Connection {
             _ => false,
         });
         if retired {
+            self.state.announce();
             tracing::debug!(addr = %self.addr, error, "connection retired, redialling");
             self.state.retire();
         }

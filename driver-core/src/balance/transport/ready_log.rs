@@ -17,12 +17,20 @@
 //! (1/16 of it), a reader that must read every flag has first missed at least
 //! N / 16 changes, so a change never costs more than about 16 reads of a flag.
 //!
+//! The log also wakes the channel's calls waiting for an endpoint
+//! ([`state_changed`](ReadyLog::state_changed)) whenever a watched connection publishes
+//! any state (connecting, ready, ejected, unresponsive): one wait per call, whatever
+//! the number of endpoints, where each waiting call used to subscribe to every
+//! connection of the set.
+//!
 //! [`Connection::watch_ready`]: super::connection::Connection::watch_ready
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use tokio::sync::Notify;
 
 /// The least number of entries a log keeps.
 pub(crate) const MIN_CAPACITY: usize = 16;
@@ -36,6 +44,8 @@ pub(crate) struct ReadyLog {
     capacity: AtomicUsize,
     /// The newest entries, oldest first, each with its count.
     entries: Mutex<VecDeque<(u64, Arc<str>)>>,
+    /// Woken whenever a watched connection publishes a state.
+    states: Notify,
 }
 
 impl ReadyLog {
@@ -65,6 +75,17 @@ impl ReadyLog {
         if entries.capacity() > 4 * cap {
             entries.shrink_to(2 * cap);
         }
+    }
+
+    /// Wakes every call waiting in [`Self::state_changed`].
+    pub(crate) fn announce_state(&self) {
+        self.states.notify_waiters();
+    }
+
+    /// Resolves at the next state a watched connection publishes after it was created
+    /// and enabled (`Notified::enable`): enable it before reading the states.
+    pub(crate) fn state_changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.states.notified()
     }
 
     /// The count now and the addresses whose flag changed after count `seen`, or

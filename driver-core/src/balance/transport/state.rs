@@ -124,6 +124,16 @@ impl StateCell {
     pub(super) fn set(&self, state: ConnState) {
         self.set_sender(None);
         self.tx.send_replace(state);
+        self.announce();
+    }
+
+    /// Wakes the calls of every watching channel that wait for a connection's state to
+    /// change (after a state is published).
+    pub(super) fn announce(&self) {
+        let watchers = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        for log in watchers.iter().filter_map(Weak::upgrade) {
+            log.announce_state();
+        }
     }
 
     /// Publishes a new connection (and counts it); returns the retire count it
@@ -134,6 +144,7 @@ impl StateCell {
         self.opened.store(0, Ordering::Relaxed);
         self.set_sender(Some(sender));
         self.tx.send_replace(ConnState::Ready);
+        self.announce();
         generation
     }
 
@@ -169,20 +180,24 @@ impl StateCell {
     /// ping sent at `since` unanswered. True if it was ready.
     pub(super) fn stall(&self, since: Instant) -> bool {
         // The ready flag changes under the state's lock, as in `retire`.
-        self.tx.send_if_modified(|s| match s {
+        let stalled = self.tx.send_if_modified(|s| match s {
             ConnState::Ready => {
                 *s = ConnState::Unresponsive { since };
                 self.set_ready_flag(false);
                 true
             }
             _ => false,
-        })
+        });
+        if stalled {
+            self.announce();
+        }
+        stalled
     }
 
     /// Puts an unresponsive connection back in rotation (its peer answered). True if
     /// it was unresponsive and still connected.
     pub(super) fn unstall(&self) -> bool {
-        self.tx.send_if_modified(|s| match s {
+        let back = self.tx.send_if_modified(|s| match s {
             ConnState::Unresponsive { .. } => {
                 let sender = self.sender.lock().unwrap_or_else(|e| e.into_inner());
                 if sender.is_none() {
@@ -193,7 +208,11 @@ impl StateCell {
                 true
             }
             _ => false,
-        })
+        });
+        if back {
+            self.announce();
+        }
+        back
     }
 }
 
