@@ -89,6 +89,7 @@ mod call;
 mod channel;
 mod gate;
 mod policy;
+mod ready;
 mod slots;
 mod status;
 mod table;

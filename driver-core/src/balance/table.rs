@@ -22,24 +22,12 @@
 //!
 //! A set equal to the table publishes nothing.
 //!
-//! The table also keeps what the policies read on every call: the list of ready slots
-//! ([`Table::ready`]). When connections enter or leave the rotation, each records its
-//! address in the channel's [`ReadyLog`], and the next pick brings the list up to date
-//! from those addresses alone (their slots found through the [`Index`], their flags
-//! read again, the list rewritten in one pass over its integers): O(ready + changed),
-//! no other slot's connection read. Only a list that fell further behind than the
-//! log keeps (1/16 of the set) is rebuilt by reading every slot's flag. An apply
-//! carries the list over to the next table by its moves, reading no flag but the
-//! added slots' (a scan of the list of integers per move for up to 8 moves, one bit
-//! per slot beyond: O(N / 64 + ready + moves)). Measured with `BENCH_PART=apply cargo
-//! bench -p dtmdriver-core --bench endpoints` (`docs/performance.md`): at 100,000
-//! endpoints a readiness change costs the next pick 160–181 µs (4.9–10.4 ms reading
-//! every flag), a batch of 1,000 changes carries the list in 0.43 ms (43 ms by
-//! scans). The index also counts the slots of each weight: when they are all equal,
-//! weighted round robin is round robin (see `policy`); otherwise its schedule is built
-//! at the first weighted pick after a change, O(total weight) once per change, what is
-//! left of the set's size in the cost of a change under weighted traffic with unequal
-//! weights.
+//! The table also keeps what the policies read on every call: the list of ready slots,
+//! brought up to date by what changed (see `ready`). The index also counts the slots
+//! of each weight: when they are all equal, weighted round robin is round robin (see
+//! `policy`); otherwise its schedule is built at the first weighted pick after a
+//! change, O(total weight) once per change, what is left of the set's size in the cost
+//! of a change under weighted traffic with unequal weights.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
@@ -49,9 +37,9 @@ use arc_swap::ArcSwap;
 use http::uri::Authority;
 
 use super::channel::ChannelInner;
+use super::ready::Ready;
 use super::slots::Slots;
 use super::transport::connection::Connection;
-use super::transport::ready_log::ReadyLog;
 use crate::resolve::{Endpoint, EndpointSet, ResolverState, SetChange};
 
 pub(super) struct Slot {
@@ -63,7 +51,7 @@ pub(super) struct Slot {
     /// Smooth-WRR running weight (the fallback of the weighted schedule).
     pub(super) wrr_current: AtomicI64,
     /// The slot's place in the newest table; only the updater reads and writes it.
-    pos: AtomicUsize,
+    pub(super) pos: AtomicUsize,
 }
 
 impl Slot {
@@ -88,9 +76,9 @@ pub(super) struct Table {
     pub(super) last_error: Option<String>,
     pub(super) slots: Slots,
     /// The ready slots as of a count of the channel's [`ReadyLog`].
-    ready: ArcSwap<Ready>,
+    pub(super) ready: ArcSwap<Ready>,
     /// Held while `ready` is brought up to date, so concurrent calls do it once.
-    rebuilding: Mutex<()>,
+    pub(super) rebuilding: Mutex<()>,
     /// The weighted round robin schedule, built at the first weighted pick.
     pub(super) schedule: OnceLock<Vec<u32>>,
     /// Every slot has the same weight: weighted round robin needs no schedule.
@@ -99,27 +87,17 @@ pub(super) struct Table {
     pub(super) started: AtomicBool,
 }
 
-/// The indices of the ready slots, as of count `epoch` of the channel's [`ReadyLog`].
-pub(super) struct Ready {
-    epoch: u64,
-    pub(super) slots: Vec<u32>,
-}
-
 impl Table {
     pub(super) fn new(resolved: bool, last_error: Option<String>, slots: Slots) -> Self {
-        // No count ever reaches this epoch: the first pick builds the list.
-        Self::with_ready(
-            resolved,
-            last_error,
-            slots,
-            Ready {
-                epoch: NEVER,
-                slots: Vec::new(),
-            },
-        )
+        Self::with_ready(resolved, last_error, slots, Ready::never())
     }
 
-    fn with_ready(resolved: bool, last_error: Option<String>, slots: Slots, ready: Ready) -> Self {
+    pub(super) fn with_ready(
+        resolved: bool,
+        last_error: Option<String>,
+        slots: Slots,
+        ready: Ready,
+    ) -> Self {
         Self {
             resolved,
             last_error,
@@ -131,211 +109,7 @@ impl Table {
             started: AtomicBool::new(false),
         }
     }
-
-    /// This table's ready list carried over to a table made from it by `moves`, as of
-    /// the same count of the channel's [`ReadyLog`] (the next pick catches up from
-    /// there), without reading any slot's connection but the added ones': for a few
-    /// moves, a scan of the list of integers per move; for more, one bit per slot
-    /// ([`carry_by_bits`]), O(N / 64 + ready + moves). `None` if this table's list was
-    /// never built.
-    fn ready_after(&self, moves: &[Move], slots: &Slots) -> Option<Ready> {
-        self.carried(moves, slots, moves.len() > SCAN_MOVES)
-    }
-
-    /// [`Self::ready_after`], by bits or by scans as `by_bits` says.
-    pub(super) fn carried(&self, moves: &[Move], slots: &Slots, by_bits: bool) -> Option<Ready> {
-        let current = self.ready.load();
-        if current.epoch == NEVER {
-            return None;
-        }
-        let (mut ready, added) = if by_bits {
-            carry_by_bits(&current.slots, moves, self.slots.len() + moves.len() + 1)
-        } else {
-            carry_by_scan(&current.slots, moves)
-        };
-        // Whether an added slot is ready is read once all moves are done, at its
-        // final place.
-        ready.extend(
-            added
-                .into_iter()
-                .filter(|&pos| slots[pos as usize].conn.is_ready()),
-        );
-        Some(Ready {
-            epoch: current.epoch,
-            slots: ready,
-        })
-    }
-
-    /// The ready slots, brought up to date if a connection entered or left the
-    /// rotation since the list was made: by the connections `log` names (see
-    /// [`Self::caught_up`]), or, if the log no longer holds them all, by reading
-    /// every slot's flag.
-    pub(super) fn ready(
-        &self,
-        log: &ReadyLog,
-        index: &Mutex<Index>,
-    ) -> arc_swap::Guard<Arc<Ready>> {
-        let current = self.ready.load();
-        if current.epoch == log.count() {
-            return current;
-        }
-        drop(current);
-        let _rebuilding = self.rebuilding.lock().unwrap_or_else(|e| e.into_inner());
-        let current = self.ready.load();
-        let now = log.count();
-        if current.epoch == now {
-            return current;
-        }
-        let ready = match log.since(current.epoch) {
-            Some((now, changed)) => self
-                .caught_up(&current.slots, &changed, index)
-                .map(|slots| Ready { epoch: now, slots }),
-            None => None,
-        };
-        // The count is read before the flags: a change during the pass comes after
-        // it, and the next pick catches up with it.
-        let ready = ready.unwrap_or_else(|| Ready {
-            epoch: now,
-            slots: self.read_every_flag(),
-        });
-        self.ready.store(Arc::new(ready));
-        self.ready.load()
-    }
-
-    /// The ready slots, read from every slot's connection.
-    pub(super) fn read_every_flag(&self) -> Vec<u32> {
-        (0..self.slots.len() as u32)
-            .filter(|&i| self.slots[i as usize].conn.is_ready())
-            .collect()
-    }
-
-    /// `ready` (this table's list) brought up to date for the connections to the
-    /// addresses `changed`: each one's slot found through the index, its flag read
-    /// again, and the list rewritten in one pass over its integers; O(ready +
-    /// changed), with no slot's connection read but the changed ones. `None` if the
-    /// index has moved on to a newer table than this one (then every flag is read).
-    fn caught_up(
-        &self,
-        ready: &[u32],
-        changed: &[Arc<str>],
-        index: &Mutex<Index>,
-    ) -> Option<Vec<u32>> {
-        let mut positions: Vec<u32> = {
-            let index = index.lock().unwrap_or_else(|e| e.into_inner());
-            let mut positions = Vec::with_capacity(changed.len());
-            for addr in changed {
-                // An address the set no longer holds has no slot to update.
-                let Some(slot) = index.by_addr.get(&**addr) else {
-                    continue;
-                };
-                let pos = slot.pos.load(Ordering::Relaxed);
-                if pos >= self.slots.len() || self.slots[pos].endpoint.addr != **addr {
-                    return None;
-                }
-                positions.push(pos as u32);
-            }
-            positions
-        };
-        if positions.is_empty() {
-            return Some(ready.to_vec());
-        }
-        positions.sort_unstable();
-        positions.dedup();
-        let mut listed = vec![false; positions.len()];
-        let mut slots = Vec::with_capacity(ready.len() + positions.len());
-        for &pos in ready {
-            match positions.binary_search(&pos) {
-                Ok(k) => {
-                    listed[k] = true;
-                    if self.slots[pos as usize].conn.is_ready() {
-                        slots.push(pos);
-                    }
-                }
-                Err(_) => slots.push(pos),
-            }
-        }
-        for (k, &pos) in positions.iter().enumerate() {
-            if !listed[k] && self.slots[pos as usize].conn.is_ready() {
-                slots.push(pos);
-            }
-        }
-        Some(slots)
-    }
 }
-
-/// Moves an apply may make before its ready list is carried over by bits, not scans.
-const SCAN_MOVES: usize = 8;
-
-/// The ready list `ready` and the slots added, followed through `moves`, one scan of
-/// each list per move: O((ready + added) × moves).
-fn carry_by_scan(ready: &[u32], moves: &[Move]) -> (Vec<u32>, Vec<u32>) {
-    let mut ready = ready.to_vec();
-    let mut added: Vec<u32> = Vec::new();
-    for m in moves {
-        match *m {
-            Move::Removed { pos, moved_from } => {
-                for list in [&mut ready, &mut added] {
-                    if let Some(at) = list.iter().position(|&i| i == pos) {
-                        list.swap_remove(at);
-                    }
-                    if let Some(from) = moved_from
-                        && let Some(at) = list.iter().position(|&i| i == from)
-                    {
-                        list[at] = pos;
-                    }
-                }
-            }
-            Move::Added { pos } => added.push(pos),
-        }
-    }
-    (ready, added)
-}
-
-/// As [`carry_by_scan`], with one bit per slot position below `bound` for each list:
-/// O(bound / 64 + ready + moves). The lists come out in position order.
-fn carry_by_bits(ready: &[u32], moves: &[Move], bound: usize) -> (Vec<u32>, Vec<u32>) {
-    fn set(bits: &mut [u64], i: u32, on: bool) {
-        let (w, b) = ((i / 64) as usize, i % 64);
-        bits[w] = (bits[w] & !(1 << b)) | (u64::from(on) << b);
-    }
-    fn get(bits: &[u64], i: u32) -> bool {
-        bits[(i / 64) as usize] >> (i % 64) & 1 == 1
-    }
-    fn listed(bits: &[u64]) -> Vec<u32> {
-        let mut out = Vec::new();
-        for (w, &word) in bits.iter().enumerate() {
-            let mut word = word;
-            while word != 0 {
-                out.push(w as u32 * 64 + word.trailing_zeros());
-                word &= word - 1;
-            }
-        }
-        out
-    }
-    let words = bound.div_ceil(64);
-    let (mut ready_bits, mut added_bits) = (vec![0u64; words], vec![0u64; words]);
-    for &pos in ready {
-        set(&mut ready_bits, pos, true);
-    }
-    for m in moves {
-        match *m {
-            Move::Removed { pos, moved_from } => {
-                for bits in [&mut ready_bits, &mut added_bits] {
-                    let kept = moved_from.is_some_and(|from| get(bits, from));
-                    set(bits, pos, kept);
-                    if let Some(from) = moved_from {
-                        set(bits, from, false);
-                    }
-                }
-            }
-            Move::Added { pos } => set(&mut added_bits, pos, true),
-        }
-    }
-    (listed(&ready_bits), listed(&added_bits))
-}
-
-/// The count no [`ReadyLog`] reaches: a list never built.
-const NEVER: u64 = u64::MAX;
 
 /// The channel's index of its slots by address, kept by the updater across applies so
 /// that an apply hashes only what changed.
@@ -372,6 +146,11 @@ pub(super) enum Move {
 }
 
 impl Index {
+    /// The slot of `addr`, if the set holds it.
+    pub(super) fn slot(&self, addr: &str) -> Option<&Arc<Slot>> {
+        self.by_addr.get(addr)
+    }
+
     /// True if every slot has the same weight (or there are none).
     pub(super) fn uniform_weight(&self) -> bool {
         self.weights.len() <= 1
@@ -895,41 +674,5 @@ mod tests {
             }
         }
         assert_eq!(ready_now(&inner), ready_truth(&inner));
-    }
-
-    #[test]
-    fn carrying_by_bits_ends_where_carrying_by_scans_does() {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        for round in 0..200 {
-            let mut len: u32 = rng.random_range(1..300);
-            let ready: Vec<u32> = (0..len).filter(|_| rng.random_bool(0.7)).collect();
-            let mut moves = Vec::new();
-            for _ in 0..rng.random_range(0..40) {
-                if len > 0 && rng.random_bool(0.5) {
-                    let pos = rng.random_range(0..len);
-                    let last = len - 1;
-                    moves.push(Move::Removed {
-                        pos,
-                        moved_from: (pos != last).then_some(last),
-                    });
-                    len -= 1;
-                } else {
-                    moves.push(Move::Added { pos: len });
-                    len += 1;
-                }
-            }
-            let sorted = |(mut a, mut b): (Vec<u32>, Vec<u32>)| {
-                a.sort_unstable();
-                b.sort_unstable();
-                (a, b)
-            };
-            let bound = ready.len().max(300) + moves.len() + 1;
-            assert_eq!(
-                sorted(carry_by_bits(&ready, &moves, bound)),
-                sorted(carry_by_scan(&ready, &moves)),
-                "round {round}: {moves:?}"
-            );
-        }
     }
 }
