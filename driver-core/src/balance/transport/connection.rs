@@ -259,7 +259,7 @@ impl Connection {
     /// going away, or the connection failed) and has the task replace it; calls in
     /// flight on it finish.
     pub fn retire(&self, error: &str) {
-        let retired = self.state.tx.send_if_modified(|s| match s {
+        let retired = self.state.publish_if(|s| match s {
             ConnState::Ready | ConnState::Unresponsive { .. } => {
                 *s = ConnState::Connecting;
                 self.state.set_sender(None);
@@ -268,7 +268,6 @@ impl Connection {
             _ => false,
         });
         if retired {
-            self.state.announce();
             tracing::debug!(addr = %self.addr, error, "connection retired, redialling");
             self.state.retire();
         }

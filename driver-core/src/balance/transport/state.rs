@@ -123,8 +123,21 @@ impl StateCell {
     /// Publishes a state other than `Ready`.
     pub(super) fn set(&self, state: ConnState) {
         self.set_sender(None);
-        self.tx.send_replace(state);
-        self.announce();
+        self.publish_if(|s| {
+            *s = state;
+            true
+        });
+    }
+
+    /// Publishes what `modify` makes of the state if it says it changed it (true), and
+    /// then wakes the waiting calls of every watching channel ([`Self::announce`]):
+    /// every change of the published state goes through here.
+    pub(super) fn publish_if(&self, modify: impl FnOnce(&mut ConnState) -> bool) -> bool {
+        let changed = self.tx.send_if_modified(modify);
+        if changed {
+            self.announce();
+        }
+        changed
     }
 
     /// Wakes the calls of every watching channel that wait for a connection's state to
@@ -143,8 +156,10 @@ impl StateCell {
         let generation = self.retired.load(Ordering::Acquire);
         self.opened.store(0, Ordering::Relaxed);
         self.set_sender(Some(sender));
-        self.tx.send_replace(ConnState::Ready);
-        self.announce();
+        self.publish_if(|s| {
+            *s = ConnState::Ready;
+            true
+        });
         generation
     }
 
@@ -180,24 +195,20 @@ impl StateCell {
     /// ping sent at `since` unanswered. True if it was ready.
     pub(super) fn stall(&self, since: Instant) -> bool {
         // The ready flag changes under the state's lock, as in `retire`.
-        let stalled = self.tx.send_if_modified(|s| match s {
+        self.publish_if(|s| match s {
             ConnState::Ready => {
                 *s = ConnState::Unresponsive { since };
                 self.set_ready_flag(false);
                 true
             }
             _ => false,
-        });
-        if stalled {
-            self.announce();
-        }
-        stalled
+        })
     }
 
     /// Puts an unresponsive connection back in rotation (its peer answered). True if
     /// it was unresponsive and still connected.
     pub(super) fn unstall(&self) -> bool {
-        let back = self.tx.send_if_modified(|s| match s {
+        self.publish_if(|s| match s {
             ConnState::Unresponsive { .. } => {
                 let sender = self.sender.lock().unwrap_or_else(|e| e.into_inner());
                 if sender.is_none() {
@@ -208,11 +219,7 @@ impl StateCell {
                 true
             }
             _ => false,
-        });
-        if back {
-            self.announce();
-        }
-        back
+        })
     }
 }
 
