@@ -86,7 +86,7 @@ impl DialSettings {
 /// A pooled connection to one address.
 #[derive(Debug)]
 pub(crate) struct Connection {
-    pub addr: String,
+    /// The state, which also holds the address ([`Self::addr`]).
     state: Arc<StateCell>,
     started: AtomicBool,
     stop: CancellationToken,
@@ -103,7 +103,7 @@ impl Drop for Connection {
     fn drop(&mut self) {
         self.stop.cancel();
         // Leave the pool (a drop, not a call: the key's copy costs nothing per call).
-        POOL.remove_dead(&(self.addr.clone(), self.settings.clone()));
+        POOL.remove_dead(&(self.addr().to_string(), self.settings.clone()));
     }
 }
 
@@ -171,7 +171,6 @@ impl Connection {
 
     fn new(addr: &str, settings: &DialSettings, stream_budget: u64) -> Self {
         Self {
-            addr: addr.to_string(),
             state: Arc::new(StateCell::new(addr.into())),
             started: AtomicBool::new(false),
             stop: CancellationToken::new(),
@@ -188,13 +187,18 @@ impl Connection {
             return;
         }
         let task = ConnectionTask {
-            addr: self.addr.clone(),
+            addr: self.addr().to_string(),
             state: self.state.clone(),
             stop: self.stop.clone(),
             settings: self.settings.clone(),
             activity: self.activity.clone(),
         };
         tokio::spawn(task.run());
+    }
+
+    /// The address dialled.
+    pub fn addr(&self) -> &str {
+        &self.state.addr
     }
 
     pub fn state(&self) -> ConnState {
@@ -268,7 +272,7 @@ impl Connection {
             _ => false,
         });
         if retired {
-            tracing::debug!(addr = %self.addr, error, "connection retired, redialling");
+            tracing::debug!(addr = %self.addr(), error, "connection retired, redialling");
             self.state.retire();
         }
     }
