@@ -509,7 +509,7 @@ async fn ready_table() {
         "{:>7} | {:>14} | {:>18} | {:>7} | {:>5}",
         "N", "caught up µs", "every flag read µs", "ratio", "load"
     );
-    for n in sizes {
+    for &n in &sizes {
         let (caught_up, every) = dtmdriver_core::__private::ready_list_costs(n, changes).await;
         println!(
             "{:>7} | {:>14} | {:>18} | {:>7.3} | {:>5}",
@@ -527,7 +527,7 @@ async fn ready_table() {
         "{:>7} | {:>6} | {:>12} | {:>12} | {:>7} | {:>5}",
         "N", "batch", "by scans µs", "by bits µs", "ratio", "load"
     );
-    for n in env_list("BENCH_APPLY_SIZES", &[100, 1000, 10_000, 100_000]) {
+    for n in sizes {
         let batch = batch.min(n / 2).max(1);
         let (scans, bits) = dtmdriver_core::__private::carry_costs(n, batch, changes).await;
         println!(

@@ -23,7 +23,6 @@ use crate::resolve::{DirectResolver, Endpoint, ResolverState, SetChange, Snapsho
 pub async fn carry_costs(n: usize, batch: usize, rounds: usize) -> (Duration, Duration) {
     let inner = ready_channel(n);
     let table = inner.table();
-    let addr = |i: usize| format!("127.{}.{}.{}:1", i >> 16, (i >> 8) & 255, i & 255);
     let changes: Vec<SetChange> = (0..batch)
         .map(|k| match k % 2 {
             0 => SetChange::Remove(addr((k * 7919) % n)),
@@ -52,6 +51,11 @@ pub async fn carry_costs(n: usize, batch: usize, rounds: usize) -> (Duration, Du
     (median(&mut scans), median(&mut bits))
 }
 
+/// The address of the `i`-th endpoint of a bench channel (loopback, never dialled).
+fn addr(i: usize) -> String {
+    format!("127.{}.{}.{}:1", i >> 16, (i >> 8) & 255, i & 255)
+}
+
 /// A channel over `n` never-dialled endpoints, every one in rotation, its ready list
 /// built.
 fn ready_channel(n: usize) -> Arc<ChannelInner> {
@@ -61,9 +65,7 @@ fn ready_channel(n: usize) -> Arc<ChannelInner> {
         rx,
         Arc::new(DirectResolver),
     );
-    let mut state = ResolverState::with_endpoints(
-        (0..n).map(|i| Endpoint::new(format!("127.{}.{}.{}:1", i >> 16, (i >> 8) & 255, i & 255))),
-    );
+    let mut state = ResolverState::with_endpoints((0..n).map(|i| Endpoint::new(addr(i))));
     state.version = 1;
     inner.apply(&state);
     let table = inner.table();
