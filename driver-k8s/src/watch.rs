@@ -140,22 +140,19 @@ pub fn resolve_service(key: &ServiceKey, port: Option<u16>, updates: SnapshotSen
                 continue;
             }
             let Some(slices) = state.slices else { continue };
-            let Some(port) = port.or_else(|| default_port(&slices)) else {
-                if slices.is_empty() {
-                    // Every slice gone: so is every key published.
-                    let (gone, _) = match &published {
-                        Some((old, port)) => keyed_changes(Some((old, *port)), &slices, *port),
-                        None => (Vec::new(), Vec::new()),
-                    };
-                    updates.apply(gone);
-                    published = Some((slices, 0));
-                } else {
-                    updates.error(format!(
-                        "no EndpointSlice of service `{service}` in namespace `{namespace}` \
-                         has a port number; name the port in the target: \
-                         k8s://{namespace}/{service}:PORT"
-                    ));
-                }
+            // A service without slices has no port to find, and needs none: it lists
+            // nothing on any (on the last one published, its keys go).
+            let empty = || {
+                slices
+                    .is_empty()
+                    .then(|| published.as_ref().map_or(0, |(_, port)| *port))
+            };
+            let Some(port) = port.or_else(|| default_port(&slices)).or_else(empty) else {
+                updates.error(format!(
+                    "no EndpointSlice of service `{service}` in namespace `{namespace}` \
+                     has a port number; name the port in the target: \
+                     k8s://{namespace}/{service}:PORT"
+                ));
                 continue;
             };
             let old = published.as_ref().map(|(index, port)| (index, *port));
