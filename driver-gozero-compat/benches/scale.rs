@@ -21,8 +21,9 @@
 //!   outside its subset publishes nothing, so it has no latency to time).
 //!
 //! Part 1, one key with N instances (go-zero's format, `KEY/ID` → `HOST:PORT`), a key of
-//! its own for each side: the time from a side's start to its first full set, then
-//! SCALE_ROUNDS rounds in which each side in turn sees SCALE_CHANGES changes of its key
+//! its own for each side: the sides started one at a time, each side's time from its
+//! start to its first full set and its CPU until then (the next side starts once the
+//! last one has its set), then SCALE_ROUNDS rounds in which each side in turn sees SCALE_CHANGES changes of its key
 //! (one instance added, then removed again) while the others idle, each timed from the
 //! start of the etcd write to the line in which the side reports the new size; CPU per
 //! change is the side's CPU over its changes of a round divided by their number (median
@@ -92,11 +93,12 @@ async fn orchestrate() {
         }
         let target = |side: usize| format!("etcd://{ep}/{}", key(side));
         let full = |side: usize| format!("{}?subset=0", target(side));
-        let sides = [
-            go(&["-etcd", &ep, "-key", &key(0)]),
-            Side::rust("rs-resolver", "resolver", &[&full(1)], true),
-            Side::rust("rs-channel", "channel", &[&full(2)], true),
-            Side::rust("rs-subset", "resolver", &[&target(3)], false),
+        let (k0, f1, f2, t3) = (key(0), full(1), full(2), target(3));
+        let sides: [&dyn Fn() -> Side; 4] = [
+            &|| go(&["-etcd", &ep, "-key", &k0]),
+            &|| Side::rust("rs-resolver", "resolver", &[&f1], true),
+            &|| Side::rust("rs-channel", "channel", &[&f2], true),
+            &|| Side::rust("rs-subset", "resolver", &[&t3], false),
         ];
         let client = &mut client;
         table.extend(
@@ -115,7 +117,6 @@ async fn orchestrate() {
             })
             .await,
         );
-        drop(sides);
         println!("N = {n} done, load {}", load());
     }
     println!();

@@ -22,7 +22,8 @@
 //!
 //! For each N the bench writes N instances of each side's service (zero-contrib's
 //! fields) to the catalog of a node the agent does not run, through consul's transaction
-//! API; then, after every side reported its full set, SCALE_ROUNDS rounds in which each
+//! API; then starts the sides one at a time (each side's time to its full set and its
+//! CPU until then; the next starts once the last one has it), then SCALE_ROUNDS rounds in which each
 //! side in turn sees SCALE_CHANGES changes (one instance added, then removed again), each
 //! timed from the start of the catalog write to the line in which the side reports the
 //! new size. Every change wakes the side's blocking query, and the side reads the whole
@@ -78,14 +79,11 @@ async fn orchestrate() {
             let all: Vec<String> = (0..n).map(|i| entry(&key(side), i)).collect();
             agent.catalog_services(NODE, "set", &all);
         }
-        let sides = [
-            Side::go(
-                "go-zero",
-                "gozero-consul-watcher",
-                &["-sizes", "-target", &target(0)],
-            ),
-            Side::rust("rs-resolver", "resolver", &[&target(1)], true),
-            Side::rust("rs-channel", "channel", &[&target(2)], true),
+        let (t0, t1, t2) = (target(0), target(1), target(2));
+        let sides: [&dyn Fn() -> Side; 3] = [
+            &|| Side::go("go-zero", "gozero-consul-watcher", &["-sizes", "-target", &t0]),
+            &|| Side::rust("rs-resolver", "resolver", &[&t1], true),
+            &|| Side::rust("rs-channel", "channel", &[&t2], true),
         ];
         let agent = &agent;
         table.extend(
@@ -101,7 +99,6 @@ async fn orchestrate() {
             })
             .await,
         );
-        drop(sides);
         println!("N = {n} done, load {}", load());
     }
     println!();

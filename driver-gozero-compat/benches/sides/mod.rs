@@ -178,6 +178,8 @@ pub struct Row {
     pub side: &'static str,
     /// From `hello` to the first full set.
     pub first_ms: f64,
+    /// The side's CPU from its start to the first full set, in ms.
+    pub first_cpu_ms: f64,
     /// Change → set changed, median (timed sides).
     pub lat_med_ms: Option<f64>,
     /// Change → set changed, p99 (timed sides).
@@ -188,9 +190,11 @@ pub struct Row {
     pub rss_kib: u64,
 }
 
-/// Measures `sides`, each following its own set of `n` instances (its own key or
-/// service, so that a change wakes only the side it is for): the time from each side's
-/// `hello` to its first full set (`n`, or `min(n, 32)` for an untimed subset side), then
+/// Measures the sides `starts` start, each following its own set of `n` instances (its
+/// own key or service, so that a change wakes only the side it is for): one side at a
+/// time, the time from its `hello` to its first full set (`n`, or `min(n, 32)` for an
+/// untimed subset side) and its CPU until then, the next side started only once the
+/// last one has its set; then
 /// `rounds` rounds in which each side in turn sees `changes` changes while the others
 /// idle. `change(i, c)` makes change `c` in the set of side `i` and returns the size of
 /// that set after it; a timed side's latency runs from just before the call to its `set`
@@ -200,19 +204,26 @@ pub struct Row {
 /// each change ran all of them at once, and a side's CPU per change grew with the
 /// others' work (the wake-ups and cache misses of a contended machine): ours measured
 /// 171 → 225 µs from N = 100 to 10,000 beside go-zero (which spends 2 ms a change at
-/// 10,000), and 106 → 135 µs alone.
+/// 10,000), and 106 → 135 µs alone. The first sets likewise: started together, the
+/// sides split the cores and etcd's time between them (at 100,000 instances each
+/// listing is a few MB that etcd spends 0.2 s of CPU serving), and a side's first set
+/// measured the others as much as itself.
 pub async fn measure(
-    sides: &[Side],
+    starts: &[&dyn Fn() -> Side],
     n: usize,
     rounds: usize,
     changes: usize,
     mut change: impl AsyncFnMut(usize, usize) -> usize,
 ) -> Vec<Row> {
+    let mut sides = Vec::new();
     let mut first = Vec::new();
-    for side in sides {
+    for start in starts {
+        let side = start();
         let hello = side.wait("hello", |l| l == "hello");
         let expected = if side.timed { n } else { n.min(32) };
-        first.push(ms(side.wait_set(expected) - hello));
+        let set = side.wait_set(expected);
+        first.push((ms(set - hello), side.cpu_ns() as f64 / 1e6));
+        sides.push(side);
     }
     let mut lat: Vec<Vec<f64>> = vec![Vec::new(); sides.len()];
     let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); sides.len()];
@@ -241,7 +252,8 @@ pub async fn measure(
         .map(|(i, side)| Row {
             n,
             side: side.name,
-            first_ms: first[i],
+            first_ms: first[i].0,
+            first_cpu_ms: first[i].1,
             lat_med_ms: side.timed.then(|| median(lat[i].clone())),
             lat_p99_ms: side.timed.then(|| percentile(lat[i].clone(), 0.99)),
             cpu_us: median(cpu[i].clone()),
@@ -255,9 +267,9 @@ pub async fn measure(
 #[allow(clippy::print_stdout)] // a bench prints its table
 pub fn print_table(table: &[Row], base: &str) {
     println!(
-        "| N | side | first set ms | change→set median ms | p99 ms | CPU µs/change | RSS KiB | CPU vs {base} | median vs {base} |"
+        "| N | side | first set ms | first set CPU ms | change→set median ms | p99 ms | CPU µs/change | RSS KiB | CPU vs {base} | median vs {base} |"
     );
-    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for row in table {
         let go = table
             .iter()
@@ -269,10 +281,11 @@ pub fn print_table(table: &[Row], base: &str) {
             _ => "–".into(),
         };
         println!(
-            "| {} | {} | {:.1} | {} | {} | {:.0} | {} | {} | {} |",
+            "| {} | {} | {:.1} | {:.1} | {} | {} | {:.0} | {} | {} | {} |",
             row.n,
             row.side,
             row.first_ms,
+            row.first_cpu_ms,
             opt(row.lat_med_ms),
             opt(row.lat_p99_ms),
             row.cpu_us,
