@@ -81,7 +81,13 @@ async fn orchestrate() {
         }
         let (t0, t1, t2) = (target(0), target(1), target(2));
         let sides: [&dyn Fn() -> Side; 3] = [
-            &|| Side::go("go-zero", "gozero-consul-watcher", &["-sizes", "-target", &t0]),
+            &|| {
+                Side::go(
+                    "go-zero",
+                    "gozero-consul-watcher",
+                    &["-sizes", "-target", &t0],
+                )
+            },
             &|| Side::rust("rs-resolver", "resolver", &[&t1], true),
             &|| Side::rust("rs-channel", "channel", &[&t2], true),
         ];

@@ -63,6 +63,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use super::log_budget;
 use super::state::{Activity, StateCell};
 
 /// How long a connection with calls pending may go without any response frame before
@@ -210,8 +211,12 @@ impl Probe {
         if self.stalled {
             self.stalled = false;
             if self.state.unstall() {
-                tracing::info!(addr = %self.addr, silent_ms = sent.elapsed().as_millis() as u64,
-                    "endpoint answers again; back in rotation");
+                let silent_ms = sent.elapsed().as_millis() as u64;
+                if log_budget::admit() {
+                    tracing::info!(addr = %self.addr, silent_ms, "endpoint answers again; back in rotation");
+                } else {
+                    tracing::debug!(addr = %self.addr, silent_ms, "endpoint answers again; back in rotation");
+                }
             }
         }
         Some(true)
@@ -241,8 +246,14 @@ impl Probe {
             if !self.stalled && waited >= PROBE_TIMEOUT {
                 self.stalled = true;
                 if self.state.stall(sent) {
-                    tracing::warn!(addr = %self.addr, waited_ms = waited.as_millis() as u64, pending,
-                        "endpoint not answering (a ping went unanswered); out of rotation until it answers");
+                    let waited_ms = waited.as_millis() as u64;
+                    if log_budget::admit() {
+                        tracing::warn!(addr = %self.addr, waited_ms, pending,
+                            "endpoint not answering (a ping went unanswered); out of rotation until it answers");
+                    } else {
+                        tracing::debug!(addr = %self.addr, waited_ms, pending,
+                            "endpoint not answering (a ping went unanswered); out of rotation until it answers");
+                    }
                 }
             }
             let mut due = (!self.stalled).then(|| sent + PROBE_TIMEOUT);

@@ -42,6 +42,7 @@
 pub(crate) mod connection;
 pub(crate) mod exchange;
 pub(crate) mod liveness;
+pub(crate) mod log_budget;
 pub(crate) mod ready_log;
 pub(crate) mod replay;
 pub(crate) mod state;

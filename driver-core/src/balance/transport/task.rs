@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::connection::DialSettings;
 use super::liveness::{Probe, ProbeSettings};
+use super::log_budget;
 use super::state::{Activity, ConnState, StateCell};
 use super::sweeper;
 use crate::backoff::Backoff;
@@ -57,8 +58,10 @@ impl ConnectionTask {
             };
             let error = match result {
                 Ok(Ok((sender, conn, pinger))) => {
-                    if failures > 0 {
+                    if failures > 0 && log_budget::admit() {
                         tracing::info!(addr = %self.addr, "endpoint readmitted: connected again");
+                    } else if failures > 0 {
+                        tracing::debug!(addr = %self.addr, "endpoint readmitted: connected again");
                     } else {
                         tracing::debug!(addr = %self.addr, "endpoint connected");
                     }
@@ -69,7 +72,11 @@ impl ConnectionTask {
                     match self.serve(conn, pinger, generation).await {
                         None => return,
                         Some(e) => {
-                            tracing::warn!(addr = %self.addr, error = %e, "connection lost, redialling");
+                            if log_budget::admit() {
+                                tracing::warn!(addr = %self.addr, error = %e, "connection lost, redialling");
+                            } else {
+                                tracing::debug!(addr = %self.addr, error = %e, "connection lost, redialling");
+                            }
                             // Redial at once: a restarted server should not wait a backoff.
                             continue;
                         }
@@ -83,7 +90,7 @@ impl ConnectionTask {
             };
             failures = failures.saturating_add(1);
             let delay = backoff.next_delay();
-            if outage::first_report(&self.addr) {
+            if outage::first_report(&self.addr) && log_budget::admit() {
                 tracing::warn!(addr = %self.addr, error = %error, retry_in_ms = delay.as_millis() as u64,
                     "endpoint ejected: cannot connect");
             } else {
