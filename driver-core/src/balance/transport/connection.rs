@@ -150,12 +150,6 @@ impl Connection {
         self.state.announce();
     }
 
-    /// Receivers of the published state, for tests of who watches it.
-    #[cfg(test)]
-    pub fn state_receivers(&self) -> usize {
-        self.state.tx.receiver_count()
-    }
-
     /// Sets the ready flag without telling the channels, for tests that show which
     /// flags a channel reads.
     #[cfg(test)]
@@ -202,12 +196,12 @@ impl Connection {
     }
 
     pub fn state(&self) -> ConnState {
-        self.state.tx.borrow().clone()
+        self.state.read().clone()
     }
 
     /// `f` of the state, read in place (no copy of it).
     pub fn with_state<R>(&self, f: impl FnOnce(&ConnState) -> R) -> R {
-        f(&self.state.tx.borrow())
+        f(&self.state.read())
     }
 
     /// How many connections to the address were established: 1 + reconnects.
