@@ -164,7 +164,7 @@ pub(super) struct ChannelInner {
     pub(super) policy: Policy,
     pub(super) resolve_timeout: Duration,
     pub(super) wait_for_ready: bool,
-    pub(super) dial: DialSettings,
+    pub(super) dial: Arc<DialSettings>,
     pub(super) authority_scheme: Scheme,
     /// The endpoint set in service; read on every call without a lock.
     pub(super) table: ArcSwap<Table>,
@@ -211,7 +211,7 @@ impl ChannelInner {
             policy: b.policy,
             resolve_timeout: b.resolve_timeout,
             wait_for_ready: b.wait_for_ready,
-            dial: b.dial,
+            dial: Arc::new(b.dial),
             authority_scheme,
             table: ArcSwap::from_pointee(Table::new(false, None, Default::default())),
             table_tx: watch::channel(0).0,

@@ -90,7 +90,9 @@ pub(crate) struct Connection {
     state: Arc<StateCell>,
     started: AtomicBool,
     stop: CancellationToken,
-    settings: DialSettings,
+    /// Shared with the channels that dial with them and the pool's key (one copy per
+    /// channel, not per connection).
+    settings: Arc<DialSettings>,
     /// Calls pending and frames received, for the liveness watch and the policies.
     pub activity: Arc<Activity>,
     /// The peak-EWMA estimate of this address, shared by every channel using it.
@@ -102,21 +104,24 @@ pub(crate) struct Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         self.stop.cancel();
-        // Leave the pool (a drop, not a call: the key's copy costs nothing per call).
-        POOL.remove_dead(&(self.addr().to_string(), self.settings.clone()));
+        // Leave the pool (the key is two pointers to what the connection holds).
+        POOL.remove_dead(&(self.state.addr.clone(), self.settings.clone()));
     }
 }
 
-/// The pool, by address and dial settings (one entry per address in nearly every
-/// process). A connection leaves it when dropped.
-static POOL: LazyLock<SharedByKey<(String, DialSettings), Connection>> =
+/// The pool, by address and dial settings (compared by value: channels with equal
+/// settings share connections; one entry per address in nearly every process). A
+/// connection leaves it when dropped. The key holds the connection's own address and
+/// the channel's settings, not copies.
+static POOL: LazyLock<SharedByKey<(Arc<str>, Arc<DialSettings>), Connection>> =
     LazyLock::new(SharedByKey::default);
 
 impl Connection {
     /// The pooled connection for `addr`, created (idle) if nobody holds one.
-    pub fn pooled(addr: &str, settings: &DialSettings) -> Arc<Self> {
-        let key = (addr.to_string(), settings.clone());
+    pub fn pooled(addr: &str, settings: &Arc<DialSettings>) -> Arc<Self> {
+        let key = (Arc::<str>::from(addr), settings.clone());
         let made = POOL.get_or_try_insert_with(&key, || {
+            let (addr, settings) = key.clone();
             Ok::<_, Infallible>(Arc::new(Self::new(addr, settings, STREAM_BUDGET)))
         });
         match made {
@@ -160,15 +165,16 @@ impl Connection {
     /// A connection outside the pool that is never dialled, for tests.
     #[cfg(test)]
     pub fn detached(addr: &str) -> Arc<Self> {
-        Arc::new(Self::new(addr, &DialSettings::for_tests(), STREAM_BUDGET))
+        let settings = Arc::new(DialSettings::for_tests());
+        Arc::new(Self::new(addr.into(), settings, STREAM_BUDGET))
     }
 
-    fn new(addr: &str, settings: &DialSettings, stream_budget: u64) -> Self {
+    fn new(addr: Arc<str>, settings: Arc<DialSettings>, stream_budget: u64) -> Self {
         Self {
-            state: Arc::new(StateCell::new(addr.into())),
+            state: Arc::new(StateCell::new(addr)),
             started: AtomicBool::new(false),
             stop: CancellationToken::new(),
-            settings: settings.clone(),
+            settings,
             activity: Arc::new(Activity::default()),
             load: Load::new(),
             stream_budget,
@@ -279,15 +285,19 @@ mod tests {
 
     #[test]
     fn the_pool_shares_by_address_and_forgets_dropped_connections() {
-        let settings = DialSettings::for_tests();
+        let settings = Arc::new(DialSettings::for_tests());
         let addr = "10.5.0.1:80";
         let a = Connection::pooled(addr, &settings);
         assert!(Arc::ptr_eq(&a, &Connection::pooled(addr, &settings)));
-        let mut other = settings.clone();
+        // Equal settings of another channel: the same connection.
+        let equal = Arc::new(DialSettings::for_tests());
+        assert!(Arc::ptr_eq(&a, &Connection::pooled(addr, &equal)));
+        let mut other = DialSettings::for_tests();
         other.keepalive = Some(Duration::from_secs(30));
+        let other = Arc::new(other);
         let b = Connection::pooled(addr, &other);
         assert!(!Arc::ptr_eq(&a, &b));
-        let pooled = |s: &DialSettings| POOL.has_entry(&(addr.to_string(), s.clone()));
+        let pooled = |s: &Arc<DialSettings>| POOL.has_entry(&(addr.into(), s.clone()));
         assert!(pooled(&settings) && pooled(&other));
         drop(a);
         assert!(!pooled(&settings) && pooled(&other));
@@ -306,7 +316,7 @@ mod tests {
             keepalive_while_idle: false,
             tls: None,
         };
-        let conn = Connection::new(&server.addr(), &settings, 5);
+        let conn = Connection::new(server.addr().into(), Arc::new(settings), 5);
         conn.start();
         let head = http::Request::post(format!("http://{}/echo.Echo/Say", server.addr()))
             .body(())

@@ -39,7 +39,7 @@ pub(super) struct ConnectionTask {
     pub addr: String,
     pub state: Arc<StateCell>,
     pub stop: CancellationToken,
-    pub settings: DialSettings,
+    pub settings: Arc<DialSettings>,
     pub activity: Arc<Activity>,
 }
 
