@@ -340,14 +340,9 @@ impl Book {
         }
         let first = self.published.is_none();
         let mut set = self.published.take().unwrap_or_default();
-        let effective: Vec<SetChange> = if set.is_empty() && puts_of_distinct_addrs(&changes) {
-            // Into an empty set, each put changes it: no lookup before the insertion
-            // (half the tree's string comparisons of a first publication).
-            for change in &changes {
-                if let SetChange::Put(endpoint) = change {
-                    set.insert(endpoint.clone());
-                }
-            }
+        // A first batch, sorted above, goes in without a lookup each.
+        let effective: Vec<SetChange> = if changes.len() > SORTED_BATCH && set.fill_sorted(&changes)
+        {
             changes
         } else {
             changes.into_iter().filter(|c| set.apply(c)).collect()
@@ -365,14 +360,6 @@ impl Book {
             s.version += 1;
         });
     }
-}
-
-/// Whether `changes` are all puts, in strictly increasing address order (so no two of
-/// one address).
-fn puts_of_distinct_addrs(changes: &[SetChange]) -> bool {
-    changes.len() > SORTED_BATCH
-        && changes.iter().all(|c| matches!(c, SetChange::Put(_)))
-        && changes.windows(2).all(|w| w[0].addr() < w[1].addr())
 }
 
 impl SnapshotSender {

@@ -109,12 +109,14 @@ impl Drop for Connection {
     }
 }
 
+/// A connection's address and its channel's dial settings.
+type PoolKey = (Arc<str>, Arc<DialSettings>);
+
 /// The pool, by address and dial settings (compared by value: channels with equal
 /// settings share connections; one entry per address in nearly every process). A
 /// connection leaves it when dropped. The key holds the connection's own address and
 /// the channel's settings, not copies.
-static POOL: LazyLock<SharedByKey<(Arc<str>, Arc<DialSettings>), Connection>> =
-    LazyLock::new(SharedByKey::default);
+static POOL: LazyLock<SharedByKey<PoolKey, Connection>> = LazyLock::new(SharedByKey::default);
 
 impl Connection {
     /// The pooled connection for `addr`, created (idle) if nobody holds one.
