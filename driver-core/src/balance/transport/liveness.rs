@@ -62,8 +62,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
+use tracing::Level;
 
-use super::log_budget;
+use super::log_budget::endpoint_event;
 use super::state::{Activity, StateCell};
 
 /// How long a connection with calls pending may go without any response frame before
@@ -211,12 +212,8 @@ impl Probe {
         if self.stalled {
             self.stalled = false;
             if self.state.unstall() {
-                let silent_ms = sent.elapsed().as_millis() as u64;
-                if log_budget::admit() {
-                    tracing::info!(addr = %self.addr, silent_ms, "endpoint answers again; back in rotation");
-                } else {
-                    tracing::debug!(addr = %self.addr, silent_ms, "endpoint answers again; back in rotation");
-                }
+                endpoint_event!(Level::INFO, addr = %self.addr, silent_ms = sent.elapsed().as_millis() as u64,
+                    "endpoint answers again; back in rotation");
             }
         }
         Some(true)
@@ -246,14 +243,8 @@ impl Probe {
             if !self.stalled && waited >= PROBE_TIMEOUT {
                 self.stalled = true;
                 if self.state.stall(sent) {
-                    let waited_ms = waited.as_millis() as u64;
-                    if log_budget::admit() {
-                        tracing::warn!(addr = %self.addr, waited_ms, pending,
-                            "endpoint not answering (a ping went unanswered); out of rotation until it answers");
-                    } else {
-                        tracing::debug!(addr = %self.addr, waited_ms, pending,
-                            "endpoint not answering (a ping went unanswered); out of rotation until it answers");
-                    }
+                    endpoint_event!(Level::WARN, addr = %self.addr, waited_ms = waited.as_millis() as u64, pending,
+                        "endpoint not answering (a ping went unanswered); out of rotation until it answers");
                 }
             }
             let mut due = (!self.stalled).then(|| sent + PROBE_TIMEOUT);

@@ -101,6 +101,19 @@ pub(crate) fn admit() -> bool {
     }
 }
 
+/// Logs an endpoint event at `$level` (a `tracing::Level` constant) if [`admit`] lets
+/// it, else at DEBUG: one message, written once.
+macro_rules! endpoint_event {
+    ($level:expr, $($event:tt)+) => {
+        if $crate::balance::transport::log_budget::admit() {
+            tracing::event!($level, $($event)+)
+        } else {
+            tracing::event!(tracing::Level::DEBUG, $($event)+)
+        }
+    };
+}
+pub(crate) use endpoint_event;
+
 #[cfg(test)]
 mod tests {
     use super::*;

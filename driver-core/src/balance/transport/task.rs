@@ -19,10 +19,11 @@ use bytes::Bytes;
 use h2::client::SendRequest;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
+use tracing::Level;
 
 use super::connection::DialSettings;
 use super::liveness::{Probe, ProbeSettings};
-use super::log_budget;
+use super::log_budget::{self, endpoint_event};
 use super::state::{Activity, ConnState, StateCell};
 use super::sweeper;
 use crate::backoff::Backoff;
@@ -58,10 +59,8 @@ impl ConnectionTask {
             };
             let error = match result {
                 Ok(Ok((sender, conn, pinger))) => {
-                    if failures > 0 && log_budget::admit() {
-                        tracing::info!(addr = %self.addr, "endpoint readmitted: connected again");
-                    } else if failures > 0 {
-                        tracing::debug!(addr = %self.addr, "endpoint readmitted: connected again");
+                    if failures > 0 {
+                        endpoint_event!(Level::INFO, addr = %self.addr, "endpoint readmitted: connected again");
                     } else {
                         tracing::debug!(addr = %self.addr, "endpoint connected");
                     }
@@ -72,11 +71,7 @@ impl ConnectionTask {
                     match self.serve(conn, pinger, generation).await {
                         None => return,
                         Some(e) => {
-                            if log_budget::admit() {
-                                tracing::warn!(addr = %self.addr, error = %e, "connection lost, redialling");
-                            } else {
-                                tracing::debug!(addr = %self.addr, error = %e, "connection lost, redialling");
-                            }
+                            endpoint_event!(Level::WARN, addr = %self.addr, error = %e, "connection lost, redialling");
                             // Redial at once: a restarted server should not wait a backoff.
                             continue;
                         }
