@@ -155,17 +155,7 @@ async fn empty_set_fails_fast_naming_the_target() {
 #[tokio::test]
 async fn every_endpoint_failing_fails_naming_a_few_and_counting_the_rest() {
     // Ports nobody listens on: every dial is refused.
-    let dead: Vec<String> = test_support::free_ports(40)
-        .into_iter()
-        .map(|p| format!("127.0.0.1:{p}"))
-        .collect();
-    let (channel, resolver) = manual_channel("all-failing", |b| b);
-    resolver.push(&dead.iter().map(String::as_str).collect::<Vec<_>>());
-    channel.warm_up();
-    wait_status(&channel, "every endpoint ejected", |s| {
-        s.endpoints.len() == 40 && s.endpoints.iter().all(|e| e.state == "ejected")
-    })
-    .await;
+    let (channel, dead) = test_support::refused_channel("all-failing", 40).await;
     let err = say(&channel).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     let message = err.message();

@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 
-use test_support::{CapturedLogs, manual_channel, wait_status};
+use test_support::{CapturedLogs, refused_channel};
 
 // Current-thread runtime: every connection task runs on this thread, so the
 // thread-local subscriber sees all their events.
@@ -15,17 +15,7 @@ use test_support::{CapturedLogs, manual_channel, wait_status};
 async fn forty_endpoints_failing_at_once_write_at_most_twenty_warnings() {
     let (logs, _guard) = CapturedLogs::capture();
     // Ports nobody listens on: every dial is refused.
-    let dead: Vec<String> = test_support::free_ports(40)
-        .into_iter()
-        .map(|p| format!("127.0.0.1:{p}"))
-        .collect();
-    let (channel, resolver) = manual_channel("outage-logs", |b| b);
-    resolver.push(&dead.iter().map(String::as_str).collect::<Vec<_>>());
-    channel.warm_up();
-    wait_status(&channel, "every endpoint ejected", |s| {
-        s.endpoints.len() == 40 && s.endpoints.iter().all(|e| e.state == "ejected")
-    })
-    .await;
+    let (_channel, dead) = refused_channel("outage-logs", 40).await;
 
     let text = logs.text();
     let ejected = |level: &str| -> Vec<&str> {

@@ -121,6 +121,28 @@ pub fn manual_channel(
     (channel, resolver)
 }
 
+/// A [`manual_channel`] over `n` loopback ports nobody listens on, dialled
+/// ([`Channel::warm_up`]) and returned once every endpoint is ejected; with the
+/// addresses.
+///
+/// # Panics
+///
+/// Panics if they are not all ejected within 10 s.
+pub async fn refused_channel(test: &str, n: usize) -> (Channel, Vec<String>) {
+    let dead: Vec<String> = crate::free_ports(n)
+        .into_iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect();
+    let (channel, resolver) = manual_channel(test, |b| b);
+    resolver.push(&dead.iter().map(String::as_str).collect::<Vec<_>>());
+    channel.warm_up();
+    wait_status(&channel, "every endpoint ejected", |s| {
+        s.endpoints.len() == n && s.endpoints.iter().all(|e| e.state == "ejected")
+    })
+    .await;
+    (channel, dead)
+}
+
 /// Waits until `check` holds for the channel's status, at most 10 s.
 ///
 /// # Panics

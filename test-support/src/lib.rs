@@ -36,7 +36,9 @@ mod tls;
 mod wait;
 
 pub use binary::{ETCD_INSTALL_HINT, etcd_binary, find_binary};
-pub use calls::{CALL_BOUND, ManualResolver, addrs, manual_channel, say, state_of, wait_status};
+pub use calls::{
+    CALL_BOUND, ManualResolver, addrs, manual_channel, refused_channel, say, state_of, wait_status,
+};
 pub use consul::{CONSUL_BUILD_HINT, ConsulAgent, consul_agent_binary};
 pub use dtm::{DTM_BUILD_HINT, DtmEndpoint, DtmServer, dtm_binary};
 pub use echo::{Behavior, EchoClient, EchoServer, SayReply, SayRequest};
