@@ -55,35 +55,14 @@ use std::time::{Duration, Instant};
 
 use dtmdriver_core::resolve::SnapshotSender;
 use dtmdriver_core::{Channel, Endpoint, Policy};
+use test_support::bench::{env_list, load, median};
 use test_support::{EchoClient, EchoServer, ManualResolver, SayRequest, synthetic_addr};
-
-fn env_list(name: &str, default: &[usize]) -> Vec<usize> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .split(',')
-            .map(|s| {
-                s.trim()
-                    .parse()
-                    .unwrap_or_else(|_| panic!("{name}: comma-separated numbers, got `{v}`"))
-            })
-            .collect(),
-        Err(_) => default.to_vec(),
-    }
-}
 
 fn env_num(name: &str, default: f64) -> f64 {
     std::env::var(name)
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(default)
-}
-
-/// The 1-minute load average.
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(str::to_string))
-        .unwrap_or_else(|| "?".into())
 }
 
 /// The soft limit on open files, from `/proc/self/limits`.
@@ -409,11 +388,6 @@ async fn calls_table(servers_on: Option<tokio::runtime::Handle>) {
         println!();
         tokio::task::block_in_place(|| go_peer(&sizes, concurrency, secs, rounds));
     }
-}
-
-fn median(v: &mut [Duration]) -> Duration {
-    v.sort_unstable();
-    v[v.len() / 2]
 }
 
 fn us(d: Duration) -> String {

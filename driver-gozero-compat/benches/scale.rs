@@ -71,7 +71,7 @@ async fn put_all(client: &mut Client, keys: impl Iterator<Item = (String, String
 }
 
 async fn orchestrate() {
-    let sizes = env_list("SCALE_SIZES", "100,1000,10000,100000");
+    let sizes = env_list("SCALE_SIZES", &[100, 1000, 10_000, 100_000]);
     let changes = env_num("SCALE_CHANGES", 60);
     let rounds = env_num("SCALE_ROUNDS", 3);
     let targets = env_num("SCALE_TARGETS", 1000);

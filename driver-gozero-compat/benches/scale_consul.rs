@@ -57,7 +57,7 @@ fn entry(key: &str, i: usize) -> String {
 }
 
 async fn orchestrate() {
-    let sizes = env_list("SCALE_SIZES", "1000,10000");
+    let sizes = env_list("SCALE_SIZES", &[1000, 10_000]);
     let changes = env_num("SCALE_CHANGES", 30);
     let rounds = env_num("SCALE_ROUNDS", 3);
     let agent = ConsulAgent::start();

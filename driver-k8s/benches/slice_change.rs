@@ -19,6 +19,7 @@ use dtmdriver_core::address::HostPort;
 use dtmdriver_core::resolve::{Endpoint, SnapshotSender};
 use dtmdriver_k8s::slices::keyed_changes;
 use dtmdriver_k8s::{ServiceSlice, SliceIndex};
+use test_support::bench::{env_list, load, median};
 
 const PORT: u16 = 8080;
 const PER_SLICE: usize = 100;
@@ -44,27 +45,14 @@ fn whole_set(index: &SliceIndex) -> Vec<Endpoint> {
         .collect()
 }
 
-fn median(v: &mut [Duration]) -> f64 {
-    v.sort_unstable();
-    v[v.len() / 2].as_secs_f64() * 1e6
-}
-
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(str::to_string))
-        .unwrap_or_else(|| "?".into())
+/// The median of `v` in µs.
+fn median_us(v: &mut [Duration]) -> f64 {
+    median(v).as_secs_f64() * 1e6
 }
 
 fn main() {
-    let sizes: Vec<usize> = std::env::var("BENCH_SIZES")
-        .ok()
-        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![1000, 10_000, 100_000]);
-    let changes: usize = std::env::var("BENCH_CHANGES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(21);
+    let sizes = env_list("BENCH_SIZES", &[1000, 10_000, 100_000]);
+    let changes = env_list("BENCH_CHANGES", &[21])[0];
     println!(
         "one EndpointSlice change in a service of N addresses (slices of {PER_SLICE}), median of {changes}"
     );
@@ -100,7 +88,7 @@ fn main() {
             whole.push(started.elapsed());
             index = next;
         }
-        let (keyed, whole) = (median(&mut keyed), median(&mut whole));
+        let (keyed, whole) = (median_us(&mut keyed), median_us(&mut whole));
         println!(
             "{:>7} | {:>7} | {:>9.1} | {:>14.1} | {:>7.3} | {:>5}",
             n,

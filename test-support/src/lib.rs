@@ -17,6 +17,7 @@
 //! // The process is killed and its data directory removed when `server` is dropped.
 //! ```
 
+pub mod bench;
 mod binary;
 mod calls;
 mod consul;

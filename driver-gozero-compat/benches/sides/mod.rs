@@ -21,26 +21,11 @@ use test_support::read_lines;
 /// How long any one step may take before the bench gives up on a side.
 pub const STEP_LIMIT: Duration = Duration::from_secs(120);
 
-/// A comma-separated list of numbers from the environment.
-pub fn env_list(name: &str, default: &str) -> Vec<usize> {
-    std::env::var(name)
-        .unwrap_or_else(|_| default.into())
-        .split(',')
-        .map(|s| s.trim().parse().unwrap_or_else(|_| panic!("{name}: `{s}`")))
-        .collect()
-}
+pub use test_support::bench::{env_list, load};
 
 /// One number from the environment.
 pub fn env_num(name: &str, default: usize) -> usize {
-    env_list(name, &default.to_string())[0]
-}
-
-/// The 1-minute load average.
-pub fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_string))
-        .unwrap_or_else(|| "?".into())
+    env_list(name, &[default])[0]
 }
 
 /// Milliseconds.
