@@ -9,7 +9,6 @@
 package main
 
 import (
-	"context"
 	"flag"
 	"fmt"
 	"os"
@@ -23,15 +22,6 @@ import (
 
 	"dtmdriver-rs/interop/echopb"
 )
-
-type echo struct {
-	echopb.UnimplementedEchoServer
-	name string
-}
-
-func (e *echo) Say(_ context.Context, r *echopb.SayRequest) (*echopb.SayReply, error) {
-	return &echopb.SayReply{Message: r.Message, Server: e.name}, nil
-}
 
 func main() {
 	hosts := flag.String("etcd", "", "etcd hosts, comma separated")
@@ -60,7 +50,7 @@ func main() {
 	logx.MustSetup(c.Log)
 
 	s := zrpc.MustNewServer(c, func(g *grpc.Server) {
-		echopb.RegisterEchoServer(g, &echo{name: *name})
+		echopb.RegisterEchoServer(g, &echopb.Server{Name: *name})
 	})
 	defer s.Stop()
 	if *agent != "" {

@@ -31,15 +31,6 @@ import (
 	"dtmdriver-rs/interop/echopb"
 )
 
-type echo struct {
-	echopb.UnimplementedEchoServer
-	name string
-}
-
-func (e *echo) Say(_ context.Context, r *echopb.SayRequest) (*echopb.SayReply, error) {
-	return &echopb.SayReply{Message: r.Message, Server: e.name}, nil
-}
-
 func cpu() time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
@@ -163,7 +154,7 @@ func main() {
 			os.Exit(1)
 		}
 		s := grpc.NewServer()
-		echopb.RegisterEchoServer(s, &echo{name: fmt.Sprintf("ep-%d", i)})
+		echopb.RegisterEchoServer(s, &echopb.Server{Name: fmt.Sprintf("ep-%d", i)})
 		go s.Serve(lis)
 		addrs = append(addrs, lis.Addr().String())
 	}

@@ -31,15 +31,6 @@ import (
 	"dtmdriver-rs/interop/echopb"
 )
 
-type echo struct {
-	echopb.UnimplementedEchoServer
-	name string
-}
-
-func (e *echo) Say(_ context.Context, r *echopb.SayRequest) (*echopb.SayReply, error) {
-	return &echopb.SayReply{Message: r.Message, Server: e.name}, nil
-}
-
 func main() {
 	etcdHosts := flag.String("etcd", "", "etcd hosts, comma separated (kratos' etcd registry)")
 	consulAddr := flag.String("consul", "", "consul agent host:port (kratos' consul registry)")
@@ -87,7 +78,7 @@ func main() {
 		opts = append(opts, grpc.TLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}}))
 	}
 	srv := grpc.NewServer(opts...)
-	echopb.RegisterEchoServer(srv, &echo{name: *name})
+	echopb.RegisterEchoServer(srv, &echopb.Server{Name: *name})
 	app := kratos.New(
 		kratos.Name(*service),
 		kratos.Version(*version),

@@ -29,15 +29,6 @@ import (
 	"dtmdriver-rs/interop/seedregistry/registry"
 )
 
-type echo struct {
-	echopb.UnimplementedEchoServer
-	name string
-}
-
-func (e *echo) Say(_ context.Context, r *echopb.SayRequest) (*echopb.SayReply, error) {
-	return &echopb.SayReply{Message: r.Message, Server: e.name}, nil
-}
-
 func fail(what string, err error) {
 	fmt.Fprintln(os.Stderr, what+":", err)
 	os.Exit(1)
@@ -81,7 +72,7 @@ func main() {
 	}
 
 	s := grpc.NewServer()
-	echopb.RegisterEchoServer(s, &echo{name: *name})
+	echopb.RegisterEchoServer(s, &echopb.Server{Name: *name})
 	go func() {
 		sig := make(chan os.Signal, 1)
 		signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
