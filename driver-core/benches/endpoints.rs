@@ -35,6 +35,12 @@
 //!    list over one apply of `BENCH_BATCH` changes (default 1,000, at most N / 2; half
 //!    removals, half new endpoints) with every endpoint ready, by a scan of the list
 //!    per move and by one bit per slot (`carry_costs`).
+//!    Then **one change to a weighted round robin channel** (same sizes and changes),
+//!    all endpoints ready, weighing 1, 1 to 4 and 1 to 40 (`i % K + 1`): the median
+//!    time of applying one change (an endpoint removed, then put back) and the first
+//!    pick after it (`weighted_change_costs`): with 2 to 32 distinct weights the picks
+//!    take turns over weight classes kept as changes come; with more, the first pick
+//!    builds the whole-set schedule.
 //! 4. **calls failing in a total outage** (`BENCH_PART=outage`, not run by default), N =
 //!    100 / 1,000 / 10,000 (`BENCH_OUTAGE_SIZES`): a channel over N addresses nobody
 //!    listens on (`127.0.x.y:1`, refused at once), dialled until every one is ejected,
@@ -516,6 +522,36 @@ async fn ready_table() {
     }
 }
 
+/// One change to a weighted round robin channel and its first pick after it, by the
+/// number of distinct weights (1: round robin; 4: turns over weight classes; 40: the
+/// whole-set schedule).
+async fn weighted_table() {
+    let sizes = env_list("BENCH_APPLY_SIZES", &[100, 1000, 10_000, 100_000]);
+    let changes = env_num("BENCH_CHANGES", 21.0) as usize;
+    println!(
+        "one change to a weighted round robin channel, up to its first pick (median of {changes})"
+    );
+    println!(
+        "{:>7} | {:>16} | {:>16} | {:>17} | {:>5}",
+        "N", "1 weight µs", "4 weights µs", "40 weights µs", "load"
+    );
+    for n in sizes {
+        let mut cells = Vec::new();
+        for distinct in [1, 4, 40] {
+            cells
+                .push(dtmdriver_core::__private::weighted_change_costs(n, distinct, changes).await);
+        }
+        println!(
+            "{:>7} | {:>16} | {:>16} | {:>17} | {:>5}",
+            n,
+            us(cells[0]),
+            us(cells[1]),
+            us(cells[2]),
+            load()
+        );
+    }
+}
+
 async fn outage_table() {
     let sizes = env_list("BENCH_OUTAGE_SIZES", &[100, 1000, 10_000]);
     let calls = env_num("BENCH_OUTAGE_CALLS", 200.0) as usize;
@@ -602,6 +638,12 @@ fn main() {
             .build()
             .expect("tokio runtime")
             .block_on(ready_table());
+        println!();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+            .block_on(weighted_table());
         println!();
     }
     if part.is_empty() || part == "calls" {

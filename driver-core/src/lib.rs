@@ -129,6 +129,6 @@ pub use tls_files::TlsFiles;
 /// Re-exports for macros; not part of the API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::balance::bench_hooks::{carry_costs, ready_list_costs};
+    pub use crate::balance::bench_hooks::{carry_costs, ready_list_costs, weighted_change_costs};
     pub use inventory;
 }

@@ -5,7 +5,8 @@
 //! set by hand), [`ready_list_costs`] measures what bringing the list of ready
 //! endpoints up to date costs after one connection left or re-entered the rotation,
 //! and [`carry_costs`] what carrying that list over a batch of changes costs; each
-//! both ways the table can do it. Why a hook: a flag can only change through the
+//! both ways the table can do it; [`weighted_change_costs`] what one change to a
+//! weighted set costs up to the first weighted pick after it. Why a hook: a flag can only change through the
 //! transport, and a bench over 100,000 real connections does not fit one machine.
 
 use std::sync::Arc;
@@ -49,6 +50,53 @@ pub async fn carry_costs(n: usize, batch: usize, rounds: usize) -> (Duration, Du
         }
     }
     (median(&mut scans), median(&mut bits))
+}
+
+/// The median time, over `rounds` changes (an endpoint in the middle removed, then put
+/// back), of applying one change to a weighted round robin channel over `n` endpoints,
+/// all ready, weighing 1 to `distinct` (`i % distinct + 1`), and of the first pick
+/// after it: what a change costs the first weighted call that follows it.
+pub async fn weighted_change_costs(n: usize, distinct: u32, rounds: usize) -> Duration {
+    let (_tx, rx) = SnapshotSender::channel();
+    let builder =
+        ChannelBuilder::new("bench:///weighted").policy(super::Policy::WeightedRoundRobin);
+    let inner = ChannelInner::start(builder, rx, Arc::new(DirectResolver));
+    let all: Vec<Endpoint> = (0..n)
+        .map(|i| Endpoint::new(addr(i)).with_weight(i as u32 % distinct + 1))
+        .collect();
+    let middle = all[n / 2].clone();
+    let with: crate::resolve::EndpointSet = all.iter().cloned().collect();
+    let without: crate::resolve::EndpointSet = all
+        .iter()
+        .filter(|e| e.addr != middle.addr)
+        .cloned()
+        .collect();
+    let mut state = ResolverState::with_endpoints(all);
+    state.version = 1;
+    inner.apply(&state);
+    let table = inner.table();
+    for s in table.slots.iter() {
+        s.conn.set_ready_by_hand(true);
+    }
+    std::hint::black_box(inner.choose(&table).is_some());
+    let mut times = Vec::new();
+    for k in 0..rounds {
+        let (set, change) = match k % 2 {
+            0 => (&without, SetChange::Remove(middle.addr.clone())),
+            _ => (&with, SetChange::Put(middle.clone())),
+        };
+        let state = ResolverState {
+            endpoints: Some(set.clone()),
+            changes: Some(vec![change].into()),
+            last_error: None,
+            version: k as u64 + 2,
+        };
+        let started = Instant::now();
+        inner.apply(&state);
+        std::hint::black_box(inner.choose(&inner.table()).is_some());
+        times.push(started.elapsed());
+    }
+    median(&mut times)
 }
 
 /// The address of the `i`-th endpoint of a bench channel (loopback, never dialled).

@@ -79,6 +79,7 @@
 //! * `gate`: the fail-fast gate, what a call waits for when nothing is ready, and the
 //!   statuses it fails with;
 //! * `policy`: [`Policy`] and the choice of a ready endpoint, with the peak-EWMA load;
+//! * `weights`: the slots grouped by weight, which weighted round robin takes turns over;
 //! * `call`: one call end to end: pick, send, retry a refused request elsewhere,
 //!   account its load, read its grpc headers;
 //! * `transport`: the HTTP/2 connections under it all (pooled per address).
@@ -94,6 +95,7 @@ mod slots;
 mod status;
 mod table;
 mod transport;
+mod weights;
 
 pub use builder::{ChannelBuilder, connect};
 pub use channel::{Channel, ChannelStatus, EndpointStatus};

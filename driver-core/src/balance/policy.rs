@@ -9,20 +9,24 @@
 //!
 //! Cost of a pick, whatever the number of ready endpoints: O(1) for round robin and
 //! p2c, which index the table's list of ready slots (kept by `table`, brought up to
-//! date by the connections that entered or left the rotation); O(1) amortised for
-//! weighted round robin, which steps along a precomputed schedule ([`wrr_schedule`]:
-//! one cycle of the weights, evenly interleaved, exact shares) built once per
-//! endpoint set at the first weighted pick, and skips the entries of slots out of
-//! rotation, which keeps the ready slots' shares exact. When every endpoint has the
-//! same weight (the channel's index counts the weights as changes come, so knowing
-//! it costs nothing) weighted round robin is round robin: no schedule is built, and a
-//! change costs a weighted channel no more than any other. Why a schedule rather than
-//! nginx's smooth WRR (what this used before, and still the fallback when slots out of
-//! rotation hold most of the weight): smooth WRR visits every ready endpoint on every
-//! pick, so its cost grows with the set; the schedule pays that once per set change,
-//! spread over a cycle of picks. A pick always checks the ready flag of what it
-//! chose: a connection that left the rotation since the list was built is never
-//! handed a call.
+//! date by the connections that entered or left the rotation). Weighted round robin
+//! takes turns whose order does not depend on readiness, and skips the turns of slots
+//! out of rotation, which keeps the ready slots' shares exact; its turns come, by the
+//! number K of distinct weights (the channel's index keeps the slots by weight as
+//! changes come, so knowing K costs nothing):
+//!
+//! - K = 1: round robin, nothing to build;
+//! - 2 ≤ K ≤ 32: smooth WRR over the weight classes, then each class's members in
+//!   turn (`weights`): O(K) a pick, and a change costs what it costs any channel;
+//! - K > 32: a precomputed schedule ([`wrr_schedule`]: one cycle of the weights,
+//!   evenly interleaved, exact shares), built at the first weighted pick after a
+//!   change, O(total weight) once per change, then one step a pick.
+//!
+//! Why not nginx's smooth WRR over the slots (what this used before, and still the
+//! fallback when slots out of rotation hold most of the weight): it visits every ready
+//! endpoint on every pick, so its cost grows with the set. A pick always checks the
+//! ready flag of what it chose: a connection that left the rotation since the list was
+//! built is never handed a call.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -103,13 +107,20 @@ impl ChannelInner {
     }
 
     /// Weighted round robin: with equal weights, the next ready slot; otherwise the
-    /// next ready slot of the table's schedule, or, when most of the weight is out of
-    /// rotation, smooth WRR over the ready slots.
+    /// next ready slot whose turn it is (by weight class, or by the table's schedule),
+    /// or, when most of the weight is out of rotation, smooth WRR over the ready slots.
     fn choose_scheduled<'a>(&self, table: &'a Table, ready: &[u32]) -> Option<&'a Arc<Slot>> {
         if table.uniform_weight {
             // Equal weights: each ready slot in turn, no schedule to build.
             let k = self.wrr_cursor.fetch_add(1, Ordering::Relaxed) % ready.len();
             return Some(&table.slots[ready[k] as usize]);
+        }
+        if let Some(turns) = &table.weighted {
+            let ready_turn = (0..SCHEDULE_PROBES)
+                .map(|_| turns.next())
+                .find(|s| s.conn.is_ready());
+            return ready_turn
+                .or_else(|| self.choose_weighted(ready.iter().map(|&i| &table.slots[i as usize])));
         }
         let schedule = table
             .schedule
@@ -149,9 +160,9 @@ impl ChannelInner {
     }
 }
 
-/// Schedule entries a weighted pick tries before it falls back to smooth WRR over the
-/// ready slots: with all slots ready the first one is taken; the fallback runs only
-/// when out-of-rotation slots hold most of the weight.
+/// Turns a weighted pick tries before it falls back to smooth WRR over the ready
+/// slots: with all slots ready the first one is taken; the fallback runs only when
+/// out-of-rotation slots hold most of the weight.
 const SCHEDULE_PROBES: usize = 8;
 
 /// The least room a schedule is allowed before weights are scaled down (see
@@ -395,7 +406,7 @@ mod tests {
     }
 
     use crate::balance::channel::{ChannelInner, test_channel};
-    use crate::resolve::{Endpoint, ResolverState};
+    use crate::resolve::{Endpoint, ResolverState, SetChange};
 
     /// A channel of `policy` over `endpoints` (unique addresses, never dialled), all
     /// ready.
@@ -462,12 +473,13 @@ mod tests {
             ],
         );
         let table = inner.table();
+        // Smooth: the light one's turn falls between the heavy one's.
         let order: Vec<String> = (0..4)
             .map(|_| inner.choose(&table).unwrap().endpoint.addr.clone())
             .collect();
         assert_eq!(
             order,
-            ["10.3.0.1:80", "10.3.0.1:80", "10.3.0.1:80", "10.3.0.2:80"]
+            ["10.3.0.1:80", "10.3.0.1:80", "10.3.0.2:80", "10.3.0.1:80"]
         );
         let m = picks(&inner, 400);
         assert_eq!(m.values().copied().collect::<Vec<_>>(), [300, 100]);
@@ -501,7 +513,7 @@ mod tests {
         inner.table().slots[7].conn.set_ready_by_hand(false);
         let m = picks(&inner, 390);
         assert!(m.len() == 39 && m.values().all(|&n| n == 10), "{m:?}");
-        // One weight differs: the schedule gives it its share.
+        // One weight differs: the weight classes give it its share.
         let mut changed = all.clone();
         changed[7] = Endpoint::new("10.5.0.7:80").with_weight(4100);
         inner.apply(&ResolverState {
@@ -513,7 +525,7 @@ mod tests {
         table.slots[7].conn.set_ready_by_hand(true);
         let m = picks(&inner, 8000);
         assert_eq!(m.get("10.5.0.7:80"), Some(&4100), "{m:?}");
-        assert!(table.schedule.get().is_some());
+        assert!(table.weighted.is_some() && table.schedule.get().is_none());
         // Back to equal weights: no schedule again.
         inner.apply(&ResolverState {
             version: 7,
@@ -522,6 +534,78 @@ mod tests {
         assert!(inner.table().uniform_weight);
         picks(&inner, 40);
         assert!(inner.table().schedule.get().is_none());
+    }
+
+    /// The endpoints `10.6.x.y:80` numbered `range`, each weighing `weight(i)`.
+    fn weighed(range: std::ops::Range<usize>, weight: impl Fn(usize) -> u32) -> Vec<Endpoint> {
+        range
+            .map(|i| {
+                Endpoint::new(format!("10.6.{}.{}:80", i / 250, i % 250)).with_weight(weight(i))
+            })
+            .collect()
+    }
+
+    /// Picks a whole cycle (the total weight) and checks that each endpoint got its
+    /// weight's share exactly.
+    fn assert_exact_cycle(inner: &ChannelInner, endpoints: &[Endpoint]) {
+        let total: u32 = endpoints.iter().map(|e| e.weight.max(1)).sum();
+        let m = picks(inner, total as usize);
+        for e in endpoints {
+            assert_eq!(
+                m.get(&e.addr),
+                Some(&(e.weight.max(1) as usize)),
+                "{}",
+                e.addr
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_change_to_a_set_of_few_weights_rebuilds_no_schedule() {
+        // 1,000 endpoints weighing 1 or 3: turns over two weight classes.
+        let mut set = weighed(0..1000, |i| if i % 2 == 0 { 1 } else { 3 });
+        let inner = ready_channel(Policy::WeightedRoundRobin, set.clone());
+        assert_exact_cycle(&inner, &set);
+        // One leaves, one changes weight, one of a third weight joins (keyed changes).
+        let gone = set.remove(1);
+        set[10] = set[10].clone().with_weight(3);
+        let joined = weighed(5000..5001, |_| 7).remove(0);
+        set.push(joined.clone());
+        inner.apply(&ResolverState {
+            endpoints: Some(set.iter().cloned().collect()),
+            changes: Some(
+                vec![
+                    SetChange::Remove(gone.addr.clone()),
+                    SetChange::Put(set[10].clone()),
+                    SetChange::Put(joined),
+                ]
+                .into(),
+            ),
+            last_error: None,
+            version: 1,
+        });
+        let table = inner.table();
+        table
+            .slots
+            .iter()
+            .for_each(|s| s.conn.set_ready_by_hand(true));
+        assert_eq!(table.slots.len(), 1000);
+        assert_exact_cycle(&inner, &set);
+        assert!(table.weighted.is_some());
+        assert!(
+            table.schedule.get().is_none(),
+            "no whole-set schedule built"
+        );
+        inner.index.lock().unwrap().classes.check();
+    }
+
+    #[tokio::test]
+    async fn many_distinct_weights_take_the_schedule() {
+        let set = weighed(0..40, |i| i as u32 + 1);
+        let inner = ready_channel(Policy::WeightedRoundRobin, set.clone());
+        assert_exact_cycle(&inner, &set);
+        let table = inner.table();
+        assert!(table.weighted.is_none() && table.schedule.get().is_some());
     }
 
     #[tokio::test]

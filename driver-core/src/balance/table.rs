@@ -23,11 +23,12 @@
 //! A set equal to the table publishes nothing.
 //!
 //! The table also keeps what the policies read on every call: the list of ready slots,
-//! brought up to date by what changed (see `ready`). The index also counts the slots
-//! of each weight: when they are all equal, weighted round robin is round robin (see
-//! `policy`); otherwise its schedule is built at the first weighted pick after a
-//! change, O(total weight) once per change, what is left of the set's size in the cost
-//! of a change under weighted traffic with unequal weights.
+//! brought up to date by what changed (see `ready`). The index also keeps the slots
+//! by weight (`weights`), O(1) a change: when they are all equal, weighted round robin
+//! is round robin; with up to 32 distinct weights it takes turns over the classes, and
+//! a table shares the classes in chunks as it shares its slots (see `policy`). Only a
+//! set with more distinct weights has its schedule built at the first weighted pick
+//! after a change, O(total weight) once per change.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
@@ -40,6 +41,7 @@ use super::channel::ChannelInner;
 use super::ready::Ready;
 use super::slots::Slots;
 use super::transport::connection::Connection;
+use super::weights::{Classes, MAX_CLASSES, WeightedTurns};
 use crate::resolve::{Endpoint, EndpointSet, ResolverState, SetChange};
 
 pub(super) struct Slot {
@@ -52,6 +54,9 @@ pub(super) struct Slot {
     pub(super) wrr_current: AtomicI64,
     /// The slot's place in the newest table; only the updater reads and writes it.
     pub(super) pos: AtomicUsize,
+    /// The slot's place in its weight class (see `weights`); only the updater reads
+    /// and writes it.
+    pub(super) class_pos: AtomicUsize,
 }
 
 impl Slot {
@@ -66,6 +71,7 @@ impl Slot {
             conn,
             wrr_current: AtomicI64::new(0),
             pos: AtomicUsize::new(0),
+            class_pos: AtomicUsize::new(0),
         }
     }
 }
@@ -79,7 +85,11 @@ pub(super) struct Table {
     pub(super) ready: ArcSwap<Ready>,
     /// Held while `ready` is brought up to date, so concurrent calls do it once.
     pub(super) rebuilding: Mutex<()>,
-    /// The weighted round robin schedule, built at the first weighted pick.
+    /// The weight classes and turns over them, when the set has 2 to
+    /// [`MAX_CLASSES`] distinct weights.
+    pub(super) weighted: Option<WeightedTurns>,
+    /// The weighted round robin schedule of a set with more distinct weights, built
+    /// at the first weighted pick.
     pub(super) schedule: OnceLock<Vec<u32>>,
     /// Every slot has the same weight: weighted round robin needs no schedule.
     pub(super) uniform_weight: bool,
@@ -104,6 +114,7 @@ impl Table {
             slots,
             ready: ArcSwap::from_pointee(ready),
             rebuilding: Mutex::new(()),
+            weighted: None,
             schedule: OnceLock::new(),
             uniform_weight: false,
             started: AtomicBool::new(false),
@@ -118,9 +129,9 @@ pub(super) struct Index {
     /// foldhash, as the resolvers' address maps and the connection pool: SipHash was 6%
     /// of the CPU of a channel's first table of 100,000 endpoints.
     by_addr: HashMap<String, Arc<Slot>, crate::resolve::Fast>,
-    /// How many slots have each weight (0 counted as 1, as the schedule counts it):
-    /// one key means weighted round robin is plain round robin.
-    weights: HashMap<u32, usize>,
+    /// The slots by weight (0 counted as 1, as the schedule counts it): one class
+    /// means weighted round robin is plain round robin.
+    pub(super) classes: Classes,
     /// The version of the resolver state applied last, and its set.
     applied: Option<(u64, EndpointSet)>,
 }
@@ -155,19 +166,7 @@ impl Index {
 
     /// True if every slot has the same weight (or there are none).
     pub(super) fn uniform_weight(&self) -> bool {
-        self.weights.len() <= 1
-    }
-
-    fn count_weight(&mut self, weight: u32, added: bool) {
-        let weight = weight.max(1);
-        if added {
-            *self.weights.entry(weight).or_default() += 1;
-        } else if let Some(n) = self.weights.get_mut(&weight) {
-            *n -= 1;
-            if *n == 0 {
-                self.weights.remove(&weight);
-            }
-        }
+        self.classes.len() <= 1
     }
 
     /// Applies `changes` to the table `old` (which this index describes), taking a
@@ -194,10 +193,8 @@ impl Index {
                         let slot =
                             Arc::new(Slot::new(ep.clone(), s.authority.clone(), s.conn.clone()));
                         slot.pos.store(pos, Ordering::Relaxed);
-                        let old_weight = s.endpoint.weight;
+                        self.classes.replace(s, &slot);
                         slots.set(pos, slot.clone());
-                        self.count_weight(old_weight, false);
-                        self.count_weight(ep.weight, true);
                         self.by_addr.insert(ep.addr.clone(), slot);
                         changed = true;
                     }
@@ -209,7 +206,7 @@ impl Index {
                             pos: slots.len() as u32,
                         });
                         slots.push(slot.clone());
-                        self.count_weight(ep.weight, true);
+                        self.classes.add(&slot);
                         self.by_addr.insert(ep.addr.clone(), slot.clone());
                         added.push(slot);
                         changed = true;
@@ -217,7 +214,7 @@ impl Index {
                 },
                 SetChange::Remove(addr) => {
                     if let Some(gone) = self.by_addr.remove(addr.as_str()) {
-                        self.count_weight(gone.endpoint.weight, false);
+                        self.classes.remove(&gone);
                         let pos = gone.pos.load(Ordering::Relaxed);
                         let last = slots.len() - 1;
                         let (_, moved) = slots.swap_remove(pos);
@@ -300,6 +297,9 @@ impl ChannelInner {
         };
         index.applied = Some((state.version, set.clone()));
         let uniform_weight = index.uniform_weight();
+        let weighted = (2..=MAX_CLASSES)
+            .contains(&index.classes.len())
+            .then(|| index.classes.turns(old.weighted.as_ref()));
         drop(index);
         let (slots, added, moves) = match diff {
             Some(diff) => {
@@ -322,6 +322,7 @@ impl ChannelInner {
             None => Table::new(true, state.last_error.clone(), slots),
         };
         table.uniform_weight = uniform_weight;
+        table.weighted = weighted;
         self.publish(table);
         // Dial new endpoints now if the channel is in use, so changes apply without
         // traffic; an unused channel stays lazy. (The slots kept were dialled when they
