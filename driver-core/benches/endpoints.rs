@@ -38,9 +38,9 @@
 //!    Then **one change to a weighted round robin channel** (same sizes and changes),
 //!    all endpoints ready, weighing 1, 1 to 4 and 1 to 40 (`i % K + 1`): the median
 //!    time of applying one change (an endpoint removed, then put back) and the first
-//!    pick after it (`weighted_change_costs`): with 2 to 32 distinct weights the picks
-//!    take turns over weight classes kept as changes come; with more, the first pick
-//!    builds the whole-set schedule.
+//!    pick after it (`weighted_change_costs`): picks take turns over weight groups kept
+//!    as changes come (classes of one weight up to 32 distinct weights, power-of-two
+//!    bands beyond).
 //! 4. **calls failing in a total outage** (`BENCH_PART=outage`, not run by default), N =
 //!    100 / 1,000 / 10,000 (`BENCH_OUTAGE_SIZES`): a channel over N addresses nobody
 //!    listens on (`127.0.x.y:1`, refused at once), dialled until every one is ejected,
@@ -523,8 +523,8 @@ async fn ready_table() {
 }
 
 /// One change to a weighted round robin channel and its first pick after it, by the
-/// number of distinct weights (1: round robin; 4: turns over weight classes; 40: the
-/// whole-set schedule).
+/// number of distinct weights (1: round robin; 4: turns over weight classes; 40: over
+/// power-of-two bands).
 async fn weighted_table() {
     let sizes = env_list("BENCH_APPLY_SIZES", &[100, 1000, 10_000, 100_000]);
     let changes = env_num("BENCH_CHANGES", 21.0) as usize;

@@ -173,7 +173,7 @@ pub(super) struct ChannelInner {
     pub(super) active: AtomicBool,
     pub(super) rr: AtomicUsize,
     pub(super) wrr_lock: Mutex<()>,
-    /// Where the weighted round robin schedule continues.
+    /// Where weighted round robin over equal weights continues.
     pub(super) wrr_cursor: AtomicUsize,
     /// Where every connection of the channel records its address when it enters or
     /// leaves the rotation; the table's list of ready slots follows it.

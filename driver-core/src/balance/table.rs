@@ -25,14 +25,12 @@
 //! The table also keeps what the policies read on every call: the list of ready slots,
 //! brought up to date by what changed (see `ready`). The index also keeps the slots
 //! by weight (`weights`), O(1) a change: when they are all equal, weighted round robin
-//! is round robin; with up to 32 distinct weights it takes turns over the classes, and
-//! a table shares the classes in chunks as it shares its slots (see `policy`). Only a
-//! set with more distinct weights has its schedule built at the first weighted pick
-//! after a change, O(total weight) once per change.
+//! is round robin; otherwise it takes turns over weight groups, which a table shares
+//! in chunks as it shares its slots (see `policy`).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use http::uri::Authority;
@@ -41,7 +39,7 @@ use super::channel::ChannelInner;
 use super::ready::Ready;
 use super::slots::Slots;
 use super::transport::connection::Connection;
-use super::weights::{Classes, MAX_CLASSES, WeightedTurns};
+use super::weights::{Classes, WeightedTurns};
 use crate::resolve::{Endpoint, EndpointSet, ResolverState, SetChange};
 
 pub(super) struct Slot {
@@ -50,13 +48,16 @@ pub(super) struct Slot {
     /// valid authority (calls picking it then fail `INTERNAL` saying so).
     pub(super) authority: Option<Authority>,
     pub(super) conn: Arc<Connection>,
-    /// Smooth-WRR running weight (the fallback of the weighted schedule).
+    /// Smooth-WRR running weight (the fallback of weighted round robin's turns).
     pub(super) wrr_current: AtomicI64,
     /// The slot's place in the newest table; only the updater reads and writes it.
     pub(super) pos: AtomicUsize,
-    /// The slot's place in its weight class (see `weights`); only the updater reads
-    /// and writes it.
+    /// The slot's places in its weight class and band (see `weights`); only the
+    /// updater reads and writes them.
     pub(super) class_pos: AtomicUsize,
+    pub(super) band_pos: AtomicUsize,
+    /// The slot's credit towards its next turn in its band (see `weights`).
+    pub(super) credit: AtomicU64,
 }
 
 impl Slot {
@@ -72,6 +73,8 @@ impl Slot {
             wrr_current: AtomicI64::new(0),
             pos: AtomicUsize::new(0),
             class_pos: AtomicUsize::new(0),
+            band_pos: AtomicUsize::new(0),
+            credit: AtomicU64::new(0),
         }
     }
 }
@@ -85,13 +88,9 @@ pub(super) struct Table {
     pub(super) ready: ArcSwap<Ready>,
     /// Held while `ready` is brought up to date, so concurrent calls do it once.
     pub(super) rebuilding: Mutex<()>,
-    /// The weight classes and turns over them, when the set has 2 to
-    /// [`MAX_CLASSES`] distinct weights.
+    /// The weight groups and turns over them, when the weights are not all equal.
     pub(super) weighted: Option<WeightedTurns>,
-    /// The weighted round robin schedule of a set with more distinct weights, built
-    /// at the first weighted pick.
-    pub(super) schedule: OnceLock<Vec<u32>>,
-    /// Every slot has the same weight: weighted round robin needs no schedule.
+    /// Every slot has the same weight: weighted round robin is round robin.
     pub(super) uniform_weight: bool,
     /// Set once a waiting call has started every slot's connection (see `gate`).
     pub(super) started: AtomicBool,
@@ -115,7 +114,6 @@ impl Table {
             ready: ArcSwap::from_pointee(ready),
             rebuilding: Mutex::new(()),
             weighted: None,
-            schedule: OnceLock::new(),
             uniform_weight: false,
             started: AtomicBool::new(false),
         }
@@ -129,7 +127,7 @@ pub(super) struct Index {
     /// foldhash, as the resolvers' address maps and the connection pool: SipHash was 6%
     /// of the CPU of a channel's first table of 100,000 endpoints.
     by_addr: HashMap<String, Arc<Slot>, crate::resolve::Fast>,
-    /// The slots by weight (0 counted as 1, as the schedule counts it): one class
+    /// The slots by weight (0 counted as 1, as weighted round robin counts it): one class
     /// means weighted round robin is plain round robin.
     pub(super) classes: Classes,
     /// The version of the resolver state applied last, and its set.
@@ -297,9 +295,7 @@ impl ChannelInner {
         };
         index.applied = Some((state.version, set.clone()));
         let uniform_weight = index.uniform_weight();
-        let weighted = (2..=MAX_CLASSES)
-            .contains(&index.classes.len())
-            .then(|| index.classes.turns(old.weighted.as_ref()));
+        let weighted = (!uniform_weight).then(|| index.classes.turns(old.weighted.as_ref()));
         drop(index);
         let (slots, added, moves) = match diff {
             Some(diff) => {

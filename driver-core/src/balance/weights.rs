@@ -1,31 +1,37 @@
-//! Weight classes: the slots grouped by weight, which weighted round robin takes turns
-//! over when the set has a few distinct weights.
+//! Weight groups: the slots grouped by weight, which weighted round robin takes turns
+//! over.
 //!
-//! Contract: the channel's index keeps one [`Classes`] beside its slots, each slot at
-//! its place in the class of its weight (0 counted as 1); adding, removing or
+//! Contract: the channel's index keeps one [`Classes`] beside its slots: each slot at
+//! its place in the class of its weight (0 counted as 1) and in the band of its
+//! weight's power of two (`[2^b, 2^(b+1))`, at most 32 bands); adding, removing or
 //! re-weighting a slot costs O(1) (plus a copy of one chunk of 64 pointers when a
-//! table shares it, as [`Slots`]). While the set has between 2 and [`MAX_CLASSES`]
-//! distinct weights, each table carries [`WeightedTurns`]: the classes as of that
-//! table, shared in chunks with the index (O(K + N / 64) to make for K classes), and
-//! the turn state of smooth weighted round robin over them. A turn costs O(K) under
-//! one lock: the class is chosen by smooth WRR (nginx's) with the class's weight
-//! times its size as weight, then the class's next member in turn. Over a cycle of
-//! the classes' total weight every slot gets exactly its weight's share; a turn that
-//! lands on a slot out of rotation is skipped by the caller, so the ready slots keep
-//! exact shares among themselves. A new table carries the turn state of the one it
-//! replaces, class by class (O(K)), so a stream of changes does not restart the
-//! interleaving, which would favour the heaviest class.
+//! table shares it, as [`Slots`]). A table of unequal weights carries
+//! [`WeightedTurns`]: its groups (the classes while the set has at most
+//! [`MAX_CLASSES`] distinct weights, else the bands), shared in chunks with the index
+//! (O(groups + N / 64) to make), and the turn state of smooth weighted round robin
+//! over them. A turn costs O(groups) under one lock, at most 32 + a few member visits:
+//! the group is chosen by smooth WRR (nginx's) with the group's total weight, then the
+//! group's next member in turn. In a class every member weighs the same, so each turn
+//! of the class is its next member's: over a cycle of the total weight every slot gets
+//! exactly its weight's share. In a band, weights differ by less than a factor of two:
+//! a member visited gains its weight in credit and takes the turn once the credit
+//! reaches the band's bound `2^(b+1)` (so at most two visits a turn on average, and
+//! at most [`MAX_VISITS`]), which gives each its weight's share to within a turn or
+//! two however long the run. A turn that lands on a slot out of rotation is skipped by
+//! the caller, so the ready slots keep their shares among themselves. A new table
+//! carries the turn state of the one it replaces, group by group (O(groups)), so a
+//! stream of changes does not restart the interleaving, which would favour the
+//! heaviest group.
 //!
-//! Why: the precomputed schedule of `policy` (one cycle of every slot's turns) costs
-//! O(total weight) to build after every change: 13 ms at 100,000 endpoints of unequal
-//! weights, paid by the first weighted call after the change. Sets have few distinct
-//! weights (a weight per machine size, a canary at a tenth), so grouping by weight
-//! makes a change cost what any other change costs and keeps the pick O(K): a turn
-//! took 14 ns with 2 classes and 39 ns with 32 (release build, 1,000 slots), and one
-//! change up to the first pick after it 77 µs at 100,000 endpoints of 4 weights,
-//! against 32 ms with the schedule (`BENCH_PART=apply cargo bench -p dtmdriver-core
-//! --bench endpoints`, docs/performance.md). A set with more distinct weights than
-//! [`MAX_CLASSES`] still uses the schedule.
+//! Why: a precomputed schedule of every slot's turns (what weighted round robin used
+//! before) costs O(total weight) to build after every change: 32 ms at 100,000
+//! endpoints of 4 weights and 120 ms of 40, paid by the first weighted call after the
+//! change. Grouped by weight, a change costs what any other change costs: 76 and 88 µs
+//! up to the first pick at 100,000 endpoints of 4 and 40 weights (`BENCH_PART=apply
+//! cargo bench -p dtmdriver-core --bench endpoints`, docs/performance.md). A turn took
+//! 13 ns over 2 classes, 29 ns over 32 and 30 ns over the bands of 40 weights (1,000
+//! slots), 81–91 ns over bands of 100,000 slots whose members are cold (release build,
+//! a loop of a million turns).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -34,18 +40,35 @@ use std::sync::{Arc, Mutex};
 use super::slots::Slots;
 use super::table::Slot;
 
-/// The most distinct weights taken turns over by class; beyond, the schedule.
+/// The most distinct weights taken turns over by exact class; beyond, by band.
 pub(super) const MAX_CLASSES: usize = 32;
+
+/// The most members a turn visits in a band before it takes the last one visited
+/// (members in lockstep: a bound, not the usual case, which is one or two).
+const MAX_VISITS: usize = 64;
 
 /// The weight a slot counts with: 0 counts as 1.
 fn weight_of(slot: &Slot) -> u32 {
     slot.endpoint.weight.max(1)
 }
 
-/// The index's slots by weight; see the [module docs](self).
+/// The band of a weight: the power of two at or below it.
+fn band_of(weight: u32) -> u32 {
+    31 - weight.leading_zeros()
+}
+
+/// The slots of one band and their total weight.
+#[derive(Clone, Default)]
+struct Band {
+    members: Slots,
+    total: u64,
+}
+
+/// The index's slots by weight and by band; see the [module docs](self).
 #[derive(Default)]
 pub(super) struct Classes {
     by_weight: HashMap<u32, Slots>,
+    by_band: HashMap<u32, Band>,
 }
 
 impl Classes {
@@ -54,114 +77,183 @@ impl Classes {
         self.by_weight.len()
     }
 
-    /// Puts `slot` at the end of its weight's class.
+    /// Puts `slot` at the end of its weight's class and of its band, with a credit
+    /// drawn at random so that members of a band do not move in lockstep.
     pub(super) fn add(&mut self, slot: &Arc<Slot>) {
-        let class = self.by_weight.entry(weight_of(slot)).or_default();
+        let weight = weight_of(slot);
+        let class = self.by_weight.entry(weight).or_default();
         slot.class_pos.store(class.len(), Ordering::Relaxed);
         class.push(slot.clone());
+        let band = self.by_band.entry(band_of(weight)).or_default();
+        slot.band_pos.store(band.members.len(), Ordering::Relaxed);
+        slot.credit.store(
+            rand::random_range(0..2u64 << band_of(weight)),
+            Ordering::Relaxed,
+        );
+        band.members.push(slot.clone());
+        band.total += u64::from(weight);
     }
 
-    /// Takes `slot` out of its class, the class's last member taking its place.
+    /// Takes `slot` out of its class and band, their last members taking its places.
     pub(super) fn remove(&mut self, slot: &Slot) {
         let weight = weight_of(slot);
-        let Some(class) = self.by_weight.get_mut(&weight) else {
-            return;
-        };
-        let (_, moved) = class.swap_remove(slot.class_pos.load(Ordering::Relaxed));
-        if let Some(moved) = moved {
-            moved
-                .class_pos
-                .store(slot.class_pos.load(Ordering::Relaxed), Ordering::Relaxed);
+        if let Some(class) = self.by_weight.get_mut(&weight) {
+            let pos = slot.class_pos.load(Ordering::Relaxed);
+            if let (_, Some(moved)) = class.swap_remove(pos) {
+                moved.class_pos.store(pos, Ordering::Relaxed);
+            }
+            if class.is_empty() {
+                self.by_weight.remove(&weight);
+            }
         }
-        if class.is_empty() {
-            self.by_weight.remove(&weight);
+        if let Some(band) = self.by_band.get_mut(&band_of(weight)) {
+            let pos = slot.band_pos.load(Ordering::Relaxed);
+            if let (_, Some(moved)) = band.members.swap_remove(pos) {
+                moved.band_pos.store(pos, Ordering::Relaxed);
+            }
+            band.total -= u64::from(weight);
+            if band.members.is_empty() {
+                self.by_band.remove(&band_of(weight));
+            }
         }
     }
 
-    /// Puts `new` where `old` was (same weight), or moves it to its new weight's class.
+    /// Puts `new` where `old` was (same weight), or moves it to its new weight's class
+    /// and band.
     pub(super) fn replace(&mut self, old: &Slot, new: &Arc<Slot>) {
-        let pos = old.class_pos.load(Ordering::Relaxed);
-        match self.by_weight.get_mut(&weight_of(old)) {
-            Some(class) if weight_of(old) == weight_of(new) => {
-                new.class_pos.store(pos, Ordering::Relaxed);
-                class.set(pos, new.clone());
-            }
-            _ => {
-                self.remove(old);
-                self.add(new);
-            }
+        let weight = weight_of(old);
+        if weight != weight_of(new) {
+            self.remove(old);
+            self.add(new);
+            return;
+        }
+        let (class_pos, band_pos) = (
+            old.class_pos.load(Ordering::Relaxed),
+            old.band_pos.load(Ordering::Relaxed),
+        );
+        new.class_pos.store(class_pos, Ordering::Relaxed);
+        new.band_pos.store(band_pos, Ordering::Relaxed);
+        new.credit
+            .store(old.credit.load(Ordering::Relaxed), Ordering::Relaxed);
+        if let Some(class) = self.by_weight.get_mut(&weight) {
+            class.set(class_pos, new.clone());
+        }
+        if let Some(band) = self.by_band.get_mut(&band_of(weight)) {
+            band.members.set(band_pos, new.clone());
         }
     }
 
-    /// The classes for a new table, heaviest first, with the turn state of `old` (the
-    /// table it replaces) carried over by weight.
+    /// The groups for a new table, heaviest first (classes, or bands beyond
+    /// [`MAX_CLASSES`] weights), with the turn state of `old` (the table it replaces)
+    /// carried over group by group.
     pub(super) fn turns(&self, old: Option<&WeightedTurns>) -> WeightedTurns {
-        let mut classes: Vec<(u32, Slots)> = (self.by_weight.iter())
-            .map(|(&w, members)| (w, members.clone()))
-            .collect();
-        classes.sort_unstable_by_key(|(w, _)| std::cmp::Reverse(*w));
-        let old_turns = old.map(|o| (o.weights(), o.state()));
-        let state = (classes.iter())
-            .map(|(w, _)| {
-                let carried = old_turns.as_ref().and_then(|(weights, state)| {
-                    let i = weights.iter().position(|x| x == w)?;
-                    state.get(i).copied()
-                });
-                carried.unwrap_or_default()
+        let mut groups: Vec<Group> = if self.by_weight.len() <= MAX_CLASSES {
+            (self.by_weight.iter())
+                .map(|(&w, members)| Group {
+                    key: u64::from(w),
+                    bound: u64::from(w),
+                    total: u64::from(w) * members.len() as u64,
+                    members: members.clone(),
+                })
+                .collect()
+        } else {
+            (self.by_band.iter())
+                .map(|(&b, band)| Group {
+                    key: BAND_KEY | u64::from(b),
+                    bound: 2 << b,
+                    total: band.total,
+                    members: band.members.clone(),
+                })
+                .collect()
+        };
+        groups.sort_unstable_by_key(|g| std::cmp::Reverse(g.bound));
+        let old = old.map(|o| {
+            (
+                o.groups.iter().map(|g| g.key).collect::<Vec<_>>(),
+                o.state(),
+            )
+        });
+        let state = (groups.iter())
+            .map(|g| {
+                let (keys, state) = old.as_ref()?;
+                state.get(keys.iter().position(|&k| k == g.key)?).copied()
             })
+            .map(Option::unwrap_or_default)
             .collect();
         WeightedTurns {
-            classes,
+            groups,
             state: Mutex::new(state),
         }
     }
 }
 
-/// Smooth WRR's running weight of a class and where its members' turn is.
+/// Marks a group key as a band's (a class's key is its weight).
+const BAND_KEY: u64 = 1 << 40;
+
+/// One group of a table: a class or a band.
+struct Group {
+    /// The weight of a class, or [`BAND_KEY`] and the band's number.
+    key: u64,
+    /// The credit a member needs to take a turn: a class's weight (every visit takes
+    /// it), a band's `2^(b+1)`.
+    bound: u64,
+    /// The weight of all members together.
+    total: u64,
+    members: Slots,
+}
+
+/// Smooth WRR's running weight of a group and where its members' turn is.
 #[derive(Clone, Copy, Default)]
 struct Turn {
     current: i64,
     cursor: usize,
 }
 
-/// A table's weight classes and the turns over them; see the [module docs](self).
+/// A table's weight groups and the turns over them; see the [module docs](self).
 pub(super) struct WeightedTurns {
-    /// Each weight with its members, heaviest first (ties of smooth WRR go to the
-    /// heavier class).
-    classes: Vec<(u32, Slots)>,
+    /// Heaviest first (ties of smooth WRR go to the heavier group).
+    groups: Vec<Group>,
     state: Mutex<Vec<Turn>>,
 }
 
 impl WeightedTurns {
-    fn weights(&self) -> Vec<u32> {
-        self.classes.iter().map(|(w, _)| *w).collect()
-    }
-
     fn state(&self) -> Vec<Turn> {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// The slot whose turn it is (ready or not): O(classes).
+    /// The slot whose turn it is (ready or not): O(groups), plus the members a band's
+    /// turn visits.
     pub(super) fn next(&self) -> &Arc<Slot> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut total = 0i64;
         let mut best: Option<(usize, i64)> = None;
-        for (i, ((weight, members), turn)) in self.classes.iter().zip(state.iter_mut()).enumerate()
-        {
-            let share = i64::from(*weight) * members.len() as i64;
+        for (i, (group, turn)) in self.groups.iter().zip(state.iter_mut()).enumerate() {
+            let share = group.total as i64;
             total += share;
             turn.current += share;
             if best.is_none_or(|(_, b)| turn.current > b) {
                 best = Some((i, turn.current));
             }
         }
-        let (i, _) = best.expect("a table with weight classes has at least two");
+        let (i, _) = best.expect("a table of unequal weights has at least two groups");
         let turn = &mut state[i];
         turn.current -= total;
-        let members = &self.classes[i].1;
-        let slot = &members[turn.cursor % members.len()];
-        turn.cursor = turn.cursor.wrapping_add(1);
-        slot
+        let group = &self.groups[i];
+        let mut visited = &group.members[0];
+        for _ in 0..MAX_VISITS {
+            visited = &group.members[turn.cursor % group.members.len()];
+            turn.cursor = turn.cursor.wrapping_add(1);
+            let weight = u64::from(weight_of(visited));
+            if weight >= group.bound {
+                return visited; // a class: every member's turn in order
+            }
+            let credit = visited.credit.fetch_add(weight, Ordering::Relaxed) + weight;
+            if credit >= group.bound {
+                visited.credit.fetch_sub(group.bound, Ordering::Relaxed);
+                return visited;
+            }
+        }
+        visited
     }
 }
 
@@ -174,14 +266,27 @@ impl Classes {
             assert!(!members.is_empty(), "empty class {weight}");
             for (i, s) in members.iter().enumerate() {
                 assert_eq!(weight_of(s), weight, "{}", s.endpoint.addr);
-                assert_eq!(
-                    s.class_pos.load(Ordering::Relaxed),
-                    i,
-                    "{}",
-                    s.endpoint.addr
-                );
+                let at = s.class_pos.load(Ordering::Relaxed);
+                assert_eq!(at, i, "{}", s.endpoint.addr);
             }
         }
+        let mut in_bands = 0;
+        for (&b, band) in &self.by_band {
+            assert!(!band.members.is_empty(), "empty band {b}");
+            let mut total = 0;
+            for (i, s) in band.members.iter().enumerate() {
+                assert_eq!(band_of(weight_of(s)), b, "{}", s.endpoint.addr);
+                let at = s.band_pos.load(Ordering::Relaxed);
+                assert_eq!(at, i, "{}", s.endpoint.addr);
+                total += u64::from(weight_of(s));
+            }
+            assert_eq!(band.total, total, "band {b}");
+            in_bands += band.members.len();
+        }
+        assert_eq!(
+            in_bands,
+            self.by_weight.values().map(Slots::len).sum::<usize>()
+        );
     }
 }
 
@@ -202,18 +307,19 @@ mod tests {
             seed ^= seed << 17;
             seed % n
         };
-        let mut set: Vec<Endpoint> = Vec::new();
+        let (mut set, mut most): (Vec<Endpoint>, usize) = (Vec::new(), 0);
         for version in 1..=300u64 {
-            match next(3) {
+            // Adds twice as likely as the others: the set grows past 32 weights.
+            match next(4) {
                 0 if !set.is_empty() => {
                     set.swap_remove(next(set.len() as u64) as usize);
                 }
                 1 if !set.is_empty() => {
                     let i = next(set.len() as u64) as usize;
-                    set[i] = set[i].clone().with_weight(next(4) as u32);
+                    set[i] = set[i].clone().with_weight(next(48) as u32);
                 }
                 _ => set.push(
-                    Endpoint::new(format!("10.7.0.{version}:80")).with_weight(next(4) as u32),
+                    Endpoint::new(format!("10.7.0.{version}:80")).with_weight(next(48) as u32),
                 ),
             }
             inner.apply(&ResolverState {
@@ -225,8 +331,21 @@ mod tests {
             let distinct: std::collections::BTreeSet<u32> =
                 set.iter().map(|e| e.weight.max(1)).collect();
             assert_eq!(index.classes.len(), distinct.len());
+            most = most.max(distinct.len());
             let table = inner.table();
-            assert_eq!(table.weighted.is_some(), (2..=3).contains(&distinct.len()));
+            assert_eq!(table.weighted.is_some(), distinct.len() >= 2);
+            // Turns over whatever groups the set has (classes, or bands beyond 32
+            // weights) name members of the set.
+            for _ in 0..8 {
+                if let Some(turns) = &table.weighted {
+                    let addr = &turns.next().endpoint.addr;
+                    assert!(set.iter().any(|e| &e.addr == addr), "{addr}");
+                }
+            }
         }
+        assert!(
+            most > super::MAX_CLASSES,
+            "the walk reached {most} weights only"
+        );
     }
 }
