@@ -282,8 +282,9 @@ pub type Reading = Option<Result<Publish, String>>;
 pub enum Publish {
     /// The whole set ([`SnapshotSender::update`]).
     Set(Vec<Endpoint>),
-    /// Changes of the resolver's entries by key ([`SnapshotSender::apply`]).
-    Keyed(Vec<(String, Option<Endpoint>)>),
+    /// Changes of the resolver's entries by key ([`SnapshotSender::apply`]); a key
+    /// shared with the watch's copy goes into the resolver's book without a copy.
+    Keyed(Vec<(Arc<str>, Option<Endpoint>)>),
 }
 
 impl From<Vec<Endpoint>> for Publish {

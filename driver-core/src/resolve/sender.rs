@@ -340,13 +340,20 @@ impl Book {
         }
         let first = self.published.is_none();
         let mut set = self.published.take().unwrap_or_default();
-        // A first batch, sorted above, goes in without a lookup each.
-        let effective: Vec<SetChange> = if changes.len() > SORTED_BATCH && set.fill_sorted(&changes)
-        {
-            changes
-        } else {
-            changes.into_iter().filter(|c| set.apply(c)).collect()
-        };
+        // A first batch, sorted above, goes in without a lookup each; the first set's
+        // changes go to nobody (subscribers read it whole), so its endpoints move in.
+        let effective: Vec<SetChange> =
+            if changes.len() > SORTED_BATCH && set.fills_sorted(&changes) {
+                if first {
+                    set.fill_sorted(changes);
+                    Vec::new()
+                } else {
+                    set.fill_sorted(changes.iter().cloned());
+                    changes
+                }
+            } else {
+                changes.into_iter().filter(|c| set.apply(c)).collect()
+            };
         self.published = Some(set.clone());
         if effective.is_empty() && !first && tx.borrow().last_error.is_none() {
             return;

@@ -130,22 +130,24 @@ impl EndpointSet {
         }
     }
 
-    /// Fills this set, if it is empty and `changes` are all puts of distinct
-    /// addresses in increasing order (a first batch, sorted), with no lookup before
-    /// each insertion, half the string comparisons of applying them one by one; false,
-    /// and nothing done, otherwise.
-    pub(crate) fn fill_sorted(&mut self, changes: &[SetChange]) -> bool {
-        let fits = self.is_empty()
+    /// Whether [`fill_sorted`](Self::fill_sorted) may take `changes`: this set is
+    /// empty and they are all puts of distinct addresses in increasing order (a first
+    /// batch, sorted).
+    pub(crate) fn fills_sorted(&self, changes: &[SetChange]) -> bool {
+        self.is_empty()
             && changes.iter().all(|c| matches!(c, SetChange::Put(_)))
-            && changes.windows(2).all(|w| w[0].addr() < w[1].addr());
-        if fits {
-            for change in changes {
-                if let SetChange::Put(endpoint) = change {
-                    self.insert(endpoint.clone());
-                }
+            && changes.windows(2).all(|w| w[0].addr() < w[1].addr())
+    }
+
+    /// Fills this set with the endpoints put by changes that
+    /// [`fills_sorted`](Self::fills_sorted) accepted, with no lookup before each
+    /// insertion: half the string comparisons of applying them one by one.
+    pub(crate) fn fill_sorted(&mut self, changes: impl IntoIterator<Item = SetChange>) {
+        for change in changes {
+            if let SetChange::Put(endpoint) = change {
+                self.insert(endpoint);
             }
         }
-        fits
     }
 
     /// Puts `endpoint`, replacing the one of its address.
@@ -201,19 +203,19 @@ mod tests {
         let put = |a: &str| SetChange::Put(Endpoint::new(a));
         let sorted = [put("a:1"), put("b:1"), put("c:1")];
         let mut set = EndpointSet::default();
-        assert!(set.fill_sorted(&sorted));
+        assert!(set.fills_sorted(&sorted));
+        set.fill_sorted(sorted);
         let addrs: Vec<&str> = set.iter().map(|e| e.addr.as_str()).collect();
         assert_eq!(addrs, ["a:1", "b:1", "c:1"]);
-        // Not empty any more, out of order, twice one address, a removal: untouched.
-        assert!(!set.fill_sorted(&[put("d:1")]));
+        // Not empty any more, out of order, twice one address, a removal: refused.
+        assert!(!set.fills_sorted(&[put("d:1")]));
         for changes in [
             vec![put("b:1"), put("a:1")],
             vec![put("a:1"), put("a:1")],
             vec![put("a:1"), SetChange::Remove("b:1".into())],
         ] {
-            let mut empty = EndpointSet::default();
-            assert!(!empty.fill_sorted(&changes), "{changes:?}");
-            assert!(empty.is_empty());
+            let empty = EndpointSet::default();
+            assert!(!empty.fills_sorted(&changes), "{changes:?}");
         }
         assert_eq!(set.len(), 3);
     }
