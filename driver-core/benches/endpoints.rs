@@ -40,7 +40,10 @@
 //!    time of applying one change (an endpoint removed, then put back) and the first
 //!    pick after it (`weighted_change_costs`): picks take turns over weight groups kept
 //!    as changes come (classes of one weight up to 32 distinct weights, power-of-two
-//!    bands beyond).
+//!    bands beyond); and the mean time of a weighted pick while a quarter of the
+//!    endpoints, weighing 100, are out of rotation and the rest weigh 1
+//!    (`weighted_outage_pick`, 200 picks), where most turns land out of rotation and
+//!    the pick falls back to walking the ready list by weight.
 //! 4. **calls failing in a total outage** (`BENCH_PART=outage`, not run by default), N =
 //!    100 / 1,000 / 10,000 (`BENCH_OUTAGE_SIZES`): a channel over N addresses nobody
 //!    listens on (`127.0.x.y:1`, refused at once), dialled until every one is ejected,
@@ -532,8 +535,8 @@ async fn weighted_table() {
         "one change to a weighted round robin channel, up to its first pick (median of {changes})"
     );
     println!(
-        "{:>7} | {:>16} | {:>16} | {:>17} | {:>5}",
-        "N", "1 weight µs", "4 weights µs", "40 weights µs", "load"
+        "{:>7} | {:>16} | {:>16} | {:>17} | {:>19} | {:>5}",
+        "N", "1 weight µs", "4 weights µs", "40 weights µs", "heavy out, pick µs", "load"
     );
     for n in sizes {
         let mut cells = Vec::new();
@@ -541,12 +544,14 @@ async fn weighted_table() {
             cells
                 .push(dtmdriver_core::__private::weighted_change_costs(n, distinct, changes).await);
         }
+        let outage = dtmdriver_core::__private::weighted_outage_pick(n, 200).await;
         println!(
-            "{:>7} | {:>16} | {:>16} | {:>17} | {:>5}",
+            "{:>7} | {:>16} | {:>16} | {:>17} | {:>19} | {:>5}",
             n,
             us(cells[0]),
             us(cells[1]),
             us(cells[2]),
+            us(outage),
             load()
         );
     }

@@ -129,6 +129,8 @@ pub use tls_files::TlsFiles;
 /// Re-exports for macros; not part of the API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::balance::bench_hooks::{carry_costs, ready_list_costs, weighted_change_costs};
+    pub use crate::balance::bench_hooks::{
+        carry_costs, ready_list_costs, weighted_change_costs, weighted_outage_pick,
+    };
     pub use inventory;
 }

@@ -6,7 +6,9 @@
 //! endpoints up to date costs after one connection left or re-entered the rotation,
 //! and [`carry_costs`] what carrying that list over a batch of changes costs; each
 //! both ways the table can do it; [`weighted_change_costs`] what one change to a
-//! weighted set costs up to the first weighted pick after it. Why a hook: a flag can only change through the
+//! weighted set costs up to the first weighted pick after it, and
+//! [`weighted_outage_pick`] a weighted pick while most of the weight is out of
+//! rotation. Why a hook: a flag can only change through the
 //! transport, and a bench over 100,000 real connections does not fit one machine.
 
 use std::sync::Arc;
@@ -97,6 +99,32 @@ pub async fn weighted_change_costs(n: usize, distinct: u32, rounds: usize) -> Du
         times.push(started.elapsed());
     }
     median(&mut times)
+}
+
+/// The mean time of a weighted round robin pick, over `picks` picks, on a channel
+/// over `n` endpoints, a quarter of them weighing 100 and out of rotation, the rest
+/// weighing 1 and ready: the turns mostly land out of rotation, so most picks take the
+/// fallback (the ready list's walk by weight).
+pub async fn weighted_outage_pick(n: usize, picks: usize) -> Duration {
+    let (_tx, rx) = SnapshotSender::channel();
+    let builder = ChannelBuilder::new("bench:///outage").policy(super::Policy::WeightedRoundRobin);
+    let inner = ChannelInner::start(builder, rx, Arc::new(DirectResolver));
+    let heavy = |i: usize| i.is_multiple_of(4);
+    let mut state = ResolverState::with_endpoints(
+        (0..n).map(|i| Endpoint::new(addr(i)).with_weight(if heavy(i) { 100 } else { 1 })),
+    );
+    state.version = 1;
+    inner.apply(&state);
+    let table = inner.table();
+    for s in table.slots.iter() {
+        s.conn.set_ready_by_hand(s.endpoint.weight == 1);
+    }
+    std::hint::black_box(inner.choose(&table).is_some());
+    let started = Instant::now();
+    for _ in 0..picks {
+        std::hint::black_box(inner.choose(&table).is_some());
+    }
+    started.elapsed() / picks.max(1) as u32
 }
 
 /// The address of the `i`-th endpoint of a bench channel (loopback, never dialled).

@@ -172,7 +172,6 @@ pub(super) struct ChannelInner {
     pub(super) snapshots: SnapshotReceiver,
     pub(super) active: AtomicBool,
     pub(super) rr: AtomicUsize,
-    pub(super) wrr_lock: Mutex<()>,
     /// Where weighted round robin over equal weights continues.
     pub(super) wrr_cursor: AtomicUsize,
     /// Where every connection of the channel records its address when it enters or
@@ -218,7 +217,6 @@ impl ChannelInner {
             snapshots: snapshots.clone(),
             active: AtomicBool::new(false),
             rr: AtomicUsize::new(0),
-            wrr_lock: Mutex::new(()),
             wrr_cursor: AtomicUsize::new(0),
             ready_log: Arc::default(),
             index: Mutex::new(Index::default()),

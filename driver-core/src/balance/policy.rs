@@ -16,10 +16,13 @@
 //! nothing) it is round robin, otherwise smooth WRR over at most 32 weight groups,
 //! then each group's members in turn (`weights`): O(1) a pick, and a change costs a
 //! weighted channel what it costs any other. Why not nginx's smooth WRR over the slots
-//! (what this used first, and still the fallback when slots out of rotation hold most
+//! (what this used first, and then the fallback when slots out of rotation hold most
 //! of the weight): it visits every ready endpoint on every pick, so its cost grows with
 //! the set; nor a precomputed schedule of every slot's turns (what it used next): that
-//! costs O(total weight) to build after every change. A pick always checks the ready
+//! costs O(total weight) to build after every change. When the turns keep landing on
+//! slots out of rotation (they hold most of the weight), a pick walks the ready list
+//! by weight instead (`weights::WeightWalk`: O(log ready) a pick, built once per
+//! ready list). A pick always checks the ready
 //! flag of what it chose: a connection that left the rotation since the list was built
 //! is never handed a call.
 
@@ -28,7 +31,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::channel::ChannelInner;
+use super::ready::Ready;
 use super::table::{Slot, Table};
+use super::weights::WeightWalk;
 use crate::error::{Error, Result};
 
 /// How a channel spreads calls over ready endpoints.
@@ -76,7 +81,7 @@ impl ChannelInner {
                 Policy::RoundRobin => (0..2)
                     .map(|_| at(self.rr.fetch_add(1, Ordering::Relaxed) % n))
                     .find(|s| s.conn.is_ready()),
-                Policy::WeightedRoundRobin => self.choose_turn(table, &ready.slots),
+                Policy::WeightedRoundRobin => self.choose_turn(table, &ready),
                 Policy::PeakEwma => {
                     let a = rand::random_range(0..n);
                     let mut b = rand::random_range(0..n - 1);
@@ -103,44 +108,35 @@ impl ChannelInner {
 
     /// Weighted round robin: with equal weights, the next ready slot; otherwise the
     /// next ready slot whose turn it is by weight group, or, when most of the weight is
-    /// out of rotation, smooth WRR over the ready slots.
-    fn choose_turn<'a>(&self, table: &'a Table, ready: &[u32]) -> Option<&'a Arc<Slot>> {
+    /// out of rotation, the next step of the ready list's walk by weight.
+    fn choose_turn<'a>(&self, table: &'a Table, ready: &Ready) -> Option<&'a Arc<Slot>> {
+        let at = |k: usize| &table.slots[ready.slots[k] as usize];
         if table.uniform_weight {
             // Equal weights: each ready slot in turn.
-            let k = self.wrr_cursor.fetch_add(1, Ordering::Relaxed) % ready.len();
-            return Some(&table.slots[ready[k] as usize]);
+            return Some(at(
+                self.wrr_cursor.fetch_add(1, Ordering::Relaxed) % ready.slots.len()
+            ));
         }
         let ready_turn = (table.weighted.iter())
             .flat_map(|turns| (0..TURN_PROBES).map(|_| turns.next()))
             .find(|s| s.conn.is_ready());
-        ready_turn.or_else(|| self.choose_weighted(ready.iter().map(|&i| &table.slots[i as usize])))
-    }
-
-    /// Smooth weighted round robin (nginx's): every slot gains its weight, the
-    /// richest is chosen and pays the total. O(ready slots) a pick: the fallback.
-    fn choose_weighted<'a>(
-        &self,
-        ready: impl Iterator<Item = &'a Arc<Slot>>,
-    ) -> Option<&'a Arc<Slot>> {
-        let _guard = self.wrr_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let mut total = 0i64;
-        let mut best: Option<(&Arc<Slot>, i64)> = None;
-        for s in ready {
-            let weight = i64::from(s.endpoint.weight);
-            total += weight;
-            let cur = s.wrr_current.fetch_add(weight, Ordering::Relaxed) + weight;
-            if best.is_none_or(|(_, b)| cur > b) {
-                best = Some((s, cur));
-            }
-        }
-        let (best, _) = best?;
-        best.wrr_current.fetch_sub(total, Ordering::Relaxed);
-        Some(best)
+        ready_turn.or_else(|| {
+            let walk = (ready.walk).get_or_init(|| {
+                WeightWalk::new(
+                    ready
+                        .slots
+                        .iter()
+                        .map(|&i| table.slots[i as usize].endpoint.weight),
+                )
+            });
+            walk.at(self.wrr_cursor.fetch_add(1, Ordering::Relaxed) as u64)
+                .map(at)
+        })
     }
 }
 
-/// Turns a weighted pick tries before it falls back to smooth WRR over the ready
-/// slots: with all slots ready the first one is taken; the fallback runs only when
+/// Turns a weighted pick tries before it falls back to the ready list's walk by
+/// weight: with all slots ready the first one is taken; the fallback runs only when
 /// out-of-rotation slots hold most of the weight.
 const TURN_PROBES: usize = 8;
 
@@ -514,6 +510,31 @@ mod tests {
         }
         let ready: Vec<Endpoint> = set.iter().filter(|e| e.weight % 3 != 0).cloned().collect();
         assert_shares(&inner, &ready, 10, 3);
+    }
+
+    #[tokio::test]
+    async fn with_most_weight_out_of_rotation_picks_walk_the_ready_list_by_weight() {
+        // A quarter weighing 100, out of rotation; the rest weighing 1 to 3, ready: the
+        // turns land out of rotation 97% of the time, so most picks take the walk.
+        let set = weighed(0..400, |i| {
+            if i.is_multiple_of(4) {
+                100
+            } else {
+                (i % 3) as u32 + 1
+            }
+        });
+        let inner = ready_channel(Policy::WeightedRoundRobin, set.clone());
+        let table = inner.table();
+        for s in table.slots.iter().filter(|s| s.endpoint.weight == 100) {
+            s.conn.set_ready_by_hand(false);
+        }
+        let ready: Vec<Endpoint> = set.iter().filter(|e| e.weight < 100).cloned().collect();
+        assert_shares(&inner, &ready, 20, 4);
+        let list = table.ready(&inner.ready_log, &inner.index);
+        assert!(
+            list.walk.get().is_some(),
+            "the fallback walked the ready list"
+        );
     }
 
     #[tokio::test]

@@ -19,27 +19,36 @@
 //! and 0.43 ms.
 
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::Ordering;
+use std::sync::{Mutex, OnceLock};
 
 use super::slots::Slots;
 use super::table::{Index, Move, Table};
 use super::transport::ready_log::ReadyLog;
+use super::weights::WeightWalk;
 
 /// The indices of the ready slots, as of count `epoch` of the channel's [`ReadyLog`].
 pub(super) struct Ready {
     pub(super) epoch: u64,
     pub(super) slots: Vec<u32>,
+    /// Weighted round robin's walk over these slots by weight, built at its first
+    /// use (see `weights`).
+    pub(super) walk: OnceLock<WeightWalk>,
 }
 
 impl Ready {
+    pub(super) fn new(epoch: u64, slots: Vec<u32>) -> Self {
+        Self {
+            epoch,
+            slots,
+            walk: OnceLock::new(),
+        }
+    }
+
     /// A list never built: no count of a log reaches its epoch, so the first pick
     /// builds it.
     pub(super) fn never() -> Self {
-        Self {
-            epoch: NEVER,
-            slots: Vec::new(),
-        }
+        Self::new(NEVER, Vec::new())
     }
 }
 
@@ -75,10 +84,7 @@ impl Table {
                 .into_iter()
                 .filter(|&pos| slots[pos as usize].conn.is_ready()),
         );
-        Some(Ready {
-            epoch: current.epoch,
-            slots: ready,
-        })
+        Some(Ready::new(current.epoch, ready))
     }
 
     /// The ready slots, brought up to date if a connection entered or left the
@@ -104,15 +110,12 @@ impl Table {
         let ready = match log.since(current.epoch) {
             Some((now, changed)) => self
                 .caught_up(&current.slots, &changed, index)
-                .map(|slots| Ready { epoch: now, slots }),
+                .map(|slots| Ready::new(now, slots)),
             None => None,
         };
         // The count is read before the flags: a change during the pass comes after
         // it, and the next pick catches up with it.
-        let ready = ready.unwrap_or_else(|| Ready {
-            epoch: now,
-            slots: self.read_every_flag(),
-        });
+        let ready = ready.unwrap_or_else(|| Ready::new(now, self.read_every_flag()));
         self.ready.store(Arc::new(ready));
         self.ready.load()
     }

@@ -29,7 +29,7 @@
 //! in chunks as it shares its slots (see `policy`).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -48,8 +48,6 @@ pub(super) struct Slot {
     /// valid authority (calls picking it then fail `INTERNAL` saying so).
     pub(super) authority: Option<Authority>,
     pub(super) conn: Arc<Connection>,
-    /// Smooth-WRR running weight (the fallback of weighted round robin's turns).
-    pub(super) wrr_current: AtomicI64,
     /// The slot's place in the newest table; only the updater reads and writes it.
     pub(super) pos: AtomicUsize,
     /// The slot's places in its weight class and band (see `weights`); only the
@@ -70,7 +68,6 @@ impl Slot {
             endpoint,
             authority,
             conn,
-            wrr_current: AtomicI64::new(0),
             pos: AtomicUsize::new(0),
             class_pos: AtomicUsize::new(0),
             band_pos: AtomicUsize::new(0),

@@ -257,6 +257,48 @@ impl WeightedTurns {
     }
 }
 
+/// Weighted round robin over a list of ready slots without a pass over them a pick:
+/// the running sum of their weights, walked with a stride coprime to the total, so
+/// that over a cycle of the total every slot is met exactly its weight's times, spread
+/// out; a pick is a binary search, O(log ready). Built once per ready list, O(ready),
+/// as the list itself: the fallback of the turns when the slots out of rotation hold
+/// most of the weight (where nginx's smooth WRR, the fallback before, visited every
+/// ready slot on every pick).
+pub(super) struct WeightWalk {
+    sums: Vec<u64>,
+    step: u64,
+}
+
+impl WeightWalk {
+    /// The walk over slots of these weights (0 counted as 1), in list order.
+    pub(super) fn new(weights: impl Iterator<Item = u32>) -> Self {
+        let mut total = 0u64;
+        let sums: Vec<u64> = weights
+            .map(|w| {
+                total += u64::from(w.max(1));
+                total
+            })
+            .collect();
+        // About the golden section of the total, moved up to the first coprime.
+        let mut step = ((total as f64 * 0.618_034) as u64).max(1);
+        while total > 1 && gcd(step, total) != 1 {
+            step += 1;
+        }
+        Self { sums, step }
+    }
+
+    /// The place in the list of the `k`-th pick; `None` for an empty list.
+    pub(super) fn at(&self, k: u64) -> Option<usize> {
+        let total = *self.sums.last()?;
+        let point = (u128::from(k % total) * u128::from(self.step) % u128::from(total)) as u64;
+        Some(self.sums.partition_point(|&s| s <= point))
+    }
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
 #[cfg(test)]
 impl Classes {
     /// Panics unless every member sits at its recorded place in the class of its
@@ -292,6 +334,7 @@ impl Classes {
 
 #[cfg(test)]
 mod tests {
+    use super::WeightWalk;
     use crate::balance::Policy;
     use crate::balance::channel::test_channel;
     use crate::resolve::{Endpoint, ResolverState};
@@ -347,5 +390,28 @@ mod tests {
             most > super::MAX_CLASSES,
             "the walk reached {most} weights only"
         );
+    }
+
+    #[test]
+    fn a_weight_walk_meets_each_slot_its_weight_times_a_cycle() {
+        for weights in [
+            vec![1u32],
+            vec![3, 1],
+            vec![1, 2, 6],
+            vec![0, 5, 5, 10],
+            vec![7; 12],
+        ] {
+            let walk = WeightWalk::new(weights.iter().copied());
+            let total: u64 = weights.iter().map(|&w| u64::from(w.max(1))).sum();
+            for cycle in 0..3 {
+                let mut met = vec![0u32; weights.len()];
+                for k in cycle * total..(cycle + 1) * total {
+                    met[walk.at(k).unwrap()] += 1;
+                }
+                let due: Vec<u32> = weights.iter().map(|&w| w.max(1)).collect();
+                assert_eq!(met, due, "{weights:?}");
+            }
+        }
+        assert_eq!(WeightWalk::new(std::iter::empty()).at(3), None);
     }
 }
