@@ -52,7 +52,9 @@
 //!    length of the status message.
 //!
 //! `BENCH_SIZES` (e.g. `1,32`) and `BENCH_APPLY_SIZES` (e.g. `100,1000`) choose the
-//! sizes; `BENCH_PART` (`calls` or `apply`) runs one table only. With
+//! sizes; `BENCH_PART` (`calls` or `apply`) runs one table only. `BENCH_WEIGHTS`
+//! (e.g. `1,2`) gives the calls table's endpoints these weights in turn (default all
+//! 1), for weighted round robin with unequal weights. With
 //! `BENCH_SERVERS=apart` the echo servers run on a runtime of their own (two threads
 //! named `bench-server`) and a third table gives the CPU per call of everything else:
 //! the callers, the channel and its connections, the client side alone.
@@ -93,8 +95,9 @@ fn rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// A channel over `addrs` with `policy`, every endpoint connected.
-async fn ready_channel(name: &str, addrs: &[String], policy: Policy) -> Channel {
+/// A channel over `addrs` with `policy`, every endpoint connected, the endpoints
+/// weighing `weights` in turn (`BENCH_WEIGHTS`, default all 1).
+async fn ready_channel(name: &str, addrs: &[String], policy: Policy, weights: &[usize]) -> Channel {
     let resolver = Arc::new(ManualResolver::default());
     let channel = Channel::builder(&format!("bench:///{name}"))
         .resolver(resolver.clone())
@@ -102,9 +105,11 @@ async fn ready_channel(name: &str, addrs: &[String], policy: Policy) -> Channel 
         .connect_timeout(Duration::from_secs(10))
         .connect()
         .expect("channel");
-    resolver
-        .sender()
-        .update(addrs.iter().map(Endpoint::new).collect());
+    resolver.sender().update(
+        (addrs.iter().enumerate())
+            .map(|(i, a)| Endpoint::new(a).with_weight(weights[i % weights.len()] as u32))
+            .collect(),
+    );
     channel.warm_up();
     let until = Instant::now() + Duration::from_secs(120);
     loop {
@@ -288,6 +293,11 @@ fn go_peer(sizes: &[usize], concurrency: usize, secs: Duration, rounds: usize) {
 async fn calls_table(servers_on: Option<tokio::runtime::Handle>) {
     let mut sizes = env_list("BENCH_SIZES", &[1, 32, 1000, 4000]);
     let concurrency = env_num("BENCH_CONC", 32.0) as usize;
+    let weights = env_list("BENCH_WEIGHTS", &[1]);
+    assert!(
+        weights.iter().all(|&w| w > 0),
+        "BENCH_WEIGHTS: weights of 1 or more"
+    );
     let secs = Duration::from_secs_f64(env_num("BENCH_SECS", 4.0));
     if let Some(limit) = open_file_limit() {
         let fits = |n: usize| 3 * n + 200 <= limit;
@@ -331,7 +341,8 @@ async fn calls_table(servers_on: Option<tokio::runtime::Handle>) {
     let mut channels = Vec::new();
     for &n in &sizes {
         for (name, policy) in policies {
-            channels.push(ready_channel(&format!("{name}-{n}"), &addrs[..n], policy).await);
+            let name = format!("{name}-{n}");
+            channels.push(ready_channel(&name, &addrs[..n], policy, &weights).await);
         }
     }
     let rounds = env_num("BENCH_ROUNDS", 4.0) as usize;
