@@ -18,7 +18,10 @@
 //! reaches the band's bound `2^(b+1)` (so at most two visits a turn on average, and
 //! at most [`MAX_VISITS`]), which gives each its weight's share to within a turn or
 //! two however long the run. A turn that lands on a slot out of rotation is skipped by
-//! the caller, so the ready slots keep their shares among themselves. A new table
+//! the caller, so the ready slots keep their shares among themselves; when the turns
+//! keep landing out of rotation (those slots hold most of the weight), the caller
+//! walks its list of ready slots by weight instead ([`WeightWalk`]: built once per
+//! list, O(log ready) a pick, exact over a cycle). A new table
 //! carries the turn state of the one it replaces, group by group (O(groups)), so a
 //! stream of changes does not restart the interleaving, which would favour the
 //! heaviest group.
