@@ -148,9 +148,6 @@ enum Next {
     Nothing,
 }
 
-/// A batch of more changes than this goes into the published set in address order.
-const SORTED_BATCH: usize = 64;
-
 impl Book {
     /// Applies keyed changes; the changes of the whole set they make.
     fn apply_keyed(
@@ -338,29 +335,11 @@ impl Book {
 
     /// Publishes the published set's `changes` (those that change it), or the set
     /// again to clear an error.
-    fn publish(&mut self, mut changes: Vec<SetChange>, tx: &watch::Sender<ResolverState>) {
-        if changes.len() > SORTED_BATCH {
-            // Into the tree in address order: each insertion then walks the path the
-            // last one warmed, where in key order each missed the cache at every level.
-            // Stable: the changes of one address keep their order.
-            changes.sort_by(|a, b| a.addr().cmp(b.addr()));
-        }
+    fn publish(&mut self, changes: Vec<SetChange>, tx: &watch::Sender<ResolverState>) {
         let first = self.published.is_none();
         let mut set = self.published.take().unwrap_or_default();
-        // A first batch, sorted above, goes in without a lookup each; the first set's
-        // changes go to nobody (subscribers read it whole), so its endpoints move in.
-        let effective: Vec<SetChange> =
-            if changes.len() > SORTED_BATCH && set.fills_sorted(&changes) {
-                if first {
-                    set.fill_sorted(changes);
-                    Vec::new()
-                } else {
-                    set.fill_sorted(changes.iter().cloned());
-                    changes
-                }
-            } else {
-                changes.into_iter().filter(|c| set.apply(c)).collect()
-            };
+        // The first set's changes go to nobody: subscribers read it whole.
+        let effective = set.apply_batch(changes, !first);
         self.published = Some(set.clone());
         if effective.is_empty() && !first && tx.borrow().last_error.is_none() {
             return;
