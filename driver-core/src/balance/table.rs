@@ -292,7 +292,13 @@ impl ChannelInner {
         };
         index.applied = Some((state.version, set.clone()));
         let uniform_weight = index.uniform_weight();
-        let weighted = (!uniform_weight).then(|| index.classes.turns(old.weighted.as_ref()));
+        // The weight groups of the table to publish, if one is (not for a snapshot
+        // that changes nothing).
+        let publishes = diff.as_ref().is_some_and(|d| d.slots.is_some())
+            || !old.resolved
+            || old.last_error != state.last_error;
+        let weighted =
+            (publishes && !uniform_weight).then(|| index.classes.turns(old.weighted.as_ref()));
         drop(index);
         let (slots, added, moves) = match diff {
             Some(diff) => {
