@@ -111,7 +111,7 @@ impl ChannelInner {
     /// out of rotation, the next step of the ready list's walk by weight.
     fn choose_turn<'a>(&self, table: &'a Table, ready: &Ready) -> Option<&'a Arc<Slot>> {
         let at = |k: usize| &table.slots[ready.slots[k] as usize];
-        if table.uniform_weight {
+        if table.uniform_weight() {
             // Equal weights: each ready slot in turn.
             return Some(at(
                 self.wrr_cursor.fetch_add(1, Ordering::Relaxed) % ready.slots.len()
@@ -415,7 +415,7 @@ mod tests {
             ..ResolverState::with_endpoints(changed)
         });
         let table = inner.table();
-        assert!(!table.uniform_weight);
+        assert!(!table.uniform_weight());
         table.slots[7].conn.set_ready_by_hand(true);
         let m = picks(&inner, 8000);
         assert_eq!(m.get("10.5.0.7:80"), Some(&4100), "{m:?}");
@@ -425,7 +425,7 @@ mod tests {
             version: 7,
             ..ResolverState::with_endpoints(all)
         });
-        assert!(inner.table().uniform_weight && inner.table().weighted.is_none());
+        assert!(inner.table().uniform_weight() && inner.table().weighted.is_none());
         let m = picks(&inner, 400);
         assert!(m.len() == 40 && m.values().all(|&n| n == 10), "{m:?}");
     }

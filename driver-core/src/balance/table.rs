@@ -87,8 +87,6 @@ pub(super) struct Table {
     pub(super) rebuilding: Mutex<()>,
     /// The weight groups and turns over them, when the weights are not all equal.
     pub(super) weighted: Option<WeightedTurns>,
-    /// Every slot has the same weight: weighted round robin is round robin.
-    pub(super) uniform_weight: bool,
     /// Set once a waiting call has started every slot's connection (see `gate`).
     pub(super) started: AtomicBool,
 }
@@ -111,9 +109,13 @@ impl Table {
             ready: ArcSwap::from_pointee(ready),
             rebuilding: Mutex::new(()),
             weighted: None,
-            uniform_weight: false,
             started: AtomicBool::new(false),
         }
+    }
+
+    /// Every slot has the same weight: weighted round robin is round robin.
+    pub(super) fn uniform_weight(&self) -> bool {
+        self.weighted.is_none()
     }
 }
 
@@ -291,14 +293,13 @@ impl ChannelInner {
             _ => Some(index.resync(&old.slots, set, connect)),
         };
         index.applied = Some((state.version, set.clone()));
-        let uniform_weight = index.uniform_weight();
         // The weight groups of the table to publish, if one is (not for a snapshot
         // that changes nothing).
         let publishes = diff.as_ref().is_some_and(|d| d.slots.is_some())
             || !old.resolved
             || old.last_error != state.last_error;
-        let weighted =
-            (publishes && !uniform_weight).then(|| index.classes.turns(old.weighted.as_ref()));
+        let weighted = (publishes && !index.uniform_weight())
+            .then(|| index.classes.turns(old.weighted.as_ref()));
         drop(index);
         let (slots, added, moves) = match diff {
             Some(diff) => {
@@ -320,7 +321,6 @@ impl ChannelInner {
             Some(ready) => Table::with_ready(true, state.last_error.clone(), slots, ready),
             None => Table::new(true, state.last_error.clone(), slots),
         };
-        table.uniform_weight = uniform_weight;
         table.weighted = weighted;
         self.publish(table);
         // Dial new endpoints now if the channel is in use, so changes apply without
