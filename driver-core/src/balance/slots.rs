@@ -13,6 +13,7 @@
 //! two.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::table::Slot;
 
@@ -73,6 +74,23 @@ impl Slots {
         let chunk = Arc::make_mut(&mut self.chunks[i / CHUNK]);
         let taken = std::mem::replace(&mut chunk[i % CHUNK], last.clone());
         (taken, Some(last))
+    }
+
+    /// Takes `slot` out from the place `place(slot)` records in this list, the last
+    /// slot moving into it and `place` of that slot updated; the place emptied, and
+    /// whether another slot moved into it. (The table's list, a weight class and a
+    /// band each keep their slots' places this way.)
+    pub(super) fn swap_out(
+        &mut self,
+        slot: &Slot,
+        place: fn(&Slot) -> &AtomicUsize,
+    ) -> (usize, bool) {
+        let pos = place(slot).load(Ordering::Relaxed);
+        let (_, moved) = self.swap_remove(pos);
+        if let Some(moved) = &moved {
+            place(moved).store(pos, Ordering::Relaxed);
+        }
+        (pos, moved.is_some())
     }
 }
 

@@ -212,15 +212,11 @@ impl Index {
                 SetChange::Remove(addr) => {
                     if let Some(gone) = self.by_addr.remove(addr.as_str()) {
                         self.classes.remove(&gone);
-                        let pos = gone.pos.load(Ordering::Relaxed);
                         let last = slots.len() - 1;
-                        let (_, moved) = slots.swap_remove(pos);
-                        if let Some(moved) = &moved {
-                            moved.pos.store(pos, Ordering::Relaxed);
-                        }
+                        let (pos, moved) = slots.swap_out(&gone, |s| &s.pos);
                         moves.push(Move::Removed {
                             pos: pos as u32,
-                            moved_from: moved.map(|_| last as u32),
+                            moved_from: moved.then_some(last as u32),
                         });
                         removed.push(gone);
                         changed = true;

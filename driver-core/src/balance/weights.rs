@@ -101,19 +101,13 @@ impl Classes {
     pub(super) fn remove(&mut self, slot: &Slot) {
         let weight = weight_of(slot);
         if let Some(class) = self.by_weight.get_mut(&weight) {
-            let pos = slot.class_pos.load(Ordering::Relaxed);
-            if let (_, Some(moved)) = class.swap_remove(pos) {
-                moved.class_pos.store(pos, Ordering::Relaxed);
-            }
+            class.swap_out(slot, |s| &s.class_pos);
             if class.is_empty() {
                 self.by_weight.remove(&weight);
             }
         }
         if let Some(band) = self.by_band.get_mut(&band_of(weight)) {
-            let pos = slot.band_pos.load(Ordering::Relaxed);
-            if let (_, Some(moved)) = band.members.swap_remove(pos) {
-                moved.band_pos.store(pos, Ordering::Relaxed);
-            }
+            band.members.swap_out(slot, |s| &s.band_pos);
             band.total -= u64::from(weight);
             if band.members.is_empty() {
                 self.by_band.remove(&band_of(weight));
