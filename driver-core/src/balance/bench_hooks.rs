@@ -14,6 +14,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::Policy::{self, RoundRobin, WeightedRoundRobin};
 use super::builder::ChannelBuilder;
 use super::channel::ChannelInner;
 use crate::resolve::{DirectResolver, Endpoint, ResolverState, SetChange, SnapshotSender};
@@ -59,10 +60,6 @@ pub async fn carry_costs(n: usize, batch: usize, rounds: usize) -> (Duration, Du
 /// all ready, weighing 1 to `distinct` (`i % distinct + 1`), and of the first pick
 /// after it: what a change costs the first weighted call that follows it.
 pub async fn weighted_change_costs(n: usize, distinct: u32, rounds: usize) -> Duration {
-    let (_tx, rx) = SnapshotSender::channel();
-    let builder =
-        ChannelBuilder::new("bench:///weighted").policy(super::Policy::WeightedRoundRobin);
-    let inner = ChannelInner::start(builder, rx, Arc::new(DirectResolver));
     let all: Vec<Endpoint> = (0..n)
         .map(|i| Endpoint::new(addr(i)).with_weight(i as u32 % distinct + 1))
         .collect();
@@ -73,14 +70,8 @@ pub async fn weighted_change_costs(n: usize, distinct: u32, rounds: usize) -> Du
         .filter(|e| e.addr != middle.addr)
         .cloned()
         .collect();
-    let mut state = ResolverState::with_endpoints(all);
-    state.version = 1;
-    inner.apply(&state);
-    let table = inner.table();
-    for s in table.slots.iter() {
-        s.conn.set_ready_by_hand(true);
-    }
-    std::hint::black_box(inner.choose(&table).is_some());
+    let inner = channel_over(WeightedRoundRobin, all, |_| true);
+    std::hint::black_box(inner.choose(&inner.table()).is_some());
     let mut times = Vec::new();
     for k in 0..rounds {
         let (set, change) = match k % 2 {
@@ -106,19 +97,11 @@ pub async fn weighted_change_costs(n: usize, distinct: u32, rounds: usize) -> Du
 /// weighing 1 and ready: the turns mostly land out of rotation, so most picks take the
 /// fallback (the ready list's walk by weight).
 pub async fn weighted_outage_pick(n: usize, picks: usize) -> Duration {
-    let (_tx, rx) = SnapshotSender::channel();
-    let builder = ChannelBuilder::new("bench:///outage").policy(super::Policy::WeightedRoundRobin);
-    let inner = ChannelInner::start(builder, rx, Arc::new(DirectResolver));
     let heavy = |i: usize| i.is_multiple_of(4);
-    let mut state = ResolverState::with_endpoints(
-        (0..n).map(|i| Endpoint::new(addr(i)).with_weight(if heavy(i) { 100 } else { 1 })),
-    );
-    state.version = 1;
-    inner.apply(&state);
+    let endpoints =
+        (0..n).map(|i| Endpoint::new(addr(i)).with_weight(if heavy(i) { 100 } else { 1 }));
+    let inner = channel_over(WeightedRoundRobin, endpoints.collect(), |e| e.weight == 1);
     let table = inner.table();
-    for s in table.slots.iter() {
-        s.conn.set_ready_by_hand(s.endpoint.weight == 1);
-    }
     std::hint::black_box(inner.choose(&table).is_some());
     let started = Instant::now();
     for _ in 0..picks {
@@ -135,18 +118,29 @@ fn addr(i: usize) -> String {
 /// A channel over `n` never-dialled endpoints, every one in rotation, its ready list
 /// built.
 fn ready_channel(n: usize) -> Arc<ChannelInner> {
+    channel_over(
+        RoundRobin,
+        (0..n).map(|i| Endpoint::new(addr(i))).collect(),
+        |_| true,
+    )
+}
+
+/// A channel of `policy` over `endpoints` (never dialled), those that are `ready` in
+/// rotation, its ready list built.
+fn channel_over(
+    policy: Policy,
+    endpoints: Vec<Endpoint>,
+    ready: impl Fn(&Endpoint) -> bool,
+) -> Arc<ChannelInner> {
     let (_tx, rx) = SnapshotSender::channel();
-    let inner = ChannelInner::start(
-        ChannelBuilder::new("bench:///ready-list"),
-        rx,
-        Arc::new(DirectResolver),
-    );
-    let mut state = ResolverState::with_endpoints((0..n).map(|i| Endpoint::new(addr(i))));
+    let builder = ChannelBuilder::new("bench:///hook").policy(policy);
+    let inner = ChannelInner::start(builder, rx, Arc::new(DirectResolver));
+    let mut state = ResolverState::with_endpoints(endpoints);
     state.version = 1;
     inner.apply(&state);
     let table = inner.table();
     for s in table.slots.iter() {
-        s.conn.set_ready_by_hand(true);
+        s.conn.set_ready_by_hand(ready(&s.endpoint));
     }
     table.ready(&inner.ready_log, &inner.index);
     inner
