@@ -76,6 +76,18 @@ impl Slots {
         (taken, Some(last))
     }
 
+    /// Appends `slot`, recording its place in `place(slot)`; the place.
+    pub(super) fn push_placed(
+        &mut self,
+        slot: &Arc<Slot>,
+        place: fn(&Slot) -> &AtomicUsize,
+    ) -> usize {
+        let pos = self.len;
+        place(slot).store(pos, Ordering::Relaxed);
+        self.push(slot.clone());
+        pos
+    }
+
     /// Takes `slot` out from the place `place(slot)` records in this list, the last
     /// slot moving into it and `place` of that slot updated; the place emptied, and
     /// whether another slot moved into it. (The table's list, a weight class and a

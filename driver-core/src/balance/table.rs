@@ -198,11 +198,8 @@ impl Index {
                     None => {
                         let slot =
                             Arc::new(Slot::new(ep.clone(), ep.addr.parse().ok(), connect(ep)));
-                        slot.pos.store(slots.len(), Ordering::Relaxed);
-                        moves.push(Move::Added {
-                            pos: slots.len() as u32,
-                        });
-                        slots.push(slot.clone());
+                        let pos = slots.push_placed(&slot, |s| &s.pos);
+                        moves.push(Move::Added { pos: pos as u32 });
                         self.classes.add(&slot);
                         self.by_addr.insert(ep.addr.clone(), slot.clone());
                         added.push(slot);

@@ -83,18 +83,14 @@ impl Classes {
     /// Puts `slot` at the end of its weight's class and of its band, with a credit
     /// drawn at random so that members of a band do not move in lockstep.
     pub(super) fn add(&mut self, slot: &Arc<Slot>) {
-        let weight = weight_of(slot);
+        let (weight, b) = (weight_of(slot), band_of(weight_of(slot)));
         let class = self.by_weight.entry(weight).or_default();
-        slot.class_pos.store(class.len(), Ordering::Relaxed);
-        class.push(slot.clone());
-        let band = self.by_band.entry(band_of(weight)).or_default();
-        slot.band_pos.store(band.members.len(), Ordering::Relaxed);
-        slot.credit.store(
-            rand::random_range(0..2u64 << band_of(weight)),
-            Ordering::Relaxed,
-        );
-        band.members.push(slot.clone());
+        class.push_placed(slot, |s| &s.class_pos);
+        let band = self.by_band.entry(b).or_default();
+        band.members.push_placed(slot, |s| &s.band_pos);
         band.total += u64::from(weight);
+        let credit = rand::random_range(0..2u64 << b);
+        slot.credit.store(credit, Ordering::Relaxed);
     }
 
     /// Takes `slot` out of its class and band, their last members taking its places.
