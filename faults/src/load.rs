@@ -5,12 +5,17 @@
 //! in the 50 ms bucket it ended in (a soak of an hour keeps 72,000 small buckets, not a
 //! record per call), so a scenario can ask afterwards how many calls failed, the
 //! throughput in any window, and when throughput came back after a fault.
+//!
+//! The first failed call is also kept with the channel's endpoints and their states at
+//! that moment ([`FirstFailure`]), so that a report can say what the channel had when
+//! calls began to fail, not only that they did.
 
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use dtmdriver_core::Channel;
+use dtmdriver_core::{Channel, ChannelStatus};
 use test_support::{EchoClient, SayRequest};
 use tokio::task::JoinHandle;
 
@@ -26,11 +31,24 @@ const BUCKET: Duration = Duration::from_millis(50);
 /// Successful and failed calls per bucket.
 type Buckets = Arc<Mutex<Vec<[u32; 2]>>>;
 
+/// The first failed call of a load and what the channel looked like then.
+#[derive(Clone, Debug)]
+pub struct FirstFailure {
+    /// When it ended, from the start of the load.
+    pub at: Duration,
+    /// Its error.
+    pub error: String,
+    /// The channel's endpoints and their states read just after it failed
+    /// ([`describe_endpoints`]).
+    pub endpoints: String,
+}
+
 /// A running load; [`stop`](Self::stop) ends it and returns what happened.
 pub struct Load {
     started: Instant,
     stop: Arc<AtomicBool>,
     buckets: Buckets,
+    first_failure: Arc<OnceLock<FirstFailure>>,
     workers: Vec<JoinHandle<Vec<String>>>,
 }
 
@@ -40,11 +58,14 @@ impl Load {
         let started = Instant::now();
         let stop = Arc::new(AtomicBool::new(false));
         let buckets: Buckets = Arc::default();
+        let first_failure: Arc<OnceLock<FirstFailure>> = Arc::default();
         let workers = (0..workers)
             .map(|_| {
+                let channel = channel.clone();
                 let mut client = EchoClient::new(channel.clone());
                 let stop = stop.clone();
                 let buckets = buckets.clone();
+                let first_failure = first_failure.clone();
                 tokio::spawn(async move {
                     let mut errors: Vec<String> = Vec::new();
                     while !stop.load(Ordering::Relaxed) {
@@ -59,26 +80,40 @@ impl Load {
                             client.say(request),
                         )
                         .await;
-                        let ok = match outcome {
-                            Ok(Ok(_)) => true,
+                        let failure = match outcome {
+                            Ok(Ok(_)) => None,
                             Ok(Err(status)) => {
-                                if errors.len() < 3 {
-                                    errors.push(format!(
-                                        "{:?}: {}",
-                                        status.code(),
-                                        status.message()
-                                    ));
-                                }
-                                false
+                                Some(format!("{:?}: {}", status.code(), status.message()))
                             }
-                            Err(_) => {
-                                if errors.len() < 3 {
-                                    errors.push("a call outlived its deadline by 2 s".into());
-                                }
-                                false
-                            }
+                            Err(_) => Some("a call outlived its deadline by 2 s".to_string()),
                         };
-                        count(&buckets, started.elapsed(), ok);
+                        let at = started.elapsed();
+                        let ok = failure.is_none();
+                        count(&buckets, at, ok);
+                        if let Some(error) = failure {
+                            if first_failure.get().is_none() {
+                                // Read now, while the channel is in the state that failed
+                                // the call; the first worker to get here wins.
+                                let endpoints = describe_endpoints(&channel.status());
+                                let first = FirstFailure {
+                                    at,
+                                    error: error.clone(),
+                                    endpoints,
+                                };
+                                if first_failure.set(first.clone()).is_ok() {
+                                    eprintln!(
+                                        "faults: first failed call at {} ms of the load: {}; \
+                                         the channel's endpoints then: {}",
+                                        first.at.as_millis(),
+                                        first.error,
+                                        first.endpoints
+                                    );
+                                }
+                            }
+                            if errors.len() < 3 {
+                                errors.push(error);
+                            }
+                        }
                         if !ok {
                             // A failing call may fail at once without awaiting anything:
                             // pause as a client would, and let other tasks run.
@@ -93,6 +128,7 @@ impl Load {
             started,
             stop,
             buckets,
+            first_failure,
             workers,
         }
     }
@@ -114,8 +150,51 @@ impl Load {
             }
         }
         let buckets = std::mem::take(&mut *self.buckets.lock().unwrap_or_else(|e| e.into_inner()));
-        Record { buckets, errors }
+        Record {
+            buckets,
+            errors,
+            first_failure: self.first_failure.get().cloned(),
+        }
     }
+}
+
+/// A channel's endpoints and their states in one line: `ADDR STATE` for each, with the
+/// error and redial time of a failing one and the connections made so far, e.g.
+/// `127.0.0.1:4001 ready (1 connect); 127.0.0.1:4002 ejected: Connection refused,
+/// redial in 80 ms (0 connects)`. Also says when nothing is resolved or the resolver
+/// reports an error.
+pub fn describe_endpoints(status: &ChannelStatus) -> String {
+    let mut out = String::new();
+    if !status.resolved {
+        out.push_str("not resolved yet; ");
+    }
+    if let Some(e) = &status.resolver_error {
+        let _ = write!(out, "resolver error: {e}; ");
+    }
+    if status.endpoints.is_empty() {
+        out.push_str("no endpoints");
+        return out;
+    }
+    let _ = write!(out, "{} endpoints: ", status.endpoints.len());
+    for (i, e) in status.endpoints.iter().enumerate() {
+        if i > 0 {
+            out.push_str("; ");
+        }
+        let _ = write!(out, "{} {}", e.endpoint.addr, e.state);
+        if let Some(error) = &e.error {
+            let _ = write!(out, ": {error}");
+        }
+        if let Some(ms) = e.retry_in_ms {
+            let _ = write!(out, ", redial in {ms} ms");
+        }
+        let _ = write!(
+            out,
+            " ({} connect{})",
+            e.connects,
+            if e.connects == 1 { "" } else { "s" }
+        );
+    }
+    out
 }
 
 fn bucket_of(at: Duration) -> usize {
@@ -136,6 +215,8 @@ pub struct Record {
     buckets: Vec<[u32; 2]>,
     /// Up to three distinct failures, for the report.
     pub errors: Vec<String>,
+    /// The first failed call and the channel's endpoints then; `None` if none failed.
+    pub first_failure: Option<FirstFailure>,
 }
 
 impl Record {
@@ -225,6 +306,7 @@ mod tests {
         Record {
             buckets: per_bucket.iter().map(|&ok| [ok, 0]).collect(),
             errors: Vec::new(),
+            first_failure: None,
         }
     }
 

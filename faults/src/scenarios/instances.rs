@@ -1,6 +1,7 @@
 //! Instance failures under load: go-zero service processes restarted one by one, and a
 //! long soak with registry churn that samples memory and file descriptors.
 
+use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use dtmdriver_core::{Channel, Driver, Policy, TlsConnector};
@@ -8,7 +9,7 @@ use dtmdriver_gozero::GoZeroDriver;
 use test_support::{EchoServer, EtcdServer, InteropProcess, TestPki, free_port, signal_and_wait};
 
 use super::{Kind, WORKERS, blocking, channel, etcd_client, signal, until};
-use crate::load::{Load, Record};
+use crate::load::{Load, Record, describe_endpoints};
 use crate::report::Row;
 
 /// A go-zero echo server registered in etcd under `key`, listening on a fresh port.
@@ -20,6 +21,10 @@ fn gozero_instance(ep: &str, key: &str, name: &str) -> (InteropProcess, String) 
     );
     (process, listen)
 }
+
+/// How long a step of a replacement scenario waits for the channel to reach the ready
+/// count it expects (the wait's end is noted in the row).
+const STEP_WAIT: Duration = Duration::from_secs(10);
 
 /// Each of three go-zero instances replaced by a new process, one after the other,
 /// under load: the new one started, then the old one stopped (SIGTERM, go-zero's
@@ -33,20 +38,69 @@ pub async fn rolling_restart() -> Row {
         .collect();
     let channel = channel(&target, &GoZeroDriver, 3).await;
     let ready = || ready_count(&channel);
+    let mut timeline = Timeline::default();
 
+    // Listed is not ready: go-zero registers in etcd before it listens, so the channel
+    // can list an instance and dial it before it listens; a refused endpoint then waits
+    // out a redial backoff (100 ms ±20% at first). With all three in that state the
+    // load's first calls failed at once ("all 3 endpoints are unreachable: ...
+    // Connection refused") before any instance was restarted, in about one run of
+    // five on a loaded machine. The load starts on three ready instances.
+    if until(STEP_WAIT, || async { ready() == 3 }).await.is_none() {
+        timeline.note(
+            Duration::ZERO,
+            format!(
+                "the 3 instances were not all ready within {} s, the load started anyway; {}",
+                STEP_WAIT.as_secs(),
+                instances_state(&mut instances, &channel)
+            ),
+        );
+    }
     let load = Load::start(&channel, WORKERS);
+    timeline.mark(load.now(), "load started".into());
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut last_restart = Instant::now();
     for i in 0..3 {
         // As a rolling update with one instance of surge does it: the replacement first
         // (go-zero registers before it listens), then the old one once the channel
         // has the new one ready.
-        instances.push(gozero_instance(&ep, "roll.rpc", &format!("go{i}-new")));
-        until(Duration::from_secs(10), || async { ready() == 4 }).await;
-        let (mut old, _) = instances.remove(0);
+        let (process, addr) = gozero_instance(&ep, "roll.rpc", &format!("go{i}-new"));
+        instances.push((process, addr.clone()));
+        timeline.mark(load.now(), format!("started go{i}-new on {addr}"));
+        match until(STEP_WAIT, || async { ready() == 4 }).await {
+            Some(took) => {
+                timeline.mark(load.now(), format!("4 ready after {} ms", took.as_millis()))
+            }
+            None => timeline.note(
+                load.now(),
+                format!(
+                    "restart {}: no 4 ready within {} s of starting go{i}-new on {addr}, \
+                     go{i} stopped anyway; {}",
+                    i + 1,
+                    STEP_WAIT.as_secs(),
+                    instances_state(&mut instances, &channel)
+                ),
+            ),
+        }
+        let (mut old, old_addr) = instances.remove(0);
+        timeline.mark(load.now(), format!("SIGTERM to go{i} on {old_addr}"));
         blocking(|| signal_and_wait(old.child(), "TERM", Duration::from_secs(15)));
+        timeline.mark(load.now(), format!("go{i} exited"));
         last_restart = Instant::now();
-        until(Duration::from_secs(10), || async { ready() == 3 }).await;
+        match until(STEP_WAIT, || async { ready() == 3 }).await {
+            Some(took) => {
+                timeline.mark(load.now(), format!("3 ready after {} ms", took.as_millis()))
+            }
+            None => timeline.note(
+                load.now(),
+                format!(
+                    "restart {}: not back to 3 ready within {} s of go{i} exiting; {}",
+                    i + 1,
+                    STEP_WAIT.as_secs(),
+                    instances_state(&mut instances, &channel)
+                ),
+            ),
+        }
     }
     let recovery = until(Duration::from_secs(10), || async { ready() == 3 })
         .await
@@ -58,6 +112,64 @@ pub async fn rolling_restart() -> Row {
         "3 ready after the last restart",
         recovery,
         "3 go-zero processes, each replaced: a new one, then SIGTERM to the old".into(),
+        &timeline,
+    )
+}
+
+/// What happened during a scenario, in load time, for relating the first failed call to
+/// the step before it; and the notes of waits that ran out, for the row.
+#[derive(Default)]
+struct Timeline {
+    events: Vec<(Duration, String)>,
+    notes: Vec<String>,
+}
+
+impl Timeline {
+    /// Records `what` at `at` (from the start of the load).
+    fn mark(&mut self, at: Duration, what: String) {
+        self.events.push((at, what));
+    }
+
+    /// Records `what` and keeps it as a note for the row; says it on stderr at once.
+    fn note(&mut self, at: Duration, what: String) {
+        eprintln!("faults: {} ms: {what}", at.as_millis());
+        self.notes.push(what.clone());
+        self.mark(at, what);
+    }
+
+    /// The last event at or before `at`.
+    fn before(&self, at: Duration) -> Option<&(Duration, String)> {
+        self.events.iter().rfind(|(t, _)| *t <= at)
+    }
+
+    /// Every event, one a line, for the log.
+    fn lines(&self) -> String {
+        self.events
+            .iter()
+            .map(|(t, what)| format!("  {:>6} ms  {what}", t.as_millis()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// The channel's endpoints and which instance processes have exited (a go-zero server
+/// that cannot listen, its port taken, exits while its registration lives on).
+fn instances_state(instances: &mut [(InteropProcess, String)], channel: &Channel) -> String {
+    let exited: Vec<String> = instances
+        .iter_mut()
+        .filter_map(|(process, addr)| match process.child().try_wait() {
+            Ok(Some(status)) => Some(format!("the instance on {addr} exited ({status})")),
+            _ => None,
+        })
+        .collect();
+    let exited = if exited.is_empty() {
+        "every instance process is running".to_string()
+    } else {
+        exited.join(", ")
+    };
+    format!(
+        "{exited}; the channel has {}",
+        describe_endpoints(&channel.status())
     )
 }
 
@@ -90,17 +202,47 @@ pub async fn tls_rotation() -> Row {
         .expect("connect");
     channel.warm_up();
     let ready = || ready_count(&channel);
-    until(Duration::from_secs(10), || async { ready() == 3 }).await;
+    let mut timeline = Timeline::default();
+    if until(STEP_WAIT, || async { ready() == 3 }).await.is_none() {
+        timeline.note(
+            Duration::ZERO,
+            format!(
+                "the 3 instances were not all ready within {} s, the load started anyway; \
+                 the channel has {}",
+                STEP_WAIT.as_secs(),
+                describe_endpoints(&channel.status())
+            ),
+        );
+    }
 
     let load = Load::start(&channel, WORKERS);
+    timeline.mark(load.now(), "load started".into());
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut last = Instant::now();
     for (i, server) in servers.iter_mut().enumerate() {
         let (cert, key) = pki.issue(&format!("rotated{i}"), &["127.0.0.1", "localhost"]);
         server.set_tls_identity(&cert, &key);
+        timeline.mark(
+            load.now(),
+            format!("restarting tls{i} on {}", server.addr()),
+        );
         server.restart().await;
+        timeline.mark(load.now(), format!("tls{i} restarted"));
         last = Instant::now();
-        until(Duration::from_secs(10), || async { ready() == 3 }).await;
+        match until(STEP_WAIT, || async { ready() == 3 }).await {
+            Some(took) => {
+                timeline.mark(load.now(), format!("3 ready after {} ms", took.as_millis()))
+            }
+            None => timeline.note(
+                load.now(),
+                format!(
+                    "rotation {}: not back to 3 ready within {} s; the channel has {}",
+                    i + 1,
+                    STEP_WAIT.as_secs(),
+                    describe_endpoints(&channel.status())
+                ),
+            ),
+        }
     }
     let recovery = until(Duration::from_secs(10), || async { ready() == 3 })
         .await
@@ -113,6 +255,7 @@ pub async fn tls_rotation() -> Row {
         "3 ready after the last rotation",
         recovery,
         format!("3 TLS instances restarted with new certificates; calls per instance {rotated:?}"),
+        &timeline,
     )
 }
 
@@ -127,15 +270,40 @@ fn ready_count(channel: &Channel) -> usize {
 }
 
 /// The row of a scenario that replaces instances one by one: it passes with no failed
-/// call and all three ready again.
+/// call and all three ready again. The detail adds the notes of waits that ran out and,
+/// if calls failed, the first failure: when (after which step of `timeline`) and the
+/// channel's endpoints then; with either, the timeline goes to stderr.
 fn replacement_row(
     scenario: &'static str,
     record: Record,
     recovery_of: &'static str,
     recovery: Option<Duration>,
-    detail: String,
+    mut detail: String,
+    timeline: &Timeline,
 ) -> Row {
     let failed = record.failed();
+    for note in &timeline.notes {
+        let _ = write!(detail, "; NOTE: {note}");
+    }
+    if let Some(first) = &record.first_failure {
+        let after = timeline
+            .before(first.at)
+            .map_or(String::new(), |(t, what)| {
+                format!(", {} ms after: {what}", (first.at - *t).as_millis())
+            });
+        let _ = write!(
+            detail,
+            "; first failed call at {} ms of the load{after}; the channel then had {}",
+            first.at.as_millis(),
+            first.endpoints
+        );
+    }
+    if record.first_failure.is_some() || !timeline.notes.is_empty() {
+        eprintln!(
+            "faults: {scenario} timeline (ms from the start of the load):\n{}",
+            timeline.lines()
+        );
+    }
     Row {
         scenario,
         driver: Kind::GoZero.name(),
