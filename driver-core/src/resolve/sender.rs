@@ -610,6 +610,30 @@ mod tests {
     }
 
     #[test]
+    fn a_first_batch_may_name_a_key_again() {
+        let (tx, mut rx) = SnapshotSender::channel();
+        let mut copy = EndpointSet::new();
+        let ep = |addr: &str| Some(Endpoint::new(addr));
+        tx.apply([
+            ("k/1", ep("a:1")),
+            ("k/2", ep("b:1")),
+            ("k/1", ep("c:1")),
+            ("k/2", None),
+            ("k/3", ep("c:1")),
+            ("k/4", None),
+        ]);
+        replay(&mut copy, &mut rx);
+        assert_eq!(published(&rx), ["c:1"]);
+        // The book followed: k/1 gives c:1, so its removal leaves k/3's entry.
+        tx.apply([("k/1", None::<Endpoint>)]);
+        replay(&mut copy, &mut rx);
+        assert_eq!(published(&rx), ["c:1"]);
+        tx.apply([("k/3", None::<Endpoint>)]);
+        replay(&mut copy, &mut rx);
+        assert!(published(&rx).is_empty());
+    }
+
+    #[test]
     fn duplicates_keep_their_first_entry() {
         let (tx, rx) = SnapshotSender::channel();
         tx.update(vec![
