@@ -3,6 +3,7 @@
 
 mod instances;
 mod registry;
+mod replacement;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,11 +14,12 @@ use etcd_client::{Client, GetOptions};
 
 use crate::report::Row;
 
-pub use instances::{instance_frozen, rolling_restart, soak, tls_rotation};
+pub use instances::{instance_frozen, soak};
 pub use registry::{
     consul_restart, etcd_auth_restart, etcd_auth_token_expiry, etcd_freeze, etcd_leader_loss,
     etcd_restart, key_deleted,
 };
+pub use replacement::{rolling_restart, tls_rotation};
 
 /// Concurrent callers of every load.
 pub const WORKERS: usize = 16;
