@@ -6,11 +6,17 @@ use dtmdriver_etcd::EtcdDriver;
 use dtmdriver_gozero::GoZeroDriver;
 use dtmdriver_kratos::KratosDriver;
 
-/// [`HostPort::parse`], [`HostPort::new`] and [`check_host`]: an accepted address has a
-/// port from 1 to 65535, prints back to itself, and is what `new` builds from its parts;
-/// `check_host` accepts whatever `parse` accepts.
+/// [`HostPort::parse`], [`HostPort::new`], [`HostPort::canonical`] and [`check_host`]: an
+/// accepted address has a port from 1 to 65535, prints back to itself, and is what `new`
+/// builds from its parts; `canonical` gives what `parse` and printing give, errors
+/// alike; `check_host` accepts whatever `parse` accepts.
 pub fn host_port(data: &[u8]) {
     let s = crate::text(data);
+    assert_eq!(
+        HostPort::canonical(&s),
+        HostPort::parse(&s).map(|a| a.to_string()),
+        "{s:?}"
+    );
     if let Ok(a) = HostPort::parse(&s) {
         assert_ne!(a.port(), 0, "{s:?}");
         let shown = a.to_string();

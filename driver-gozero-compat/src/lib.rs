@@ -113,8 +113,8 @@ impl GoZeroEtcdFormat {
     /// says why.
     pub fn decode(value: &[u8]) -> std::result::Result<Endpoint, String> {
         let text = std::str::from_utf8(value).map_err(|_| "the value is not UTF-8".to_string())?;
-        HostPort::parse(text)
-            .map(|a| Endpoint::new(a.to_string()))
+        HostPort::canonical(text)
+            .map(Endpoint::new)
             .map_err(|why| format!("the value is not a host:port address: {why}"))
     }
 }
