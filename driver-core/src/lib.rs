@@ -103,6 +103,7 @@ pub mod registry;
 pub mod registry_choice;
 pub mod resolve;
 pub mod shared;
+pub mod sorted_map;
 pub mod target;
 pub mod tls_files;
 

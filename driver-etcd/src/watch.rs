@@ -18,7 +18,7 @@
 //! ([`crate::watch_hub`]); each [`resolve_prefix`] call decodes the shared copy with its own format into
 //! endpoint snapshots. The watcher stops when its last subscriber is gone.
 //!
-//! What an event costs: the copy is a persistent map ([`rpds`]), so publishing it after
+//! What an event costs: the copy is a persistent map ([`SortedMap`]), so publishing it after
 //! an event shares every untouched entry instead of copying the prefix; each published
 //! state also carries the changes that made it ([`PrefixState::changes`]), so a
 //! subscriber that kept up decodes only the keys that changed and hands just those keys'
@@ -36,6 +36,7 @@ use std::sync::{Arc, LazyLock};
 use bytes::Bytes;
 use dtmdriver_core::resolve::{Endpoint, SnapshotSender};
 use dtmdriver_core::shared::{Publish, SharedWatches, forward_snapshots};
+use dtmdriver_core::sorted_map::SortedMap;
 use tokio::sync::watch;
 
 use dtmdriver_core::backoff::Backoff;
@@ -55,7 +56,7 @@ pub type Decode = Arc<dyn Fn(&str, &[u8]) -> Result<Option<Endpoint>, String> + 
 /// indexes and their resolvers' books: held once instead of three times, 99 → 88–90 MB
 /// of RSS for a resolver of 100,000 instances, 225 → 194–210 ms of CPU to its first set
 /// (`cargo bench -p dtmdriver-gozero --bench scale`, docs/performance.md).
-pub type Entries = rpds::RedBlackTreeMapSync<Arc<str>, Bytes>;
+pub type Entries = SortedMap<Arc<str>, Bytes>;
 
 /// One change of a key: its new value, or `None` when it was deleted.
 pub type EntryChange = (Arc<str>, Option<Bytes>);
@@ -224,8 +225,8 @@ impl DecodedIndex {
     /// insertions into an empty set, the resolver's CPU to its first set of 100,000
     /// fell from 327 to 254 ms (`cargo bench -p dtmdriver-gozero --bench scale`).
     fn fill(&mut self, entries: &Entries, out: &mut Vec<(Arc<str>, Option<Endpoint>)>) {
-        out.reserve(entries.size());
-        let mut built = Vec::with_capacity(entries.size());
+        out.reserve(entries.len());
+        let mut built = Vec::with_capacity(entries.len());
         for (key, value) in entries.iter() {
             let endpoint = self.decoded(key, value);
             let gives = endpoint.is_some();
@@ -314,7 +315,7 @@ async fn run(key: (EtcdConfig, String), tx: watch::Sender<PrefixState>) {
     let mut follower = Follower {
         config: config.clone(),
         prefix: prefix.clone(),
-        entries: Entries::new_sync(),
+        entries: Entries::new(),
         revision: None,
         tx: tx.clone(),
     };
@@ -422,11 +423,11 @@ impl Follower {
                 let value = match kind {
                     EventType::Put => {
                         let value = own(kv.value);
-                        self.entries.insert_mut(key.clone(), value.clone());
+                        self.entries.insert(key.clone(), value.clone());
                         Some(value)
                     }
                     EventType::Delete => {
-                        self.entries.remove_mut(&key);
+                        self.entries.remove(&key);
                         None
                     }
                 };
@@ -468,7 +469,7 @@ mod tests {
         let buffer = Bytes::from(answer.encode_to_vec());
         let decoded = RangeResponse::decode(buffer.clone()).unwrap();
         let entries = listed(decoded.kvs);
-        assert_eq!(entries.size(), 3);
+        assert_eq!(entries.len(), 3);
         for (key, value) in entries.iter() {
             assert!(value.is_unique(), "{key} shares the answer's buffer");
         }
@@ -504,7 +505,7 @@ mod tests {
 
     fn put(entries: &mut Entries, key: &str, value: &str) -> EntryChange {
         let value = Bytes::copy_from_slice(value.as_bytes());
-        entries.insert_mut(key.into(), value.clone());
+        entries.insert(key.into(), value.clone());
         (key.into(), Some(value))
     }
 
@@ -531,7 +532,7 @@ mod tests {
     fn decodes_each_value_once_per_change() {
         let (mut index, calls) = counting_index();
         let mut view = View::default();
-        let mut entries = Entries::new_sync();
+        let mut entries = Entries::new();
         for i in 0..100 {
             put(
                 &mut entries,
@@ -546,7 +547,7 @@ mod tests {
 
         // One put and one delete: two keys touched, one decode.
         let change = put(&mut entries, "p/new", "10.0.0.2:1");
-        entries.remove_mut("p/000");
+        entries.remove("p/000");
         let changes = vec![change, ("p/000".into(), None)];
         view.follow(&mut index, &state(&entries, 2, Some(changes)));
         assert_eq!(calls.load(Ordering::Relaxed), 102);
@@ -559,7 +560,7 @@ mod tests {
         // differ are decoded.
         put(&mut entries, "p/001", "10.0.0.3:1");
         put(&mut entries, "p/002", "10.0.0.3:2");
-        entries.remove_mut("p/junk");
+        entries.remove("p/junk");
         view.follow(&mut index, &state(&entries, 4, Some(Vec::new())));
         assert_eq!(calls.load(Ordering::Relaxed), 104);
         assert_eq!(view.addrs().len(), 100);
@@ -591,14 +592,14 @@ mod tests {
         let size = || snapshots.borrow().endpoints.as_ref().map(|e| e.len());
         let settle = || tokio::time::sleep(Duration::from_millis(1));
 
-        let mut entries = Entries::new_sync();
+        let mut entries = Entries::new();
         let change = put(&mut entries, "p/a", "10.0.0.1:1");
         publish(&tx, &entries, vec![change]);
         settle().await;
         assert_eq!(size(), Some(1));
 
         // Every key deleted, then put back within the grace: never published empty.
-        entries.remove_mut("p/a");
+        entries.remove("p/a");
         publish(&tx, &entries, vec![("p/a".into(), None)]);
         settle().await;
         tokio::time::sleep(EMPTY_GRACE / 2).await;
@@ -609,7 +610,7 @@ mod tests {
         assert_eq!(size(), Some(1));
 
         // Deleted for good: empty once the grace is over.
-        entries.remove_mut("p/a");
+        entries.remove("p/a");
         publish(&tx, &entries, vec![("p/a".into(), None)]);
         tokio::time::sleep(EMPTY_GRACE - Duration::from_millis(10)).await;
         assert_eq!(size(), Some(1));

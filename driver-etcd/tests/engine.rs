@@ -469,7 +469,7 @@ async fn one_watch_stream_per_cluster_however_many_prefixes() {
             .borrow()
             .entries
             .as_ref()
-            .map_or(0, |e| e.size());
+            .map_or(0, |e| e.len());
         n == usize::from(i == 7 || i == 150)
     }));
 
@@ -501,14 +501,14 @@ async fn listings_past_4_mib_resolve() {
     let watcher = PrefixWatcher::subscribe(&config, "/big/");
     let rx = watcher.receiver();
     wait_for("the 6 MB listing", Duration::from_secs(10), || async {
-        rx.borrow().entries.as_ref().is_some_and(|e| e.size() == 60)
+        rx.borrow().entries.as_ref().is_some_and(|e| e.len() == 60)
     })
     .await;
     assert_eq!(rx.borrow().error, None);
     // A watch event of a big value after the listing.
     kv.put("/big/60", value.as_str(), None).await.unwrap();
     wait_for("the next big value", Duration::from_secs(10), || async {
-        rx.borrow().entries.as_ref().is_some_and(|e| e.size() == 61)
+        rx.borrow().entries.as_ref().is_some_and(|e| e.len() == 61)
     })
     .await;
 }

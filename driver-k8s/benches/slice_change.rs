@@ -61,9 +61,9 @@ fn main() {
         "N", "slices", "keyed µs", "whole set µs", "ratio", "load"
     );
     for n in sizes {
-        let mut index = SliceIndex::new_sync();
+        let mut index = SliceIndex::new();
         for (k, first) in (0..n).step_by(PER_SLICE).enumerate() {
-            index.insert_mut(
+            index.insert(
                 format!("svc-{k:05}"),
                 slice(first, PER_SLICE.min(n - first), None),
             );
@@ -79,7 +79,7 @@ fn main() {
             let first = middle * PER_SLICE;
             let skip = (k % 2 == 0).then_some(first);
             let mut next = index.clone();
-            next.insert_mut(format!("svc-{middle:05}"), slice(first, PER_SLICE, skip));
+            next.insert(format!("svc-{middle:05}"), slice(first, PER_SLICE, skip));
             let started = Instant::now();
             keyed_tx.apply(keyed_changes(Some((&index, PORT)), &next, PORT).0);
             keyed.push(started.elapsed());
@@ -92,7 +92,7 @@ fn main() {
         println!(
             "{:>7} | {:>7} | {:>9.1} | {:>14.1} | {:>7.3} | {:>5}",
             n,
-            index.size(),
+            index.len(),
             keyed,
             whole,
             keyed / whole,

@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use dtmdriver_core::address::HostPort;
 use dtmdriver_core::resolve::Endpoint;
+use dtmdriver_core::sorted_map::SortedMap;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 /// The part of one EndpointSlice a resolver uses.
@@ -80,7 +81,7 @@ impl ServiceSlice {
 }
 
 /// A service's slices by name; cheap to clone (shares its nodes).
-pub type SliceIndex = rpds::RedBlackTreeMapSync<String, Arc<ServiceSlice>>;
+pub type SliceIndex = SortedMap<String, Arc<ServiceSlice>>;
 
 /// The port a target without one dials: the first port of the first slice (by name)
 /// that has one.
@@ -123,9 +124,9 @@ pub fn keyed_changes(
             for (name, slice) in old.iter() {
                 slice.ready.iter().for_each(|a| gone(&mut out, name, a));
             }
-            &SliceIndex::new_sync()
+            &SliceIndex::new()
         }
-        None => &SliceIndex::new_sync(),
+        None => &SliceIndex::new(),
     };
     let (mut was, mut now) = (old.iter().peekable(), new.iter().peekable());
     loop {
@@ -210,15 +211,15 @@ mod tests {
 
     #[test]
     fn ready_addresses_of_every_slice_in_name_order_dual_stack_bracketed() {
-        let mut index = SliceIndex::new_sync();
-        index.insert_mut(
+        let mut index = SliceIndex::new();
+        index.insert(
             "svc-v6".into(),
             Arc::new(ServiceSlice::decode(&slice(
                 &[("fd00::1", Some(true)), ("fd00::2", Some(false))],
                 &[Some(81)],
             ))),
         );
-        index.insert_mut(
+        index.insert(
             "svc-v4".into(),
             Arc::new(ServiceSlice::decode(&slice(
                 &[("10.0.0.1", None), ("10.0.0.2", Some(true))],
@@ -231,18 +232,18 @@ mod tests {
         );
         // The first slice by name has no numbered first port: the next one's counts.
         assert_eq!(default_port(&index), Some(81));
-        index.insert_mut(
+        index.insert(
             "svc-a".into(),
             Arc::new(ServiceSlice::decode(&slice(&[], &[Some(7)]))),
         );
         assert_eq!(default_port(&index), Some(7));
-        assert_eq!(default_port(&SliceIndex::new_sync()), None);
+        assert_eq!(default_port(&SliceIndex::new()), None);
     }
 
     #[test]
     fn addresses_that_are_not_hosts_are_reported() {
-        let mut index = SliceIndex::new_sync();
-        index.insert_mut(
+        let mut index = SliceIndex::new();
+        index.insert(
             "s".into(),
             Arc::new(ServiceSlice::decode(&slice(
                 &[("10.0.0.1", None), ("not a host", None)],
@@ -274,17 +275,17 @@ mod tests {
 
     #[test]
     fn changes_come_from_the_changed_slices_alone() {
-        let mut old = SliceIndex::new_sync();
-        old.insert_mut("a".into(), decoded(&["10.0.0.1", "10.0.0.2"]));
-        old.insert_mut("b".into(), decoded(&["10.0.1.1"]));
-        old.insert_mut("c".into(), decoded(&["10.0.2.1"]));
+        let mut old = SliceIndex::new();
+        old.insert("a".into(), decoded(&["10.0.0.1", "10.0.0.2"]));
+        old.insert("b".into(), decoded(&["10.0.1.1"]));
+        old.insert("c".into(), decoded(&["10.0.2.1"]));
         let mut new = old.clone();
         // Nothing changed: no change, whatever the slices hold.
         assert!(keyed_changes(Some((&old, 80)), &new, 80).0.is_empty());
         // One slice replaced (one address gone, one new), one removed, one added.
-        new.insert_mut("a".into(), decoded(&["10.0.0.2", "10.0.0.3"]));
-        new.remove_mut("c");
-        new.insert_mut("d".into(), decoded(&["10.0.3.1"]));
+        new.insert("a".into(), decoded(&["10.0.0.2", "10.0.0.3"]));
+        new.remove("c");
+        new.insert("d".into(), decoded(&["10.0.3.1"]));
         let (changes, bad) = keyed_changes(Some((&old, 80)), &new, 80);
         assert!(bad.is_empty());
         assert_eq!(
@@ -298,7 +299,7 @@ mod tests {
         );
         // A slice whose content is equal but decoded anew (a re-list) changes nothing.
         let mut relisted = new.clone();
-        relisted.insert_mut("b".into(), decoded(&["10.0.1.1"]));
+        relisted.insert("b".into(), decoded(&["10.0.1.1"]));
         assert!(keyed_changes(Some((&new, 80)), &relisted, 80).0.is_empty());
         // Another port: every key changes.
         let (changes, _) = keyed_changes(Some((&new, 80)), &new, 81);
@@ -312,7 +313,7 @@ mod tests {
     fn published_through_a_sender_the_changes_give_the_index_s_set() {
         use dtmdriver_core::resolve::SnapshotSender;
         let (tx, rx) = SnapshotSender::channel();
-        let mut index = SliceIndex::new_sync();
+        let mut index = SliceIndex::new();
         let mut published: Option<SliceIndex> = None;
         let step = |index: &SliceIndex, published: &mut Option<SliceIndex>| {
             tx.apply(keyed_changes(published.as_ref().map(|p| (p, 80)), index, 80).0);
@@ -338,9 +339,9 @@ mod tests {
                 .collect();
             let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
             if round % 6 == 5 {
-                index.remove_mut(&name);
+                index.remove(&name);
             } else {
-                index.insert_mut(name, decoded(&ips));
+                index.insert(name, decoded(&ips));
             }
             step(&index, &mut published);
         }

@@ -201,17 +201,17 @@ async fn follow(key: &ServiceKey, tx: &watch::Sender<ServiceState>) {
         let mut listing: Option<SliceIndex> = None;
         while let Some(event) = events.next().await {
             match event {
-                Ok(watcher::Event::Init) => listing = Some(SliceIndex::new_sync()),
+                Ok(watcher::Event::Init) => listing = Some(SliceIndex::new()),
                 Ok(watcher::Event::InitApply(slice)) => {
                     if let (Some(index), Some(name)) =
                         (listing.as_mut(), slice.metadata.name.clone())
                     {
-                        index.insert_mut(name, Arc::new(ServiceSlice::decode(&slice)));
+                        index.insert(name, Arc::new(ServiceSlice::decode(&slice)));
                     }
                 }
                 Ok(watcher::Event::InitDone) => {
                     backoff.reset();
-                    let index = listing.take().unwrap_or_else(SliceIndex::new_sync);
+                    let index = listing.take().unwrap_or_default();
                     tx.send_modify(|s| {
                         s.slices = Some(index);
                         s.error = None;
@@ -225,11 +225,11 @@ async fn follow(key: &ServiceKey, tx: &watch::Sender<ServiceState>) {
                     };
                     let decoded = ServiceSlice::decode(&slice);
                     tx.send_if_modified(|s| {
-                        let index = s.slices.get_or_insert_with(SliceIndex::new_sync);
+                        let index = s.slices.get_or_insert_default();
                         let same = index.get(&name).is_some_and(|old| **old == decoded);
                         let was_error = s.error.take().is_some();
                         if !same {
-                            index.insert_mut(name, Arc::new(decoded));
+                            index.insert(name, Arc::new(decoded));
                         }
                         !same || was_error
                     });
@@ -240,8 +240,8 @@ async fn follow(key: &ServiceKey, tx: &watch::Sender<ServiceState>) {
                         continue;
                     };
                     tx.send_if_modified(|s| {
-                        let index = s.slices.get_or_insert_with(SliceIndex::new_sync);
-                        let removed = index.remove_mut(&name);
+                        let index = s.slices.get_or_insert_default();
+                        let removed = index.remove(&name).is_some();
                         let was_error = s.error.take().is_some();
                         removed || was_error
                     });

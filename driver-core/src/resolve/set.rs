@@ -6,8 +6,10 @@
 use std::borrow::Borrow;
 use std::cmp::Ordering;
 use std::fmt;
+use std::sync::Arc;
 
 use super::Endpoint;
+use crate::sorted_map::SortedMap;
 
 /// One step between two published sets: an address now holding this endpoint (new,
 /// or with another weight or metadata), or an address gone.
@@ -33,9 +35,10 @@ impl SetChange {
 /// ([`EndpointSet::apply_batch`]).
 const SORTED_BATCH: usize = 64;
 
-/// An endpoint ordered and looked up by its address alone.
+/// An endpoint ordered and looked up by its address alone; shared, so that copying a
+/// node of the set on a change copies pointers, not endpoints.
 #[derive(Clone, Debug)]
-struct ByAddr(Endpoint);
+struct ByAddr(Arc<Endpoint>);
 
 impl PartialEq for ByAddr {
     fn eq(&self, other: &Self) -> bool {
@@ -64,8 +67,9 @@ impl Borrow<str> for ByAddr {
 /// Contract: an `EndpointSet` holds each address once, iterates in address order
 /// (byte order of the `host:port` string), and is persistent: cloning it is one
 /// reference count, and a set made from another by one insertion or removal shares
-/// every untouched entry with it (a red-black tree from [`rpds`], O(log N) an
-/// insertion or removal). Two sets are equal when they hold the same endpoints.
+/// every untouched entry with it (a [`SortedMap`], O(log N) an insertion or removal;
+/// a first set is built in one pass). Two sets are equal when they hold the same
+/// endpoints.
 ///
 /// Why persistent: a resolver publishes a whole set on every change, and every
 /// subscriber keeps the one it last read. With a `Vec` each change copied the set
@@ -74,7 +78,7 @@ impl Borrow<str> for ByAddr {
 /// kept up apply only those.
 #[derive(Clone, Default)]
 pub struct EndpointSet {
-    tree: rpds::RedBlackTreeSetSync<ByAddr>,
+    tree: SortedMap<ByAddr, ()>,
 }
 
 impl EndpointSet {
@@ -85,7 +89,7 @@ impl EndpointSet {
 
     /// How many endpoints the set holds.
     pub fn len(&self) -> usize {
-        self.tree.size()
+        self.tree.len()
     }
 
     /// Whether the set holds no endpoint.
@@ -95,17 +99,17 @@ impl EndpointSet {
 
     /// The endpoints in address order.
     pub fn iter(&self) -> impl Iterator<Item = &Endpoint> + '_ {
-        self.tree.iter().map(|e| &e.0)
+        self.tree.keys().map(|e| &*e.0)
     }
 
     /// The endpoint of `addr`, if the set holds it.
     pub fn get(&self, addr: &str) -> Option<&Endpoint> {
-        self.tree.get(addr).map(|e| &e.0)
+        self.tree.get_key_value(addr).map(|(e, ())| &*e.0)
     }
 
     /// Whether the set holds `addr`.
     pub fn contains(&self, addr: &str) -> bool {
-        self.tree.contains(addr)
+        self.tree.contains_key(addr)
     }
 
     /// The endpoints in address order, copied into a `Vec` (O(N): for display and
@@ -127,10 +131,10 @@ impl EndpointSet {
                 if self.get(&endpoint.addr) == Some(endpoint) {
                     return false;
                 }
-                self.tree.insert_mut(ByAddr(endpoint.clone()));
+                self.tree.insert(ByAddr(Arc::new(endpoint.clone())), ());
                 true
             }
-            SetChange::Remove(addr) => self.tree.remove_mut(addr.as_str()),
+            SetChange::Remove(addr) => self.tree.remove(addr.as_str()).is_some(),
         }
     }
 
@@ -142,8 +146,7 @@ impl EndpointSet {
     /// A batch of more than [`SORTED_BATCH`] goes in sorted by address (stable: the
     /// changes of one address keep their order), so each insertion walks the path the
     /// last one warmed, where in key order each missed the cache at every level; into
-    /// an empty set, puts of distinct addresses then go in without a lookup each, half
-    /// the string comparisons of applying them one by one.
+    /// an empty set, puts of distinct addresses then build it in one pass.
     pub(crate) fn apply_batch(
         &mut self,
         mut changes: Vec<SetChange>,
@@ -173,30 +176,33 @@ impl EndpointSet {
     }
 
     /// Fills this set with the endpoints put by changes that
-    /// [`fills_sorted`](Self::fills_sorted) accepted, with no lookup before each
-    /// insertion: half the string comparisons of applying them one by one.
+    /// [`fills_sorted`](Self::fills_sorted) accepted, in one pass
+    /// ([`SortedMap::from_entries`]).
     fn fill_sorted(&mut self, changes: impl IntoIterator<Item = SetChange>) {
-        for change in changes {
-            if let SetChange::Put(endpoint) = change {
-                self.insert(endpoint);
-            }
-        }
+        self.tree = changes
+            .into_iter()
+            .filter_map(|change| match change {
+                SetChange::Put(endpoint) => Some((ByAddr(Arc::new(endpoint)), ())),
+                SetChange::Remove(_) => None,
+            })
+            .collect();
     }
 
     /// Puts `endpoint`, replacing the one of its address.
     pub fn insert(&mut self, endpoint: Endpoint) {
-        self.tree.insert_mut(ByAddr(endpoint));
+        self.tree.insert(ByAddr(Arc::new(endpoint)), ());
     }
 }
 
 impl FromIterator<Endpoint> for EndpointSet {
     /// The set of these endpoints; of two with one address, the later one stays.
     fn from_iter<I: IntoIterator<Item = Endpoint>>(iter: I) -> Self {
-        let mut set = Self::new();
-        for endpoint in iter {
-            set.insert(endpoint);
+        Self {
+            tree: iter
+                .into_iter()
+                .map(|e| (ByAddr(Arc::new(e)), ()))
+                .collect(),
         }
-        set
     }
 }
 
