@@ -19,6 +19,7 @@
 //! as the last one leaves must not be left on a stopped task).
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -106,13 +107,17 @@ impl<K: Eq + Hash + Clone, V> Slots<K, V> {
         self.slots.get(key).and_then(|s| s.value.upgrade())
     }
 
-    /// Stores `value` as the live value of `key`, sweeping dead slots once the map
-    /// has doubled since the last sweep.
-    fn store(&mut self, key: &K, value: &Arc<V>) {
+    /// Sweeps dead slots once the map has doubled since the last sweep.
+    fn sweep_if_due(&mut self) {
         if self.slots.len() >= self.sweep_at {
             self.slots.retain(|_, s| !s.is_dead());
             self.sweep_at = (self.slots.len() * 2).max(SWEEP_MIN);
         }
+    }
+
+    /// Stores `value` as the live value of `key`, sweeping dead slots if due.
+    fn store(&mut self, key: &K, value: &Arc<V>) {
+        self.sweep_if_due();
         let slot = self.slots.entry(key.clone()).or_insert_with(|| Slot {
             value: Weak::new(),
             making: None,
@@ -136,12 +141,39 @@ impl<K: Eq + Hash + Clone, V> SharedByKey<K, V> {
         make: impl FnOnce() -> Result<Arc<V>, E>,
     ) -> Result<Arc<V>, E> {
         let mut map = lock(&self.map);
-        if let Some(value) = map.live(key) {
-            return Ok(value);
+        map.sweep_if_due();
+        // One hash of the key, found or not (a channel taking a set of N new addresses
+        // makes N of these calls).
+        match map.slots.entry(key.clone()) {
+            Entry::Occupied(mut slot) => {
+                if let Some(value) = slot.get().value.upgrade() {
+                    return Ok(value);
+                }
+                let value = make()?;
+                let slot = slot.get_mut();
+                slot.value = Arc::downgrade(&value);
+                slot.making = None;
+                Ok(value)
+            }
+            Entry::Vacant(slot) => {
+                let value = make()?;
+                slot.insert(Slot {
+                    value: Arc::downgrade(&value),
+                    making: None,
+                });
+                Ok(value)
+            }
         }
-        let value = make()?;
-        map.store(key, &value);
-        Ok(value)
+    }
+
+    /// Makes room for `n` more keys at once, for a caller about to add many (a channel
+    /// taking a large set of new addresses): the map grows once instead of step by
+    /// step, and no sweep of dead slots falls among them.
+    pub fn reserve(&self, n: usize) {
+        let mut map = lock(&self.map);
+        map.sweep_if_due();
+        map.slots.reserve(n);
+        map.sweep_at = map.sweep_at.max((map.slots.len() + n) * 2);
     }
 
     /// The live value of `key`, else the one the future of `make` builds, kept while

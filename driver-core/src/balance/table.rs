@@ -119,6 +119,9 @@ impl Table {
     }
 }
 
+/// From how many new addresses an apply makes room in the connection pool first.
+const RESERVED_POOL: usize = 64;
+
 /// The channel's index of its slots by address, kept by the updater across applies so
 /// that an apply hashes only what changed.
 #[derive(Default)]
@@ -143,6 +146,13 @@ pub(super) struct Diff {
     pub(super) removed: Vec<Arc<Slot>>,
     /// How slots moved, in order (for carrying the ready list over).
     pub(super) moves: Vec<Move>,
+}
+
+/// A change as an apply reads it, borrowed from the resolver's changes or set.
+#[derive(Clone, Copy)]
+enum Change<'a> {
+    Put(&'a Endpoint),
+    Remove(&'a str),
 }
 
 /// One move of slots in an apply.
@@ -172,17 +182,34 @@ impl Index {
         &mut self,
         old: &Slots,
         changes: &[SetChange],
+        connect: impl FnMut(&Endpoint) -> Arc<Connection>,
+    ) -> Diff {
+        let changes = changes.iter().map(|change| match change {
+            SetChange::Put(ep) => Change::Put(ep),
+            SetChange::Remove(addr) => Change::Remove(addr),
+        });
+        self.apply_each(old, changes, connect)
+    }
+
+    /// [`apply_changes`](Self::apply_changes) of borrowed changes.
+    fn apply_each<'a>(
+        &mut self,
+        old: &Slots,
+        changes: impl Iterator<Item = Change<'a>>,
         mut connect: impl FnMut(&Endpoint) -> Arc<Connection>,
     ) -> Diff {
         let mut slots = old.clone();
         let (mut added, mut removed, mut moves) = (Vec::new(), Vec::new(), Vec::new());
         let mut changed = false;
-        // A first table (or a large batch) would otherwise grow the map step by step.
-        self.by_addr
-            .reserve(changes.len().saturating_sub(self.by_addr.len()));
+        // A first table (or a large batch) would otherwise grow the maps step by step.
+        let new_at_most = changes.size_hint().0.saturating_sub(self.by_addr.len());
+        self.by_addr.reserve(new_at_most);
+        if new_at_most > RESERVED_POOL {
+            Connection::reserve_pool(new_at_most);
+        }
         for change in changes {
             match change {
-                SetChange::Put(ep) => match self.by_addr.get(ep.addr.as_str()) {
+                Change::Put(ep) => match self.by_addr.get(ep.addr.as_str()) {
                     Some(s) if s.endpoint == *ep => {}
                     Some(s) => {
                         // Weight or metadata changed: a fresh slot on the same connection.
@@ -206,8 +233,8 @@ impl Index {
                         changed = true;
                     }
                 },
-                SetChange::Remove(addr) => {
-                    if let Some(gone) = self.by_addr.remove(addr.as_str()) {
+                Change::Remove(addr) => {
+                    if let Some(gone) = self.by_addr.remove(addr) {
                         self.classes.remove(&gone);
                         let last = slots.len() - 1;
                         let (pos, moved) = slots.swap_out(&gone, |s| &s.pos);
@@ -237,22 +264,24 @@ impl Index {
         set: &EndpointSet,
         connect: impl FnMut(&Endpoint) -> Arc<Connection>,
     ) -> Diff {
-        let mut changes: Vec<SetChange> = self
+        let removed: Vec<String> = self
             .by_addr
             .keys()
             .filter(|addr| !set.contains(addr))
-            .map(|addr| SetChange::Remove(addr.clone()))
+            .cloned()
             .collect();
-        changes.extend(
-            set.iter()
-                .filter(|ep| {
-                    self.by_addr
-                        .get(ep.addr.as_str())
-                        .is_none_or(|s| s.endpoint != **ep)
-                })
-                .map(|ep| SetChange::Put(ep.clone())),
-        );
-        self.apply_changes(old, &changes, connect)
+        // Borrowed from the set, not copied (a first table of N endpoints copied N).
+        let put: Vec<&Endpoint> = set
+            .iter()
+            .filter(|ep| {
+                self.by_addr
+                    .get(ep.addr.as_str())
+                    .is_none_or(|s| s.endpoint != **ep)
+            })
+            .collect();
+        let changes = (removed.iter().map(|addr| Change::Remove(addr)))
+            .chain(put.into_iter().map(Change::Put));
+        self.apply_each(old, changes, connect)
     }
 }
 
