@@ -365,6 +365,43 @@ mod tests {
 
     static CLIENTS: LazyLock<SharedByKey<u8, String>> = LazyLock::new(SharedByKey::default);
 
+    #[test]
+    fn a_value_is_shared_made_once_and_a_failed_making_leaves_no_entry() {
+        let map: SharedByKey<u32, u32> = SharedByKey::default();
+        map.reserve(1000);
+        let held: Vec<Arc<u32>> = (0..1000)
+            .map(|k| {
+                map.get_or_try_insert_with(&k, || Ok::<_, ()>(Arc::new(k)))
+                    .unwrap()
+            })
+            .collect();
+        for k in 0..1000u32 {
+            let again = map.get_or_try_insert_with(&k, || Err(())).unwrap();
+            assert!(Arc::ptr_eq(&again, &held[k as usize]));
+        }
+        assert_eq!(map.get_or_try_insert_with(&5000, || Err("no")), Err("no"));
+        assert!(!map.has_entry(&5000), "a failed making stores nothing");
+        // Dropped values are made anew, and swept once the map has grown enough.
+        drop(held);
+        assert!(map.get(&7).is_none());
+        assert_eq!(
+            *map.get_or_try_insert_with(&7, || Ok::<_, ()>(Arc::new(70)))
+                .unwrap(),
+            70
+        );
+        let kept: Vec<Arc<u32>> = (10_000..14_000)
+            .map(|k| {
+                map.get_or_try_insert_with(&k, || Ok::<_, ()>(Arc::new(k)))
+                    .unwrap()
+            })
+            .collect();
+        assert!(
+            !map.has_entry(&8),
+            "dead entries are swept as the map grows"
+        );
+        assert_eq!(kept.len(), 4000);
+    }
+
     /// Issue #14: etcd's clients are created asynchronously (login); concurrent
     /// callers for one key get one value, created once, and the entry leaves with its
     /// last holder.
