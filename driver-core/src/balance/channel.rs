@@ -123,7 +123,7 @@ impl Channel {
                         _ => (None, None),
                     };
                     EndpointStatus {
-                        endpoint: s.endpoint.clone(),
+                        endpoint: (*s.endpoint).clone(),
                         state: state.label(),
                         error,
                         retry_in_ms,

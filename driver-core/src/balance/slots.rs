@@ -147,7 +147,7 @@ mod tests {
     fn slot(i: usize) -> Arc<Slot> {
         let addr = format!("10.0.0.1:{i}");
         Arc::new(Slot::new(
-            Endpoint::new(&addr),
+            Arc::new(Endpoint::new(&addr)),
             None,
             Connection::detached(&addr),
         ))

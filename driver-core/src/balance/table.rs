@@ -28,7 +28,7 @@
 //! is round robin; otherwise it takes turns over weight groups, which a table shares
 //! in chunks as it shares its slots (see `policy`).
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -43,7 +43,8 @@ use super::weights::{Classes, WeightedTurns};
 use crate::resolve::{Endpoint, EndpointSet, ResolverState, SetChange};
 
 pub(super) struct Slot {
-    pub(super) endpoint: Endpoint,
+    /// Shared with the resolver's set when the slot came from it.
+    pub(super) endpoint: Arc<Endpoint>,
     /// The endpoint's address parsed once for request URIs; `None` if it is not a
     /// valid authority (calls picking it then fail `INTERNAL` saying so).
     pub(super) authority: Option<Authority>,
@@ -60,7 +61,7 @@ pub(super) struct Slot {
 
 impl Slot {
     pub(super) fn new(
-        endpoint: Endpoint,
+        endpoint: Arc<Endpoint>,
         authority: Option<Authority>,
         conn: Arc<Connection>,
     ) -> Self {
@@ -127,8 +128,9 @@ const RESERVED_POOL: usize = 64;
 #[derive(Default)]
 pub(super) struct Index {
     /// foldhash, as the resolvers' address maps and the connection pool: SipHash was 6%
-    /// of the CPU of a channel's first table of 100,000 endpoints.
-    by_addr: HashMap<String, Arc<Slot>, crate::resolve::Fast>,
+    /// of the CPU of a channel's first table of 100,000 endpoints. Keyed by the slot's
+    /// own address (no copy of it).
+    by_addr: HashSet<ByAddr, crate::resolve::Fast>,
     /// The slots by weight (0 counted as 1, as weighted round robin counts it): one class
     /// means weighted round robin is plain round robin.
     pub(super) classes: Classes,
@@ -148,10 +150,32 @@ pub(super) struct Diff {
     pub(super) moves: Vec<Move>,
 }
 
+/// A slot in the index, found by its address.
+struct ByAddr(Arc<Slot>);
+
+impl std::hash::Hash for ByAddr {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.endpoint.addr.as_str().hash(state);
+    }
+}
+impl PartialEq for ByAddr {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.endpoint.addr == other.0.endpoint.addr
+    }
+}
+impl Eq for ByAddr {}
+impl std::borrow::Borrow<str> for ByAddr {
+    fn borrow(&self) -> &str {
+        &self.0.endpoint.addr
+    }
+}
+
 /// A change as an apply reads it, borrowed from the resolver's changes or set.
 #[derive(Clone, Copy)]
 enum Change<'a> {
     Put(&'a Endpoint),
+    /// A put of an endpoint of the resolver's set, which the slot can share.
+    PutShared(&'a Arc<Endpoint>),
     Remove(&'a str),
 }
 
@@ -168,7 +192,7 @@ pub(super) enum Move {
 impl Index {
     /// The slot of `addr`, if the set holds it.
     pub(super) fn slot(&self, addr: &str) -> Option<&Arc<Slot>> {
-        self.by_addr.get(addr)
+        self.by_addr.get(addr).map(|s| &s.0)
     }
 
     /// True if every slot has the same weight (or there are none).
@@ -208,33 +232,11 @@ impl Index {
             Connection::reserve_pool(new_at_most);
         }
         for change in changes {
-            match change {
-                Change::Put(ep) => match self.by_addr.get(ep.addr.as_str()) {
-                    Some(s) if s.endpoint == *ep => {}
-                    Some(s) => {
-                        // Weight or metadata changed: a fresh slot on the same connection.
-                        let pos = s.pos.load(Ordering::Relaxed);
-                        let slot =
-                            Arc::new(Slot::new(ep.clone(), s.authority.clone(), s.conn.clone()));
-                        slot.pos.store(pos, Ordering::Relaxed);
-                        self.classes.replace(s, &slot);
-                        slots.set(pos, slot.clone());
-                        self.by_addr.insert(ep.addr.clone(), slot);
-                        changed = true;
-                    }
-                    None => {
-                        let slot =
-                            Arc::new(Slot::new(ep.clone(), ep.addr.parse().ok(), connect(ep)));
-                        let pos = slots.push_placed(&slot, |s| &s.pos);
-                        moves.push(Move::Added { pos: pos as u32 });
-                        self.classes.add(&slot);
-                        self.by_addr.insert(ep.addr.clone(), slot.clone());
-                        added.push(slot);
-                        changed = true;
-                    }
-                },
+            let (ep, shared) = match change {
+                Change::Put(ep) => (ep, None),
+                Change::PutShared(ep) => (&**ep, Some(ep)),
                 Change::Remove(addr) => {
-                    if let Some(gone) = self.by_addr.remove(addr) {
+                    if let Some(ByAddr(gone)) = self.by_addr.take(addr) {
                         self.classes.remove(&gone);
                         let last = slots.len() - 1;
                         let (pos, moved) = slots.swap_out(&gone, |s| &s.pos);
@@ -245,6 +247,31 @@ impl Index {
                         removed.push(gone);
                         changed = true;
                     }
+                    continue;
+                }
+            };
+            // The slot's endpoint: the set's own when it came from the set.
+            let endpoint = || shared.cloned().unwrap_or_else(|| Arc::new(ep.clone()));
+            match self.by_addr.get(ep.addr.as_str()).map(|s| &s.0) {
+                Some(s) if *s.endpoint == *ep => {}
+                Some(s) => {
+                    // Weight or metadata changed: a fresh slot on the same connection.
+                    let pos = s.pos.load(Ordering::Relaxed);
+                    let slot = Arc::new(Slot::new(endpoint(), s.authority.clone(), s.conn.clone()));
+                    slot.pos.store(pos, Ordering::Relaxed);
+                    self.classes.replace(s, &slot);
+                    slots.set(pos, slot.clone());
+                    self.by_addr.replace(ByAddr(slot));
+                    changed = true;
+                }
+                None => {
+                    let slot = Arc::new(Slot::new(endpoint(), ep.addr.parse().ok(), connect(ep)));
+                    let pos = slots.push_placed(&slot, |s| &s.pos);
+                    moves.push(Move::Added { pos: pos as u32 });
+                    self.classes.add(&slot);
+                    self.by_addr.insert(ByAddr(slot.clone()));
+                    added.push(slot);
+                    changed = true;
                 }
             }
         }
@@ -266,21 +293,18 @@ impl Index {
     ) -> Diff {
         let removed: Vec<String> = self
             .by_addr
-            .keys()
+            .iter()
+            .map(|s| &s.0.endpoint.addr)
             .filter(|addr| !set.contains(addr))
             .cloned()
             .collect();
-        // Borrowed from the set, not copied (a first table of N endpoints copied N).
-        let put: Vec<&Endpoint> = set
-            .iter()
-            .filter(|ep| {
-                self.by_addr
-                    .get(ep.addr.as_str())
-                    .is_none_or(|s| s.endpoint != **ep)
-            })
+        // Shared with the set, not copied (a first table of N endpoints copied N twice).
+        let put: Vec<&Arc<Endpoint>> = set
+            .iter_shared()
+            .filter(|ep| self.slot(&ep.addr).is_none_or(|s| s.endpoint != **ep))
             .collect();
         let changes = (removed.iter().map(|addr| Change::Remove(addr)))
-            .chain(put.into_iter().map(Change::Put));
+            .chain(put.into_iter().map(Change::PutShared));
         self.apply_each(old, changes, connect)
     }
 }
@@ -555,7 +579,7 @@ mod tests {
     /// Applies `changes` to the channel's table as the state after `version - 1`.
     fn apply_changes(inner: &ChannelInner, version: u64, changes: Vec<SetChange>) {
         let table = inner.table();
-        let mut set: EndpointSet = table.slots.iter().map(|s| s.endpoint.clone()).collect();
+        let mut set: EndpointSet = table.slots.iter().map(|s| (*s.endpoint).clone()).collect();
         for c in &changes {
             set.apply(c);
         }

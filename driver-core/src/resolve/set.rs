@@ -102,6 +102,11 @@ impl EndpointSet {
         self.tree.keys().map(|e| &*e.0)
     }
 
+    /// The endpoints in address order, as the set shares them.
+    pub(crate) fn iter_shared(&self) -> impl Iterator<Item = &Arc<Endpoint>> + '_ {
+        self.tree.keys().map(|e| &e.0)
+    }
+
     /// The endpoint of `addr`, if the set holds it.
     pub fn get(&self, addr: &str) -> Option<&Endpoint> {
         self.tree.get_key_value(addr).map(|(e, ())| &*e.0)
