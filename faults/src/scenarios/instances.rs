@@ -8,7 +8,7 @@ use dtmdriver_core::{Channel, Driver, Policy};
 use dtmdriver_gozero::GoZeroDriver;
 use test_support::{EchoServer, EtcdServer, InteropProcess, free_port};
 
-use super::{Kind, WORKERS, channel, etcd_client, signal, until};
+use super::{Kind, WORKERS, channel, etcd_client, register_each, signal, until};
 use crate::load::Load;
 use crate::report::Row;
 
@@ -173,15 +173,7 @@ pub async fn soak() -> Row {
     for i in 0..3 {
         servers.push(EchoServer::start(&format!("soak{i}")).await);
     }
-    let mut registrations = Vec::new();
-    for s in &servers {
-        registrations.push(
-            GoZeroDriver
-                .register_service(&target, &s.addr())
-                .await
-                .expect("register"),
-        );
-    }
+    let mut registrations = register_each(&GoZeroDriver, &target, &servers).await;
     let channel = channel(&target, &GoZeroDriver, 3).await;
     let load = Load::start(&channel, WORKERS);
     let duration = soak_duration();

@@ -9,8 +9,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dtmdriver_core::{Channel, Driver};
+use dtmdriver_core::{Channel, Driver, Registration};
 use etcd_client::{Client, GetOptions};
+use test_support::EchoServer;
 
 use crate::report::Row;
 
@@ -198,6 +199,24 @@ pub async fn count_keys(client: &Client, prefix: &str) -> usize {
         Ok(Ok(resp)) => usize::try_from(resp.count()).unwrap_or(0),
         _ => 0,
     }
+}
+
+/// Registers each of `servers` at `target` with `driver`, in order.
+pub async fn register_each(
+    driver: &dyn Driver,
+    target: &str,
+    servers: &[EchoServer],
+) -> Vec<Registration> {
+    let mut registrations = Vec::with_capacity(servers.len());
+    for server in servers {
+        registrations.push(
+            driver
+                .register_service(target, &server.addr())
+                .await
+                .unwrap_or_else(|e| panic!("register {}: {e}", server.addr())),
+        );
+    }
+    registrations
 }
 
 /// A channel on `target` through `driver`, waiting until it holds `instances`.

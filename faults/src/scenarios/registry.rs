@@ -9,7 +9,9 @@ use dtmdriver_core::{Channel, Driver, Registration};
 use dtmdriver_gozero::GoZeroDriver;
 use test_support::{ConsulAgent, EchoServer, EtcdCluster, EtcdServer};
 
-use super::{Kind, WORKERS, blocking, channel, count_keys, etcd_client, signal, until};
+use super::{
+    Kind, WORKERS, blocking, channel, count_keys, etcd_client, register_each, signal, until,
+};
 use crate::load::{Load, Record};
 use crate::report::Row;
 
@@ -26,17 +28,10 @@ struct Served {
 
 async fn serve(driver: &dyn Driver, target: &str, name: &str) -> Served {
     let mut servers = Vec::with_capacity(3);
-    let mut registrations = Vec::with_capacity(3);
     for i in 0..3 {
-        let server = EchoServer::start(&format!("{name}{i}")).await;
-        registrations.push(
-            driver
-                .register_service(target, &server.addr())
-                .await
-                .unwrap_or_else(|e| panic!("register {}: {e}", server.addr())),
-        );
-        servers.push(server);
+        servers.push(EchoServer::start(&format!("{name}{i}")).await);
     }
+    let registrations = register_each(driver, target, &servers).await;
     let channel = channel(target, driver, 3).await;
     Served {
         _servers: servers,

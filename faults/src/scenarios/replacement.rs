@@ -9,12 +9,12 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use dtmdriver_core::{Channel, Driver, TlsConnector};
+use dtmdriver_core::{Channel, TlsConnector};
 use dtmdriver_gozero::GoZeroDriver;
 use test_support::{EchoServer, EtcdServer, InteropProcess, TestPki, signal_and_wait};
 
 use super::instances::gozero_instance;
-use super::{Kind, WORKERS, blocking, channel, until};
+use super::{Kind, WORKERS, blocking, channel, register_each, until};
 use crate::load::{Load, Record, describe_endpoints};
 use crate::report::Row;
 
@@ -42,16 +42,15 @@ pub async fn rolling_restart() -> Row {
     // load's first calls failed at once ("all 3 endpoints are unreachable: ...
     // Connection refused") before any instance was restarted, in about one run of
     // five on a loaded machine. The load starts on three ready instances.
-    if until(STEP_WAIT, || async { ready() == 3 }).await.is_none() {
-        timeline.note(
-            Duration::ZERO,
-            format!(
-                "the 3 instances were not all ready within {} s, the load started anyway; {}",
-                STEP_WAIT.as_secs(),
-                instances_state(&mut instances, &channel)
-            ),
-        );
-    }
+    timeline
+        .wait_ready(
+            &channel,
+            3,
+            || Duration::ZERO,
+            "before the load",
+            || instances_state(&mut instances, &channel),
+        )
+        .await;
     let load = Load::start(&channel, WORKERS);
     timeline.mark(load.now(), "load started".into());
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -63,40 +62,31 @@ pub async fn rolling_restart() -> Row {
         let (process, addr) = gozero_instance(&ep, "roll.rpc", &format!("go{i}-new"));
         instances.push((process, addr.clone()));
         timeline.mark(load.now(), format!("started go{i}-new on {addr}"));
-        match until(STEP_WAIT, || async { ready() == 4 }).await {
-            Some(took) => {
-                timeline.mark(load.now(), format!("4 ready after {} ms", took.as_millis()))
-            }
-            None => timeline.note(
-                load.now(),
-                format!(
-                    "restart {}: no 4 ready within {} s of starting go{i}-new on {addr}, \
-                     go{i} stopped anyway; {}",
-                    i + 1,
-                    STEP_WAIT.as_secs(),
-                    instances_state(&mut instances, &channel)
-                ),
-            ),
-        }
+        let step = format!("restart {}, go{i}-new started on {addr}", i + 1);
+        timeline
+            .wait_ready(
+                &channel,
+                4,
+                || load.now(),
+                &step,
+                || instances_state(&mut instances, &channel),
+            )
+            .await;
         let (mut old, old_addr) = instances.remove(0);
         timeline.mark(load.now(), format!("SIGTERM to go{i} on {old_addr}"));
         blocking(|| signal_and_wait(old.child(), "TERM", Duration::from_secs(15)));
         timeline.mark(load.now(), format!("go{i} exited"));
         last_restart = Instant::now();
-        match until(STEP_WAIT, || async { ready() == 3 }).await {
-            Some(took) => {
-                timeline.mark(load.now(), format!("3 ready after {} ms", took.as_millis()))
-            }
-            None => timeline.note(
-                load.now(),
-                format!(
-                    "restart {}: not back to 3 ready within {} s of go{i} exiting; {}",
-                    i + 1,
-                    STEP_WAIT.as_secs(),
-                    instances_state(&mut instances, &channel)
-                ),
-            ),
-        }
+        let step = format!("restart {}, go{i} exited", i + 1);
+        timeline
+            .wait_ready(
+                &channel,
+                3,
+                || load.now(),
+                &step,
+                || instances_state(&mut instances, &channel),
+            )
+            .await;
     }
     let recovery = until(Duration::from_secs(10), || async { ready() == 3 })
         .await
@@ -131,6 +121,30 @@ impl Timeline {
         eprintln!("faults: {} ms: {what}", at.as_millis());
         self.notes.push(what.clone());
         self.mark(at, what);
+    }
+
+    /// Waits up to [`STEP_WAIT`] for `want` of `channel`'s endpoints to be ready, and
+    /// marks at `now()` how long that took; or notes that it ran out after `step`, with
+    /// what `state()` says then. The scenario goes on either way.
+    async fn wait_ready(
+        &mut self,
+        channel: &Channel,
+        want: usize,
+        now: impl Fn() -> Duration,
+        step: &str,
+        state: impl FnOnce() -> String,
+    ) {
+        match until(STEP_WAIT, || async { ready_count(channel) == want }).await {
+            Some(took) => self.mark(now(), format!("{want} ready after {} ms", took.as_millis())),
+            None => self.note(
+                now(),
+                format!(
+                    "{step}: not {want} ready within {} s, went on anyway; {}",
+                    STEP_WAIT.as_secs(),
+                    state()
+                ),
+            ),
+        }
     }
 
     /// The last event at or before `at`.
@@ -180,15 +194,7 @@ pub async fn tls_rotation() -> Row {
     for i in 0..3 {
         servers.push(EchoServer::start_tls(&format!("tls{i}"), &pki).await);
     }
-    let mut registrations = Vec::new();
-    for s in &servers {
-        registrations.push(
-            GoZeroDriver
-                .register_service(&target, &s.addr())
-                .await
-                .expect("register"),
-        );
-    }
+    let _registrations = register_each(&GoZeroDriver, &target, &servers).await;
     let tls = TlsConnector::from_pem(pki.ca_pem.as_bytes(), None).expect("the CA");
     let channel = Channel::builder(&target)
         .driver(&GoZeroDriver)
@@ -199,17 +205,16 @@ pub async fn tls_rotation() -> Row {
     channel.warm_up();
     let ready = || ready_count(&channel);
     let mut timeline = Timeline::default();
-    if until(STEP_WAIT, || async { ready() == 3 }).await.is_none() {
-        timeline.note(
-            Duration::ZERO,
-            format!(
-                "the 3 instances were not all ready within {} s, the load started anyway; \
-                 the channel has {}",
-                STEP_WAIT.as_secs(),
-                describe_endpoints(&channel.status())
-            ),
-        );
-    }
+    let channel_state = || format!("the channel has {}", describe_endpoints(&channel.status()));
+    timeline
+        .wait_ready(
+            &channel,
+            3,
+            || Duration::ZERO,
+            "before the load",
+            channel_state,
+        )
+        .await;
 
     let load = Load::start(&channel, WORKERS);
     timeline.mark(load.now(), "load started".into());
@@ -225,20 +230,10 @@ pub async fn tls_rotation() -> Row {
         server.restart().await;
         timeline.mark(load.now(), format!("tls{i} restarted"));
         last = Instant::now();
-        match until(STEP_WAIT, || async { ready() == 3 }).await {
-            Some(took) => {
-                timeline.mark(load.now(), format!("3 ready after {} ms", took.as_millis()))
-            }
-            None => timeline.note(
-                load.now(),
-                format!(
-                    "rotation {}: not back to 3 ready within {} s; the channel has {}",
-                    i + 1,
-                    STEP_WAIT.as_secs(),
-                    describe_endpoints(&channel.status())
-                ),
-            ),
-        }
+        let step = format!("rotation {}", i + 1);
+        timeline
+            .wait_ready(&channel, 3, || load.now(), &step, channel_state)
+            .await;
     }
     let recovery = until(Duration::from_secs(10), || async { ready() == 3 })
         .await
