@@ -8,7 +8,7 @@
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -351,24 +351,15 @@ impl ConsulAgent {
     }
 
     fn spawn(&mut self) {
-        let (stdout, stderr) = process::log_output(
+        let mut command = process::logged_command(
+            &self.binary,
+            self.args(),
             &self.log_path(),
             &format!("{} {}", self.binary.display(), self.args().join(" ")),
         );
-        let mut command = Command::new(&self.binary);
-        command
-            .args(self.args())
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr);
         // consul reads CONSUL_* variables (address, token, ...); keep the caller's out.
         process::remove_env_prefixed(&mut command, "CONSUL_");
-        let child = command.spawn().unwrap_or_else(|e| {
-            panic!(
-                "cannot start {}: {e}\n{CONSUL_BUILD_HINT}",
-                self.binary.display()
-            )
-        });
+        let child = process::spawn(command, &self.binary, CONSUL_BUILD_HINT);
         tracing::debug!(pid = child.id(), http = self.ports[0], "started consul");
         self.child = Some(child);
     }

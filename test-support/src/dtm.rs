@@ -15,7 +15,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -186,26 +186,16 @@ impl DtmServer {
         let config_path = self.dir.path().join("conf.yml");
         std::fs::write(&config_path, &self.config)
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", config_path.display()));
-        let (stdout, stderr) = process::log_output(
+        let mut command = process::logged_command(
+            &self.binary,
+            ["-c", "conf.yml"],
             &self.log_path(),
             &format!("{} -c conf.yml\n{}", self.binary.display(), self.config),
         );
         // dtm reads every setting from the environment too (MICRO_SERVICE_DRIVER,
         // STORE_DRIVER, ...): start it with none of the caller's.
-        let child = Command::new(&self.binary)
-            .args(["-c", "conf.yml"])
-            .current_dir(self.dir.path())
-            .env_clear()
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start {}: {e}\n{DTM_BUILD_HINT}",
-                    self.binary.display()
-                )
-            });
+        command.current_dir(self.dir.path()).env_clear();
+        let child = process::spawn(command, &self.binary, DTM_BUILD_HINT);
         tracing::debug!(pid = child.id(), grpc = self.grpc_port, "started dtm");
         self.child = Some(child);
     }

@@ -13,7 +13,7 @@
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -203,19 +203,13 @@ impl KubeApiServer {
     }
 
     fn spawn(&mut self) {
-        let (stdout, stderr) = process::log_output(&self.log_path(), &self.args().join(" "));
-        let child = Command::new(&self.binary)
-            .args(self.args())
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start {}: {e}\n{KUBE_BUILD_HINT}",
-                    self.binary.display()
-                )
-            });
+        let command = process::logged_command(
+            &self.binary,
+            self.args(),
+            &self.log_path(),
+            &self.args().join(" "),
+        );
+        let child = process::spawn(command, &self.binary, KUBE_BUILD_HINT);
         tracing::debug!(pid = child.id(), port = self.port, "started kube-apiserver");
         self.child = Some(child);
     }

@@ -1,5 +1,6 @@
-//! Bookkeeping shared by the launchers of real server processes (etcd, consul, dtm).
+//! Bookkeeping shared by the launchers of real server processes (etcd, consul, dtm, kube-apiserver).
 
+use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::Path;
@@ -72,20 +73,40 @@ pub(crate) fn start_with_retries<T>(
     unreachable!("the attempts loop returns or panics")
 }
 
-/// Opens the log at `path` for appending, writes `header` there, and returns stdout and
-/// stderr handles to it for a child.
-pub(crate) fn log_output(path: &Path, header: &str) -> (Stdio, Stdio) {
-    let mut log = OpenOptions::new()
+/// A command running `binary` with `args`, without stdin, its output appended to the
+/// log at `log` after a line naming `header`; the caller sets its environment and
+/// spawns it ([`spawn`]).
+pub(crate) fn logged_command<S: AsRef<OsStr>>(
+    binary: &Path,
+    args: impl IntoIterator<Item = S>,
+    log: &Path,
+    header: &str,
+) -> Command {
+    let mut file = OpenOptions::new()
         .create(true)
         .append(true)
-        .open(path)
-        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
-    writeln!(log, "### test-support: starting {header}")
-        .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
-    let stderr = log
+        .open(log)
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", log.display()));
+    writeln!(file, "### test-support: starting {header}")
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", log.display()));
+    let stderr = file
         .try_clone()
         .unwrap_or_else(|e| panic!("cannot clone the log file handle: {e}"));
-    (Stdio::from(log), Stdio::from(stderr))
+    let mut command = Command::new(binary);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(file))
+        .stderr(Stdio::from(stderr));
+    command
+}
+
+/// Spawns `command` of `binary`; if it cannot start, panics saying why and `hint` (how
+/// to install or build the binary).
+pub(crate) fn spawn(mut command: Command, binary: &Path, hint: &str) -> Child {
+    command
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}\n{hint}", binary.display()))
 }
 
 /// The last part of the log at `path`, for a failure message.

@@ -11,7 +11,7 @@
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -155,26 +155,19 @@ impl Member {
             "etcd member {} already running",
             self.name
         );
-        let (stdout, stderr) = process::log_output(&self.log_path(), &self.command_line());
-        let mut command = Command::new(&self.binary);
-        command
-            .args(self.args())
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr);
+        let mut command = process::logged_command(
+            &self.binary,
+            self.args(),
+            &self.log_path(),
+            &self.command_line(),
+        );
         // etcd reads ETCD_* variables as flags; keep the caller's environment out.
         process::remove_env_prefixed(&mut command, "ETCD_");
         // etcd 3.4 refuses to run on arm64 unless told it is fine.
         if std::env::consts::ARCH == "aarch64" {
             command.env("ETCD_UNSUPPORTED_ARCH", "arm64");
         }
-        let child = command.spawn().unwrap_or_else(|err| {
-            panic!(
-                "cannot start {}: {err}\n{}",
-                self.binary.display(),
-                crate::ETCD_INSTALL_HINT
-            )
-        });
+        let child = process::spawn(command, &self.binary, crate::ETCD_INSTALL_HINT);
         tracing::debug!(
             name = %self.name,
             pid = child.id(),
