@@ -83,7 +83,8 @@ impl Classes {
     /// Puts `slot` at the end of its weight's class and of its band, with a credit
     /// drawn at random so that members of a band do not move in lockstep.
     pub(super) fn add(&mut self, slot: &Arc<Slot>) {
-        let (weight, b) = (weight_of(slot), band_of(weight_of(slot)));
+        let weight = weight_of(slot);
+        let b = band_of(weight);
         let class = self.by_weight.entry(weight).or_default();
         class.push_placed(slot, |s| &s.class_pos);
         let band = self.by_band.entry(b).or_default();
