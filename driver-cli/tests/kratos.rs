@@ -112,7 +112,8 @@ fn resolve_discovery_without_a_registry_says_how_to_name_one() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("DTM_KRATOS_REGISTRY=etcd://") && err.contains("?registry="),
+        err.contains("or set KratosDriver::with_registry or DTM_KRATOS_REGISTRY to one")
+            && err.contains("?registry=etcd://HOST:2379"),
         "{err}"
     );
 }

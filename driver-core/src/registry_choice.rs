@@ -11,7 +11,8 @@
 //! 3. the first of the caller's defaults (a driver value, an environment variable),
 //!    named in the error when it is unusable.
 //!
-//! None of them is `Ok(None)`: the caller says how to name one. The target's other
+//! None of them is an error listing all three ways, with the caller's defaults by name
+//! and the choice's examples. The target's other
 //! query parameters go with the service to its registry from the authority, and from
 //! `?registry=` when [`carry_query`](RegistryChoice::carry_query) is set.
 //!
@@ -28,12 +29,14 @@ use crate::target::Target;
 /// use dtmdriver_core::registry_choice::RegistryChoice;
 /// let choice = RegistryChoice { schemes: &[("etcd", "etcd://HOST:2379")], carry_query: true };
 /// let t = Target::parse("registry:///busi?registry=etcd://h:2379&group=blue").unwrap();
-/// let engine = choice.locate(&t, "busi", &[]).unwrap().unwrap();
+/// let engine = choice.locate(&t, "busi", &[]).unwrap();
 /// assert_eq!(engine.as_str(), "etcd://h:2379/busi?group=blue");
 /// let t = Target::parse("discovery://u:pw@h:2379/busi?user=u").unwrap();
-/// assert_eq!(choice.locate(&t, "busi", &[]).unwrap().unwrap().as_str(), "etcd://u:pw@h:2379/busi?user=u");
+/// assert_eq!(choice.locate(&t, "busi", &[]).unwrap().as_str(), "etcd://u:pw@h:2379/busi?user=u");
 /// let t = Target::parse("discovery:///busi").unwrap();
-/// assert!(choice.locate(&t, "busi", &[]).unwrap().is_none());
+/// let e = choice.locate(&t, "busi", &[("MY_REGISTRY", None)]).unwrap_err().to_string();
+/// assert!(e.ends_with("it names no registry; append ?registry=etcd://HOST:2379, \
+///     write discovery://HOST:2379/busi for etcd, or set MY_REGISTRY to one"), "{e}");
 /// let e = choice.locate(&t, "busi", &[("MY_REGISTRY", Some("zk://h:1"))]).unwrap_err().to_string();
 /// assert!(e.contains("MY_REGISTRY is unusable") && e.contains("`zk` is not etcd"), "{e}");
 /// ```
@@ -48,15 +51,15 @@ pub struct RegistryChoice<'a> {
 }
 
 impl RegistryChoice<'_> {
-    /// The engine target of service `name` of `target`, or `None` when neither the
-    /// target nor `defaults` (each `(where it comes from, registry if set)`, the first
-    /// set one used) names a registry.
+    /// The engine target of service `name` of `target`; the error says how to name a
+    /// registry when neither the target nor `defaults` (each `(where it comes from,
+    /// registry if set)`, the first set one used) names one.
     pub fn locate(
         &self,
         target: &Target,
         name: &str,
         defaults: &[(&str, Option<&str>)],
-    ) -> Result<Option<Target>> {
+    ) -> Result<Target> {
         let raw = target.as_str();
         let others: Vec<&str> = raw
             .split_once('?')
@@ -71,23 +74,42 @@ impl RegistryChoice<'_> {
         if let Some(registry) = target.query("registry") {
             let extra = if self.carry_query { &others[..] } else { &[] };
             return Target::in_registry(registry, name, self.schemes, extra)
-                .map(Some)
                 .map_err(|e| unusable("its ?registry=", e));
         }
         if !target.hosts().is_empty() && !target.endpoint().is_empty() {
             let rest = raw.split_once("://").map_or(raw, |(_, rest)| rest);
             let authority = rest.split(['/', '?']).next().unwrap_or_default();
             let registry = format!("{}://{authority}", self.schemes[0].0);
-            return Target::in_registry(&registry, name, self.schemes, &others).map(Some);
+            return Target::in_registry(&registry, name, self.schemes, &others);
         }
         match defaults
             .iter()
             .find_map(|(source, r)| Some((source, (*r)?)))
         {
             Some((source, registry)) => Target::in_registry(registry, name, self.schemes, &[])
-                .map(Some)
                 .map_err(|e| unusable(source, e)),
-            None => Ok(None),
+            None => Err(Error::bad_target(
+                target,
+                self.unnamed(target, name, defaults),
+            )),
         }
+    }
+
+    /// What to write when nothing names a registry: `?registry=`, hosts in the
+    /// authority, then the caller's defaults.
+    fn unnamed(&self, target: &Target, name: &str, defaults: &[(&str, Option<&str>)]) -> String {
+        let ((scheme, example), others) = self.schemes.split_first().expect("a registry scheme");
+        let hosts = example.split_once("://").map_or("HOST:PORT", |(_, h)| h);
+        let mut why = format!("it names no registry; append ?registry={example}");
+        if !others.is_empty() {
+            let others: Vec<&str> = others.iter().map(|(_, e)| *e).collect();
+            why += &format!(" (or {})", others.join(", "));
+        }
+        why += &format!(", write {}://{hosts}/{name} for {scheme}", target.scheme());
+        let sources: Vec<&str> = defaults.iter().map(|(source, _)| *source).collect();
+        if !sources.is_empty() {
+            why += &format!(", or set {} to one", sources.join(" or "));
+        }
+        why
     }
 }

@@ -50,21 +50,10 @@ pub fn to_etcd_target(target: &Target) -> Result<Target> {
         ));
     }
     let choice = RegistryChoice {
-        schemes: &[(
-            "etcd",
-            "registry=etcd://HOST:2379[,HOST2:2379] (percent-encoded inside a branch URI)",
-        )],
+        schemes: &[("etcd", "etcd://HOST:2379")],
         carry_query: true,
     };
-    choice.locate(target, name, &[])?.ok_or_else(|| {
-        Error::bad_target(
-            target,
-            format!(
-                "it names no etcd registry; append ?registry=etcd://HOST:2379 or write \
-                 registry://HOST:2379/{name}"
-            ),
-        )
-    })
+    choice.locate(target, name, &[])
 }
 
 #[cfg(test)]
@@ -120,7 +109,7 @@ mod tests {
             ("registry://seed", "append ?registry=etcd://HOST:2379"),
             (
                 "registry:///seed?registry=consul://h:8500",
-                "registry scheme `consul` is not etcd; write registry=etcd://HOST:2379",
+                "registry scheme `consul` is not etcd; write etcd://HOST:2379",
             ),
             (
                 "registry:///seed?registry=etcd://h:2379/x",

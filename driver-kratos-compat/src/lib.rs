@@ -146,16 +146,7 @@ impl KratosDriver {
             ("KratosDriver::with_registry", self.registry.as_deref()),
             (REGISTRY_ENV, env),
         ];
-        let write = |name| {
-            format!(
-                "it names no registry; set {REGISTRY_ENV}=etcd://127.0.0.1:2379 (or \
-                 consul://127.0.0.1:8500), append ?registry=etcd://HOST:2379, write \
-                 discovery://HOST:2379/{name} for etcd, or build the driver with \
-                 KratosDriver::default().with_registry(\"etcd://HOST:2379\")"
-            )
-        };
-        let located = REGISTRIES.locate(target, name, &defaults)?;
-        located.ok_or_else(|| Error::bad_target(target, write(name)))
+        REGISTRIES.locate(target, name, &defaults)
     }
 
     /// The instance to register at `target` for dtm's `endpoint`: `?weight=` and
