@@ -47,6 +47,10 @@ func main() {
 	c.Log.Mode = "console"
 	c.Log.Level = "error"
 	c.Mode = "test"
+	// go-zero turns its dev server on by default, on :6060 of every interface: the
+	// second echo server of a run logged "address already in use", and a test binary
+	// has no business listening beyond the address it is given.
+	c.DevServer.Enabled = false
 	logx.MustSetup(c.Log)
 
 	s := zrpc.MustNewServer(c, func(g *grpc.Server) {
