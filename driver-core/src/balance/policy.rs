@@ -99,10 +99,12 @@ impl ChannelInner {
             },
         };
         // A connection may leave the rotation between the list's update and the
-        // pick: take any ready one.
+        // pick: take the first of the list still ready. Not a scan of every slot: in a
+        // large set mostly idle or failing, that is O(N) a call in such a storm; a
+        // slot that came up after the list was caught up is the slow path's (`gate`).
         match chosen {
             Some(s) if s.conn.is_ready() => Some(s.clone()),
-            _ => table.slots.iter().find(|s| s.conn.is_ready()).cloned(),
+            _ => (0..n).map(at).find(|s| s.conn.is_ready()).cloned(),
         }
     }
 
