@@ -236,6 +236,13 @@ impl Record {
             .sum()
     }
 
+    /// When the last failed call ended, rounded up to its bucket's end; `None` if no
+    /// call failed.
+    pub fn last_failure(&self) -> Option<Duration> {
+        let i = self.buckets.iter().rposition(|[_, failed]| *failed > 0)?;
+        Some(BUCKET * u32::try_from(i + 1).unwrap_or(u32::MAX))
+    }
+
     /// Successful calls per second between `from` and `to` (rounded to buckets).
     pub fn rate(&self, from: Duration, to: Duration) -> f64 {
         let (a, b) = (bucket_of(from), bucket_of(to));
@@ -329,5 +336,14 @@ mod tests {
             record(&[]).median_rate(&[(Duration::ZERO, span)], window),
             0.0
         );
+    }
+
+    #[test]
+    fn the_last_failure_is_the_end_of_the_last_bucket_with_one() {
+        let mut r = record(&[10, 10, 10, 10]);
+        assert_eq!(r.last_failure(), None);
+        r.buckets[1][1] = 2;
+        r.buckets[2][1] = 1;
+        assert_eq!(r.last_failure(), Some(BUCKET * 3));
     }
 }

@@ -1,14 +1,15 @@
-//! Instance failures under load: a go-zero instance frozen ([`instance_frozen`]), and a
-//! long soak with registry churn that samples memory and file descriptors ([`soak`]).
+//! Instance failures under load: a go-zero instance frozen ([`instance_frozen`]) or
+//! killed ([`instance_crash`]), and a long soak with registry churn that samples memory
+//! and file descriptors ([`soak`]).
 //! Replacements (restarts, certificate rotation) are in [`super::replacement`].
 
 use std::time::{Duration, Instant};
 
 use dtmdriver_core::{Channel, Driver, Policy};
-use dtmdriver_gozero::GoZeroDriver;
+use dtmdriver_gozero::{GoZeroDriver, GoZeroEtcdFormat};
 use test_support::{EchoServer, EtcdServer, InteropProcess, free_port};
 
-use super::{Kind, WORKERS, channel, etcd_client, register_each, signal, until};
+use super::{Kind, WORKERS, blocking, channel, etcd_client, register_each, signal, until};
 use crate::load::Load;
 use crate::report::Row;
 
@@ -124,6 +125,103 @@ pub async fn instance_frozen(policy: Policy) -> Row {
             during,
             ratio * 100.0,
             back.map_or("never".into(), |d| format!("{} ms", d.as_millis()))
+        ),
+        violation,
+        errors: record.errors,
+    }
+}
+
+/// How soon after a crash calls must stop failing: the connection to a killed process
+/// breaks at once (the kernel closes its sockets), so only calls already on it fail.
+const CRASH_SETTLE: Duration = Duration::from_secs(1);
+
+/// One of three go-zero instances killed (SIGKILL: no graceful stop, its etcd key left
+/// to expire with its lease, as after an OOM kill) under load: only calls that were on
+/// it fail, none after [`CRASH_SETTLE`], and its endpoint leaves the channel when
+/// go-zero's lease expires ([`GoZeroEtcdFormat::TTL`]), the two others serving on.
+pub async fn instance_crash() -> Row {
+    let etcd = EtcdServer::start();
+    let ep = etcd.endpoint();
+    let key = "crash.rpc";
+    let target = format!("etcd://{ep}/{key}");
+    let mut instances: Vec<(InteropProcess, String)> = (0..3)
+        .map(|i| gozero_instance(&ep, key, &format!("go{i}")))
+        .collect();
+    let channel = channel(&target, &GoZeroDriver, 3).await;
+    let count = |state: Option<&str>| {
+        (channel.status().endpoints.iter())
+            .filter(|e| state.is_none_or(|s| e.state == s))
+            .count()
+    };
+    // go-zero registers before it listens: the load starts on three ready instances.
+    let ready = until(Duration::from_secs(10), || async {
+        count(Some("ready")) == 3
+    })
+    .await;
+    assert!(
+        ready.is_some(),
+        "the 3 go-zero instances never got ready: {:?}",
+        channel.status()
+    );
+
+    let load = Load::start(&channel, WORKERS);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (victim, victim_addr) = &mut instances[0];
+    let victim_addr = victim_addr.clone();
+    let killed_at = load.now();
+    blocking(|| {
+        victim.child().kill().expect("SIGKILL the instance");
+        victim.child().wait().expect("reap the instance")
+    });
+    let bound = GoZeroEtcdFormat::TTL + Duration::from_secs(5);
+    let removed = until(bound, || async { count(None) == 2 }).await;
+    let two_ready = until(Duration::from_secs(2), || async {
+        count(Some("ready")) == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let end = load.now();
+    let record = load.stop().await;
+    let failed = record.failed();
+    let settled = record
+        .last_failure()
+        .map_or(Duration::ZERO, |t| t.saturating_sub(killed_at));
+    let before = record.median_rate(&[(Duration::from_millis(500), killed_at)], CRASH_SETTLE / 2);
+    let after = record.median_rate(&[(killed_at + CRASH_SETTLE, end)], CRASH_SETTLE / 2);
+    let violation = if failed > WORKERS {
+        Some(format!(
+            "{failed} calls failed, more than the {WORKERS} that can be on the killed instance"
+        ))
+    } else if settled > CRASH_SETTLE {
+        Some(format!(
+            "calls still failed {} ms after the kill",
+            settled.as_millis()
+        ))
+    } else if removed.is_none() {
+        Some(format!(
+            "the killed instance's endpoint was still listed {} s after the kill",
+            bound.as_secs()
+        ))
+    } else if two_ready.is_none() {
+        Some(format!(
+            "the two live instances were not both ready: {}",
+            crate::load::describe_endpoints(&channel.status())
+        ))
+    } else {
+        None
+    };
+    Row {
+        scenario: "instance-crash",
+        driver: Kind::GoZero.name(),
+        calls: record.calls(),
+        failed,
+        recovery_of: "last failed call after the kill",
+        recovery: Some(settled),
+        detail: format!(
+            "1 of 3 go-zero processes ({victim_addr}) SIGKILLed {} ms into the load; its key expired and it left the channel {} after the kill (go-zero's lease: {} s); median {before:.0} calls/s before, {after:.0} after",
+            killed_at.as_millis(),
+            removed.map_or("never".into(), |d| format!("{} ms", d.as_millis())),
+            GoZeroEtcdFormat::TTL.as_secs(),
         ),
         violation,
         errors: record.errors,

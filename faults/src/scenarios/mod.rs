@@ -15,7 +15,7 @@ use test_support::EchoServer;
 
 use crate::report::Row;
 
-pub use instances::{instance_frozen, soak};
+pub use instances::{instance_crash, instance_frozen, soak};
 pub use registry::{
     consul_restart, etcd_auth_restart, etcd_auth_token_expiry, etcd_freeze, etcd_leader_loss,
     etcd_restart, key_deleted,
@@ -107,6 +107,11 @@ pub fn all() -> Vec<Scenario> {
             name: "instance-frozen-p2c",
             short: true,
             run: || Box::pin(instance_frozen(dtmdriver_core::Policy::PeakEwma)),
+        },
+        Scenario {
+            name: "instance-crash",
+            short: true,
+            run: || Box::pin(instance_crash()),
         },
         Scenario {
             name: "soak",
