@@ -8,6 +8,10 @@
 //! | `ttl` | how long the registry keeps an instance whose process stopped renewing it (etcd's lease, consul's TTL check): 1s to 24h, `15` is seconds; `ttl=0` is refused | the engine's, 10 s |
 //! | `meta.K=V` | metadata entry `K` (any number; the last of a repeated key wins) | none |
 //!
+//! A format that stores only some of them (go-zero's etcd value is a bare `host:port`)
+//! reads them with [`RegistrationOptions::carried_by`]: an option it cannot store is an
+//! error naming it, never silently dropped.
+//!
 //! Why here: the native etcd and consul drivers and the kratos format read the same
 //! parameters, and the copies had drifted apart (ranges, what `0` meant). A format's own
 //! limits (consul's rule for metadata keys, say) are checked by the format on top.
@@ -94,6 +98,46 @@ impl RegistrationOptions {
         Ok(options)
     }
 
+    /// The options as [`from_target`](Self::from_target) reads them, for a format that
+    /// stores only the `carried` ones (`"weight"`, `"group"`, `"ttl"`, `"meta"` for every
+    /// `meta.K`): another one given is an error naming it and what `format` stores.
+    ///
+    /// ```
+    /// use dtmdriver_core::{Target, registration_options::RegistrationOptions};
+    /// let t = Target::parse("etcd://h:2379/svc?ttl=30s&weight=3").unwrap();
+    /// let e = RegistrationOptions::carried_by(&t, &["ttl"], "go-zero's etcd value, a bare host:port")
+    ///     .unwrap_err().to_string();
+    /// assert!(e.contains("?weight= cannot be registered in go-zero's etcd value, a bare host:port"), "{e}");
+    /// let t = Target::parse("etcd://h:2379/svc?ttl=30s").unwrap();
+    /// assert!(RegistrationOptions::carried_by(&t, &["ttl"], "").unwrap().ttl.is_some());
+    /// ```
+    pub fn carried_by(target: &Target, carried: &[&str], format: &str) -> Result<Self> {
+        let options = Self::from_target(target)?;
+        let given = [
+            ("weight", target.query("weight").is_some()),
+            ("group", target.query("group").is_some()),
+            ("ttl", options.ttl.is_some()),
+            ("meta", !options.meta.is_empty()),
+        ];
+        match given
+            .iter()
+            .find(|(name, on)| *on && !carried.contains(name))
+        {
+            None => Ok(options),
+            Some((name, _)) => {
+                let name = if *name == "meta" { "meta.K" } else { name };
+                Err(Error::bad_target(
+                    target,
+                    format!(
+                        "?{name}= cannot be registered in {format}; drop it, or register with \
+                         dtm-driver-etcd or dtm-driver-consul, whose formats store weight, \
+                         group, ttl and metadata"
+                    ),
+                ))
+            }
+        }
+    }
+
     /// The weight readers use: 0 counts as 1.
     pub fn effective_weight(&self) -> u32 {
         self.weight.max(1)
@@ -152,5 +196,32 @@ mod tests {
             let e = options(query).unwrap_err().to_string();
             assert!(e.contains(needle), "{query}: {e}");
         }
+    }
+
+    #[test]
+    fn a_format_refuses_each_option_it_cannot_store_by_name() {
+        let carried = |query: &str, carried: &[&str]| {
+            let t = Target::parse(&format!("etcd://h:2379/s{query}")).unwrap();
+            RegistrationOptions::carried_by(&t, carried, "F").map_err(|e| e.to_string())
+        };
+        for (query, name) in [
+            ("?weight=0", "?weight="),
+            ("?group=", "?group="),
+            ("?ttl=5s", "?ttl="),
+            ("?meta.zone=a", "?meta.K="),
+        ] {
+            let e = carried(query, &[]).unwrap_err();
+            assert!(
+                e.contains(&format!("{name} cannot be registered in F")),
+                "{e}"
+            );
+        }
+        let all = ["weight", "group", "ttl", "meta"];
+        let o = carried("?weight=2&group=g&ttl=5s&meta.zone=a&tag=x", &all).unwrap();
+        assert_eq!((o.weight, o.ttl), (2, Some(Duration::from_secs(5))));
+        // Unknown parameters are the engine's (`user`, `tls_ca`...), and a bad value
+        // of a carried option is still its own error.
+        assert!(carried("?user=u&tag=x", &[]).is_ok());
+        assert!(carried("?ttl=0", &["ttl"]).unwrap_err().contains("ttl `0`"));
     }
 }

@@ -2,7 +2,9 @@
 //! registers) on the consul engine of `dtmdriver-consul`: [`GoZeroConsulFormat`].
 //!
 //! Registering `consul://[user:pw@]host:8500/KEY[?token=T]` at `HOST:PORT` keeps service
-//! `KEY-HOST-PORT` with a 20 s TTL check passing every 19 s and deregisters it on stop;
+//! `KEY-HOST-PORT` with a 20 s TTL check passing every 19 s and deregisters it on stop
+//! (a registration option, `?weight=` or `?ttl=` say, is refused: zero-contrib's layout
+//! stores none);
 //! resolving runs blocking health queries (`?wait=&tag=&healthy=&dc=&near=&limit=`,
 //! `healthy` false by default as in go-zero). The field-by-field layout and the
 //! differences from zero-contrib: `docs/gozero.md`.
@@ -16,6 +18,7 @@ use dtmdriver_consul::{
     ServiceEntry, ServiceExtras, ServiceKeeper, resolve_health,
 };
 use dtmdriver_core::address::HostPort;
+use dtmdriver_core::registration_options::RegistrationOptions;
 use dtmdriver_core::resolve::{Endpoint, Registrar, Resolver, SnapshotSender};
 use dtmdriver_core::{Error, Registration, Result, Target};
 
@@ -134,6 +137,8 @@ pub struct GoZeroConsulRegistrar;
 impl Registrar for GoZeroConsulRegistrar {
     async fn register(&self, target: &Target, endpoint: &str) -> Result<Registration> {
         let t = ConsulTarget::from_target(target)?;
+        let format = "zero-contrib's consul registration (fixed tags, a 20 s TTL check)";
+        RegistrationOptions::carried_by(target, &[], format)?;
         let published = routable_endpoint(endpoint)?;
         let registration = GoZeroConsulFormat::registration(&t.service, &published)?;
         ServiceKeeper::new(

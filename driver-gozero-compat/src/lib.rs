@@ -32,6 +32,8 @@ use dtmdriver_core::Registration;
 use dtmdriver_core::address::HostPort;
 use dtmdriver_core::parse::parse_scheme_url;
 #[cfg(feature = "etcd")]
+use dtmdriver_core::registration_options::RegistrationOptions;
+#[cfg(feature = "etcd")]
 use dtmdriver_core::resolve::Endpoint;
 use dtmdriver_core::resolve::{DirectResolver, Registrar, Resolver, SnapshotSender};
 use dtmdriver_core::{Driver, Error, Result, ServerMethod, Target};
@@ -89,7 +91,8 @@ pub fn parse_gozero(uri: &str) -> Result<ServerMethod> {
 ///
 /// * key: `<Key>/<lease id as decimal>`, the key used as given (no leading slash);
 /// * value: the plain `host:port`;
-/// * lease: 10 s TTL, renewed at TTL/3;
+/// * lease: 10 s TTL (a registration's `?ttl=`; it stores no other option), renewed at
+///   TTL/3;
 /// * subscribers read every value under `<Key>/` and de-duplicate them.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct GoZeroEtcdFormat;
@@ -210,6 +213,8 @@ pub struct GoZeroEtcdRegistrar;
 impl Registrar for GoZeroEtcdRegistrar {
     async fn register(&self, target: &Target, endpoint: &str) -> Result<Registration> {
         let t = EtcdTarget::from_target(target)?;
+        let format = "go-zero's etcd format, whose value is the bare host:port";
+        let ttl = RegistrationOptions::carried_by(target, &["ttl"], format)?.ttl;
         let published = routable_endpoint(endpoint)?;
         let client = shared_client(&t.config).await?;
         let key = t.key.clone();
@@ -218,7 +223,7 @@ impl Registrar for GoZeroEtcdRegistrar {
             move |lease| GoZeroEtcdFormat::key(&key, lease),
             published.clone(),
         )
-        .ttl(GoZeroEtcdFormat::TTL)
+        .ttl(ttl.unwrap_or(GoZeroEtcdFormat::TTL))
         .start(target.as_str(), &published)
         .await
     }

@@ -75,6 +75,40 @@ async fn register_writes_the_go_zero_key_value_and_lease() {
     assert_eq!(ttl.ttl(), -1, "the lease must be revoked");
 }
 
+/// `?ttl=` is the lease's TTL (the value does not carry it, readers never see it); an
+/// option go-zero's bare `host:port` value cannot carry is refused, naming it, and
+/// nothing is written.
+#[tokio::test]
+async fn ttl_sets_the_lease_and_options_the_value_cannot_carry_are_refused() {
+    let server = EtcdServer::start();
+    let mut client = etcd(&[server.endpoint()]).await;
+    let target = format!("etcd://{}/ttl.rpc", server.endpoint());
+    let reg = GoZeroDriver
+        .register_service(&format!("{target}?ttl=30s"), "127.0.0.1:9000")
+        .await
+        .unwrap();
+    let kvs = list(&mut client, "ttl.rpc/").await;
+    assert_eq!(kvs.len(), 1, "{kvs:?}");
+    let ttl = client.lease_time_to_live(kvs[0].2, None).await.unwrap();
+    assert_eq!(ttl.granted_ttl(), 30);
+    for query in ["weight=3", "group=blue", "meta.zone=a"] {
+        let e = GoZeroDriver
+            .register_service(&format!("{target}?{query}"), "127.0.0.1:9001")
+            .await
+            .unwrap_err()
+            .to_string();
+        let name = query.split('=').next().unwrap().replace("zone", "K");
+        assert!(
+            e.contains(&format!(
+                "?{name}= cannot be registered in go-zero's etcd format"
+            )),
+            "{e}"
+        );
+    }
+    assert_eq!(list(&mut client, "ttl.rpc/").await.len(), 1);
+    reg.deregister().await.unwrap();
+}
+
 #[tokio::test]
 async fn dropping_the_registration_removes_the_key() {
     let server = EtcdServer::start();

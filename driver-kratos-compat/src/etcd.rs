@@ -1,6 +1,6 @@
 //! kratos' etcd format (`contrib/registry/etcd`) on the etcd engine of `dtmdriver-etcd`:
 //! [`KratosEtcdFormat`]: `/microservices/<name>/<id>` = the [`KratosInstance`] JSON under
-//! a 15 s lease; a garbage value is skipped with a warning (kratos fails the whole read).
+//! a 15 s lease (a registration's `?ttl=`); a garbage value is skipped with a warning (kratos fails the whole read).
 //! Details: `docs/kratos.md`.
 
 use std::sync::Arc;
@@ -63,11 +63,13 @@ pub(crate) fn resolve(target: &Target, security: Security, updates: SnapshotSend
     Ok(())
 }
 
-/// Registers `instance(name)` in the etcd cluster of `target` under a 15 s lease.
+/// Registers `instance(name)` in the etcd cluster of `target` under a lease of `ttl`,
+/// else kratos' 15 s.
 pub(crate) async fn register(
     target: &Target,
     label: &str,
     endpoint: &str,
+    ttl: Option<Duration>,
     instance: impl FnOnce(&str) -> Result<KratosInstance>,
 ) -> Result<Registration> {
     let t = EtcdTarget::from_target(target)?;
@@ -78,7 +80,7 @@ pub(crate) async fn register(
     );
     let client = shared_client(&t.config).await?;
     LeaseKeeper::new(client, move |_| key.clone(), value)
-        .ttl(KratosEtcdFormat::TTL)
+        .ttl(ttl.unwrap_or(KratosEtcdFormat::TTL))
         .start(label, endpoint)
         .await
 }

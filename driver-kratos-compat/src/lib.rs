@@ -149,12 +149,32 @@ impl KratosDriver {
         REGISTRIES.locate(target, name, &defaults)
     }
 
-    /// The instance to register at `target` for dtm's `endpoint`: `?weight=` and
-    /// `?meta.K=` read as on every engine ([`RegistrationOptions`]), `?version=`.
-    fn instance(&self, target: &Target, name: &str, endpoint: &str) -> Result<KratosInstance> {
-        let options = RegistrationOptions::from_target(target)?;
+    /// The registration options kratos' format on `engine` stores: `?weight=` and
+    /// `?meta.K=` ([`RegistrationOptions`]), and on etcd `?ttl=`, the lease's.
+    fn options(target: &Target, engine: &Target) -> Result<RegistrationOptions> {
+        match engine.scheme() {
+            "consul" => {
+                let format = "kratos' consul registration (its TTL check is kratos' 20 s)";
+                RegistrationOptions::carried_by(target, &["weight", "meta"], format)
+            }
+            _ => {
+                let format = "kratos' instance JSON, which has no group";
+                RegistrationOptions::carried_by(target, &["weight", "meta", "ttl"], format)
+            }
+        }
+    }
+
+    /// The instance to register at `target` for dtm's `endpoint`, with `options` and
+    /// `?version=`.
+    fn instance(
+        &self,
+        target: &Target,
+        options: &RegistrationOptions,
+        name: &str,
+        endpoint: &str,
+    ) -> Result<KratosInstance> {
         let mut metadata = self.metadata.clone();
-        metadata.extend(options.meta);
+        metadata.extend(options.meta.clone());
         if target.query("weight").is_some() {
             metadata.insert("weight".into(), options.weight.to_string());
         }
@@ -230,10 +250,14 @@ impl Resolver for KratosResolver {
 impl Registrar for KratosDriver {
     async fn register(&self, target: &Target, endpoint: &str) -> Result<Registration> {
         let engine = self.locate(target)?;
-        let instance = |name: &str| self.instance(target, name, endpoint);
+        let options = Self::options(target, &engine)?;
+        let instance = |name: &str| self.instance(target, &options, name, endpoint);
         match engine.scheme() {
             #[cfg(feature = "etcd")]
-            "etcd" => etcd::register(&engine, target.as_str(), endpoint, instance).await,
+            "etcd" => {
+                let label = target.as_str();
+                etcd::register(&engine, label, endpoint, options.ttl, instance).await
+            }
             #[cfg(feature = "consul")]
             "consul" => consul::register(&engine, target.as_str(), endpoint, instance).await,
             _ => Err(feature_off(&engine, target, "register a service at")),
@@ -340,8 +364,13 @@ mod tests {
     #[test]
     fn instances_take_version_and_metadata_from_driver_and_target() {
         let d = KratosDriver::default().version("v1").metadata("zone", "a");
-        let t = Target::parse("etcd://h:2379/busi?version=v2&meta.tier=gold&weight=4").unwrap();
-        let i = d.instance(&t, "busi", "127.0.0.1:9000").unwrap();
+        let instance = |d: &KratosDriver, t: &str, endpoint| {
+            let t = Target::parse(t).unwrap();
+            let options = KratosDriver::options(&t, &t)?;
+            d.instance(&t, &options, "busi", endpoint)
+        };
+        let t = "etcd://h:2379/busi?version=v2&meta.tier=gold&weight=4";
+        let i = instance(&d, t, "127.0.0.1:9000").unwrap();
         assert_eq!(i.version, "v2");
         assert_eq!(
             i.metadata.unwrap(),
@@ -352,22 +381,20 @@ mod tests {
             ])
         );
         assert_eq!(i.endpoints, ["grpc://127.0.0.1:9000"]);
-        let plain = KratosDriver::default()
-            .instance(
-                &Target::parse("etcd://h:2379/busi").unwrap(),
-                "busi",
-                "grpc://h:1",
-            )
-            .unwrap();
+        let plain = instance(&KratosDriver::default(), "etcd://h:2379/busi", "grpc://h:1");
+        let plain = plain.unwrap();
         assert_eq!((plain.version.as_str(), plain.metadata), ("", None));
-        let e = d
-            .instance(
-                &Target::parse("etcd://h:2379/busi?weight=x").unwrap(),
-                "busi",
-                "h:1",
-            )
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("weight `x`"), "{e}");
+        let e = instance(&d, "etcd://h:2379/busi?weight=x", "h:1").unwrap_err();
+        assert!(e.to_string().contains("weight `x`"), "{e}");
+        // What the format cannot store is refused, naming it: group anywhere, the TTL
+        // on consul, where kratos' check keeps its own.
+        for (t, name) in [
+            ("etcd://h:2379/busi?group=blue", "?group="),
+            ("consul://h:8500/busi?ttl=30s", "?ttl="),
+        ] {
+            let e = instance(&d, t, "h:1").unwrap_err().to_string();
+            assert!(e.contains(&format!("{name} cannot be registered")), "{e}");
+        }
+        assert!(instance(&d, "etcd://h:2379/busi?ttl=30s", "h:1").is_ok());
     }
 }

@@ -86,6 +86,15 @@ async fn registration_writes_kratos_key_json_and_15s_lease_and_deregistration_re
     );
     let ttl = client.lease_time_to_live(*lease, None).await.unwrap();
     assert_eq!(ttl.granted_ttl(), 15);
+    // `?ttl=` is the lease's, as on every engine.
+    let longer = driver
+        .register_service(&format!("etcd://{ep}/longer?ttl=40s"), "127.0.0.1:9002")
+        .await
+        .unwrap();
+    let (_, _, lease) = &wait_keys(&mut client, "/microservices/longer/", 1).await[0];
+    let ttl = client.lease_time_to_live(*lease, None).await.unwrap();
+    assert_eq!(ttl.granted_ttl(), 40);
+    longer.deregister().await.unwrap();
 
     // `discovery://hosts/name` registers in etcd at those hosts too, with a new id,
     // and without configuration metadata is null.
