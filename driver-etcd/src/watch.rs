@@ -36,7 +36,7 @@ use std::sync::{Arc, LazyLock};
 use bytes::Bytes;
 use dtmdriver_core::resolve::{Endpoint, SnapshotSender};
 use dtmdriver_core::shared::{Publish, SharedWatches, forward_snapshots};
-use dtmdriver_core::sorted_map::SortedMap;
+use dtmdriver_core::sorted_map::{Diff, SortedMap};
 use tokio::sync::watch;
 
 use dtmdriver_core::backoff::Backoff;
@@ -160,6 +160,8 @@ struct DecodedIndex {
     decode: Decode,
     /// The `seq` of the state last applied; `None` before the first.
     seq: Option<u64>,
+    /// The copy of the prefix last applied, to compare a state after skipped ones with.
+    last: Option<Entries>,
     /// Each key's value, and whether it decoded to an endpoint.
     entries: BTreeMap<Arc<str>, (Bytes, bool)>,
 }
@@ -173,6 +175,7 @@ impl DecodedIndex {
             prefix: prefix.to_string(),
             decode,
             seq: None,
+            last: None,
             entries: BTreeMap::new(),
         }
     }
@@ -197,7 +200,31 @@ impl DecodedIndex {
             }
             // The first listing: every entry decoded once, the index built in bulk.
             _ if self.entries.is_empty() => self.fill(entries, &mut out),
-            // A listing, or states skipped: compare the whole copy.
+            // States skipped (the watch cell keeps the newest): the differences from the
+            // copy applied last, which shares every node off the changed keys' paths,
+            // O(C log N). A re-listing shares nothing and costs what comparing it whole
+            // does.
+            _ if self.last.is_some() => {
+                let last = self.last.take().expect("checked");
+                let mut changed = Vec::new();
+                last.diff(
+                    entries,
+                    |a, b| a == b,
+                    |d| match d {
+                        Diff::Removed(key, _) => changed.push((key, None)),
+                        Diff::Added(key, value) | Diff::Changed(_, (key, value)) => {
+                            changed.push((key, Some(value)));
+                        }
+                    },
+                );
+                for (key, value) in changed {
+                    match value {
+                        Some(value) => self.put(key, value, &mut out),
+                        None => self.remove(key, &mut out),
+                    }
+                }
+            }
+            // No copy to compare with: compare the whole one.
             _ => {
                 let gone: Vec<Arc<str>> = self
                     .entries
@@ -214,6 +241,7 @@ impl DecodedIndex {
             }
         }
         self.seq = Some(state.seq);
+        self.last = Some(entries.clone());
         Some(out)
     }
 

@@ -17,8 +17,11 @@
 //!   lookup in the channel's index of slots by address ([`Index`]) each (and one in
 //!   the connection pool for each new address), and a new table sharing every chunk of
 //!   slots the changes did not touch ([`Slots`]): O(C + N / 64);
-//! - a state after skipped ones (the resolver's cell keeps only the newest): the whole
-//!   set compared with the index, one hash lookup an endpoint, then as above.
+//! - a state after skipped ones (the resolver's cell keeps only the newest): the set
+//!   compared with the one applied last, which shares every node off the changed
+//!   paths with it ([`EndpointSet::diff`], O(C log N)), then as above; only a table
+//!   with no set applied (the first, or after a resolver error emptied it) compares the
+//!   whole set with the index, one hash lookup an endpoint.
 //!
 //! A set equal to the table publishes nothing.
 //!
@@ -283,8 +286,28 @@ impl Index {
         }
     }
 
+    /// Brings the table `old`, which holds `applied`, to `set` by their differences:
+    /// for a state after skipped ones.
+    pub(super) fn catch_up(
+        &mut self,
+        old: &Slots,
+        applied: &EndpointSet,
+        set: &EndpointSet,
+        connect: impl FnMut(&Endpoint) -> Arc<Connection>,
+    ) -> Diff {
+        let mut changes = Vec::new();
+        applied.diff(set, |step| {
+            changes.push(match step {
+                Ok(put) => Change::PutShared(put),
+                Err(gone) => Change::Remove(&gone.addr),
+            });
+        });
+        self.apply_each(old, changes.into_iter(), connect)
+    }
+
     /// Brings the table `old` to `set`, comparing the whole set with the index: for a
-    /// state whose changes cannot be applied (the first, or one after skipped ones).
+    /// state whose changes cannot be applied and no set applied before to compare it
+    /// with (the first).
     pub(super) fn resync(
         &mut self,
         old: &Slots,
@@ -331,10 +354,13 @@ impl ChannelInner {
                 "resolver error; keeping the last endpoint set");
         }
         let connect = |ep: &Endpoint| Connection::pooled(&ep.addr, &self.dial);
-        let diff = match (&index.applied, &state.changes) {
+        let diff = match (index.applied.take(), &state.changes) {
             (Some((_, applied)), _) if old.resolved && applied.ptr_eq(set) => None,
             (Some((version, _)), Some(changes)) if old.resolved && version + 1 == state.version => {
                 Some(index.apply_changes(&old.slots, changes, connect))
+            }
+            (Some((_, applied)), _) if old.resolved => {
+                Some(index.catch_up(&old.slots, &applied, set, connect))
             }
             _ => Some(index.resync(&old.slots, set, connect)),
         };
@@ -537,6 +563,53 @@ mod tests {
                 .iter()
                 .enumerate()
                 .all(|(i, s)| s.pos.load(Ordering::Relaxed) == i)
+        );
+    }
+
+    /// A channel woken once for several states (the resolver's cell keeps the newest)
+    /// brings its table to the newest by the differences between it and the set it
+    /// applied last: the slots of every untouched endpoint are kept.
+    #[tokio::test]
+    async fn a_state_after_skipped_ones_is_caught_up_by_its_differences() {
+        let inner = test_channel(Policy::RoundRobin);
+        let first: EndpointSet = (0..5000)
+            .map(|i| Endpoint::new(format!("10.0.{}.{}:80", i / 250, i % 250)))
+            .collect();
+        let state = |set: &EndpointSet, changes: Vec<SetChange>, version| ResolverState {
+            endpoints: Some(set.clone()),
+            changes: Some(changes.into()),
+            last_error: None,
+            version,
+        };
+        inner.apply(&state(&first, Vec::new(), 1));
+        let before = inner.table();
+        // Version 2 (a removal and a weight change) is never seen; version 3 adds one.
+        let mut newest = first.clone();
+        newest.apply(&SetChange::Remove("10.0.10.0:80".into()));
+        let heavier = Endpoint::new("10.0.3.7:80").with_weight(4);
+        newest.apply(&SetChange::Put(heavier.clone()));
+        let added = SetChange::Put(Endpoint::new("10.9.9.9:80"));
+        newest.apply(&added);
+        inner.apply(&state(&newest, vec![added], 3));
+        let after = inner.table();
+        let mut held = addrs(after.slots.iter().map(|s| &**s));
+        held.sort();
+        let mut want: Vec<String> = newest.iter().map(|e| e.addr.clone()).collect();
+        want.sort();
+        assert_eq!(held, want);
+        assert_eq!(slot_of(&after.slots, "10.0.3.7:80").endpoint.weight, 4);
+        assert!(Arc::ptr_eq(
+            &slot_of(&after.slots, "10.0.3.7:80").conn,
+            &slot_of(&before.slots, "10.0.3.7:80").conn
+        ));
+        let untouched = before
+            .slots
+            .iter()
+            .filter(|s| !["10.0.10.0:80", "10.0.3.7:80"].contains(&s.endpoint.addr.as_str()));
+        assert!(
+            untouched
+                .into_iter()
+                .all(|s| Arc::ptr_eq(s, slot_of(&after.slots, &s.endpoint.addr)))
         );
     }
 

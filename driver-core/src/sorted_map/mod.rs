@@ -26,6 +26,10 @@
 //! costs about what it did: one keyed change to a set of 100,000, 1.9 µs against 1.6 µs
 //! (`BENCH_PART=apply cargo bench -p dtmdriver-core --bench endpoints`, "keyed µs").
 
+mod diff;
+
+pub use diff::Diff;
+
 use std::borrow::Borrow;
 use std::cmp::Ordering;
 use std::fmt;
