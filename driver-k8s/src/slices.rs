@@ -19,8 +19,9 @@
 //!   that changed plus a logarithm of the number of slices;
 //! * what a resolver publishes is keyed by slice and address ([`keyed_changes`]): from
 //!   one index to the next, only the slices that changed (a slice left as it was is the
-//!   same `Arc`) give changes, so a change costs the changed slices' sizes plus one
-//!   step per slice (about N / 100), never a pass over every address.
+//!   same `Arc`) give changes, found by walking the two indexes together and skipping
+//!   the parts they share (`SortedMap::diff`), so a change costs the changed slices'
+//!   sizes plus a logarithm of the number of slices, never a pass over every address.
 
 use std::sync::Arc;
 
@@ -96,15 +97,16 @@ pub type KeyedChanges = Vec<(String, Option<Endpoint>)>;
 /// The keyed changes that turn the endpoints of `old` (the index and port published
 /// last; `None` if nothing was) into those of `new` on `port`, and the addresses of
 /// changed slices that do not form `host:port` (left out). With the port unchanged,
-/// the two indexes are walked side by side by slice name and only slices that are not
-/// the same `Arc` in both are read; a new port changes every key.
+/// only slices that are not the same `Arc` in both indexes are read, the shared parts
+/// of the two indexes skipped whole; a new port changes every key.
 pub fn keyed_changes(
     old: Option<(&SliceIndex, u16)>,
     new: &SliceIndex,
     port: u16,
 ) -> (KeyedChanges, Vec<String>) {
-    use std::cmp::Ordering::{Equal, Greater, Less};
     use std::collections::HashSet;
+
+    use dtmdriver_core::sorted_map::Diff;
 
     let key = |slice: &str, address: &str| format!("{slice}/{address}");
     let mut out = KeyedChanges::new();
@@ -128,40 +130,25 @@ pub fn keyed_changes(
         }
         None => &SliceIndex::new(),
     };
-    let (mut was, mut now) = (old.iter().peekable(), new.iter().peekable());
-    loop {
-        let order = match (was.peek(), now.peek()) {
-            (None, None) => break,
-            (Some(_), None) => Less,
-            (None, Some(_)) => Greater,
-            (Some((a, _)), Some((b, _))) => a.cmp(b),
-        };
-        match order {
-            Less => {
-                let (name, slice) = was.next().expect("peeked");
-                slice.ready.iter().for_each(|a| gone(&mut out, name, a));
+    // Only the slices that are not the same `Arc` in both are read: O(C log S) for C
+    // changed slices of S (`SortedMap::diff`).
+    let same = |(_, a): (&String, &Arc<ServiceSlice>), (_, b): (&String, &Arc<ServiceSlice>)| {
+        Arc::ptr_eq(a, b)
+    };
+    old.diff(new, same, |d| match d {
+        Diff::Removed(name, slice) => slice.ready.iter().for_each(|a| gone(&mut out, name, a)),
+        Diff::Added(name, slice) => slice.ready.iter().for_each(|a| put(&mut out, name, a)),
+        Diff::Changed((name, before), (_, after)) => {
+            let kept: HashSet<&String> = after.ready.iter().collect();
+            let had: HashSet<&String> = before.ready.iter().collect();
+            for a in before.ready.iter().filter(|a| !kept.contains(a)) {
+                gone(&mut out, name, a);
             }
-            Greater => {
-                let (name, slice) = now.next().expect("peeked");
-                slice.ready.iter().for_each(|a| put(&mut out, name, a));
-            }
-            Equal => {
-                let ((name, before), (_, after)) =
-                    (was.next().expect("peeked"), now.next().expect("peeked"));
-                if Arc::ptr_eq(before, after) {
-                    continue;
-                }
-                let kept: HashSet<&String> = after.ready.iter().collect();
-                let had: HashSet<&String> = before.ready.iter().collect();
-                for a in before.ready.iter().filter(|a| !kept.contains(a)) {
-                    gone(&mut out, name, a);
-                }
-                for a in after.ready.iter().filter(|a| !had.contains(a)) {
-                    put(&mut out, name, a);
-                }
+            for a in after.ready.iter().filter(|a| !had.contains(a)) {
+                put(&mut out, name, a);
             }
         }
-    }
+    });
     (out, bad)
 }
 
