@@ -1,16 +1,20 @@
 //! [`Slots`]: the table's list of slots, shared in chunks between one table and the
 //! next.
 //!
-//! Contract: a vector of `Arc<Slot>` with O(1) indexing (two loads), whose clone
-//! copies one pointer per [`CHUNK`] slots, and whose `set`, `push` and `swap_remove`
-//! copy only the chunk they touch when it is shared. So a table made from the one in
-//! service by C changes costs O(N / 64 + 64 × C) pointer copies instead of O(N)
-//! reference counts on slots scattered over the heap (measured at N = 10,000 by the
-//! `endpoints` bench's apply table, see docs/performance.md).
+//! Contract: a vector of `Arc<Slot>` with O(1) indexing, whose clone copies one
+//! pointer per [`GROUP`] × [`CHUNK`] slots (4,096), and whose `set`, `push` and
+//! `swap_remove` copy only the group and the chunk they touch when they are shared
+//! (64 pointers each). So a table made from the one in service by C changes costs
+//! O(N / 4,096 + 128 × C) pointer copies instead of O(N) reference counts on slots
+//! scattered over the heap.
 //!
-//! Hand-rolled rather than `rpds::Vector` (a 32-way trie): a pick indexes the table on
-//! every call, and a trie costs a load per level (4 at 100,000 slots) where this costs
-//! two.
+//! Why two levels: with chunks alone a table's clone copied N / 64 pointers, most of
+//! the cost of one change to a set of 100,000 (1,563 reference counts taken and given
+//! back, about 17 of its 21 µs; `BENCH_PART=apply cargo bench -p dtmdriver-core
+//! --bench endpoints`, docs/performance.md). Hand-rolled rather than `rpds::Vector` (a
+//! 32-way trie): a pick indexes the table on every call, and a trie costs a load per
+//! level and a branch on its depth, where this costs a fixed path whose first level
+//! (one pointer per 4,096 slots) stays in cache.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,10 +24,22 @@ use super::table::Slot;
 /// Slots per chunk.
 pub(super) const CHUNK: usize = 64;
 
+/// Chunks per group.
+pub(super) const GROUP: usize = 64;
+
+type Chunk = Arc<Vec<Arc<Slot>>>;
+type Group = Arc<Vec<Chunk>>;
+
 #[derive(Clone, Default)]
 pub(super) struct Slots {
-    chunks: Vec<Arc<Vec<Arc<Slot>>>>,
+    groups: Vec<Group>,
     len: usize,
+}
+
+/// The group, chunk and place in its chunk of slot `i`.
+fn place(i: usize) -> (usize, usize, usize) {
+    let c = i / CHUNK;
+    (c / GROUP, c % GROUP, i % CHUNK)
 }
 
 impl Slots {
@@ -39,25 +55,39 @@ impl Slots {
         self.into_iter()
     }
 
+    /// The slot at `i`, writable: its group and chunk copied first if shared. Panics
+    /// if `i` is out of bounds.
+    fn slot_mut(&mut self, i: usize) -> &mut Arc<Slot> {
+        let (g, c, k) = place(i);
+        &mut Arc::make_mut(&mut Arc::make_mut(&mut self.groups[g])[c])[k]
+    }
+
     /// Replaces slot `i`. Panics if `i` is out of bounds.
     pub(super) fn set(&mut self, i: usize, slot: Arc<Slot>) {
-        Arc::make_mut(&mut self.chunks[i / CHUNK])[i % CHUNK] = slot;
+        *self.slot_mut(i) = slot;
     }
 
     pub(super) fn push(&mut self, slot: Arc<Slot>) {
-        if self.len.is_multiple_of(CHUNK) {
-            self.chunks.push(Arc::new(Vec::with_capacity(CHUNK)));
+        if self.len.is_multiple_of(CHUNK * GROUP) {
+            self.groups.push(Arc::new(Vec::with_capacity(GROUP)));
         }
-        let last = self.chunks.last_mut().expect("a chunk with room");
-        Arc::make_mut(last).push(slot);
+        let group = Arc::make_mut(self.groups.last_mut().expect("a group with room"));
+        if self.len.is_multiple_of(CHUNK) {
+            group.push(Arc::new(Vec::with_capacity(CHUNK)));
+        }
+        Arc::make_mut(group.last_mut().expect("a chunk with room")).push(slot);
         self.len += 1;
     }
 
     fn pop(&mut self) -> Option<Arc<Slot>> {
-        let last = self.chunks.last_mut()?;
-        let slot = Arc::make_mut(last).pop();
-        if last.is_empty() {
-            self.chunks.pop();
+        let group = Arc::make_mut(self.groups.last_mut()?);
+        let chunk = Arc::make_mut(group.last_mut()?);
+        let slot = chunk.pop();
+        if chunk.is_empty() {
+            group.pop();
+            if group.is_empty() {
+                self.groups.pop();
+            }
         }
         self.len -= 1;
         slot
@@ -71,8 +101,7 @@ impl Slots {
         if i == self.len {
             return (last, None);
         }
-        let chunk = Arc::make_mut(&mut self.chunks[i / CHUNK]);
-        let taken = std::mem::replace(&mut chunk[i % CHUNK], last.clone());
+        let taken = std::mem::replace(self.slot_mut(i), last.clone());
         (taken, Some(last))
     }
 
@@ -109,22 +138,23 @@ impl Slots {
 impl std::ops::Index<usize> for Slots {
     type Output = Arc<Slot>;
     fn index(&self, i: usize) -> &Arc<Slot> {
-        &self.chunks[i / CHUNK][i % CHUNK]
+        let (g, c, k) = place(i);
+        &self.groups[g][c][k]
     }
 }
 
-type ChunkIter<'a> = std::slice::Iter<'a, Arc<Vec<Arc<Slot>>>>;
+type GroupIter<'a> = std::slice::Iter<'a, Group>;
+type ChunkIter<'a> = std::slice::Iter<'a, Chunk>;
 type SlotIter<'a> = std::slice::Iter<'a, Arc<Slot>>;
+type ChunksOf<'a> =
+    std::iter::FlatMap<GroupIter<'a>, ChunkIter<'a>, fn(&'a Group) -> ChunkIter<'a>>;
 
 impl<'a> IntoIterator for &'a Slots {
     type Item = &'a Arc<Slot>;
-    type IntoIter = std::iter::FlatMap<
-        ChunkIter<'a>,
-        SlotIter<'a>,
-        fn(&'a Arc<Vec<Arc<Slot>>>) -> SlotIter<'a>,
-    >;
+    type IntoIter = std::iter::FlatMap<ChunksOf<'a>, SlotIter<'a>, fn(&'a Chunk) -> SlotIter<'a>>;
     fn into_iter(self) -> Self::IntoIter {
-        self.chunks.iter().flat_map(|c| c.iter())
+        let chunks: ChunksOf<'a> = self.groups.iter().flat_map(|g| g.iter());
+        chunks.flat_map(|c| c.iter())
     }
 }
 
@@ -171,9 +201,11 @@ mod tests {
         assert_eq!(moved.unwrap().endpoint.addr, "10.0.0.1:199");
         assert_eq!(next.len(), 199);
         assert_eq!(next[70].endpoint.addr, "10.0.0.1:199");
-        // Only the chunk holding slot 70 (and the last one) was copied.
-        assert!(Arc::ptr_eq(&all.chunks[0], &next.chunks[0]));
-        assert!(!Arc::ptr_eq(&all.chunks[1], &next.chunks[1]));
+        // Only the chunk holding slot 70 (and the last one), and their group, were
+        // copied.
+        assert!(!Arc::ptr_eq(&all.groups[0], &next.groups[0]));
+        assert!(Arc::ptr_eq(&all.groups[0][0], &next.groups[0][0]));
+        assert!(!Arc::ptr_eq(&all.groups[0][1], &next.groups[0][1]));
         assert_eq!(
             all[70].endpoint.addr, "10.0.0.1:70",
             "the old table is untouched"
@@ -192,8 +224,66 @@ mod tests {
         while !small.is_empty() {
             small.swap_remove(0);
         }
-        assert!(small.chunks.is_empty());
+        assert!(small.groups.is_empty());
         small.push(slot(1));
         assert_eq!(ports(&small), [1]);
+    }
+
+    /// Across groups: a change copies its group and chunk and shares every other group;
+    /// random pushes, sets and removals end where a `Vec` does.
+    #[test]
+    fn groups_are_shared_until_touched_and_follow_a_vec() {
+        let slots: Vec<Arc<Slot>> = (0..9000).map(slot).collect();
+        let all: Slots = slots.iter().cloned().collect();
+        assert_eq!(all.groups.len(), 3);
+        let mut next = all.clone();
+        next.set(5000, slot(90_000));
+        assert!(Arc::ptr_eq(&all.groups[0], &next.groups[0]));
+        assert!(!Arc::ptr_eq(&all.groups[1], &next.groups[1]));
+        assert!(Arc::ptr_eq(&all.groups[2], &next.groups[2]));
+        assert_eq!(all[5000].endpoint.addr, "10.0.0.1:5000");
+        assert_eq!(next[5000].endpoint.addr, "10.0.0.1:90000");
+
+        let mut model: Vec<usize> = (0..9000).collect();
+        model[5000] = 90_000;
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut below = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        for step in 0..20_000 {
+            match below(3) {
+                0 if !model.is_empty() => {
+                    let i = below(model.len());
+                    let (taken, moved) = next.swap_remove(i);
+                    assert_eq!(taken.endpoint.addr, format!("10.0.0.1:{}", model[i]));
+                    let last = model.pop().unwrap();
+                    if i < model.len() {
+                        model[i] = last;
+                        assert!(moved.is_some());
+                    } else {
+                        assert!(moved.is_none());
+                    }
+                }
+                1 if !model.is_empty() => {
+                    let i = below(model.len());
+                    model[i] = 100_000 + step;
+                    next.set(i, slot(100_000 + step));
+                }
+                _ => {
+                    model.push(200_000 + step);
+                    next.push(slot(200_000 + step));
+                }
+            }
+            assert_eq!(next.len(), model.len());
+        }
+        assert_eq!(ports(&next), model);
+        assert!(
+            (0..model.len()).all(|i| next[i].endpoint.addr == format!("10.0.0.1:{}", model[i]))
+        );
+        // The first table is as it was.
+        assert_eq!(ports(&all), (0..9000).collect::<Vec<_>>());
     }
 }

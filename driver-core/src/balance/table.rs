@@ -16,7 +16,7 @@
 //! - the state right after the one applied last: its [`SetChange`]s alone, one hash
 //!   lookup in the channel's index of slots by address ([`Index`]) each (and one in
 //!   the connection pool for each new address), and a new table sharing every chunk of
-//!   slots the changes did not touch ([`Slots`]): O(C + N / 64);
+//!   slots the changes did not touch ([`Slots`]): O(C + N / 4,096);
 //! - a state after skipped ones (the resolver's cell keeps only the newest): the set
 //!   compared with the one applied last, which shares every node off the changed
 //!   paths with it ([`EndpointSet::diff`], O(C log N)), then as above; only a table

@@ -8,7 +8,7 @@
 //! table shares it, as [`Slots`]). A table of unequal weights carries
 //! [`WeightedTurns`]: its groups (the classes while the set has at most
 //! [`MAX_CLASSES`] distinct weights, else the bands), shared in chunks with the index
-//! (O(groups + N / 64) to make), and the turn state of smooth weighted round robin
+//! (O(groups + N / 4,096) to make), and the turn state of smooth weighted round robin
 //! over them. A turn costs O(groups) under one lock, at most 32 + a few member visits:
 //! the group is chosen by smooth WRR (nginx's) with the group's total weight, then the
 //! group's next member in turn. In a class every member weighs the same, so each turn
