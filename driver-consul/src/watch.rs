@@ -46,6 +46,7 @@ use dtmdriver_core::address::HostPort;
 use dtmdriver_core::backoff::Backoff;
 use dtmdriver_core::resolve::{Endpoint, SnapshotSender};
 use dtmdriver_core::shared::{SharedWatches, forward_snapshots};
+use dtmdriver_core::warn_once::first_warning;
 use dtmdriver_core::{Result, Target};
 use http::Method;
 use serde::Deserialize;
@@ -159,10 +160,19 @@ impl ServiceEntry {
     }
 
     /// [`addr`](Self::addr), or `None` with a warning naming the instance and why it
-    /// cannot be dialled: what every format's decoder does with such an entry.
+    /// cannot be dialled: what every format's decoder does with such an entry. The
+    /// warning is given once per instance and reason in the process (every answer
+    /// holds the whole service; see [`first_warning`]), at DEBUG after that.
     pub fn dialable_addr(&self) -> Option<String> {
+        let id = &self.service.id;
         self.addr()
-            .inspect_err(|why| tracing::warn!(id = %self.service.id, %why, "skipping a consul instance that cannot be dialled"))
+            .inspect_err(|why| {
+                if first_warning(&format!("consul instance {id}"), why) {
+                    tracing::warn!(%id, %why, "skipping a consul instance that cannot be dialled");
+                } else {
+                    tracing::debug!(%id, %why, "skipping a consul instance that cannot be dialled");
+                }
+            })
             .ok()
     }
 

@@ -106,6 +106,7 @@ pub mod shared;
 pub mod sorted_map;
 pub mod target;
 pub mod tls_files;
+pub mod warn_once;
 
 pub use balance::{
     Channel, ChannelBuilder, ChannelStatus, EndpointStatus, Policy, TlsConnector, connect,
