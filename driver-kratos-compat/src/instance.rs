@@ -106,6 +106,8 @@ impl KratosInstance {
             Err(why) => {
                 if first_warning(&format!("kratos instance {id} endpoint {e}"), &why) {
                     tracing::warn!(%id, %name, %why, "skipping a kratos endpoint URL that cannot be dialled");
+                } else {
+                    tracing::debug!(%id, %name, %why, "skipping a kratos endpoint URL that cannot be dialled");
                 }
                 None
             }
@@ -116,10 +118,12 @@ impl KratosInstance {
         };
         let mut metadata = self.metadata.clone().unwrap_or_default();
         let weight = metadata.get("weight").map(|w| (w.trim().parse::<u32>(), w));
-        if let Some((Err(_), w)) = weight
-            && first_warning(&format!("kratos instance {id} weight"), w)
-        {
-            tracing::warn!(%id, %name, weight = %w, "instance metadata weight is not a whole number; using 1");
+        if let Some((Err(_), w)) = weight {
+            if first_warning(&format!("kratos instance {id} weight"), w) {
+                tracing::warn!(%id, %name, weight = %w, "instance metadata weight is not a whole number; using 1");
+            } else {
+                tracing::debug!(%id, %name, weight = %w, "instance metadata weight is not a whole number; using 1");
+            }
         }
         let weight = weight.and_then(|(w, _)| w.ok()).unwrap_or(1);
         metadata.insert("version".into(), self.version.clone());
