@@ -17,8 +17,8 @@ use crate::report::Row;
 
 pub use instances::{instance_crash, instance_frozen, soak};
 pub use registry::{
-    consul_restart, etcd_auth_restart, etcd_auth_token_expiry, etcd_freeze, etcd_leader_loss,
-    etcd_restart, key_deleted,
+    consul_freeze, consul_restart, etcd_auth_restart, etcd_auth_token_expiry, etcd_freeze,
+    etcd_leader_loss, etcd_restart, key_deleted,
 };
 pub use replacement::{rolling_restart, tls_rotation};
 
@@ -87,6 +87,11 @@ pub fn all() -> Vec<Scenario> {
             name: "consul-restart",
             short: true,
             run: || Box::pin(consul_restart()),
+        },
+        Scenario {
+            name: "consul-freeze",
+            short: true,
+            run: || Box::pin(consul_freeze()),
         },
         Scenario {
             name: "tls-rotation",

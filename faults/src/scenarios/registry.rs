@@ -349,6 +349,53 @@ pub async fn consul_restart() -> Row {
     )
 }
 
+/// How long the consul agent stays frozen: past the native format's 10 s TTL check, so
+/// every check is overdue the moment the agent resumes.
+const CONSUL_FREEZE: Duration = Duration::from_secs(12);
+
+/// The consul agent SIGSTOPped (a GC pause, a frozen VM) past the TTL of the checks,
+/// then resumed, under load through `dtm-driver-consul`, whose resolver keeps passing
+/// instances only.
+pub async fn consul_freeze() -> Row {
+    let agent = blocking(ConsulAgent::start);
+    let target = format!("consul://{}/consulfrozen", agent.http_addr());
+    let served = serve(&dtmdriver_consul::ConsulDriver, &target, "cfrozen").await;
+    let pid = agent.pid().expect("the agent runs");
+
+    let load = Load::start(&served.channel, WORKERS);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    signal(pid, "STOP");
+    tokio::time::sleep(CONSUL_FREEZE).await;
+    signal(pid, "CONT");
+    let agent = &agent;
+    let recovery = until(Duration::from_secs(10), || async move {
+        let (code, body) =
+            blocking(|| agent.api("GET", "/v1/health/service/consulfrozen?passing=true", ""));
+        code == 200
+            && serde_json::from_str::<Vec<serde_json::Value>>(&body)
+                .is_ok_and(|entries| entries.len() == 3)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let live = served
+        .registrations
+        .iter()
+        .filter(|r| r.health().is_live())
+        .count();
+    registry_row(
+        "consul-freeze",
+        "dtm-driver-consul",
+        load.stop().await,
+        "3 services passing after the agent resumed",
+        recovery,
+        format!(
+            "agent frozen {} s (TTL checks 10 s); {live} of 3 registrations live after",
+            CONSUL_FREEZE.as_secs()
+        ),
+        RECOVERY_BOUND,
+    )
+}
+
 /// `fut.map_eq(n)`: a future of whether the count equals `n`.
 trait MapEq {
     fn map_eq(self, n: usize) -> impl std::future::Future<Output = bool>;
