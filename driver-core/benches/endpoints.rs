@@ -28,7 +28,9 @@
 //!    whole-set `update` with the same change (what a resolver that only knows whole
 //!    sets pays: consul, Kubernetes); and "behind µs": the channel's apply when it was
 //!    woken once for two changes (two keyed calls back to back, two endpoints removed
-//!    or put back), so that it finds a version skipped.
+//!    or put back), so that it finds a version skipped; and "discover behind µs": the
+//!    same for a `discover::Changes` stream (tower's `Discover`), its poll that takes
+//!    the newest state and yields the first change.
 //! 3. **one connection entering or leaving the rotation**, same sizes (part `apply`):
 //!    the median time (`BENCH_CHANGES` changes) of the next pick's update of the list of
 //!    ready endpoints, caught up from the channel's log of what changed, beside reading
@@ -66,8 +68,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use dtmdriver_core::discover::Changes;
 use dtmdriver_core::resolve::SnapshotSender;
 use dtmdriver_core::{Channel, Endpoint, Policy};
+use futures_util::{FutureExt, StreamExt};
 use test_support::bench::{env_list, load, median};
 use test_support::{EchoClient, EchoServer, ManualResolver, SayRequest, synthetic_addr};
 
@@ -421,12 +425,13 @@ async fn apply_table() {
     let changes = env_num("BENCH_CHANGES", 21.0) as usize;
     println!("applying one change to a channel's set of N endpoints (median of {changes} changes)");
     println!(
-        "{:>7} | {:>12} | {:>12} | {:>12} | {:>11} | {:>16} | {:>14} | {:>14} | {:>5}",
+        "{:>7} | {:>12} | {:>12} | {:>12} | {:>11} | {:>11} | {:>16} | {:>14} | {:>14} | {:>5}",
         "N",
         "keyed µs",
         "apply µs",
         "total µs",
         "behind µs",
+        "discover µs",
         "whole set µs",
         "first keyed ms",
         "first table ms",
@@ -453,6 +458,8 @@ async fn apply_table() {
         let first_keyed = started.elapsed();
         updates.changed().await.expect("channel alive");
         let first_table = started.elapsed() - first_keyed;
+        let mut lagging = Changes::new(sender.subscribe());
+        while lagging.next().now_or_never().flatten().is_some() {}
         // A resolver that publishes whole sets, on its own (no channel behind it).
         let (whole, _whole_rx) = SnapshotSender::channel();
         whole.update(all.clone());
@@ -472,7 +479,7 @@ async fn apply_table() {
             total.push(done - started);
         }
         // Two changes before the channel runs (this runtime has one thread): it skips one.
-        let mut behind = Vec::new();
+        let (mut behind, mut discover) = (Vec::new(), Vec::new());
         for k in 0..changes {
             let back = k % 2 == 1;
             let toggle = |i: usize| (key(i), back.then(|| all[i].clone()));
@@ -482,6 +489,11 @@ async fn apply_table() {
             let updated = Instant::now();
             updates.changed().await.expect("channel alive");
             behind.push(updated.elapsed());
+            let started = Instant::now();
+            let first = lagging.next().now_or_never().flatten();
+            discover.push(started.elapsed());
+            assert!(first.is_some(), "a change for the stream");
+            while lagging.next().now_or_never().flatten().is_some() {}
         }
         // Apart, so that the whole sets' copies (made here, freed by `update`) do not
         // load the allocator under the changes above.
@@ -495,12 +507,13 @@ async fn apply_table() {
             set.push(started.elapsed());
         }
         println!(
-            "{:>7} | {:>12} | {:>12} | {:>12} | {:>11} | {:>16} | {:>14.1} | {:>14.1} | {:>5}",
+            "{:>7} | {:>12} | {:>12} | {:>12} | {:>11} | {:>11} | {:>16} | {:>14.1} | {:>14.1} | {:>5}",
             n,
             us(median(&mut keyed)),
             us(median(&mut apply)),
             us(median(&mut total)),
             us(median(&mut behind)),
+            us(median(&mut discover)),
             us(median(&mut set)),
             first_keyed.as_secs_f64() * 1e3,
             first_table.as_secs_f64() * 1e3,

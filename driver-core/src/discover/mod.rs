@@ -24,11 +24,13 @@
 //! * the stream ends once the resolver is gone (every [`SnapshotSender`] dropped), after
 //!   the rest of the difference; dropping the stream lets the resolver stop its watch.
 //!
-//! A snapshot that follows the last one taken, with everything before it yielded, costs
-//! its changes alone ([`ResolverState::changes`]); any other costs one pass over it and
-//! one over the yielded set, with hashed lookups by address (never a search of the old
-//! set). Either only when the stream is polled: an idle consumer costs nothing, however
-//! often the set changes.
+//! A snapshot costs its differences from the last one taken, whatever is still to
+//! yield: the changes it carries ([`ResolverState::changes`]) when it is the next one,
+//! else the two sets compared by walking them together and skipping what they share
+//! (O(C log N) for C differences); only the first set is read whole. What is still to
+//! yield is kept by kind and order, so a snapshot that arrives while the consumer lags
+//! updates only the addresses it touches. Either only when the stream is polled: an
+//! idle consumer costs nothing, however often the set changes.
 //!
 //! [`discover`] (or [`Changes::discover`]) turns the stream into a
 //! [`tower::discover::Discover`] whose services the caller builds per endpoint, e.g. a
@@ -87,7 +89,7 @@
 
 mod feed;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::convert::Infallible;
 use std::fmt;
 use std::pin::Pin;
@@ -149,7 +151,13 @@ pub struct Changes {
     last_error: Option<String>,
     yielded: HashMap<String, Yielded>,
     next_seq: u64,
-    pending: VecDeque<Change<String, Endpoint>>,
+    /// Still to yield, in this order: the insert completing a changed address's
+    /// remove; new addresses (address order); changed ones (address order, each a
+    /// remove then an insert); gone ones (by the `seq` they were inserted with).
+    next_up: Option<(String, Endpoint)>,
+    inserts: BTreeMap<String, Endpoint>,
+    changed: BTreeMap<String, Endpoint>,
+    removes: BTreeMap<u64, String>,
     by_address: bool,
 }
 
@@ -157,7 +165,10 @@ impl fmt::Debug for Changes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Changes")
             .field("yielded", &self.yielded.len())
-            .field("pending", &self.pending.len())
+            .field(
+                "pending",
+                &(self.inserts.len() + self.changed.len() + self.removes.len()),
+            )
             .field("ended", &self.wait.is_none())
             .finish_non_exhaustive()
     }
@@ -174,7 +185,10 @@ impl Changes {
             last_error: None,
             yielded: HashMap::new(),
             next_seq: 0,
-            pending: VecDeque::new(),
+            next_up: None,
+            inserts: BTreeMap::new(),
+            changed: BTreeMap::new(),
+            removes: BTreeMap::new(),
             by_address: false,
         };
         changes.take(&state);
@@ -237,74 +251,81 @@ impl Changes {
         }
     }
 
-    /// Notes a snapshot: a new endpoint set replaces what is pending with the
-    /// difference between what was yielded and it. When everything was yielded and the
-    /// state is the next one, that difference comes from its changes alone (O(changes));
-    /// otherwise from comparing the whole set.
+    /// Notes a snapshot: what is still to yield becomes the difference between what
+    /// was yielded and its set, recomputed for the addresses it touched alone (see the
+    /// [module docs](self) for the cost).
     fn take(&mut self, state: &ResolverState) {
         self.last_error.clone_from(&state.last_error);
         let Some(set) = &state.endpoints else { return };
         if self.newest.as_ref().is_some_and(|n| n.ptr_eq(set)) {
             return;
         }
-        let follows =
-            self.newest.is_some() && self.pending.is_empty() && self.version + 1 == state.version;
-        self.newest = Some(set.clone());
+        let prev = self.newest.replace(set.clone());
+        let next = self.version + 1 == state.version;
         self.version = state.version;
-        let mut inserts = Vec::new();
-        let mut changed = Vec::new();
-        let mut gone: Vec<(u64, String)> = Vec::new();
-        let mut note = |endpoint: &Endpoint, yielded: &HashMap<String, Yielded>| match yielded
-            .get(&endpoint.addr)
-        {
-            None => inserts.push(Change::Insert(endpoint.addr.clone(), endpoint.clone())),
-            Some(old) if !self.by_address && old.endpoint != *endpoint => {
-                changed.push(Change::Remove(endpoint.addr.clone()));
-                changed.push(Change::Insert(endpoint.addr.clone(), endpoint.clone()));
-            }
-            Some(_) => {}
-        };
-        match &state.changes {
-            Some(changes) if follows => {
-                // An address may change twice in one state (gone and back): its last
-                // change counts.
-                let mut last: BTreeMap<&str, Option<&Endpoint>> = BTreeMap::new();
-                for change in changes.iter() {
-                    let endpoint = match change {
-                        SetChange::Put(endpoint) => Some(endpoint),
-                        SetChange::Remove(_) => None,
-                    };
-                    last.insert(change.addr(), endpoint);
-                }
-                for (addr, endpoint) in last {
-                    match endpoint {
-                        Some(endpoint) => note(endpoint, &self.yielded),
-                        None => {
-                            if let Some(y) = self.yielded.get(addr) {
-                                gone.push((y.seq, addr.to_string()));
-                            }
-                        }
-                    }
-                }
-            }
-            _ => {
-                for endpoint in set.iter() {
-                    note(endpoint, &self.yielded);
-                }
-                gone.extend(
-                    self.yielded
-                        .iter()
-                        .filter(|(addr, _)| !set.contains(addr))
-                        .map(|(addr, y)| (y.seq, addr.clone())),
-                );
+        // The addresses whose endpoint may differ from the last set taken; an address
+        // changed twice in one state (gone and back) once.
+        let mut touched: BTreeSet<&str> = BTreeSet::new();
+        match (&prev, &state.changes) {
+            (Some(_), Some(changes)) if next => touched.extend(changes.iter().map(SetChange::addr)),
+            (Some(prev), _) => prev.diff(set, |step| {
+                touched.insert(&step.unwrap_or_else(|gone| gone).addr);
+            }),
+            (None, _) => {
+                touched.extend(set.iter().map(|e| e.addr.as_str()));
+                touched.extend(self.yielded.keys().map(String::as_str));
             }
         }
-        gone.sort_unstable();
-        self.pending.clear();
-        self.pending.extend(inserts);
-        self.pending.extend(changed);
-        self.pending
-            .extend(gone.into_iter().map(|(_, addr)| Change::Remove(addr)));
+        let touched: Vec<String> = touched.into_iter().map(str::to_string).collect();
+        for addr in touched {
+            let now = set.get(&addr);
+            self.settle(addr, now);
+        }
+    }
+
+    /// Brings what is still to yield for `addr` to what `now` (its endpoint in the
+    /// newest set) asks, given what was yielded.
+    fn settle(&mut self, addr: String, now: Option<&Endpoint>) {
+        self.inserts.remove(&addr);
+        self.changed.remove(&addr);
+        let yielded = self.yielded.get(&addr);
+        if let Some(y) = yielded {
+            self.removes.remove(&y.seq);
+        }
+        if self.next_up.as_ref().is_some_and(|(a, _)| *a == addr) {
+            // Its remove was yielded: the insert completes it, with the newest endpoint.
+            self.next_up = now.map(|e| (addr, e.clone()));
+            return;
+        }
+        match (now, yielded) {
+            (Some(e), None) => {
+                self.inserts.insert(addr, e.clone());
+            }
+            (Some(e), Some(y)) if !self.by_address && y.endpoint != *e => {
+                self.changed.insert(addr, e.clone());
+            }
+            (None, Some(y)) => {
+                self.removes.insert(y.seq, addr);
+            }
+            (Some(_), Some(_)) | (None, None) => {}
+        }
+    }
+
+    /// The next change to yield, taken out of what is still to yield.
+    fn next_change(&mut self) -> Option<Change<String, Endpoint>> {
+        if let Some((addr, e)) = self.next_up.take() {
+            return Some(Change::Insert(addr, e));
+        }
+        if let Some((addr, e)) = self.inserts.pop_first() {
+            return Some(Change::Insert(addr, e));
+        }
+        if let Some((addr, e)) = self.changed.pop_first() {
+            self.next_up = Some((addr.clone(), e));
+            return Some(Change::Remove(addr));
+        }
+        self.removes
+            .pop_first()
+            .map(|(_, addr)| Change::Remove(addr))
     }
 
     /// Records a change as yielded.
@@ -343,7 +364,7 @@ impl Stream for Changes {
                 Poll::Ready((Err(_), _)) => this.wait = None,
             }
         }
-        match this.pending.pop_front() {
+        match this.next_change() {
             Some(change) => {
                 this.yield_change(&change);
                 Poll::Ready(Some(change))
@@ -623,7 +644,7 @@ mod tests {
             drain(&mut changes),
             [format!("-{}", a(2)), format!("+{}/4", a(2))]
         );
-        // A state skipped: the whole set is compared.
+        // A state skipped: the sets are compared (these two share nothing).
         tx.send_replace(state(9, vec![ep(5)], vec![SetChange::Put(ep(7))]));
         assert_eq!(
             drain(&mut changes),
@@ -633,6 +654,64 @@ mod tests {
                 format!("-{}", a(2))
             ]
         );
+    }
+
+    /// A consumer that lags by any amount, over states that follow one another or skip
+    /// some: what it has been yielded, applied in order, is always on its way to the
+    /// newest set, reaches it when drained, and never holds an address twice.
+    #[test]
+    fn a_lagging_consumer_ends_at_the_newest_set_whatever_it_skipped() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+        for round in 0..40 {
+            let (tx, rx) = SnapshotSender::channel();
+            let mut model: BTreeMap<u16, u32> = (0..50).map(|p| (p, 1)).collect();
+            tx.apply(model.keys().map(|p| (format!("k{p}"), Some(ep(*p)))));
+            let mut changes = Changes::new(rx);
+            let mut view: BTreeMap<String, u32> = BTreeMap::new();
+            for _ in 0..60 {
+                // One to five states between two polls: with one, the consumer takes
+                // the next state's changes; with more, it skips some and compares sets.
+                for _ in 0..rng.random_range(1..6) {
+                    let p = rng.random_range(0..80u16);
+                    let key = format!("k{p}");
+                    if rng.random_bool(0.3) {
+                        model.remove(&p);
+                        tx.apply([(key, None)]);
+                    } else {
+                        let w = rng.random_range(1..4);
+                        model.insert(p, w);
+                        tx.apply([(key, Some(ep(p).with_weight(w)))]);
+                    }
+                }
+                // Take a random part of what is ready.
+                for _ in 0..rng.random_range(0..30) {
+                    match changes.next().now_or_never() {
+                        Some(Some(Change::Insert(addr, e))) => {
+                            assert!(
+                                view.insert(addr, e.weight).is_none(),
+                                "round {round}: inserted twice"
+                            );
+                        }
+                        Some(Some(Change::Remove(addr))) => {
+                            assert!(
+                                view.remove(&addr).is_some(),
+                                "round {round}: removed unknown"
+                            );
+                        }
+                        _ => break,
+                    }
+                }
+            }
+            while let Some(Some(change)) = changes.next().now_or_never() {
+                match change {
+                    Change::Insert(addr, e) => assert!(view.insert(addr, e.weight).is_none()),
+                    Change::Remove(addr) => assert!(view.remove(&addr).is_some()),
+                }
+            }
+            let want: BTreeMap<String, u32> = model.iter().map(|(p, w)| (a(*p), *w)).collect();
+            assert_eq!(view, want, "round {round}");
+        }
     }
 
     #[test]
