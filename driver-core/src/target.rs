@@ -309,6 +309,32 @@ impl Target {
         }
     }
 
+    /// A query parameter holding a count (`?limit=2`), `None` when absent; the error
+    /// names the parameter and the value, then `hint`.
+    ///
+    /// ```
+    /// use dtmdriver_core::Target;
+    /// let t = Target::parse("consul://h/svc?limit=2&subset=x").unwrap();
+    /// assert_eq!(t.query_count("limit", "").unwrap(), Some(2));
+    /// assert_eq!(t.query_count("tag", "").unwrap(), None);
+    /// let e = t.query_count("subset", "write subset=N").unwrap_err().to_string();
+    /// assert!(e.contains("subset `x` is not a whole number; write subset=N"), "{e}");
+    /// ```
+    pub fn query_count(&self, key: &str, hint: &str) -> Result<Option<usize>> {
+        self.query(key)
+            .map(|text| {
+                let hint = if hint.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {hint}")
+                };
+                text.parse().map_err(|_| {
+                    Error::bad_target(self, format!("{key} `{text}` is not a whole number{hint}"))
+                })
+            })
+            .transpose()
+    }
+
     /// All query parameters in order.
     pub fn query_pairs(&self) -> &[(String, String)] {
         &self.query

@@ -3,8 +3,7 @@
 //!
 //! Registering `consul://[user:pw@]host:8500/KEY[?token=T]` at `HOST:PORT` keeps service
 //! `KEY-HOST-PORT` with a 20 s TTL check passing every 19 s and deregisters it on stop
-//! (a registration option, `?weight=` or `?ttl=` say, is refused: zero-contrib's layout
-//! stores none);
+//! (refusing registration options: zero-contrib's layout stores none);
 //! resolving runs blocking health queries (`?wait=&tag=&healthy=&dc=&near=&limit=`,
 //! `healthy` false by default as in go-zero). The field-by-field layout and the
 //! differences from zero-contrib: `docs/gozero.md`.
@@ -20,7 +19,7 @@ use dtmdriver_consul::{
 use dtmdriver_core::address::HostPort;
 use dtmdriver_core::registration_options::RegistrationOptions;
 use dtmdriver_core::resolve::{Endpoint, Registrar, Resolver, SnapshotSender};
-use dtmdriver_core::{Error, Registration, Result, Target};
+use dtmdriver_core::{Registration, Result, Target};
 
 use crate::routable_endpoint;
 
@@ -95,9 +94,7 @@ impl GoZeroConsulFormat {
         query.passing_only = target.query_flag("healthy")?;
         let limit = match target.query("limit") {
             None | Some("" | "0") => None,
-            Some(l) => Some(l.parse::<usize>().map_err(|_| {
-                Error::bad_target(target, format!("limit `{l}` is not a whole number"))
-            })?),
+            Some(_) => target.query_count("limit", "")?,
         };
         Ok((query, limit))
     }

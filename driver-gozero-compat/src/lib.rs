@@ -32,8 +32,6 @@ use dtmdriver_core::Registration;
 use dtmdriver_core::address::HostPort;
 use dtmdriver_core::parse::parse_scheme_url;
 #[cfg(feature = "etcd")]
-use dtmdriver_core::registration_options::RegistrationOptions;
-#[cfg(feature = "etcd")]
 use dtmdriver_core::resolve::Endpoint;
 use dtmdriver_core::resolve::{DirectResolver, Registrar, Resolver, SnapshotSender};
 use dtmdriver_core::{Driver, Error, Result, ServerMethod, Target};
@@ -57,16 +55,9 @@ pub const SUBSET_SIZE: usize = 32;
 
 /// The subset bound of `target`: `?subset=N`, else [`SUBSET_SIZE`]; 0 means none.
 pub fn subset_size(target: &Target) -> Result<usize> {
-    match target.query("subset") {
-        None => Ok(SUBSET_SIZE),
-        Some(n) => n.parse().map_err(|_| {
-            let write = "write subset=N to use at most N servers (0 for all";
-            Error::bad_target(
-                target,
-                format!("subset=`{n}` is not a number; {write}; default {SUBSET_SIZE})"),
-            )
-        }),
-    }
+    let hint =
+        format!("write subset=N to use at most N servers (0 for all; default {SUBSET_SIZE})");
+    Ok(target.query_count("subset", &hint)?.unwrap_or(SUBSET_SIZE))
 }
 
 /// go-zero's branch-URI rule: the shared scheme-URL rule ([`parse_scheme_url`]), except
@@ -91,8 +82,7 @@ pub fn parse_gozero(uri: &str) -> Result<ServerMethod> {
 ///
 /// * key: `<Key>/<lease id as decimal>`, the key used as given (no leading slash);
 /// * value: the plain `host:port`;
-/// * lease: 10 s TTL (a registration's `?ttl=`; it stores no other option), renewed at
-///   TTL/3;
+/// * lease: 10 s TTL or a registration's `?ttl=` (no other option), renewed at TTL/3;
 /// * subscribers read every value under `<Key>/` and de-duplicate them.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct GoZeroEtcdFormat;
@@ -214,7 +204,8 @@ impl Registrar for GoZeroEtcdRegistrar {
     async fn register(&self, target: &Target, endpoint: &str) -> Result<Registration> {
         let t = EtcdTarget::from_target(target)?;
         let format = "go-zero's etcd format, whose value is the bare host:port";
-        let ttl = RegistrationOptions::carried_by(target, &["ttl"], format)?.ttl;
+        let options = dtmdriver_core::registration_options::RegistrationOptions::carried_by;
+        let ttl = options(target, &["ttl"], format)?.ttl;
         let published = routable_endpoint(endpoint)?;
         let client = shared_client(&t.config).await?;
         let key = t.key.clone();
