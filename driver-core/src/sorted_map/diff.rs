@@ -209,6 +209,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::sorted_map::tests::Rng;
 
     type Model = BTreeMap<u32, u64>;
 
@@ -239,16 +240,6 @@ mod tests {
             .map(|k| (k, old.get(&k).copied(), new.get(&k).copied()))
             .filter(|(_, a, b)| a != b)
             .collect()
-    }
-
-    struct Rng(u64);
-    impl Rng {
-        fn below(&mut self, n: u64) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0 % n
-        }
     }
 
     #[test]

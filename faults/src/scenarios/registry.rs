@@ -328,13 +328,8 @@ pub async fn consul_restart() -> Row {
     let load = Load::start(&served.channel, WORKERS);
     tokio::time::sleep(Duration::from_secs(1)).await;
     blocking(|| agent.restart());
-    let agent = &agent;
-    let recovery = until(Duration::from_secs(10), || async move {
-        let (code, body) =
-            blocking(|| agent.api("GET", "/v1/health/service/consulfaults?passing=true", ""));
-        code == 200
-            && serde_json::from_str::<Vec<serde_json::Value>>(&body)
-                .is_ok_and(|entries| entries.len() == 3)
+    let recovery = until(Duration::from_secs(10), || async {
+        passing(&agent, "consulfaults") == 3
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -367,13 +362,8 @@ pub async fn consul_freeze() -> Row {
     signal(pid, "STOP");
     tokio::time::sleep(CONSUL_FREEZE).await;
     signal(pid, "CONT");
-    let agent = &agent;
-    let recovery = until(Duration::from_secs(10), || async move {
-        let (code, body) =
-            blocking(|| agent.api("GET", "/v1/health/service/consulfrozen?passing=true", ""));
-        code == 200
-            && serde_json::from_str::<Vec<serde_json::Value>>(&body)
-                .is_ok_and(|entries| entries.len() == 3)
+    let recovery = until(Duration::from_secs(10), || async {
+        passing(&agent, "consulfrozen") == 3
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -394,6 +384,16 @@ pub async fn consul_freeze() -> Row {
         ),
         RECOVERY_BOUND,
     )
+}
+
+/// How many instances of `service` the agent says are passing (0 while it cannot answer).
+fn passing(agent: &ConsulAgent, service: &str) -> usize {
+    let path = format!("/v1/health/service/{service}?passing=true");
+    let (code, body) = blocking(|| agent.api("GET", &path, ""));
+    match serde_json::from_str::<Vec<serde_json::Value>>(&body) {
+        Ok(entries) if code == 200 => entries.len(),
+        _ => 0,
+    }
 }
 
 /// `fut.map_eq(n)`: a future of whether the count equals `n`.
