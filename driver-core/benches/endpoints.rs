@@ -37,8 +37,7 @@
 //!    every endpoint's flag (what the list did before the log), caches cooled before
 //!    each (`dtmdriver_core::__private::ready_list_costs`); and the carrying of that
 //!    list over one apply of `BENCH_BATCH` changes (default 1,000, at most N / 2; half
-//!    removals, half new endpoints) with every endpoint ready, by a scan of the list
-//!    per move and by one bit per slot (`carry_costs`).
+//!    removals, half new endpoints) with every endpoint ready (`carry_costs`).
 //!    Then **one change to a weighted round robin channel** (same sizes and changes),
 //!    all endpoints ready, weighing 1, 1 to 4 and 1 to 40 (`i % K + 1`): the median
 //!    time of applying one change (an endpoint removed, then put back) and the first
@@ -547,19 +546,17 @@ async fn ready_table() {
     println!();
     println!("carrying the ready list over one apply of a batch of changes (median of {changes})");
     println!(
-        "{:>7} | {:>6} | {:>12} | {:>12} | {:>7} | {:>5}",
-        "N", "batch", "by scans µs", "by bits µs", "ratio", "load"
+        "{:>7} | {:>6} | {:>10} | {:>5}",
+        "N", "batch", "carry µs", "load"
     );
     for n in sizes {
         let batch = batch.min(n / 2).max(1);
-        let (scans, bits) = dtmdriver_core::__private::carry_costs(n, batch, changes).await;
+        let carry = dtmdriver_core::__private::carry_costs(n, batch, changes).await;
         println!(
-            "{:>7} | {:>6} | {:>12} | {:>12} | {:>7.3} | {:>5}",
+            "{:>7} | {:>6} | {:>10} | {:>5}",
             n,
             batch,
-            us(scans),
-            us(bits),
-            bits.as_secs_f64() / scans.as_secs_f64().max(1e-9),
+            us(carry),
             load()
         );
     }

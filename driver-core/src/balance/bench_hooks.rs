@@ -3,9 +3,9 @@
 //!
 //! Contract: on a channel over `n` endpoints that are never dialled (their ready flags
 //! set by hand), [`ready_list_costs`] measures what bringing the list of ready
-//! endpoints up to date costs after one connection left or re-entered the rotation,
-//! and [`carry_costs`] what carrying that list over a batch of changes costs; each
-//! both ways the table can do it; [`weighted_change_costs`] what one change to a
+//! endpoints up to date costs after one connection left or re-entered the rotation
+//! (beside reading every flag), and [`carry_costs`] what carrying that list over a
+//! batch of changes costs; [`weighted_change_costs`] what one change to a
 //! weighted set costs up to the first weighted pick after it, and
 //! [`weighted_outage_pick`] a weighted pick while most of the weight is out of
 //! rotation. Why a hook: a flag can only change through the
@@ -21,10 +21,8 @@ use crate::resolve::{DirectResolver, Endpoint, ResolverState, SetChange, Snapsho
 
 /// The time to carry the ready list of a table of `n` endpoints, all ready, over one
 /// apply of `batch` changes (half of them removals spread over the set, half new
-/// endpoints): by a scan of the list per move (what every apply did before), and by
-/// one bit per slot (what an apply of more than a few moves does now); the median
-/// of `rounds` timings of each.
-pub async fn carry_costs(n: usize, batch: usize, rounds: usize) -> (Duration, Duration) {
+/// endpoints); the median of `rounds` timings.
+pub async fn carry_costs(n: usize, batch: usize, rounds: usize) -> Duration {
     let inner = ready_channel(n);
     let table = inner.table();
     let changes: Vec<SetChange> = (0..batch)
@@ -42,17 +40,15 @@ pub async fn carry_costs(n: usize, batch: usize, rounds: usize) -> (Duration, Du
         });
     let slots = diff.slots.expect("the batch changes the set");
     let mut cool = vec![0u64; 8 << 20];
-    let (mut scans, mut bits) = (Vec::new(), Vec::new());
+    let mut times = Vec::new();
     for _ in 0..rounds {
-        for (by_bits, times) in [(false, &mut scans), (true, &mut bits)] {
-            cool_caches(&mut cool);
-            let started = Instant::now();
-            let carried = table.carried(&diff.moves, &slots, by_bits);
-            times.push(started.elapsed());
-            std::hint::black_box(carried.map(|r| r.slots.len()));
-        }
+        cool_caches(&mut cool);
+        let started = Instant::now();
+        let carried = table.ready_after(&diff.moves, &slots);
+        times.push(started.elapsed());
+        std::hint::black_box(carried.map(|r| r.slots.len()));
     }
-    (median(&mut scans), median(&mut bits))
+    median(&mut times)
 }
 
 /// The median time, over `rounds` changes (an endpoint in the middle removed, then put

@@ -5,42 +5,62 @@
 //! checks the flag of what it chose). When connections enter or leave the rotation,
 //! each records its address in the log, and the next pick brings the list up to date
 //! from those addresses alone (their slots found through the [`Index`], their flags
-//! read again, the list rewritten in one pass over its integers): O(ready + changed),
-//! no other slot's connection read. Only a list that fell further behind than the log
-//! keeps (1/16 of the set) is rebuilt by reading every slot's flag. An apply carries
-//! the list over to the next table by its moves ([`Table::ready_after`]), reading no
-//! flag but the added slots' (a scan of the list of integers per move for up to 8
-//! moves, one bit per slot beyond: O(N / 64 + ready + moves)).
+//! read again): a slot that came up is appended, one that went down is swapped out
+//! with the last, each in O(1) (copying the chunks it touches), no other slot's
+//! connection read. Only a list that fell further behind than the log keeps (1/16 of
+//! the set) is rebuilt by reading every slot's flag. An apply carries the list over to
+//! the next table by its moves ([`Table::ready_after`]) the same way, reading no flag
+//! but the added slots'.
+//!
+//! How: the list is a [`Chunked`] vector of slot numbers (shared in groups of chunks,
+//! so a new version copies what a change touches and one pointer per 4,096 entries)
+//! beside another, as long as the table, of each slot's place in the list: calls in
+//! flight keep reading the version they hold.
 //!
 //! Why: reading every slot's flag (three pointers away and cold) on each readiness
-//! change cost the next pick 4.9–10.4 ms at 100,000 endpoints; carrying the list by
-//! scans cost 43 ms for a batch of 1,000 changes. Measured with `BENCH_PART=apply cargo
-//! bench -p dtmdriver-core --bench endpoints` (`docs/performance.md`): now 160–181 µs
-//! and 0.43 ms.
+//! change cost the next pick 4.9–10.4 ms at 100,000 endpoints; rewriting the list of
+//! integers in one pass (what came next) still cost 134–181 µs, now 22–29 µs;
+//! carrying the list by a scan per move cost 43 ms for a batch of 1,000 changes, by
+//! one bit per slot 0.41 ms (and 64–68 µs for 2 changes), now 0.52 ms (and 22 µs).
+//! Measured with `BENCH_PART=apply cargo bench -p dtmdriver-core --bench endpoints`
+//! (`docs/performance.md`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::{Mutex, OnceLock};
 
-use super::slots::Slots;
+use super::slots::{Chunked, Slots};
 use super::table::{Index, Move, Table};
 use super::transport::ready_log::ReadyLog;
 use super::weights::WeightWalk;
 
-/// The indices of the ready slots, as of count `epoch` of the channel's [`ReadyLog`].
+/// The ready slots, as of count `epoch` of the channel's [`ReadyLog`].
 pub(super) struct Ready {
     pub(super) epoch: u64,
-    pub(super) slots: Vec<u32>,
+    /// The ready slots' numbers, in no particular order.
+    pub(super) slots: Chunked<u32>,
+    /// Each slot's place in `slots` ([`UNLISTED`] for a slot not listed), as long as
+    /// the table.
+    at: Chunked<u32>,
     /// Weighted round robin's walk over these slots by weight, built at its first
     /// use (see `weights`).
     pub(super) walk: OnceLock<WeightWalk>,
 }
 
+/// The place of a slot not in the list.
+const UNLISTED: u32 = u32::MAX;
+
 impl Ready {
-    pub(super) fn new(epoch: u64, slots: Vec<u32>) -> Self {
+    /// The list of `slots` of a table of `len` slots, as of count `epoch`.
+    pub(super) fn new(epoch: u64, slots: Vec<u32>, len: usize) -> Self {
+        let mut at = vec![UNLISTED; len];
+        for (place, &pos) in slots.iter().enumerate() {
+            at[pos as usize] = place as u32;
+        }
         Self {
             epoch,
-            slots,
+            slots: Chunked::from_vec(slots),
+            at: Chunked::from_vec(at),
             walk: OnceLock::new(),
         }
     }
@@ -48,43 +68,104 @@ impl Ready {
     /// A list never built: no count of a log reaches its epoch, so the first pick
     /// builds it.
     pub(super) fn never() -> Self {
-        Self::new(NEVER, Vec::new())
+        Self::new(NEVER, Vec::new(), 0)
+    }
+
+    /// A copy to change, as of count `epoch` (its walk is built anew when needed).
+    fn next(&self, epoch: u64) -> Self {
+        Self {
+            epoch,
+            slots: self.slots.clone(),
+            at: self.at.clone(),
+            walk: OnceLock::new(),
+        }
+    }
+
+    /// Lists slot `pos` unless it is listed.
+    fn add(&mut self, pos: u32) {
+        if self.at[pos as usize] == UNLISTED {
+            self.at.set(pos as usize, self.slots.len() as u32);
+            self.slots.push(pos);
+        }
+    }
+
+    /// Takes slot `pos` out of the list if it is listed, the last one taking its place.
+    fn take_out(&mut self, pos: u32) {
+        let place = self.at[pos as usize];
+        if place == UNLISTED {
+            return;
+        }
+        self.at.set(pos as usize, UNLISTED);
+        if let (_, Some(last)) = self.slots.swap_remove(place as usize) {
+            self.at.set(last as usize, place);
+        }
+    }
+
+    /// Follows the table's removal of slot `pos`, the last slot (`moved_from`) taking
+    /// its place if another one was last.
+    fn removed(&mut self, pos: u32, moved_from: Option<u32>) {
+        self.take_out(pos);
+        if let Some(from) = moved_from {
+            let place = self.at[from as usize];
+            if place != UNLISTED {
+                self.slots.set(place as usize, pos);
+            }
+            self.at.set(pos as usize, place);
+        }
+        self.at.pop();
     }
 }
 
 /// The count no [`ReadyLog`] reaches: a list never built.
 const NEVER: u64 = u64::MAX;
 
+/// `current` carried through `moves` (as of the same count), each added slot listed
+/// if `ready(its final place)`: O(moves), copying the chunks the moves touch.
+fn carry(current: &Ready, moves: &[Move], ready: impl Fn(u32) -> bool) -> Ready {
+    let mut next = current.next(current.epoch);
+    // The slots added by this apply, followed to their final places.
+    let mut added: std::collections::HashSet<u32> = std::collections::HashSet::new();
+    for m in moves {
+        match *m {
+            Move::Removed { pos, moved_from } => {
+                next.removed(pos, moved_from);
+                added.remove(&pos);
+                if let Some(from) = moved_from
+                    && added.remove(&from)
+                {
+                    added.insert(pos);
+                }
+            }
+            Move::Added { pos } => {
+                debug_assert_eq!(pos as usize, next.at.len());
+                next.at.push(UNLISTED);
+                added.insert(pos);
+            }
+        }
+    }
+    // Whether an added slot is ready is read once all moves are done, at its final
+    // place.
+    let mut added: Vec<u32> = added.into_iter().collect();
+    added.sort_unstable();
+    for pos in added.into_iter().filter(|&pos| ready(pos)) {
+        next.add(pos);
+    }
+    next
+}
+
 impl Table {
     /// This table's ready list carried over to a table made from it by `moves`, as of
     /// the same count of the channel's [`ReadyLog`] (the next pick catches up from
-    /// there), without reading any slot's connection but the added ones': for a few
-    /// moves, a scan of the list of integers per move; for more, one bit per slot
-    /// ([`carry_by_bits`]), O(N / 64 + ready + moves). `None` if this table's list was
-    /// never built.
+    /// there), without reading any slot's connection but the added ones': O(moves ×
+    /// log N). `None` if this table's list was never built.
     pub(super) fn ready_after(&self, moves: &[Move], slots: &Slots) -> Option<Ready> {
-        self.carried(moves, slots, moves.len() > SCAN_MOVES)
-    }
-
-    /// [`Self::ready_after`], by bits or by scans as `by_bits` says.
-    pub(super) fn carried(&self, moves: &[Move], slots: &Slots, by_bits: bool) -> Option<Ready> {
         let current = self.ready.load();
         if current.epoch == NEVER {
             return None;
         }
-        let (mut ready, added) = if by_bits {
-            carry_by_bits(&current.slots, moves, self.slots.len() + moves.len() + 1)
-        } else {
-            carry_by_scan(&current.slots, moves)
-        };
-        // Whether an added slot is ready is read once all moves are done, at its
-        // final place.
-        ready.extend(
-            added
-                .into_iter()
-                .filter(|&pos| slots[pos as usize].conn.is_ready()),
-        );
-        Some(Ready::new(current.epoch, ready))
+        let carried = carry(&current, moves, |pos| slots[pos as usize].conn.is_ready());
+        debug_assert_eq!(carried.at.len(), slots.len());
+        Some(carried)
     }
 
     /// The ready slots, brought up to date if a connection entered or left the
@@ -108,37 +189,39 @@ impl Table {
             return current;
         }
         let ready = match log.since(current.epoch) {
-            Some((now, changed)) => self
-                .caught_up(&current.slots, &changed, index)
-                .map(|slots| Ready::new(now, slots)),
-            None => None,
+            Some((now, changed)) if current.epoch != NEVER => {
+                self.caught_up(&current, now, &changed, index)
+            }
+            _ => None,
         };
         // The count is read before the flags: a change during the pass comes after
         // it, and the next pick catches up with it.
-        let ready = ready.unwrap_or_else(|| Ready::new(now, self.read_every_flag()));
+        let ready =
+            ready.unwrap_or_else(|| Ready::new(now, self.read_every_flag(), self.slots.len()));
         self.ready.store(Arc::new(ready));
         self.ready.load()
     }
 
-    /// The ready slots, read from every slot's connection.
+    /// The ready slots, read from every slot's connection, in increasing order.
     pub(super) fn read_every_flag(&self) -> Vec<u32> {
         (0..self.slots.len() as u32)
             .filter(|&i| self.slots[i as usize].conn.is_ready())
             .collect()
     }
 
-    /// `ready` (this table's list) brought up to date for the connections to the
-    /// addresses `changed`: each one's slot found through the index, its flag read
-    /// again, and the list rewritten in one pass over its integers; O(ready +
-    /// changed), with no slot's connection read but the changed ones. `None` if the
-    /// index has moved on to a newer table than this one (then every flag is read).
+    /// `ready` (this table's list) brought up to count `now` for the connections to
+    /// the addresses `changed`: each one's slot found through the index, its flag read
+    /// again, and the slot listed or taken out; O(changed × log N), with no slot's
+    /// connection read but the changed ones. `None` if the index has moved on to a
+    /// newer table than this one (then every flag is read).
     fn caught_up(
         &self,
-        ready: &[u32],
+        ready: &Ready,
+        now: u64,
         changed: &[Arc<str>],
         index: &Mutex<Index>,
-    ) -> Option<Vec<u32>> {
-        let mut positions: Vec<u32> = {
+    ) -> Option<Ready> {
+        let positions: Vec<u32> = {
             let index = index.lock().unwrap_or_else(|e| e.into_inner());
             let mut positions = Vec::with_capacity(changed.len());
             for addr in changed {
@@ -154,117 +237,50 @@ impl Table {
             }
             positions
         };
-        if positions.is_empty() {
-            return Some(ready.to_vec());
-        }
-        positions.sort_unstable();
-        positions.dedup();
-        let mut listed = vec![false; positions.len()];
-        let mut slots = Vec::with_capacity(ready.len() + positions.len());
-        for &pos in ready {
-            match positions.binary_search(&pos) {
-                Ok(k) => {
-                    listed[k] = true;
-                    if self.slots[pos as usize].conn.is_ready() {
-                        slots.push(pos);
-                    }
-                }
-                Err(_) => slots.push(pos),
+        let mut next = ready.next(now);
+        for pos in positions {
+            if self.slots[pos as usize].conn.is_ready() {
+                next.add(pos);
+            } else {
+                next.take_out(pos);
             }
         }
-        for (k, &pos) in positions.iter().enumerate() {
-            if !listed[k] && self.slots[pos as usize].conn.is_ready() {
-                slots.push(pos);
-            }
-        }
-        Some(slots)
+        Some(next)
     }
-}
-
-/// Moves an apply may make before its ready list is carried over by bits, not scans.
-const SCAN_MOVES: usize = 8;
-
-/// The ready list `ready` and the slots added, followed through `moves`, one scan of
-/// each list per move: O((ready + added) × moves).
-fn carry_by_scan(ready: &[u32], moves: &[Move]) -> (Vec<u32>, Vec<u32>) {
-    let mut ready = ready.to_vec();
-    let mut added: Vec<u32> = Vec::new();
-    for m in moves {
-        match *m {
-            Move::Removed { pos, moved_from } => {
-                for list in [&mut ready, &mut added] {
-                    if let Some(at) = list.iter().position(|&i| i == pos) {
-                        list.swap_remove(at);
-                    }
-                    if let Some(from) = moved_from
-                        && let Some(at) = list.iter().position(|&i| i == from)
-                    {
-                        list[at] = pos;
-                    }
-                }
-            }
-            Move::Added { pos } => added.push(pos),
-        }
-    }
-    (ready, added)
-}
-
-/// As [`carry_by_scan`], with one bit per slot position below `bound` for each list:
-/// O(bound / 64 + ready + moves). The lists come out in position order.
-fn carry_by_bits(ready: &[u32], moves: &[Move], bound: usize) -> (Vec<u32>, Vec<u32>) {
-    fn set(bits: &mut [u64], i: u32, on: bool) {
-        let (w, b) = ((i / 64) as usize, i % 64);
-        bits[w] = (bits[w] & !(1 << b)) | (u64::from(on) << b);
-    }
-    fn get(bits: &[u64], i: u32) -> bool {
-        bits[(i / 64) as usize] >> (i % 64) & 1 == 1
-    }
-    fn listed(bits: &[u64]) -> Vec<u32> {
-        let mut out = Vec::new();
-        for (w, &word) in bits.iter().enumerate() {
-            let mut word = word;
-            while word != 0 {
-                out.push(w as u32 * 64 + word.trailing_zeros());
-                word &= word - 1;
-            }
-        }
-        out
-    }
-    let words = bound.div_ceil(64);
-    let (mut ready_bits, mut added_bits) = (vec![0u64; words], vec![0u64; words]);
-    for &pos in ready {
-        set(&mut ready_bits, pos, true);
-    }
-    for m in moves {
-        match *m {
-            Move::Removed { pos, moved_from } => {
-                for bits in [&mut ready_bits, &mut added_bits] {
-                    let kept = moved_from.is_some_and(|from| get(bits, from));
-                    set(bits, pos, kept);
-                    if let Some(from) = moved_from {
-                        set(bits, from, false);
-                    }
-                }
-            }
-            Move::Added { pos } => set(&mut added_bits, pos, true),
-        }
-    }
-    (listed(&ready_bits), listed(&added_bits))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Every listed slot's place is where the list holds it, every other slot is
+    /// unlisted, and `at` is as long as the table.
+    fn consistent(ready: &Ready, table_len: usize) -> bool {
+        let listed = (0..ready.slots.len()).all(|k| ready.at[ready.slots[k] as usize] == k as u32);
+        let unlisted = ready.at.iter().filter(|&&p| p == UNLISTED).count();
+        listed && ready.at.len() == table_len && unlisted + ready.slots.len() == table_len
+    }
+
+    /// Random tables changed by random moves: the carried list holds exactly the slots
+    /// whose flags are set at their final places, its places agree with it, and the
+    /// list it came from is untouched.
     #[test]
-    fn carrying_by_bits_ends_where_carrying_by_scans_does() {
+    fn carrying_follows_every_move_and_leaves_the_old_list_alone() {
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        for round in 0..200 {
-            let mut len: u32 = rng.random_range(1..300);
-            let ready: Vec<u32> = (0..len).filter(|_| rng.random_bool(0.7)).collect();
+        for round in 0..300 {
+            // The table: each slot's flag; the list: the slots whose flag is set.
+            let mut flags: Vec<bool> = (0..rng.random_range(1..300))
+                .map(|_| rng.random_bool(0.7))
+                .collect();
+            let listed: Vec<u32> = (0..flags.len() as u32)
+                .filter(|&p| flags[p as usize])
+                .collect();
+            let before = Ready::new(5, listed.clone(), flags.len());
+            assert!(consistent(&before, flags.len()));
             let mut moves = Vec::new();
-            for _ in 0..rng.random_range(0..40) {
+            for _ in 0..rng.random_range(0..150) {
+                let len = flags.len() as u32;
                 if len > 0 && rng.random_bool(0.5) {
                     let pos = rng.random_range(0..len);
                     let last = len - 1;
@@ -272,23 +288,35 @@ mod tests {
                         pos,
                         moved_from: (pos != last).then_some(last),
                     });
-                    len -= 1;
+                    flags.swap_remove(pos as usize);
                 } else {
                     moves.push(Move::Added { pos: len });
-                    len += 1;
+                    flags.push(rng.random_bool(0.5));
                 }
             }
-            let sorted = |(mut a, mut b): (Vec<u32>, Vec<u32>)| {
-                a.sort_unstable();
-                b.sort_unstable();
-                (a, b)
-            };
-            let bound = ready.len().max(300) + moves.len() + 1;
-            assert_eq!(
-                sorted(carry_by_bits(&ready, &moves, bound)),
-                sorted(carry_by_scan(&ready, &moves)),
-                "round {round}: {moves:?}"
-            );
+            let carried = carry(&before, &moves, |pos| flags[pos as usize]);
+            assert!(consistent(&carried, flags.len()), "round {round}");
+            let mut held: Vec<u32> = carried.slots.iter().copied().collect();
+            held.sort_unstable();
+            let want: Vec<u32> = (0..flags.len() as u32)
+                .filter(|&p| flags[p as usize])
+                .collect();
+            assert_eq!(held, want, "round {round}: {moves:?}");
+            assert_eq!(carried.epoch, 5);
+            assert_eq!(before.slots.iter().copied().collect::<Vec<_>>(), listed);
         }
+    }
+
+    #[test]
+    fn adding_and_taking_out_keeps_the_places() {
+        let mut ready = Ready::new(1, vec![2, 4, 6, 8], 10);
+        ready.take_out(4);
+        ready.take_out(9);
+        ready.add(6);
+        ready.add(1);
+        assert!(consistent(&ready, 10));
+        let mut held: Vec<u32> = ready.slots.iter().copied().collect();
+        held.sort_unstable();
+        assert_eq!(held, [1, 2, 6, 8]);
     }
 }

@@ -1,7 +1,7 @@
 //! [`Slots`]: the table's list of slots, shared in chunks between one table and the
-//! next.
+//! next; [`Chunked`], the same for any element (the ready list's slot numbers too).
 //!
-//! Contract: a vector of `Arc<Slot>` with O(1) indexing, whose clone copies one
+//! Contract: a vector with O(1) indexing, whose clone copies one
 //! pointer per [`GROUP`] × [`CHUNK`] slots (4,096), and whose `set`, `push` and
 //! `swap_remove` copy only the group and the chunk they touch when they are shared
 //! (64 pointers each). So a table made from the one in service by C changes costs
@@ -27,13 +27,34 @@ pub(super) const CHUNK: usize = 64;
 /// Chunks per group.
 pub(super) const GROUP: usize = 64;
 
-type Chunk = Arc<Vec<Arc<Slot>>>;
-type Group = Arc<Vec<Chunk>>;
+type Chunk<T> = Arc<Vec<T>>;
+type Group<T> = Arc<Vec<Chunk<T>>>;
 
-#[derive(Clone, Default)]
-pub(super) struct Slots {
-    groups: Vec<Group>,
+/// A vector shared in groups of chunks; see the [module docs](self).
+pub(super) struct Chunked<T> {
+    groups: Vec<Group<T>>,
     len: usize,
+}
+
+/// The table's slots.
+pub(super) type Slots = Chunked<Arc<Slot>>;
+
+impl<T> Clone for Chunked<T> {
+    fn clone(&self) -> Self {
+        Self {
+            groups: self.groups.clone(),
+            len: self.len,
+        }
+    }
+}
+
+impl<T> Default for Chunked<T> {
+    fn default() -> Self {
+        Self {
+            groups: Vec::new(),
+            len: 0,
+        }
+    }
 }
 
 /// The group, chunk and place in its chunk of slot `i`.
@@ -42,7 +63,7 @@ fn place(i: usize) -> (usize, usize, usize) {
     (c / GROUP, c % GROUP, i % CHUNK)
 }
 
-impl Slots {
+impl<T: Clone> Chunked<T> {
     pub(super) fn len(&self) -> usize {
         self.len
     }
@@ -55,19 +76,19 @@ impl Slots {
         self.into_iter()
     }
 
-    /// The slot at `i`, writable: its group and chunk copied first if shared. Panics
-    /// if `i` is out of bounds.
-    fn slot_mut(&mut self, i: usize) -> &mut Arc<Slot> {
+    /// The element at `i`, writable: its group and chunk copied first if shared.
+    /// Panics if `i` is out of bounds.
+    fn slot_mut(&mut self, i: usize) -> &mut T {
         let (g, c, k) = place(i);
         &mut Arc::make_mut(&mut Arc::make_mut(&mut self.groups[g])[c])[k]
     }
 
-    /// Replaces slot `i`. Panics if `i` is out of bounds.
-    pub(super) fn set(&mut self, i: usize, slot: Arc<Slot>) {
+    /// Replaces element `i`. Panics if `i` is out of bounds.
+    pub(super) fn set(&mut self, i: usize, slot: T) {
         *self.slot_mut(i) = slot;
     }
 
-    pub(super) fn push(&mut self, slot: Arc<Slot>) {
+    pub(super) fn push(&mut self, slot: T) {
         if self.len.is_multiple_of(CHUNK * GROUP) {
             self.groups.push(Arc::new(Vec::with_capacity(GROUP)));
         }
@@ -79,7 +100,7 @@ impl Slots {
         self.len += 1;
     }
 
-    fn pop(&mut self) -> Option<Arc<Slot>> {
+    pub(super) fn pop(&mut self) -> Option<T> {
         let group = Arc::make_mut(self.groups.last_mut()?);
         let chunk = Arc::make_mut(group.last_mut()?);
         let slot = chunk.pop();
@@ -93,9 +114,9 @@ impl Slots {
         slot
     }
 
-    /// Takes slot `i` out, moving the last slot into its place; returns the slot taken
-    /// and the one moved (if another was moved). Panics if `i` is out of bounds.
-    pub(super) fn swap_remove(&mut self, i: usize) -> (Arc<Slot>, Option<Arc<Slot>>) {
+    /// Takes element `i` out, moving the last one into its place; returns the one
+    /// taken and the one moved (if another was moved). Panics if `i` is out of bounds.
+    pub(super) fn swap_remove(&mut self, i: usize) -> (T, Option<T>) {
         assert!(i < self.len, "slot {i} of {}", self.len);
         let last = self.pop().expect("not empty");
         if i == self.len {
@@ -104,7 +125,9 @@ impl Slots {
         let taken = std::mem::replace(self.slot_mut(i), last.clone());
         (taken, Some(last))
     }
+}
 
+impl Slots {
     /// Appends `slot`, recording its place in `place(slot)`; the place.
     pub(super) fn push_placed(
         &mut self,
@@ -135,31 +158,42 @@ impl Slots {
     }
 }
 
-impl std::ops::Index<usize> for Slots {
-    type Output = Arc<Slot>;
-    fn index(&self, i: usize) -> &Arc<Slot> {
+impl<T> std::ops::Index<usize> for Chunked<T> {
+    type Output = T;
+    fn index(&self, i: usize) -> &T {
         let (g, c, k) = place(i);
         &self.groups[g][c][k]
     }
 }
 
-type GroupIter<'a> = std::slice::Iter<'a, Group>;
-type ChunkIter<'a> = std::slice::Iter<'a, Chunk>;
-type SlotIter<'a> = std::slice::Iter<'a, Arc<Slot>>;
-type ChunksOf<'a> =
-    std::iter::FlatMap<GroupIter<'a>, ChunkIter<'a>, fn(&'a Group) -> ChunkIter<'a>>;
+type GroupIter<'a, T> = std::slice::Iter<'a, Group<T>>;
+type ChunkIter<'a, T> = std::slice::Iter<'a, Chunk<T>>;
+type ItemIter<'a, T> = std::slice::Iter<'a, T>;
+type ChunksOf<'a, T> =
+    std::iter::FlatMap<GroupIter<'a, T>, ChunkIter<'a, T>, fn(&'a Group<T>) -> ChunkIter<'a, T>>;
 
-impl<'a> IntoIterator for &'a Slots {
-    type Item = &'a Arc<Slot>;
-    type IntoIter = std::iter::FlatMap<ChunksOf<'a>, SlotIter<'a>, fn(&'a Chunk) -> SlotIter<'a>>;
+impl<'a, T> IntoIterator for &'a Chunked<T> {
+    type Item = &'a T;
+    type IntoIter =
+        std::iter::FlatMap<ChunksOf<'a, T>, ItemIter<'a, T>, fn(&'a Chunk<T>) -> ItemIter<'a, T>>;
     fn into_iter(self) -> Self::IntoIter {
-        let chunks: ChunksOf<'a> = self.groups.iter().flat_map(|g| g.iter());
+        let chunks: ChunksOf<'a, T> = self.groups.iter().flat_map(|g| g.iter());
         chunks.flat_map(|c| c.iter())
     }
 }
 
-impl FromIterator<Arc<Slot>> for Slots {
-    fn from_iter<I: IntoIterator<Item = Arc<Slot>>>(iter: I) -> Self {
+impl<T: Clone> Chunked<T> {
+    /// The elements of `items`, in order, copied into chunks in bulk.
+    pub(super) fn from_vec(items: Vec<T>) -> Self {
+        let len = items.len();
+        let chunks: Vec<Chunk<T>> = items.chunks(CHUNK).map(|c| Arc::new(c.to_vec())).collect();
+        let groups = chunks.chunks(GROUP).map(|g| Arc::new(g.to_vec())).collect();
+        Self { groups, len }
+    }
+}
+
+impl<T: Clone> FromIterator<T> for Chunked<T> {
+    fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
         let mut slots = Self::default();
         for slot in iter {
             slots.push(slot);
