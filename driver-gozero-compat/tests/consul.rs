@@ -66,18 +66,8 @@ async fn registration_has_the_zero_contrib_fields_and_deregister_removes_it() {
 
     // zero-contrib's layout stores no registration option: each is refused, naming it,
     // and nothing more is registered.
-    for query in ["weight=3", "ttl=30s", "group=blue", "meta.zone=a"] {
-        let e = GoZeroDriver
-            .register_service(&format!("{target}?{query}"), "127.0.0.1:9001")
-            .await
-            .unwrap_err()
-            .to_string();
-        let name = query.split('=').next().unwrap().replace("zone", "K");
-        assert!(
-            e.contains(&format!("?{name}= cannot be registered in zero-contrib's")),
-            "{e}"
-        );
-    }
+    let all = ["weight=3", "ttl=30s", "group=blue", "meta.zone=a"];
+    test_support::options::refuses_options(&GoZeroDriver, &target, &all, "zero-contrib's").await;
     assert_eq!(
         get(&agent, "/v1/agent/services").as_object().unwrap().len(),
         1

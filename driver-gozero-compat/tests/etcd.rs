@@ -91,20 +91,9 @@ async fn ttl_sets_the_lease_and_options_the_value_cannot_carry_are_refused() {
     assert_eq!(kvs.len(), 1, "{kvs:?}");
     let ttl = client.lease_time_to_live(kvs[0].2, None).await.unwrap();
     assert_eq!(ttl.granted_ttl(), 30);
-    for query in ["weight=3", "group=blue", "meta.zone=a"] {
-        let e = GoZeroDriver
-            .register_service(&format!("{target}?{query}"), "127.0.0.1:9001")
-            .await
-            .unwrap_err()
-            .to_string();
-        let name = query.split('=').next().unwrap().replace("zone", "K");
-        assert!(
-            e.contains(&format!(
-                "?{name}= cannot be registered in go-zero's etcd format"
-            )),
-            "{e}"
-        );
-    }
+    let refused = ["weight=3", "group=blue", "meta.zone=a"];
+    let format = "go-zero's etcd format";
+    test_support::options::refuses_options(&GoZeroDriver, &target, &refused, format).await;
     assert_eq!(list(&mut client, "ttl.rpc/").await.len(), 1);
     reg.deregister().await.unwrap();
 }

@@ -93,3 +93,31 @@ pub fn registration_option_cases() -> Vec<(&'static str, Result<ReadBack, &'stat
         ),
     ]
 }
+
+/// Registers at `target?QUERY` through `driver` for each of `queries` and checks each
+/// is refused naming its option (`meta.K` for any `meta.*`) as one `format` cannot
+/// store: the check for formats that store fewer options than the native ones.
+pub async fn refuses_options(
+    driver: &dyn dtmdriver_core::Driver,
+    target: &str,
+    queries: &[&str],
+    format: &str,
+) {
+    for query in queries {
+        let e = driver
+            .register_service(&format!("{target}?{query}"), "127.0.0.1:9001")
+            .await
+            .expect_err("the option is refused")
+            .to_string();
+        let option = query.split('=').next().unwrap_or_default();
+        let option = if option.starts_with("meta.") {
+            "meta.K"
+        } else {
+            option
+        };
+        assert!(
+            e.contains(&format!("?{option}= cannot be registered in {format}")),
+            "{query}: {e}"
+        );
+    }
+}
