@@ -136,9 +136,10 @@ pub async fn instance_frozen(policy: Policy) -> Row {
 const CRASH_SETTLE: Duration = Duration::from_secs(1);
 
 /// One of three go-zero instances killed (SIGKILL: no graceful stop, its etcd key left
-/// to expire with its lease, as after an OOM kill) under load: only calls that were on
-/// it fail, none after [`CRASH_SETTLE`], and its endpoint leaves the channel when
-/// go-zero's lease expires ([`GoZeroEtcdFormat::TTL`]), the two others serving on.
+/// to expire with its lease, as after an OOM kill) under load: only calls that met its
+/// connection fail (at most two a caller), none after [`CRASH_SETTLE`], and its endpoint
+/// leaves the channel when go-zero's lease expires ([`GoZeroEtcdFormat::TTL`]), the two
+/// others serving on.
 pub async fn instance_crash() -> Row {
     let etcd = EtcdServer::start();
     let ep = etcd.endpoint();
@@ -188,9 +189,13 @@ pub async fn instance_crash() -> Row {
         .map_or(Duration::ZERO, |t| t.saturating_sub(killed_at));
     let before = record.median_rate(&[(Duration::from_millis(500), killed_at)], CRASH_SETTLE / 2);
     let after = record.median_rate(&[(killed_at + CRASH_SETTLE, end)], CRASH_SETTLE / 2);
-    let violation = if failed > WORKERS {
+    // The calls on the instance when it died, and those its connection took before the
+    // reset was read ("broken pipe": h2 fails every stream of the connection, sent or
+    // not), at most one more a caller: seen up to 12 in CI under load.
+    let most = 2 * WORKERS;
+    let violation = if failed > most {
         Some(format!(
-            "{failed} calls failed, more than the {WORKERS} that can be on the killed instance"
+            "{failed} calls failed, more than the {most} the callers can have had on the killed instance"
         ))
     } else if settled > CRASH_SETTLE {
         Some(format!(
