@@ -17,7 +17,8 @@
 //! * [`watch`]: [`HealthWatcher`] follows a service with blocking health queries
 //!   (index + wait, reset when the index goes back, backoff, last answer kept while the
 //!   agent is away), one per query per process, and [`resolve_health`] turns it into
-//!   endpoint snapshots with a format's decoding.
+//!   endpoint snapshots with a format's decoding; [`health`]: one instance of an
+//!   answer ([`ServiceEntry`]) and the address to dial it at.
 //!
 //! The HTTP stack is our own small client on hyper 1 rather than `rs-consul`: the agent
 //! API (register, TTL update, deregister) is not in `rs-consul`, and one stack for both
@@ -42,6 +43,7 @@
 pub mod agent;
 pub mod client;
 pub mod error;
+pub mod health;
 pub mod native;
 pub mod registration;
 pub mod target;
