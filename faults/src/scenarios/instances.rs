@@ -9,7 +9,10 @@ use dtmdriver_core::{Channel, Driver, Policy};
 use dtmdriver_gozero::{GoZeroDriver, GoZeroEtcdFormat};
 use test_support::{EchoServer, EtcdServer, InteropProcess, free_port};
 
-use super::{Kind, WORKERS, blocking, channel, etcd_client, register_each, signal, until};
+use super::{
+    Kind, WORKERS, blocking, channel, etcd_client, ready_count, register_each, signal, until,
+    wait_ready,
+};
 use crate::load::Load;
 use crate::report::Row;
 
@@ -51,15 +54,7 @@ pub async fn instance_frozen(policy: Policy) -> Row {
             .iter()
             .any(|e| e.endpoint.addr == addr && e.state == "ready")
     };
-    let all_ready = until(Duration::from_secs(10), || async {
-        instances.iter().all(|(_, a)| ready(a))
-    })
-    .await;
-    assert!(
-        all_ready.is_some(),
-        "the 3 go-zero instances never got ready: {:?}",
-        channel.status()
-    );
+    wait_ready(&channel, 3).await;
 
     let load = Load::start(&channel, WORKERS);
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -149,21 +144,7 @@ pub async fn instance_crash() -> Row {
         .map(|i| gozero_instance(&ep, key, &format!("go{i}")))
         .collect();
     let channel = channel(&target, &GoZeroDriver, 3).await;
-    let count = |state: Option<&str>| {
-        (channel.status().endpoints.iter())
-            .filter(|e| state.is_none_or(|s| e.state == s))
-            .count()
-    };
-    // go-zero registers before it listens: the load starts on three ready instances.
-    let ready = until(Duration::from_secs(10), || async {
-        count(Some("ready")) == 3
-    })
-    .await;
-    assert!(
-        ready.is_some(),
-        "the 3 go-zero instances never got ready: {:?}",
-        channel.status()
-    );
+    wait_ready(&channel, 3).await;
 
     let load = Load::start(&channel, WORKERS);
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -175,9 +156,9 @@ pub async fn instance_crash() -> Row {
         victim.child().wait().expect("reap the instance")
     });
     let bound = GoZeroEtcdFormat::TTL + Duration::from_secs(5);
-    let removed = until(bound, || async { count(None) == 2 }).await;
+    let removed = until(bound, || async { channel.status().endpoints.len() == 2 }).await;
     let two_ready = until(Duration::from_secs(2), || async {
-        count(Some("ready")) == 2
+        ready_count(&channel) == 2
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -249,6 +249,31 @@ pub async fn channel(target: &str, driver: &dyn Driver, instances: usize) -> Cha
     channel
 }
 
+/// How many of `channel`'s endpoints are ready.
+pub fn ready_count(channel: &Channel) -> usize {
+    channel
+        .status()
+        .endpoints
+        .iter()
+        .filter(|e| e.state == "ready")
+        .count()
+}
+
+/// Waits up to 10 s for `n` of `channel`'s endpoints to be ready (go-zero registers
+/// before it listens: a listed instance may refuse its first dial), or panics showing
+/// them: a load starts on ready instances.
+pub async fn wait_ready(channel: &Channel, n: usize) {
+    let ready = until(Duration::from_secs(10), || async {
+        ready_count(channel) == n
+    })
+    .await;
+    assert!(
+        ready.is_some(),
+        "the {n} instances never got ready: {:?}",
+        channel.status()
+    );
+}
+
 /// Runs blocking process control (kill, restart) without stalling the runtime.
 pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)

@@ -14,7 +14,7 @@ use dtmdriver_gozero::GoZeroDriver;
 use test_support::{EchoServer, EtcdServer, InteropProcess, TestPki, signal_and_wait};
 
 use super::instances::gozero_instance;
-use super::{Kind, WORKERS, blocking, channel, register_each, until};
+use super::{Kind, WORKERS, blocking, channel, ready_count, register_each, until};
 use crate::load::{Load, Record, describe_endpoints};
 use crate::report::Row;
 
@@ -248,16 +248,6 @@ pub async fn tls_rotation() -> Row {
         format!("3 TLS instances restarted with new certificates; calls per instance {rotated:?}"),
         &timeline,
     )
-}
-
-/// How many of `channel`'s endpoints are ready.
-fn ready_count(channel: &Channel) -> usize {
-    channel
-        .status()
-        .endpoints
-        .iter()
-        .filter(|e| e.state == "ready")
-        .count()
 }
 
 /// The row of a scenario that replaces instances one by one: it passes with no failed
