@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use dtmdriver_core::address::HostPort;
-use dtmdriver_core::warn_once::first_warning;
+use dtmdriver_core::warn_once;
 use serde::Deserialize;
 
 use crate::registration::{ServiceAddress, Weights};
@@ -103,16 +103,13 @@ impl ServiceEntry {
     /// [`addr`](Self::addr), or `None` with a warning naming the instance and why it
     /// cannot be dialled: what every format's decoder does with such an entry. The
     /// warning is given once per instance and reason in the process (every answer
-    /// holds the whole service; see [`first_warning`]), at DEBUG after that.
+    /// holds the whole service; see [`warn_once!`]), at DEBUG after that.
     pub fn dialable_addr(&self) -> Option<String> {
         let id = &self.service.id;
         self.addr()
             .inspect_err(|why| {
-                if first_warning(&format!("consul instance {id}"), why) {
-                    tracing::warn!(%id, %why, "skipping a consul instance that cannot be dialled");
-                } else {
-                    tracing::debug!(%id, %why, "skipping a consul instance that cannot be dialled");
-                }
+                let subject = format!("consul instance {id}");
+                warn_once!(subject, why, %id, %why, "skipping a consul instance that cannot be dialled");
             })
             .ok()
     }

@@ -135,4 +135,5 @@ pub mod __private {
         carry_costs, ready_list_costs, weighted_change_costs, weighted_outage_pick,
     };
     pub use inventory;
+    pub use tracing;
 }

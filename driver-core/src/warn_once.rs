@@ -1,12 +1,13 @@
 //! [`first_warning`]: whether a decoder's warning about a registry entry is news to this
-//! process.
+//! process; [`warn_once!`](crate::warn_once!): the log line that follows from it.
 //!
 //! Contract: `first_warning(subject, why)` is true the first time `subject` (an
 //! instance, a key) is reported, and again when it is reported for another reason;
 //! false while it is reported again for the same one. The process remembers the last
 //! [`REMEMBERED`] subjects and then forgets them all at once, so a fault that persists
 //! is said again at most once per that many other subjects. Callers log at WARN when it
-//! is true and at DEBUG otherwise, so a DEBUG log still holds every occurrence.
+//! is true and at DEBUG otherwise, so a DEBUG log still holds every occurrence:
+//! [`warn_once!`](crate::warn_once!) writes that line.
 //!
 //! Why: consul's blocking queries answer with the whole service on every change, so a
 //! decoder meets the same undialable instance on every answer, and every subscriber of
@@ -45,4 +46,25 @@ pub fn first_warning(subject: &str, why: &str) -> bool {
     }
     seen.insert(subject, why);
     true
+}
+
+/// Logs a `tracing` event at WARN when [`first_warning`]`(subject, why)` holds and at
+/// DEBUG otherwise: `warn_once!(subject, why, fields…, "message")`, the fields and
+/// message as `tracing::warn!` takes them. `subject` and `why` are anything that
+/// derefs to `str`.
+///
+/// ```
+/// let (id, why) = ("doc-c", "no port");
+/// dtmdriver_core::warn_once!(format!("my instance {id}"), why, %id, %why, "skipping an instance");
+/// assert!(!dtmdriver_core::warn_once::first_warning("my instance doc-c", "no port"));
+/// ```
+#[macro_export]
+macro_rules! warn_once {
+    ($subject:expr, $why:expr, $($event:tt)+) => {
+        if $crate::warn_once::first_warning(&$subject, &$why) {
+            $crate::__private::tracing::warn!($($event)+)
+        } else {
+            $crate::__private::tracing::debug!($($event)+)
+        }
+    };
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 pub use dtmdriver_core::address::EndpointUrl;
 use dtmdriver_core::resolve::Endpoint;
-use dtmdriver_core::warn_once::first_warning;
+use dtmdriver_core::warn_once;
 use dtmdriver_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -96,19 +96,16 @@ pub fn endpoint_urls(endpoint: &str) -> Result<Vec<String>> {
 
 impl KratosInstance {
     /// The endpoint a client with `security` dials: the `host:port` of the first
-    /// matching gRPC endpoint URL (a URL that is not `scheme://host:port` is skipped
-    /// with a warning, once in the process: [`first_warning`]), with weight from metadata `weight` and the metadata,
-    /// `version` and `id` as endpoint metadata. `None` when no endpoint matches.
+    /// matching gRPC endpoint URL (one that is not `scheme://host:port` is skipped with
+    /// a [`warn_once!`]), with weight from metadata `weight` and the metadata, `version`
+    /// and `id` as endpoint metadata. `None` when no endpoint matches.
     pub fn endpoint(&self, security: Security) -> Option<Endpoint> {
         let (id, name) = (&self.id, &self.name);
         let url = self.endpoints.iter().find_map(|e| match EndpointUrl::parse(e) {
             Ok(u) => (Security::of(&u) == Some(security)).then_some(u),
             Err(why) => {
-                if first_warning(&format!("kratos instance {id} endpoint {e}"), &why) {
-                    tracing::warn!(%id, %name, %why, "skipping a kratos endpoint URL that cannot be dialled");
-                } else {
-                    tracing::debug!(%id, %name, %why, "skipping a kratos endpoint URL that cannot be dialled");
-                }
+                let subject = format!("kratos instance {id} endpoint {e}");
+                warn_once!(subject, why, %id, %name, %why, "skipping a kratos endpoint URL that cannot be dialled");
                 None
             }
         });
@@ -119,11 +116,7 @@ impl KratosInstance {
         let mut metadata = self.metadata.clone().unwrap_or_default();
         let weight = metadata.get("weight").map(|w| (w.trim().parse::<u32>(), w));
         if let Some((Err(_), w)) = weight {
-            if first_warning(&format!("kratos instance {id} weight"), w) {
-                tracing::warn!(%id, %name, weight = %w, "instance metadata weight is not a whole number; using 1");
-            } else {
-                tracing::debug!(%id, %name, weight = %w, "instance metadata weight is not a whole number; using 1");
-            }
+            warn_once!(format!("kratos instance {id} weight"), w, %id, %name, weight = %w, "instance metadata weight is not a whole number; using 1");
         }
         let weight = weight.and_then(|(w, _)| w.ok()).unwrap_or(1);
         metadata.insert("version".into(), self.version.clone());

@@ -56,6 +56,9 @@ pub use instance::{KratosInstance, Security};
 /// The driver's name.
 pub const NAME: &str = "dtm-driver-kratos";
 
+/// The schemes the driver serves.
+const SCHEMES: [&str; 3] = ["discovery", "etcd", "consul"];
+
 /// The environment variable naming the registry of `discovery:///` targets.
 pub const REGISTRY_ENV: &str = "DTM_KRATOS_REGISTRY";
 
@@ -127,26 +130,24 @@ impl KratosDriver {
     }
 
     fn locate_with_env(&self, target: &Target, env: Option<String>) -> Result<Target> {
-        match target.scheme() {
-            "etcd" | "consul" => return Ok(target.clone()),
-            "discovery" => {}
-            other => {
-                let why =
-                    format!("scheme `{other}` is not one of {NAME}'s (discovery, etcd, consul)");
-                return Err(Error::bad_target(target, why));
-            }
-        }
         let name = target.endpoint();
-        if name.is_empty() || name.contains('/') {
-            let why = "the service name must be one path segment; write discovery:///NAME";
-            return Err(Error::bad_target(target, why));
-        }
-        let env = env.as_deref().map(str::trim).filter(|r| !r.is_empty());
-        let defaults = [
-            ("KratosDriver::with_registry", self.registry.as_deref()),
-            (REGISTRY_ENV, env),
-        ];
-        REGISTRIES.locate(target, name, &defaults)
+        let why = match target.scheme() {
+            "etcd" | "consul" => return Ok(target.clone()),
+            "discovery" if !name.is_empty() && !name.contains('/') => {
+                let env = env.as_deref().map(str::trim).filter(|r| !r.is_empty());
+                let defaults = [
+                    ("KratosDriver::with_registry", self.registry.as_deref()),
+                    (REGISTRY_ENV, env),
+                ];
+                return REGISTRIES.locate(target, name, &defaults);
+            }
+            "discovery" => "the service name must be one path segment; write discovery:///NAME",
+            other => &format!(
+                "scheme `{other}` is not one of {NAME}'s ({})",
+                SCHEMES.join(", ")
+            ),
+        };
+        Err(Error::bad_target(target, why))
     }
 
     /// The registration options kratos' format on `engine` stores: `?weight=` and
@@ -190,10 +191,11 @@ impl KratosDriver {
 
 /// The refusal of `target`, whose registry (`engine`'s scheme) this build left out.
 fn feature_off(engine: &Target, target: &Target, what: &'static str) -> Error {
-    let feature = ["consul", "etcd"]
-        .into_iter()
-        .find(|f| *f == engine.scheme());
-    let feature = feature.unwrap_or("etcd");
+    let feature = if engine.scheme() == "consul" {
+        "consul"
+    } else {
+        "etcd"
+    };
     FeatureOff::new(NAME, env!("CARGO_PKG_NAME"), feature).error(target, what)
 }
 
@@ -210,12 +212,12 @@ impl Driver for KratosDriver {
 
     fn resolvers(&self) -> Vec<(&'static str, Arc<dyn Resolver>)> {
         let r: Arc<dyn Resolver> = Arc::new(self.resolver(Security::Plaintext));
-        vec![("discovery", r.clone()), ("etcd", r.clone()), ("consul", r)]
+        SCHEMES.map(|s| (s, r.clone())).into()
     }
 
     fn registrars(&self) -> Vec<(&'static str, Arc<dyn Registrar>)> {
         let r: Arc<dyn Registrar> = Arc::new(self.clone());
-        vec![("discovery", r.clone()), ("etcd", r.clone()), ("consul", r)]
+        SCHEMES.map(|s| (s, r.clone())).into()
     }
 
     fn parse_server_method(&self, uri: &str) -> Result<ServerMethod> {
