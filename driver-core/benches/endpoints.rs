@@ -54,6 +54,15 @@
 //!    `UNAVAILABLE` at once: the median time of a call, the process CPU per call, and the
 //!    length of the status message.
 //!
+//! 5. **idle connections that ping while idle** (`BENCH_PART=idle`, not run by
+//!    default), N = 1,000 / 4,000 (`BENCH_IDLE_SIZES`): a channel over N echo servers
+//!    with `keepalive(30 s)` and `keepalive_while_idle`, every endpoint connected,
+//!    then left idle for `BENCH_SECS`: the liveness sweeper's connection checks a
+//!    second, its thread's CPU and the whole process's, in ms a second. Then the Go
+//!    peer, `grpcgo-spread -idle`: grpc-go with keepalive `Time` 30 s and
+//!    `PermitWithoutStream` over the same number of idle connections, its process's
+//!    CPU in ms a second.
+//!
 //! `BENCH_SIZES` (e.g. `1,32`) and `BENCH_APPLY_SIZES` (e.g. `100,1000`) choose the
 //! sizes; `BENCH_PART` (`calls` or `apply`) runs one table only. `BENCH_WEIGHTS`
 //! (e.g. `1,2`) gives the calls table's endpoints these weights in turn (default all
@@ -656,8 +665,133 @@ async fn outage_table() {
     }
 }
 
+/// CPU time of this process's threads whose name starts with `prefix` (clock ticks
+/// of 10 ms); `None` if there is no such thread.
+fn thread_cpu_used(prefix: &str) -> Option<Duration> {
+    let mut found = None;
+    for task in std::fs::read_dir("/proc/self/task").into_iter().flatten() {
+        let Some(stat) = task
+            .ok()
+            .and_then(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+        else {
+            continue;
+        };
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        if !head
+            .split_once('(')
+            .is_some_and(|(_, comm)| comm.starts_with(prefix))
+        {
+            continue;
+        }
+        let ticks: u64 = rest
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|f| f.parse::<u64>().ok())
+            .sum();
+        *found.get_or_insert(Duration::ZERO) += Duration::from_millis(ticks * 10);
+    }
+    found
+}
+
+async fn idle_table() {
+    let sizes = env_list("BENCH_IDLE_SIZES", &[1000, 4000]);
+    let secs = Duration::from_secs_f64(env_num("BENCH_SECS", 4.0));
+    let most = sizes.iter().copied().max().unwrap_or(0);
+    if let Some(limit) = open_file_limit() {
+        assert!(
+            3 * most + 200 <= limit,
+            "{} file descriptors needed, the open-file limit is {limit} (raise it with `ulimit -n`)",
+            3 * most + 200
+        );
+    }
+    let mut servers = Vec::with_capacity(most);
+    for (i, port) in test_support::free_ports(most).into_iter().enumerate() {
+        servers.push(EchoServer::start_on(&format!("idle-{i}"), port).await);
+    }
+    let addrs: Vec<String> = servers.iter().map(EchoServer::addr).collect();
+    println!(
+        "N idle connections pinging while idle (keepalive 30 s), {} s idle each",
+        secs.as_secs_f64()
+    );
+    println!(
+        "{:>6} | {:>9} | {:>17} | {:>17} | {:>5}",
+        "N", "checks/s", "sweeper CPU ms/s", "process CPU ms/s", "load"
+    );
+    for &n in &sizes {
+        let resolver = Arc::new(ManualResolver::default());
+        let channel = Channel::builder(&format!("bench:///idle-{n}"))
+            .resolver(resolver.clone())
+            .keepalive(Duration::from_secs(30))
+            .keepalive_while_idle(true)
+            .connect_timeout(Duration::from_secs(10))
+            .connect()
+            .expect("channel");
+        resolver.push(&addrs[..n].iter().map(String::as_str).collect::<Vec<_>>());
+        channel.warm_up();
+        let until = Instant::now() + Duration::from_secs(120);
+        while channel
+            .status()
+            .endpoints
+            .iter()
+            .filter(|e| e.state == "ready")
+            .count()
+            < n
+        {
+            assert!(
+                Instant::now() < until,
+                "{n} endpoints not ready within 120 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The first checks after the handshakes, then nothing is due for 30 s.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let sweeper = || thread_cpu_used("dtmdriver-liven").unwrap_or_default();
+        let (checks, swept, cpu) = (
+            dtmdriver_core::__private::liveness_checks(),
+            sweeper(),
+            cpu_used(),
+        );
+        let started = Instant::now();
+        tokio::time::sleep(secs).await;
+        let elapsed = started.elapsed().as_secs_f64();
+        let checks = dtmdriver_core::__private::liveness_checks() - checks;
+        let ms = |d: Duration| d.as_secs_f64() * 1e3 / elapsed;
+        println!(
+            "{:>6} | {:>9.0} | {:>17.2} | {:>17.2} | {:>5}",
+            n,
+            checks as f64 / elapsed,
+            ms(sweeper().saturating_sub(swept)),
+            ms(cpu_used().saturating_sub(cpu)),
+            load()
+        );
+        drop(channel);
+    }
+    drop(servers);
+    if std::env::var("BENCH_GO").is_ok_and(|v| v == "0") {
+        return;
+    }
+    let sizes: Vec<String> = sizes.iter().map(usize::to_string).collect();
+    let secs_arg = secs.as_secs_f64().to_string();
+    let args = ["-idle", "-sizes", &sizes.join(","), "-secs", &secs_arg];
+    let limit = secs * (sizes.len() as u32 + 2) + Duration::from_secs(180);
+    for line in test_support::run_interop("grpcgo-spread", &args, limit) {
+        println!("{line}");
+    }
+}
+
 fn main() {
     let part = std::env::var("BENCH_PART").unwrap_or_default();
+    if part == "idle" {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+            .block_on(idle_table());
+        return;
+    }
     if part == "outage" {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()

@@ -132,7 +132,7 @@ pub use tls_files::TlsFiles;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::balance::bench_hooks::{
-        carry_costs, ready_list_costs, weighted_change_costs, weighted_outage_pick,
+        carry_costs, liveness_checks, ready_list_costs, weighted_change_costs, weighted_outage_pick,
     };
     pub use inventory;
     pub use tracing;

@@ -8,7 +8,7 @@
 //! batch of changes costs; [`weighted_change_costs`] what one change to a
 //! weighted set costs up to the first weighted pick after it, and
 //! [`weighted_outage_pick`] a weighted pick while most of the weight is out of
-//! rotation. Why a hook: a flag can only change through the
+//! rotation; [`liveness_checks`] counts the liveness sweeper's connection checks. Why a hook: a flag can only change through the
 //! transport, and a bench over 100,000 real connections does not fit one machine.
 
 use std::sync::Arc;
@@ -18,6 +18,12 @@ use super::Policy::{self, RoundRobin, WeightedRoundRobin};
 use super::builder::ChannelBuilder;
 use super::channel::ChannelInner;
 use crate::resolve::{DirectResolver, Endpoint, ResolverState, SetChange, SnapshotSender};
+
+/// How many connection checks the process's liveness sweeper has made so far: what
+/// idle connections cost it (`tests/idle_keepalive.rs`, the bench's idle table).
+pub fn liveness_checks() -> u64 {
+    super::transport::sweeper::checks()
+}
 
 /// The time to carry the ready list of a table of `n` endpoints, all ready, over one
 /// apply of `batch` changes (half of them removals spread over the set, half new

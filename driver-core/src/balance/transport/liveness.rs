@@ -26,9 +26,10 @@
 //!
 //! Who checks: a [`Probe`] per live connection holds what the watch remembers (the
 //! pinger, the ping on its way, the ping policy's counts); the process's one sweeper
-//! thread (`sweeper`) checks the probes of the connections with calls pending, a ping
-//! on its way or an idle keepalive, every [`CHECK`] and whenever a ping or a ping's
-//! timeout is due, and is woken at once by a ping's answer. A call only counts itself
+//! thread (`sweeper`) checks the probes of the connections with calls pending or a
+//! ping on its way every [`CHECK`] and whenever a ping or a ping's timeout is due,
+//! those of idle connections pinging while idle when their ping is due, and is woken
+//! at once by a ping's answer. A call only counts itself
 //! (`Activity::call_started`): it wakes no task, and a connection with nothing
 //! pending costs nothing. Before the sweeper each connection had a watch task of its
 //! own, which every call on an idle connection woke and which then armed a timer: with
@@ -110,6 +111,9 @@ pub(super) struct Probe {
     close: Option<oneshot::Sender<String>>,
     /// Wakes the sweeper for this connection when its ping is answered.
     waker: Waker,
+    /// The sweeper's bookkeeping: the due time of the entry it set the connection
+    /// aside under (see [`idle_until`](Self::idle_until)), if any.
+    pub(super) set_aside: Option<Instant>,
 }
 
 /// What the watch remembers between checks.
@@ -175,12 +179,26 @@ impl Probe {
             stalled: false,
             close: Some(close),
             waker,
+            set_aside: None,
         }
     }
 
     /// Whether the connection is watched even with nothing pending.
     pub(super) fn watched_while_idle(&self) -> bool {
         self.keepalive_while_idle
+    }
+
+    /// When the connection, watched only for its idle keepalive, is next due: `Some`
+    /// while it pings idle connections, nothing is pending and no ping is on its way.
+    /// The sweeper sets such a connection aside until then (or until a call starts on
+    /// it) instead of checking it every [`CHECK`].
+    pub(super) fn idle_until(&self, activity: &Activity) -> Option<Instant> {
+        let idle = self.keepalive_while_idle
+            && self.in_flight.is_none()
+            && self.close.is_some()
+            && activity.pending() == 0;
+        let interval = self.keepalive.filter(|_| idle)?;
+        self.mem.last_ping.checked_add(interval)
     }
 
     /// A call started at `at` on the connection while it was not watched: its silence

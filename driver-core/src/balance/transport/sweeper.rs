@@ -1,6 +1,6 @@
 //! The process's one liveness sweeper: a thread that checks, every [`CHECK`], the
-//! connections that have calls pending (or a ping on its way, or an idle keepalive),
-//! and nothing else.
+//! connections that have calls pending or a ping on its way, idle connections that
+//! ping while idle when their ping is due, and nothing else.
 //!
 //! Contract:
 //!
@@ -16,8 +16,15 @@
 //!   its next step is due (a ping after [`SILENCE`](super::liveness::SILENCE) of
 //!   silence, a ping unanswered for [`PROBE_TIMEOUT`](super::liveness::PROBE_TIMEOUT));
 //!   a ping's answer wakes the sweeper at once. What a check does is `liveness`'s;
-//! - a sweep's work is proportional to the connections watched, not to all of them;
-//!   with none, the thread sleeps until a call queues one.
+//! - a connection that pings while idle (`keepalive_while_idle`), with nothing pending
+//!   and no ping on its way, is set aside in a heap until its keepalive ping is due
+//!   ([`Probe::idle_until`]) and checked then, or as soon as a call starts on it (the
+//!   call queues it as above: a set-aside connection is not flagged watched);
+//! - a sweep's work is proportional to the connections with calls pending or a ping
+//!   on its way, plus the set-aside ones falling due, not to all of them; with none,
+//!   the thread sleeps until a call queues one or the first set-aside one falls due.
+//!   Before the heap, every idle pinging connection was checked every tick: 20 checks
+//!   a connection a second (`tests/idle_keepalive.rs`; `docs/performance.md`).
 //!
 //! Why one thread instead of a task per connection: with calls spread thin over many
 //! connections (32 callers over 4,000 endpoints), every call found its connection idle
@@ -28,7 +35,9 @@
 //! the checks only read counters, send pings and publish states, none of which needs a
 //! runtime.
 
-use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 use std::sync::mpsc;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
 use std::task::{Wake, Waker};
@@ -143,31 +152,121 @@ fn lock(probe: &Mutex<Option<Probe>>) -> MutexGuard<'_, Option<Probe>> {
     probe.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Connections set aside until a due time: idle ones watched only for their
+/// keepalive (see [`Probe::idle_until`]), earliest first.
+#[derive(Default)]
+struct SetAside(BinaryHeap<Reverse<Due>>);
+
+/// One connection set aside, ordered by its due time alone.
+struct Due(Instant, Arc<Activity>);
+
+impl PartialEq for Due {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+impl Eq for Due {}
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Due {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.cmp(&other.0)
+    }
+}
+
+impl SetAside {
+    /// Sets the connection of `probe` aside until `until`, unless an entry of it falls
+    /// due by then already (that entry looks again when it does).
+    fn put(&mut self, probe: &mut Probe, activity: &Arc<Activity>, until: Instant) {
+        if probe.set_aside.is_some_and(|at| at <= until) {
+            return;
+        }
+        probe.set_aside = Some(until);
+        self.0.push(Reverse(Due(until, activity.clone())));
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        self.0.peek().map(|Reverse(Due(at, _))| *at)
+    }
+
+    /// Checks every connection due by `now`: one still idle is set aside again, one
+    /// that pinged (or found a call pending) joins the watched; stale entries (the
+    /// connection ended, or was set aside again under another time) are dropped.
+    fn wake_due(&mut self, now: Instant, watched: &mut Vec<Arc<Activity>>) {
+        while self.next_due().is_some_and(|at| at <= now) {
+            let Some(Reverse(Due(at, activity))) = self.0.pop() else {
+                return;
+            };
+            let mut slot = lock(&activity.probe);
+            let Some(probe) = slot.as_mut().filter(|p| p.set_aside == Some(at)) else {
+                continue;
+            };
+            probe.set_aside = None;
+            // Watched (or about to be) already: the watch sets it aside again when idle.
+            if activity.watched.load(Ordering::SeqCst) {
+                continue;
+            }
+            match check(probe, now, &activity) {
+                Verdict::Closed => drop(slot.take()),
+                Verdict::Idle => {}
+                Verdict::Watch(_) => match probe.idle_until(&activity) {
+                    Some(until) => self.put(probe, &activity, until),
+                    None => {
+                        drop(slot);
+                        if !activity.watched.swap(true, Ordering::SeqCst) {
+                            watched.push(activity);
+                        }
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// Checks done so far by the sweeper, for `__private::liveness_checks`.
+static CHECKS: AtomicU64 = AtomicU64::new(0);
+
+/// How many connection checks the sweeper has made in this process.
+pub(crate) fn checks() -> u64 {
+    CHECKS.load(Ordering::Relaxed)
+}
+
+fn check(probe: &mut Probe, now: Instant, activity: &Activity) -> Verdict {
+    CHECKS.fetch_add(1, Ordering::Relaxed);
+    probe.check(now, activity)
+}
+
 fn sweep_forever(inbox: &mpsc::Receiver<Notice>, sleeping: &AtomicBool) {
     let mut watched: Vec<Arc<Activity>> = Vec::new();
+    let mut set_aside = SetAside::default();
     let mut next_sweep: Option<Instant> = None;
     loop {
-        match next_sweep {
-            Some(at) => {
-                let now = Instant::now();
-                if at > now {
-                    std::thread::park_timeout(at - now);
-                }
+        let now = Instant::now();
+        let wake = earliest(next_sweep, set_aside.next_due());
+        if next_sweep.is_none() {
+            // Nothing watched: only a notice (or a set-aside connection's due time)
+            // wakes the thread.
+            sleeping.store(true, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            match inbox.try_recv() {
+                Ok(notice) => take_in(notice, &mut watched),
+                Err(_) => match wake {
+                    Some(at) => std::thread::park_timeout(at.saturating_duration_since(now)),
+                    None => std::thread::park(),
+                },
             }
-            None => {
-                sleeping.store(true, Ordering::SeqCst);
-                fence(Ordering::SeqCst);
-                match inbox.try_recv() {
-                    Ok(notice) => take_in(notice, &mut watched),
-                    Err(_) => std::thread::park(),
-                }
-                sleeping.store(false, Ordering::SeqCst);
-            }
+            sleeping.store(false, Ordering::SeqCst);
+        } else if let Some(at) = wake.filter(|&at| at > now) {
+            std::thread::park_timeout(at - now);
         }
         while let Ok(notice) = inbox.try_recv() {
             take_in(notice, &mut watched);
         }
         let now = Instant::now();
+        set_aside.wake_due(now, &mut watched);
         if watched.is_empty() {
             next_sweep = None;
             continue;
@@ -180,13 +279,19 @@ fn sweep_forever(inbox: &mpsc::Receiver<Notice>, sleeping: &AtomicBool) {
         watched.retain(|activity| {
             {
                 let mut slot = lock(&activity.probe);
-                match slot.as_mut().map(|probe| probe.check(now, activity)) {
-                    Some(Verdict::Watch(next)) => {
-                        due = earliest(due, next.filter(|&d| d > now));
-                        return true;
-                    }
-                    Some(Verdict::Closed) => drop(slot.take()),
-                    Some(Verdict::Idle) | None => {}
+                let Some(probe) = slot.as_mut() else {
+                    return keep_watching(activity);
+                };
+                match check(probe, now, activity) {
+                    Verdict::Watch(next) => match probe.idle_until(activity) {
+                        Some(until) => set_aside.put(probe, activity, until),
+                        None => {
+                            due = earliest(due, next.filter(|&d| d > now));
+                            return true;
+                        }
+                    },
+                    Verdict::Closed => drop(slot.take()),
+                    Verdict::Idle => {}
                 }
             }
             keep_watching(activity)

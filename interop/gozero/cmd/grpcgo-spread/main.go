@@ -7,6 +7,12 @@
 // figure at the largest N over the one at 32.
 //
 //	grpcgo-spread -sizes 32,4000 -conc 32 -secs 4 -rounds 4
+//
+// With -idle it is the peer of the bench's idle table instead: for each N, a client
+// with keepalive Time 30 s and PermitWithoutStream connected to N servers (which
+// permit that), left idle for -secs seconds, and the process's CPU in ms a second.
+//
+//	grpcgo-spread -idle -sizes 1000,4000 -secs 4
 package main
 
 import (
@@ -25,6 +31,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
 
@@ -49,17 +56,16 @@ func load() string {
 
 // dial connects a round_robin client to addrs and waits until every subchannel is
 // ready (bounded).
-func dial(addrs []string) (*grpc.ClientConn, error) {
+func dial(addrs []string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 	r := manual.NewBuilderWithScheme("spread")
 	state := resolver.State{}
 	for _, a := range addrs {
 		state.Addresses = append(state.Addresses, resolver.Address{Addr: a})
 	}
 	r.InitialState(state)
+	opts = append(opts, grpc.WithResolvers(r), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	cc, err := grpc.NewClient("spread:///echo",
-		grpc.WithResolvers(r),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`))
+		append(opts, grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`))...)
 	if err != nil {
 		return nil, err
 	}
@@ -132,6 +138,7 @@ func main() {
 	conc := flag.Int("conc", 32, "closed-loop callers")
 	secs := flag.Float64("secs", 4, "seconds a cell (split over the rounds)")
 	rounds := flag.Int("rounds", 4, "rounds in which the cells take turns")
+	idle := flag.Bool("idle", false, "measure idle connections pinging while idle instead")
 	flag.Parse()
 	var sizes []int
 	most := 0
@@ -153,10 +160,15 @@ func main() {
 			fmt.Fprintln(os.Stderr, "listen:", err)
 			os.Exit(1)
 		}
-		s := grpc.NewServer()
+		s := grpc.NewServer(grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime: 10 * time.Second, PermitWithoutStream: true}))
 		echopb.RegisterEchoServer(s, &echopb.Server{Name: fmt.Sprintf("ep-%d", i)})
 		go s.Serve(lis)
 		addrs = append(addrs, lis.Addr().String())
+	}
+	if *idle {
+		idleTable(addrs, sizes, time.Duration(*secs*float64(time.Second)))
+		return
 	}
 	conns := make([]*grpc.ClientConn, len(sizes))
 	for k, n := range sizes {
@@ -195,5 +207,26 @@ func main() {
 	}
 	if small, ok := rate[32]; ok && most != 32 {
 		fmt.Printf("%6s | %10.2f |\n", fmt.Sprintf("%d/32", most), rate[most]/small)
+	}
+}
+
+// idleTable prints, for each N, the process's CPU while a client pinging idle
+// connections every 30 s holds N idle connections.
+func idleTable(addrs []string, sizes []int, d time.Duration) {
+	fmt.Printf("grpc-go: N idle connections pinging while idle (keepalive Time 30 s, PermitWithoutStream), %g s idle each\n", d.Seconds())
+	fmt.Printf("%6s | %17s | %5s\n", "N", "process CPU ms/s", "load")
+	for _, n := range sizes {
+		cc, err := dial(addrs[:n], grpc.WithKeepaliveParams(keepalive.ClientParameters{
+			Time: 30 * time.Second, Timeout: 20 * time.Second, PermitWithoutStream: true}))
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "dial %d endpoints: %v\n", n, err)
+			os.Exit(1)
+		}
+		time.Sleep(500 * time.Millisecond)
+		started, cpu0 := time.Now(), cpu()
+		time.Sleep(d)
+		used := cpu() - cpu0
+		fmt.Printf("%6d | %17.2f | %5s\n", n, float64(used.Milliseconds())/time.Since(started).Seconds(), load())
+		cc.Close()
 	}
 }
