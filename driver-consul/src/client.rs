@@ -242,13 +242,18 @@ impl ConsulClient {
                     reason = format!("{reason}: {s}");
                     source = s.source();
                 }
-                // TLS 1.3 servers judge the client certificate after the handshake.
-                if self.config.tls.is_some() && reason.contains("fatal alert") {
-                    return ConsulError::Tls {
-                        addr: addr.clone(),
-                        what: what.to_string(),
-                        reason: crate::tls::client_certificate_hint(&reason),
-                    };
+                // TLS 1.3 servers judge the client certificate after the handshake: their
+                // refusal reaches us as an alert, or, when the agent's close wins the
+                // race with the request, as a connection that ended before any answer.
+                if let Some(tls) = &self.config.tls {
+                    let closed_early = tls.identity.is_none() && crate::tls::closed_early(&e);
+                    if reason.contains("fatal alert") || closed_early {
+                        return ConsulError::Tls {
+                            addr: addr.clone(),
+                            what: what.to_string(),
+                            reason: crate::tls::client_certificate_hint(&reason),
+                        };
+                    }
                 }
                 ConsulError::Unreachable {
                     addr: addr.clone(),

@@ -100,10 +100,26 @@ pub(crate) fn explain_handshake(e: &rustls::Error, tls: &TlsFiles, name: &str) -
     }
 }
 
-/// The explanation of an alert the agent sent about our (missing) client certificate.
+/// The explanation of an alert the agent sent about our (missing) client certificate,
+/// or of a TLS connection it closed before answering.
 pub(crate) fn client_certificate_hint(reason: &str) -> String {
     format!(
         "the agent refused the TLS connection ({reason}); an agent with verify_incoming = true \
          wants a client certificate signed by its CA: pass ?tls_cert=FILE&tls_key=FILE"
     )
+}
+
+/// Whether a request failed because its connection ended before any answer came
+/// (hyper: canceled, or an incomplete message).
+pub(crate) fn closed_early(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<hyper::Error>()
+            && (h.is_canceled() || h.is_incomplete_message())
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
