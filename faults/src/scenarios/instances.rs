@@ -1,5 +1,5 @@
-//! Instance failures under load: a go-zero instance frozen ([`instance_frozen`]) or
-//! killed ([`instance_crash`]), and a long soak with registry churn that samples memory
+//! Instance failures under load: a go-zero instance frozen ([`instance_frozen`]),
+//! killed ([`instance_crash`]) or throttled ([`instance_throttled`]), and a long soak with registry churn that samples memory
 //! and file descriptors ([`soak`]).
 //! Replacements (restarts, certificate rotation) are in [`super::replacement`].
 
@@ -208,6 +208,107 @@ pub async fn instance_crash() -> Row {
             killed_at.as_millis(),
             removed.map_or("never".into(), |d| format!("{} ms", d.as_millis())),
             GoZeroEtcdFormat::TTL.as_secs(),
+        ),
+        violation,
+        errors: record.errors,
+    }
+}
+
+/// How long an instance is throttled, and its duty cycle: stopped for
+/// [`THROTTLE_STOPPED`] of every [`THROTTLE_PERIOD`], as a container whose CPU quota
+/// is far below its load runs in bursts.
+const THROTTLE: Duration = Duration::from_secs(8);
+const THROTTLE_PERIOD: Duration = Duration::from_millis(100);
+const THROTTLE_STOPPED: Duration = Duration::from_millis(75);
+
+/// One of three go-zero instances throttled under load (SIGSTOP / SIGCONT in a 75 ms
+/// of 100 ms duty cycle for [`THROTTLE`]: it answers every call, 40 ms late on
+/// average, and never goes silent long enough to be taken out of rotation), with the
+/// channel balancing by `policy`. p2c (`PeakEwma`) is to route around it: at least 80%
+/// of the healthy throughput, no call failed. Round robin, which hands it a third of
+/// the calls whatever they cost (as grpc-go's `round_robin`), is to fail no call; its
+/// throughput is reported.
+pub async fn instance_throttled(policy: Policy) -> Row {
+    let etcd = EtcdServer::start();
+    let ep = etcd.endpoint();
+    let key = "throttled.rpc";
+    let target = format!("etcd://{ep}/{key}");
+    let mut instances: Vec<(InteropProcess, String)> = (0..3)
+        .map(|i| gozero_instance(&ep, key, &format!("go{i}")))
+        .collect();
+    let channel = Channel::builder(&target)
+        .driver(&GoZeroDriver)
+        .expect("go-zero resolves etcd")
+        .policy(policy)
+        .connect()
+        .expect("connect");
+    channel.warm_up();
+    wait_ready(&channel, 3).await;
+
+    let load = Load::start(&channel, WORKERS);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pid = instances[0].0.child().id();
+    let throttled_at = load.now();
+    let started = Instant::now();
+    let mut cycles = 0;
+    while started.elapsed() < THROTTLE {
+        blocking(|| signal(pid, "STOP"));
+        tokio::time::sleep(THROTTLE_STOPPED).await;
+        blocking(|| signal(pid, "CONT"));
+        tokio::time::sleep(THROTTLE_PERIOD - THROTTLE_STOPPED).await;
+        cycles += 1;
+    }
+    let released_at = load.now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let end = load.now();
+    let record = load.stop().await;
+    let window = Duration::from_millis(500);
+    let healthy = [
+        (Duration::from_millis(500), throttled_at),
+        (released_at + window, end),
+    ];
+    let baseline = record.median_rate(&healthy, window);
+    let during = record.median_rate(
+        &[(throttled_at + Duration::from_secs(1), released_at)],
+        window,
+    );
+    let ratio = if baseline > 0.0 {
+        during / baseline
+    } else {
+        0.0
+    };
+    let failed = record.failed();
+    let violation = if failed > 0 {
+        Some(format!(
+            "{failed} calls failed on an instance that answers every call"
+        ))
+    } else if policy == Policy::PeakEwma && ratio < 0.8 {
+        Some(format!(
+            "kept {:.0}% of the throughput while one instance was throttled",
+            ratio * 100.0
+        ))
+    } else if ready_count(&channel) != 3 {
+        Some(format!(
+            "not all three ready after the throttling: {}",
+            crate::load::describe_endpoints(&channel.status())
+        ))
+    } else {
+        None
+    };
+    Row {
+        scenario: match policy {
+            Policy::PeakEwma => "instance-throttled-p2c",
+            _ => "instance-throttled-rr",
+        },
+        driver: policy_name(policy),
+        calls: record.calls(),
+        failed,
+        recovery_of: "-",
+        recovery: Some(Duration::ZERO),
+        detail: format!(
+            "1 of 3 go-zero processes stopped 75 ms of every 100 ms for {} s ({cycles} cycles); median {baseline:.0} calls/s healthy (before and after), {during:.0} while throttled ({:.0}%)",
+            THROTTLE.as_secs(),
+            ratio * 100.0
         ),
         violation,
         errors: record.errors,

@@ -15,7 +15,7 @@ use test_support::EchoServer;
 
 use crate::report::Row;
 
-pub use instances::{instance_crash, instance_frozen, soak};
+pub use instances::{instance_crash, instance_frozen, instance_throttled, soak};
 pub use registry::{
     consul_freeze, consul_restart, etcd_auth_restart, etcd_auth_token_expiry, etcd_freeze,
     etcd_leader_loss, etcd_restart, key_deleted,
@@ -117,6 +117,16 @@ pub fn all() -> Vec<Scenario> {
             name: "instance-crash",
             short: true,
             run: || Box::pin(instance_crash()),
+        },
+        Scenario {
+            name: "instance-throttled-rr",
+            short: true,
+            run: || Box::pin(instance_throttled(dtmdriver_core::Policy::RoundRobin)),
+        },
+        Scenario {
+            name: "instance-throttled-p2c",
+            short: true,
+            run: || Box::pin(instance_throttled(dtmdriver_core::Policy::PeakEwma)),
         },
         Scenario {
             name: "soak",
