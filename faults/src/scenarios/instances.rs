@@ -26,6 +26,55 @@ pub(super) fn gozero_instance(ep: &str, key: &str, name: &str) -> (InteropProces
     (process, listen)
 }
 
+/// Three go-zero instances registered under `key` in a private etcd, and a channel
+/// over them balancing by `policy`, all three ready.
+async fn three_instances(
+    key: &str,
+    policy: Policy,
+) -> (EtcdServer, Vec<(InteropProcess, String)>, Channel) {
+    let etcd = EtcdServer::start();
+    let ep = etcd.endpoint();
+    let instances = (0..3)
+        .map(|i| gozero_instance(&ep, key, &format!("go{i}")))
+        .collect();
+    let channel = Channel::builder(&format!("etcd://{ep}/{key}"))
+        .driver(&GoZeroDriver)
+        .expect("go-zero resolves etcd")
+        .policy(policy)
+        .connect()
+        .expect("connect");
+    channel.warm_up();
+    wait_ready(&channel, 3).await;
+    (etcd, instances, channel)
+}
+
+/// The throughput kept through a fault from `from` to `to`, whose instance was back to
+/// normal at `back`, the load ending at `end`: the median half-second rate healthy
+/// (before `from`, and from half a second after `back`), the one from a second into
+/// the fault to its end, and their ratio.
+///
+/// Why medians of half-second rates: on a shared 2-core machine the mean of a short
+/// window before the fault moved between 1,795 and 4,931 calls/s from run to run and
+/// failed a 90% bar with no stall; a stall lowers most windows.
+fn kept_throughput(
+    record: &crate::load::Record,
+    from: Duration,
+    to: Duration,
+    back: Duration,
+    end: Duration,
+) -> (f64, f64, f64) {
+    let window = Duration::from_millis(500);
+    let healthy = [(Duration::from_millis(500), from), (back + window, end)];
+    let baseline = record.median_rate(&healthy, window);
+    let during = record.median_rate(&[(from + Duration::from_secs(1), to)], window);
+    let ratio = if baseline > 0.0 {
+        during / baseline
+    } else {
+        0.0
+    };
+    (baseline, during, ratio)
+}
+
 /// How long an instance stays frozen.
 const FREEZE: Duration = Duration::from_secs(10);
 
@@ -33,20 +82,7 @@ const FREEZE: Duration = Duration::from_secs(10);
 /// answers nothing, as in a GC pause or a VM freeze) for [`FREEZE`] under load, then
 /// resumed, with the channel balancing by `policy`.
 pub async fn instance_frozen(policy: Policy) -> Row {
-    let etcd = EtcdServer::start();
-    let ep = etcd.endpoint();
-    let key = "frozen.rpc";
-    let target = format!("etcd://{ep}/{key}");
-    let mut instances: Vec<(InteropProcess, String)> = (0..3)
-        .map(|i| gozero_instance(&ep, key, &format!("go{i}")))
-        .collect();
-    let channel = Channel::builder(&target)
-        .driver(&GoZeroDriver)
-        .expect("go-zero resolves etcd")
-        .policy(policy)
-        .connect()
-        .expect("connect");
-    channel.warm_up();
+    let (_etcd, mut instances, channel) = three_instances("frozen.rpc", policy).await;
     let ready = |addr: &str| {
         channel
             .status()
@@ -54,7 +90,6 @@ pub async fn instance_frozen(policy: Policy) -> Row {
             .iter()
             .any(|e| e.endpoint.addr == addr && e.state == "ready")
     };
-    wait_ready(&channel, 3).await;
 
     let load = Load::start(&channel, WORKERS);
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -71,22 +106,7 @@ pub async fn instance_frozen(policy: Policy) -> Row {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let end = load.now();
     let record = load.stop().await;
-    // Medians of half-second rates, the baseline from the windows with three healthy
-    // instances on both sides of the freeze: on a shared 2-core machine the mean of a
-    // short window before the freeze moved between 1,795 and 4,931 calls/s from run to
-    // run and failed the 90% bar with no stall; a stall lowers most windows.
-    let window = Duration::from_millis(500);
-    let healthy = [
-        (Duration::from_millis(500), frozen_at),
-        (back_at + window, end),
-    ];
-    let baseline = record.median_rate(&healthy, window);
-    let during = record.median_rate(&[(frozen_at + Duration::from_secs(1), resumed_at)], window);
-    let ratio = if baseline > 0.0 {
-        during / baseline
-    } else {
-        0.0
-    };
+    let (baseline, during, ratio) = kept_throughput(&record, frozen_at, resumed_at, back_at, end);
     let failed = record.failed();
     let recovery = record.recovered_after(frozen_at, baseline, resumed_at);
     let violation = if ratio < 0.9 {
@@ -229,21 +249,7 @@ const THROTTLE_STOPPED: Duration = Duration::from_millis(75);
 /// the calls whatever they cost (as grpc-go's `round_robin`), is to fail no call; its
 /// throughput is reported.
 pub async fn instance_throttled(policy: Policy) -> Row {
-    let etcd = EtcdServer::start();
-    let ep = etcd.endpoint();
-    let key = "throttled.rpc";
-    let target = format!("etcd://{ep}/{key}");
-    let mut instances: Vec<(InteropProcess, String)> = (0..3)
-        .map(|i| gozero_instance(&ep, key, &format!("go{i}")))
-        .collect();
-    let channel = Channel::builder(&target)
-        .driver(&GoZeroDriver)
-        .expect("go-zero resolves etcd")
-        .policy(policy)
-        .connect()
-        .expect("connect");
-    channel.warm_up();
-    wait_ready(&channel, 3).await;
+    let (_etcd, mut instances, channel) = three_instances("throttled.rpc", policy).await;
 
     let load = Load::start(&channel, WORKERS);
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -262,21 +268,8 @@ pub async fn instance_throttled(policy: Policy) -> Row {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let end = load.now();
     let record = load.stop().await;
-    let window = Duration::from_millis(500);
-    let healthy = [
-        (Duration::from_millis(500), throttled_at),
-        (released_at + window, end),
-    ];
-    let baseline = record.median_rate(&healthy, window);
-    let during = record.median_rate(
-        &[(throttled_at + Duration::from_secs(1), released_at)],
-        window,
-    );
-    let ratio = if baseline > 0.0 {
-        during / baseline
-    } else {
-        0.0
-    };
+    let (baseline, during, ratio) =
+        kept_throughput(&record, throttled_at, released_at, released_at, end);
     let failed = record.failed();
     let violation = if failed > 0 {
         Some(format!(
