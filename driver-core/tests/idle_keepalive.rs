@@ -58,8 +58,9 @@ async fn idle_connections_are_checked_when_a_ping_is_due_not_every_tick() {
     let before = liveness_checks();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let checks = liveness_checks() - before;
+    // At most a late first check each (a loaded machine), never a tick's worth.
     assert!(
-        checks < N as u64,
+        checks < 2 * N as u64,
         "{checks} checks of {N} idle connections in 1 s with nothing due"
     );
     // Calls on a set-aside connection are watched again and answered.
@@ -74,15 +75,15 @@ async fn idle_connections_are_checked_when_a_ping_is_due_not_every_tick() {
     drop(quiet);
 
     // A 200 ms keepalive: set-aside connections still ping on time, each about 5
-    // times a second.
+    // times a second (setting aside that lost them would leave this near 0).
     let pinging = idle_channel(&servers, Duration::from_millis(200)).await;
     let probes = |c: &Channel| c.status().endpoints.iter().map(|e| e.probes).sum::<u64>();
     let before = probes(&pinging);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let pings = probes(&pinging) - before;
-    // 2 s / 200 ms = 10 a connection; allow a late tick each.
+    // 2 s / 200 ms = 10 a connection; a loaded machine wakes the sweeper late.
     assert!(
-        pings >= 8 * N as u64,
+        pings >= 6 * N as u64,
         "{pings} keepalive pings from {N} idle connections in 2 s at 200 ms"
     );
     let status = pinging.status();
