@@ -8,7 +8,9 @@
 //! streaming) is pumped on by a task of its own.
 //!
 //! The pump also keeps what it sent while that fits [`REPLAY_LIMIT`], so a request
-//! the server refused unprocessed can go to another endpoint (see `replay`).
+//! the server refused unprocessed can go to another endpoint (see `replay`); that
+//! includes a request whose stream a GOAWAY closed before its body went out, when the
+//! body has ended (a unary call's always has): its frames are kept as if sent.
 
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
@@ -53,6 +55,10 @@ pub(crate) enum PumpEnd {
     /// The stream cannot take more (reset by the server, connection gone); the
     /// response, or its error, says why.
     StreamClosed,
+    /// As [`StreamClosed`](Self::StreamClosed), but the whole body had been read and
+    /// kept: a stream the server then turns out to have refused unprocessed (a GOAWAY
+    /// that crossed the request) can still be sent again elsewhere.
+    ClosedWhole,
 }
 
 /// Moves a request body into its stream, with HTTP/2 flow control.
@@ -89,7 +95,7 @@ impl Pump {
     pub(crate) fn poll_pump(&mut self, cx: &mut Context<'_>) -> Poll<PumpEnd> {
         let end = ready!(self.poll_inner(cx));
         self.done = true;
-        if !matches!(end, PumpEnd::Sent) {
+        if !matches!(end, PumpEnd::Sent | PumpEnd::ClosedWhole) {
             self.recorded = None;
         }
         Poll::Ready(end)
@@ -121,7 +127,7 @@ impl Pump {
                 None => {
                     return Poll::Ready(match self.stream.send_data(Bytes::new(), true) {
                         Ok(()) => PumpEnd::Sent,
-                        Err(_) => PumpEnd::StreamClosed,
+                        Err(_) => PumpEnd::ClosedWhole,
                     });
                 }
             };
@@ -131,7 +137,7 @@ impl Pump {
                     self.sent += data.len();
                     let end = self.body.is_end_stream();
                     if self.stream.send_data(data, end).is_err() {
-                        return Poll::Ready(PumpEnd::StreamClosed);
+                        return Poll::Ready(self.keep_rest(cx, end));
                     }
                     if end {
                         return Poll::Ready(PumpEnd::Sent);
@@ -143,9 +149,32 @@ impl Pump {
             if let Ok(trailers) = frame.into_trailers() {
                 return Poll::Ready(match self.stream.send_trailers(trailers) {
                     Ok(()) => PumpEnd::Sent,
-                    Err(_) => PumpEnd::StreamClosed,
+                    Err(_) => PumpEnd::ClosedWhole,
                 });
             }
+        }
+    }
+
+    /// The end of a pump whose stream closed under it: [`PumpEnd::ClosedWhole`] if the
+    /// body had ended (`ended`) or ends in the frames it has ready now, which are kept
+    /// as if sent (a unary body's end follows its message at once); else
+    /// [`PumpEnd::StreamClosed`]. It never waits for the body.
+    fn keep_rest(&mut self, cx: &mut Context<'_>, mut ended: bool) -> PumpEnd {
+        while !ended && self.recorded.is_some() {
+            match self.body.poll_frame(cx) {
+                Poll::Ready(None) => ended = true,
+                Poll::Ready(Some(Ok(frame))) => {
+                    self.record(&frame);
+                    self.sent += frame.data_ref().map_or(0, Bytes::len);
+                    ended = self.body.is_end_stream();
+                }
+                Poll::Ready(Some(Err(_))) | Poll::Pending => break,
+            }
+        }
+        if ended && self.recorded.is_some() {
+            PumpEnd::ClosedWhole
+        } else {
+            PumpEnd::StreamClosed
         }
     }
 
@@ -287,5 +316,87 @@ impl RecvBody {
 
     pub(crate) fn is_end_stream(&self) -> bool {
         self.stream.is_end_stream()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body of one message that, like a unary gRPC body, says it has ended only once
+    /// polled past its message.
+    struct OneMessage(Option<Bytes>);
+
+    impl Body for OneMessage {
+        type Data = Bytes;
+        type Error = Status;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+            Poll::Ready(self.0.take().map(|m| Ok(Frame::data(m))))
+        }
+    }
+
+    /// A stream opened just before the server's GOAWAY (last stream id 0: refused
+    /// unprocessed) arrived, its body not yet pumped: the pump finds the stream closed
+    /// and keeps the whole body, so the call can send it to another endpoint.
+    async fn refused_before_the_body(body: ReqBody) -> (bool, Option<ReqBody>) {
+        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+        let (client, server) = tokio::join!(
+            h2::client::handshake(client_io),
+            h2::server::handshake(server_io)
+        );
+        let (send, connection) = client.expect("client handshake");
+        tokio::spawn(connection);
+        let mut server = server.expect("server handshake");
+        let mut send = send.ready().await.expect("ready");
+        let request = http::Request::post("http://test/echo.Echo/Say")
+            .body(())
+            .unwrap();
+        let (response, stream) = send.send_request(request, false).expect("opened");
+        // The server has read nothing yet: its GOAWAY names no stream processed.
+        server.abrupt_shutdown(h2::Reason::NO_ERROR);
+        tokio::spawn(async move { while server.accept().await.is_some() {} });
+        let refused = match tokio::time::timeout(std::time::Duration::from_secs(5), response)
+            .await
+            .expect("the GOAWAY arrives within 5 s")
+        {
+            Err(e) => super::super::replay::refusal(&e).is_some(),
+            Ok(_) => false,
+        };
+        let mut pump = Pump::new(body, stream);
+        let end = poll_fn(|cx| pump.poll_pump(cx)).await;
+        (
+            refused && matches!(end, PumpEnd::ClosedWhole),
+            pump.replayable(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_body_whose_stream_was_refused_before_it_went_out_is_kept_whole() {
+        let message = Bytes::from_static(b"\0\0\0\0\x03abc");
+        let body = ReqBody::Caller(tonic::body::Body::new(OneMessage(Some(message.clone()))));
+        let (closed_whole, again) = refused_before_the_body(body).await;
+        assert!(
+            closed_whole,
+            "the pump did not end ClosedWhole on a refused stream"
+        );
+        let Some(ReqBody::Replay(frames)) = again else {
+            panic!("the refused request's body was not kept for another endpoint");
+        };
+        let kept: Vec<Bytes> = frames
+            .iter()
+            .filter_map(|f| f.data_ref().cloned())
+            .collect();
+        assert_eq!(kept, [message]);
+
+        let replayed = ReqBody::Replay([Frame::data(Bytes::from_static(b"x"))].into());
+        let (closed_whole, again) = refused_before_the_body(replayed).await;
+        assert!(
+            closed_whole && again.is_some(),
+            "a replayed body refused again is not kept"
+        );
     }
 }
