@@ -145,51 +145,49 @@ async fn ready_channel(name: &str, addrs: &[String], policy: Policy, weights: &[
     }
 }
 
-/// CPU time this process used so far (user and system, all threads), from
-/// `/proc/self/stat` (in clock ticks of 10 ms).
+/// The command name and the CPU time (user and system) of a `/proc/…/stat` line, in
+/// clock ticks of 10 ms: utime and stime are the 12th and 13th fields after the
+/// command name, which is in parentheses.
+fn stat_cpu(stat: &str) -> Option<(&str, Duration)> {
+    let (head, rest) = stat.rsplit_once(')')?;
+    let comm = head.split_once('(')?.1;
+    let ticks: u64 = (rest.split_whitespace().skip(11).take(2))
+        .filter_map(|f| f.parse::<u64>().ok())
+        .sum();
+    Some((comm, Duration::from_millis(ticks * 10)))
+}
+
+/// CPU time this process used so far (all threads), from `/proc/self/stat`.
 fn cpu_used() -> Duration {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // The fields after the command name, which is in parentheses: utime and stime are
-    // the 12th and 13th.
-    let ticks: u64 = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| {
-            rest.split_whitespace()
-                .skip(11)
-                .take(2)
-                .filter_map(|f| f.parse::<u64>().ok())
-                .sum()
-        })
-        .unwrap_or(0);
-    Duration::from_millis(ticks * 10)
+    stat_cpu(&stat).map_or(Duration::ZERO, |(_, cpu)| cpu)
+}
+
+/// CPU time of this process's threads whose name `counts`
+/// (`/proc/self/task/*/stat`); `None` if no thread's does.
+fn threads_cpu_used(counts: impl Fn(&str) -> bool) -> Option<Duration> {
+    let mut found = None;
+    for task in std::fs::read_dir("/proc/self/task").into_iter().flatten() {
+        let Some(stat) = task
+            .ok()
+            .and_then(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+        else {
+            continue;
+        };
+        if let Some((_, cpu)) = stat_cpu(&stat).filter(|(comm, _)| counts(comm)) {
+            *found.get_or_insert(Duration::ZERO) += cpu;
+        }
+    }
+    found
 }
 
 /// The thread-name prefix of the servers' runtime with `BENCH_SERVERS=apart`.
 const SERVER_THREADS: &str = "bench-server";
 
 /// CPU time of this process's threads not named [`SERVER_THREADS`]: the client side
-/// when the servers run apart (`/proc/self/task/*/stat`, clock ticks of 10 ms).
+/// when the servers run apart.
 fn client_cpu_used() -> Duration {
-    let ticks: u64 = std::fs::read_dir("/proc/self/task")
-        .into_iter()
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("stat")).ok())
-        .filter_map(|stat| {
-            let (head, rest) = stat.rsplit_once(')')?;
-            let comm = head.split_once('(')?.1;
-            if comm.starts_with(SERVER_THREADS) {
-                return None;
-            }
-            Some(
-                rest.split_whitespace()
-                    .skip(11)
-                    .take(2)
-                    .filter_map(|f| f.parse::<u64>().ok())
-                    .sum::<u64>(),
-            )
-        })
-        .sum();
-    Duration::from_millis(ticks * 10)
+    threads_cpu_used(|comm| !comm.starts_with(SERVER_THREADS)).unwrap_or_default()
 }
 
 /// One cell's result: calls, and the process's CPU time (and the client side's) while
@@ -665,37 +663,6 @@ async fn outage_table() {
     }
 }
 
-/// CPU time of this process's threads whose name starts with `prefix` (clock ticks
-/// of 10 ms); `None` if there is no such thread.
-fn thread_cpu_used(prefix: &str) -> Option<Duration> {
-    let mut found = None;
-    for task in std::fs::read_dir("/proc/self/task").into_iter().flatten() {
-        let Some(stat) = task
-            .ok()
-            .and_then(|t| std::fs::read_to_string(t.path().join("stat")).ok())
-        else {
-            continue;
-        };
-        let Some((head, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        if !head
-            .split_once('(')
-            .is_some_and(|(_, comm)| comm.starts_with(prefix))
-        {
-            continue;
-        }
-        let ticks: u64 = rest
-            .split_whitespace()
-            .skip(11)
-            .take(2)
-            .filter_map(|f| f.parse::<u64>().ok())
-            .sum();
-        *found.get_or_insert(Duration::ZERO) += Duration::from_millis(ticks * 10);
-    }
-    found
-}
-
 async fn idle_table() {
     let sizes = env_list("BENCH_IDLE_SIZES", &[1000, 4000]);
     let secs = Duration::from_secs_f64(env_num("BENCH_SECS", 4.0));
@@ -748,7 +715,8 @@ async fn idle_table() {
         }
         // The first checks after the handshakes, then nothing is due for 30 s.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let sweeper = || thread_cpu_used("dtmdriver-liven").unwrap_or_default();
+        let sweeper =
+            || threads_cpu_used(|comm| comm.starts_with("dtmdriver-liven")).unwrap_or_default();
         let (checks, swept, cpu) = (
             dtmdriver_core::__private::liveness_checks(),
             sweeper(),

@@ -10,6 +10,19 @@ use test_support::{EchoClient, EchoServer, SayRequest};
 
 const N: usize = 16;
 
+/// One echo call through `channel`, failing the test with `what` if it fails or
+/// hangs for 10 s.
+async fn say(channel: &Channel, what: &str) {
+    let mut client = EchoClient::new(channel.clone());
+    let call = client.say(SayRequest {
+        message: "hi".into(),
+    });
+    tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .unwrap_or_else(|_| panic!("{what} hung for 10 s"))
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+}
+
 /// A channel over `servers` pinging every `interval`, idle or not, each endpoint
 /// connected and called once.
 async fn idle_channel(servers: &[EchoServer], interval: Duration) -> Channel {
@@ -29,15 +42,8 @@ async fn idle_channel(servers: &[EchoServer], interval: Duration) -> Channel {
         assert!(Instant::now() < until, "not all ready in 20 s: {s:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut client = EchoClient::new(channel.clone());
     for _ in 0..N {
-        let call = client.say(SayRequest {
-            message: "hi".into(),
-        });
-        tokio::time::timeout(Duration::from_secs(10), call)
-            .await
-            .expect("a call hung for 10 s")
-            .expect("a call");
+        say(&channel, "a call").await;
     }
     channel
 }
@@ -64,14 +70,7 @@ async fn idle_connections_are_checked_when_a_ping_is_due_not_every_tick() {
         "{checks} checks of {N} idle connections in 1 s with nothing due"
     );
     // Calls on a set-aside connection are watched again and answered.
-    let mut client = EchoClient::new(quiet.clone());
-    let call = client.say(SayRequest {
-        message: "again".into(),
-    });
-    tokio::time::timeout(Duration::from_secs(10), call)
-        .await
-        .expect("a call on a set-aside connection hung for 10 s")
-        .expect("a call on a set-aside connection");
+    say(&quiet, "a call on a set-aside connection").await;
     drop(quiet);
 
     // A 200 ms keepalive: set-aside connections still ping on time, each about 5

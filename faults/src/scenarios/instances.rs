@@ -1,6 +1,6 @@
 //! Instance failures under load: a go-zero instance frozen ([`instance_frozen`]),
-//! killed ([`instance_crash`]) or throttled ([`instance_throttled`]), and a long soak with registry churn that samples memory
-//! and file descriptors ([`soak`]).
+//! killed ([`instance_crash`]) or throttled ([`instance_throttled`]), and a long soak
+//! with registry churn that samples memory and file descriptors ([`soak`]).
 //! Replacements (restarts, certificate rotation) are in [`super::replacement`].
 
 use std::time::{Duration, Instant};
