@@ -7,7 +7,9 @@
 //! after `--auth-token-ttl` unused) logs in again — once for all the calls refused with
 //! the same token — and is sent once more. Streams (a watch, a
 //! lease keep-alive) are opened the same way but not retried once open: their owners
-//! resume them ([`crate::lease`], [`crate::watch_hub`]). Every response is read up to
+//! resume them ([`crate::lease`], [`crate::watch_hub`]). Streams ask etcd to end them
+//! when their member has no leader (etcd's `hasleader` metadata), so that an owner
+//! resumes on a member that has one. Every response is read up to
 //! 256 MiB (`MAX_RESPONSE_BYTES`); a longer one fails with tonic's "message length too
 //! large".
 //!
@@ -35,9 +37,8 @@ use crate::proto::etcdserverpb::watch_client::WatchClient;
 use crate::proto::etcdserverpb::watch_request::RequestUnion;
 use crate::proto::etcdserverpb::{
     AuthenticateRequest, LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest,
-    LeaseKeepAliveResponse, LeaseRevokeRequest, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
-    PutRequest, PutResponse, RangeRequest, RangeResponse, WatchCancelRequest, WatchCreateRequest,
-    WatchRequest, WatchResponse,
+    LeaseKeepAliveResponse, LeaseRevokeRequest, PutRequest, PutResponse, RangeRequest,
+    RangeResponse, WatchCancelRequest, WatchCreateRequest, WatchRequest, WatchResponse,
 };
 use crate::request::MAX_RESPONSE_BYTES;
 
@@ -193,19 +194,6 @@ impl EtcdClient {
         .await
     }
 
-    /// What is left of lease `id`'s TTL (`ttl` ≤ 0: it is gone).
-    pub(crate) async fn lease_time_to_live(
-        &self,
-        id: i64,
-    ) -> Result<LeaseTimeToLiveResponse, Status> {
-        self.with_token(|channel| async move {
-            lease(channel)
-                .lease_time_to_live(LeaseTimeToLiveRequest { id, keys: false })
-                .await
-        })
-        .await
-    }
-
     /// Revokes lease `id`, deleting its keys.
     pub(crate) async fn lease_revoke(&self, id: i64) -> Result<(), Status> {
         self.with_token(|channel| async move {
@@ -228,7 +216,7 @@ impl EtcdClient {
                 // first message.
                 let _ = tx.try_send(LeaseKeepAliveRequest { id });
                 let response = lease(channel)
-                    .lease_keep_alive(ReceiverStream::new(rx))
+                    .lease_keep_alive(require_leader(ReceiverStream::new(rx)))
                     .await?;
                 Ok(response.map(|acks| (tx, acks)))
             })
@@ -250,12 +238,33 @@ impl EtcdClient {
             async move {
                 let (tx, rx) = mpsc::channel(STREAM_QUEUE);
                 let _ = tx.try_send(create(first));
-                let response = watch(channel).watch(ReceiverStream::new(rx)).await?;
+                let response = watch(channel)
+                    .watch(require_leader(ReceiverStream::new(rx)))
+                    .await?;
                 Ok(response.map(|responses| WatchStream { tx, responses }))
             }
         })
         .await
     }
+}
+
+/// A stream request etcd refuses, or ends once opened, while the member it reached has
+/// no leader: etcd's `hasleader` metadata, as clientv3's `WithRequireLeader` (on
+/// go-zero's watches and on every clientv3 lease keep-alive).
+///
+/// Why: a member cut off from its peers by a network partition still serves the clients
+/// that reach it. Without this, a watch on it stays open and silent while the others
+/// go on (instances come and go unseen for as long as the partition lasts), and its
+/// keep-alives hang in the member's wait for a leader until the lease runs out. With it,
+/// etcd ends such streams after three election timeouts without a leader (about 3–4 s
+/// with default settings) and refuses new ones at once, and their owners resume on
+/// another member.
+fn require_leader<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("hasleader", MetadataValue::from_static("true"));
+    request
 }
 
 fn kv(channel: Authed) -> KvClient<Authed> {

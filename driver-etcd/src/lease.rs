@@ -12,7 +12,10 @@
 //!
 //! * grants the lease and puts the key, and only then hands out the [`Registration`];
 //! * renews the lease every TTL/3 on one keep-alive stream (one request per renewal,
-//!   sent by this loop);
+//!   sent by this loop); a renewal still unanswered at the next one gives the stream up,
+//!   and so does etcd when the stream's member loses its leader (a member cut off from
+//!   its peers holds renewals until its request timeout, past a 10 s TTL): recovery
+//!   renews the lease first, through another member;
 //! * watches its own key and puts it back when someone deletes it;
 //! * when etcd goes away it retries with a short bounded backoff (≤ 500 ms), and when
 //!   etcd is back it re-puts the key under the old lease if that is still alive, or
@@ -216,16 +219,15 @@ impl LeaseKeeper {
 
     /// Gets the key back in place: under the same lease if it is alive, else under a new
     /// one. The error says whether the lease is known to be gone.
+    ///
+    /// The old lease is asked about by renewing it (a keep-alive, which answers whether
+    /// it is alive): the first call of a recovery buys the lease a whole TTL, and, on a
+    /// stream that requires a leader, fails at once on a member cut off from its peers
+    /// instead of waiting there for a leader while the TTL runs out.
     async fn recover(&self, held: &Held, lost: bool) -> std::result::Result<Held, (String, bool)> {
         if !lost {
-            let ttl = bounded(
-                "lease time-to-live",
-                self.client.lease_time_to_live(held.lease),
-            )
-            .await
-            .map_err(|e| (e, false))?;
-            if ttl.ttl > 0 {
-                match self.put(&held.key, held.lease).await {
+            match bounded("lease keep-alive", self.client.lease_keep_alive(held.lease)).await {
+                Ok(_renewed) => match self.put(&held.key, held.lease).await {
                     Ok(revision) => {
                         return Ok(Held {
                             lease: held.lease,
@@ -235,7 +237,9 @@ impl LeaseKeeper {
                     }
                     Err(e) if !is_lease_not_found(&e) => return Err((e, false)),
                     Err(_) => {}
-                }
+                },
+                Err(e) if !is_lease_not_found(&e) => return Err((e, false)),
+                Err(_) => {}
             }
         }
         self.grant_and_put().await.map_err(|e| (e, true))
@@ -256,25 +260,30 @@ impl LeaseKeeper {
         };
         let period = self.ttl / 3;
         let mut tick = tokio::time::interval_at(Instant::now() + period, period);
-        let mut last_ack = Instant::now();
+        // A renewal sent and not answered yet. etcd answers one in milliseconds; one
+        // still unanswered a period later is stuck (a member that lost its leader holds
+        // renewals until its request timeout, 7 s by default), so the session is given
+        // up and the lease renewed through another member with a TTL to spare.
+        let mut unanswered = false;
         loop {
             tokio::select! {
                 () = stop.cancelled() => return SessionEnd::Stopped,
                 _ = tick.tick() => {
-                    if last_ack.elapsed() >= self.ttl {
+                    if unanswered {
                         return SessionEnd::Disconnected(format!(
-                            "no keep-alive answer for {:?}", self.ttl
+                            "a keep-alive went unanswered for {period:?}"
                         ));
                     }
                     if let Err(e) = keeper.keep_alive().await {
                         return SessionEnd::Disconnected(format!("sending keep-alive: {e}"));
                     }
+                    unanswered = true;
                 }
                 ack = acks.message() => match ack {
                     Ok(Some(resp)) if resp.ttl <= 0 => {
                         return SessionEnd::LeaseLost("etcd says the lease expired".into());
                     }
-                    Ok(Some(_)) => last_ack = Instant::now(),
+                    Ok(Some(_)) => unanswered = false,
                     Ok(None) => return SessionEnd::Disconnected("keep-alive stream closed".into()),
                     Err(e) => return SessionEnd::Disconnected(format!("keep-alive stream: {}", describe(&e))),
                 },

@@ -99,10 +99,18 @@ pub(crate) fn tls_hint(message: &str) -> Option<&'static str> {
 }
 
 /// What to do about a failed etcd request, from its message: the TLS or authentication
-/// fix when it is one of those, else to check that etcd runs where the target says.
+/// fix when it is one of those, what a member without a leader means, else to check that
+/// etcd runs where the target says.
 pub(crate) fn failure_hint(message: &str) -> &'static str {
     tls_hint(message)
         .or_else(|| auth_hint(message))
+        .or_else(|| {
+            message.contains("no leader").then_some(
+                "an etcd member has no leader (an election under way, or the member is cut \
+                 off from its peers); the client goes on with the members that have one, so \
+                 list every member in the target's hosts",
+            )
+        })
         .unwrap_or("is etcd running at the target's hosts?")
 }
 
@@ -211,5 +219,7 @@ mod tests {
         let denied = "etcd cancelled the watch of our key: etcdserver: permission denied";
         assert!(failure_hint(denied).contains("grant-permission"));
         assert!(failure_hint("etcd put failed: connection refused").contains("is etcd running"));
+        let leaderless = "keep-alive stream: etcdserver: no leader (Unavailable)";
+        assert!(failure_hint(leaderless).contains("every member"));
     }
 }

@@ -22,10 +22,10 @@ use crate::process::{self, StartFailure};
 /// Pause between two readiness probes.
 const PROBE_INTERVAL: Duration = Duration::from_millis(50);
 /// Connect timeout of one readiness probe.
-pub(super) const PROBE_CONNECT_TIMEOUT: Duration = Duration::from_millis(200);
+const PROBE_CONNECT_TIMEOUT: Duration = Duration::from_millis(200);
 /// Read / write timeout of one readiness probe. Before etcd is ready its listener accepts
 /// connections but does not answer, so this bounds each probe.
-pub(super) const PROBE_IO_TIMEOUT: Duration = Duration::from_millis(500);
+const PROBE_IO_TIMEOUT: Duration = Duration::from_millis(500);
 /// Largest probe response read.
 const PROBE_MAX_RESPONSE: u64 = 64 * 1024;
 
@@ -50,6 +50,8 @@ pub(super) struct Member {
     name: String,
     pub(super) client_port: u16,
     pub(super) peer_port: u16,
+    /// The port peers dial, when it is not `peer_port` (a proxy in between).
+    pub(super) advertised_peer_port: Option<u16>,
     initial_cluster: String,
     token: String,
     binary: PathBuf,
@@ -80,6 +82,7 @@ impl Member {
             name: name.to_owned(),
             client_port,
             peer_port,
+            advertised_peer_port: None,
             initial_cluster: initial_cluster.to_owned(),
             token: token.to_owned(),
             binary: binary.to_owned(),
@@ -105,6 +108,7 @@ impl Member {
     fn args(&self) -> Vec<String> {
         let client_url = loopback_url(self.client_port);
         let peer_url = loopback_url(self.peer_port);
+        let advertised_peer_url = loopback_url(self.advertised_peer_port.unwrap_or(self.peer_port));
         // With TLS, etcd also serves HTTPS on a second port; the plain port stays for
         // the readiness check.
         let (listen_urls, tls_args) = match &self.tls {
@@ -127,7 +131,7 @@ impl Member {
             format!("--listen-client-urls={listen_urls}"),
             format!("--advertise-client-urls={client_url}"),
             format!("--listen-peer-urls={peer_url}"),
-            format!("--initial-advertise-peer-urls={peer_url}"),
+            format!("--initial-advertise-peer-urls={advertised_peer_url}"),
             format!("--initial-cluster={}", self.initial_cluster),
             format!("--initial-cluster-token={}", self.token),
             "--initial-cluster-state=new".to_owned(),
@@ -311,6 +315,52 @@ pub(super) fn http_request(port: u16, method: &str, path: &str, body: &str) -> O
     Some(String::from_utf8_lossy(&response).into_owned())
 }
 
+/// The value of the Prometheus metric `name` (an unlabelled gauge or counter) from the
+/// `/metrics` of the etcd whose client port is `port`; `None` if etcd does not answer or
+/// has no such metric.
+pub(super) fn metric(port: u16, name: &str) -> Option<f64> {
+    metrics(port)?
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// The sum of the Prometheus metric `name` over its series whose labels include every
+/// one of `labels` (e.g. `grpc_server_handled_total` of one method, over its codes); `None`
+/// if etcd does not answer or has no such series.
+pub(super) fn metric_sum(port: u16, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    sum_series(&metrics(port)?, name, labels)
+}
+
+/// [`metric_sum`] of a `/metrics` text.
+fn sum_series(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    let values: Vec<f64> = text
+        .lines()
+        .filter_map(|line| {
+            let (series, value) = line
+                .strip_prefix(name)?
+                .strip_prefix('{')?
+                .rsplit_once(' ')?;
+            let set = series.strip_suffix('}')?;
+            let has = |w: &String| set.split(',').any(|pair| pair == w);
+            wanted.iter().all(has).then(|| value.trim().parse().ok())?
+        })
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+/// The text of `/metrics` of the etcd whose client port is `port`.
+fn metrics(port: u16) -> Option<String> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut stream = TcpStream::connect_timeout(&addr, PROBE_CONNECT_TIMEOUT).ok()?;
+    stream.set_read_timeout(Some(PROBE_IO_TIMEOUT)).ok()?;
+    let request = format!("GET /metrics HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = Vec::new();
+    let _ = stream.take(16 << 20).read_to_end(&mut response);
+    Some(String::from_utf8_lossy(&response).into_owned())
+}
+
 /// True if `response` (from [`http_request`]) has status 200, whatever HTTP version
 /// etcd answers with (it answers an HTTP/1.0 request as HTTP/1.0).
 pub(super) fn answered_ok(response: &str) -> bool {
@@ -320,7 +370,26 @@ pub(super) fn answered_ok(response: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::answered_ok;
+    use super::{answered_ok, sum_series};
+
+    #[test]
+    fn series_are_summed_over_the_labels_not_asked_for() {
+        let text = "grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"Watch\"} 2\n\
+                    grpc_server_handled_total{grpc_code=\"Unavailable\",grpc_method=\"Watch\"} 3\n\
+                    grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"Range\"} 40\n\
+                    grpc_server_handled_totals{grpc_method=\"Watch\"} 100\n";
+        let watch = [("grpc_method", "Watch")];
+        assert_eq!(
+            sum_series(text, "grpc_server_handled_total", &watch),
+            Some(5.0)
+        );
+        let ok = [("grpc_code", "OK")];
+        assert_eq!(
+            sum_series(text, "grpc_server_handled_total", &ok),
+            Some(42.0)
+        );
+        assert_eq!(sum_series(text, "grpc_server_started_total", &watch), None);
+    }
 
     #[test]
     fn a_200_counts_in_either_http_version() {

@@ -7,10 +7,12 @@
 //!
 //! - `member`: one etcd process (start, stop, restart) and its readiness probes;
 //! - `server`: [`EtcdServer`];
-//! - `cluster`: [`EtcdCluster`].
+//! - `cluster`: [`EtcdCluster`];
+//! - `peer_links`: the proxies a partitionable cluster's raft links go through.
 
 mod cluster;
 mod member;
+mod peer_links;
 mod server;
 
 pub use cluster::EtcdCluster;

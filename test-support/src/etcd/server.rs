@@ -3,15 +3,10 @@
 //! The server is one [`Member`] named `default`; its HTTP helpers (authentication setup,
 //! `/metrics`, compaction) go through etcd's loopback client port.
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::member::{
-    Member, PROBE_CONNECT_TIMEOUT, PROBE_IO_TIMEOUT, answered_ok, http_request, loopback_url,
-    unique_token,
-};
+use super::member::{Member, answered_ok, http_request, loopback_url, metric, unique_token};
 use crate::binary::etcd_binary;
 use crate::ports::free_ports;
 use crate::process;
@@ -218,19 +213,7 @@ impl EtcdServer {
     /// etcd's `/metrics`, e.g. `etcd_debugging_mvcc_watch_stream_total`; `None` if etcd
     /// does not answer or has no such metric.
     pub fn metric(&self, name: &str) -> Option<f64> {
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port()));
-        let mut stream = TcpStream::connect_timeout(&addr, PROBE_CONNECT_TIMEOUT).ok()?;
-        stream.set_read_timeout(Some(PROBE_IO_TIMEOUT)).ok()?;
-        let request = format!(
-            "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1:{}\r\n\r\n",
-            self.port()
-        );
-        stream.write_all(request.as_bytes()).ok()?;
-        let mut response = Vec::new();
-        let _ = stream.take(16 << 20).read_to_end(&mut response);
-        String::from_utf8_lossy(&response)
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        metric(self.port(), name)
     }
 
     /// Compacts the key space to the newest revision (physically): a watch from an
