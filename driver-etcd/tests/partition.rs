@@ -103,16 +103,6 @@ async fn a_watch_on_a_member_cut_off_from_its_peers_resumes_on_the_others() {
     cluster.rejoin_member(watched);
 }
 
-/// Open streams of `method` on member `i`: started less ended.
-fn open_streams(cluster: &EtcdCluster, i: usize, method: &str) -> f64 {
-    let count = |name| {
-        cluster
-            .member_metric_sum(i, name, &[("grpc_method", method)])
-            .unwrap_or(0.0)
-    };
-    count("grpc_server_started_total") - count("grpc_server_handled_total")
-}
-
 /// A registration whose keep-alive stream is on the member cut off keeps its lease: the
 /// keeper renews through another member well before the TTL runs out, and the key is
 /// never deleted. Without `hasleader` the renewals hang in the isolated member's wait
@@ -130,7 +120,7 @@ async fn a_registration_renewing_on_a_member_cut_off_from_its_peers_keeps_its_le
         .await
         .unwrap();
     let renewing = member_with(&cluster, "the member with our keep-alive stream", |i| {
-        open_streams(&cluster, i, "LeaseKeepAlive")
+        cluster.member_open_streams(i, "LeaseKeepAlive")
     })
     .await;
     let majority = etcd(&others(&cluster, renewing)).await;

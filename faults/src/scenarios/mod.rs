@@ -18,7 +18,7 @@ use crate::report::Row;
 pub use instances::{instance_crash, instance_frozen, instance_throttled, soak};
 pub use registry::{
     consul_freeze, consul_restart, etcd_auth_restart, etcd_auth_token_expiry, etcd_freeze,
-    etcd_leader_loss, etcd_restart, key_deleted,
+    etcd_leader_loss, etcd_partition, etcd_restart, key_deleted,
 };
 pub use replacement::{rolling_restart, tls_rotation};
 
@@ -82,6 +82,11 @@ pub fn all() -> Vec<Scenario> {
             name: "etcd-leader-loss",
             short: true,
             run: || Box::pin(etcd_leader_loss()),
+        },
+        Scenario {
+            name: "etcd-partition",
+            short: true,
+            run: || Box::pin(etcd_partition()),
         },
         Scenario {
             name: "consul-restart",

@@ -306,6 +306,121 @@ pub async fn etcd_leader_loss() -> Row {
     )
 }
 
+/// How long a member stays cut off: past go-zero's 10 s lease TTL, so a registration
+/// that kept renewing there would lose its key.
+const PARTITION: Duration = Duration::from_secs(12);
+
+/// The etcd member carrying the resolver's watch (and, on three members, likely some of
+/// the registrations' keep-alives) cut off from its peers for 12 s by a network
+/// partition, still reachable by clients, under load; a new instance registered
+/// meanwhile must reach the channel, and no registration may lose its key.
+pub async fn etcd_partition() -> Row {
+    let cluster = blocking(|| EtcdCluster::start_partitionable(3));
+    let endpoints = cluster.endpoints();
+    let target = format!("etcd://{}/partition", endpoints.join(","));
+    let mut servers = Vec::with_capacity(3);
+    for i in 0..3 {
+        servers.push(EchoServer::start(&format!("partition{i}")).await);
+    }
+    let _registrations = register_each(&GoZeroDriver, &target, &servers).await;
+    let watches = || -> Vec<f64> {
+        blocking(|| {
+            (0..3)
+                .map(|i| cluster.member_open_streams(i, "Watch"))
+                .collect()
+        })
+    };
+    // Each registration watches its own key on a stream of its own, opened once it is
+    // registered; then the resolver's stream is the one more.
+    let streams = |n: f64| async move {
+        until(Duration::from_secs(5), || async {
+            watches().iter().sum::<f64>() == n
+        })
+        .await
+        .expect("the watch streams open");
+    };
+    streams(3.0).await;
+    let before = watches();
+    let channel = channel(&target, &GoZeroDriver, 3).await;
+    streams(4.0).await;
+    let busiest = watches()
+        .iter()
+        .zip(&before)
+        .position(|(after, before)| after > before)
+        .unwrap_or(0);
+    let others: Vec<String> = (0..3)
+        .filter(|&i| i != busiest)
+        .map(|i| cluster.endpoint(i))
+        .collect();
+    let deletes = count_deletes(&etcd_client(&others).await, "partition/").await;
+
+    let load = Load::start(&channel, WORKERS);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    blocking(|| cluster.isolate_member(busiest));
+    let cut = Instant::now();
+    let extra = EchoServer::start("partition-extra").await;
+    let registered = GoZeroDriver.register_service(&target, &extra.addr()).await;
+    let recovery = match &registered {
+        Ok(_) => until(Duration::from_secs(10), || async {
+            channel.status().endpoints.len() == 4
+        })
+        .await
+        .map(|_| cut.elapsed()),
+        Err(_) => None,
+    };
+    tokio::time::sleep(PARTITION.saturating_sub(cut.elapsed())).await;
+    blocking(|| cluster.rejoin_member(busiest));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let deleted = deletes.load(std::sync::atomic::Ordering::SeqCst);
+    let mut row = registry_row(
+        "etcd-partition",
+        Kind::GoZero.name(),
+        load.stop().await,
+        "the instance registered after the cut in the channel",
+        recovery,
+        format!(
+            "member {busiest} of 3 (the resolver's watch) cut off {} s; {deleted} keys lost",
+            PARTITION.as_secs()
+        ),
+        // etcd ends a leaderless member's streams after three election timeouts.
+        Duration::from_secs(8),
+    );
+    if deleted > 0 && row.violation.is_none() {
+        row.violation = Some(format!(
+            "{deleted} registration keys deleted (leases expired)"
+        ));
+    }
+    row
+}
+
+/// Counts the keys deleted under `prefix` from now on, in a task that lives as long as
+/// `client`'s connection.
+async fn count_deletes(
+    client: &etcd_client::Client,
+    prefix: &str,
+) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let options = etcd_client::WatchOptions::new().with_prefix();
+    let mut events = client
+        .clone()
+        .watch(prefix, Some(options))
+        .await
+        .expect("watch the registrations' keys");
+    let counted = count.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(resp)) = events.message().await {
+            let delete = etcd_client::EventType::Delete;
+            let n = resp
+                .events()
+                .iter()
+                .filter(|e| e.event_type() == delete)
+                .count();
+            counted.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    count
+}
+
 /// Which member of `endpoints` leads the cluster.
 async fn leader(endpoints: &[String]) -> usize {
     for (i, ep) in endpoints.iter().enumerate() {

@@ -203,6 +203,20 @@ impl EtcdCluster {
         metric_sum(self.members[i].client_port, name, labels)
     }
 
+    /// How many gRPC streams of `method` (e.g. `Watch`, `LeaseKeepAlive`) are open on
+    /// member `i`: those started less those ended, from its metrics.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `i` is out of range.
+    pub fn member_open_streams(&self, i: usize, method: &str) -> f64 {
+        let count = |name| {
+            self.member_metric_sum(i, name, &[("grpc_method", method)])
+                .unwrap_or(0.0)
+        };
+        count("grpc_server_started_total") - count("grpc_server_handled_total")
+    }
+
     /// Cuts member `i` off from its peers (a network partition): its raft links close
     /// and stay closed until [`rejoin_member`](Self::rejoin_member), while clients still
     /// reach it. The member loses its leader within an election timeout (1 s) and learns
