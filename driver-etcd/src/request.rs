@@ -105,6 +105,14 @@ pub(crate) fn failure_hint(message: &str) -> &'static str {
     tls_hint(message)
         .or_else(|| auth_hint(message))
         .or_else(|| {
+            message.contains("database space exceeded").then_some(
+                "etcd's database reached its space quota (--quota-backend-bytes) and etcd \
+                 refuses new keys and leases until an operator frees space: compact and \
+                 defragment it (etcdctl compact REVISION; etcdctl defrag), then etcdctl alarm \
+                 disarm; registrations made before keep their leases",
+            )
+        })
+        .or_else(|| {
             message.contains("no leader").then_some(
                 "an etcd member has no leader (an election under way, or the member is cut \
                  off from its peers); the client goes on with the members that have one, so \
@@ -219,6 +227,8 @@ mod tests {
         let denied = "etcd cancelled the watch of our key: etcdserver: permission denied";
         assert!(failure_hint(denied).contains("grant-permission"));
         assert!(failure_hint("etcd put failed: connection refused").contains("is etcd running"));
+        let full = "etcd lease grant failed: etcdserver: mvcc: database space exceeded (ResourceExhausted)";
+        assert!(failure_hint(full).contains("alarm disarm"));
         let leaderless = "keep-alive stream: etcdserver: no leader (Unavailable)";
         assert!(failure_hint(leaderless).contains("every member"));
     }

@@ -97,6 +97,15 @@ impl EtcdServer {
         server
     }
 
+    /// Like [`start`](Self::start), with a backend space quota of `bytes`
+    /// (`--quota-backend-bytes`; etcd's default is 2 GiB): once the database passes it,
+    /// etcd raises its `NOSPACE` alarm and refuses every put and lease grant until the
+    /// alarm is disarmed.
+    pub fn start_with_quota(bytes: u64) -> EtcdServer {
+        let quota = vec![format!("--quota-backend-bytes={bytes}")];
+        Self::start_inner(etcd_binary(), None, quota)
+    }
+
     /// The user [`start_with_auth`](Self::start_with_auth) creates.
     pub const ROOT_USER: &'static str = "root";
 
