@@ -57,6 +57,7 @@ pub fn consul_agent_binary() -> PathBuf {
 #[derive(Debug)]
 pub struct ConsulAgent {
     binary: PathBuf,
+    role: Role,
     /// http, server, serf lan, serf wan.
     ports: [u16; 4],
     node: String,
@@ -65,6 +66,18 @@ pub struct ConsulAgent {
     https_port: Option<u16>,
     dir: TempDir,
     child: Option<Child>,
+}
+
+/// How an agent runs.
+#[derive(Debug, Clone)]
+pub(crate) enum Role {
+    /// `-dev`: a single server that keeps everything in memory.
+    Dev,
+    /// A server of a cluster of `expect` servers, joining the agents whose serf LAN
+    /// ports are `join`; it keeps its state in its directory, so it can be restarted.
+    Server { expect: usize, join: Vec<u16> },
+    /// A client agent joining the servers whose serf LAN ports are `join`.
+    Client { join: Vec<u16> },
 }
 
 impl ConsulAgent {
@@ -115,25 +128,34 @@ impl ConsulAgent {
         let binary = consul_agent_binary();
         process::start_with_retries("consul", || {
             let p = free_ports(5);
-            let dir = tempfile::Builder::new()
-                .prefix("consul-test-")
-                .tempdir()
-                .unwrap_or_else(|e| panic!("cannot create a temporary directory: {e}"));
-            let mut agent = Self {
-                binary: binary.clone(),
-                ports: [p[0], p[1], p[2], p[3]],
-                node: format!("test-{}", p[0]),
-                acl_token: acl_token.clone(),
-                https_port: tls.map(|_| p[4]),
-                dir,
-                child: None,
-            };
+            let mut agent = Self::unstarted(&binary, Role::Dev, [p[0], p[1], p[2], p[3]]);
+            agent.acl_token.clone_from(&acl_token);
+            agent.https_port = tls.map(|_| p[4]);
             if let Some((ca, cert, key, verify_incoming)) = tls {
                 agent.write_tls_files(ca, cert, key, verify_incoming);
             }
             agent.spawn();
             agent.wait_ready().map(|()| agent)
         })
+    }
+
+    /// An agent not started yet, in `role`, on `ports` (http, server, serf lan, serf wan),
+    /// with a fresh directory.
+    pub(crate) fn unstarted(binary: &std::path::Path, role: Role, ports: [u16; 4]) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("consul-test-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("cannot create a temporary directory: {e}"));
+        Self {
+            binary: binary.to_owned(),
+            role,
+            ports,
+            node: format!("test-{}", ports[0]),
+            acl_token: None,
+            https_port: None,
+            dir,
+            child: None,
+        }
     }
 
     /// The HTTP API address, `127.0.0.1:PORT`.
@@ -144,6 +166,11 @@ impl ConsulAgent {
     /// The HTTP API port.
     pub fn http_port(&self) -> u16 {
         self.ports[0]
+    }
+
+    /// The server RPC port (the one `/v1/status/leader` names for a server).
+    pub fn server_port(&self) -> u16 {
+        self.ports[1]
     }
 
     /// The HTTPS API address `127.0.0.1:PORT` of an agent started with
@@ -179,8 +206,9 @@ impl ConsulAgent {
     }
 
     /// Starts the agent again on the same ports and waits until it is ready. Dev mode
-    /// keeps nothing: the new agent has no registrations. A running agent is killed
-    /// first.
+    /// keeps nothing: the new agent has no registrations (a server of a
+    /// [`ConsulCluster`](crate::ConsulCluster) keeps its state and rejoins). A running
+    /// agent is killed first.
     ///
     /// # Panics
     ///
@@ -304,7 +332,6 @@ impl ConsulAgent {
         let [http, server, lan, wan] = self.ports;
         let mut args: Vec<String> = [
             "agent",
-            "-dev",
             "-bind",
             "127.0.0.1",
             "-client",
@@ -333,6 +360,28 @@ impl ConsulAgent {
         }
         args.push("-node".into());
         args.push(self.node.clone());
+        let data_dir = format!("-data-dir={}", self.dir.path().join("data").display());
+        let join = |args: &mut Vec<String>, ports: &[u16]| {
+            args.extend(ports.iter().map(|p| format!("-retry-join=127.0.0.1:{p}")));
+        };
+        match &self.role {
+            Role::Dev => args.push("-dev".into()),
+            Role::Server { expect, join: to } => {
+                args.extend([
+                    "-server".into(),
+                    format!("-bootstrap-expect={expect}"),
+                    data_dir,
+                    // Dev mode's quick raft timings: an election in about a second.
+                    "-hcl".into(),
+                    "performance { raft_multiplier = 1 }".into(),
+                ]);
+                join(&mut args, to);
+            }
+            Role::Client { join: to } => {
+                args.push(data_dir);
+                join(&mut args, to);
+            }
+        }
         if let Some(https) = self.https_port {
             args.push("-hcl".into());
             args.push(format!("ports {{ https = {https} }}"));
@@ -350,7 +399,7 @@ impl ConsulAgent {
         args
     }
 
-    fn spawn(&mut self) {
+    pub(crate) fn spawn(&mut self) {
         let mut command = process::logged_command(
             &self.binary,
             self.args(),
@@ -366,7 +415,7 @@ impl ConsulAgent {
 
     /// Polls until the agent answers as ready: a known leader, and with ACLs the
     /// management token is accepted.
-    fn wait_ready(&mut self) -> Result<(), process::StartFailure> {
+    pub(crate) fn wait_ready(&mut self) -> Result<(), process::StartFailure> {
         self.poll_ready().map_err(|reason| process::StartFailure {
             message: self.failure_message(&reason),
             port_conflict: process::port_taken(&self.log_path()),

@@ -3,7 +3,8 @@
 //! Every test that needs a registry starts its own real server process on free loopback
 //! ports with a temporary data directory, and the process is killed (and reaped) when the
 //! handle is dropped. Nothing here is a mock: [`EtcdServer`] and [`EtcdCluster`] run the
-//! `etcd` binary from the Debian `etcd-server` package; [`KubeApiServer`] runs the real
+//! `etcd` binary from the Debian `etcd-server` package; [`ConsulAgent`] and
+//! [`ConsulCluster`] the real consul; [`KubeApiServer`] runs the real
 //! kube-apiserver and a newer etcd, built from their Go modules by `bash interop/build.sh`
 //! (tests that leave it alone share one per test binary: [`KubeApiServer::shared`]).
 //!
@@ -21,6 +22,7 @@ pub mod bench;
 mod binary;
 mod calls;
 mod consul;
+mod consul_cluster;
 pub mod discover;
 mod dtm;
 pub mod echo;
@@ -41,6 +43,7 @@ pub use calls::{
     CALL_BOUND, ManualResolver, addrs, manual_channel, refused_channel, say, state_of, wait_status,
 };
 pub use consul::{CONSUL_BUILD_HINT, ConsulAgent, consul_agent_binary};
+pub use consul_cluster::ConsulCluster;
 pub use dtm::{DTM_BUILD_HINT, DtmEndpoint, DtmServer, dtm_binary};
 pub use echo::{Behavior, EchoClient, EchoServer, SayReply, SayRequest};
 pub use etcd::{EtcdCluster, EtcdServer};

@@ -76,3 +76,37 @@ fn acl_agent_refuses_writes_without_the_token() {
     );
     assert_eq!(code, 200, "{text}");
 }
+
+/// Three servers and a client agent: a service registered with the client agent is in
+/// the catalog; the leader killed, the two others elect a new one, and the restarted
+/// server rejoins with its state.
+#[test]
+fn a_cluster_elects_a_new_leader_and_a_server_rejoins() {
+    let mut cluster = test_support::ConsulCluster::start(3);
+    let client = cluster.client().http_addr();
+    let (code, _) = http(
+        &client,
+        "PUT",
+        "/v1/agent/service/register",
+        None,
+        r#"{"ID":"c-1","Name":"c","Address":"127.0.0.1","Port":1}"#,
+    );
+    assert_eq!(code, 200);
+    let leader = cluster.wait_for_leader();
+    let started = std::time::Instant::now();
+    cluster.kill_server(leader);
+    let next = cluster.wait_for_leader();
+    eprintln!(
+        "server {leader} killed; server {next} leads after {:?}",
+        started.elapsed()
+    );
+    assert_ne!(next, leader);
+    let (code, body) = http(&client, "GET", "/v1/catalog/service/c", None, "");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"c-1\""), "{body}");
+    cluster.restart_server(leader);
+    let (code, members) = http(&client, "GET", "/v1/status/peers", None, "");
+    assert_eq!(code, 200, "{members}");
+    let port = cluster.server(leader).server_port();
+    assert!(members.contains(&format!(":{port}")), "{members}");
+}

@@ -1,6 +1,7 @@
 //! The scenarios, each a function that sets up real servers, runs a load, injects one
 //! failure and returns a [`Row`].
 
+mod consul;
 mod instances;
 mod registry;
 mod replacement;
@@ -15,10 +16,11 @@ use test_support::EchoServer;
 
 use crate::report::Row;
 
+pub use consul::{consul_freeze, consul_leader_loss, consul_restart};
 pub use instances::{instance_crash, instance_frozen, instance_throttled, soak};
 pub use registry::{
-    consul_freeze, consul_restart, etcd_auth_restart, etcd_auth_token_expiry, etcd_freeze,
-    etcd_leader_loss, etcd_partition, etcd_restart, key_deleted,
+    etcd_auth_restart, etcd_auth_token_expiry, etcd_freeze, etcd_leader_loss, etcd_partition,
+    etcd_restart, key_deleted,
 };
 pub use replacement::{rolling_restart, tls_rotation};
 
@@ -97,6 +99,11 @@ pub fn all() -> Vec<Scenario> {
             name: "consul-freeze",
             short: true,
             run: || Box::pin(consul_freeze()),
+        },
+        Scenario {
+            name: "consul-leader-loss",
+            short: true,
+            run: || Box::pin(consul_leader_loss()),
         },
         Scenario {
             name: "tls-rotation",

@@ -1,5 +1,5 @@
-//! Registry failures under load: etcd killed, frozen, a key deleted, the leader lost,
-//! the consul agent restarted. Instances are in-process echo servers registered by our
+//! etcd failures under load: etcd killed, frozen, a key deleted, the leader lost, a
+//! member cut off; and what every registry scenario shares (`serve`, `registry_row`). Instances are in-process echo servers registered by our
 //! drivers, so these exercise our engines' recovery (the registrations) and our
 //! channel's (no call may fail while the registry is away).
 
@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use dtmdriver_core::{Channel, Driver, Registration};
 use dtmdriver_gozero::GoZeroDriver;
-use test_support::{ConsulAgent, EchoServer, EtcdCluster, EtcdServer};
+use test_support::{EchoServer, EtcdCluster, EtcdServer};
 
 use super::{
     Kind, WORKERS, blocking, channel, count_keys, etcd_client, register_each, signal, until,
@@ -16,17 +16,17 @@ use crate::load::{Load, Record};
 use crate::report::Row;
 
 /// How long recovering registrations may take after the registry is back.
-const RECOVERY_BOUND: Duration = Duration::from_secs(2);
+pub(super) const RECOVERY_BOUND: Duration = Duration::from_secs(2);
 
 /// Three in-process instances registered at `target` by `driver`, and a channel that
 /// lists all three.
-struct Served {
+pub(super) struct Served {
     _servers: Vec<EchoServer>,
-    registrations: Vec<Registration>,
-    channel: Channel,
+    pub(super) registrations: Vec<Registration>,
+    pub(super) channel: Channel,
 }
 
-async fn serve(driver: &dyn Driver, target: &str, name: &str) -> Served {
+pub(super) async fn serve(driver: &dyn Driver, target: &str, name: &str) -> Served {
     let mut servers = Vec::with_capacity(3);
     for i in 0..3 {
         servers.push(EchoServer::start(&format!("{name}{i}")).await);
@@ -53,7 +53,7 @@ async fn delete_one(client: &etcd_client::Client, prefix: &str) {
 
 /// A registry scenario's row: it passes with no failed call and recovery within
 /// `bound`.
-fn registry_row(
+pub(super) fn registry_row(
     scenario: &'static str,
     driver: &'static str,
     record: Record,
@@ -432,83 +432,6 @@ async fn leader(endpoints: &[String]) -> usize {
         }
     }
     0
-}
-
-/// The consul agent restarted under load (go-zero's consul format).
-pub async fn consul_restart() -> Row {
-    let mut agent = blocking(ConsulAgent::start);
-    let target = format!("consul://{}/consulfaults", agent.http_addr());
-    let served = serve(&GoZeroDriver, &target, "consul").await;
-
-    let load = Load::start(&served.channel, WORKERS);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    blocking(|| agent.restart());
-    let recovery = until(Duration::from_secs(10), || async {
-        passing(&agent, "consulfaults") == 3
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    registry_row(
-        "consul-restart",
-        Kind::GoZero.name(),
-        load.stop().await,
-        "3 services passing after the agent restart",
-        recovery,
-        format!("{WORKERS} callers"),
-        RECOVERY_BOUND,
-    )
-}
-
-/// How long the consul agent stays frozen: past the native format's 10 s TTL check, so
-/// every check is overdue the moment the agent resumes.
-const CONSUL_FREEZE: Duration = Duration::from_secs(12);
-
-/// The consul agent SIGSTOPped (a GC pause, a frozen VM) past the TTL of the checks,
-/// then resumed, under load through `dtm-driver-consul`, whose resolver keeps passing
-/// instances only.
-pub async fn consul_freeze() -> Row {
-    let agent = blocking(ConsulAgent::start);
-    let target = format!("consul://{}/consulfrozen", agent.http_addr());
-    let served = serve(&dtmdriver_consul::ConsulDriver, &target, "cfrozen").await;
-    let pid = agent.pid().expect("the agent runs");
-
-    let load = Load::start(&served.channel, WORKERS);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    signal(pid, "STOP");
-    tokio::time::sleep(CONSUL_FREEZE).await;
-    signal(pid, "CONT");
-    let recovery = until(Duration::from_secs(10), || async {
-        passing(&agent, "consulfrozen") == 3
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let live = served
-        .registrations
-        .iter()
-        .filter(|r| r.health().is_live())
-        .count();
-    registry_row(
-        "consul-freeze",
-        "dtm-driver-consul",
-        load.stop().await,
-        "3 services passing after the agent resumed",
-        recovery,
-        format!(
-            "agent frozen {} s (TTL checks 10 s); {live} of 3 registrations live after",
-            CONSUL_FREEZE.as_secs()
-        ),
-        RECOVERY_BOUND,
-    )
-}
-
-/// How many instances of `service` the agent says are passing (0 while it cannot answer).
-fn passing(agent: &ConsulAgent, service: &str) -> usize {
-    let path = format!("/v1/health/service/{service}?passing=true");
-    let (code, body) = blocking(|| agent.api("GET", &path, ""));
-    match serde_json::from_str::<Vec<serde_json::Value>>(&body) {
-        Ok(entries) if code == 200 => entries.len(),
-        _ => 0,
-    }
 }
 
 /// `fut.map_eq(n)`: a future of whether the count equals `n`.
