@@ -58,7 +58,10 @@ pub enum ConsulError {
         token: &'static str,
     },
     /// Any other non-success status.
-    #[error("the consul agent at {addr} answered {what} with HTTP {code}: {message}")]
+    #[error(
+        "the consul agent at {addr} answered {what} with HTTP {code}: {message}{}",
+        status_hint(*code, message)
+    )]
     Status {
         /// The agent.
         addr: String,
@@ -134,9 +137,33 @@ impl ConsulError {
     }
 }
 
+/// What to do about a status consul answers in a known situation (after `; `), or
+/// nothing.
+fn status_hint(code: u16, message: &str) -> &'static str {
+    if code == 500 && message.contains("No cluster leader") {
+        "; the consul servers have no leader (an election under way, or too few servers \
+         for a quorum: `consul operator raft list-peers` shows them)"
+    } else {
+        ""
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_leaderless_cluster_is_named() {
+        let status = |code, message: &str| ConsulError::Status {
+            addr: "a".into(),
+            what: "w".into(),
+            code,
+            message: message.into(),
+        };
+        let leaderless = status(500, "No cluster leader").to_string();
+        assert!(leaderless.contains("raft list-peers"), "{leaderless}");
+        assert!(!status(500, "rpc error").to_string().contains("leader"));
+    }
 
     #[test]
     fn not_found_covers_old_and_new_agents() {
