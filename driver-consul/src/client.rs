@@ -7,10 +7,13 @@
 //! [`ConsulError::TooLarge`] carrying its `X-Consul-Index`; the ACL token goes in
 //! `X-Consul-Token`, `user:password@` as HTTP basic auth.
 //!
-//! Plain agents are reached through one pooled HTTP/1.1 client (hyper), so a process
-//! holds a handful of connections per agent however many services it registers and
-//! watches; each (agent address, TLS settings) pair has one pooled HTTPS client
-//! ([`crate::tls`]), made on first use and kept for the life of the process.
+//! Plain agents are reached through one pooled HTTP/1.1 client (hyper): registrations
+//! share a handful of connections per agent, while each watched service's blocking query
+//! holds one for its wait. The agent takes at most `limits.http_max_conns_per_client`
+//! (200 by default) from one client address and refuses more with a 429 of its own,
+//! which is reported naming that limit. Each (agent address, TLS settings) pair has one
+//! pooled HTTPS client ([`crate::tls`]), made on first use and kept for the life of the
+//! process.
 
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
@@ -254,6 +257,18 @@ impl ConsulClient {
                             reason: crate::tls::client_certificate_hint(&reason),
                         };
                     }
+                }
+                // consul answers a connection over its per-client limit with a 429 of its
+                // own, written before any request: hyper reads it as an unexpected message.
+                if reason.contains("unexpected message from connection") {
+                    return ConsulError::Status {
+                        addr: addr.clone(),
+                        what: what.to_string(),
+                        code: 429,
+                        message: "Too Many Requests (answered before the request was read: \
+                                  the agent refuses the connection)"
+                            .into(),
+                    };
                 }
                 ConsulError::Unreachable {
                     addr: addr.clone(),

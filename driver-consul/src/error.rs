@@ -140,7 +140,13 @@ impl ConsulError {
 /// What to do about a status consul answers in a known situation (after `; `), or
 /// nothing.
 fn status_hint(code: u16, message: &str) -> &'static str {
-    if code == 500 && message.contains("No cluster leader") {
+    if code == 429 {
+        "; the agent takes at most `limits.http_max_conns_per_client` connections (200 by \
+         default) from one client address, and this address holds that many: a watched \
+         service holds one for its blocking query, in this process and in every other on \
+         the host. Raise the limit in the agent's configuration (limits { \
+         http_max_conns_per_client = 1000 }), or spread the services over more agents"
+    } else if code == 500 && message.contains("No cluster leader") {
         "; the consul servers have no leader (an election under way, or too few servers \
          for a quorum: `consul operator raft list-peers` shows them)"
     } else {
@@ -153,7 +159,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_leaderless_cluster_is_named() {
+    fn a_leaderless_cluster_and_a_connection_limit_are_named() {
         let status = |code, message: &str| ConsulError::Status {
             addr: "a".into(),
             what: "w".into(),
@@ -163,6 +169,8 @@ mod tests {
         let leaderless = status(500, "No cluster leader").to_string();
         assert!(leaderless.contains("raft list-peers"), "{leaderless}");
         assert!(!status(500, "rpc error").to_string().contains("leader"));
+        let limited = status(429, "Too Many Requests").to_string();
+        assert!(limited.contains("http_max_conns_per_client"), "{limited}");
     }
 
     #[test]

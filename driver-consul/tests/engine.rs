@@ -455,3 +455,44 @@ async fn an_instance_nobody_reregisters_leaves_after_the_restart_grace() {
         back.elapsed()
     );
 }
+
+/// More watched services than the agent takes connections from one client address
+/// (`limits.http_max_conns_per_client`, 200 by default, here 8): each blocking query
+/// holds a connection, and the agent refuses the rest with its own 429. The watchers
+/// left out say so and how to raise the limit, instead of asking whether the agent runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watching_more_services_than_the_agent_takes_connections_names_its_limit() {
+    let agent = ConsulAgent::start_with_hcl("limits { http_max_conns_per_client = 8 }");
+    let services: Vec<String> = (0..12)
+        .map(|i| {
+            format!(
+                r#"{{"ID":"lim{i}","Service":"lim{i}","Address":"127.0.0.1","Port":{}}}"#,
+                20000 + i
+            )
+        })
+        .collect();
+    agent.catalog_services("elsewhere", "set", &services);
+    let channels: Vec<Channel> = (0..12)
+        .map(|i| {
+            channel(
+                &format!("consul://{}/lim{i}", agent.http_addr()),
+                Policy::RoundRobin,
+            )
+        })
+        .collect();
+    let mut refused = None;
+    wait_for(
+        "a watcher refused a connection",
+        Duration::from_secs(10),
+        || {
+            refused = channels.iter().find_map(|c| c.status().resolver_error);
+            std::future::ready(refused.is_some())
+        },
+    )
+    .await;
+    let refused = refused.unwrap();
+    eprintln!("{refused}");
+    assert!(refused.contains("429"), "{refused}");
+    assert!(refused.contains("http_max_conns_per_client"), "{refused}");
+    assert!(!refused.contains("is the agent running"), "{refused}");
+}

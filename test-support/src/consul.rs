@@ -64,6 +64,8 @@ pub struct ConsulAgent {
     acl_token: Option<String>,
     /// The HTTPS port of an agent started with [`ConsulAgent::start_with_tls`].
     https_port: Option<u16>,
+    /// More configuration, HCL (e.g. `limits { ... }`).
+    hcl: Option<String>,
     dir: TempDir,
     child: Option<Child>,
 }
@@ -89,6 +91,23 @@ impl ConsulAgent {
     /// become ready; the message includes the end of its log.
     pub fn start() -> Self {
         Self::start_inner(None, None)
+    }
+
+    /// [`start`](Self::start) with more agent configuration in HCL, e.g.
+    /// `limits { http_max_conns_per_client = 10 }`.
+    ///
+    /// # Panics
+    ///
+    /// As [`start`](Self::start), and when the agent refuses the configuration.
+    pub fn start_with_hcl(hcl: &str) -> Self {
+        let binary = consul_agent_binary();
+        process::start_with_retries("consul", || {
+            let p = free_ports(4);
+            let mut agent = Self::unstarted(&binary, Role::Dev, [p[0], p[1], p[2], p[3]]);
+            agent.hcl = Some(hcl.to_string());
+            agent.spawn();
+            agent.wait_ready().map(|()| agent)
+        })
     }
 
     /// Starts an agent with ACLs enabled and a default policy of `deny`. `token` (a
@@ -153,6 +172,7 @@ impl ConsulAgent {
             node: format!("test-{}", ports[0]),
             acl_token: None,
             https_port: None,
+            hcl: None,
             dir,
             child: None,
         }
@@ -387,6 +407,10 @@ impl ConsulAgent {
             args.push(format!("ports {{ https = {https} }}"));
             args.push("-config-file".into());
             args.push(self.dir.path().join("tls.hcl").display().to_string());
+        }
+        if let Some(hcl) = &self.hcl {
+            args.push("-hcl".into());
+            args.push(hcl.clone());
         }
         if let Some(token) = &self.acl_token {
             args.push("-hcl".into());
