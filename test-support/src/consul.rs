@@ -381,8 +381,11 @@ impl ConsulAgent {
         args.push("-node".into());
         args.push(self.node.clone());
         let data_dir = format!("-data-dir={}", self.dir.path().join("data").display());
+        // Agents start together, so a first join may find no one listening yet: try
+        // again every half second (consul's default waits 30 s).
         let join = |args: &mut Vec<String>, ports: &[u16]| {
             args.extend(ports.iter().map(|p| format!("-retry-join=127.0.0.1:{p}")));
+            args.push("-retry-interval=500ms".into());
         };
         match &self.role {
             Role::Dev => args.push("-dev".into()),

@@ -3,11 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use dtmdriver_core::Driver;
 use dtmdriver_gozero::GoZeroDriver;
-use test_support::{ConsulAgent, ConsulCluster, EchoServer};
+use test_support::{ConsulAgent, ConsulCluster};
 
-use super::registry::{RECOVERY_BOUND, registry_row, serve};
+use super::registry::{RECOVERY_BOUND, one_more, registry_row, serve};
 use super::{Kind, WORKERS, blocking, signal, until};
 use crate::load::Load;
 use crate::report::Row;
@@ -91,8 +90,9 @@ fn passing(agent: &ConsulAgent, service: &str) -> usize {
 
 /// The leader of three consul servers SIGKILLed under load. Services register with,
 /// and clients ask, a client agent that forwards to the servers, as in production; a
-/// service registered after the kill must reach the channel once the two others have
-/// elected a leader.
+/// service registered once the two others have elected a leader must reach the channel.
+/// (One registered during the election is kept by the agent, whose sync to the servers
+/// fails then and is retried 15 s later, by consul's design, whatever the client.)
 pub async fn consul_leader_loss() -> Row {
     let mut cluster = blocking(|| ConsulCluster::start(3));
     let target = format!("consul://{}/consulleader", cluster.client().http_addr());
@@ -103,28 +103,20 @@ pub async fn consul_leader_loss() -> Row {
     let leader = blocking(|| cluster.wait_for_leader());
     blocking(|| cluster.kill_server(leader));
     let killed = Instant::now();
-    let extra = EchoServer::start("cleader-extra").await;
-    let registered = GoZeroDriver.register_service(&target, &extra.addr()).await;
-    let recovery = match &registered {
-        Ok(_) => until(Duration::from_secs(15), || async {
-            served.channel.status().endpoints.len() == 4
-        })
-        .await
-        .map(|_| killed.elapsed()),
-        Err(_) => None,
-    };
-    let elected = match blocking(|| cluster.leader()) {
-        Some(i) => format!("server {i} leads after"),
-        None => "no leader after".into(),
-    };
+    let elected = blocking(|| cluster.wait_for_leader());
+    let election = killed.elapsed();
+    let extra = one_more(&target, "cleader-extra", &served.channel, killed).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     registry_row(
         "consul-leader-loss",
         Kind::GoZero.name(),
         load.stop().await,
-        "a new registration in the channel after the kill",
-        recovery,
-        format!("server {leader} of 3 killed; {elected}"),
+        "a registration after the election in the channel, from the kill",
+        extra.listed,
+        format!(
+            "server {leader} of 3 killed; server {elected} led {} ms later",
+            election.as_millis()
+        ),
         // consul's election with quick raft timings takes a second or two.
         Duration::from_secs(8),
     )

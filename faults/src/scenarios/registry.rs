@@ -1,7 +1,8 @@
 //! etcd failures under load: etcd killed, frozen, a key deleted, the leader lost, a
-//! member cut off; and what every registry scenario shares (`serve`, `registry_row`). Instances are in-process echo servers registered by our
-//! drivers, so these exercise our engines' recovery (the registrations) and our
-//! channel's (no call may fail while the registry is away).
+//! member cut off; and what every registry scenario shares (`serve`, `one_more`,
+//! `registry_row`). Instances are in-process echo servers registered by our drivers, so
+//! these exercise our engines' recovery (the registrations) and our channel's (no call
+//! may fail while the registry is away).
 
 use std::time::{Duration, Instant};
 
@@ -37,6 +38,38 @@ pub(super) async fn serve(driver: &dyn Driver, target: &str, name: &str) -> Serv
         _servers: servers,
         registrations,
         channel,
+    }
+}
+
+/// A 4th instance, registered at `target` during a fault.
+pub(super) struct Extra {
+    _server: EchoServer,
+    _registration: Option<Registration>,
+    /// When `channel` listed it, counted from the fault; `None` if registering failed
+    /// or it was not listed within 15 s.
+    pub(super) listed: Option<Duration>,
+}
+
+/// Registers a 4th instance at `target` with go-zero's driver and waits (up to 15 s) for
+/// `channel` to list it, timed from `since`.
+pub(super) async fn one_more(target: &str, name: &str, channel: &Channel, since: Instant) -> Extra {
+    let server = EchoServer::start(name).await;
+    let registration = GoZeroDriver
+        .register_service(target, &server.addr())
+        .await
+        .ok();
+    let listed = match registration {
+        Some(_) => until(Duration::from_secs(15), || async {
+            channel.status().endpoints.len() == 4
+        })
+        .await
+        .map(|_| since.elapsed()),
+        None => None,
+    };
+    Extra {
+        _server: server,
+        _registration: registration,
+        listed,
     }
 }
 
@@ -358,16 +391,7 @@ pub async fn etcd_partition() -> Row {
     tokio::time::sleep(Duration::from_secs(1)).await;
     blocking(|| cluster.isolate_member(busiest));
     let cut = Instant::now();
-    let extra = EchoServer::start("partition-extra").await;
-    let registered = GoZeroDriver.register_service(&target, &extra.addr()).await;
-    let recovery = match &registered {
-        Ok(_) => until(Duration::from_secs(10), || async {
-            channel.status().endpoints.len() == 4
-        })
-        .await
-        .map(|_| cut.elapsed()),
-        Err(_) => None,
-    };
+    let extra = one_more(&target, "partition-extra", &channel, cut).await;
     tokio::time::sleep(PARTITION.saturating_sub(cut.elapsed())).await;
     blocking(|| cluster.rejoin_member(busiest));
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -377,7 +401,7 @@ pub async fn etcd_partition() -> Row {
         Kind::GoZero.name(),
         load.stop().await,
         "the instance registered after the cut in the channel",
-        recovery,
+        extra.listed,
         format!(
             "member {busiest} of 3 (the resolver's watch) cut off {} s; {deleted} keys lost",
             PARTITION.as_secs()
