@@ -11,7 +11,8 @@
 //!   are tried again after the election;
 //! * [`api`]: the etcd calls the engine makes (auth token refresh, keep-alive and watch
 //!   streams) over etcd's gRPC API, whose stubs are generated once and committed
-//!   (`proto`), so building this crate needs no `protoc`;
+//!   (`proto`), so building this crate needs no `protoc`. Streams require a leader, so
+//!   a member cut off from its peers ends them and they resume on another member;
 //! * [`lease`]: [`LeaseKeeper`] keeps a key alive under a lease (TTL/3 renewals, re-put
 //!   when deleted, re-grant after an outage, revoke on stop) behind a
 //!   [`Registration`](dtmdriver_core::Registration);
