@@ -260,16 +260,19 @@ impl LeaseKeeper {
         };
         let period = self.ttl / 3;
         let mut tick = tokio::time::interval_at(Instant::now() + period, period);
-        // A renewal sent and not answered yet. etcd answers one in milliseconds; one
-        // still unanswered a period later is stuck (a member that lost its leader holds
-        // renewals until its request timeout, 7 s by default), so the session is given
-        // up and the lease renewed through another member with a TTL to spare.
-        let mut unanswered = false;
+        // When the oldest renewal not answered yet was sent. etcd answers one in
+        // milliseconds; one still unanswered a period later is stuck (a member that lost
+        // its leader holds renewals until its request timeout, 7 s by default), so the
+        // session is given up and the lease renewed through another member with a TTL
+        // to spare. Judged at the next tick, by time: ticks missed while this task was
+        // held up come in a burst, and one right after the send must not make it look
+        // stuck (half a period tells the two apart).
+        let mut unanswered: Option<Instant> = None;
         loop {
             tokio::select! {
                 () = stop.cancelled() => return SessionEnd::Stopped,
                 _ = tick.tick() => {
-                    if unanswered {
+                    if unanswered.is_some_and(|sent| sent.elapsed() >= period / 2) {
                         return SessionEnd::Disconnected(format!(
                             "a keep-alive went unanswered for {period:?}"
                         ));
@@ -277,13 +280,13 @@ impl LeaseKeeper {
                     if let Err(e) = keeper.keep_alive().await {
                         return SessionEnd::Disconnected(format!("sending keep-alive: {e}"));
                     }
-                    unanswered = true;
+                    unanswered.get_or_insert_with(Instant::now);
                 }
                 ack = acks.message() => match ack {
                     Ok(Some(resp)) if resp.ttl <= 0 => {
                         return SessionEnd::LeaseLost("etcd says the lease expired".into());
                     }
-                    Ok(Some(_)) => unanswered = false,
+                    Ok(Some(_)) => unanswered = None,
                     Ok(None) => return SessionEnd::Disconnected("keep-alive stream closed".into()),
                     Err(e) => return SessionEnd::Disconnected(format!("keep-alive stream: {}", describe(&e))),
                 },
@@ -337,8 +340,12 @@ impl LeaseKeeper {
         }
     }
 
+    /// Revokes `lease`, again while an attempt times out or its member is lost (revoking
+    /// is idempotent: a lease already gone answers "not found"). One attempt alone
+    /// failed when it reached a member that had just rejoined its peers after a
+    /// partition and was still catching up (`tests/partition.rs`, 1 run in 3).
     async fn revoke_once(&self, lease: i64) -> std::result::Result<(), String> {
-        bounded("lease revoke", self.client.lease_revoke(lease)).await
+        write_retrying("lease revoke", || self.client.lease_revoke(lease)).await
     }
 }
 

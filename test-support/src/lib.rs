@@ -22,7 +22,6 @@ pub mod bench;
 mod binary;
 mod calls;
 mod consul;
-mod consul_cluster;
 pub mod discover;
 mod dtm;
 pub mod echo;
@@ -42,8 +41,7 @@ pub use binary::{ETCD_INSTALL_HINT, etcd_binary, find_binary};
 pub use calls::{
     CALL_BOUND, ManualResolver, addrs, manual_channel, refused_channel, say, state_of, wait_status,
 };
-pub use consul::{CONSUL_BUILD_HINT, ConsulAgent, consul_agent_binary};
-pub use consul_cluster::ConsulCluster;
+pub use consul::{CONSUL_BUILD_HINT, ConsulAgent, ConsulCluster, consul_agent_binary};
 pub use dtm::{DTM_BUILD_HINT, DtmEndpoint, DtmServer, dtm_binary};
 pub use echo::{Behavior, EchoClient, EchoServer, SayReply, SayRequest};
 pub use etcd::{EtcdCluster, EtcdServer};

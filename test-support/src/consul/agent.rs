@@ -1,11 +1,7 @@
-//! Private consul agents: [`ConsulAgent`].
-//!
-//! The agent is the real HashiCorp Consul (v1.22.7), built from its Go module into
-//! `interop/bin/consul-agent` by `bash interop/build.sh`, and run in `-dev` mode (a
-//! single server that keeps everything in memory) on free loopback ports. A restarted
-//! agent has therefore lost every registration, which is what fault tests want.
+//! One private consul agent: [`ConsulAgent`], in `-dev` mode (a single server that keeps
+//! everything in memory, so a restarted agent has lost every registration, which is what
+//! fault tests want), or as a server or client of a [`ConsulCluster`](super::ConsulCluster).
 
-use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::Child;
@@ -13,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use super::http::{PROBE_TIMEOUT, exchange, probe};
 use crate::ports::free_ports;
 use crate::process;
 
@@ -25,10 +22,6 @@ pub const CONSUL_BUILD_HINT: &str = "interop/bin/consul-agent not found: build i
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// Pause between two readiness probes.
 const PROBE_INTERVAL: Duration = Duration::from_millis(30);
-/// Connect and I/O timeout of one readiness probe.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
-/// Largest probe response read.
-const PROBE_MAX_RESPONSE: u64 = 4 * 1024 * 1024;
 
 /// The path of the consul agent: `consul-agent` on `PATH`, else the one built by
 /// `bash interop/build.sh` into `interop/bin/`.
@@ -72,7 +65,7 @@ pub struct ConsulAgent {
 
 /// How an agent runs.
 #[derive(Debug, Clone)]
-pub(crate) enum Role {
+pub(super) enum Role {
     /// `-dev`: a single server that keeps everything in memory.
     Dev,
     /// A server of a cluster of `expect` servers, joining the agents whose serf LAN
@@ -90,7 +83,7 @@ impl ConsulAgent {
     /// Panics if the agent is not built (with the command that builds it) or does not
     /// become ready; the message includes the end of its log.
     pub fn start() -> Self {
-        Self::start_inner(None, None)
+        Self::start_inner(None, None, None)
     }
 
     /// [`start`](Self::start) with more agent configuration in HCL, e.g.
@@ -100,14 +93,7 @@ impl ConsulAgent {
     ///
     /// As [`start`](Self::start), and when the agent refuses the configuration.
     pub fn start_with_hcl(hcl: &str) -> Self {
-        let binary = consul_agent_binary();
-        process::start_with_retries("consul", || {
-            let p = free_ports(4);
-            let mut agent = Self::unstarted(&binary, Role::Dev, [p[0], p[1], p[2], p[3]]);
-            agent.hcl = Some(hcl.to_string());
-            agent.spawn();
-            agent.wait_ready().map(|()| agent)
-        })
+        Self::start_inner(None, None, Some(hcl))
     }
 
     /// Starts an agent with ACLs enabled and a default policy of `deny`. `token` (a
@@ -118,7 +104,7 @@ impl ConsulAgent {
     ///
     /// As [`start`](Self::start).
     pub fn start_with_acl(token: &str) -> Self {
-        Self::start_inner(Some(token.to_string()), None)
+        Self::start_inner(Some(token.to_string()), None, None)
     }
 
     /// Starts an agent that also serves its HTTP API over HTTPS (see
@@ -130,7 +116,7 @@ impl ConsulAgent {
     ///
     /// As [`start`](Self::start).
     pub fn start_with_tls(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Self {
-        Self::start_inner(None, Some((ca_pem, cert_pem, key_pem, false)))
+        Self::start_inner(None, Some((ca_pem, cert_pem, key_pem, false)), None)
     }
 
     /// [`start_with_tls`](Self::start_with_tls), but the HTTPS port requires a client
@@ -140,16 +126,21 @@ impl ConsulAgent {
     ///
     /// As [`start`](Self::start).
     pub fn start_with_tls_client_auth(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Self {
-        Self::start_inner(None, Some((ca_pem, cert_pem, key_pem, true)))
+        Self::start_inner(None, Some((ca_pem, cert_pem, key_pem, true)), None)
     }
 
-    fn start_inner(acl_token: Option<String>, tls: Option<(&str, &str, &str, bool)>) -> Self {
+    fn start_inner(
+        acl_token: Option<String>,
+        tls: Option<(&str, &str, &str, bool)>,
+        hcl: Option<&str>,
+    ) -> Self {
         let binary = consul_agent_binary();
         process::start_with_retries("consul", || {
             let p = free_ports(5);
             let mut agent = Self::unstarted(&binary, Role::Dev, [p[0], p[1], p[2], p[3]]);
             agent.acl_token.clone_from(&acl_token);
             agent.https_port = tls.map(|_| p[4]);
+            agent.hcl = hcl.map(str::to_string);
             if let Some((ca, cert, key, verify_incoming)) = tls {
                 agent.write_tls_files(ca, cert, key, verify_incoming);
             }
@@ -160,7 +151,7 @@ impl ConsulAgent {
 
     /// An agent not started yet, in `role`, on `ports` (http, server, serf lan, serf wan),
     /// with a fresh directory.
-    pub(crate) fn unstarted(binary: &std::path::Path, role: Role, ports: [u16; 4]) -> Self {
+    pub(super) fn unstarted(binary: &std::path::Path, role: Role, ports: [u16; 4]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("consul-test-")
             .tempdir()
@@ -426,7 +417,7 @@ impl ConsulAgent {
         args
     }
 
-    pub(crate) fn spawn(&mut self) {
+    pub(super) fn spawn(&mut self) {
         let mut command = process::logged_command(
             &self.binary,
             self.args(),
@@ -442,7 +433,7 @@ impl ConsulAgent {
 
     /// Polls until the agent answers as ready: a known leader, and with ACLs the
     /// management token is accepted.
-    pub(crate) fn wait_ready(&mut self) -> Result<(), process::StartFailure> {
+    pub(super) fn wait_ready(&mut self) -> Result<(), process::StartFailure> {
         self.poll_ready().map_err(|reason| process::StartFailure {
             message: self.failure_message(&reason),
             port_conflict: process::port_taken(&self.log_path()),
@@ -499,38 +490,4 @@ impl Drop for ConsulAgent {
         }
         self.kill();
     }
-}
-
-/// One bounded GET on loopback; the status code and body.
-fn probe(port: u16, path: &str, token: Option<&str>) -> Option<(u16, String)> {
-    exchange(port, "GET", path, token, "", PROBE_TIMEOUT)
-}
-
-/// One HTTP/1.0 request on loopback (so the answer is never chunked), each step
-/// bounded by `timeout`.
-fn exchange(
-    port: u16,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: &str,
-    timeout: Duration,
-) -> Option<(u16, String)> {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let mut stream = TcpStream::connect_timeout(&addr, timeout).ok()?;
-    stream.set_read_timeout(Some(timeout)).ok()?;
-    stream.set_write_timeout(Some(timeout)).ok()?;
-    let token_header = token.map_or(String::new(), |t| format!("X-Consul-Token: {t}\r\n"));
-    let request = format!(
-        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n{token_header}\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut response = Vec::new();
-    let _ = stream.take(PROBE_MAX_RESPONSE).read_to_end(&mut response);
-    let text = String::from_utf8_lossy(&response);
-    let code = text.split(' ').nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    Some((code, body.to_string()))
 }

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::consul::{ConsulAgent, Role, consul_agent_binary};
+use super::agent::{ConsulAgent, Role, consul_agent_binary};
 use crate::ports::free_ports;
 use crate::process;
 
