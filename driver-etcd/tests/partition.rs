@@ -39,12 +39,11 @@ fn others(cluster: &EtcdCluster, isolated: usize) -> Vec<String> {
 }
 
 /// Puts `key`, retrying while the majority settles (an election may follow the cut).
-async fn put(client: &Client, key: &str, value: &str, lease: Option<i64>) {
+async fn put(client: &Client, key: &str, value: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let mut c = client.clone();
-        let options = lease.map(|l| etcd_client::PutOptions::new().with_lease(l));
-        match tokio::time::timeout(Duration::from_secs(3), c.put(key, value, options)).await {
+        match tokio::time::timeout(Duration::from_secs(3), c.put(key, value, None)).await {
             Ok(Ok(_)) => return,
             other => assert!(Instant::now() < deadline, "put {key}: {other:?}"),
         }
@@ -62,7 +61,7 @@ async fn a_watch_on_a_member_cut_off_from_its_peers_resumes_on_the_others() {
     let endpoints = cluster.endpoints();
     let all = etcd(&endpoints).await;
     let value = |addr: &str| format!(r#"{{"name":"part","address":"{addr}"}}"#);
-    put(&all, "/micro/part/127.0.0.1:1", &value("127.0.0.1:1"), None).await;
+    put(&all, "/micro/part/127.0.0.1:1", &value("127.0.0.1:1")).await;
     let channel = Channel::builder(&format!("etcd://{}/part", endpoints.join(",")))
         .driver(&EtcdDriver)
         .unwrap()
@@ -82,14 +81,9 @@ async fn a_watch_on_a_member_cut_off_from_its_peers_resumes_on_the_others() {
     cluster.isolate_member(watched);
     let cut = Instant::now();
     let majority = etcd(&others(&cluster, watched)).await;
-    put(
-        &majority,
-        "/micro/part/127.0.0.1:2",
-        &value("127.0.0.1:2"),
-        None,
-    )
-    .await;
-    let seen = wait_for(
+    put(&majority, "/micro/part/127.0.0.1:2", &value("127.0.0.1:2")).await;
+    // Fails unless the resolver sees it within 15 s.
+    wait_for(
         "the instance registered with the others",
         Duration::from_secs(15),
         || async { addrs(&channel).len() == 2 },
@@ -99,7 +93,6 @@ async fn a_watch_on_a_member_cut_off_from_its_peers_resumes_on_the_others() {
         "member {watched} cut off: the new instance seen {:?} after the cut",
         cut.elapsed()
     );
-    assert!(seen < Duration::from_secs(15));
     cluster.rejoin_member(watched);
 }
 

@@ -28,17 +28,27 @@ pub(super) struct Served {
 }
 
 pub(super) async fn serve(driver: &dyn Driver, target: &str, name: &str) -> Served {
-    let mut servers = Vec::with_capacity(3);
-    for i in 0..3 {
-        servers.push(EchoServer::start(&format!("{name}{i}")).await);
-    }
-    let registrations = register_each(driver, target, &servers).await;
+    let (servers, registrations) = register_three(driver, target, name).await;
     let channel = channel(target, driver, 3).await;
     Served {
         _servers: servers,
         registrations,
         channel,
     }
+}
+
+/// Three in-process instances (`{name}0`..`{name}2`) registered at `target` by `driver`.
+async fn register_three(
+    driver: &dyn Driver,
+    target: &str,
+    name: &str,
+) -> (Vec<EchoServer>, Vec<Registration>) {
+    let mut servers = Vec::with_capacity(3);
+    for i in 0..3 {
+        servers.push(EchoServer::start(&format!("{name}{i}")).await);
+    }
+    let registrations = register_each(driver, target, &servers).await;
+    (servers, registrations)
 }
 
 /// A 4th instance, registered at `target` during a fault.
@@ -351,11 +361,8 @@ pub async fn etcd_partition() -> Row {
     let cluster = blocking(|| EtcdCluster::start_partitionable(3));
     let endpoints = cluster.endpoints();
     let target = format!("etcd://{}/partition", endpoints.join(","));
-    let mut servers = Vec::with_capacity(3);
-    for i in 0..3 {
-        servers.push(EchoServer::start(&format!("partition{i}")).await);
-    }
-    let _registrations = register_each(&GoZeroDriver, &target, &servers).await;
+    // Registered before the channel exists, to tell the resolver's watch stream apart.
+    let _registered = register_three(&GoZeroDriver, &target, "partition").await;
     let watches = || -> Vec<f64> {
         blocking(|| {
             (0..3)
@@ -376,24 +383,24 @@ pub async fn etcd_partition() -> Row {
     let before = watches();
     let channel = channel(&target, &GoZeroDriver, 3).await;
     streams(4.0).await;
-    let busiest = watches()
+    let watched = watches()
         .iter()
         .zip(&before)
         .position(|(after, before)| after > before)
         .unwrap_or(0);
     let others: Vec<String> = (0..3)
-        .filter(|&i| i != busiest)
+        .filter(|&i| i != watched)
         .map(|i| cluster.endpoint(i))
         .collect();
     let deletes = count_deletes(&etcd_client(&others).await, "partition/").await;
 
     let load = Load::start(&channel, WORKERS);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    blocking(|| cluster.isolate_member(busiest));
+    blocking(|| cluster.isolate_member(watched));
     let cut = Instant::now();
     let extra = one_more(&target, "partition-extra", &channel, cut).await;
     tokio::time::sleep(PARTITION.saturating_sub(cut.elapsed())).await;
-    blocking(|| cluster.rejoin_member(busiest));
+    blocking(|| cluster.rejoin_member(watched));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let deleted = deletes.load(std::sync::atomic::Ordering::SeqCst);
     let mut row = registry_row(
@@ -403,7 +410,7 @@ pub async fn etcd_partition() -> Row {
         "the instance registered after the cut in the channel",
         extra.listed,
         format!(
-            "member {busiest} of 3 (the resolver's watch) cut off {} s; {deleted} keys lost",
+            "member {watched} of 3 (the resolver's watch) cut off {} s; {deleted} keys lost",
             PARTITION.as_secs()
         ),
         // etcd ends a leaderless member's streams after three election timeouts.

@@ -299,6 +299,11 @@ fn is_healthy(port: u16) -> bool {
 /// body is never chunked: a chunk boundary inside a metric line or a JSON field made a
 /// reading fail now and then (the scale bench's watcher count read `NaN`).
 pub(super) fn http_request(port: u16, method: &str, path: &str, body: &str) -> Option<String> {
+    exchange(port, method, path, body, PROBE_MAX_RESPONSE)
+}
+
+/// [`http_request`], reading at most `max` bytes of the response.
+fn exchange(port: u16, method: &str, path: &str, body: &str, max: u64) -> Option<String> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let mut stream = TcpStream::connect_timeout(&addr, PROBE_CONNECT_TIMEOUT).ok()?;
     stream.set_read_timeout(Some(PROBE_IO_TIMEOUT)).ok()?;
@@ -311,7 +316,7 @@ pub(super) fn http_request(port: u16, method: &str, path: &str, body: &str) -> O
     stream.write_all(request.as_bytes()).ok()?;
     let mut response = Vec::new();
     // A timeout ends the read too; whatever arrived is judged by the caller.
-    let _ = stream.take(PROBE_MAX_RESPONSE).read_to_end(&mut response);
+    let _ = stream.take(max).read_to_end(&mut response);
     Some(String::from_utf8_lossy(&response).into_owned())
 }
 
@@ -349,16 +354,10 @@ fn sum_series(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     (!values.is_empty()).then(|| values.iter().sum())
 }
 
-/// The text of `/metrics` of the etcd whose client port is `port`.
+/// The text of `/metrics` of the etcd whose client port is `port` (up to 16 MiB: a
+/// member's metrics pass the probes' 64 KiB).
 fn metrics(port: u16) -> Option<String> {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let mut stream = TcpStream::connect_timeout(&addr, PROBE_CONNECT_TIMEOUT).ok()?;
-    stream.set_read_timeout(Some(PROBE_IO_TIMEOUT)).ok()?;
-    let request = format!("GET /metrics HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n");
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut response = Vec::new();
-    let _ = stream.take(16 << 20).read_to_end(&mut response);
-    Some(String::from_utf8_lossy(&response).into_owned())
+    exchange(port, "GET", "/metrics", "", 16 << 20)
 }
 
 /// True if `response` (from [`http_request`]) has status 200, whatever HTTP version
