@@ -21,11 +21,16 @@
 //!   answer of 100,000 instances, so a fixed bound would cut big answers off after a
 //!   wait forever); a request that times out doubles that allowance for the next one
 //!   (up to [`MAX_SLACK`]), so an answer of any size is read in the end;
-//! * an agent that comes back (after an error, or with its index gone back) has often
-//!   restarted and lost its services until their registrants register them again (ours
-//!   do within a second): for [`RESTART_GRACE`] an empty answer from it is not
-//!   published over a non-empty last set (an error saying so is), so calls keep going to
-//!   the instances that are still alive; a non-empty answer is published at once.
+//! * a resolver ([`resolve_health`]) publishes a set that empties only once it stayed
+//!   empty for [`EMPTY_GRACE`] (3 s), keeping the last set meanwhile so calls keep going
+//!   to the instances; a non-empty set is published at once
+//!   ([`SnapshotSender::hold_empty`]). An agent empties a service for a moment when
+//!   nothing is wrong with its instances: after a restart it has lost them until their
+//!   registrants register them again (ours do within a second), and after a stall past
+//!   the TTLs (a frozen or starved process) its overdue TTL timers mark every check
+//!   critical as it resumes, until the next heartbeats land. The `consul-freeze` fault
+//!   scenario saw that moment fail 13 calls of 84,000 in CI before this rule
+//!   (`tests/freeze.rs` empties the set every time without it).
 //!
 //! With ACLs and a default policy of `deny`, a read without a token is not refused:
 //! consul answers `200 []`. A watcher without a token that gets an empty answer from
@@ -62,10 +67,11 @@ pub const DEFAULT_WAIT: Duration = Duration::from_secs(55);
 pub const WAIT_RANGE: RangeInclusive<Duration> =
     Duration::from_millis(1)..=Duration::from_secs(600);
 
-/// How long an agent that came back (after an error, or with its index gone back) may
-/// answer "no instances" before that is believed: a restarted dev or client agent has
-/// lost its services until their registrants register them again.
-pub const RESTART_GRACE: Duration = Duration::from_secs(3);
+/// How long a resolver's set must stay empty, after it held instances, before the empty
+/// set is published: a restarted agent has lost its services until their registrants
+/// register them again, one that stalled past the TTLs has marked every check critical
+/// until the next heartbeats.
+pub const EMPTY_GRACE: Duration = Duration::from_secs(3);
 
 /// The most a query's timeout grows beyond its wait, jitter and 5 s when answers are
 /// slow to come (see the [module docs](self)).
@@ -139,15 +145,10 @@ impl HealthQuery {
     /// assert_eq!(q.path(7), "/v1/health/service/trans?index=7&wait=55s&passing=true&tag=rpc");
     /// ```
     pub fn path(&self, index: u64) -> String {
-        self.path_waiting(index, self.wait)
-    }
-
-    /// [`path`](Self::path) with another wait.
-    fn path_waiting(&self, index: u64, wait: Duration) -> String {
         let mut path = format!(
             "/v1/health/service/{}?index={index}&wait={}",
             escape(&self.service),
-            consul_duration(wait)
+            consul_duration(self.wait)
         );
         if self.passing_only {
             path.push_str("&passing=true");
@@ -206,13 +207,16 @@ pub type Decode = Arc<dyn Fn(&[ServiceEntry]) -> Vec<Endpoint> + Send + Sync>;
 /// [`HealthWatcher`] until `updates` is closed.
 pub fn resolve_health(query: &HealthQuery, decode: Decode, updates: SnapshotSender) {
     let rx = HealthWatcher::subscribe(query).receiver();
-    tokio::spawn(forward_snapshots(rx, updates, None, move |state| {
-        match (&state.entries, &state.error) {
+    tokio::spawn(forward_snapshots(
+        rx,
+        updates,
+        Some(EMPTY_GRACE),
+        move |state| match (&state.entries, &state.error) {
             (_, Some(error)) => Some(Err(error.clone())),
             (Some(entries), None) => Some(Ok(decode(entries).into())),
             (None, None) => None,
-        }
-    }));
+        },
+    ));
 }
 
 /// The watcher task: blocking queries until nobody listens (the shared map then
@@ -232,22 +236,14 @@ async fn follow(query: &HealthQuery, tx: &watch::Sender<HealthState>) {
     // Twice the time the last answer took once it was due: a big answer takes consul
     // seconds to build, and the timeout must not cut it off.
     let mut slack = Duration::ZERO;
-    // Set while an agent that came back may still be missing re-registrations.
-    let mut grace_until: Option<Instant> = None;
-    let mut failed = false;
     loop {
         let started = Instant::now();
-        let wait = grace_until.map_or(query.wait, |g| {
-            g.saturating_duration_since(started)
-                .max(Duration::from_millis(10))
-                .min(query.wait)
-        });
         let timeout = query.wait + query.wait / 16 + REQUEST_TIMEOUT + slack;
         let asked = index;
         let result = client
             .send_limited(
                 Method::GET,
-                &query.path_waiting(index, wait),
+                &query.path(index),
                 None,
                 timeout,
                 &what,
@@ -269,12 +265,8 @@ async fn follow(query: &HealthQuery, tx: &watch::Sender<HealthState>) {
                 if asked == 0 {
                     slack = (took * 2).min(MAX_SLACK);
                 } else if unchanged {
-                    slack = (took.saturating_sub(wait) * 2).min(MAX_SLACK);
+                    slack = (took.saturating_sub(query.wait) * 2).min(MAX_SLACK);
                 }
-                if (failed || new_index < index) && grace_until.is_none() {
-                    grace_until = Some(started + RESTART_GRACE);
-                }
-                failed = false;
                 index = if new_index < index || new_index == 0 {
                     tracing::debug!(service = %query.service, old = index, new = new_index, "consul index went back; reading everything again");
                     0
@@ -284,24 +276,11 @@ async fn follow(query: &HealthQuery, tx: &watch::Sender<HealthState>) {
                 let hidden = entries.is_empty()
                     && !query.config.has_token()
                     && reply.header("x-consul-default-acl-policy") == Some("deny");
-                let in_grace = grace_until.is_some_and(|g| Instant::now() < g);
-                if !in_grace || !entries.is_empty() {
-                    grace_until = None;
-                }
-                let had_instances = tx.borrow().entries.as_ref().is_some_and(|e| !e.is_empty());
                 if hidden {
                     let error = format!(
                         "the consul agent at {} has ACLs with a default policy of deny and no \
                          token was given, so no instance of `{}` is visible; pass a token with \
                          service:read as ?token=... on the target or set CONSUL_HTTP_TOKEN",
-                        query.config.addr(),
-                        query.service
-                    );
-                    publish_error(tx, query, error);
-                } else if in_grace && entries.is_empty() && had_instances {
-                    let error = format!(
-                        "the consul agent at {} came back without instances of `{}`; keeping \
-                         the last set for up to {RESTART_GRACE:?} while they register again",
                         query.config.addr(),
                         query.service
                     );
@@ -333,7 +312,6 @@ async fn follow(query: &HealthQuery, tx: &watch::Sender<HealthState>) {
                 }
                 // The next answer, from wherever, is read in full at once.
                 index = 0;
-                failed = true;
                 publish_error(tx, query, e.to_string());
                 if matches!(
                     e,

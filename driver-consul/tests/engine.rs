@@ -424,7 +424,7 @@ async fn acl_token_from_the_target_and_clear_refusals() {
 /// After an agent restart an empty answer is held for the grace period (registrants
 /// re-register meanwhile), then believed.
 #[tokio::test]
-async fn an_instance_nobody_reregisters_leaves_after_the_restart_grace() {
+async fn an_instance_nobody_reregisters_leaves_after_the_empty_grace() {
     let mut agent = ConsulAgent::start();
     let addr = agent.http_addr();
     let body = r#"{"ID":"g-1","Name":"g","Address":"127.0.0.1","Port":1}"#;
@@ -450,7 +450,7 @@ async fn an_instance_nobody_reregisters_leaves_after_the_restart_grace() {
         back.elapsed()
     );
     assert!(
-        back.elapsed() >= dtmdriver_consul::watch::RESTART_GRACE - Duration::from_millis(500),
+        back.elapsed() >= dtmdriver_consul::watch::EMPTY_GRACE - Duration::from_millis(500),
         "the empty answer was published after {:?}",
         back.elapsed()
     );
