@@ -12,12 +12,13 @@
 //!   heartbeat;
 //! * then re-registers with a short bounded backoff (≤ 500 ms) until the agent takes
 //!   it again: registrations re-appear within a second of the agent's return;
-//! * after the agent stalled (a re-registration, or a heartbeat answered more than half
-//!   a period late), marks the check passing once more 200 ms later: the
-//!   agent's TTL timer, run out while it was stalled, fires as it resumes and may land
-//!   just after our update, leaving the check critical until the next heartbeat (a
-//!   third of the TTL). Measured on a SIGSTOPped agent under CPU load: 1 run in 3 left
-//!   a check critical for a whole heartbeat (`tests/freeze.rs`);
+//! * marks the check passing once more 200 ms after any heartbeat answered a TTL or
+//!   more after the previous one was sent, and after any re-registration: the agent
+//!   stalled (a frozen or starved process), its TTL timer ran out meanwhile and fires
+//!   as it resumes, and may land just after our update, leaving the check critical
+//!   until the next heartbeat (a third of the TTL on the native format, 19 s on
+//!   go-zero's). Measured on a SIGSTOPped agent under CPU load: 1 run in 3 left a
+//!   check critical for a whole heartbeat (`tests/freeze.rs`);
 //! * on stop deregisters (`PUT /v1/agent/service/deregister/<id>`).
 //!
 //! No failure is silent: the first of an episode (agent unreachable, service lost,
@@ -39,6 +40,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use dtmdriver_core::backoff::Backoff;
+use dtmdriver_core::duration::parse_duration;
 
 use crate::client::{ConsulClient, escape};
 use crate::error::ConsulError;
@@ -81,6 +83,9 @@ pub struct ServiceKeeper {
     registration: AgentServiceRegistration,
     extras: ServiceExtras,
     heartbeat: Duration,
+    /// The check's TTL, read back from the registration (3 heartbeats if consul's
+    /// syntax there is beyond ours).
+    ttl: Duration,
 }
 
 impl ServiceKeeper {
@@ -91,11 +96,16 @@ impl ServiceKeeper {
         registration: AgentServiceRegistration,
         heartbeat: Duration,
     ) -> Self {
+        let heartbeat = heartbeat.max(Duration::from_millis(100));
+        let any = Duration::ZERO..=dtmdriver_core::duration::FAR_FUTURE;
+        let ttl = parse_duration("TTL", &registration.check.ttl, &any)
+            .unwrap_or(heartbeat.saturating_mul(3));
         Self {
             client,
             registration,
             extras: ServiceExtras::default(),
-            heartbeat: heartbeat.max(Duration::from_millis(100)),
+            heartbeat,
+            ttl,
         }
     }
 
@@ -111,6 +121,7 @@ impl ServiceKeeper {
     /// errors.
     pub async fn start(self, target: &str, endpoint: &str) -> Result<Registration> {
         check_meta(&self.registration.meta).map_err(|reason| Error::bad_target(target, reason))?;
+        let registered = Instant::now();
         self.register()
             .await
             .map_err(|e| e.into_registry_error(target))?;
@@ -122,7 +133,7 @@ impl ServiceKeeper {
         Ok(Registration::spawn_with_health(
             target,
             endpoint,
-            move |stop, health| self.keep(stop, target_name, health),
+            move |stop, health| self.keep(stop, target_name, health, registered),
         ))
     }
 
@@ -155,12 +166,17 @@ impl ServiceKeeper {
             .map(drop)
     }
 
-    /// [`pass`](Self::pass), and whether its answer came more than half a heartbeat
-    /// after it was sent (the agent stalled).
-    async fn timed_pass(&self) -> std::result::Result<bool, ConsulError> {
+    /// [`pass`](Self::pass), and whether the TTL may have run out at the agent before
+    /// it took it, so that its timer fires after our update ([`lapsed`]); keeps
+    /// `reset_at`, the earliest the agent restarted the timer.
+    async fn pass_since(&self, reset_at: &mut Instant) -> std::result::Result<bool, ConsulError> {
         let sent = Instant::now();
         self.pass().await?;
-        Ok(sent.elapsed() > self.heartbeat / 2)
+        let answered = Instant::now();
+        let lapsed = lapsed(*reset_at, answered, self.ttl);
+        // After a lapse the agent runs again at the answer: its overdue timer fires then.
+        *reset_at = if lapsed { answered } else { sent };
+        Ok(lapsed)
     }
 
     /// When to mark the check passing again after a stall.
@@ -230,6 +246,7 @@ impl ServiceKeeper {
         stop: CancellationToken,
         target: String,
         health: HealthReporter,
+        registered: Instant,
     ) -> Result<()> {
         let id = self.registration.id.clone();
         let client = self.client.clone();
@@ -245,12 +262,14 @@ impl ServiceKeeper {
         // Heartbeats refused (the service stays registered but turns critical): logged
         // once per episode, retried every heartbeat.
         let mut refused: Option<FailureEpisode> = None;
+        // The earliest the agent may have last restarted the check's TTL timer.
+        let mut reset_at = registered;
         loop {
             let trouble = tokio::select! {
                 () = stop.cancelled() => break,
-                _ = tick.tick() => match self.timed_pass().await {
-                    Ok(stalled) => {
-                        if stalled {
+                _ = tick.tick() => match self.pass_since(&mut reset_at).await {
+                    Ok(lapsed) => {
+                        if lapsed {
                             tick.reset_after(self.follow_up());
                         }
                         if let Some(episode) = refused.take() {
@@ -321,6 +340,7 @@ impl ServiceKeeper {
             hash = None;
             guard.set(arm(None, Duration::ZERO));
             tick.reset_after(self.follow_up());
+            reset_at = Instant::now();
         }
         self.deregister().await.map_err(|e| {
             tracing::warn!(%id, error = %e, "deregistering from consul failed");
@@ -370,6 +390,13 @@ impl ServiceKeeper {
     }
 }
 
+/// Whether a check whose TTL timer was restarted at `reset_at` at the earliest may have
+/// run out before the agent took a heartbeat answered at `answered`: then the timer
+/// fires about when the heartbeat lands, and may land second.
+fn lapsed(reset_at: Instant, answered: Instant, ttl: Duration) -> bool {
+    reset_at.checked_add(ttl).is_some_and(|due| answered >= due)
+}
+
 /// What kind of failure `e` is, for telling episodes' causes apart (the fix differs).
 fn cause(e: &ConsulError) -> String {
     match e {
@@ -379,5 +406,51 @@ fn cause(e: &ConsulError) -> String {
         ConsulError::Status { code, .. } => format!("HTTP {code}"),
         ConsulError::Decode { .. } => "decode".into(),
         ConsulError::TooLarge { .. } => "too large".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// go-zero's format heartbeats every 19 s on a 20 s TTL: a heartbeat that waits
+    /// 1.5 s on a stalled agent crosses the TTL although it took under half a period.
+    #[test]
+    fn a_heartbeat_answered_past_the_ttl_counts_as_lapsed_however_short_its_wait() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        let gozero = s(20);
+        assert!(!lapsed(t0, t0 + s(19) + ms(300), gozero));
+        assert!(lapsed(t0, t0 + s(19) + ms(1500), gozero));
+        let native = s(10);
+        assert!(!lapsed(t0, t0 + ms(3333) + ms(900), native));
+        assert!(lapsed(t0, t0 + s(10), native));
+    }
+
+    #[test]
+    fn the_ttl_is_read_back_from_the_registration() {
+        let client = ConsulClient::new(crate::ConsulConfig::new("127.0.0.1:1"));
+        let registration = |ttl: &str| AgentServiceRegistration {
+            id: "i".into(),
+            name: "n".into(),
+            tags: vec![],
+            address: "127.0.0.1".into(),
+            port: 1,
+            meta: Default::default(),
+            weights: None,
+            check: crate::AgentServiceCheck {
+                ttl: ttl.into(),
+                ..crate::AgentServiceCheck::passing_ttl("c".into(), Duration::ZERO, Duration::ZERO)
+            },
+        };
+        let hb = Duration::from_secs(19);
+        let keeper = ServiceKeeper::new(client.clone(), registration("20s"), hb);
+        assert_eq!(keeper.ttl, Duration::from_secs(20));
+        let keeper = ServiceKeeper::new(client.clone(), registration("1500ms"), hb);
+        assert_eq!(keeper.ttl, Duration::from_millis(1500));
+        // Consul's compound syntax is beyond ours: three heartbeats.
+        let keeper = ServiceKeeper::new(client, registration("1m30s"), hb);
+        assert_eq!(keeper.ttl, hb * 3);
     }
 }
