@@ -25,20 +25,12 @@ use dtmdriver_consul::ConsulDriver;
 use dtmdriver_consul::native::NativeResolver;
 use dtmdriver_core::resolve::{Resolver, SnapshotSender};
 use dtmdriver_core::{Driver, Target};
-use test_support::ConsulAgent;
+use test_support::{ConsulAgent, signal};
 
 /// Instances of the service registered at once.
 const SERVICES: usize = 8;
 /// Their TTL (`?ttl=`), so a heartbeat every second.
 const TTL_SECS: u64 = 3;
-
-fn signal(pid: u32, signal: &str) {
-    let sent = std::process::Command::new("kill")
-        .args([&format!("-{signal}"), &pid.to_string()])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(sent, "kill -{signal} {pid} failed");
-}
 
 /// Check id → status, as the agent reports them (empty while it cannot answer).
 fn statuses(agent: &ConsulAgent) -> HashMap<String, String> {

@@ -634,17 +634,10 @@ async fn a_sigstopped_go_zero_instance_is_ejected_and_readmitted() {
     let (ok0, t0) = (tally.ok(), Instant::now());
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = (tally.ok() - ok0) as f64 / t0.elapsed().as_secs_f64();
-    let pid = gos[1].child().id().to_string();
-    let signal = |sig: &str| {
-        let ok = std::process::Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {sig} {pid}");
-    };
+    let pid = gos[1].child().id();
+    let signal = |sig: &str| test_support::signal(pid, sig);
     let failed_before = tally.failures().len();
-    signal("-STOP");
+    signal("STOP");
     let stopped = Instant::now();
     // Watch the stopped instance for four seconds; count the calls of seconds 2-4.
     let mut ejected = None;
@@ -671,7 +664,7 @@ async fn a_sigstopped_go_zero_instance_is_ejected_and_readmitted() {
     let stopped_rate = (tally.ok() - ok1) as f64 / t1.elapsed().as_secs_f64();
     let failed = tally.failures()[failed_before..].to_vec();
     let go1_before = tally.served_by("go1");
-    signal("-CONT");
+    signal("CONT");
     let back = wait_for(
         "the resumed instance to serve again",
         Duration::from_secs(5),

@@ -24,6 +24,19 @@ pub fn read_lines(stdout: impl Read + Send + 'static) -> mpsc::Receiver<(Instant
     rx
 }
 
+/// Sends `signal` (`STOP`, `CONT`, `INT`, `TERM`, `KILL`...) to process `pid`.
+///
+/// # Panics
+///
+/// Panics if the signal cannot be sent (no `kill`, no such process).
+pub fn signal(pid: u32, signal: &str) {
+    let sent = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(sent, "kill -{signal} {pid} failed");
+}
+
 /// Sends `signal` (`INT`, `TERM`, `KILL`) to `child` and waits for it to exit, at most
 /// `limit`; its exit status.
 ///
@@ -31,11 +44,7 @@ pub fn read_lines(stdout: impl Read + Send + 'static) -> mpsc::Receiver<(Instant
 ///
 /// Panics if the signal cannot be sent or the child outlives `limit`.
 pub fn signal_and_wait(child: &mut Child, signal: &str, limit: Duration) -> ExitStatus {
-    let sent = Command::new("kill")
-        .args([&format!("-{signal}"), &child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(sent.success(), "kill -{signal} {} failed", child.id());
+    self::signal(child.id(), signal);
     let until = Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait().expect("wait for the child") {

@@ -46,7 +46,9 @@ pub use dtm::{DTM_BUILD_HINT, DtmEndpoint, DtmServer, dtm_binary};
 pub use echo::{Behavior, EchoClient, EchoServer, SayReply, SayRequest};
 pub use etcd::{EtcdCluster, EtcdServer};
 pub use grpc_testing::{GrpcInteropServer, InteropServerKind};
-pub use interop::{InteropProcess, interop_binary, read_lines, run_interop, signal_and_wait};
+pub use interop::{
+    InteropProcess, interop_binary, read_lines, run_interop, signal, signal_and_wait,
+};
 pub use kube::{KUBE_BUILD_HINT, KubeApiServer, KubeUser, kube_apiserver_binary};
 pub use logs::CapturedLogs;
 pub use ports::{free_port, free_ports, synthetic_addr};

@@ -186,15 +186,7 @@ impl Kind {
     }
 }
 
-/// Sends `signal` (`STOP`, `CONT`, `TERM`...) to process `pid`.
-pub fn signal(pid: u32, signal: &str) {
-    let sent = std::process::Command::new("kill")
-        .args([&format!("-{signal}"), &pid.to_string()])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(sent, "kill -{signal} {pid} failed");
-}
+pub use test_support::signal;
 
 /// Polls `check` every 10 ms until it holds (the time it took) or `within` passes.
 pub async fn until<F, Fut>(within: Duration, mut check: F) -> Option<Duration>
