@@ -78,6 +78,11 @@ fn kept_throughput(
 /// How long an instance stays frozen.
 const FREEZE: Duration = Duration::from_secs(10);
 
+/// The healthy load before a freeze and after the instance is back: 5 s each, about 18
+/// half-second windows for the median (3 s each gave 10, and a median that moved
+/// 4,500–6,200 calls/s from run to run against a 90% bar).
+const HEALTHY: Duration = Duration::from_secs(5);
+
 /// One of three go-zero instances frozen (SIGSTOP: its TCP connections stay open, it
 /// answers nothing, as in a GC pause or a VM freeze) for [`FREEZE`] under load, then
 /// resumed, with the channel balancing by `policy`.
@@ -92,7 +97,7 @@ pub async fn instance_frozen(policy: Policy) -> Row {
     };
 
     let load = Load::start(&channel, WORKERS);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(HEALTHY).await;
     let (frozen, frozen_addr) = &mut instances[0];
     let pid = frozen.child().id();
     let frozen_at = load.now();
@@ -103,7 +108,7 @@ pub async fn instance_frozen(policy: Policy) -> Row {
     let frozen_addr = frozen_addr.clone();
     let back = until(Duration::from_secs(5), || async { ready(&frozen_addr) }).await;
     let back_at = load.now();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(HEALTHY).await;
     let end = load.now();
     let record = load.stop().await;
     let (baseline, during, ratio) = kept_throughput(&record, frozen_at, resumed_at, back_at, end);
