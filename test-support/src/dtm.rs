@@ -125,10 +125,7 @@ impl DtmServer {
                  MicroService:\n  Driver: '{driver}'\n  Target: '{target}'\n  EndPoint: '{endpoint}'\n\
                  {extra}"
             );
-            let dir = tempfile::Builder::new()
-                .prefix("dtm-test-")
-                .tempdir()
-                .unwrap_or_else(|e| panic!("cannot create a temporary directory: {e}"));
+            let dir = crate::process::temp_dir("dtm-test-");
             let mut server = Self {
                 binary: binary.clone(),
                 http_port,

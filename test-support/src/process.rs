@@ -6,6 +6,19 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+/// A fresh temporary directory named `PREFIX…` for one server's data and log, removed
+/// on drop.
+///
+/// # Panics
+///
+/// Panics naming `prefix` if it cannot be created.
+pub(crate) fn temp_dir(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .unwrap_or_else(|e| panic!("cannot create a temporary directory {prefix}…: {e}"))
+}
+
 /// Whether the process is alive; forgets it once it has exited.
 pub(crate) fn is_running(child: &mut Option<Child>) -> bool {
     match child.as_mut().map(Child::try_wait) {

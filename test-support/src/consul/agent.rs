@@ -152,10 +152,7 @@ impl ConsulAgent {
     /// An agent not started yet, in `role`, on `ports` (http, server, serf lan, serf wan),
     /// with a fresh directory.
     pub(super) fn unstarted(binary: &std::path::Path, role: Role, ports: [u16; 4]) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("consul-test-")
-            .tempdir()
-            .unwrap_or_else(|e| panic!("cannot create a temporary directory: {e}"));
+        let dir = crate::process::temp_dir("consul-test-");
         Self {
             binary: binary.to_owned(),
             role,

@@ -74,10 +74,7 @@ impl Member {
         initial_cluster: &str,
         token: &str,
     ) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("etcd-test-")
-            .tempdir()
-            .unwrap_or_else(|err| panic!("cannot create a temporary directory for etcd: {err}"));
+        let dir = crate::process::temp_dir("etcd-test-");
         Self {
             name: name.to_owned(),
             client_port,
