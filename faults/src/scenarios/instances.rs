@@ -18,24 +18,38 @@ use crate::report::Row;
 
 /// A go-zero echo server registered in etcd under `key`, listening on a fresh port.
 pub(super) fn gozero_instance(ep: &str, key: &str, name: &str) -> (InteropProcess, String) {
+    gozero_instance_taking(ep, key, name, Duration::ZERO)
+}
+
+/// A go-zero echo server as [`gozero_instance`] whose every call takes `delay`.
+fn gozero_instance_taking(
+    ep: &str,
+    key: &str,
+    name: &str,
+    delay: Duration,
+) -> (InteropProcess, String) {
     let listen = format!("127.0.0.1:{}", free_port());
+    let delay = format!("{}us", delay.as_micros());
     let process = InteropProcess::start(
         "gozero-echo-server",
-        &["-etcd", ep, "-key", key, "-listen", &listen, "-name", name],
+        &[
+            "-etcd", ep, "-key", key, "-listen", &listen, "-name", name, "-delay", &delay,
+        ],
     );
     (process, listen)
 }
 
-/// Three go-zero instances registered under `key` in a private etcd, and a channel
-/// over them balancing by `policy`, all three ready.
+/// Three go-zero instances registered under `key` in a private etcd, each call taking
+/// `delay`, and a channel over them balancing by `policy`, all three ready.
 async fn three_instances(
     key: &str,
     policy: Policy,
+    delay: Duration,
 ) -> (EtcdServer, Vec<(InteropProcess, String)>, Channel) {
     let etcd = EtcdServer::start();
     let ep = etcd.endpoint();
     let instances = (0..3)
-        .map(|i| gozero_instance(&ep, key, &format!("go{i}")))
+        .map(|i| gozero_instance_taking(&ep, key, &format!("go{i}"), delay))
         .collect();
     let channel = Channel::builder(&format!("etcd://{ep}/{key}"))
         .driver(&GoZeroDriver)
@@ -83,11 +97,18 @@ const FREEZE: Duration = Duration::from_secs(10);
 /// 4,500–6,200 calls/s from run to run against a 90% bar).
 const HEALTHY: Duration = Duration::from_secs(5);
 
+/// How long each call takes in the frozen-instance scenarios, so that their load is
+/// bound by the callers' concurrency (16 callers: at most 1,600 calls/s), not by the
+/// CPU: on this shared 2-core machine a CPU-bound load measured the machine, not the
+/// channel (one CI run kept 84%, 109% and 123% of the throughput under rr, wrr and p2c,
+/// which all do the same while an instance is frozen: they skip it).
+const SERVICE_TIME: Duration = Duration::from_millis(10);
+
 /// One of three go-zero instances frozen (SIGSTOP: its TCP connections stay open, it
 /// answers nothing, as in a GC pause or a VM freeze) for [`FREEZE`] under load, then
 /// resumed, with the channel balancing by `policy`.
 pub async fn instance_frozen(policy: Policy) -> Row {
-    let (_etcd, mut instances, channel) = three_instances("frozen.rpc", policy).await;
+    let (_etcd, mut instances, channel) = three_instances("frozen.rpc", policy, SERVICE_TIME).await;
     let ready = |addr: &str| {
         channel
             .status()
@@ -254,7 +275,8 @@ const THROTTLE_STOPPED: Duration = Duration::from_millis(75);
 /// the calls whatever they cost (as grpc-go's `round_robin`), is to fail no call; its
 /// throughput is reported.
 pub async fn instance_throttled(policy: Policy) -> Row {
-    let (_etcd, mut instances, channel) = three_instances("throttled.rpc", policy).await;
+    let (_etcd, mut instances, channel) =
+        three_instances("throttled.rpc", policy, Duration::ZERO).await;
 
     let load = Load::start(&channel, WORKERS);
     tokio::time::sleep(Duration::from_secs(3)).await;

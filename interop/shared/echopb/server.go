@@ -1,15 +1,30 @@
 package echopb
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // Server is the echo service every interop server registers: Say answers with the
 // message and the server's name, which tells a client which instance it reached.
 type Server struct {
 	UnimplementedEchoServer
 	Name string
+	// Delay is how long Say takes, as a service waiting on its own I/O; zero answers
+	// at once. A call whose context ends first returns its error.
+	Delay time.Duration
 }
 
-// Say echoes the request's message with the server's name.
-func (s *Server) Say(_ context.Context, r *SayRequest) (*SayReply, error) {
+// Say echoes the request's message with the server's name, after Delay.
+func (s *Server) Say(ctx context.Context, r *SayRequest) (*SayReply, error) {
+	if s.Delay > 0 {
+		t := time.NewTimer(s.Delay)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	return &SayReply{Message: r.Message, Server: s.Name}, nil
 }

@@ -6,6 +6,8 @@
 //	gozero-echo-server -etcd 127.0.0.1:2379 -key echo.rpc -listen 127.0.0.1:9000 -name go1
 //	gozero-echo-server -consul 127.0.0.1:8500 -key echo.rpc -tags tag,rpc -meta Protocol=grpc \
 //	    -listen 127.0.0.1:9000 -name go1
+//
+// -delay 10ms makes each call take that long, as a service waiting on its own I/O.
 package main
 
 import (
@@ -13,6 +15,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/zeromicro/go-zero/core/conf"
 	"github.com/zeromicro/go-zero/core/logx"
@@ -31,6 +34,7 @@ func main() {
 	meta := flag.String("meta", "", "consul meta K=V pairs, comma separated (with -consul)")
 	listen := flag.String("listen", "127.0.0.1:9000", "address to serve on")
 	name := flag.String("name", "go", "name carried by replies")
+	delay := flag.Duration("delay", 0, "how long each call takes, e.g. 10ms (default: answer at once)")
 	flag.Parse()
 
 	var c zrpc.RpcServerConf
@@ -51,10 +55,14 @@ func main() {
 	// second echo server of a run logged "address already in use", and a test binary
 	// has no business listening beyond the address it is given.
 	c.DevServer.Enabled = false
+	// A call in progress when the fault suite SIGSTOPs the process ends 10 s later and
+	// go-zero logs it as a "slowcall" (past 500 ms), one line per call: the freeze is
+	// the point of the test, the lines are noise.
+	c.Middlewares.StatConf.SlowThreshold = time.Minute
 	logx.MustSetup(c.Log)
 
 	s := zrpc.MustNewServer(c, func(g *grpc.Server) {
-		echopb.RegisterEchoServer(g, &echopb.Server{Name: *name})
+		echopb.RegisterEchoServer(g, &echopb.Server{Name: *name, Delay: *delay})
 	})
 	defer s.Stop()
 	if *agent != "" {
