@@ -92,10 +92,11 @@ impl ServiceKeeper {
     /// A keeper of `registration` through `client` that marks its TTL check passing
     /// every `heartbeat` (keep it below the check's TTL).
     pub fn new(
-        client: ConsulClient,
+        client: impl Into<ConsulClient>,
         registration: AgentServiceRegistration,
         heartbeat: Duration,
     ) -> Self {
+        let client = client.into();
         let heartbeat = heartbeat.max(Duration::from_millis(100));
         let any = Duration::ZERO..=dtmdriver_core::duration::FAR_FUTURE;
         let ttl = parse_duration("TTL", &registration.check.ttl, &any)

@@ -153,6 +153,12 @@ pub struct ConsulClient {
     config: ConsulConfig,
 }
 
+impl From<ConsulConfig> for ConsulClient {
+    fn from(config: ConsulConfig) -> Self {
+        Self::new(config)
+    }
+}
+
 impl ConsulClient {
     /// A client for `config` (no connection is made until the first request).
     pub fn new(config: ConsulConfig) -> Self {

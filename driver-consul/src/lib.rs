@@ -17,8 +17,9 @@
 //! * [`watch`]: [`HealthWatcher`] follows a service with blocking health queries
 //!   (index + wait, reset when the index goes back, backoff, last answer kept while the
 //!   agent is away), one per query per process, and [`resolve_health`] turns it into
-//!   endpoint snapshots with a format's decoding; [`health`]: one instance of an
-//!   answer ([`ServiceEntry`]) and the address to dial it at.
+//!   endpoint snapshots with a format's decoding (of a whole answer, or of each entry:
+//!   [`resolve_each`]); [`health`]: one instance of an answer ([`ServiceEntry`]) and the
+//!   address to dial it at.
 //!
 //! The HTTP stack is our own small client on hyper 1 rather than `rs-consul`: the agent
 //! API (register, TTL update, deregister) is not in `rs-consul`, and one stack for both
@@ -62,4 +63,6 @@ pub use target::{
     CACERT_ENV, CLIENT_CERT_ENV, CLIENT_KEY_ENV, ConsulConfig, ConsulTarget, HTTP_SSL_ENV,
     TLS_SERVER_NAME_ENV, TOKEN_ENV,
 };
-pub use watch::{Decode, HealthQuery, HealthState, HealthWatcher, ServiceEntry, resolve_health};
+pub use watch::{
+    Decode, HealthQuery, HealthState, HealthWatcher, ServiceEntry, resolve_each, resolve_health,
+};

@@ -82,13 +82,12 @@ use dtmdriver_core::resolve::{Endpoint, Registrar, Resolver, SnapshotSender};
 use dtmdriver_core::{Driver, Error, Registration, Result, ServerMethod, Target};
 
 use crate::agent::ServiceKeeper;
-use crate::client::ConsulClient;
 use crate::registration::{
     AgentGrpcCheck, AgentServiceCheck, AgentServiceRegistration, ServiceExtras, Weights,
     consul_duration,
 };
 use crate::target::ConsulTarget;
-use crate::watch::{HealthQuery, ServiceEntry, resolve_health};
+use crate::watch::{HealthQuery, ServiceEntry, resolve_each};
 
 /// The driver's name.
 pub const NAME: &str = "dtm-driver-consul";
@@ -219,11 +218,7 @@ impl NativeConsulFormat {
                 passing: common.effective_weight().min(65535),
                 warning: 1,
             }),
-            check: AgentServiceCheck::passing_ttl(
-                format!("service:{id}"),
-                common.ttl(),
-                Self::DEREGISTER_AFTER,
-            ),
+            check: AgentServiceCheck::service_ttl(&id, common.ttl(), Self::DEREGISTER_AFTER),
         })
     }
 
@@ -326,13 +321,8 @@ impl Resolver for NativeResolver {
         let mut query = HealthQuery::from_target(target)?;
         query.passing_only = true;
         let group = target.query("group").map(str::to_string);
-        let decode = Arc::new(move |entries: &[ServiceEntry]| {
-            entries
-                .iter()
-                .filter_map(|e| NativeConsulFormat::decode(e, group.as_deref()))
-                .collect()
-        });
-        resolve_health(&query, decode, updates);
+        let decode = move |e: &ServiceEntry| NativeConsulFormat::decode(e, group.as_deref());
+        resolve_each(&query, decode, updates);
         Ok(())
     }
 }
@@ -348,14 +338,10 @@ impl Registrar for NativeRegistrar {
         let options = NativeOptions::from_target(target)?;
         let registration = NativeConsulFormat::registration(&t.service, endpoint, &options)?;
         let extras = NativeConsulFormat::extras(endpoint, &options)?;
-        ServiceKeeper::new(
-            ConsulClient::new(t.config),
-            registration,
-            options.common.ttl() / 3,
-        )
-        .extras(extras)
-        .start(target.as_str(), endpoint)
-        .await
+        ServiceKeeper::new(t.config, registration, options.common.ttl() / 3)
+            .extras(extras)
+            .start(target.as_str(), endpoint)
+            .await
     }
 }
 

@@ -78,6 +78,16 @@ impl AgentServiceCheck {
             deregister_critical_service_after: consul_duration(deregister_after),
         }
     }
+
+    /// [`passing_ttl`](Self::passing_ttl) named `service:<id>`, consul's own id for the
+    /// TTL check of service `id` (the one `Check` of a registration gets).
+    pub fn service_ttl(
+        id: &str,
+        ttl: std::time::Duration,
+        deregister_after: std::time::Duration,
+    ) -> Self {
+        Self::passing_ttl(format!("service:{id}"), ttl, deregister_after)
+    }
 }
 
 /// One of a service's addresses by tag (`TaggedAddresses`): kratos keys its endpoints

@@ -219,6 +219,18 @@ pub fn resolve_health(query: &HealthQuery, decode: Decode, updates: SnapshotSend
     ));
 }
 
+/// [`resolve_health`] for a format that reads each instance alone: an answer's endpoints
+/// are what `decode` gives for its entries, in order (`None` leaves an entry out).
+pub fn resolve_each(
+    query: &HealthQuery,
+    decode: impl Fn(&ServiceEntry) -> Option<Endpoint> + Send + Sync + 'static,
+    updates: SnapshotSender,
+) {
+    let decode: Decode =
+        Arc::new(move |entries: &[ServiceEntry]| entries.iter().filter_map(&decode).collect());
+    resolve_health(query, decode, updates);
+}
+
 /// The watcher task: blocking queries until nobody listens (the shared map then
 /// drops it).
 async fn run(query: HealthQuery, tx: watch::Sender<HealthState>) {

@@ -41,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 use dtmdriver_core::backoff::Backoff;
 
 use crate::api::{EtcdClient, describe, watch_key};
+use crate::client::{EtcdConfig, shared_client};
 use crate::proto::mvccpb::event::EventType;
 use crate::request::{
     bounded, failure_hint, refresh_if_token_refused, registry_error, write_retrying,
@@ -113,6 +114,24 @@ impl LeaseKeeper {
             value: value.into(),
             ttl: Self::DEFAULT_TTL,
         }
+    }
+
+    /// Keeps `value` at `key(lease id)` in the cluster of `config` under a lease of
+    /// `ttl` ([`ttl`](Self::ttl)), through the process's [`shared_client`]: what every
+    /// etcd format's registrar does. `target` and `endpoint` label the handle.
+    pub async fn register(
+        config: &EtcdConfig,
+        key: impl Fn(i64) -> String + Send + Sync + 'static,
+        value: impl Into<String>,
+        ttl: Duration,
+        target: &str,
+        endpoint: &str,
+    ) -> Result<Registration> {
+        let client = shared_client(config).await?;
+        Self::new(client, key, value)
+            .ttl(ttl)
+            .start(target, endpoint)
+            .await
     }
 
     /// The lease TTL, rounded up to whole seconds (etcd's unit), at least 2 s.

@@ -55,7 +55,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::client::{EtcdTarget, shared_client};
+use crate::client::EtcdTarget;
 use crate::lease::LeaseKeeper;
 use crate::registry_target::{REGISTRY_SCHEME, to_etcd_target};
 use crate::watch::resolve_prefix;
@@ -238,16 +238,10 @@ impl Registrar for NativeRegistrar {
     async fn register(&self, target: &Target, endpoint: &str) -> Result<Registration> {
         let (t, instance, ttl) = NativeEtcdFormat::registration(target, endpoint)?;
         let target = &etcd_form(target)?;
-        let client = shared_client(&t.config).await?;
         let key = NativeEtcdFormat::key(&instance);
-        LeaseKeeper::new(
-            client,
-            move |_| key.clone(),
-            NativeEtcdFormat::value(&instance),
-        )
-        .ttl(ttl)
-        .start(target.as_str(), endpoint)
-        .await
+        let value = NativeEtcdFormat::value(&instance);
+        let key = move |_| key.clone();
+        LeaseKeeper::register(&t.config, key, value, ttl, target.as_str(), endpoint).await
     }
 }
 

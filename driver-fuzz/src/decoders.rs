@@ -98,12 +98,12 @@ pub fn kratos_consul_entries(data: &[u8]) {
     let Some(entries) = entries(data) else {
         return;
     };
-    for security in [Security::Plaintext, Security::Tls] {
-        for e in KratosConsulFormat::decode(&entries, security) {
-            dialable("KratosConsulFormat::decode", &e);
-        }
-    }
     for entry in &entries {
+        for security in [Security::Plaintext, Security::Tls] {
+            if let Some(e) = KratosConsulFormat::decode(entry, security) {
+                dialable("KratosConsulFormat::decode", &e);
+            }
+        }
         kratos_urls(&KratosConsulFormat::instance(entry));
     }
 }

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use dtmdriver_consul::{
-    AgentServiceCheck, AgentServiceRegistration, ConsulClient, ConsulTarget, HealthQuery,
-    ServiceEntry, ServiceExtras, ServiceKeeper, resolve_health,
+    AgentServiceCheck, AgentServiceRegistration, ConsulTarget, HealthQuery, ServiceEntry,
+    ServiceExtras, ServiceKeeper, resolve_health,
 };
 use dtmdriver_core::address::HostPort;
 use dtmdriver_core::registration_options::RegistrationOptions;
@@ -138,14 +138,10 @@ impl Registrar for GoZeroConsulRegistrar {
         RegistrationOptions::carried_by(target, &[], format)?;
         let published = routable_endpoint(endpoint)?;
         let registration = GoZeroConsulFormat::registration(&t.service, &published)?;
-        ServiceKeeper::new(
-            ConsulClient::new(t.config),
-            registration,
-            GoZeroConsulFormat::HEARTBEAT,
-        )
-        .extras(GoZeroConsulFormat::extras(&t.service))
-        .start(target.as_str(), &published)
-        .await
+        ServiceKeeper::new(t.config, registration, GoZeroConsulFormat::HEARTBEAT)
+            .extras(GoZeroConsulFormat::extras(&t.service))
+            .start(target.as_str(), &published)
+            .await
     }
 }
 

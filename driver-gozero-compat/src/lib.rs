@@ -36,7 +36,7 @@ use dtmdriver_core::resolve::Endpoint;
 use dtmdriver_core::resolve::{DirectResolver, Registrar, Resolver, SnapshotSender};
 use dtmdriver_core::{Driver, Error, Result, ServerMethod, Target};
 #[cfg(feature = "etcd")]
-use dtmdriver_etcd::{EtcdTarget, LeaseKeeper, resolve_prefix, shared_client};
+use dtmdriver_etcd::{EtcdTarget, LeaseKeeper, resolve_prefix};
 
 #[cfg(feature = "consul")]
 pub mod consul;
@@ -207,16 +207,10 @@ impl Registrar for GoZeroEtcdRegistrar {
         let options = dtmdriver_core::registration_options::RegistrationOptions::carried_by;
         let ttl = options(target, &["ttl"], format)?.ttl;
         let published = routable_endpoint(endpoint)?;
-        let client = shared_client(&t.config).await?;
-        let key = t.key.clone();
-        LeaseKeeper::new(
-            client,
-            move |lease| GoZeroEtcdFormat::key(&key, lease),
-            published.clone(),
-        )
-        .ttl(ttl.unwrap_or(GoZeroEtcdFormat::TTL))
-        .start(target.as_str(), &published)
-        .await
+        let key = move |lease| GoZeroEtcdFormat::key(&t.key, lease);
+        let ttl = ttl.unwrap_or(GoZeroEtcdFormat::TTL);
+        let (value, target) = (published.clone(), target.as_str());
+        LeaseKeeper::register(&t.config, key, value, ttl, target, &published).await
     }
 }
 

@@ -4,13 +4,11 @@
 //! 10 s; resolves passing instances by blocking health queries. The field-by-field
 //! layout and our one deliberate difference (checks start passing): `docs/kratos.md`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use dtmdriver_consul::{
-    AgentServiceCheck, AgentServiceRegistration, AgentTcpCheck, ConsulClient, ConsulTarget,
-    HealthQuery, ServiceAddress, ServiceEntry, ServiceExtras, ServiceKeeper, consul_duration,
-    resolve_health,
+    AgentServiceCheck, AgentServiceRegistration, AgentTcpCheck, ConsulTarget, HealthQuery,
+    ServiceAddress, ServiceEntry, ServiceExtras, ServiceKeeper, consul_duration, resolve_each,
 };
 use dtmdriver_core::resolve::{Endpoint, SnapshotSender};
 use dtmdriver_core::{Error, Registration, Result, Target};
@@ -30,11 +28,6 @@ impl KratosConsulFormat {
     pub const TTL: Duration = Duration::from_secs(20);
     /// How long a check may stay critical before consul removes the service.
     pub const DEREGISTER_AFTER: Duration = Duration::from_secs(600);
-
-    /// The id of the TTL check of instance `id`.
-    pub fn ttl_check_id(id: &str) -> String {
-        format!("service:{id}")
-    }
 
     /// The agent registration of `instance` and its extras (tagged addresses, TCP
     /// checks); the error names an endpoint that is not `scheme://host:port`.
@@ -71,11 +64,7 @@ impl KratosConsulFormat {
             port: first.port(),
             meta: instance.metadata.clone().unwrap_or_default(),
             weights: None,
-            check: AgentServiceCheck::passing_ttl(
-                Self::ttl_check_id(&instance.id),
-                Self::TTL,
-                Self::DEREGISTER_AFTER,
-            ),
+            check: AgentServiceCheck::service_ttl(&instance.id, Self::TTL, Self::DEREGISTER_AFTER),
         };
         Ok((registration, extras))
     }
@@ -103,12 +92,9 @@ impl KratosConsulFormat {
         }
     }
 
-    /// The endpoints of a health answer for a client with `security`.
-    pub fn decode(entries: &[ServiceEntry], security: Security) -> Vec<Endpoint> {
-        entries
-            .iter()
-            .filter_map(|entry| Self::instance(entry).endpoint(security))
-            .collect()
+    /// The endpoint of one health entry for a client with `security`, if it has one.
+    pub fn decode(entry: &ServiceEntry, security: Security) -> Option<Endpoint> {
+        Self::instance(entry).endpoint(security)
     }
 }
 
@@ -116,9 +102,11 @@ impl KratosConsulFormat {
 pub(crate) fn resolve(target: &Target, security: Security, updates: SnapshotSender) -> Result<()> {
     let mut query = HealthQuery::from_target(target)?;
     query.passing_only = true;
-    let decode =
-        Arc::new(move |entries: &[ServiceEntry]| KratosConsulFormat::decode(entries, security));
-    resolve_health(&query, decode, updates);
+    resolve_each(
+        &query,
+        move |e| KratosConsulFormat::decode(e, security),
+        updates,
+    );
     Ok(())
 }
 
@@ -131,8 +119,7 @@ pub(crate) async fn register(
 ) -> Result<Registration> {
     let t = ConsulTarget::from_target(target)?;
     let (registration, extras) = KratosConsulFormat::registration(&instance(&t.service)?)?;
-    let client = ConsulClient::new(t.config);
-    ServiceKeeper::new(client, registration, KratosConsulFormat::CHECK_INTERVAL)
+    ServiceKeeper::new(t.config, registration, KratosConsulFormat::CHECK_INTERVAL)
         .extras(extras)
         .start(label, endpoint)
         .await
@@ -196,10 +183,10 @@ mod tests {
         let i = KratosConsulFormat::instance(&entry);
         assert_eq!(i.version, "v3");
         assert_eq!(i.endpoints, ["grpc://127.0.0.1:9000"]);
-        let e = &KratosConsulFormat::decode(std::slice::from_ref(&entry), Security::Plaintext)[0];
+        let e = KratosConsulFormat::decode(&entry, Security::Plaintext).unwrap();
         assert_eq!((e.addr.as_str(), e.weight), ("127.0.0.1:9000", 2));
         assert_eq!(e.metadata["version"], "v3");
-        assert!(KratosConsulFormat::decode(&[entry], Security::Tls).is_empty());
+        assert!(KratosConsulFormat::decode(&entry, Security::Tls).is_none());
         // A go-zero style registration (no tagged addresses) is http:// to kratos:
         // invisible to gRPC clients.
         let gozero: ServiceEntry = serde_json::from_value(serde_json::json!({
@@ -212,6 +199,6 @@ mod tests {
             KratosConsulFormat::instance(&gozero).endpoints,
             ["http://127.0.0.1:9000"]
         );
-        assert!(KratosConsulFormat::decode(&[gozero], Security::Plaintext).is_empty());
+        assert!(KratosConsulFormat::decode(&gozero, Security::Plaintext).is_none());
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use dtmdriver_core::resolve::{Endpoint, SnapshotSender};
 use dtmdriver_core::{Registration, Result, Target};
-use dtmdriver_etcd::{EtcdTarget, LeaseKeeper, resolve_prefix, shared_client};
+use dtmdriver_etcd::{EtcdTarget, LeaseKeeper, resolve_prefix};
 
 use crate::instance::{KratosInstance, Security};
 
@@ -74,15 +74,10 @@ pub(crate) async fn register(
 ) -> Result<Registration> {
     let t = EtcdTarget::from_target(target)?;
     let instance = instance(&t.key)?;
-    let (key, value) = (
-        KratosEtcdFormat::key(&instance),
-        KratosEtcdFormat::value(&instance),
-    );
-    let client = shared_client(&t.config).await?;
-    LeaseKeeper::new(client, move |_| key.clone(), value)
-        .ttl(ttl.unwrap_or(KratosEtcdFormat::TTL))
-        .start(label, endpoint)
-        .await
+    let key = KratosEtcdFormat::key(&instance);
+    let value = KratosEtcdFormat::value(&instance);
+    let ttl = ttl.unwrap_or(KratosEtcdFormat::TTL);
+    LeaseKeeper::register(&t.config, move |_| key.clone(), value, ttl, label, endpoint).await
 }
 
 #[cfg(test)]
