@@ -3,6 +3,7 @@
 
 mod consul;
 mod instances;
+mod k8s;
 mod registry;
 mod replacement;
 
@@ -18,6 +19,7 @@ use crate::report::Row;
 
 pub use consul::{consul_freeze, consul_leader_loss, consul_restart};
 pub use instances::{instance_crash, instance_frozen, instance_throttled, soak};
+pub use k8s::k8s_apiserver_restart;
 pub use registry::{
     etcd_auth_restart, etcd_auth_token_expiry, etcd_freeze, etcd_leader_loss, etcd_partition,
     etcd_restart, key_deleted,
@@ -104,6 +106,11 @@ pub fn all() -> Vec<Scenario> {
             name: "consul-leader-loss",
             short: true,
             run: || Box::pin(consul_leader_loss()),
+        },
+        Scenario {
+            name: "k8s-apiserver-restart",
+            short: true,
+            run: || Box::pin(k8s_apiserver_restart()),
         },
         Scenario {
             name: "tls-rotation",
