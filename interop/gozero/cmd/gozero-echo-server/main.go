@@ -61,8 +61,9 @@ func main() {
 	c.Middlewares.StatConf.SlowThreshold = time.Minute
 	// go-zero sheds calls (ResourceExhausted "service overloaded") when the machine's CPU
 	// passes 90% and the server is busy by its own count, which a server whose calls take
-	// -delay is at 16 callers: on a shared machine under other load, every fault scenario
-	// then failed about 2,000 calls that the channel had nothing to do with.
+	// -delay is at 16 callers: on a shared machine under other load, the frozen-instance
+	// fault scenarios then failed about 2,000 calls a run that the channel had nothing
+	// to do with.
 	c.CpuThreshold = 0
 	logx.MustSetup(c.Log)
 
