@@ -240,8 +240,15 @@ impl Registrar for NativeRegistrar {
         let target = &etcd_form(target)?;
         let key = NativeEtcdFormat::key(&instance);
         let value = NativeEtcdFormat::value(&instance);
-        let key = move |_| key.clone();
-        LeaseKeeper::register(&t.config, key, value, ttl, target.as_str(), endpoint).await
+        LeaseKeeper::register(
+            &t.config,
+            move |_| key.clone(),
+            value,
+            ttl,
+            target.as_str(),
+            endpoint,
+        )
+        .await
     }
 }
 

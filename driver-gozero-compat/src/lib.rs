@@ -209,8 +209,15 @@ impl Registrar for GoZeroEtcdRegistrar {
         let published = routable_endpoint(endpoint)?;
         let key = move |lease| GoZeroEtcdFormat::key(&t.key, lease);
         let ttl = ttl.unwrap_or(GoZeroEtcdFormat::TTL);
-        let (value, target) = (published.clone(), target.as_str());
-        LeaseKeeper::register(&t.config, key, value, ttl, target, &published).await
+        LeaseKeeper::register(
+            &t.config,
+            key,
+            published.clone(),
+            ttl,
+            target.as_str(),
+            &published,
+        )
+        .await
     }
 }
 
