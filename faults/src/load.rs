@@ -6,6 +6,10 @@
 //! record per call), so a scenario can ask afterwards how many calls failed, the
 //! throughput in any window, and when throughput came back after a fault.
 //!
+//! A load can also watch one server by name ([`Load::start_watching`]): its successful
+//! calls are counted apart, so a scenario can ask what share of the calls it answered
+//! in a window ([`Record::share`]), e.g. to see an instance come back into use.
+//!
 //! The first failed call is also kept with the channel's endpoints and their states at
 //! that moment ([`FirstFailure`]), so that a report can say what the channel had when
 //! calls began to fail, not only that they did.
@@ -28,8 +32,9 @@ const FAILURE_PAUSE: Duration = Duration::from_millis(5);
 /// The width of a counting bucket.
 const BUCKET: Duration = Duration::from_millis(50);
 
-/// Successful and failed calls per bucket.
-type Buckets = Arc<Mutex<Vec<[u32; 2]>>>;
+/// Successful calls, failed calls, and successful calls the watched server answered,
+/// per bucket.
+type Buckets = Arc<Mutex<Vec<[u32; 3]>>>;
 
 /// The first failed call of a load and what the channel looked like then.
 #[derive(Clone, Debug)]
@@ -55,6 +60,12 @@ pub struct Load {
 impl Load {
     /// Starts `workers` closed-loop callers on `channel`.
     pub fn start(channel: &Channel, workers: usize) -> Self {
+        Self::start_watching(channel, workers, None)
+    }
+
+    /// [`start`](Self::start), also counting the successful calls answered by the
+    /// server named `watched` (the name its replies carry).
+    pub fn start_watching(channel: &Channel, workers: usize, watched: Option<&str>) -> Self {
         let started = Instant::now();
         let stop = Arc::new(AtomicBool::new(false));
         let buckets: Buckets = Arc::default();
@@ -66,6 +77,7 @@ impl Load {
                 let stop = stop.clone();
                 let buckets = buckets.clone();
                 let first_failure = first_failure.clone();
+                let watched = watched.map(str::to_string);
                 tokio::spawn(async move {
                     let mut errors: Vec<String> = Vec::new();
                     while !stop.load(Ordering::Relaxed) {
@@ -80,8 +92,12 @@ impl Load {
                             client.say(request),
                         )
                         .await;
+                        let mut from_watched = false;
                         let failure = match outcome {
-                            Ok(Ok(_)) => None,
+                            Ok(Ok(reply)) => {
+                                from_watched = watched.as_deref() == Some(&reply.get_ref().server);
+                                None
+                            }
                             Ok(Err(status)) => {
                                 Some(format!("{:?}: {}", status.code(), status.message()))
                             }
@@ -89,7 +105,7 @@ impl Load {
                         };
                         let at = started.elapsed();
                         let ok = failure.is_none();
-                        count(&buckets, at, ok);
+                        count(&buckets, at, ok, from_watched);
                         if let Some(error) = failure {
                             if first_failure.get().is_none() {
                                 // Read now, while the channel is in the state that failed
@@ -201,18 +217,19 @@ fn bucket_of(at: Duration) -> usize {
     usize::try_from(at.as_millis() / BUCKET.as_millis()).unwrap_or(usize::MAX)
 }
 
-fn count(buckets: &Buckets, at: Duration, ok: bool) {
+fn count(buckets: &Buckets, at: Duration, ok: bool, from_watched: bool) {
     let i = bucket_of(at);
     let mut b = buckets.lock().unwrap_or_else(|e| e.into_inner());
     if b.len() <= i {
-        b.resize(i + 1, [0, 0]);
+        b.resize(i + 1, [0, 0, 0]);
     }
     b[i][usize::from(!ok)] += 1;
+    b[i][2] += u32::from(from_watched);
 }
 
 /// Every call of a load, counted per bucket.
 pub struct Record {
-    buckets: Vec<[u32; 2]>,
+    buckets: Vec<[u32; 3]>,
     /// Up to three distinct failures, for the report.
     pub errors: Vec<String>,
     /// The first failed call and the channel's endpoints then; `None` if none failed.
@@ -220,11 +237,21 @@ pub struct Record {
 }
 
 impl Record {
+    /// The record of a load counted elsewhere (go-zero's client, `gozero-echo-client
+    /// -load`), in 50 ms buckets of successful, failed and watched calls.
+    pub fn from_buckets(buckets: Vec<[u32; 3]>) -> Self {
+        Self {
+            buckets,
+            errors: Vec::new(),
+            first_failure: None,
+        }
+    }
+
     /// Calls made.
     pub fn calls(&self) -> usize {
         self.buckets
             .iter()
-            .map(|[ok, failed]| (ok + failed) as usize)
+            .map(|[ok, failed, _]| (ok + failed) as usize)
             .sum()
     }
 
@@ -232,14 +259,17 @@ impl Record {
     pub fn failed(&self) -> usize {
         self.buckets
             .iter()
-            .map(|[_, failed]| *failed as usize)
+            .map(|[_, failed, _]| *failed as usize)
             .sum()
     }
 
     /// When the last failed call ended, rounded up to its bucket's end; `None` if no
     /// call failed.
     pub fn last_failure(&self) -> Option<Duration> {
-        let i = self.buckets.iter().rposition(|[_, failed]| *failed > 0)?;
+        let i = self
+            .buckets
+            .iter()
+            .rposition(|[_, failed, _]| *failed > 0)?;
         Some(BUCKET * u32::try_from(i + 1).unwrap_or(u32::MAX))
     }
 
@@ -249,14 +279,63 @@ impl Record {
         if b <= a {
             return 0.0;
         }
-        let ok: u64 = self
-            .buckets
-            .iter()
-            .take(b)
-            .skip(a)
-            .map(|[ok, _]| u64::from(*ok))
-            .sum();
-        ok as f64 / (BUCKET.as_secs_f64() * (b - a) as f64)
+        let [ok, ..] = self.sum(from, to);
+        f64::from(ok) / (BUCKET.as_secs_f64() * (b - a) as f64)
+    }
+
+    /// The counts of the buckets between `from` and `to`.
+    fn sum(&self, from: Duration, to: Duration) -> [u32; 3] {
+        let (a, b) = (bucket_of(from), bucket_of(to));
+        let window = self.buckets.iter().take(b).skip(a);
+        window.fold([0; 3], |s, c| [s[0] + c[0], s[1] + c[1], s[2] + c[2]])
+    }
+
+    /// The share of the successful calls between `from` and `to` that the watched
+    /// server answered ([`Load::start_watching`]); 0 when none succeeded.
+    pub fn share(&self, from: Duration, to: Duration) -> f64 {
+        match self.sum(from, to) {
+            [0, ..] => 0.0,
+            [ok, _, watched] => f64::from(watched) / f64::from(ok),
+        }
+    }
+
+    /// The calls, and the failed ones, between `from` and `to`.
+    pub fn calls_between(&self, from: Duration, to: Duration) -> (u32, u32) {
+        let [ok, failed, _] = self.sum(from, to);
+        (ok + failed, failed)
+    }
+
+    /// How long after `event` the watched server first answered at least `share` of
+    /// the successful calls over a 500 ms window; `None` if it never did before `until`.
+    pub fn share_back_after(
+        &self,
+        event: Duration,
+        share: f64,
+        until: Duration,
+    ) -> Option<Duration> {
+        let window = Duration::from_millis(500);
+        self.first_window(event, until, window, |from, to| {
+            self.share(from, to) >= share
+        })
+    }
+
+    /// How long after `event` the first `window` (sliding by a bucket) for which
+    /// `holds(from, to)` began; `None` if none did before `until`.
+    fn first_window(
+        &self,
+        event: Duration,
+        until: Duration,
+        window: Duration,
+        holds: impl Fn(Duration, Duration) -> bool,
+    ) -> Option<Duration> {
+        let mut t = event;
+        while t + window <= until {
+            if holds(t, t + window) {
+                return Some(t - event);
+            }
+            t += BUCKET;
+        }
+        None
     }
 
     /// The median of the successful calls per second over consecutive `window`s in
@@ -294,14 +373,9 @@ impl Record {
         until: Duration,
     ) -> Option<Duration> {
         let window = Duration::from_millis(250);
-        let mut t = event;
-        while t + window <= until {
-            if self.rate(t, t + window) >= 0.9 * baseline {
-                return Some(t - event);
-            }
-            t += BUCKET;
-        }
-        None
+        self.first_window(event, until, window, |from, to| {
+            self.rate(from, to) >= 0.9 * baseline
+        })
     }
 }
 
@@ -311,7 +385,7 @@ mod tests {
 
     fn record(per_bucket: &[u32]) -> Record {
         Record {
-            buckets: per_bucket.iter().map(|&ok| [ok, 0]).collect(),
+            buckets: per_bucket.iter().map(|&ok| [ok, 0, 0]).collect(),
             errors: Vec::new(),
             first_failure: None,
         }
@@ -336,6 +410,28 @@ mod tests {
             record(&[]).median_rate(&[(Duration::ZERO, span)], window),
             0.0
         );
+    }
+
+    #[test]
+    fn the_watched_share_comes_back_in_the_first_window_that_holds_it() {
+        // 10 calls a bucket; the watched server answers 3 of them, none in buckets
+        // 20..40, then 1 (10%) to bucket 50, then 3 again.
+        let buckets: Vec<[u32; 3]> = (0..80)
+            .map(|i| match i {
+                20..40 => [10, 0, 0],
+                40..50 => [10, 0, 1],
+                _ => [10, 0, 3],
+            })
+            .collect();
+        let r = Record::from_buckets(buckets);
+        let at = |i: u32| BUCKET * i;
+        assert!((r.share(at(0), at(20)) - 0.3).abs() < 1e-9);
+        assert_eq!(r.share(at(20), at(40)), 0.0);
+        // From bucket 20: the first 500 ms window with a fifth of the calls starts at
+        // bucket 45 (five buckets at 10%, five at 30%).
+        assert_eq!(r.share_back_after(at(20), 0.2, at(80)), Some(at(25)));
+        assert_eq!(r.share_back_after(at(20), 0.2, at(50)), None);
+        assert_eq!(r.calls_between(at(0), at(10)), (100, 0));
     }
 
     #[test]

@@ -1,7 +1,8 @@
-//! Instance failures under load: a go-zero instance frozen ([`instance_frozen`]),
-//! killed ([`instance_crash`]) or throttled ([`instance_throttled`]), and a long soak
-//! with registry churn that samples memory and file descriptors ([`soak`]).
-//! Replacements (restarts, certificate rotation) are in [`super::replacement`].
+//! Instance failures under load: a go-zero instance frozen ([`instance_frozen`]) or
+//! killed ([`instance_crash`]), and a long soak with registry churn that samples memory
+//! and file descriptors ([`soak`]). Instances that answer, but badly (throttled,
+//! failing every call), are in [`super::degraded`]; replacements (restarts, certificate
+//! rotation) in [`super::replacement`].
 
 use std::time::{Duration, Instant};
 
@@ -41,7 +42,7 @@ fn gozero_instance_taking(
 
 /// Three go-zero instances registered under `key` in a private etcd, each call taking
 /// `delay`, and a channel over them balancing by `policy`, all three ready.
-async fn three_instances(
+pub(super) async fn three_instances(
     key: &str,
     policy: Policy,
     delay: Duration,
@@ -70,7 +71,7 @@ async fn three_instances(
 /// Why medians of half-second rates: on a shared 2-core machine the mean of a short
 /// window before the fault moved between 1,795 and 4,931 calls/s from run to run and
 /// failed a 90% bar with no stall; a stall lowers most windows.
-fn kept_throughput(
+pub(super) fn kept_throughput(
     record: &crate::load::Record,
     from: Duration,
     to: Duration,
@@ -95,14 +96,14 @@ const FREEZE: Duration = Duration::from_secs(10);
 /// The healthy load before a freeze and after the instance is back: 5 s each, about 18
 /// half-second windows for the median (3 s each gave 10, and a median that moved
 /// 4,500–6,200 calls/s from run to run against a 90% bar).
-const HEALTHY: Duration = Duration::from_secs(5);
+pub(super) const HEALTHY: Duration = Duration::from_secs(5);
 
 /// How long each call takes in the frozen-instance scenarios, so that their load is
 /// bound by the callers' concurrency (16 callers: at most 1,600 calls/s), not by the
 /// CPU: on this shared 2-core machine a CPU-bound load measured the machine, not the
 /// channel (one CI run kept 84%, 109% and 123% of the throughput under rr, wrr and p2c,
 /// which all do the same while an instance is frozen: they skip it).
-const SERVICE_TIME: Duration = Duration::from_millis(10);
+pub(super) const SERVICE_TIME: Duration = Duration::from_millis(10);
 
 /// One of three go-zero instances frozen (SIGSTOP: its TCP connections stay open, it
 /// answers nothing, as in a GC pause or a VM freeze) for [`FREEZE`] under load, then
@@ -260,82 +261,7 @@ pub async fn instance_crash() -> Row {
     }
 }
 
-/// How long an instance is throttled, and its duty cycle: stopped for
-/// [`THROTTLE_STOPPED`] of every [`THROTTLE_PERIOD`], as a container whose CPU quota
-/// is far below its load runs in bursts.
-const THROTTLE: Duration = Duration::from_secs(8);
-const THROTTLE_PERIOD: Duration = Duration::from_millis(100);
-const THROTTLE_STOPPED: Duration = Duration::from_millis(75);
-
-/// One of three go-zero instances throttled under load (SIGSTOP / SIGCONT in a 75 ms
-/// of 100 ms duty cycle for [`THROTTLE`]: it answers every call, 40 ms late on
-/// average, and never goes silent long enough to be taken out of rotation), with the
-/// channel balancing by `policy`. p2c (`PeakEwma`) is to route around it: at least 80%
-/// of the healthy throughput, no call failed. Round robin, which hands it a third of
-/// the calls whatever they cost (as grpc-go's `round_robin`), is to fail no call; its
-/// throughput is reported.
-pub async fn instance_throttled(policy: Policy) -> Row {
-    let (_etcd, mut instances, channel) =
-        three_instances("throttled.rpc", policy, Duration::ZERO).await;
-
-    let load = Load::start(&channel, WORKERS);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let pid = instances[0].0.child().id();
-    let throttled_at = load.now();
-    let started = Instant::now();
-    let mut cycles = 0;
-    while started.elapsed() < THROTTLE {
-        blocking(|| signal(pid, "STOP"));
-        tokio::time::sleep(THROTTLE_STOPPED).await;
-        blocking(|| signal(pid, "CONT"));
-        tokio::time::sleep(THROTTLE_PERIOD - THROTTLE_STOPPED).await;
-        cycles += 1;
-    }
-    let released_at = load.now();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let end = load.now();
-    let record = load.stop().await;
-    let (baseline, during, ratio) =
-        kept_throughput(&record, throttled_at, released_at, released_at, end);
-    let failed = record.failed();
-    let violation = if failed > 0 {
-        Some(format!(
-            "{failed} calls failed on an instance that answers every call"
-        ))
-    } else if policy == Policy::PeakEwma && ratio < 0.8 {
-        Some(format!(
-            "kept {:.0}% of the throughput while one instance was throttled",
-            ratio * 100.0
-        ))
-    } else if ready_count(&channel) != 3 {
-        Some(format!(
-            "not all three ready after the throttling: {}",
-            crate::load::describe_endpoints(&channel.status())
-        ))
-    } else {
-        None
-    };
-    Row {
-        scenario: match policy {
-            Policy::PeakEwma => "instance-throttled-p2c",
-            _ => "instance-throttled-rr",
-        },
-        driver: policy_name(policy),
-        calls: record.calls(),
-        failed,
-        recovery_of: "-",
-        recovery: Some(Duration::ZERO),
-        detail: format!(
-            "1 of 3 go-zero processes stopped 75 ms of every 100 ms for {} s ({cycles} cycles); median {baseline:.0} calls/s healthy (before and after), {during:.0} while throttled ({:.0}%)",
-            THROTTLE.as_secs(),
-            ratio * 100.0
-        ),
-        violation,
-        errors: record.errors,
-    }
-}
-
-fn policy_name(policy: Policy) -> &'static str {
+pub(super) fn policy_name(policy: Policy) -> &'static str {
     match policy {
         Policy::RoundRobin => "gozero, round robin",
         Policy::WeightedRoundRobin => "gozero, weighted rr",

@@ -2,6 +2,7 @@
 //! failure and returns a [`Row`].
 
 mod consul;
+mod degraded;
 mod instances;
 mod k8s;
 mod registry;
@@ -18,7 +19,8 @@ use test_support::EchoServer;
 use crate::report::Row;
 
 pub use consul::{consul_freeze, consul_leader_loss, consul_restart};
-pub use instances::{instance_crash, instance_frozen, instance_throttled, soak};
+pub use degraded::{instance_failing, instance_failing_gozero, instance_throttled};
+pub use instances::{instance_crash, instance_frozen, soak};
 pub use k8s::k8s_apiserver_restart;
 pub use registry::{
     etcd_auth_restart, etcd_auth_token_expiry, etcd_freeze, etcd_leader_loss, etcd_partition,
@@ -146,6 +148,21 @@ pub fn all() -> Vec<Scenario> {
             name: "instance-throttled-p2c",
             short: true,
             run: || Box::pin(instance_throttled(dtmdriver_core::Policy::PeakEwma)),
+        },
+        Scenario {
+            name: "instance-failing-rr",
+            short: true,
+            run: || Box::pin(instance_failing(dtmdriver_core::Policy::RoundRobin)),
+        },
+        Scenario {
+            name: "instance-failing-p2c",
+            short: true,
+            run: || Box::pin(instance_failing(dtmdriver_core::Policy::PeakEwma)),
+        },
+        Scenario {
+            name: "instance-failing-gozero",
+            short: false,
+            run: || Box::pin(instance_failing_gozero()),
         },
         Scenario {
             name: "soak",

@@ -8,13 +8,17 @@
 //	    -listen 127.0.0.1:9000 -name go1
 //
 // -delay 10ms makes each call take that long, as a service waiting on its own I/O.
+// SIGUSR1 makes every call fail with UNAVAILABLE (as a service whose database is down)
+// until SIGUSR2.
 package main
 
 import (
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/zeromicro/go-zero/core/conf"
@@ -65,10 +69,22 @@ func main() {
 	// fault scenarios then failed about 2,000 calls a run that the channel had nothing
 	// to do with.
 	c.CpuThreshold = 0
+	// go-zero's server-side breaker, once SIGUSR1 has failed every call for a while,
+	// goes on refusing calls (UNAVAILABLE) for seconds after SIGUSR2: the
+	// instance-failing fault scenarios measure the channel, not that breaker.
+	c.Middlewares.Breaker = false
 	logx.MustSetup(c.Log)
 
+	echo := &echopb.Server{Name: *name, Delay: *delay}
+	toggles := make(chan os.Signal, 1)
+	signal.Notify(toggles, syscall.SIGUSR1, syscall.SIGUSR2)
+	go func() {
+		for sig := range toggles {
+			echo.Failing.Store(sig == syscall.SIGUSR1)
+		}
+	}()
 	s := zrpc.MustNewServer(c, func(g *grpc.Server) {
-		echopb.RegisterEchoServer(g, &echopb.Server{Name: *name, Delay: *delay})
+		echopb.RegisterEchoServer(g, echo)
 	})
 	defer s.Stop()
 	if *agent != "" {
