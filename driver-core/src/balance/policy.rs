@@ -46,7 +46,8 @@ pub enum Policy {
     /// Smooth weighted round robin over the endpoints' [`weight`](crate::resolve::Endpoint::weight)s.
     WeightedRoundRobin,
     /// Power of two choices over a peak-EWMA latency estimate times pending calls,
-    /// with failed calls counted as slow and a recent failure rate raising the cost;
+    /// with a recent failure rate (fading within seconds once calls succeed) raising
+    /// the cost of an endpoint that fails, however fast it fails;
     /// an endpoint passed over for a second gets one probe call (go-zero's choice).
     PeakEwma,
 }
@@ -162,6 +163,18 @@ fn choose_cheaper<'a>(x: &'a Arc<Slot>, y: &'a Arc<Slot>) -> &'a Arc<Slot> {
 /// The peak-EWMA numbers of one address (kept on its pooled connection, so every
 /// channel using the address shares them): the latency estimate, the recent failure
 /// rate and when the policy last picked it.
+///
+/// The cost of an endpoint is its latency estimate times its pending calls plus one,
+/// scaled up by its failure rate, and never below [`ERROR_PENALTY`] times that rate:
+/// a failing endpoint costs hundreds of times a healthy one, however fast it fails.
+/// The failure rate moves by [`FAILURE_ALPHA`] a call and decays with time
+/// ([`FAILURE_DECAY`]), and failures never enter the latency estimate unless slower
+/// than it, so an endpoint that fails fast is not mistaken for a fast one, and one
+/// that has stopped failing is back in use within seconds of it, although the policy
+/// sends it only one probe a second ([`FORCE_PICK`]) meanwhile. Before this, each
+/// failure counted as a 1 s latency sample and the rate fell only with calls: an
+/// instance that had failed every call for 8 s was still passed over 15 s after it
+/// healed (`faults -- instance-failing-p2c`).
 #[derive(Debug)]
 pub(crate) struct Load {
     /// Peak-EWMA round-trip estimate in nanoseconds, as `f64` bits.
@@ -171,8 +184,11 @@ pub(crate) struct Load {
     updated_ns: AtomicU64,
     /// When the policy last picked this connection, in nanoseconds since `epoch`.
     picked_ns: AtomicU64,
-    /// Share of recent calls that failed, an EWMA over calls, as `f64` bits.
+    /// Share of recent calls that failed, an EWMA over calls, as `f64` bits, as of
+    /// `failed_ns`.
     failure_rate: AtomicU64,
+    /// When `failure_rate` was last updated, in nanoseconds since `epoch`.
+    failed_ns: AtomicU64,
     epoch: Instant,
 }
 
@@ -181,8 +197,8 @@ pub(crate) struct Load {
 const DECAY: Duration = Duration::from_secs(10);
 /// The estimate a fresh endpoint starts with, until its first call returns.
 const DEFAULT_RTT: Duration = Duration::from_millis(10);
-/// The round-trip time an error counts as, so an endpoint that fails fast is not
-/// mistaken for a fast one.
+/// The least cost of a failing endpoint, as a latency, at a failure rate of 1; it
+/// scales with the rate.
 const ERROR_PENALTY: Duration = Duration::from_secs(1);
 /// An endpoint the policy passed over this long gets one call anyway (go-zero's
 /// "force pick"), so an estimate made bad by errors or a slow spell is refreshed.
@@ -191,6 +207,10 @@ const FORCE_PICK: Duration = Duration::from_secs(1);
 const MIN_SAMPLE_WEIGHT: f64 = 0.05;
 /// Weight of the newest call in the failure rate: a few failures in a row are enough.
 const FAILURE_ALPHA: f64 = 0.25;
+/// Time constant of the failure rate's decay while no calls end. With one probe a
+/// second failing, the rate stays above 0.13 (a cost over a hundred times a healthy
+/// one's); with the probes answered, it falls below 1% within 3 s.
+const FAILURE_DECAY: Duration = Duration::from_secs(1);
 /// How much a failure rate of 1 multiplies the cost. Latency alone cannot tell a
 /// failing endpoint from a busy one when every estimate is high (a loaded host); the
 /// rate can.
@@ -203,6 +223,7 @@ impl Load {
             updated_ns: AtomicU64::new(0),
             picked_ns: AtomicU64::new(0),
             failure_rate: AtomicU64::new(0f64.to_bits()),
+            failed_ns: AtomicU64::new(0),
             epoch: Instant::now(),
         }
     }
@@ -227,6 +248,16 @@ impl Load {
         (rtt, (-elapsed / DECAY.as_nanos() as f64).exp(), true)
     }
 
+    /// The failure rate at `now_ns`: the stored one decayed since it was set.
+    fn failures(&self, now_ns: u64) -> f64 {
+        let rate = f64::from_bits(self.failure_rate.load(Ordering::Relaxed));
+        if rate == 0.0 {
+            return 0.0; // never failed, or not for thousands of calls: no `exp`
+        }
+        let elapsed = now_ns.saturating_sub(self.failed_ns.load(Ordering::Relaxed)) as f64;
+        rate * (-elapsed / FAILURE_DECAY.as_nanos() as f64).exp()
+    }
+
     /// Whether any call was timed yet.
     pub fn sampled(&self) -> bool {
         self.updated_ns.load(Ordering::Relaxed) != 0
@@ -239,34 +270,41 @@ impl Load {
         Duration::from_nanos((rtt * weight) as u64)
     }
 
-    /// Cost for peak-EWMA: estimate × (pending + 1), scaled up by the failure rate.
+    /// Cost for peak-EWMA: the estimate (at least [`ERROR_PENALTY`] times the failure
+    /// rate) × (pending + 1), scaled up by the failure rate.
     pub fn cost(&self, pending: u32) -> f64 {
-        let (rtt, weight, _) = self.stored(self.now_ns());
-        let failures = f64::from_bits(self.failure_rate.load(Ordering::Relaxed));
-        rtt * weight * f64::from(pending.saturating_add(1)) * (1.0 + failures * FAILURE_COST)
+        let now_ns = self.now_ns();
+        let (rtt, weight, _) = self.stored(now_ns);
+        let failures = self.failures(now_ns);
+        let latency = (rtt * weight).max(ERROR_PENALTY.as_nanos() as f64 * failures);
+        latency * f64::from(pending.saturating_add(1)) * (1.0 + failures * FAILURE_COST)
     }
 
     /// Records a finished call. Races between concurrent samples lose one sample at
     /// worst, which an estimate can afford.
     pub fn record(&self, rtt: Duration, failed: bool) {
-        let sample = if failed { rtt.max(ERROR_PENALTY) } else { rtt }.as_nanos() as f64;
+        let sample = rtt.as_nanos() as f64;
         let now_ns = self.now_ns();
         let (stored, weight, sampled) = self.stored(now_ns);
-        let next = if !sampled || sample > stored * weight {
-            sample // the first sample, or a peak: take it at once
-        } else {
+        if sample > stored * weight || !sampled && !failed {
+            // A peak (a failure too: a timeout), or the first answer: take it at once.
+            self.rtt_ns.store(sample.to_bits(), Ordering::Relaxed);
+            self.updated_ns.store(now_ns, Ordering::Relaxed);
+        } else if !failed {
             // Move from the stored estimate towards the sample, more the longer the
             // gap, and at least by MIN_SAMPLE_WEIGHT: a busy endpoint recovers from an
-            // outlier (a stall of the host) within a few dozen calls, not seconds.
+            // outlier (a stall of the host) within a few dozen calls, not seconds. A
+            // failure faster than the estimate says nothing of the endpoint's speed.
             let weight = weight.min(1.0 - MIN_SAMPLE_WEIGHT);
-            stored * weight + sample * (1.0 - weight)
-        };
-        self.rtt_ns.store(next.to_bits(), Ordering::Relaxed);
-        self.updated_ns.store(now_ns, Ordering::Relaxed);
-        let rate = f64::from_bits(self.failure_rate.load(Ordering::Relaxed));
+            let next = stored * weight + sample * (1.0 - weight);
+            self.rtt_ns.store(next.to_bits(), Ordering::Relaxed);
+            self.updated_ns.store(now_ns, Ordering::Relaxed);
+        }
+        let rate = self.failures(now_ns);
         let outcome = if failed { 1.0 } else { 0.0 };
         let rate = rate + (outcome - rate) * FAILURE_ALPHA;
         self.failure_rate.store(rate.to_bits(), Ordering::Relaxed);
+        self.failed_ns.store(now_ns, Ordering::Relaxed);
     }
 
     /// Claims this connection's forced pick if the policy passed it over for
@@ -432,11 +470,17 @@ mod tests {
         assert!(m.len() == 40 && m.values().all(|&n| n == 10), "{m:?}");
     }
 
-    /// The endpoints `10.6.x.y:80` numbered `range`, each weighing `weight(i)`.
-    fn weighed(range: std::ops::Range<usize>, weight: impl Fn(usize) -> u32) -> Vec<Endpoint> {
+    /// Endpoints `10.NET.x.y:80` for `range`, weighing `weight(i)`. Connections are
+    /// pooled by address across the process, and tests mark them out of rotation by
+    /// hand: each test takes its own `net`, or one running beside it sees its marks.
+    fn weighed(
+        net: u8,
+        range: std::ops::Range<usize>,
+        weight: impl Fn(usize) -> u32,
+    ) -> Vec<Endpoint> {
         range
             .map(|i| {
-                Endpoint::new(format!("10.6.{}.{}:80", i / 250, i % 250)).with_weight(weight(i))
+                Endpoint::new(format!("10.{net}.{}.{}:80", i / 250, i % 250)).with_weight(weight(i))
             })
             .collect()
     }
@@ -460,13 +504,13 @@ mod tests {
     #[tokio::test]
     async fn a_change_to_a_weighted_set_keeps_exact_shares() {
         // 1,000 endpoints weighing 1 or 3: turns over two weight classes.
-        let mut set = weighed(0..1000, |i| if i % 2 == 0 { 1 } else { 3 });
+        let mut set = weighed(61, 0..1000, |i| if i % 2 == 0 { 1 } else { 3 });
         let inner = ready_channel(Policy::WeightedRoundRobin, set.clone());
         assert_shares(&inner, &set, 1, 0);
         // One leaves, one changes weight, one of a third weight joins (keyed changes).
         let gone = set.remove(1);
         set[10] = set[10].clone().with_weight(3);
-        let joined = weighed(5000..5001, |_| 7).remove(0);
+        let joined = weighed(61, 5000..5001, |_| 7).remove(0);
         set.push(joined.clone());
         inner.apply(&ResolverState {
             endpoints: Some(set.iter().cloned().collect()),
@@ -494,12 +538,12 @@ mod tests {
     #[tokio::test]
     async fn many_distinct_weights_share_bands_and_keep_their_shares() {
         // 40 distinct weights: more than the classes, turns by power-of-two band.
-        let set = weighed(0..400, |i| (i % 40) as u32 + 1);
+        let set = weighed(62, 0..400, |i| (i % 40) as u32 + 1);
         let inner = ready_channel(Policy::WeightedRoundRobin, set.clone());
         assert_shares(&inner, &set, 10, 2);
         // Smooth: the heaviest (weight 40 of 8,200) never takes two turns in a row.
         let table = inner.table();
-        let heavy = "10.6.0.39:80";
+        let heavy = "10.62.0.39:80";
         let mut last = String::new();
         for _ in 0..8200 {
             let s = inner.choose(&table).unwrap().endpoint.addr.clone();
@@ -518,7 +562,7 @@ mod tests {
     async fn with_most_weight_out_of_rotation_picks_walk_the_ready_list_by_weight() {
         // A quarter weighing 100, out of rotation; the rest weighing 1 to 3, ready: the
         // turns land out of rotation 97% of the time, so most picks take the walk.
-        let set = weighed(0..400, |i| {
+        let set = weighed(63, 0..400, |i| {
             if i.is_multiple_of(4) {
                 100
             } else {
@@ -542,7 +586,7 @@ mod tests {
     #[tokio::test]
     async fn weighted_turns_are_spread_over_the_cycle() {
         // Weights 5, 3, 1, 1: no endpoint gets three turns in a row.
-        let set = weighed(0..4, |i| [5, 3, 1, 1][i]);
+        let set = weighed(64, 0..4, |i| [5, 3, 1, 1][i]);
         let inner = ready_channel(Policy::WeightedRoundRobin, set.clone());
         let table = inner.table();
         let order: Vec<String> = (0..40)
@@ -553,11 +597,11 @@ mod tests {
         }
         assert_shares(&inner, &set, 3, 0);
         // One of weight 10 among 49 of weight 1: its turns are about 6 apart.
-        let set = weighed(0..50, |i| if i == 0 { 10 } else { 1 });
+        let set = weighed(65, 0..50, |i| if i == 0 { 10 } else { 1 });
         let inner = ready_channel(Policy::WeightedRoundRobin, set);
         let table = inner.table();
         let heavy: Vec<bool> = (0..590)
-            .map(|_| inner.choose(&table).unwrap().endpoint.addr == "10.6.0.0:80")
+            .map(|_| inner.choose(&table).unwrap().endpoint.addr == "10.65.0.0:80")
             .collect();
         let at: Vec<usize> = (0..heavy.len()).filter(|&k| heavy[k]).collect();
         assert_eq!(at.len(), 100);
@@ -610,11 +654,55 @@ mod tests {
     }
 
     #[test]
-    fn errors_cost_at_least_the_penalty() {
+    fn a_fast_failure_does_not_make_an_endpoint_look_fast() {
         let load = Load::new();
         load.record(Duration::from_micros(100), true);
-        assert!(load.rtt_estimate() >= ERROR_PENALTY.mul_f64(0.99));
-        assert!(load.cost(1) >= 2.0 * ERROR_PENALTY.as_nanos() as f64 * 0.99);
+        assert_eq!(
+            load.rtt_estimate(),
+            DEFAULT_RTT,
+            "a failure faster than the estimate"
+        );
+        // One failure in four: at least a quarter of the penalty, 251 times over.
+        let floor = 2.0 * ERROR_PENALTY.as_nanos() as f64 * FAILURE_ALPHA;
+        assert!(load.cost(1) >= floor * (1.0 + FAILURE_ALPHA * FAILURE_COST) * 0.99);
+        // A failure slower than the estimate (a timeout) raises it as a peak.
+        load.record(Duration::from_millis(900), true);
+        assert!(ms(&load) > 899.0, "{}", ms(&load));
+    }
+
+    #[test]
+    fn a_healed_endpoint_costs_what_it_did_within_seconds_of_its_probes() {
+        let mut load = Load::new();
+        for _ in 0..20 {
+            load.record(Duration::from_millis(10), false);
+        }
+        let healthy = load.cost(0);
+        for _ in 0..20 {
+            load.record(Duration::from_micros(100), true);
+        }
+        assert!(load.cost(0) > 500.0 * healthy, "failing: {}", load.cost(0));
+        // Passed over while failing: one probe a second, each failing, keeps it out,
+        // even just before the next probe.
+        for _ in 0..5 {
+            load.epoch -= FORCE_PICK;
+            assert!(
+                load.cost(0) > 100.0 * healthy,
+                "before a probe: {}",
+                load.cost(0)
+            );
+            load.record(Duration::from_micros(100), true);
+        }
+        // Healed: four probes a second apart, answered, and it costs less than a
+        // healthy endpoint with three calls pending.
+        for _ in 0..4 {
+            load.epoch -= FORCE_PICK;
+            load.record(Duration::from_millis(10), false);
+        }
+        assert!(
+            load.cost(0) < 4.0 * healthy,
+            "healed: {} against {healthy}",
+            load.cost(0)
+        );
     }
 
     #[test]
