@@ -110,6 +110,7 @@ pub mod warn_once;
 
 pub use balance::{
     Channel, ChannelBuilder, ChannelStatus, EndpointStatus, Policy, TlsConnector, connect,
+    raise_open_file_limit,
 };
 pub use config::MicroService;
 pub use default_driver::DefaultDriver;

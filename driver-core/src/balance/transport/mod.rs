@@ -18,7 +18,10 @@
 //!   policy, so grpc-go servers (go-zero, kratos, dtm) never send "too_many_pings";
 //!   one thread per process checks the busy connections (`sweeper`), a call only
 //!   counts itself;
-//! - TLS by rustls with ALPN `h2` (`tls`).
+//! - TLS by rustls with ALPN `h2` (`tls`);
+//! - a dial that finds the process out of file descriptors raises the soft open-file
+//!   limit to the hard one, once, as Go programs run, and says what to do at the hard
+//!   one (`open_files`).
 //!
 //! It must stay conformant to HTTP/2 (RFC 9113, through the `h2` crate) and to the
 //! gRPC over HTTP/2 protocol as grpc-go and tonic servers speak it: every stream shape
@@ -43,6 +46,7 @@ pub(crate) mod connection;
 pub(crate) mod exchange;
 pub(crate) mod liveness;
 pub(crate) mod log_budget;
+pub(crate) mod open_files;
 pub(crate) mod ready_log;
 pub(crate) mod replay;
 pub(crate) mod state;

@@ -24,6 +24,7 @@ use tracing::Level;
 use super::connection::DialSettings;
 use super::liveness::{Probe, ProbeSettings};
 use super::log_budget::{self, endpoint_event};
+use super::open_files;
 use super::state::{Activity, ConnState, StateCell};
 use super::sweeper;
 use crate::backoff::Backoff;
@@ -175,9 +176,20 @@ impl ConnectionTask {
     }
 
     async fn dial(&self) -> Result<Dialled, String> {
-        let tcp = TcpStream::connect(&self.addr)
-            .await
-            .map_err(|e| format!("connect to {}: {e}", self.addr))?;
+        let tcp = match TcpStream::connect(&self.addr).await {
+            Err(e) if open_files::exhausted(&e) && open_files::raise_after_exhaustion() => {
+                TcpStream::connect(&self.addr).await
+            }
+            dialled => dialled,
+        };
+        let tcp = tcp.map_err(|e| {
+            let advice = if open_files::exhausted(&e) {
+                open_files::advice()
+            } else {
+                String::new()
+            };
+            format!("connect to {}: {e}{advice}", self.addr)
+        })?;
         let _ = tcp.set_nodelay(true);
         match &self.settings.tls {
             None => self.handshake(tcp).await,

@@ -1,0 +1,85 @@
+//! A dial that finds the process out of file descriptors (`EMFILE`).
+//!
+//! Contract: the first time a dial fails because the process is at its soft limit of
+//! open files, the soft limit is raised to the hard one, once per process, with one
+//! WARN line naming both, and the dial is tried again at once; a dial that fails so
+//! with the limit at its hardest (the soft limit already at the hard one) fails with a
+//! message saying what to do: raise the hard limit, or have the channel dial fewer
+//! endpoints. [`raise_open_file_limit`] does the same raise for a caller that would
+//! rather do it at start.
+//!
+//! Why: a channel dials every endpoint it hands calls to, a socket each, so a channel
+//! over a thousand instances holds a thousand descriptors. Go programs run with the
+//! soft limit raised to the hard one (the runtime does it at start, since Go 1.19: the
+//! low soft limit exists for programs that use `select(2)`, whose `fd_set` stops at
+//! 1,024, and Go never does); Rust's std and tokio leave it alone, though tokio does
+//! not use `select(2)` either. With systemd's defaults for a service (soft 1,024, hard
+//! 524,288), a Rust service calling a thousand instances failed its dials where its Go
+//! twin did not (`driver-core/tests/open_files.rs`). Raising only on the first
+//! `EMFILE`, not at start, leaves a process that never needs it as it was.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Whether `e` is the process out of file descriptors.
+pub(crate) fn exhausted(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EMFILE)
+}
+
+/// Set once the soft limit was raised, by a dial or [`raise_open_file_limit`].
+static RAISED: AtomicBool = AtomicBool::new(false);
+
+/// After a dial failed with `EMFILE`: raises the soft limit to the hard one if it is
+/// below, and says whether the dial should be tried again (the limit was raised, now
+/// or by another dial since this one failed).
+pub(crate) fn raise_after_exhaustion() -> bool {
+    match raise_open_file_limit() {
+        Ok(Some((from, to))) => {
+            tracing::warn!(
+                from,
+                to,
+                "out of file descriptors while dialling; raised the soft open-file limit \
+                 to the hard one, as Go programs run (set LimitNOFILE= or `ulimit -n` to \
+                 choose it)"
+            );
+            true
+        }
+        Ok(None) => RAISED.load(Ordering::Relaxed),
+        Err(e) => {
+            tracing::debug!(error = %e, "could not raise the open-file limit");
+            false
+        }
+    }
+}
+
+/// What to do about a dial that failed with `EMFILE` at the hard limit, to append to
+/// its error.
+pub(crate) fn advice() -> String {
+    let limit = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or_else(
+        |_| "its limit of".to_string(),
+        |(soft, _)| format!("its {soft}"),
+    );
+    format!(
+        "; the process has {limit} files open (`ulimit -n`, its hard limit): raise the \
+         limit (LimitNOFILE= for a systemd service, --ulimit nofile= for a container), or \
+         have channels dial fewer endpoints (go-zero targets take ?subset=N)"
+    )
+}
+
+/// Raises this process's soft limit of open files to its hard limit, as Go's runtime
+/// does at start; `Some((from, to))` if it was below, `None` if it was already there.
+/// A channel does this by itself the first time a dial runs out of descriptors (with a
+/// WARN line); call it at start to have it done before.
+///
+/// # Errors
+///
+/// The system's, if reading or setting the limit fails.
+pub fn raise_open_file_limit() -> io::Result<Option<(u64, u64)>> {
+    let (soft, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE)?;
+    if soft >= hard {
+        return Ok(None);
+    }
+    rlimit::setrlimit(rlimit::Resource::NOFILE, hard, hard)?;
+    RAISED.store(true, Ordering::Relaxed);
+    Ok(Some((soft, hard)))
+}
