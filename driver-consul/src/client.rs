@@ -276,6 +276,15 @@ impl ConsulClient {
                             .into(),
                     };
                 }
+                // Out of file descriptors: raised once for the whole process (the next
+                // retry connects), or what to do at the hard limit.
+                if dtmdriver_core::open_files::out_of_descriptors(&e) {
+                    reason += &if dtmdriver_core::open_files::raise_after_exhaustion() {
+                        "; raised the soft open-file limit, retrying".to_string()
+                    } else {
+                        dtmdriver_core::open_files::advice()
+                    };
+                }
                 ConsulError::Unreachable {
                     addr: addr.clone(),
                     what: what.to_string(),

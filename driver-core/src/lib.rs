@@ -95,6 +95,7 @@ pub mod error;
 pub mod feature_off;
 pub mod health;
 pub mod invoke;
+pub mod open_files;
 pub mod parse;
 mod redact;
 pub mod registration;
@@ -110,7 +111,6 @@ pub mod warn_once;
 
 pub use balance::{
     Channel, ChannelBuilder, ChannelStatus, EndpointStatus, Policy, TlsConnector, connect,
-    raise_open_file_limit,
 };
 pub use config::MicroService;
 pub use default_driver::DefaultDriver;
@@ -119,6 +119,7 @@ pub use driver::Driver;
 pub use error::{Error, Result};
 pub use health::RegistrationState;
 pub use invoke::{RawCodec, call_raw, invoke, invoke_with};
+pub use open_files::raise_open_file_limit;
 pub use parse::ServerMethod;
 pub use registration::Registration;
 pub use registry::{

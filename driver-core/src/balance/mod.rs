@@ -100,7 +100,6 @@ mod weights;
 pub use builder::{ChannelBuilder, connect};
 pub use channel::{Channel, ChannelStatus, EndpointStatus};
 pub use policy::Policy;
-pub use transport::open_files::raise_open_file_limit;
 pub use transport::tls::TlsConnector;
 
 /// Boxed error of the channel's service; generated clients turn it into a `Status`.

@@ -21,7 +21,7 @@
 //! - TLS by rustls with ALPN `h2` (`tls`);
 //! - a dial that finds the process out of file descriptors raises the soft open-file
 //!   limit to the hard one, once, as Go programs run, and says what to do at the hard
-//!   one (`open_files`).
+//!   one ([`crate::open_files`]).
 //!
 //! It must stay conformant to HTTP/2 (RFC 9113, through the `h2` crate) and to the
 //! gRPC over HTTP/2 protocol as grpc-go and tonic servers speak it: every stream shape
@@ -46,7 +46,6 @@ pub(crate) mod connection;
 pub(crate) mod exchange;
 pub(crate) mod liveness;
 pub(crate) mod log_budget;
-pub(crate) mod open_files;
 pub(crate) mod ready_log;
 pub(crate) mod replay;
 pub(crate) mod state;

@@ -24,10 +24,10 @@ use tracing::Level;
 use super::connection::DialSettings;
 use super::liveness::{Probe, ProbeSettings};
 use super::log_budget::{self, endpoint_event};
-use super::open_files;
 use super::state::{Activity, ConnState, StateCell};
 use super::sweeper;
 use crate::backoff::Backoff;
+use crate::open_files;
 
 /// How long a dropped connection may keep serving its in-flight calls.
 const DRAIN_GRACE: Duration = Duration::from_secs(30);

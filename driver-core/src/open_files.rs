@@ -1,12 +1,14 @@
-//! A dial that finds the process out of file descriptors (`EMFILE`).
+//! A connect that finds the process out of file descriptors (`EMFILE`): what the
+//! channel's dial and the engines' HTTP clients do about it.
 //!
-//! Contract: the first time a dial fails because the process is at its soft limit of
-//! open files, the soft limit is raised to the hard one, once per process, with one
-//! WARN line naming both, and the dial is tried again at once; a dial that fails so
-//! with the limit at its hardest (the soft limit already at the hard one) fails with a
-//! message saying what to do: raise the hard limit, or have the channel dial fewer
-//! endpoints. [`raise_open_file_limit`] does the same raise for a caller that would
-//! rather do it at start.
+//! Contract: the first time a connect fails because the process is at its soft limit of
+//! open files ([`out_of_descriptors`]), the soft limit is raised to the hard one, once
+//! per process, with one WARN line naming both ([`raise_after_exhaustion`]), and the
+//! connect is tried again (at once by a channel's dial, at the next retry by an
+//! engine); one that fails so with the soft limit already at the hard one fails with a
+//! message saying what to do ([`advice`]): raise the hard limit, or have channels dial
+//! fewer endpoints. [`raise_open_file_limit`] does the same raise for a caller that
+//! would rather do it at start.
 //!
 //! Why: a channel dials every endpoint it hands calls to, a socket each, so a channel
 //! over a thousand instances holds a thousand descriptors. Go programs run with the
@@ -22,25 +24,37 @@ use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Whether `e` is the process out of file descriptors.
-pub(crate) fn exhausted(e: &io::Error) -> bool {
+pub fn exhausted(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::EMFILE)
+}
+
+/// Whether `e` or an error it was caused by is the process out of file descriptors.
+pub fn out_of_descriptors(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if e.downcast_ref::<io::Error>().is_some_and(exhausted) {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// Set once the soft limit was raised, by a dial or [`raise_open_file_limit`].
 static RAISED: AtomicBool = AtomicBool::new(false);
 
-/// After a dial failed with `EMFILE`: raises the soft limit to the hard one if it is
-/// below, and says whether the dial should be tried again (the limit was raised, now
-/// or by another dial since this one failed).
-pub(crate) fn raise_after_exhaustion() -> bool {
+/// After a connect failed with `EMFILE`: raises the soft limit to the hard one if it
+/// is below, and says whether to try again (the limit was raised, now or by another
+/// connect since this one failed).
+pub fn raise_after_exhaustion() -> bool {
     match raise_open_file_limit() {
         Ok(Some((from, to))) => {
             tracing::warn!(
                 from,
                 to,
-                "out of file descriptors while dialling; raised the soft open-file limit \
-                 to the hard one, as Go programs run (set LimitNOFILE= or `ulimit -n` to \
-                 choose it)"
+                "out of file descriptors while connecting; raised the soft open-file \
+                 limit to the hard one, as Go programs run (set LimitNOFILE= or \
+                 `ulimit -n` to choose it)"
             );
             true
         }
@@ -52,9 +66,9 @@ pub(crate) fn raise_after_exhaustion() -> bool {
     }
 }
 
-/// What to do about a dial that failed with `EMFILE` at the hard limit, to append to
-/// its error.
-pub(crate) fn advice() -> String {
+/// What to do about a connect that failed with `EMFILE` at the hard limit, to append
+/// to its error.
+pub fn advice() -> String {
     let limit = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or_else(
         |_| "its limit of".to_string(),
         |(soft, _)| format!("its {soft}"),
