@@ -224,8 +224,8 @@ fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
     })
 }
 
-/// Counts a call as pending on its connection and, for peak-EWMA, records its
-/// latency when it ends.
+/// Counts a call as pending on its connection and records its outcome when it ends
+/// (for peak-EWMA, its latency too).
 struct CallGuard {
     conn: Arc<Connection>,
     /// When the call started, if its latency is recorded.
@@ -251,8 +251,9 @@ impl CallGuard {
         if !self.done {
             self.done = true;
             self.conn.activity.call_ended();
-            if let Some(start) = self.start {
-                self.conn.load.record(start.elapsed(), failed);
+            match self.start {
+                Some(start) => self.conn.load.record(start.elapsed(), failed),
+                None => self.conn.load.record_outcome(failed),
             }
         }
     }
