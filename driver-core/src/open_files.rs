@@ -16,9 +16,11 @@
 //! low soft limit exists for programs that use `select(2)`, whose `fd_set` stops at
 //! 1,024, and Go never does); Rust's std and tokio leave it alone, though tokio does
 //! not use `select(2)` either. With systemd's defaults for a service (soft 1,024, hard
-//! 524,288), a Rust service calling a thousand instances failed its dials where its Go
-//! twin did not (`driver-core/tests/open_files.rs`). Raising only on the first
-//! `EMFILE`, not at start, leaves a process that never needs it as it was.
+//! 524,288), a Rust service calling a thousand instances would fail its dials
+//! (`driver-core/tests/open_files.rs`, at a lowered limit) where its Go twin does not
+//! (a Go 1.26 program started under `prlimit --nofile=64:20000` runs with 19,999).
+//! Raising only on the first `EMFILE`, not at start, leaves a process that never needs
+//! it as it was.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,8 +46,8 @@ pub fn out_of_descriptors(e: &(dyn std::error::Error + 'static)) -> bool {
 static RAISED: AtomicBool = AtomicBool::new(false);
 
 /// After a connect failed with `EMFILE`: raises the soft limit to the hard one if it
-/// is below, and says whether to try again (the limit was raised, now or by another
-/// connect since this one failed).
+/// is below; whether this call raised it (a connect may also try again when another
+/// raised it since it failed: [`raised`]).
 pub fn raise_after_exhaustion() -> bool {
     match raise_open_file_limit() {
         Ok(Some((from, to))) => {
@@ -58,12 +60,17 @@ pub fn raise_after_exhaustion() -> bool {
             );
             true
         }
-        Ok(None) => RAISED.load(Ordering::Relaxed),
+        Ok(None) => false,
         Err(e) => {
             tracing::debug!(error = %e, "could not raise the open-file limit");
             false
         }
     }
+}
+
+/// Whether this process raised its soft limit (a dial or [`raise_open_file_limit`]).
+pub fn raised() -> bool {
+    RAISED.load(Ordering::Relaxed)
 }
 
 /// What to do about a connect that failed with `EMFILE` at the hard limit, to append

@@ -177,7 +177,10 @@ impl ConnectionTask {
 
     async fn dial(&self) -> Result<Dialled, String> {
         let tcp = match TcpStream::connect(&self.addr).await {
-            Err(e) if open_files::exhausted(&e) && open_files::raise_after_exhaustion() => {
+            Err(e)
+                if open_files::exhausted(&e)
+                    && (open_files::raise_after_exhaustion() || open_files::raised()) =>
+            {
                 TcpStream::connect(&self.addr).await
             }
             dialled => dialled,
