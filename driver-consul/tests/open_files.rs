@@ -5,12 +5,10 @@
 //! Its own test binary: it lowers this process's soft limit and fills the descriptor
 //! table.
 
-use std::fs::File;
-
 use dtmdriver_consul::ConsulDriver;
 use dtmdriver_core::Driver;
 use rlimit::Resource;
-use test_support::ConsulAgent;
+use test_support::{ConsulAgent, fill_descriptors};
 
 #[tokio::test]
 async fn a_request_out_of_descriptors_raises_the_soft_limit_and_the_next_try_connects() {
@@ -19,18 +17,7 @@ async fn a_request_out_of_descriptors_raises_the_soft_limit_and_the_next_try_con
     let (_, hard) = rlimit::getrlimit(Resource::NOFILE).unwrap();
 
     // The soft limit a few descriptors above those open, every one of them taken.
-    let open = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
-    rlimit::setrlimit(Resource::NOFILE, open + 4, hard).unwrap();
-    let mut filler = Vec::new();
-    while filler.len() < 64 {
-        match File::open("/dev/null") {
-            Ok(f) => filler.push(f),
-            Err(e) => {
-                assert_eq!(e.raw_os_error(), Some(libc::EMFILE), "{e}");
-                break;
-            }
-        }
-    }
+    let _filler = fill_descriptors(false);
 
     let error = ConsulDriver
         .register_service(&target, "127.0.0.1:9")

@@ -5,45 +5,12 @@
 //! Its own test binary, and one test: it lowers this process's limits (the hard one
 //! for good) and fills the descriptor table.
 
-use std::fs::File;
 use std::time::Duration;
 
 use dtmdriver_core::Channel;
 use rlimit::Resource;
-use test_support::{CapturedLogs, EchoClient, EchoServer, SayRequest};
+use test_support::{CapturedLogs, EchoClient, EchoServer, SayRequest, fill_descriptors};
 use tonic::Code;
-
-/// Descriptors open in this process now.
-fn open_descriptors() -> u64 {
-    std::fs::read_dir("/proc/self/fd")
-        .expect("/proc/self/fd")
-        .count() as u64
-}
-
-/// Sets the soft limit (and the hard one, if given) a few descriptors above those open,
-/// then opens `/dev/null` until the process is out of descriptors; the files that fill
-/// the table.
-fn fill_descriptors(hard: Option<u64>) -> Vec<File> {
-    let limit = open_descriptors() + 4;
-    let (_, current_hard) = rlimit::getrlimit(Resource::NOFILE).unwrap();
-    rlimit::setrlimit(
-        Resource::NOFILE,
-        limit,
-        hard.map_or(current_hard, |_| limit),
-    )
-    .unwrap();
-    let mut files = Vec::new();
-    for _ in 0..64 {
-        match File::open("/dev/null") {
-            Ok(f) => files.push(f),
-            Err(e) => {
-                assert_eq!(e.raw_os_error(), Some(libc::EMFILE), "{e}");
-                return files;
-            }
-        }
-    }
-    panic!("64 files opened under a limit of {limit}");
-}
 
 fn channel(server: &EchoServer) -> Channel {
     Channel::builder(&format!("direct:///{}", server.addr()))
@@ -70,7 +37,7 @@ async fn a_dial_out_of_descriptors_raises_the_soft_limit_once_then_says_what_to_
     // The soft limit below the hard one, every descriptor under it taken: the dial
     // raises it and the call goes through.
     let to_first = channel(&first);
-    let filler = fill_descriptors(None);
+    let filler = fill_descriptors(false);
     let soft = rlimit::getrlimit(Resource::NOFILE).unwrap().0;
     assert_eq!(
         say(&to_first).await.expect("the call after the raise"),
@@ -85,7 +52,7 @@ async fn a_dial_out_of_descriptors_raises_the_soft_limit_once_then_says_what_to_
     // do (another server: the first one's connection is pooled, and kept open by its
     // channel so that no descriptor comes free meanwhile).
     let to_second = channel(&second);
-    let _filler = fill_descriptors(Some(0));
+    let _filler = fill_descriptors(true);
     let status = say(&to_second).await.expect_err("no descriptor left");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     let message = status.message();

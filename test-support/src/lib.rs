@@ -22,6 +22,7 @@ pub mod bench;
 mod binary;
 mod calls;
 mod consul;
+mod descriptors;
 pub mod discover;
 mod dtm;
 pub mod echo;
@@ -42,6 +43,7 @@ pub use calls::{
     CALL_BOUND, ManualResolver, addrs, manual_channel, refused_channel, say, state_of, wait_status,
 };
 pub use consul::{CONSUL_BUILD_HINT, ConsulAgent, ConsulCluster, consul_agent_binary};
+pub use descriptors::fill_descriptors;
 pub use dtm::{DTM_BUILD_HINT, DtmEndpoint, DtmServer, dtm_binary};
 pub use echo::{Behavior, EchoClient, EchoServer, SayReply, SayRequest};
 pub use etcd::{EtcdCluster, EtcdServer};
